@@ -1,0 +1,59 @@
+# hoststamp: the two commands are `make run` and `make test`; everything else is set up by them.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/pip
+ARGS   ?=
+
+.PHONY: run test bench lint sysdeps venv install install-test keys clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+venv: $(BIN)/python
+
+# runtime install (editable, so `make run` always runs this checkout)
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(PIP) install -q -e '.[test]'
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+# system packages the tests use: fuse (fusermount + libfuse2 for fusepy), iproute2 (netns, veth),
+# systemd (systemd-analyze). Installed only when missing; needs root, as CI is.
+sysdeps:
+	@missing=""; \
+	command -v fusermount >/dev/null 2>&1 || missing="$$missing fuse"; \
+	ldconfig -p 2>/dev/null | grep -q 'libfuse.so.2' || missing="$$missing libfuse2"; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null \
+	    || echo "warning: could not install$$missing; tests needing them will be skipped"; \
+	fi
+
+keys: install
+	@test -f keys/host.key || $(BIN)/hoststamp keys generate --dir keys
+
+run: install keys
+	$(BIN)/hoststamp run $(ARGS)
+
+test: install-test sysdeps
+	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: install-test
+	$(BIN)/python -m benchmarks $(ARGS)
+
+lint: install-test
+	$(BIN)/ruff check agent tests benchmarks
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) var build *.egg-info

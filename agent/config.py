@@ -1,0 +1,260 @@
+"""Configuration: TOML in, frozen dataclasses out.
+
+The file has ``[agent]``, ``[probes.NAME]``, ``[[sinks]]``, ``[[listeners]]`` and
+``[metrics]``. Every unknown key is a :class:`~agent.errors.ConfigError` that
+names the file and the dotted key. Per-probe and per-sink keys are checked
+against the ``Options`` dataclass the probe or sink declares. Nothing here opens
+a socket or a key: :mod:`agent.app` builds live objects from what this returns.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from . import schema
+from .errors import ConfigError
+from .probes import registry as probe_registry
+from .sinks import registry as sink_registry
+
+__all__ = [
+    "AgentSettings",
+    "Config",
+    "EndpointConfig",
+    "ListenerOptions",
+    "MetricsConfig",
+    "ProbeConfig",
+    "SinkCommon",
+    "default_config",
+    "load",
+    "parse",
+]
+
+ENV_KEY = "HOSTSTAMP_KEY"
+ENV_HOST_ID = "HOSTSTAMP_HOST_ID"
+
+Overflow = Literal["block", "drop_newest", "drop_oldest"]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    """``[agent]``: who the agent is and where it keeps state."""
+
+    #: host id stamped into every event; default: /etc/machine-id, then the hostname
+    host_id: str | None = None
+    #: the host's private key (PKCS#8 PEM)
+    key: str = "keys/host.key"
+    #: where per-source sequence counters (and spools) live
+    state_dir: str = "var/state"
+    log_format: Literal["human", "json"] = "human"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: seconds SIGTERM may spend draining queues before what is left stays spooled
+    drain_timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeCommon:
+    enabled: bool = True
+    interval: float | None = None
+    timeout: float | None = None
+    #: fraction of the interval by which each round may start late, at random
+    jitter: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeConfig:
+    name: str
+    enabled: bool
+    interval: float
+    timeout: float
+    jitter: float
+    options: Any
+
+
+@dataclass(frozen=True, slots=True)
+class SinkCommon:
+    """Keys every ``[[sinks]]`` entry accepts besides its scheme's own."""
+
+    uri: str
+    queue_size: int = 10000
+    overflow: Overflow = "block"
+    batch_max: int = 512
+    #: directory of a write-ahead spool for this sink (none by default)
+    spool: str | None = None
+    spool_max_bytes: int = 256 << 20
+    spool_fsync: Literal["always", "batch", "never"] = "batch"
+
+    def __post_init__(self) -> None:
+        if self.queue_size < 1:
+            raise ValueError("queue_size must be at least 1")
+        if self.batch_max < 1:
+            raise ValueError("batch_max must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointConfig:
+    """One sink: its URI split into scheme and target, common keys, scheme options."""
+
+    uri: str
+    scheme: str
+    target: str
+    common: SinkCommon
+    options: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerOptions:
+    """``[[listeners]]``: where guest events come in, and how hard to be on them."""
+
+    uri: str
+    #: the ``hostpeer`` value stamped on events from this listener (Firecracker sockets)
+    name: str | None = None
+    max_frame: int = 1 << 20
+    max_connections: int = 256
+    idle_timeout: float = 300.0
+    max_depth: int = 32
+    guest_signatures: Literal["off", "verify", "require"] = "off"
+    #: public keys (PEM files) trusted for guest signatures
+    trusted_keys: tuple[str, ...] = ()
+    dedupe_window: int = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    listen: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    agent: AgentSettings = field(default_factory=AgentSettings)
+    probes: tuple[ProbeConfig, ...] = ()
+    sinks: tuple[EndpointConfig, ...] = ()
+    listeners: tuple[ListenerOptions, ...] = ()
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    #: the file this came from, if any
+    path: str | None = None
+
+    def probe(self, name: str) -> ProbeConfig:
+        for p in self.probes:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def enabled_probes(self) -> list[ProbeConfig]:
+        return [p for p in self.probes if p.enabled]
+
+    def with_probes(self, names: Sequence[str]) -> Config:
+        """Only ``names`` enabled (``--probes``); unknown names are a ConfigError."""
+        known = {p.name for p in self.probes}
+        for n in names:
+            if n not in known:
+                raise ConfigError(f"unknown probe {n!r} (known: {', '.join(sorted(known))})", key="--probes")
+        return replace(self, probes=tuple(replace(p, enabled=p.name in names) for p in self.probes))
+
+    def with_sinks(self, uris: Sequence[str]) -> Config:
+        extra = tuple(endpoint({"uri": u}, prefix="--sink", file=None) for u in uris)
+        return replace(self, sinks=self.sinks + extra)
+
+    def with_listeners(self, uris: Sequence[str]) -> Config:
+        extra = tuple(schema.build(ListenerOptions, {"uri": u}, prefix="--listen", file=None) for u in uris)
+        return replace(self, listeners=self.listeners + extra)
+
+
+def endpoint(table: Mapping[str, Any], *, prefix: str, file: str | None) -> EndpointConfig:
+    common_keys = set(schema.field_names(SinkCommon))
+    common = schema.build(SinkCommon, {k: v for k, v in table.items() if k in common_keys}, prefix=prefix, file=file)
+    try:
+        scheme, target = sink_registry.split_uri(common.uri)
+        cls = sink_registry.get(scheme)
+    except ConfigError as exc:
+        raise ConfigError(exc.reason, key=f"{prefix}.uri" if prefix != "--sink" else prefix, file=file) from None
+    rest = {k: v for k, v in table.items() if k not in common_keys}
+    options = schema.build(cls.Options, rest, prefix=prefix, file=file)
+    return EndpointConfig(uri=common.uri, scheme=scheme, target=target, common=common, options=options)
+
+
+def _probe(name: str, table: Mapping[str, Any], file: str | None) -> ProbeConfig:
+    cls = probe_registry.get(name)
+    common_keys = set(schema.field_names(ProbeCommon))
+    prefix = f"probes.{name}"
+    common = schema.build(ProbeCommon, {k: v for k, v in table.items() if k in common_keys}, prefix=prefix, file=file)
+    options = schema.build(cls.Options, {k: v for k, v in table.items() if k not in common_keys},
+                           prefix=prefix, file=file)
+    interval = common.interval if common.interval is not None else cls.default_interval
+    if interval <= 0:
+        raise ConfigError("must be greater than 0", key=f"{prefix}.interval", file=file)
+    timeout = common.timeout if common.timeout is not None else max(1.0, min(interval, 30.0))
+    if timeout <= 0:
+        raise ConfigError("must be greater than 0", key=f"{prefix}.timeout", file=file)
+    if not 0.0 <= common.jitter <= 1.0:
+        raise ConfigError("must be between 0 and 1 (a fraction of the interval)", key=f"{prefix}.jitter", file=file)
+    return ProbeConfig(name=name, enabled=common.enabled, interval=interval, timeout=timeout,
+                       jitter=common.jitter, options=options)
+
+
+_TOP_KEYS = ("agent", "probes", "sinks", "listeners", "metrics")
+
+
+def parse(doc: Mapping[str, Any], *, file: str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Build a :class:`Config` from a parsed TOML document."""
+    for key in doc:
+        if key not in _TOP_KEYS:
+            raise ConfigError(f"unknown key (allowed at top level: {', '.join(_TOP_KEYS)})", key=key, file=file)
+    agent = schema.build(AgentSettings, doc.get("agent", {}), prefix="agent", file=file)
+    env = os.environ if env is None else env
+    if env.get(ENV_KEY):
+        agent = replace(agent, key=env[ENV_KEY])
+    if env.get(ENV_HOST_ID):
+        agent = replace(agent, host_id=env[ENV_HOST_ID])
+
+    probes_doc = doc.get("probes", {})
+    if not isinstance(probes_doc, Mapping):
+        raise ConfigError("expected a table of [probes.NAME] tables", key="probes", file=file)
+    known = probe_registry.names()
+    for name in probes_doc:
+        if name not in known:
+            raise ConfigError(f"unknown probe (known: {', '.join(known)})", key=f"probes.{name}", file=file)
+    probes = tuple(_probe(n, probes_doc.get(n, {}), file) for n in known)
+
+    sinks_doc = doc.get("sinks", [])
+    if not isinstance(sinks_doc, list):
+        raise ConfigError("expected an array of tables ([[sinks]])", key="sinks", file=file)
+    sinks = tuple(endpoint(t, prefix=f"sinks[{i}]", file=file) for i, t in enumerate(sinks_doc))
+
+    listeners_doc = doc.get("listeners", [])
+    if not isinstance(listeners_doc, list):
+        raise ConfigError("expected an array of tables ([[listeners]])", key="listeners", file=file)
+    listeners = tuple(schema.build(ListenerOptions, t, prefix=f"listeners[{i}]", file=file)
+                      for i, t in enumerate(listeners_doc))
+    metrics = schema.build(MetricsConfig, doc.get("metrics", {}), prefix="metrics", file=file)
+    return Config(agent=agent, probes=probes, sinks=sinks, listeners=listeners, metrics=metrics, path=file)
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and parse a TOML file; every problem is a ConfigError naming the file."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(p)) from None
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text", file=str(p)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=str(p)) from None
+    return parse(doc, file=str(p))
+
+
+def default_config(env: Mapping[str, str] | None = None) -> Config:
+    """The embedded default of ``make run``: every probe that works here, into the archive."""
+    cfg = parse({}, env=env)
+    probes = tuple(
+        replace(p, enabled=probe_registry.get(p.name).unavailable(p.options) is None) for p in cfg.probes
+    )
+    uri = "archive:var/archive" if "archive" in sink_registry.schemes() else "file:var/archive/events.ndjson"
+    return replace(cfg, probes=probes, sinks=(endpoint({"uri": uri}, prefix="default", file=None),))

@@ -1,0 +1,84 @@
+"""The one exception tree of hoststamp.
+
+Everything the agent raises on purpose derives from :class:`AgentError`; foreign
+exceptions (``OSError``, ``ValueError`` from a parser, ``cryptography``'s
+``InvalidSignature`` ...) are translated at the boundary that meets them::
+
+    AgentError
+    ├── ConfigError            bad configuration: names the file and the key
+    ├── ProbeError             a probe could not read what it reads
+    │   └── ParseError         the text or bytes it read do not parse
+    ├── TransportError         a socket or peer failed
+    │   └── FramingError       a frame is malformed or too large
+    ├── SigningError           a key cannot be loaded or used
+    │   └── VerifyError        an event or record fails verification
+    └── SinkError              a sink could not take a batch
+
+The CLI turns these into messages and exit codes (2 for ``ConfigError`` and
+usage errors, 1 for the rest); nothing else in the package prints or exits.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgentError",
+    "ConfigError",
+    "FramingError",
+    "ParseError",
+    "ProbeError",
+    "SigningError",
+    "SinkError",
+    "TransportError",
+    "VerifyError",
+]
+
+
+class AgentError(Exception):
+    """Root of every error hoststamp raises on purpose."""
+
+
+class ConfigError(AgentError):
+    """A configuration value is missing, unknown or invalid.
+
+    ``file`` and ``key`` locate the problem; ``str()`` includes both so the CLI
+    can print it as is.
+    """
+
+    def __init__(self, reason: str, *, key: str | None = None, file: str | None = None) -> None:
+        self.reason = reason
+        self.key = key
+        self.file = file
+        where = ""
+        if file:
+            where += f"{file}: "
+        if key:
+            where += f"{key}: "
+        super().__init__(f"{where}{reason}")
+
+
+class ProbeError(AgentError):
+    """A probe failed to read its input."""
+
+
+class ParseError(ProbeError):
+    """Input was read but could not be parsed."""
+
+
+class TransportError(AgentError):
+    """A transport or peer failed."""
+
+
+class FramingError(TransportError):
+    """A frame is malformed or exceeds the size limit."""
+
+
+class SigningError(AgentError):
+    """A key could not be loaded, or a signature could not be made."""
+
+
+class VerifyError(SigningError):
+    """An event, record or checkpoint failed verification."""
+
+
+class SinkError(AgentError):
+    """A sink could not take a batch (transient unless stated otherwise)."""

@@ -1,0 +1,65 @@
+"""The sink interface, shaped after the OpenTelemetry exporter contract.
+
+A sink takes batches of signed events. ``send`` either takes the whole batch
+(returns) or raises :class:`~agent.errors.SinkError`; the pipeline keeps a batch
+that failed and retries it, so a sink never has to buffer on its own. ``flush``
+makes what was sent durable to the sink's own standard (fsync for files, an
+acknowledgement for sockets); ``aclose`` flushes and releases.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..model import Event
+
+__all__ = ["NoSinkOptions", "Sink", "SinkContext"]
+
+
+@dataclass(frozen=True, slots=True)
+class NoSinkOptions:
+    """Options of a sink that has none beyond the common ones."""
+
+
+@dataclass(frozen=True, slots=True)
+class SinkContext:
+    """What the composition root hands every sink it builds."""
+
+    state_dir: Path | None = None
+    #: the host signing key (``agent.signing.keys.SigningKey``), for sinks that sign records
+    key: Any = None
+
+
+class Sink(ABC):
+    """One destination. Subclasses set ``scheme`` and ``Options``."""
+
+    scheme: ClassVar[str]
+    Options: ClassVar[type[Any]] = NoSinkOptions
+
+    def __init__(self, target: str, options: Any, ctx: SinkContext) -> None:
+        #: the part of the URI after ``scheme:``
+        self.target = target
+        self.options = options
+        self.ctx = ctx
+
+    @property
+    def uri(self) -> str:
+        return f"{self.scheme}:{self.target}"
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect or open files; may raise SinkError (the pipeline retries)."""
+
+    @abstractmethod
+    async def send(self, batch: Sequence[Event]) -> None:
+        """Take the whole batch or raise SinkError."""
+
+    async def flush(self) -> None:  # noqa: B027 - optional hook
+        """Make everything sent so far durable."""
+
+    async def aclose(self) -> None:
+        """Flush and release."""
+        await self.flush()
