@@ -1,0 +1,198 @@
+"""The CloudEvents verifiability extension (DSSE), both directions.
+
+The verification material of an event is::
+
+    SHA256( SHA256(id) || SHA256(source) || SHA256(specversion) || SHA256(type)
+          || SHA256(datacontenttype) || SHA256(dataschema) || SHA256(subject)
+          || SHA256(time as UTC YYYY-MM-DDTHH:MM:SSZ) || SHA256(data bytes)
+          || for each name in signedextattrs: SHA256(name) || SHA256(value) )
+
+with SHA256 of the empty string for an absent attribute. The data bytes are the
+RFC 8785 (JCS) bytes of JSON data, the decoded bytes of ``data_base64``, or the
+UTF-8 of string data of a non-JSON media type. The 32-byte digest is the DSSE
+payload (type ``https://cloudevents.io/verifiability/dsse/v0.1``); the base64
+of the envelope is the ``dssematerial`` attribute.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from ..codec.canonical import canonical
+from ..errors import VerifyError
+from .dsse import b64d, encode_envelope, pae, parse_envelope
+from .keys import SigningKey, VerifyKey
+
+__all__ = [
+    "CORE_ATTRIBUTES",
+    "PAYLOAD_TYPE",
+    "attr_text",
+    "data_bytes",
+    "dssematerial",
+    "material",
+    "normalize_time",
+    "sign_event",
+    "verify_event",
+]
+
+PAYLOAD_TYPE = "https://cloudevents.io/verifiability/dsse/v0.1"
+_PT = PAYLOAD_TYPE.encode()
+#: the context attributes hashed in order; ``time`` comes after them
+CORE_ATTRIBUTES = ("id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject")
+_NOT_EXT = frozenset((*CORE_ATTRIBUTES, "time", "data", "data_base64", "dssematerial", "signedextattrs"))
+_EMPTY = hashlib.sha256(b"").digest()
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z"
+)
+
+
+def normalize_time(value: str) -> str:
+    """An RFC 3339 timestamp as UTC ``YYYY-MM-DDTHH:MM:SSZ`` (fraction dropped)."""
+    m = _RFC3339.match(value)
+    if not m:
+        raise VerifyError(f"time {value!r} is not an RFC 3339 timestamp")
+    y, mo, d, h, mi, s = (int(m.group(i)) for i in range(1, 7))
+    try:
+        t = datetime(y, mo, d, h, mi, min(s, 59), tzinfo=timezone.utc)
+    except ValueError:
+        raise VerifyError(f"time {value!r} is not a valid date and time") from None
+    if m.group(9):
+        off = timedelta(hours=int(m.group(10)), minutes=int(m.group(11)))
+        t = t - off if m.group(9) == "+" else t + off
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def attr_text(value: Any) -> str:
+    """An attribute's canonical string form per the CloudEvents type system."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    raise VerifyError(f"attribute value of type {type(value).__name__} is not a CloudEvents attribute type")
+
+
+def _is_json_media(ct: Any) -> bool:
+    if ct is None:
+        return True
+    if not isinstance(ct, str):
+        return False
+    media = ct.split(";", 1)[0].strip().lower()
+    return media in ("application/json", "text/json") or media.endswith("+json")
+
+
+def data_bytes(event: Mapping[str, Any]) -> bytes:
+    """The bytes whose digest stands for the event's data."""
+    if "data_base64" in event:
+        return b64d(event["data_base64"], "data_base64")
+    if "data" not in event:
+        return b""
+    data = event["data"]
+    if isinstance(data, str) and not _is_json_media(event.get("datacontenttype")):
+        return data.encode("utf-8")
+    try:
+        return canonical(data)
+    except ValueError as exc:
+        raise VerifyError(f"data: {exc}") from None
+
+
+def _h(b: bytes) -> bytes:
+    return hashlib.sha256(b).digest()
+
+
+def material(event: Mapping[str, Any], ext_names: Sequence[str], data: bytes | None = None) -> bytes:
+    """The 32-byte verification material of ``event`` signing ``ext_names``."""
+    parts = []
+    for name in CORE_ATTRIBUTES:
+        v = event.get(name)
+        parts.append(_EMPTY if v is None else _h(attr_text(v).encode()))
+    t = event.get("time")
+    parts.append(_EMPTY if t is None else _h(normalize_time(attr_text(t)).encode()))
+    parts.append(_h(data_bytes(event) if data is None else data))
+    for name in ext_names:
+        if name not in event:
+            raise VerifyError(f"signed extension attribute {name!r} is missing")
+        parts.append(_h(name.encode()))
+        parts.append(_h(attr_text(event[name]).encode()))
+    return _h(b"".join(parts))
+
+
+def dssematerial(digest: bytes, key: SigningKey) -> str:
+    """Sign a verification material; return the base64 envelope."""
+    env = encode_envelope(PAYLOAD_TYPE, digest, key.keyid, key.sign(pae(_PT, digest)))
+    return base64.b64encode(env).decode("ascii")
+
+
+def _check_ext_names(names: Sequence[str]) -> None:
+    seen: set[str] = set()
+    for n in names:
+        if not n:
+            raise VerifyError("signedextattrs has an empty name")
+        if n in _NOT_EXT:
+            raise VerifyError(f"signedextattrs must not name {n!r}")
+        if n in seen:
+            raise VerifyError(f"signedextattrs repeats {n!r}")
+        if n != n.strip() or not n.isalnum() or not n.islower():
+            raise VerifyError(f"signedextattrs has an invalid attribute name {n!r}")
+        seen.add(n)
+
+
+def sign_event(event: dict[str, Any], key: SigningKey, ext_names: Sequence[str] = ()) -> dict[str, Any]:
+    """Set ``signedextattrs`` (if any) and ``dssematerial`` on ``event`` in place and return it."""
+    names = list(ext_names)
+    _check_ext_names(names)
+    event.pop("dssematerial", None)
+    if names:
+        event["signedextattrs"] = ",".join(names)
+    else:
+        event.pop("signedextattrs", None)
+    event["dssematerial"] = dssematerial(material(event, names), key)
+    return event
+
+
+def signed_ext_names(event: Mapping[str, Any]) -> list[str]:
+    raw = event.get("signedextattrs")
+    if raw is None or raw == "":
+        return []
+    if not isinstance(raw, str):
+        raise VerifyError("signedextattrs is not a string")
+    names = raw.split(",")
+    _check_ext_names(names)
+    return names
+
+
+def verify_event(event: Mapping[str, Any], keys: Mapping[str, VerifyKey]) -> dict[str, Any]:
+    """Verify ``event`` against trusted ``keys`` (key id -> key).
+
+    Returns a new event holding only what the signature covers: the context
+    attributes, the data, and the signed extension attributes. Raises
+    :class:`VerifyError` with the reason otherwise.
+    """
+    raw = event.get("dssematerial")
+    if not raw:
+        raise VerifyError("event is not signed (no dssematerial)")
+    env = parse_envelope(b64d(raw, "dssematerial"))
+    if env.payload_type != PAYLOAD_TYPE:
+        raise VerifyError(f"unknown verification payload type {env.payload_type!r}")
+    msg = pae(env.payload_type.encode(), env.payload)
+    candidates = [s for s in env.signatures if s.keyid in keys]
+    if not candidates:
+        ids = ", ".join(s.keyid[:16] for s in env.signatures) or "none"
+        raise VerifyError(f"no signature by a trusted key (signed by: {ids})")
+    if not any(keys[s.keyid].verify(s.sig, msg) for s in candidates):
+        raise VerifyError("signature does not verify")
+    if len(env.payload) != 32:
+        raise VerifyError("verification material is not a 32-byte digest")
+    names = signed_ext_names(event)
+    if not hmac.compare_digest(material(event, names), env.payload):
+        raise VerifyError("event does not match its signature (modified after signing)")
+    keep = {*CORE_ATTRIBUTES, "time", "data", "data_base64", *names}
+    return {k: v for k, v in event.items() if k in keep}

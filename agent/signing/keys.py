@@ -1,0 +1,192 @@
+"""Host keys: generate, load, sign, and the public keys that verify.
+
+The host key is Ed25519 in PKCS#8 PEM (``host.key``, mode 0600) beside its
+SubjectPublicKeyInfo PEM (``host.pub``). A key id is the lowercase hex SHA-256
+of the raw 32-byte public key. Verification also accepts ECDSA P-256 public
+keys (signatures either DER or raw ``r||s``), as the CloudEvents verifiability
+extension's test vectors use one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from ..errors import SigningError
+
+__all__ = [
+    "SigningKey",
+    "VerifyKey",
+    "generate_keypair",
+    "keyid_of",
+    "load_signing_key",
+    "load_verify_key",
+    "load_verify_keys",
+    "verify_key_from_pem",
+]
+
+KEY_NAME = "host.key"
+PUB_NAME = "host.pub"
+
+
+def keyid_of(public: ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey) -> str:
+    """Lowercase hex SHA-256 of the raw public key (32 bytes for Ed25519, X9.62 uncompressed for ECDSA)."""
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    else:
+        raw = public.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return hashlib.sha256(raw).hexdigest()
+
+
+class SigningKey:
+    """An Ed25519 private key with its key id."""
+
+    __slots__ = ("_key", "keyid", "path", "public_raw", "sign")
+
+    def __init__(self, key: ed25519.Ed25519PrivateKey, path: Path | None = None) -> None:
+        self._key = key
+        self.path = path
+        pub = key.public_key()
+        self.public_raw: bytes = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        self.keyid: str = hashlib.sha256(self.public_raw).hexdigest()
+        #: ``sign(msg) -> 64-byte signature``; bound once, it is on the hot path
+        self.sign = key.sign
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(ed25519.Ed25519PrivateKey.generate())
+
+    def private_pem(self) -> bytes:
+        return self._key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    def public_pem(self) -> bytes:
+        return self._key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def verify_key(self) -> VerifyKey:
+        return VerifyKey(self._key.public_key())
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyKey:
+    """A public key that checks signatures: Ed25519 or ECDSA P-256 (SHA-256)."""
+
+    public: ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+
+    @property
+    def keyid(self) -> str:
+        return keyid_of(self.public)
+
+    @property
+    def algorithm(self) -> str:
+        return "ed25519" if isinstance(self.public, ed25519.Ed25519PublicKey) else "ecdsa-p256-sha256"
+
+    def verify(self, sig: bytes, msg: bytes) -> bool:
+        try:
+            if isinstance(self.public, ed25519.Ed25519PublicKey):
+                self.public.verify(sig, msg)
+            else:
+                if len(sig) == 64:  # raw r||s, as the extension's vectors carry it
+                    sig = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
+                self.public.verify(sig, msg, ec.ECDSA(hashes.SHA256()))
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+def _check_private_mode(path: Path) -> None:
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise SigningError(f"{path}: cannot read private key: {exc.strerror or exc}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SigningError(
+            f"{path}: private key is readable by group or others (mode {stat.S_IMODE(mode):04o}); "
+            f"fix it with: chmod 600 {path}"
+        )
+
+
+def load_signing_key(path: str | os.PathLike[str]) -> SigningKey:
+    """Load an Ed25519 PKCS#8 PEM private key, refusing group/other-readable files."""
+    p = Path(path)
+    _check_private_mode(p)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise SigningError(f"{p}: cannot read private key: {exc.strerror or exc}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise SigningError(f"{p}: not an unencrypted PKCS#8 PEM private key ({exc})") from None
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise SigningError(f"{p}: host keys must be Ed25519, found {type(key).__name__}")
+    return SigningKey(key, p)
+
+
+def verify_key_from_pem(data: bytes, *, where: str = "public key") -> VerifyKey:
+    try:
+        pub = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise SigningError(f"{where}: not a SubjectPublicKeyInfo PEM public key ({exc})") from None
+    if isinstance(pub, ed25519.Ed25519PublicKey):
+        return VerifyKey(pub)
+    if isinstance(pub, ec.EllipticCurvePublicKey) and isinstance(pub.curve, ec.SECP256R1):
+        return VerifyKey(pub)
+    raise SigningError(f"{where}: unsupported key type {type(pub).__name__} (Ed25519 or ECDSA P-256 only)")
+
+
+def load_verify_key(path: str | os.PathLike[str]) -> VerifyKey:
+    """A public key from a PEM file; a private key file yields its public half."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise SigningError(f"{p}: cannot read key: {exc.strerror or exc}") from None
+    if b"PRIVATE KEY" in data:
+        return load_signing_key(p).verify_key()
+    return verify_key_from_pem(data, where=str(p))
+
+
+def load_verify_keys(paths: list[str] | tuple[str, ...]) -> dict[str, VerifyKey]:
+    """Key id -> key, for a trust store."""
+    out: dict[str, VerifyKey] = {}
+    for path in paths:
+        k = load_verify_key(path)
+        out[k.keyid] = k
+    return out
+
+
+def generate_keypair(directory: str | os.PathLike[str], *, overwrite: bool = False) -> SigningKey:
+    """Write ``DIR/host.key`` (0600) and ``DIR/host.pub``; return the key."""
+    d = Path(directory)
+    key_path, pub_path = d / KEY_NAME, d / PUB_NAME
+    if key_path.exists() and not overwrite:
+        raise SigningError(f"{key_path}: a key already exists; remove it first to make a new one")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        key = SigningKey.generate()
+        tmp = key_path.with_name(KEY_NAME + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, key.private_pem())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, key_path)
+        pub_path.write_bytes(key.public_pem())
+    except OSError as exc:
+        raise SigningError(f"{d}: cannot write keys: {exc.strerror or exc}") from None
+    key.path = key_path
+    return key
