@@ -1,0 +1,118 @@
+"""Length-prefixed frames: a 4-byte big-endian length N, then N payload bytes.
+
+The decoder is sans-IO: :meth:`LengthPrefixedDecoder.feed` takes whatever
+bytes a socket produced (any split, any size) and :meth:`next_frame` hands out
+complete payloads. A length of 0 or above the maximum is a
+:class:`~agent.errors.FramingError` the moment its four header bytes are seen,
+before any payload byte is buffered: nothing is ever allocated from a length the
+peer declared. After an error the decoder stays broken; the caller closes the
+connection.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+
+from ...errors import FramingError
+
+__all__ = ["DEFAULT_MAX_FRAME", "HEADER", "LengthPrefixedDecoder", "encode_frame", "encode_frames"]
+
+#: the contract's default maximum payload size (1 MiB)
+DEFAULT_MAX_FRAME = 1 << 20
+#: bytes of the length prefix
+HEADER = 4
+
+_LEN = struct.Struct(">I")
+_MAX_REPRESENTABLE = (1 << 32) - 1
+
+
+def _check_max(max_frame: int) -> int:
+    if not 1 <= max_frame <= _MAX_REPRESENTABLE:
+        raise ValueError(f"max_frame must be between 1 and {_MAX_REPRESENTABLE}, got {max_frame}")
+    return max_frame
+
+
+def encode_frame(payload: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """``payload`` with its length prefix; an empty or oversized payload is a FramingError."""
+    n = len(payload)
+    if n == 0:
+        raise FramingError("empty frame")
+    if n > max_frame:
+        raise FramingError(f"frame of {n} bytes exceeds the maximum of {max_frame}")
+    return _LEN.pack(n) + payload
+
+
+def encode_frames(payloads: Iterable[bytes], max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """Several frames as one buffer, for a single write."""
+    return b"".join([encode_frame(p, max_frame) for p in payloads])
+
+
+class LengthPrefixedDecoder:
+    """Incremental decoder of length-prefixed frames."""
+
+    __slots__ = ("_buf", "_error", "_pos", "max_frame")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = _check_max(max_frame)
+        self._buf = bytearray()
+        self._pos = 0
+        self._error: FramingError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet handed out as frames."""
+        return len(self._buf) - self._pos
+
+    @property
+    def broken(self) -> bool:
+        return self._error is not None
+
+    def feed(self, data: bytes) -> None:
+        """Append bytes read from the peer."""
+        if self._error is not None:
+            raise self._error
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def next_frame(self) -> bytes | None:
+        """The next complete payload, or ``None`` until more bytes arrive."""
+        if self._error is not None:
+            raise self._error
+        buf = self._buf
+        pos = self._pos
+        avail = len(buf) - pos
+        if avail < HEADER:
+            return None
+        (n,) = _LEN.unpack_from(buf, pos)
+        if n == 0 or n > self.max_frame:
+            self._error = FramingError(
+                "empty frame" if n == 0 else f"declared frame length {n} exceeds the maximum of {self.max_frame}"
+            )
+            self._buf = bytearray()
+            self._pos = 0
+            raise self._error
+        end = pos + HEADER + n
+        if end > len(buf):
+            return None
+        self._pos = end
+        return bytes(buf[pos + HEADER : end])
+
+    def frames(self) -> list[bytes]:
+        """Every complete payload buffered now (raises at a bad header, after none were lost)."""
+        out: list[bytes] = []
+        while True:
+            try:
+                f = self.next_frame()
+            except FramingError as exc:
+                exc.frames = out  # type: ignore[attr-defined]
+                raise
+            if f is None:
+                return out
+            out.append(f)
+
+    def at_boundary(self) -> bool:
+        """True when no partial frame is buffered (a clean place for the peer to stop)."""
+        return self.buffered == 0

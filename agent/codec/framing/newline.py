@@ -1,0 +1,105 @@
+"""Newline-delimited frames (NDJSON): one payload per ``\\n``-terminated line.
+
+Sans-IO like the length-prefixed decoder. A line longer than the maximum is a
+:class:`~agent.errors.FramingError` as soon as more than that many bytes are
+buffered without a newline, so a peer that never sends one cannot make the
+buffer grow. Blank lines are skipped and a trailing ``\\r`` is removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ...errors import FramingError
+from .length import DEFAULT_MAX_FRAME
+
+__all__ = ["NewlineDecoder", "encode_line", "encode_lines"]
+
+
+def encode_line(payload: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """``payload`` plus ``\\n``; a payload that is empty, too long or holds a newline is a FramingError."""
+    if not payload:
+        raise FramingError("empty line")
+    if len(payload) > max_frame:
+        raise FramingError(f"line of {len(payload)} bytes exceeds the maximum of {max_frame}")
+    if b"\n" in payload:
+        raise FramingError("payload contains a newline")
+    return payload + b"\n"
+
+
+def encode_lines(payloads: Iterable[bytes], max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    return b"".join([encode_line(p, max_frame) for p in payloads])
+
+
+class NewlineDecoder:
+    """Incremental decoder of newline-delimited payloads."""
+
+    __slots__ = ("_buf", "_error", "_pos", "_scanned", "max_frame")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        if max_frame < 1:
+            raise ValueError(f"max_frame must be at least 1, got {max_frame}")
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        self._pos = 0
+        #: offset up to which the buffer is known to hold no newline
+        self._scanned = 0
+        self._error: FramingError | None = None
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos
+
+    @property
+    def broken(self) -> bool:
+        return self._error is not None
+
+    def feed(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._pos:
+            del self._buf[: self._pos]
+            self._scanned -= self._pos
+            self._pos = 0
+        self._buf += data
+
+    def _fail(self, msg: str) -> FramingError:
+        self._error = FramingError(msg)
+        self._buf = bytearray()
+        self._pos = self._scanned = 0
+        return self._error
+
+    def next_frame(self) -> bytes | None:
+        if self._error is not None:
+            raise self._error
+        buf = self._buf
+        while True:
+            nl = buf.find(b"\n", max(self._pos, self._scanned))
+            if nl < 0:
+                self._scanned = len(buf)
+                # a line may end in "\r" that is not part of its length
+                if len(buf) - self._pos > self.max_frame + 1:
+                    raise self._fail(f"line exceeds the maximum of {self.max_frame} bytes")
+                return None
+            end = nl - 1 if nl > self._pos and buf[nl - 1] == 0x0D else nl
+            start = self._pos
+            self._pos = self._scanned = nl + 1
+            if end - start > self.max_frame:
+                raise self._fail(f"line of {end - start} bytes exceeds the maximum of {self.max_frame}")
+            if end > start:
+                return bytes(buf[start:end])
+
+    def frames(self) -> list[bytes]:
+        out: list[bytes] = []
+        while True:
+            try:
+                f = self.next_frame()
+            except FramingError as exc:
+                exc.frames = out  # type: ignore[attr-defined]
+                raise
+            if f is None:
+                return out
+            out.append(f)
+
+    def at_boundary(self) -> bool:
+        return self.buffered == 0
