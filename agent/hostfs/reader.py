@@ -1,0 +1,79 @@
+"""``HostFS(root)``: the one place that opens host files, under a configurable root.
+
+A host path such as ``/proc/self/mountinfo`` is read from ``root`` +
+that path, so tests point ``root`` at a fixture tree of real files
+(``tests/fixtures/hosts/<scenario>``) and production leaves it at ``/``.
+Everything here is synchronous; async callers batch their reads into one
+worker-thread hop.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .parse import MountInfo, find_cgroup2_mount, parse_mountinfo
+
+__all__ = ["HostFS", "read_small"]
+
+_CHUNK = 1 << 16
+_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+
+
+def read_small(path: str, limit: int = 1 << 20) -> bytes:
+    """Read a small (pseudo) file whole with raw ``os`` calls.
+
+    /proc and /sys report sizes of 0 or 4096 whatever the content, so this
+    reads until end of file instead of trusting ``st_size``; ``limit`` bounds
+    memory. ``OSError`` propagates unchanged (``FileNotFoundError`` means
+    absent, ``ENODEV`` a cgroup removed while open).
+    """
+    fd = os.open(path, _FLAGS)
+    try:
+        first = os.read(fd, _CHUNK)
+        if not first:
+            return first
+        parts = [first]
+        total = len(first)
+        while total < limit:
+            chunk = os.read(fd, _CHUNK)
+            if not chunk:
+                break
+            parts.append(chunk)
+            total += len(chunk)
+        return b"".join(parts)[:limit] if len(parts) > 1 else first[:limit]
+    finally:
+        os.close(fd)
+
+
+class HostFS:
+    """Reads host files relative to ``root`` (default ``/``)."""
+
+    __slots__ = ("root",)
+
+    def __init__(self, root: str | os.PathLike[str] = "/") -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"HostFS({str(self.root)!r})"
+
+    def path(self, host_path: str) -> Path:
+        """Where ``host_path`` (absolute, as seen on the host) lives under ``root``."""
+        return self.root / host_path.lstrip("/")
+
+    def read_bytes(self, host_path: str) -> bytes:
+        return read_small(str(self.path(host_path)))
+
+    def read_text(self, host_path: str) -> str:
+        """The file as text; bytes that are not UTF-8 become U+FFFD (and then fail to parse)."""
+        return self.read_bytes(host_path).decode("utf-8", "replace")
+
+    def exists(self, host_path: str) -> bool:
+        return self.path(host_path).exists()
+
+    def mountinfo(self, host_path: str = "/proc/self/mountinfo") -> list[MountInfo]:
+        return parse_mountinfo(self.read_text(host_path), source=host_path)
+
+    def cgroup2_mount(self, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+        """The host path of the cgroup v2 mount named in ``mountinfo``, or ``None``."""
+        return find_cgroup2_mount(self.mountinfo(mountinfo))

@@ -1,0 +1,124 @@
+"""``cgroup``: polled readings of cgroup v2 files, one reading per leaf cgroup.
+
+Per leaf (subject: its path relative to the root, ``/system.slice/foo.service``)
+the output holds ``memory_events``, ``cpu_stat``, ``pids_events`` (flat dicts of
+ints), ``memory_current``, ``memory_max`` (``null`` = no limit) and ``psi`` for
+the files that exist, and ``deltas``: counters since the previous reading of
+the same cgroup (``null`` on first sight). Field by field: ``docs/probes.md``.
+
+A whole scan (walk, reads, parsing) runs in one worker-thread hop, so the
+event loop is never blocked by it. A leaf that vanishes mid-scan, or a file
+that does not parse, becomes an error reading for that leaf alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import anyio.to_thread
+
+from ..errors import ParseError, ProbeError
+from ..hostfs import COUNTER_KEYS, DeltaTracker, HostFS, LeafScan, scan_cgroups
+from ..model import Reading
+from .base import Probe, ProbeContext
+from .registry import register
+
+__all__ = ["CgroupOptions", "CgroupProbe", "resolve_root"]
+
+#: the contract's default root, used as is when it is the cgroup2 mount itself
+DEFAULT_ROOT = "/sys/fs/cgroup"
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupOptions:
+    """``[probes.cgroup]`` keys."""
+
+    #: the cgroup2 hierarchy to walk; default: found in ``mountinfo`` (``/sys/fs/cgroup`` on unified hosts)
+    root: str | None = None
+    #: where the cgroup2 mount is looked up when ``root`` is not set
+    mountinfo: str = "/proc/self/mountinfo"
+    #: leaf paths to report (fnmatch globs on paths relative to the root); empty: every leaf
+    include: tuple[str, ...] = ()
+    #: paths to skip with everything below them
+    exclude: tuple[str, ...] = ()
+    #: cgroups at this depth (the root is 0) count as leaves; none: no limit
+    max_depth: int | None = None
+    #: at most this many leaves per scan; beyond it one error reading says so
+    max_leaves: int = 10000
+
+    def __post_init__(self) -> None:
+        if self.max_depth is not None and self.max_depth < 0:
+            raise ValueError("max_depth must be 0 or more")
+        if self.max_leaves < 1:
+            raise ValueError("max_leaves must be at least 1")
+
+
+def resolve_root(options: CgroupOptions) -> str | None:
+    """The root to walk: ``options.root``, else the cgroup2 mount from mountinfo (``None`` if none)."""
+    if options.root is not None:
+        return options.root
+    try:
+        return HostFS("/").cgroup2_mount(options.mountinfo)
+    except (OSError, ParseError):
+        return None
+
+
+@register
+class CgroupProbe(Probe):
+    name: ClassVar[str] = "cgroup"
+    Options: ClassVar[type[Any]] = CgroupOptions
+
+    def __init__(self, options: CgroupOptions, ctx: ProbeContext | None = None) -> None:
+        super().__init__(options, ctx or ProbeContext())
+        self._root: str | None = None
+        self._deltas = DeltaTracker()
+
+    @classmethod
+    def unavailable(cls, options: Any) -> str | None:
+        root = resolve_root(options)
+        if root is None:
+            return f"no cgroup2 mount in {options.mountinfo}"
+        if not HostFS("/").path(root).joinpath("cgroup.controllers").exists():
+            return f"{root} is not a cgroup v2 hierarchy"
+        return None
+
+    @property
+    def root(self) -> str:
+        if self._root is None:
+            root = resolve_root(self.options)
+            if root is None:
+                raise ProbeError(f"no cgroup2 mount in {self.options.mountinfo}")
+            self._root = root
+        return self._root
+
+    def _scan(self, root: str) -> list[LeafScan]:
+        o: CgroupOptions = self.options
+        return scan_cgroups(root, include=o.include, exclude=o.exclude, max_depth=o.max_depth,
+                            limit=o.max_leaves + 1)
+
+    async def collect(self) -> Sequence[Reading]:
+        root = self.root
+        scans = await anyio.to_thread.run_sync(self._scan, root)
+        now = time.time()
+        source = f"cgroup2:{root}"
+        readings: list[Reading] = []
+        limit = self.options.max_leaves
+        for scan in scans[:limit]:
+            if scan.output is None:
+                self._deltas.forget(scan.path)
+                readings.append(Reading(probe=self.name, subject=scan.path, output={}, inputs=scan.inputs,
+                                        probe_source=source, error=scan.error, time=now))
+                continue
+            counters = {k: scan.output[k] for k in COUNTER_KEYS if k in scan.output}
+            output = dict(scan.output)
+            output["deltas"] = self._deltas.update(scan.path, counters, now, identity=scan.inode)
+            readings.append(Reading(probe=self.name, subject=scan.path, output=output, inputs=scan.inputs,
+                                    probe_source=source, time=now))
+        if len(scans) > limit:
+            readings.append(Reading(probe=self.name, subject="/", output={}, probe_source=source, time=now,
+                                    error=f"more than max_leaves={limit} leaves under {root}; the rest skipped"))
+        self._deltas.retain(s.path for s in scans[:limit])
+        return readings
