@@ -15,6 +15,7 @@ integers beyond ±(2^53−1) become decimal strings, non-finite floats are refus
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import orjson
@@ -24,6 +25,10 @@ __all__ = ["MAX_SAFE_INT", "canonical", "prepare"]
 
 MAX_SAFE_INT = 2**53 - 1
 _SORT = orjson.OPT_SORT_KEYS
+_STRICT = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+#: a number token with a fraction or an exponent in orjson output (may also match inside
+#: a string, which only costs the slow path, never a wrong answer)
+_FLOATISH = re.compile(rb"[:\[,]-?\d+[.eE]")
 
 
 class _Slow(Exception):
@@ -92,7 +97,17 @@ def _slow_prepare(obj: Any) -> Any:
 
 
 def prepare(obj: Any) -> tuple[Any, bytes]:
-    """Event data per the contract, and its JCS bytes (the bytes that are hashed and emitted)."""
+    """Event data per the contract, and its JCS bytes (the bytes that are hashed and emitted).
+
+    Common case first: one orjson call; if the output is ASCII, holds no float
+    token and no integer beyond 2^53 (OPT_STRICT_INTEGER), it is already JCS.
+    """
+    try:
+        out = orjson.dumps(obj, option=_STRICT)
+        if out[:1] in b"{[" and out.isascii() and _FLOATISH.search(out) is None:
+            return obj, out
+    except orjson.JSONEncodeError:
+        pass
     try:
         ready = _walk(obj, True)
         return ready, orjson.dumps(ready, option=_SORT)

@@ -47,12 +47,18 @@ class Envelope:
 
 def encode_envelope(payload_type: str, payload: bytes, keyid: str, sig: bytes) -> bytes:
     """The envelope JSON, fields in the order the specification shows them."""
-    return orjson.dumps(
-        {
-            "payloadType": payload_type,
-            "payload": base64.b64encode(payload).decode("ascii"),
-            "signatures": [{"keyid": keyid, "sig": base64.b64encode(sig).decode("ascii")}],
-        }
+    return b"".join(
+        (
+            b'{"payloadType":',
+            orjson.dumps(payload_type),
+            b',"payload":"',
+            base64.b64encode(payload),
+            b'","signatures":[{"keyid":',
+            orjson.dumps(keyid),
+            b',"sig":"',
+            base64.b64encode(sig),
+            b'"}]}',
+        )
     )
 
 

@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..codec.canonical import canonical
@@ -60,7 +60,7 @@ def normalize_time(value: str) -> str:
         raise VerifyError(f"time {value!r} is not an RFC 3339 timestamp")
     y, mo, d, h, mi, s = (int(m.group(i)) for i in range(1, 7))
     try:
-        t = datetime(y, mo, d, h, mi, min(s, 59), tzinfo=timezone.utc)
+        t = datetime(y, mo, d, h, mi, min(s, 59), tzinfo=UTC)
     except ValueError:
         raise VerifyError(f"time {value!r} is not a valid date and time") from None
     if m.group(9):

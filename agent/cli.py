@@ -1,0 +1,292 @@
+"""Command line: argv -> Config -> app. The only place that prints to the user or picks exit codes.
+
+Exit codes: 0 ok; 1 a failure found (verify) or a runtime failure; 2 bad usage
+or bad configuration (the message names the file and the key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import anyio
+import orjson
+
+from . import config as config_mod
+from .errors import AgentError, ConfigError, SigningError
+from .signing.keys import VerifyKey, generate_keypair, load_signing_key, load_verify_keys
+from .signing.ndjson import Report, verify_lines
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+DEFAULT_KEY = "keys/host.key"
+DEFAULT_PUB = "keys/host.pub"
+
+log = logging.getLogger("hoststamp")
+
+
+class UsageError(Exception):
+    """Bad command-line usage: exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _probe_list(text: str) -> list[str]:
+    if text.strip().lower() == "none":
+        return []
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="hoststamp", description="Host telemetry as signed, verifiable CloudEvents.")
+    p.add_argument("--log-format", choices=("human", "json"), default=None, help="log line format (default: human)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    sub.required = True
+
+    run = sub.add_parser("run", help="run the agent", description="Run the agent: probes -> signed events -> sinks.")
+    run.add_argument("--config", metavar="FILE", help="TOML configuration (default: the embedded default)")
+    run.add_argument("--once", action="store_true", help="one round of every selected probe, flush, exit 0")
+    run.add_argument("--probes", metavar="LIST", type=_probe_list, help="comma-separated probe names, or 'none'")
+    run.add_argument("--sink", metavar="URI", action="append", default=[], help="add a sink (repeatable)")
+    run.add_argument("--listen", metavar="URI", action="append", default=[], help="add a listener (repeatable)")
+    run.add_argument("--key", metavar="FILE", help=f"host private key (default: {DEFAULT_KEY})")
+
+    probe = sub.add_parser("probe", help="one reading of one probe as signed NDJSON on stdout")
+    probe.add_argument("name", metavar="NAME")
+    probe.add_argument("--config", metavar="FILE")
+    probe.add_argument("--key", metavar="FILE")
+
+    keys = sub.add_parser("keys", help="manage the host key")
+    keys_sub = keys.add_subparsers(dest="keys_verb", metavar="ACTION", parser_class=_Parser)
+    keys_sub.required = True
+    gen = keys_sub.add_parser("generate", help="write DIR/host.key (0600) and DIR/host.pub; print the key id")
+    gen.add_argument("--dir", default="keys", help="directory (default: keys/)")
+    gen.add_argument("--force", action="store_true", help="replace an existing key")
+
+    ver = sub.add_parser(
+        "verify",
+        help="verify an NDJSON event file, stdin (-), or an archive directory",
+        description="Verify events offline. Prints one line per problem and a summary. "
+        "Exit 0: all verified; 1: a problem was found; 2: usage error.",
+    )
+    ver.add_argument("path", metavar="PATH|-", nargs="?")
+    ver.add_argument("--pub", metavar="FILE", action="append", default=[], help="trusted public key (repeatable)")
+    ver.add_argument("--json", action="store_true", help="machine-readable report on stdout")
+    ver.add_argument("--proof", metavar="FILE", help="check an inclusion proof bundle instead")
+
+    send = sub.add_parser("send", help="ship NDJSON CloudEvents from stdin, framed, to URI")
+    send.add_argument("--to", metavar="URI", required=True)
+    send.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for acknowledgements")
+
+    prove = sub.add_parser("prove", help="write an inclusion proof bundle for one archived event")
+    prove.add_argument("archive", metavar="DIR")
+    prove.add_argument("event_id", metavar="EVENT_ID")
+    prove.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+
+    cfg = sub.add_parser("config", help="configuration tools")
+    cfg_sub = cfg.add_subparsers(dest="config_verb", metavar="ACTION", parser_class=_Parser)
+    cfg_sub.required = True
+    check = cfg_sub.add_parser("check", help="check a configuration file (exit 0 valid, 2 invalid)")
+    check.add_argument("file", metavar="FILE")
+    return p
+
+
+# --- verbs -------------------------------------------------------------------------------------------
+
+
+def _load_config(path: str | None) -> config_mod.Config:
+    return config_mod.load(path) if path else config_mod.default_config()
+
+
+def _key_path(arg: str | None, cfg: config_mod.Config) -> str:
+    return arg or cfg.agent.key or DEFAULT_KEY
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .app import Agent  # noqa: PLC0415 - keep `hoststamp verify` light
+    from .status import StatusLine  # noqa: PLC0415
+
+    cfg = _load_config(args.config)
+    if args.probes is not None:
+        cfg = cfg.with_probes(args.probes)
+    cfg = cfg.with_sinks(args.sink).with_listeners(args.listen)
+    if not cfg.sinks:
+        raise ConfigError("no sinks configured: add [[sinks]] to the config or pass --sink URI", key="sinks",
+                          file=cfg.path)
+    key = load_signing_key(_key_path(args.key, cfg))
+    agent = Agent(cfg, key, once=args.once)
+    status = StatusLine(agent.stats, [(ep.uri, q) for ep, q in zip(cfg.sinks, agent.queues, strict=True)])
+    status.startup([pc.name for pc, _ in agent.probes], [ep.uri for ep in cfg.sinks],
+                   [lo.uri for lo in cfg.listeners], key.keyid)
+    anyio.run(agent.run, None if args.once else status)
+    return EXIT_OK
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from .app import build_probe, host_id  # noqa: PLC0415
+    from .pipeline import SequenceStore, Stamper  # noqa: PLC0415
+    from .pipeline.runner import ProbeRunner  # noqa: PLC0415
+    from .pipeline.stats import ProbeStats  # noqa: PLC0415
+
+    cfg = _load_config(args.config)
+    try:
+        pc = cfg.probe(args.name)
+    except KeyError:
+        known = ", ".join(p.name for p in cfg.probes)
+        raise UsageError(f"hoststamp probe: unknown probe {args.name!r} (known: {known})") from None
+    key = load_signing_key(_key_path(args.key, cfg))
+    state = Path(cfg.agent.state_dir)
+    seqs = SequenceStore(state / "sequences.json")
+    stamper = Stamper(key, host_id(cfg.agent.host_id), seqs)
+    probe = build_probe(pc, state)
+
+    async def one() -> None:
+        runner = ProbeRunner(probe, pc, _noop_submit, ProbeStats())
+        try:
+            readings = await runner.collect_once()
+        finally:
+            await probe.aclose()
+        out = sys.stdout.buffer
+        for r in readings:
+            out.write(stamper.stamp(r).body + b"\n")
+        out.flush()
+
+    try:
+        anyio.run(one)
+    finally:
+        seqs.close()
+    return EXIT_OK
+
+
+async def _noop_submit(_readings: object) -> None:
+    return None
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    key = generate_keypair(args.dir, overwrite=args.force)
+    print(key.keyid)
+    return EXIT_OK
+
+
+def _trusted_keys(pubs: Sequence[str]) -> dict[str, VerifyKey]:
+    if pubs:
+        return load_verify_keys(list(pubs))
+    if Path(DEFAULT_PUB).exists():
+        return load_verify_keys([DEFAULT_PUB])
+    raise UsageError(f"hoststamp verify: no public key given and {DEFAULT_PUB} does not exist; pass --pub FILE")
+
+
+def _print_report(report: Report, as_json: bool) -> int:
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(report.as_dict()) + b"\n")
+    else:
+        for prob in report.problems:
+            print(prob)
+        print(report.summary())
+    return EXIT_OK if report.ok else EXIT_FAIL
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    try:
+        keys = _trusted_keys(args.pub)
+    except SigningError as exc:
+        raise UsageError(f"hoststamp verify: {exc}") from None
+    if args.proof:
+        from .archive.proof import verify_proof_file  # noqa: PLC0415
+
+        return _print_report(verify_proof_file(args.proof, keys), args.json)
+    if args.path is None:
+        raise UsageError("hoststamp verify: PATH is required (a file, '-' for stdin, or an archive directory)")
+    if args.path == "-":
+        return _print_report(verify_lines(sys.stdin.buffer, keys, name="<stdin>"), args.json)
+    path = Path(args.path)
+    if path.is_dir():
+        from .archive.verify import verify_archive  # noqa: PLC0415
+
+        return _print_report(verify_archive(path, keys), args.json)
+    try:
+        f = path.open("rb")
+    except OSError as exc:
+        raise UsageError(f"hoststamp verify: {path}: {exc.strerror or exc}") from None
+    with f:
+        return _print_report(verify_lines(f, keys, name=str(path)), args.json)
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    from .transport.send import send_ndjson  # noqa: PLC0415
+
+    sent = anyio.run(send_ndjson, args.to, sys.stdin.buffer, args.timeout)
+    print(f"hoststamp send: {sent} events acknowledged by {args.to}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_prove(args: argparse.Namespace) -> int:
+    from .archive.proof import write_proof  # noqa: PLC0415
+
+    data = write_proof(Path(args.archive), args.event_id)
+    if args.output:
+        Path(args.output).write_bytes(data)
+    else:
+        sys.stdout.buffer.write(data)
+    return EXIT_OK
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    cfg = config_mod.load(args.file)
+    enabled = ",".join(p.name for p in cfg.enabled_probes()) or "none"
+    print(f"{args.file}: OK (probes: {enabled}; sinks: {len(cfg.sinks)}; listeners: {len(cfg.listeners)})")
+    return EXIT_OK
+
+
+_VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": _cmd_run,
+    "probe": _cmd_probe,
+    "keys": _cmd_keys,
+    "verify": _cmd_verify,
+    "send": _cmd_send,
+    "prove": _cmd_prove,
+    "config": _cmd_config,
+}
+
+
+def _setup_logging(fmt: str | None, verbose: bool) -> None:
+    from .logs import configure  # noqa: PLC0415
+
+    configure(fmt or "human", logging.DEBUG if verbose else logging.INFO)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        _setup_logging(args.log_format, args.verbose)
+        return _VERBS[args.verb](args)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        print(f"hoststamp: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SigningError as exc:
+        # an unusable host key is a set-up problem, like a bad config
+        print(f"hoststamp: key error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if args.verb in ("run", "probe", "keys") else EXIT_FAIL
+    except AgentError as exc:
+        print(f"hoststamp: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""A bounded queue per sink with an explicit overflow policy.
+
+``block`` makes producers wait for room (probes slow down, nothing is lost);
+``drop_newest`` refuses the arriving event; ``drop_oldest`` evicts the oldest
+queued one. Every drop is counted by reason. Entries may carry a
+:class:`Receipt`, resolved when the sink has taken the event (used to
+acknowledge guests only after their events are safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from typing import Literal
+
+from ..model import Event
+
+__all__ = ["Overflow", "Receipt", "SinkQueue"]
+
+Overflow = Literal["block", "drop_newest", "drop_oldest"]
+
+
+class Receipt:
+    """Completes when every sink an event was routed to has taken it (or one dropped it)."""
+
+    __slots__ = ("_future", "_pending", "dropped")
+
+    def __init__(self, pending: int) -> None:
+        self._future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending = pending
+        self.dropped = False
+        if pending == 0:
+            self._future.set_result(True)
+
+    def done_one(self) -> None:
+        self._pending -= 1
+        if self._pending <= 0 and not self._future.done():
+            self._future.set_result(not self.dropped)
+
+    def drop(self) -> None:
+        self.dropped = True
+        self.done_one()
+
+    async def wait(self) -> bool:
+        """True when every sink took the event, False when one dropped it."""
+        return await asyncio.shield(self._future)
+
+
+class SinkQueue:
+    """A bounded FIFO of events (with optional receipts) for one sink."""
+
+    def __init__(self, maxsize: int, overflow: Overflow = "block") -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        self.maxsize = maxsize
+        self.overflow: Overflow = overflow
+        self._items: deque[tuple[Event, Receipt | None]] = deque()
+        self._not_empty = asyncio.Event()
+        self._not_full = asyncio.Event()
+        self._not_full.set()
+        self._closed = False
+        #: drops by reason: ``queue_full`` (drop_newest), ``evicted`` (drop_oldest), ``closed``
+        self.dropped: dict[str, int] = {}
+        self.enqueued = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _count(self, reason: str, receipt: Receipt | None) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        if receipt is not None:
+            receipt.drop()
+
+    def put_nowait(self, event: Event, receipt: Receipt | None = None) -> bool:
+        """Enqueue unless the policy says drop; never waits. Returns False if dropped."""
+        if self._closed:
+            self._count("closed", receipt)
+            return False
+        if len(self._items) >= self.maxsize:
+            if self.overflow == "drop_oldest":
+                _old, old_receipt = self._items.popleft()
+                self._count("evicted", old_receipt)
+            else:  # drop_newest, or block used without waiting
+                self._count("queue_full", receipt)
+                return False
+        self._items.append((event, receipt))
+        self.enqueued += 1
+        self._not_empty.set()
+        if len(self._items) >= self.maxsize:
+            self._not_full.clear()
+        return True
+
+    async def put(self, event: Event, receipt: Receipt | None = None) -> bool:
+        """Enqueue; with ``block`` wait for room first."""
+        if self.overflow == "block":
+            while len(self._items) >= self.maxsize and not self._closed:
+                self._not_full.clear()
+                await self._not_full.wait()
+        return self.put_nowait(event, receipt)
+
+    async def get_batch(self, limit: int) -> list[tuple[Event, Receipt | None]]:
+        """Wait for at least one entry; return up to ``limit`` (empty once closed and drained)."""
+        while not self._items:
+            if self._closed:
+                return []
+            self._not_empty.clear()
+            await self._not_empty.wait()
+        n = min(limit, len(self._items))
+        batch = [self._items.popleft() for _ in range(n)]
+        if len(self._items) < self.maxsize:
+            self._not_full.set()
+        return batch
+
+    def requeue_front(self, batch: Sequence[tuple[Event, Receipt | None]]) -> None:
+        """Put an unsent batch back at the head (may exceed maxsize briefly)."""
+        self._items.extendleft(reversed(batch))
+        self._not_empty.set()
+
+    def close(self) -> None:
+        """No more puts; waiting getters and putters wake up."""
+        self._closed = True
+        self._not_empty.set()
+        self._not_full.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed

@@ -1,0 +1,84 @@
+"""Verify a stream of NDJSON events: one problem per bad line, and a summary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import orjson
+
+from ..errors import VerifyError
+from .event import verify_event
+from .keys import VerifyKey
+
+__all__ = ["Problem", "Report", "verify_lines"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    where: str
+    reason: str
+    event_id: str | None = None
+
+    def __str__(self) -> str:
+        ident = f" id={self.event_id}" if self.event_id else ""
+        return f"{self.where}:{ident} {self.reason}"
+
+
+@dataclass(slots=True)
+class Report:
+    events: int = 0
+    verified: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        verdict = "OK" if self.ok else "FAILED"
+        return f"{verdict}: {self.events} events, {self.verified} verified, {len(self.problems)} problems"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "events": self.events,
+            "verified": self.verified,
+            "problems": [{"where": p.where, "id": p.event_id, "reason": p.reason} for p in self.problems],
+        }
+
+
+def verify_lines(lines: Iterable[bytes], keys: Mapping[str, VerifyKey], *, name: str = "-") -> Report:
+    """Verify every non-blank line; sequence numbers must rise per source within the stream."""
+    report = Report()
+    last_seq: dict[str, int] = {}
+    for lineno, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line:
+            continue
+        report.events += 1
+        where = f"{name}:{lineno}"
+        try:
+            doc = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            report.problems.append(Problem(where, f"not JSON: {exc}"))
+            continue
+        if not isinstance(doc, dict):
+            report.problems.append(Problem(where, "not a JSON object"))
+            continue
+        ev_id = doc.get("id") if isinstance(doc.get("id"), str) else None
+        try:
+            verified = verify_event(doc, keys)
+        except VerifyError as exc:
+            report.problems.append(Problem(where, str(exc), ev_id))
+            continue
+        seq_text, source = verified.get("sequence"), verified.get("source")
+        if isinstance(seq_text, str) and isinstance(source, str) and seq_text.isdigit():
+            seq = int(seq_text)
+            prev = last_seq.get(source)
+            if prev is not None and seq <= prev:
+                report.problems.append(Problem(where, f"sequence {seq} does not follow {prev} for {source}", ev_id))
+                continue
+            last_seq[source] = seq
+        report.verified += 1
+    return report

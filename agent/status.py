@@ -1,0 +1,63 @@
+"""The one-line live status on stderr (a terminal) or a startup line (anything else)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+import anyio
+
+from .pipeline.queue import SinkQueue
+from .pipeline.stats import PipelineStats
+
+__all__ = ["StatusLine"]
+
+
+class StatusLine:
+    def __init__(
+        self,
+        stats: PipelineStats,
+        queues: Sequence[tuple[str, SinkQueue]],
+        stream: TextIO | None = None,
+        *,
+        live: bool | None = None,
+    ) -> None:
+        self.stats = stats
+        self.queues = list(queues)
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = self.stream.isatty() if live is None else live
+        self._last_signed = 0
+        self._last_t = time.monotonic()
+
+    def render(self) -> str:
+        now = time.monotonic()
+        rate = (self.stats.signed - self._last_signed) / max(now - self._last_t, 1e-9)
+        self._last_signed, self._last_t = self.stats.signed, now
+        errors = sum(p.failures for p in self.stats.probes.values())
+        sinks = " ".join(
+            f"{uri}[q={len(q)}{' DOWN' if not self.stats.sink(uri).healthy else ''}"
+            f"{' drop=' + str(sum(q.dropped.values())) if q.dropped else ''}]"
+            for uri, q in self.queues
+        )
+        return f"hoststamp: {self.stats.signed} events ({rate:.1f}/s) | {sinks} | probe errors {errors}"
+
+    def startup(self, probes: Sequence[str], sinks: Sequence[str], listeners: Sequence[str], keyid: str) -> None:
+        line = (
+            f"hoststamp: running; probes={','.join(probes) or 'none'} sinks={','.join(sinks) or 'none'}"
+            f"{' listeners=' + ','.join(listeners) if listeners else ''} keyid={keyid}"
+        )
+        print(line, file=self.stream, flush=True)
+
+    async def run(self, period: float = 1.0) -> None:
+        if not self.live:
+            return
+        try:
+            while True:
+                await anyio.sleep(period)
+                self.stream.write("\r\x1b[K" + self.render())
+                self.stream.flush()
+        finally:
+            self.stream.write("\n")
+            self.stream.flush()
