@@ -1,0 +1,147 @@
+"""Pure parsers of cgroup v2 and /proc text, against fixture files and the real host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.errors import ParseError
+from agent.hostfs import (
+    HostFS,
+    find_cgroup2_mount,
+    parse_flat_keyed,
+    parse_mountinfo,
+    parse_psi,
+    parse_single_value,
+    read_small,
+)
+from agent.hostfs.parse import unescape_mount_field
+
+HOSTS = Path(__file__).resolve().parents[1] / "fixtures" / "hosts"
+HYBRID = HostFS(HOSTS / "hybrid-systemd")
+NGINX = "/sys/fs/cgroup/unified/system.slice/nginx.service"
+
+
+def test_flat_keyed_memory_events_fixture() -> None:
+    out = parse_flat_keyed(HYBRID.read_text(f"{NGINX}/memory.events"))
+    assert out == {"low": 0, "high": 12, "max": 40, "oom": 2, "oom_kill": 2, "oom_group_kill": 0}
+
+
+def test_flat_keyed_cpu_stat_keeps_every_key_in_order() -> None:
+    out = parse_flat_keyed(HYBRID.read_text(f"{NGINX}/cpu.stat"))
+    assert list(out)[:3] == ["usage_usec", "user_usec", "system_usec"]
+    assert out["nr_throttled"] == 212 and out["throttled_usec"] == 9811234
+
+
+def test_flat_keyed_non_numeric_names_file_line_and_key() -> None:
+    path = "/sys/fs/cgroup/unified/system.slice/broken.service/memory.events"
+    with pytest.raises(ParseError) as info:
+        parse_flat_keyed(HYBRID.read_text(path), source=path)
+    msg = str(info.value)
+    assert f"{path}:5" in msg and "oom_kill" in msg and "lots" in msg
+
+
+@pytest.mark.parametrize("text", ["a 1 2\n", "lonely\n", "a 1\na 2\n", "a 1.5\n", "a 0x10\n"])
+def test_flat_keyed_rejects_malformed(text: str) -> None:
+    with pytest.raises(ParseError):
+        parse_flat_keyed(text)
+
+
+def test_flat_keyed_blank_lines_and_big_values() -> None:
+    assert parse_flat_keyed("\nusage_usec 18446744073709551615\n\n") == {"usage_usec": 2**64 - 1}
+    assert parse_flat_keyed("") == {}
+
+
+def test_single_value_number_and_max() -> None:
+    assert parse_single_value(HYBRID.read_text(f"{NGINX}/memory.max")) == 536870912
+    assert parse_single_value(HYBRID.read_text(f"{NGINX}/memory.current")) == 401604608
+    assert parse_single_value("max\n") is None
+
+
+@pytest.mark.parametrize("text", ["", "12 13\n", "unlimited\n", "-\n"])
+def test_single_value_rejects(text: str) -> None:
+    with pytest.raises(ParseError):
+        parse_single_value(text)
+
+
+def test_psi_fixture() -> None:
+    out = parse_psi(HYBRID.read_text("/sys/fs/cgroup/unified/io.pressure"))
+    assert out == {
+        "some": {"avg10": 0.45, "avg60": 0.39, "avg300": 0.41, "total": 702211833},
+        "full": {"avg10": 0.40, "avg60": 0.35, "avg300": 0.38, "total": 655402118},
+    }
+    assert isinstance(out["some"]["total"], int) and isinstance(out["some"]["avg10"], float)
+
+
+def test_psi_without_full_line() -> None:
+    assert parse_psi("some avg10=0.00 avg60=0.00 avg300=0.00 total=5\n") == {
+        "some": {"avg10": 0.0, "avg60": 0.0, "avg300": 0.0, "total": 5}}
+
+
+@pytest.mark.parametrize("text", [
+    "partial avg10=0.00 total=1\n",
+    "some avg10=abc total=1\n",
+    "some avg10=0.00 total=1.5\n",
+    "some avg10 total=1\n",
+    "some avg10=0.00\n",
+    "some total=1\nsome total=2\n",
+])
+def test_psi_rejects(text: str) -> None:
+    with pytest.raises(ParseError):
+        parse_psi(text)
+
+
+def test_mountinfo_hybrid_fixture() -> None:
+    mounts = HYBRID.mountinfo()
+    unified = [m for m in mounts if m.fstype == "cgroup2"]
+    assert len(unified) == 1
+    m = unified[0]
+    assert (m.mount_id, m.parent_id, m.major_minor, m.root) == (32, 31, "0:27", "/")
+    assert m.optional == ("shared:10",) and m.super_options == "rw,nsdelegate"
+    assert HYBRID.cgroup2_mount() == "/sys/fs/cgroup/unified"
+    assert any(m.mount_point == "/mnt/backup disk" for m in mounts)
+
+
+def test_cgroup2_mount_prefers_sys_fs_cgroup_over_container_bind() -> None:
+    assert HostFS(HOSTS / "unified-v2").cgroup2_mount() == "/sys/fs/cgroup"
+
+
+def test_cgroup2_mount_absent_on_v1_only_host() -> None:
+    assert HostFS(HOSTS / "no-cgroup2").cgroup2_mount() is None
+
+
+def test_cgroup2_mount_falls_back_to_a_sub_root_mount() -> None:
+    mounts = parse_mountinfo("7 1 0:26 /lxc/c1 /sys/fs/cgroup2 rw - cgroup2 cgroup2 rw\n")
+    assert find_cgroup2_mount(mounts) == "/sys/fs/cgroup2"
+
+
+def test_mountinfo_rejects_line_without_separator() -> None:
+    with pytest.raises(ParseError):
+        parse_mountinfo("22 27 0:21 / /proc rw,relatime proc proc rw\n")
+
+
+def test_unescape_mount_field() -> None:
+    assert unescape_mount_field(r"/mnt/a\040b\011c\134d") == "/mnt/a b\tc\\d"
+
+
+def test_real_host_mountinfo_names_the_unified_mount() -> None:
+    assert HostFS("/").cgroup2_mount() == "/sys/fs/cgroup/unified"
+
+
+def test_real_host_cgroup_files_parse() -> None:
+    root = "/sys/fs/cgroup/unified"
+    stat = parse_flat_keyed(read_small(f"{root}/cpu.stat").decode())
+    assert stat["usage_usec"] > 0
+    for kind in ("cpu", "memory", "io"):
+        psi = parse_psi(read_small(f"{root}/{kind}.pressure").decode())
+        assert "some" in psi and psi["some"]["total"] >= 0
+
+
+def test_read_small_reads_past_the_first_chunk(tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 200_000)
+    assert len(read_small(str(big))) == 200_000
+    assert read_small(str(big), limit=1000) == b"x" * 1000
+    (tmp_path / "empty").write_bytes(b"")
+    assert read_small(str(tmp_path / "empty")) == b""

@@ -1,0 +1,172 @@
+"""The ``cgroup`` probe: fixture trees of real files, and the real cgroup2 mount of this host."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from agent import schema
+from agent.errors import ConfigError
+from agent.model import Reading
+from agent.probes import registry
+from agent.probes.cgroup import CgroupOptions, CgroupProbe, resolve_root
+
+HOSTS = Path(__file__).resolve().parents[1] / "fixtures" / "hosts"
+UNIFIED = HOSTS / "hybrid-systemd" / "sys" / "fs" / "cgroup" / "unified"
+REAL = Path("/sys/fs/cgroup/unified")
+
+
+def collect(probe: CgroupProbe) -> dict[str, Reading]:
+    readings: Sequence[Reading] = asyncio.run(probe.collect())
+    return {r.subject: r for r in readings}
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "unified"
+    shutil.copytree(UNIFIED, root)
+    return root
+
+
+def test_registered_under_its_name() -> None:
+    assert registry.get("cgroup") is CgroupProbe
+    assert CgroupProbe.Options is CgroupOptions
+
+
+def test_fixture_readings(tree: Path) -> None:
+    got = collect(CgroupProbe(CgroupOptions(root=str(tree))))
+    assert len(got) == 8
+    nginx = got["/system.slice/nginx.service"]
+    assert nginx.probe == "cgroup" and nginx.error is None
+    assert nginx.output["memory_events"]["oom_kill"] == 2 and nginx.output["memory_max"] == 536870912
+    assert nginx.output["memory_current"] == 401604608 and nginx.output["deltas"] is None
+    assert nginx.probe_source == f"cgroup2:{tree}"
+    assert str(tree / "system.slice/nginx.service/memory.events") in nginx.inputs
+    data = nginx.data()
+    assert data["output"]["psi"]["io"]["full"]["total"] == 43008
+    broken = got["/system.slice/broken.service"]
+    assert broken.error is not None and "non-numeric" in broken.error and broken.output == {}
+    assert sum(1 for r in got.values() if r.error) == 1
+
+
+def test_deltas_show_an_oom_kill_in_the_last_interval(tree: Path) -> None:
+    probe = CgroupProbe(CgroupOptions(root=str(tree), include=("/system.slice/*",)))
+    collect(probe)
+    events = tree / "system.slice/nginx.service/memory.events"
+    events.write_text(events.read_text().replace("oom_kill 2", "oom_kill 3").replace("oom 2", "oom 3"))
+    cpu = tree / "system.slice/sshd.service/cpu.stat"
+    cpu.write_text(cpu.read_text().replace("usage_usec 2811003", "usage_usec 2911003"))
+    got = collect(probe)
+    d = got["/system.slice/nginx.service"].output["deltas"]
+    assert d["memory_events"] == {"low": 0, "high": 0, "max": 0, "oom": 1, "oom_kill": 1, "oom_group_kill": 0}
+    assert d["interval_s"] >= 0 and d["psi"]["cpu"]["some"] == {"total": 0}
+    assert got["/system.slice/sshd.service"].output["deltas"]["cpu_stat"]["usage_usec"] == 100000
+    # the broken leaf stays an error, and has no deltas state
+    assert got["/system.slice/broken.service"].error is not None
+
+
+def test_recreated_cgroup_starts_afresh_and_vanished_one_is_dropped(tree: Path) -> None:
+    probe = CgroupProbe(CgroupOptions(root=str(tree)))
+    collect(probe)
+    # same name, new directory (new inode): no delta against the old one
+    sshd = tree / "system.slice/sshd.service"
+    shutil.copytree(sshd, tree / "system.slice/sshd.new")
+    shutil.rmtree(sshd)
+    (tree / "system.slice/sshd.new").rename(sshd)
+    shutil.rmtree(tree / "init.scope")
+    got = collect(probe)
+    assert got["/system.slice/sshd.service"].output["deltas"] is None
+    assert got["/system.slice/nginx.service"].output["deltas"] is not None
+    assert "/init.scope" not in got
+
+
+def test_max_leaves_bounds_a_scan(tree: Path) -> None:
+    got = asyncio.run(CgroupProbe(CgroupOptions(root=str(tree), max_leaves=3)).collect())
+    assert [r.subject for r in got[:3]] == ["/init.scope", "/system.slice/broken.service",
+                                           "/system.slice/cron.service"]
+    assert len(got) == 4 and got[-1].subject == "/"
+    assert got[-1].error is not None and "max_leaves=3" in got[-1].error
+
+
+def test_max_depth_and_exclude(tree: Path) -> None:
+    got = collect(CgroupProbe(CgroupOptions(root=str(tree), max_depth=1, exclude=("/user.slice",))))
+    assert sorted(got) == ["/init.scope", "/system.slice"]
+    assert got["/system.slice"].output["cpu_stat"]["usage_usec"] == 88123456789
+
+
+def test_options_from_toml_table() -> None:
+    o = schema.build(CgroupOptions, {"root": "/x", "include": ["/a/*"], "max_depth": 2}, prefix="probes.cgroup",
+                     file="t.toml")
+    assert o == CgroupOptions(root="/x", include=("/a/*",), max_depth=2)
+    with pytest.raises(ConfigError, match="probes.cgroup.depth"):
+        schema.build(CgroupOptions, {"depth": 2}, prefix="probes.cgroup", file="t.toml")
+    with pytest.raises(ConfigError, match="max_depth"):
+        schema.build(CgroupOptions, {"max_depth": -1}, prefix="probes.cgroup", file="t.toml")
+
+
+def test_unavailable(tmp_path: Path) -> None:
+    v1_only = str(HOSTS / "no-cgroup2" / "proc" / "self" / "mountinfo")
+    assert "no cgroup2 mount" in (CgroupProbe.unavailable(CgroupOptions(mountinfo=v1_only)) or "")
+    assert "not a cgroup v2" in (CgroupProbe.unavailable(CgroupOptions(root=str(tmp_path))) or "")
+    assert resolve_root(CgroupOptions(mountinfo=str(HOSTS / "unified-v2/proc/self/mountinfo"))) == "/sys/fs/cgroup"
+
+
+def test_missing_root_fails_the_collection(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="cgroup root"):
+        asyncio.run(CgroupProbe(CgroupOptions(root=str(tmp_path / "gone"))).collect())
+
+
+# --- the real cgroup2 mount -------------------------------------------------------------------------------
+
+@pytest.fixture
+def real_group() -> Iterator[Path]:
+    if not (REAL / "cgroup.procs").exists():
+        pytest.skip("no cgroup2 mount at /sys/fs/cgroup/unified")
+    base = REAL / f"hoststamp-probe-{os.getpid()}"
+    (base / "work").mkdir(parents=True)
+    (base / "idle").mkdir()
+    try:
+        yield base
+    finally:
+        for d in (base / "work", base / "idle", base):
+            if d.exists():
+                d.rmdir()
+
+
+@pytest.mark.root
+def test_real_host_discovers_the_unified_mount() -> None:
+    if not (REAL / "cgroup.procs").exists():
+        pytest.skip("no cgroup2 mount at /sys/fs/cgroup/unified")
+    probe = CgroupProbe(CgroupOptions())
+    assert CgroupProbe.unavailable(probe.options) is None
+    assert probe.root == str(REAL)
+
+
+@pytest.mark.root
+def test_real_host_cpu_usage_moves_in_deltas(real_group: Path) -> None:
+    probe = CgroupProbe(CgroupOptions(include=(f"/{real_group.name}/*",)))
+    worker = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read(); sum(range(3_000_000))"],
+                              stdin=subprocess.PIPE)
+    try:
+        (real_group / "work" / "cgroup.procs").write_text(str(worker.pid))
+        first = collect(probe)
+        assert sorted(first) == [f"/{real_group.name}/idle", f"/{real_group.name}/work"]
+        assert first[f"/{real_group.name}/work"].output["deltas"] is None
+        worker.communicate(b"go", timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=10)
+    second = collect(probe)
+    work = second[f"/{real_group.name}/work"].output
+    assert work["deltas"]["cpu_stat"]["usage_usec"] > 0
+    assert work["cpu_stat"]["usage_usec"] >= work["deltas"]["cpu_stat"]["usage_usec"]
+    assert second[f"/{real_group.name}/idle"].output["deltas"]["cpu_stat"]["usage_usec"] == 0
+    assert set(work["psi"]) >= {"cpu", "io", "memory"}
