@@ -117,7 +117,8 @@ class LinkProbe(Probe):
     async def _dump(self) -> list[Any]:
         netns = self.options.netns
         try:
-            async with AsyncIPRoute(netns=netns) if netns else AsyncIPRoute() as ipr:
+            # flags=0: never create the namespace (pyroute2's default is O_CREAT)
+            async with AsyncIPRoute(netns=netns, flags=0) if netns else AsyncIPRoute() as ipr:
                 return [msg async for msg in await ipr.link("dump")]
         except (NetlinkError, OSError) as exc:
             where = f" in netns {netns}" if netns else ""

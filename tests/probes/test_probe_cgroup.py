@@ -105,7 +105,7 @@ def test_options_from_toml_table() -> None:
     o = schema.build(CgroupOptions, {"root": "/x", "include": ["/a/*"], "max_depth": 2}, prefix="probes.cgroup",
                      file="t.toml")
     assert o == CgroupOptions(root="/x", include=("/a/*",), max_depth=2)
-    with pytest.raises(ConfigError, match="probes.cgroup.depth"):
+    with pytest.raises(ConfigError, match=r"probes\.cgroup\.depth"):
         schema.build(CgroupOptions, {"depth": 2}, prefix="probes.cgroup", file="t.toml")
     with pytest.raises(ConfigError, match="max_depth"):
         schema.build(CgroupOptions, {"max_depth": -1}, prefix="probes.cgroup", file="t.toml")
