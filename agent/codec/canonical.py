@@ -9,7 +9,8 @@ integral float is written as the integer it equals, which is what JCS prints
 for it too. Anything else falls back to ``rfc8785``.
 
 ``prepare(obj)`` applies the event-data rules of the contract before that:
-integers beyond ±(2^53−1) become decimal strings, non-finite floats are refused.
+integers beyond ±(2^53−1) become decimal strings, integral floats become
+integers (or decimal strings beyond 2^53), and non-finite floats (which JSON cannot carry) become ``null``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def _walk(obj: Any, big_to_str: bool) -> Any:
                 return int(obj)
             raise _Slow
         if not math.isfinite(obj):
-            raise ValueError(f"non-finite number {obj!r} cannot be carried in JSON")
+            raise _Slow
         a = -obj if obj < 0 else obj
         if 1e-5 <= a < 1e16:
             return obj
@@ -74,25 +75,25 @@ def _walk(obj: Any, big_to_str: bool) -> Any:
 
 def _slow_prepare(obj: Any) -> Any:
     """The contract's rules without the fast-path bookkeeping."""
-    t = type(obj)
-    if t is int and not -MAX_SAFE_INT <= obj <= MAX_SAFE_INT:
-        return str(obj)
-    if t is float:
-        if not math.isfinite(obj):
-            raise ValueError(f"non-finite number {obj!r} cannot be carried in JSON")
-        if obj.is_integer() and -MAX_SAFE_INT <= obj <= MAX_SAFE_INT:
-            return int(obj)
+    if obj is None or isinstance(obj, str):
         return obj
-    if t is dict:
-        return {str(k): _slow_prepare(v) for k, v in obj.items()}
-    if t is list or t is tuple:
-        return [_slow_prepare(v) for v in obj]
-    if isinstance(obj, (str, bool)) or obj is None:
-        return obj
-    if isinstance(obj, int):  # int subclasses (IntEnum ...)
-        return _slow_prepare(int(obj))
+    if isinstance(obj, bool):
+        return bool(obj)
+    if isinstance(obj, int):
+        v = int(obj)
+        return v if -MAX_SAFE_INT <= v <= MAX_SAFE_INT else str(v)
     if isinstance(obj, float):
-        return _slow_prepare(float(obj))
+        f = float(obj)
+        if not math.isfinite(f):
+            return None
+        if f.is_integer():
+            # beyond 2^53 an integral float is a big integer in all but name: carry it as one
+            return int(f) if -MAX_SAFE_INT <= f <= MAX_SAFE_INT else str(int(f))
+        return f
+    if isinstance(obj, dict):
+        return {str(k): _slow_prepare(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_slow_prepare(v) for v in obj]
     raise ValueError(f"{type(obj).__name__} is not a JSON value")
 
 
@@ -104,7 +105,8 @@ def prepare(obj: Any) -> tuple[Any, bytes]:
     """
     try:
         out = orjson.dumps(obj, option=_STRICT)
-        if out[:1] in b"{[" and out.isascii() and _FLOATISH.search(out) is None:
+        # orjson writes NaN/Infinity as null: let the slow path make that explicit
+        if out[:1] in b"{[" and out.isascii() and _FLOATISH.search(out) is None and b"null" not in out:
             return obj, out
     except orjson.JSONEncodeError:
         pass

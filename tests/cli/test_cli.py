@@ -1,0 +1,168 @@
+"""The command line, end to end, in subprocesses: what users and CI see."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import orjson
+import pytest
+from cloudevents.core.formats.json import JSONFormat
+from cryptography.hazmat.primitives import serialization
+
+from tests.helpers import run_cli
+
+FIXTURE_CGROUP = Path(__file__).resolve().parent.parent / "fixtures" / "hosts"
+
+
+def _config(tmp: Path, body: str) -> Path:
+    p = tmp / "hoststamp.toml"
+    p.write_text(body)
+    return p
+
+
+def _fixture_root() -> Path:
+    # any committed cgroup v2 fixture tree with leaves
+    for cand in sorted(FIXTURE_CGROUP.glob("*/sys/fs/cgroup")):
+        if any(cand.rglob("cpu.stat")):
+            return cand
+    pytest.skip("no cgroup fixture tree")
+
+
+def test_keys_generate(tmp_path: Path) -> None:
+    res = run_cli(["keys", "generate", "--dir", "k"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    key, pub = tmp_path / "k" / "host.key", tmp_path / "k" / "host.pub"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert b"BEGIN PRIVATE KEY" in key.read_bytes() and b"BEGIN PUBLIC KEY" in pub.read_bytes()
+    raw = serialization.load_pem_public_key(pub.read_bytes()).public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    assert res.stdout.decode().strip() == hashlib.sha256(raw).hexdigest()
+    again = run_cli(["keys", "generate", "--dir", "k"], cwd=tmp_path)
+    assert again.returncode != 0 and b"already exists" in again.stderr
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644])
+def test_group_or_other_readable_key_is_refused(tmp_path: Path, mode: int) -> None:
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    key = tmp_path / "keys" / "host.key"
+    os.chmod(key, mode)
+    res = run_cli(["run", "--once", "--probes", "none", "--sink", "stdout:"], cwd=tmp_path)
+    assert res.returncode == 2
+    err = res.stderr.decode()
+    assert "keys/host.key" in err and "chmod 600" in err
+
+
+def test_run_once_emits_verifiable_cloudevents(tmp_path: Path) -> None:
+    root = _fixture_root()
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    cfg = _config(tmp_path, f'[probes.cgroup]\nroot = "{root}"\n[[sinks]]\nuri = "file:out/events.ndjson"\n')
+    res = run_cli(["run", "--config", str(cfg), "--once", "--probes", "cgroup"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = (tmp_path / "out" / "events.ndjson").read_bytes().splitlines()
+    assert lines
+    fmt = JSONFormat()
+    for line in lines:
+        ce = fmt.read(None, line)  # the official SDK parses every event
+        attrs = ce.get_attributes()
+        assert attrs["type"] == "io.hoststamp.host.v1.cgroup"
+        assert attrs["specversion"] == "1.0"
+        doc = orjson.loads(line)
+        assert set(doc["data"]) >= {"probeSource", "inputs", "output"}
+        assert doc["signedextattrs"] == "hostid,hostreceivedat,sequence"
+    ver = run_cli(["verify", "out/events.ndjson"], cwd=tmp_path)
+    assert ver.returncode == 0, ver.stdout + ver.stderr
+    assert b"OK:" in ver.stdout
+
+
+def test_sequence_rises_across_restarts(tmp_path: Path) -> None:
+    root = _fixture_root()
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    cfg = _config(tmp_path, f'[probes.cgroup]\nroot = "{root}"\n[[sinks]]\nuri = "file:ev.ndjson"\n')
+    for _ in range(3):
+        assert run_cli(["run", "--config", str(cfg), "--once", "--probes", "cgroup"], cwd=tmp_path).returncode == 0
+    seqs = [int(orjson.loads(line)["sequence"]) for line in (tmp_path / "ev.ndjson").read_bytes().splitlines()]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert run_cli(["verify", "ev.ndjson"], cwd=tmp_path).returncode == 0
+
+
+def test_verify_reports_each_problem_and_exits_1(tmp_path: Path) -> None:
+    root = _fixture_root()
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    cfg = _config(tmp_path, f'[probes.cgroup]\nroot = "{root}"\n[[sinks]]\nuri = "file:ev.ndjson"\n')
+    assert run_cli(["run", "--config", str(cfg), "--once", "--probes", "cgroup"], cwd=tmp_path).returncode == 0
+    lines = (tmp_path / "ev.ndjson").read_bytes().splitlines()
+    doc = orjson.loads(lines[0])
+    doc["subject"] = "/forged"
+    bad = [orjson.dumps(doc), b"{not json", *lines[1:]]
+    (tmp_path / "bad.ndjson").write_bytes(b"\n".join(bad) + b"\n")
+    res = run_cli(["verify", "bad.ndjson"], cwd=tmp_path)
+    assert res.returncode == 1
+    out = res.stdout.decode().splitlines()
+    assert any("bad.ndjson:1" in line and "modified" in line for line in out)
+    assert any("bad.ndjson:2" in line and "not JSON" in line for line in out)
+    assert out[-1].startswith("FAILED:")
+    # stdin works the same, and --json is machine-readable
+    res2 = run_cli(["verify", "--json", "-"], cwd=tmp_path, stdin=b"\n".join(bad))
+    assert res2.returncode == 1 and len(orjson.loads(res2.stdout)["problems"]) == 2
+
+
+def test_verify_usage_errors_exit_2(tmp_path: Path) -> None:
+    assert run_cli(["verify", "nothing.ndjson", "--pub", "nope.pub"], cwd=tmp_path).returncode == 2
+    assert run_cli(["verify", "x.ndjson"], cwd=tmp_path).returncode == 2  # no key at all
+    assert run_cli(["verify"], cwd=tmp_path).returncode == 2
+    assert run_cli(["frobnicate"], cwd=tmp_path).returncode == 2
+
+
+def test_verify_with_wrong_key_fails(tmp_path: Path) -> None:
+    root = _fixture_root()
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    assert run_cli(["keys", "generate", "--dir", "other"], cwd=tmp_path).returncode == 0
+    cfg = _config(tmp_path, f'[probes.cgroup]\nroot = "{root}"\n[[sinks]]\nuri = "file:ev.ndjson"\n')
+    assert run_cli(["run", "--config", str(cfg), "--once", "--probes", "cgroup"], cwd=tmp_path).returncode == 0
+    res = run_cli(["verify", "--pub", "other/host.pub", "ev.ndjson"], cwd=tmp_path)
+    assert res.returncode == 1 and b"trusted" in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ("[agent]\nbogus = 1\n", "agent.bogus"),
+        ("[probes.cgroup]\nintervall = 5\n", "probes.cgroup.intervall"),
+        ("[probes.nosuch]\n", "probes.nosuch"),
+        ('[[sinks]]\nuri = "file:x"\nqueue = 5\n', "sinks[0].queue"),
+        ('[[sinks]]\nuri = "bogus:x"\n', "sinks[0].uri"),
+        ("[probes.cgroup]\ninterval = \"fast\"\n", "probes.cgroup.interval"),
+        ("[metrics]\nlisten = 5\n", "metrics.listen"),
+        ("surprise = true\n", "surprise"),
+        ("[agent\n", ""),
+    ],
+)
+def test_bad_config_exits_2_naming_file_and_key(tmp_path: Path, body: str, key: str) -> None:
+    cfg = _config(tmp_path, body)
+    res = run_cli(["run", "--config", str(cfg), "--once"], cwd=tmp_path)
+    assert res.returncode == 2
+    err = res.stderr.decode()
+    assert str(cfg) in err and key in err
+    assert "Traceback" not in err
+
+
+def test_probe_verb_prints_signed_ndjson(tmp_path: Path) -> None:
+    root = _fixture_root()
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    cfg = _config(tmp_path, f'[probes.cgroup]\nroot = "{root}"\n')
+    res = run_cli(["probe", "cgroup", "--config", str(cfg)], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    (tmp_path / "p.ndjson").write_bytes(res.stdout)
+    assert res.stdout.count(b"\n") >= 1
+    assert run_cli(["verify", "p.ndjson"], cwd=tmp_path).returncode == 0
+    assert run_cli(["probe", "nosuch"], cwd=tmp_path).returncode == 2
+
+
+def test_help_for_every_verb(tmp_path: Path) -> None:
+    for verb in (["run"], ["probe"], ["keys", "generate"], ["verify"], ["send"]):
+        res = run_cli([*verb, "--help"], cwd=tmp_path)
+        assert res.returncode == 0 and b"usage:" in res.stdout

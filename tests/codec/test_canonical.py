@@ -1,0 +1,84 @@
+"""canonical() and prepare() against the rfc8785 package, on generated JSON."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.codec.canonical import MAX_SAFE_INT, canonical, prepare
+
+safe_ints = st.integers(min_value=-MAX_SAFE_INT, max_value=MAX_SAFE_INT)
+finite_floats = st.floats(allow_nan=False, allow_infinity=False)
+# text without lone surrogates (not representable in UTF-8 JSON at all)
+texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+scalars = st.one_of(st.none(), st.booleans(), safe_ints, finite_floats, texts)
+json_values = st.recursive(
+    scalars,
+    lambda children: st.one_of(st.lists(children, max_size=5), st.dictionaries(texts, children, max_size=5)),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(json_values)
+def test_canonical_equals_rfc8785(value: Any) -> None:
+    assert canonical(value) == rfc8785.dumps(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(texts, json_values, max_size=6))
+def test_prepare_bytes_equal_rfc8785_of_prepared(value: dict[str, Any]) -> None:
+    ready, raw = prepare(value)
+    assert raw == rfc8785.dumps(ready)
+    # and what a verifier parses back canonicalizes to the same bytes
+    assert canonical(orjson.loads(raw)) == raw
+
+
+@settings(max_examples=300, deadline=None)
+@given(finite_floats)
+def test_floats_every_range(x: float) -> None:
+    assert canonical({"x": x}) == rfc8785.dumps({"x": x})
+    assert canonical([x]) == rfc8785.dumps([x])
+
+
+@pytest.mark.parametrize(
+    "x", [1e-7, 1e-6, 1e-5, 0.1, 1.5, 1e15 + 0.5, 1e16, 1e21, 1e22, 5e-324, 1.7976931348623157e308, -0.0, 2.5e-6]
+)
+def test_float_edges(x: float) -> None:
+    assert canonical({"v": x}) == rfc8785.dumps({"v": x})
+
+
+def test_deep_nesting() -> None:
+    value: Any = {"leaf": "é"}
+    for i in range(200):
+        value = {"k": [value, i, 0.25]}
+    assert canonical(value) == rfc8785.dumps(value)
+
+
+def test_non_ascii_key_order_utf16() -> None:
+    # U+E000 sorts after U+1F600 in UTF-8 but before it in UTF-16 code units
+    value = {"\ue000": 1, "\U0001f600": 2, "a": 3}
+    assert canonical(value) == rfc8785.dumps(value)
+
+
+def test_prepare_big_ints_become_strings() -> None:
+    ready, raw = prepare({"big": 2**64, "neg": -(2**60), "ok": MAX_SAFE_INT, "f": 3.0})
+    assert ready == {"big": str(2**64), "neg": str(-(2**60)), "ok": MAX_SAFE_INT, "f": 3}
+    assert raw == b'{"big":"18446744073709551616","f":3,"neg":"-1152921504606846976","ok":9007199254740991}'
+
+
+@pytest.mark.parametrize("value", [{"y": math.inf}, {"x": "é", "y": -math.inf}, {"n": [math.nan, 1.5]}])
+def test_prepare_non_finite_becomes_null(value: dict[str, Any]) -> None:
+    ready, raw = prepare(value)
+    assert b"null" in raw and raw == rfc8785.dumps(ready)
+
+
+def test_canonical_refuses_what_json_cannot_carry() -> None:
+    with pytest.raises(ValueError):
+        canonical({"x": object()})

@@ -1,0 +1,134 @@
+"""Probe runner and sink worker, with fakes shipped in the package (no patching)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anyio
+import orjson
+import pytest
+
+from agent.config import ProbeConfig
+from agent.errors import ProbeError
+from agent.model import Reading
+from agent.pipeline import Pipeline, ProbeRunner, SequenceStore, SinkQueue, SinkWorker, Stamper
+from agent.pipeline.stats import PipelineStats, SinkStats
+from agent.probes.base import Probe, ProbeContext
+from agent.signing.keys import SigningKey
+from agent.sinks.memory import MemorySink
+
+
+class Good(Probe):
+    name = "good"
+
+    async def collect(self) -> Sequence[Reading]:
+        return [Reading(probe=self.name, subject="x", output={"n": 1})]
+
+
+class Broken(Probe):
+    name = "broken"
+
+    async def collect(self) -> Sequence[Reading]:
+        raise ProbeError("cannot read /nowhere")
+
+
+class Crashing(Probe):
+    name = "crashing"
+
+    async def collect(self) -> Sequence[Reading]:
+        raise ZeroDivisionError("bug")
+
+
+class Hanging(Probe):
+    name = "hanging"
+
+    async def collect(self) -> Sequence[Reading]:
+        await anyio.sleep(3600)
+        return []
+
+
+def pc(name: str, timeout: float = 1.0, interval: float = 0.05) -> ProbeConfig:
+    return ProbeConfig(name=name, enabled=True, interval=interval, timeout=timeout, jitter=0.0, options=None)
+
+
+def make_pipeline(*sinks: MemorySink, size: int = 100) -> tuple[Pipeline, list[SinkWorker]]:
+    stamper = Stamper(SigningKey.generate(), "h", SequenceStore(None))
+    queues = [SinkQueue(size) for _ in sinks]
+    stats = PipelineStats()
+    workers = [SinkWorker(s, q, stats.sink(str(i)), flush_interval=0.05) for i, (s, q) in enumerate(zip(sinks, queues))]
+    return Pipeline(stamper, queues, stats), workers
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("cls", "needle"), [(Broken, "cannot read"), (Crashing, "bug"), (Hanging, "timed out")])
+async def test_failures_become_error_readings(cls: type[Probe], needle: str) -> None:
+    probe = cls(None, ProbeContext())
+    stats = PipelineStats()
+    runner = ProbeRunner(probe, pc(cls.name, timeout=0.2), _discard, stats.probe(cls.name))
+    (reading,) = await runner.collect_once()
+    assert reading.error is not None and needle in reading.error and reading.output == {}
+    assert stats.probe(cls.name).failures == 1 and not stats.probe(cls.name).last_success
+
+
+async def _discard(_readings: Sequence[Reading]) -> None:
+    return None
+
+
+@pytest.mark.anyio
+async def test_a_failing_probe_does_not_stop_the_others() -> None:
+    sink = MemorySink()
+    pipeline, workers = make_pipeline(sink)
+    stats = PipelineStats()
+    runners = [ProbeRunner(cls(None, ProbeContext()), pc(cls.name, timeout=0.1), pipeline.submit_many,
+                           stats.probe(cls.name)) for cls in (Good, Broken, Hanging)]
+    async with anyio.create_task_group() as tg:
+        for w in workers:
+            tg.start_soon(w.run)
+        with anyio.move_on_after(0.6):
+            async with anyio.create_task_group() as probes:
+                for r in runners:
+                    probes.start_soon(r.run)
+        pipeline.close()
+    types = [orjson.loads(e.body)["type"] for e in sink.events]
+    assert types.count("io.hoststamp.host.v1.good") >= 5
+    assert types.count("io.hoststamp.host.v1.broken") >= 5
+    assert types.count("io.hoststamp.host.v1.hanging") >= 2
+    errors = [orjson.loads(e.body)["data"].get("error") for e in sink.events]
+    assert any(e and "timed out" in e for e in errors)
+
+
+@pytest.mark.anyio
+async def test_worker_retries_a_down_sink_and_loses_nothing() -> None:
+    sink = MemorySink()
+    sink.fail_opens = 2
+    sink.fail_sends = 3
+    pipeline, workers = make_pipeline(sink, size=1000)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(workers[0].run)
+        for i in range(300):
+            await pipeline.submit(Reading(probe="p", subject=str(i), output={"i": i}))
+        pipeline.close()
+    assert [e.sequence for e in sink.events] == list(range(1, 301))
+    assert sink.closed and workers[0].finished
+
+
+@pytest.mark.anyio
+async def test_guest_receipt_completes_after_every_sink_flushed() -> None:
+    a, b = MemorySink(), MemorySink()
+    pipeline, workers = make_pipeline(a, b)
+    async with anyio.create_task_group() as tg:
+        for w in workers:
+            tg.start_soon(w.run)
+        guest = {"specversion": "1.0", "id": "g1", "source": "guest/x", "type": "t", "hostid": "forged",
+                 "sequence": "999999", "data": {"v": 1}}
+        receipt = await pipeline.submit_guest(guest, "vsock:7")
+        with anyio.fail_after(5):
+            assert await receipt.wait() is True
+        assert a.flushes >= 1 and b.flushes >= 1
+        pipeline.close()
+    doc = orjson.loads(a.events[0].body)
+    assert doc["hostid"] == "h" and doc["sequence"] == "1" and doc["hostpeer"] == "vsock:7"
+
+
+def test_sink_stats_default() -> None:
+    assert SinkStats().healthy
