@@ -111,8 +111,8 @@ def _key_path(arg: str | None, cfg: config_mod.Config) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .app import Agent  # noqa: PLC0415 - keep `hoststamp verify` light
-    from .status import StatusLine  # noqa: PLC0415
+    from .app import Agent
+    from .status import StatusLine
 
     cfg = _load_config(args.config)
     if args.probes is not None:
@@ -131,10 +131,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    from .app import build_probe, host_id  # noqa: PLC0415
-    from .pipeline import SequenceStore, Stamper  # noqa: PLC0415
-    from .pipeline.runner import ProbeRunner  # noqa: PLC0415
-    from .pipeline.stats import ProbeStats  # noqa: PLC0415
+    from .app import build_probe, host_id
+    from .pipeline import SequenceStore, Stamper
+    from .pipeline.runner import ProbeRunner
+    from .pipeline.stats import ProbeStats
 
     cfg = _load_config(args.config)
     try:
@@ -200,7 +200,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     except SigningError as exc:
         raise UsageError(f"hoststamp verify: {exc}") from None
     if args.proof:
-        from .archive.proof import verify_proof_file  # noqa: PLC0415
+        from .archive.proof import verify_proof_file
 
         return _print_report(verify_proof_file(args.proof, keys), args.json)
     if args.path is None:
@@ -209,7 +209,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         return _print_report(verify_lines(sys.stdin.buffer, keys, name="<stdin>"), args.json)
     path = Path(args.path)
     if path.is_dir():
-        from .archive.verify import verify_archive  # noqa: PLC0415
+        from .archive.verify import verify_archive
 
         return _print_report(verify_archive(path, keys), args.json)
     try:
@@ -221,7 +221,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
-    from .transport.send import send_ndjson  # noqa: PLC0415
+    from .transport.send import send_ndjson
 
     sent = anyio.run(send_ndjson, args.to, sys.stdin.buffer, args.timeout)
     print(f"hoststamp send: {sent} events acknowledged by {args.to}", file=sys.stderr)
@@ -229,7 +229,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
 
 
 def _cmd_prove(args: argparse.Namespace) -> int:
-    from .archive.proof import write_proof  # noqa: PLC0415
+    from .archive.proof import write_proof
 
     data = write_proof(Path(args.archive), args.event_id)
     if args.output:
@@ -258,7 +258,7 @@ _VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def _setup_logging(fmt: str | None, verbose: bool) -> None:
-    from .logs import configure  # noqa: PLC0415
+    from .logs import configure
 
     configure(fmt or "human", logging.DEBUG if verbose else logging.INFO)
 

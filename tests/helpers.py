@@ -12,7 +12,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_cli(
-    args: Sequence[str], *, cwd: Path, stdin: bytes | None = None, timeout: float = 60, env: dict[str, str] | None = None
+    args: Sequence[str],
+    *,
+    cwd: Path,
+    stdin: bytes | None = None,
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """``python -m agent ARGS`` in ``cwd``; never hangs past ``timeout``."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}

@@ -55,7 +55,10 @@ def make_pipeline(*sinks: MemorySink, size: int = 100) -> tuple[Pipeline, list[S
     stamper = Stamper(SigningKey.generate(), "h", SequenceStore(None))
     queues = [SinkQueue(size) for _ in sinks]
     stats = PipelineStats()
-    workers = [SinkWorker(s, q, stats.sink(str(i)), flush_interval=0.05) for i, (s, q) in enumerate(zip(sinks, queues))]
+    workers = [
+        SinkWorker(s, q, stats.sink(str(i)), flush_interval=0.05)
+        for i, (s, q) in enumerate(zip(sinks, queues, strict=False))
+    ]
     return Pipeline(stamper, queues, stats), workers
 
 
@@ -79,8 +82,10 @@ async def test_a_failing_probe_does_not_stop_the_others() -> None:
     sink = MemorySink()
     pipeline, workers = make_pipeline(sink)
     stats = PipelineStats()
-    runners = [ProbeRunner(cls(None, ProbeContext()), pc(cls.name, timeout=0.1), pipeline.submit_many,
-                           stats.probe(cls.name)) for cls in (Good, Broken, Hanging)]
+    runners = [
+        ProbeRunner(cls(None, ProbeContext()), pc(cls.name, timeout=0.1), pipeline.submit_many, stats.probe(cls.name))
+        for cls in (Good, Broken, Hanging)
+    ]
     async with anyio.create_task_group() as tg:
         for w in workers:
             tg.start_soon(w.run)
@@ -119,8 +124,15 @@ async def test_guest_receipt_completes_after_every_sink_flushed() -> None:
     async with anyio.create_task_group() as tg:
         for w in workers:
             tg.start_soon(w.run)
-        guest = {"specversion": "1.0", "id": "g1", "source": "guest/x", "type": "t", "hostid": "forged",
-                 "sequence": "999999", "data": {"v": 1}}
+        guest = {
+            "specversion": "1.0",
+            "id": "g1",
+            "source": "guest/x",
+            "type": "t",
+            "hostid": "forged",
+            "sequence": "999999",
+            "data": {"v": 1},
+        }
         receipt = await pipeline.submit_guest(guest, "vsock:7")
         with anyio.fail_after(5):
             assert await receipt.wait() is True
