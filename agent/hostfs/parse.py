@@ -21,6 +21,7 @@ File kinds:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -59,8 +60,21 @@ def parse_flat_keyed(text: str, source: str = "") -> dict[str, int]:
     Blank lines are ignored. A line that is not exactly two fields, a repeated
     key, or a value that is not a decimal integer is a :class:`ParseError`.
     """
+    # fast path for well-formed text; anything unusual is re-parsed slowly for an exact message
+    lines = text.splitlines()
+    try:
+        fast = {key: int(value) for key, value in (line.split() for line in lines)}
+    except ValueError:
+        pass
+    else:
+        if len(fast) == len(lines):
+            return fast
+    return _flat_keyed_checked(lines, source)
+
+
+def _flat_keyed_checked(lines: list[str], source: str) -> dict[str, int]:
     out: dict[str, int] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(lines, 1):
         parts = line.split()
         if not parts:
             continue
@@ -89,10 +103,27 @@ _PSI_LINES = ("some", "full")
 def parse_psi(text: str, source: str = "") -> dict[str, dict[str, float | int]]:
     """A pressure file -> ``{"some": {...}, "full": {...}}``.
 
-    ``avg10``/``avg60``/``avg300`` are percentages (floats); ``total`` is the
-    cumulative stall time in microseconds (int). Only the lines present appear
-    (``full`` is absent from ``cpu.pressure`` on kernels before 5.13).
+    ``avg10``/``avg60``/``avg300`` are percentages (finite floats); ``total`` is
+    the cumulative stall time in microseconds (int). Only the lines present
+    appear (``full`` is absent from ``cpu.pressure`` on kernels before 5.13).
     """
+    out: dict[str, dict[str, float | int]] = {}
+    try:  # fast path for the kernel's exact layout; anything else is parsed slowly, with exact messages
+        for line in text.splitlines():
+            kind, a10, a60, a300, total = line.split()
+            if (kind not in _PSI_LINES or kind in out or a10[:6] != "avg10=" or a60[:6] != "avg60="
+                    or a300[:7] != "avg300=" or total[:6] != "total="):
+                raise ValueError(line)
+            avg10, avg60, avg300 = float(a10[6:]), float(a60[6:]), float(a300[7:])
+            if (avg10 + avg60 + avg300) - (avg10 + avg60 + avg300) != 0.0:  # nan or inf
+                raise ValueError(line)
+            out[kind] = {"avg10": avg10, "avg60": avg60, "avg300": avg300, "total": int(total[6:])}
+        return out
+    except ValueError:
+        return _psi_checked(text, source)
+
+
+def _psi_checked(text: str, source: str) -> dict[str, dict[str, float | int]]:
     out: dict[str, dict[str, float | int]] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         parts = line.split()
@@ -110,13 +141,14 @@ def parse_psi(text: str, source: str = "") -> dict[str, dict[str, float | int]]:
                 raise ParseError(f"{_where(source, lineno)}: expected key=value, got {token[:40]!r}")
             if key == "total":
                 fields[key] = _to_int(value, source, lineno, key)
-            else:
-                try:
-                    fields[key] = float(value)
-                except ValueError:
-                    raise ParseError(
-                        f"{_where(source, lineno)}: non-numeric value {value[:40]!r} for {key!r}"
-                    ) from None
+                continue
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if not math.isfinite(number):
+                raise ParseError(f"{_where(source, lineno)}: non-numeric value {value[:40]!r} for {key!r}")
+            fields[key] = number
         if "total" not in fields:
             raise ParseError(f"{_where(source, lineno)}: {kind!r} line has no total=")
         out[kind] = fields

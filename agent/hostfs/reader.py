@@ -24,15 +24,17 @@ def read_small(path: str, limit: int = 1 << 20) -> bytes:
     """Read a small (pseudo) file whole with raw ``os`` calls.
 
     /proc and /sys report sizes of 0 or 4096 whatever the content, so this
-    reads until end of file instead of trusting ``st_size``; ``limit`` bounds
+    reads until a short read instead of trusting ``st_size``; ``limit`` bounds
     memory. ``OSError`` propagates unchanged (``FileNotFoundError`` means
     absent, ``ENODEV`` a cgroup removed while open).
     """
     fd = os.open(path, _FLAGS)
     try:
         first = os.read(fd, _CHUNK)
-        if not first:
-            return first
+        if len(first) < _CHUNK:
+            # a short read is end of file for regular files, seq_files (all of cgroupfs and
+            # most of /proc) and sysfs attributes alike: skip the confirming read
+            return first[:limit]
         parts = [first]
         total = len(first)
         while total < limit:

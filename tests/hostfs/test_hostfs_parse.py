@@ -82,6 +82,9 @@ def test_psi_without_full_line() -> None:
 @pytest.mark.parametrize("text", [
     "partial avg10=0.00 total=1\n",
     "some avg10=abc total=1\n",
+    "some avg10=nan avg60=0 avg300=0 total=1\n",
+    "some =1.0 total=1\n",
+    "\nsome total=1\nbogus total=2\n",
     "some avg10=0.00 total=1.5\n",
     "some avg10 total=1\n",
     "some avg10=0.00\n",
