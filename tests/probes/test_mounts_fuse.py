@@ -45,7 +45,7 @@ pytestmark = [
 
 try:
     import fuse  # noqa: F401  (libfuse2 must load)
-except (ImportError, OSError, EnvironmentError) as exc:  # pragma: no cover - depends on the machine
+except (ImportError, OSError) as exc:  # pragma: no cover - depends on the machine
     pytestmark.append(pytest.mark.skip(reason=f"fusepy/libfuse2 unusable: {exc}"))
 
 
@@ -297,8 +297,8 @@ def test_container_mounts_are_found_through_proc_pid_root(workdir: Path) -> None
                               "sh", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     group: Path | None = None
     try:
-        wait_for(lambda: child.poll() is not None or Path(f"/proc/{child.pid}/root/data").exists() and
-                 "ctdata" in Path(f"/proc/{child.pid}/mounts").read_text(), "the container")
+        wait_for(lambda: child.poll() is not None or "ctdata" in Path(f"/proc/{child.pid}/mounts").read_text(),
+                 "the container")
         if child.poll() is not None:
             pytest.skip(f"cannot build the container: {child.stderr.read().decode()[:300] if child.stderr else ''}")
         assert "ctdata" not in Path("/proc/self/mounts").read_text()  # invisible from here
@@ -331,7 +331,6 @@ def test_container_mounts_are_found_through_proc_pid_root(workdir: Path) -> None
         assert data.inputs == (f"/proc/{child.pid}/mountinfo",)
         assert by["/"].output["capacity"]["size_bytes"] == 1 << 20
         named = group is not None and (group / "cgroup.procs").read_text().split() == [str(child.pid)]
-        print("container named through its cgroup:", named)
         if named:
             assert data.output["container"]["name"] == name
             assert data.output["container"]["runtime"] == "lxc"
