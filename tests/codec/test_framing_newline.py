@@ -70,3 +70,9 @@ def test_line_at_the_limit_with_cr() -> None:
 def test_encode_refuses(bad: bytes) -> None:
     with pytest.raises(FramingError):
         encode_line(bad, max_frame=10)
+
+
+def test_keep_blank_hands_out_empty_lines() -> None:
+    dec = NewlineDecoder(keep_blank=True)
+    dec.feed(b"a\n\r\n\nb\n")
+    assert dec.frames() == [b"a", b"", b"", b"b"]

@@ -3,7 +3,8 @@
 Sans-IO like the length-prefixed decoder. A line longer than the maximum is a
 :class:`~agent.errors.FramingError` as soon as more than that many bytes are
 buffered without a newline, so a peer that never sends one cannot make the
-buffer grow. Blank lines are skipped and a trailing ``\\r`` is removed.
+buffer grow. A trailing ``\\r`` is removed; blank lines are skipped unless
+``keep_blank`` is set (then they come out as ``b""``, so callers can count lines).
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ def encode_lines(payloads: Iterable[bytes], max_frame: int = DEFAULT_MAX_FRAME) 
 class NewlineDecoder:
     """Incremental decoder of newline-delimited payloads."""
 
-    __slots__ = ("_buf", "_error", "_pos", "_scanned", "max_frame")
+    __slots__ = ("_buf", "_error", "_pos", "_scanned", "keep_blank", "max_frame")
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, *, keep_blank: bool = False) -> None:
         if max_frame < 1:
             raise ValueError(f"max_frame must be at least 1, got {max_frame}")
         self.max_frame = max_frame
+        self.keep_blank = keep_blank
         self._buf = bytearray()
         self._pos = 0
         #: offset up to which the buffer is known to hold no newline
@@ -86,7 +88,7 @@ class NewlineDecoder:
             self._pos = self._scanned = nl + 1
             if end - start > self.max_frame:
                 raise self._fail(f"line of {end - start} bytes exceeds the maximum of {self.max_frame}")
-            if end > start:
+            if end > start or self.keep_blank:
                 return bytes(buf[start:end])
 
     def frames(self) -> list[bytes]:

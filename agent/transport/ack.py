@@ -1,0 +1,139 @@
+"""The acknowledgement protocol, sans-IO (see ``docs/protocol.md``).
+
+Upstream sends event frames; downstream answers on the same connection with
+ack frames, length-prefixed like events, each a JSON object::
+
+    {"ack": N}                                   frames 1..N of this connection are settled
+    {"ack": N, "rejected": [[K, "reason"], ...]}  ... and frame K among them was refused
+
+Frames are numbered from 1 on each connection. "Settled" means durably taken
+downstream, or refused for good (re-sending the same bytes cannot help), or a
+duplicate of an event already taken. Acks are cumulative, so downstream may
+coalesce or skip them.
+
+:class:`Outbox` is the upstream's bookkeeping: items taken but not yet settled,
+in order, with how many of them went out on the current connection.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import orjson
+
+from ..errors import FramingError
+
+__all__ = ["MAX_REJECTED", "Ack", "Outbox", "decode_ack", "encode_ack"]
+
+#: at most this many rejections ride on one ack (the rest are only counted)
+MAX_REJECTED = 64
+_MAX_REASON = 200
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    count: int
+    rejected: tuple[tuple[int, str], ...] = ()
+
+
+def encode_ack(ack: Ack) -> bytes:
+    obj: dict[str, Any] = {"ack": ack.count}
+    if ack.rejected:
+        obj["rejected"] = [[n, r[:_MAX_REASON]] for n, r in ack.rejected[:MAX_REJECTED]]
+    return orjson.dumps(obj)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def decode_ack(payload: bytes) -> Ack:
+    """Parse one ack payload; anything malformed is a FramingError."""
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise FramingError(f"ack is not JSON: {exc}") from None
+    if not isinstance(obj, dict) or not _is_int(obj.get("ack")) or obj["ack"] < 0:
+        raise FramingError("ack frame without a non-negative integer 'ack'")
+    raw = obj.get("rejected", [])
+    if not isinstance(raw, list) or len(raw) > MAX_REJECTED:
+        raise FramingError("ack 'rejected' is not a short list")
+    rejected: list[tuple[int, str]] = []
+    for item in raw:
+        if not (isinstance(item, list) and len(item) == 2 and _is_int(item[0]) and isinstance(item[1], str)):
+            raise FramingError("ack 'rejected' entries must be [frame number, reason]")
+        rejected.append((item[0], item[1]))
+    return Ack(obj["ack"], tuple(rejected))
+
+
+class Outbox(Generic[T]):
+    """Unsettled items in order; the first ``sent`` of them went out on this connection."""
+
+    __slots__ = ("_acked", "_items", "_sent")
+
+    def __init__(self) -> None:
+        self._items: deque[T] = deque()
+        #: items at the front already written on the current connection
+        self._sent = 0
+        #: frames of the current connection settled so far
+        self._acked = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def in_flight(self) -> int:
+        """Written on this connection and not yet settled."""
+        return self._sent
+
+    @property
+    def unsent(self) -> int:
+        return len(self._items) - self._sent
+
+    def add(self, items: Iterable[T]) -> None:
+        self._items.extend(items)
+
+    def reconnected(self) -> None:
+        """A new connection: everything unsettled goes out again, numbered from 1."""
+        self._sent = 0
+        self._acked = 0
+
+    def take_unsent(self, limit: int) -> list[T]:
+        """Up to ``limit`` items not yet written on this connection; they count as written."""
+        start = self._sent
+        n = min(limit, len(self._items) - start)
+        if n <= 0:
+            return []
+        items = self._items
+        out = [items[start + i] for i in range(n)] if start else [items[i] for i in range(n)]
+        self._sent += n
+        return out
+
+    def settle(self, ack: Ack) -> tuple[list[T], list[tuple[T, str]]]:
+        """Apply an ack: the items it settles, and those among them refused (with reasons).
+
+        An ack that goes backwards or covers frames never sent is a FramingError.
+        """
+        first = self._acked + 1
+        n = ack.count - self._acked
+        if n < 0 or n > self._sent:
+            raise FramingError(f"ack {ack.count} outside the window ({self._acked}..{self._acked + self._sent})")
+        reasons = {k: r for k, r in ack.rejected if first <= k <= ack.count}
+        done: list[T] = []
+        refused: list[tuple[T, str]] = []
+        popleft = self._items.popleft
+        for k in range(first, ack.count + 1):
+            item = popleft()
+            reason = reasons.get(k)
+            if reason is None:
+                done.append(item)
+            else:
+                refused.append((item, reason))
+        self._sent -= n
+        self._acked = ack.count
+        return done, refused

@@ -1,0 +1,131 @@
+"""Asyncio implementations of :class:`ByteStream` and :class:`Listener` over sockets.
+
+Streams wrap asyncio's stream reader and writer; listeners accept with
+``loop.sock_accept`` on a plain non-blocking socket, which works for every
+address family (anyio's listener sets TCP_NODELAY on accept and fails on
+AF_VSOCK with ENOPROTOOPT). OS errors are translated to TransportError here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import TransportError
+from .base import RECEIVE_SIZE, ByteStream, Listener
+
+__all__ = ["SocketListener", "SocketStream", "stream_from_socket"]
+
+#: asyncio buffers at most about twice this before it stops reading the socket
+_READ_LIMIT = 1 << 18
+#: seconds a close waits for buffered bytes to leave before it aborts
+_CLOSE_GRACE = 1.0
+
+
+class SocketStream(ByteStream):
+    """A connected socket as a :class:`ByteStream`."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.peer = peer
+
+    async def receive(self, max_bytes: int = RECEIVE_SIZE) -> bytes:
+        try:
+            return await self._reader.read(max_bytes)
+        except OSError as exc:
+            raise TransportError(f"{self.peer}: receive failed: {exc.strerror or exc}") from exc
+
+    async def readline(self, limit: int) -> bytes:
+        """One ``\\n``-terminated line of at most ``limit`` bytes (handshakes); bytes after it stay buffered."""
+        try:
+            line = await self._reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:
+            raise TransportError(f"{self.peer}: closed before a full line") from exc
+        except asyncio.LimitOverrunError as exc:
+            raise TransportError(f"{self.peer}: line too long") from exc
+        except OSError as exc:
+            raise TransportError(f"{self.peer}: receive failed: {exc.strerror or exc}") from exc
+        if len(line) > limit:
+            raise TransportError(f"{self.peer}: line too long ({len(line)} bytes)")
+        return line
+
+    async def send(self, data: bytes) -> None:
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: write after close
+            raise TransportError(f"{self.peer}: send failed: {exc}") from exc
+
+    async def aclose(self) -> None:
+        self._writer.close()
+        try:
+            async with asyncio.timeout(_CLOSE_GRACE):
+                await self._writer.wait_closed()
+        except TimeoutError:
+            # the peer is not reading what is still buffered: drop it
+            self._writer.transport.abort()
+        except (OSError, RuntimeError):
+            pass
+
+    @property
+    def socket(self) -> socket.socket | None:
+        sock: Any = self._writer.get_extra_info("socket")
+        return sock if isinstance(sock, socket.socket) else None
+
+
+async def stream_from_socket(sock: socket.socket, peer: str) -> SocketStream:
+    """Wrap a connected stream socket of any family."""
+    sock.setblocking(False)
+    try:
+        reader, writer = await asyncio.open_connection(sock=sock, limit=_READ_LIMIT)
+    except (OSError, ValueError) as exc:
+        sock.close()
+        raise TransportError(f"{peer}: cannot use socket: {exc}") from exc
+    return SocketStream(reader, writer, peer)
+
+
+#: the peer name of an accepted socket, from the socket and the address accept returned
+PeerOf = Callable[[socket.socket, Any], str]
+
+
+class SocketListener(Listener):
+    """A listening socket; ``peer_of`` names each accepted connection."""
+
+    def __init__(self, sock: socket.socket, address: str, peer_of: PeerOf,
+                 on_close: Callable[[], None] | None = None) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self.address = address
+        self._peer_of = peer_of
+        self._on_close = on_close
+        self._closed = False
+
+    async def accept(self) -> SocketStream:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, addr = await loop.sock_accept(self._sock)
+            except (ConnectionAbortedError, BlockingIOError, InterruptedError):
+                continue
+            except OSError as exc:
+                raise TransportError(f"{self.address}: accept failed: {exc.strerror or exc}") from exc
+            try:
+                peer = self._peer_of(conn, addr)
+            except OSError:
+                conn.close()
+                continue
+            return await stream_from_socket(conn, peer)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._sock.close()
+        if self._on_close is not None:
+            self._on_close()

@@ -1,0 +1,103 @@
+"""Endpoint URIs of the stream transports, parsed without I/O.
+
+* ``unix:PATH`` — a unix stream socket (``unix:@NAME`` for the abstract namespace)
+* ``vsock:CID:PORT`` — AF_VSOCK stream; ``vsock:any:PORT`` to listen on every CID
+* ``fcvsock:UDS_PATH:PORT`` — Firecracker's hybrid vsock, host side: a listener
+  takes guest-initiated connections on ``UDS_PATH_PORT``; a client connects to
+  ``UDS_PATH`` and asks for guest ``PORT`` with ``CONNECT PORT\\n``
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+__all__ = ["SCHEMES", "VMADDR_CID_ANY", "Endpoint", "FcVsockEndpoint", "UnixEndpoint", "VsockEndpoint",
+           "parse_endpoint"]
+
+SCHEMES = ("unix", "vsock", "fcvsock")
+VMADDR_CID_ANY = 0xFFFFFFFF
+_U32_MAX = 0xFFFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class UnixEndpoint:
+    path: str
+
+    @property
+    def abstract(self) -> bool:
+        return self.path.startswith("@")
+
+    @property
+    def address(self) -> str:
+        """What ``bind``/``connect`` take: abstract names start with a NUL byte."""
+        return "\0" + self.path[1:] if self.abstract else self.path
+
+    @property
+    def uri(self) -> str:
+        return f"unix:{self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class VsockEndpoint:
+    #: ``None`` means any CID (listen only)
+    cid: int | None
+    port: int
+
+    @property
+    def uri(self) -> str:
+        return f"vsock:{'any' if self.cid is None else self.cid}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class FcVsockEndpoint:
+    uds: str
+    port: int
+
+    @property
+    def listen_path(self) -> str:
+        """Where Firecracker connects for a guest dialing host port ``port``."""
+        return f"{self.uds}_{self.port}"
+
+    @property
+    def uri(self) -> str:
+        return f"fcvsock:{self.uds}:{self.port}"
+
+
+Endpoint = UnixEndpoint | VsockEndpoint | FcVsockEndpoint
+
+
+def _u32(text: str, what: str, uri: str) -> int:
+    if not text.isdigit() or not text.isascii():
+        raise ConfigError(f"{what} {text!r} is not a decimal number in {uri!r}", key="uri")
+    n = int(text)
+    if n > _U32_MAX - 1:
+        raise ConfigError(f"{what} {n} is out of range in {uri!r}", key="uri")
+    return n
+
+
+def parse_endpoint(uri: str, *, listen: bool = False) -> Endpoint:
+    """Parse a stream endpoint URI; ``listen`` allows ``vsock:any:PORT``."""
+    scheme, sep, rest = uri.partition(":")
+    scheme = scheme.lower()
+    if not sep or scheme not in SCHEMES:
+        raise ConfigError(f"not a stream endpoint: {uri!r} (expected unix:, vsock: or fcvsock:)", key="uri")
+    if scheme == "unix":
+        if not rest or rest == "@" or "\0" in rest:
+            raise ConfigError(f"unix: needs a socket path: {uri!r}", key="uri")
+        return UnixEndpoint(rest)
+    head, sep, port_text = rest.rpartition(":")
+    if not sep or not head:
+        form = "vsock:CID:PORT" if scheme == "vsock" else "fcvsock:UDS_PATH:PORT"
+        raise ConfigError(f"expected {form}, got {uri!r}", key="uri")
+    port = _u32(port_text, "port", uri)
+    if scheme == "fcvsock":
+        if "\0" in head:
+            raise ConfigError(f"bad socket path in {uri!r}", key="uri")
+        return FcVsockEndpoint(head, port)
+    if head.lower() == "any":
+        if not listen:
+            raise ConfigError(f"vsock:any: is for listening; a client needs a CID: {uri!r}", key="uri")
+        return VsockEndpoint(None, port)
+    return VsockEndpoint(_u32(head, "CID", uri), port)

@@ -1,0 +1,91 @@
+"""Ack frames and the upstream outbox: nothing is settled twice, lost, or reordered."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.errors import FramingError
+from agent.transport import Ack, Outbox, decode_ack, encode_ack
+
+
+def test_ack_round_trip() -> None:
+    for ack in (Ack(0), Ack(7), Ack(9, ((3, "attributes: id missing"), (9, "json: bad")))):
+        assert decode_ack(encode_ack(ack)) == ack
+    assert encode_ack(Ack(5)) == b'{"ack":5}'
+
+
+def test_ack_ignores_unknown_keys() -> None:
+    assert decode_ack(b'{"ack":3,"future":true}') == Ack(3)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"[]", b'{"ack":-1}', b'{"ack":true}', b'{"ack":"3"}', b'{"ack":1,"rejected":[[1]]}',
+     b'{"ack":1,"rejected":[["1","x"]]}', b'{"ack":1,"rejected":{}}', b"\xff"],
+)
+def test_bad_ack_is_a_framing_error(raw: bytes) -> None:
+    with pytest.raises(FramingError):
+        decode_ack(raw)
+
+
+def test_settle_refuses_acks_outside_the_window() -> None:
+    box: Outbox[int] = Outbox()
+    box.add(range(5))
+    assert box.take_unsent(3) == [0, 1, 2]
+    with pytest.raises(FramingError):
+        box.settle(Ack(4))
+    assert box.settle(Ack(2)) == ([0, 1], [])
+    with pytest.raises(FramingError):
+        box.settle(Ack(1))
+
+
+def test_reconnect_resends_from_the_first_unsettled() -> None:
+    box: Outbox[str] = Outbox()
+    box.add("abcde")
+    assert box.take_unsent(10) == list("abcde")
+    assert box.settle(Ack(2, ((2, "bad"),))) == (["a"], [("b", "bad")])
+    box.reconnected()
+    assert box.in_flight == 0
+    assert box.take_unsent(2) == ["c", "d"]
+    assert box.settle(Ack(1)) == (["c"], [])
+    assert len(box) == 2
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(0, 5)),
+        st.tuples(st.just("take"), st.integers(0, 6)),
+        st.tuples(st.just("ack"), st.integers(0, 6)),
+        st.tuples(st.just("reconnect"), st.just(0)),
+    ),
+    max_size=60,
+)
+
+
+@given(ops)
+def test_outbox_settles_each_item_once_in_order(program: list[tuple[str, int]]) -> None:
+    box: Outbox[int] = Outbox()
+    added = 0
+    settled: list[int] = []
+    acked_on_conn = 0
+    sent_on_conn = 0
+    for op, n in program:
+        if op == "add":
+            box.add(range(added, added + n))
+            added += n
+        elif op == "take":
+            sent_on_conn += len(box.take_unsent(n))
+        elif op == "ack":
+            upto = acked_on_conn + min(n, sent_on_conn - acked_on_conn)
+            done, refused = box.settle(Ack(upto, ((upto, "r"),) if upto > acked_on_conn and n % 2 else ()))
+            settled.extend(sorted(done + [i for i, _ in refused]))
+            acked_on_conn = upto
+        else:
+            box.reconnected()
+            acked_on_conn = sent_on_conn = 0
+    assert settled == list(range(len(settled)))
+    assert len(box) == added - len(settled)
+    box.reconnected()
+    assert box.take_unsent(10**6) == list(range(len(settled), added))

@@ -1,0 +1,182 @@
+"""The reliable sender against scripted downstreams: re-send after loss, refusals, backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from agent.codec.framing import LengthPrefixedDecoder, encode_frame
+from agent.errors import TransportError
+from agent.transport import Ack, AckedSender, Backoff, ByteStream, MemoryListener, dialer, encode_ack, listen
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def downstream(stream: ByteStream, got: list[bytes], *, take: int | None = None,
+                     refuse: frozenset[bytes] = frozenset()) -> None:
+    """Ack each frame after recording it; after ``take`` frames, vanish without acking more."""
+    dec = LengthPrefixedDecoder()
+    n = 0
+    while chunk := await stream.receive():
+        dec.feed(chunk)
+        for f in dec.frames():
+            if take is not None and n >= take:
+                await stream.aclose()
+                return
+            n += 1
+            got.append(f)
+            rejected = ((n, "attributes: test refusal"),) if f in refuse else ()
+            await stream.send(encode_frame(encode_ack(Ack(n, rejected))))
+    await stream.aclose()
+
+
+def items(n: int) -> list[bytes]:
+    return [f'{{"id":"{i}"}}'.encode() for i in range(n)]
+
+
+def make_sender(lst: MemoryListener, **kw: Any) -> AckedSender[bytes]:
+    return AckedSender(lst.connect, lambda b: b, name="test", backoff=Backoff(0.001, 0.01), **kw)
+
+
+def test_everything_arrives_in_order_across_two_lost_connections() -> None:
+    async def main() -> tuple[list[bytes], AckedSender[bytes]]:
+        lst = MemoryListener()
+        got: list[bytes] = []
+        sender = make_sender(lst, max_unacked=50)
+
+        async def serve() -> None:
+            await downstream(await lst.accept(), got, take=30)
+            await downstream(await lst.accept(), got, take=45)
+            await downstream(await lst.accept(), got)
+
+        server = asyncio.ensure_future(serve())
+        for chunk in range(0, 200, 20):
+            await sender.put(items(200)[chunk : chunk + 20], timeout=5)
+        await sender.drain(timeout=5)
+        await sender.aclose()
+        server.cancel()
+        return got, sender
+
+    got, sender = run(main())
+    assert got == items(200)  # acked only after recording: exactly once here, in order
+    assert sender.stats.connects == 3
+    assert sender.stats.acked == 200
+    assert sender.stats.frames_resent > 0
+
+
+def test_refused_items_are_reported() -> None:
+    refused: list[tuple[bytes, str]] = []
+
+    async def main() -> AckedSender[bytes]:
+        lst = MemoryListener()
+        got: list[bytes] = []
+        sender = make_sender(lst, on_settled=lambda d, r: refused.extend(r))
+
+        async def serve() -> None:
+            await downstream(await lst.accept(), got, refuse=frozenset({items(3)[1]}))
+
+        server = asyncio.ensure_future(serve())
+        await sender.put(items(3))
+        await sender.drain(timeout=5)
+        await sender.aclose()
+        server.cancel()
+        return sender
+
+    sender = run(main())
+    assert refused == [(items(3)[1], "attributes: test refusal")]
+    assert (sender.stats.acked, sender.stats.rejected) == (2, 1)
+
+
+def test_oversized_payload_is_refused_at_once() -> None:
+    refused: list[tuple[bytes, str]] = []
+
+    async def main() -> int:
+        sender = make_sender(MemoryListener(), max_frame=8, on_settled=lambda d, r: refused.extend(r))
+        await sender.put([b"x" * 9, b""])
+        n = sender.pending
+        await sender.aclose()
+        return n
+
+    assert run(main()) == 0
+    assert [r for _i, r in refused] == ["frame of 9 bytes outside 1..8", "frame of 0 bytes outside 1..8"]
+
+
+def test_put_times_out_when_nobody_acks() -> None:
+    async def main() -> None:
+        lst = MemoryListener()
+        sender = make_sender(lst, max_unacked=2)
+        await sender.put(items(2))
+        with pytest.raises(TransportError, match="no room"):
+            await sender.put(items(1), timeout=0.05)
+        with pytest.raises(TransportError, match="not acknowledged"):
+            await sender.drain(timeout=0.05)
+        await sender.aclose()
+
+    run(main())
+
+
+def test_silent_downstream_is_dropped_after_ack_timeout() -> None:
+    async def main() -> AckedSender[bytes]:
+        lst = MemoryListener()
+        got: list[bytes] = []
+        sender = make_sender(lst, ack_timeout=0.05)
+
+        async def serve() -> None:
+            silent = await lst.accept()  # reads nothing, acks nothing
+            await downstream(await lst.accept(), got)
+            del silent
+
+        server = asyncio.ensure_future(serve())
+        await sender.put(items(5))
+        await sender.drain(timeout=5)
+        await sender.aclose()
+        server.cancel()
+        assert got == items(5)
+        return sender
+
+    sender = run(main())
+    assert sender.stats.ack_timeouts == 1
+
+
+def test_unreachable_then_reachable_unix_socket(tmp_path: Path) -> None:
+    path = tmp_path / "later.sock"
+
+    async def main() -> AckedSender[bytes]:
+        sender: AckedSender[bytes] = AckedSender(dialer(f"unix:{path}"), lambda b: b, name="unix",
+                                                 backoff=Backoff(0.001, 0.02))
+        await sender.put(items(10))
+        while sender.stats.connect_failures < 3:
+            await asyncio.sleep(0.005)
+        lst = listen(f"unix:{path}")
+        got: list[bytes] = []
+        server = asyncio.ensure_future(downstream(await lst.accept(), got))
+        await sender.drain(timeout=5)
+        await sender.aclose()
+        server.cancel()
+        await lst.aclose()
+        assert got == items(10)
+        return sender
+
+    sender = run(main())
+    assert sender.last_error is not None and "cannot connect" in sender.last_error
+    assert os.path.exists(path) is False
+
+
+def test_backoff_is_full_jitter_exponential_and_capped() -> None:
+    b = Backoff(0.5, 4.0, rng=lambda: 1.0)
+    assert [b.next() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    b.reset()
+    assert b.next() == 0.5
+    zero = Backoff(0.5, 4.0, rng=lambda: 0.0)
+    assert zero.next() == 0.0
+    with pytest.raises(ValueError):
+        Backoff(0, 1)

@@ -1,0 +1,48 @@
+"""Endpoint URIs: what parses, to what, and what is refused with a ConfigError."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.errors import ConfigError
+from agent.transport import FcVsockEndpoint, UnixEndpoint, VsockEndpoint, parse_endpoint
+
+
+@pytest.mark.parametrize(
+    ("uri", "listen", "want"),
+    [
+        ("unix:/run/hoststamp.sock", False, UnixEndpoint("/run/hoststamp.sock")),
+        ("unix:relative/x.sock", False, UnixEndpoint("relative/x.sock")),
+        ("UNIX:/a:b", False, UnixEndpoint("/a:b")),
+        ("unix:@abstract", False, UnixEndpoint("@abstract")),
+        ("vsock:3:5000", False, VsockEndpoint(3, 5000)),
+        ("vsock:any:5000", True, VsockEndpoint(None, 5000)),
+        ("vsock:ANY:1", True, VsockEndpoint(None, 1)),
+        ("vsock:2:4294967294", False, VsockEndpoint(2, 0xFFFFFFFE)),
+        ("fcvsock:/srv/vm/v.sock:52", False, FcVsockEndpoint("/srv/vm/v.sock", 52)),
+        ("fcvsock:/a:b/v.sock:7", True, FcVsockEndpoint("/a:b/v.sock", 7)),
+    ],
+)
+def test_parses(uri: str, listen: bool, want: object) -> None:
+    got = parse_endpoint(uri, listen=listen)
+    assert got == want
+    assert parse_endpoint(got.uri, listen=listen) == got
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "unix:", "unix:@", "tcp:1.2.3.4:5", "vsock:any:5000", "vsock:3", "vsock::5", "vsock:x:5", "vsock:3:-1",
+        "vsock:3:4294967295", "vsock:3:٣", "fcvsock:/x", "fcvsock::5", "fcvsock:/x:port", "nounix",
+    ],
+)
+def test_refuses(uri: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_endpoint(uri)
+    assert info.value.key == "uri"
+
+
+def test_abstract_address_and_fc_listen_path() -> None:
+    assert UnixEndpoint("@name").address == "\0name"
+    assert UnixEndpoint("/p").address == "/p"
+    assert FcVsockEndpoint("/srv/v.sock", 52).listen_path == "/srv/v.sock_52"
