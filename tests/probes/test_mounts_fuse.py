@@ -297,8 +297,9 @@ def test_container_mounts_are_found_through_proc_pid_root(workdir: Path) -> None
                               "sh", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     group: Path | None = None
     try:
-        wait_for(lambda: child.poll() is not None or "ctdata" in Path(f"/proc/{child.pid}/mounts").read_text(),
-                 "the container")
+        # ready once chroot has exec'd sleep (every mount is in place by then)
+        wait_for(lambda: child.poll() is not None or Path(f"/proc/{child.pid}/cmdline").read_bytes().startswith(
+            b"/usr/bin/sleep\0"), "the container")
         if child.poll() is not None:
             pytest.skip(f"cannot build the container: {child.stderr.read().decode()[:300] if child.stderr else ''}")
         assert "ctdata" not in Path("/proc/self/mounts").read_text()  # invisible from here
