@@ -1,0 +1,106 @@
+"""Checks on one guest frame, pure and cheap: JSON, depth, CloudEvents attributes.
+
+:func:`parse_event` turns a frame into an event dict or raises
+:class:`Rejected` with a short, stable ``reason`` (a metric label) and a
+``detail`` for the log. Nothing here trusts the host-stamp attributes a guest
+may have sent: the pipeline overwrites them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from ..errors import TransportError
+
+__all__ = ["REASONS", "REQUIRED", "Rejected", "check_attributes", "json_depth", "parse_event"]
+
+#: every reason a frame or connection can be refused for (metric labels)
+REASONS = ("frame", "json", "depth", "attributes", "unsigned", "signature", "pipeline", "connections", "idle")
+REQUIRED = ("specversion", "id", "source", "type")
+_OPTIONAL_STR = ("datacontenttype", "dataschema", "subject")
+_EXT_NAME = re.compile(r"[a-z0-9]{1,64}\Z")
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})\Z")
+_NOT_EXT = frozenset((*REQUIRED, *_OPTIONAL_STR, "time", "data", "data_base64"))
+_INT_MAX = (1 << 53) - 1
+
+
+class Rejected(TransportError):
+    """A frame the receiver refuses; ``reason`` is one of :data:`REASONS`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def json_depth(obj: Any) -> int:
+    """Nesting depth of containers (a scalar is 0, ``{}`` is 1), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack:
+        node, d = stack.pop()
+        if isinstance(node, dict):
+            node = node.values()
+        elif not isinstance(node, list):
+            continue
+        d += 1
+        if d > deepest:
+            deepest = d
+        stack.extend((child, d) for child in node if isinstance(child, (dict, list)))
+    return deepest
+
+
+def _bad(detail: str) -> Rejected:
+    return Rejected("attributes", detail)
+
+
+def check_attributes(event: dict[str, Any]) -> None:
+    """Required attributes present and typed; optional and extension attributes typed."""
+    if event.get("specversion") != "1.0":
+        raise _bad(f"specversion must be \"1.0\", got {event.get('specversion')!r:.40}")
+    for name in ("id", "source", "type"):
+        v = event.get(name)
+        if not isinstance(v, str) or not v:
+            raise _bad(f"{name} must be a non-empty string")
+    for name in _OPTIONAL_STR:
+        v = event.get(name)
+        if v is not None and not isinstance(v, str):
+            raise _bad(f"{name} must be a string")
+    t = event.get("time")
+    if t is not None and not (isinstance(t, str) and _RFC3339.match(t)):
+        raise _bad("time must be an RFC 3339 timestamp")
+    if "data_base64" in event:
+        if "data" in event:
+            raise _bad("data and data_base64 are exclusive")
+        if not isinstance(event["data_base64"], str):
+            raise _bad("data_base64 must be a string")
+    for name, v in event.items():
+        if name in _NOT_EXT:
+            continue
+        if not _EXT_NAME.match(name):
+            raise _bad(f"attribute name {name[:40]!r} is not lower-case letters and digits")
+        if v is None or isinstance(v, (str, bool)):
+            continue
+        if isinstance(v, int) and -_INT_MAX <= v <= _INT_MAX:
+            continue
+        raise _bad(f"extension attribute {name} must be a string, boolean or integer")
+
+
+def parse_event(frame: bytes, *, max_depth: int) -> dict[str, Any]:
+    """One frame -> a checked event dict; :class:`Rejected` otherwise."""
+    try:
+        event = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
+        raise Rejected("json", str(exc)[:120]) from None
+    if not isinstance(event, dict):
+        raise Rejected("json", "frame is not a JSON object")
+    # the number of opening brackets bounds the depth: walk only when it could be too deep
+    if frame.count(b"{") + frame.count(b"[") > max_depth:
+        depth = json_depth(event)
+        if depth > max_depth:
+            raise Rejected("depth", f"JSON nesting depth {depth} exceeds {max_depth}")
+    check_attributes(event)
+    return event

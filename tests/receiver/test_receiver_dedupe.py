@@ -1,0 +1,50 @@
+"""The duplicate window: bounded, remembers pending copies, forgets failed ones."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agent.receiver import DedupeWindow
+
+
+def test_bounded_and_oldest_first() -> None:
+    async def main() -> None:
+        w = DedupeWindow(3)
+        loop = asyncio.get_running_loop()
+        for i in range(5):
+            f = loop.create_future()
+            f.set_result(True)
+            w.add(("s", str(i)), f)
+        await asyncio.sleep(0)
+        assert len(w) == 3
+        assert ("s", "1") not in w
+        assert ("s", "4") in w
+        assert w.get(("s", "4")) is None  # done copies keep no future
+
+    asyncio.run(main())
+
+
+def test_pending_copy_is_returned_and_failed_copy_forgotten() -> None:
+    async def main() -> None:
+        w = DedupeWindow(10)
+        loop = asyncio.get_running_loop()
+        ok, bad = loop.create_future(), loop.create_future()
+        w.add(("s", "ok"), ok)
+        w.add(("s", "bad"), bad)
+        assert w.get(("s", "ok")) is ok
+        ok.set_result(True)
+        bad.set_exception(RuntimeError("sink down"))
+        await asyncio.sleep(0)
+        assert w.get(("s", "ok")) is None
+        assert ("s", "bad") not in w
+
+    asyncio.run(main())
+
+
+def test_size_zero_disables() -> None:
+    async def main() -> None:
+        w = DedupeWindow(0)
+        w.add(("s", "1"), asyncio.get_running_loop().create_future())
+        assert ("s", "1") not in w
+
+    asyncio.run(main())

@@ -1,0 +1,286 @@
+"""The receiver over real unix sockets: acks, refusals, limits, duplicates, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import pytest
+
+from agent.codec.framing import LengthPrefixedDecoder, encode_frame
+from agent.config import ListenerOptions
+from agent.receiver import Receiver, Rejected
+from agent.transport import Ack, ByteStream, connect, decode_ack
+
+T = TypeVar("T")
+ME = f"unix:uid={os.getuid()},pid={os.getpid()}"
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def ev(i: int | str, **over: Any) -> dict[str, Any]:
+    return {"specversion": "1.0", "id": f"id-{i}", "source": "guest://vm/app", "type": "io.example.v1",
+            "data": {"i": i}, **over}
+
+
+def frame(obj: Any) -> bytes:
+    return encode_frame(orjson.dumps(obj))
+
+
+class Client:
+    """A raw guest: writes frames, reads acks."""
+
+    def __init__(self, stream: ByteStream) -> None:
+        self.stream = stream
+        self.dec = LengthPrefixedDecoder()
+        self.acks: list[Ack] = []
+
+    async def send(self, *objs: Any) -> None:
+        await self.stream.send(b"".join(frame(o) for o in objs))
+
+    async def until(self, count: int) -> Ack:
+        """Read acks until one covers ``count`` frames; returns it with every refusal seen so far."""
+        while not self.acks or self.acks[-1].count < count:
+            chunk = await self.stream.receive()
+            if not chunk:
+                raise EOFError(f"closed with acks {self.acks}")
+            self.dec.feed(chunk)
+            self.acks.extend(decode_ack(f) for f in self.dec.frames())
+        return Ack(self.acks[-1].count, tuple(r for a in self.acks for r in a.rejected))
+
+    async def closed(self) -> bool:
+        while True:
+            chunk = await self.stream.receive()
+            if not chunk:
+                return True
+            self.dec.feed(chunk)
+            self.acks.extend(decode_ack(f) for f in self.dec.frames())
+
+
+class Sink:
+    """The pipeline side: records events; ``hold`` keeps their futures pending until released."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[dict[str, Any], str]] = []
+        self.hold = False
+        self.held: list[asyncio.Future[Any]] = []
+        self.fail_ids: set[str] = set()
+        self.result: Any = True
+
+    def __call__(self, event: dict[str, Any], peer: str) -> Awaitable[Any]:
+        fut = asyncio.get_running_loop().create_future()
+        if event["id"] in self.fail_ids:
+            self.fail_ids.discard(event["id"])
+            fut.set_exception(RuntimeError("sink is down"))
+            return fut
+        self.got.append((event, peer))
+        if self.hold:
+            self.held.append(fut)
+        else:
+            fut.set_result(self.result)
+        return fut
+
+    def ids(self) -> list[str]:
+        return [e["id"] for e, _ in self.got]
+
+
+async def with_receiver(tmp_path: Path, body: Callable[[Receiver, Callable[[], Awaitable[Client]], Sink],
+                                                       Awaitable[T]], **opts: Any) -> T:
+    path = tmp_path / "rx.sock"
+    options = replace(ListenerOptions(uri=f"unix:{path}"), **opts)
+    sink = Sink()
+    rx = Receiver.build(options, sink, drain_timeout=2.0)
+    server = asyncio.ensure_future(rx.serve())
+
+    async def client() -> Client:
+        return Client(await connect(f"unix:{path}"))
+
+    try:
+        return await body(rx, client, sink)
+    finally:
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)
+
+
+def test_events_are_delivered_in_order_with_hostpeer_and_acked(tmp_path: Path) -> None:
+    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> tuple[Ack, Sink]:
+        c = await client()
+        await c.send(*[ev(i) for i in range(100)])
+        return await c.until(100), sink
+
+    ack, sink = run(with_receiver(tmp_path, body))
+    assert ack == Ack(100)
+    assert sink.ids() == [f"id-{i}" for i in range(100)]
+    assert {p for _e, p in sink.got} == {ME}
+
+
+def test_refused_frames_are_acked_as_refused_and_the_connection_goes_on(tmp_path: Path) -> None:
+    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> tuple[Ack, Receiver, Sink]:
+        c = await client()
+        await c.stream.send(encode_frame(b"{not json"))
+        await c.send(ev(1), {"id": "no-spec"}, ev(2, ext=1.5), ev(3))
+        return await c.until(5), rx, sink
+
+    ack, rx, sink = run(with_receiver(tmp_path, body))
+    assert ack.count == 5
+    assert [n for n, _r in ack.rejected] == [1, 3, 4]
+    assert ack.rejected[0][1].startswith("json:")
+    assert sink.ids() == ["id-1", "id-3"]
+    assert rx.stats.rejected == {"json": 1, "attributes": 2}
+
+
+def test_huge_length_closes_only_that_connection_after_acking_what_came_before(tmp_path: Path) -> None:
+    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> tuple[Client, Receiver]:
+        bad, good = await client(), await client()
+        await bad.stream.send(frame(ev("a")) + struct.pack(">I", (1 << 20) + 1))
+        assert await bad.closed()
+        await good.send(ev("b"))
+        assert (await good.until(1)).count == 1
+        return bad, rx
+
+    bad, rx = run(with_receiver(tmp_path, body))
+    assert bad.acks[-1].count == 1
+    assert rx.stats.rejected == {"frame": 1}
+
+
+def test_duplicates_are_dropped_counted_and_acked(tmp_path: Path) -> None:
+    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> tuple[Receiver, Sink]:
+        c = await client()
+        await c.send(ev(1), ev(2), ev(1))
+        await c.until(3)
+        c2 = await client()
+        await c2.send(ev(2), ev(3))
+        await c2.until(2)
+        return rx, sink
+
+    rx, sink = run(with_receiver(tmp_path, body))
+    assert sink.ids() == ["id-1", "id-2", "id-3"]
+    assert rx.stats.duplicates == 2
+
+
+def test_a_duplicate_of_a_pending_event_waits_for_it(tmp_path: Path) -> None:
+    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> list[int]:
+        sink.hold = True
+        c1, c2 = await client(), await client()
+        await c1.send(ev(1))
+        while not sink.held:
+            await asyncio.sleep(0.001)
+        await c2.send(ev(1), ev(2))
+        while len(sink.held) < 2:
+            await asyncio.sleep(0.001)
+        sink.held[1].set_result(True)  # id-2 is durable, but id-1 (frame 1 of c2) is not yet
+        await asyncio.sleep(0.05)
+        seen_before = [a.count for a in c2.acks]
+        sink.held[0].set_result(True)
+        await c2.until(2)
+        return seen_before
+
+    assert run(with_receiver(tmp_path, body)) == []
+
+
+def test_failed_delivery_closes_without_ack_and_the_resend_is_taken(tmp_path: Path) -> None:
+    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> tuple[Client, Sink]:
+        sink.fail_ids = {"id-2"}
+        c = await client()
+        await c.send(ev(1), ev(2), ev(3))
+        assert await c.closed()
+        again = await client()
+        await again.send(ev(2), ev(3))
+        await again.until(2)
+        return c, sink
+
+    c, sink = run(with_receiver(tmp_path, body))
+    assert max((a.count for a in c.acks), default=0) <= 1
+    # id-3 was handed on before id-2 failed; its re-sent copy is a duplicate. id-2 comes again, once.
+    assert sink.ids() == ["id-1", "id-3", "id-2"]
+
+
+def test_pipeline_refusal_and_drop_are_acked_as_refused(tmp_path: Path) -> None:
+    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> Ack:
+        c = await client()
+        sink.result = False
+        await c.send(ev(1))
+        await c.until(1)
+        sink.result = True
+        original = rx.deliver
+
+        def refusing(event: dict[str, Any], peer: str) -> Awaitable[Any]:
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(Rejected("attributes", "cannot stamp"))
+            return fut
+
+        rx.deliver = refusing
+        await c.send(ev(2))
+        ack = await c.until(2)
+        rx.deliver = original
+        return ack
+
+    ack = run(with_receiver(tmp_path, body))
+    assert [(n, r.split(":")[0]) for n, r in ack.rejected] == [(1, "dropped"), (2, "attributes")]
+
+
+def test_connection_limit(tmp_path: Path) -> None:
+    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> Receiver:
+        first = await client()
+        await first.send(ev(1))
+        await first.until(1)
+        second = await client()
+        assert await second.closed()
+        return rx
+
+    rx = run(with_receiver(tmp_path, body, max_connections=1))
+    assert rx.stats.rejected == {"connections": 1}
+
+
+def test_idle_connection_is_closed(tmp_path: Path) -> None:
+    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> Receiver:
+        c = await client()
+        assert await c.closed()
+        return rx
+
+    rx = run(with_receiver(tmp_path, body, idle_timeout=0.05))
+    assert rx.stats.rejected == {"idle": 1}
+
+
+def test_too_deep_is_refused(tmp_path: Path) -> None:
+    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> Ack:
+        c = await client()
+        await c.send(ev(1, data=[[[[[[1]]]]]]))
+        return await c.until(1)
+
+    ack = run(with_receiver(tmp_path, body, max_depth=4))
+    assert ack.rejected[0][1].startswith("depth:")
+
+
+def test_refusals_are_logged_once_per_peer_and_reason(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> Receiver:
+        c = await client()
+        await c.stream.send(encode_frame(b"x") * 50)
+        await c.send({"specversion": "1.0"})
+        await c.until(51)
+        return rx
+
+    with caplog.at_level(logging.WARNING, logger="agent.receiver"):
+        rx = run(with_receiver(tmp_path, body))
+    assert rx.stats.rejected == {"json": 50, "attributes": 1}
+    lines = [r.getMessage() for r in caplog.records if "refused from" in r.getMessage()]
+    assert len(lines) == 2
+
+
+def test_log_memory_is_bounded() -> None:
+    from agent.receiver import ReceiverStats, RejectLog
+
+    rl = RejectLog(ReceiverStats(), listener="t", max_peers=8, logger=logging.getLogger("test.quiet"))
+    for pid in range(1000):
+        rl(f"unix:uid=0,pid={pid}", "json", "x")
+    assert len(rl._seen) == 8
+    assert rl.stats.rejected["json"] == 1000
