@@ -164,6 +164,9 @@ def walk_cgroups(root: str, *, include: Sequence[str] = (), exclude: Sequence[st
     return leaves, vanished
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
 def read_leaf(cg: CgroupDir, names: Sequence[str] = LEAF_FILES) -> dict[str, str]:
     """The text of each of ``names`` present in ``cg``.
 
@@ -172,17 +175,28 @@ def read_leaf(cg: CgroupDir, names: Sequence[str] = LEAF_FILES) -> dict[str, str
     """
     out: dict[str, str] = {}
     base = cg.dir
-    for name in names:
-        path = f"{base}/{name}"
-        try:
-            out[name] = read_small(path).decode("utf-8", "replace")
-        except FileNotFoundError:
-            if not os.path.isdir(base):
-                raise ProbeError("cgroup vanished during scan") from None
-        except OSError as exc:
-            if exc.errno == errno.ENODEV:
-                raise ProbeError("cgroup vanished during scan") from None
-            raise ProbeError(f"{path}: {exc.strerror or exc}") from None
+    try:
+        dfd = os.open(base, _DIR_FLAGS)
+    except FileNotFoundError:
+        raise ProbeError("cgroup vanished during scan") from None
+    except OSError as exc:
+        raise ProbeError(f"{base}: {exc.strerror or exc}") from None
+    missing = False
+    try:
+        for name in names:
+            try:
+                out[name] = read_small(name, dir_fd=dfd).decode("utf-8", "replace")
+            except FileNotFoundError:
+                missing = True
+            except OSError as exc:
+                if exc.errno == errno.ENODEV:
+                    raise ProbeError("cgroup vanished during scan") from None
+                raise ProbeError(f"{base}/{name}: {exc.strerror or exc}") from None
+    finally:
+        os.close(dfd)
+    # absent files are normal (controller not enabled), unless the directory went away meanwhile
+    if missing and not os.path.isdir(base):
+        raise ProbeError("cgroup vanished during scan")
     return out
 
 

@@ -20,15 +20,18 @@ _CHUNK = 1 << 16
 _FLAGS = os.O_RDONLY | os.O_CLOEXEC
 
 
-def read_small(path: str, limit: int = 1 << 20) -> bytes:
+def read_small(path: str, limit: int = 1 << 20, dir_fd: int | None = None) -> bytes:
     """Read a small (pseudo) file whole with raw ``os`` calls.
+
+    ``dir_fd``: ``path`` is relative to this open directory (saves the path
+    walk when many files of one directory are read).
 
     /proc and /sys report sizes of 0 or 4096 whatever the content, so this
     reads until a short read instead of trusting ``st_size``; ``limit`` bounds
     memory. ``OSError`` propagates unchanged (``FileNotFoundError`` means
     absent, ``ENODEV`` a cgroup removed while open).
     """
-    fd = os.open(path, _FLAGS)
+    fd = os.open(path, _FLAGS, dir_fd=dir_fd)
     try:
         first = os.read(fd, _CHUNK)
         if len(first) < _CHUNK:
