@@ -108,7 +108,7 @@ def parse_proc_mounts(text: str) -> MountTable:
         if not line.strip():
             continue
         parts = line.split(" ")
-        if len(parts) < 4 or not all(parts[1:4]):
+        if len(parts) != 6 or not all(parts[1:4]) or not (parts[4].isdigit() and parts[5].isdigit()):
             bad += 1
             continue
         out.append(MountEntry(

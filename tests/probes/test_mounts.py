@@ -1,0 +1,242 @@
+"""The ``mounts`` probe on fixture trees (a Proxmox host's table, a /proc with containers), its
+checker children on real paths, the verdict rules and the options.
+
+Checks here run in real worker processes against real directories of the fixture trees; the
+readings are compared with stored expected files (``expected.json`` beside each tree) after the
+fields that depend on the machine (times, capacities, absolute paths) are taken out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import pytest
+
+from agent import schema
+from agent.errors import ConfigError
+from agent.hostfs.mounts import MountEntry
+from agent.model import Reading
+from agent.probes import registry
+from agent.probes._mntns import scan_namespaces
+from agent.probes._statchild import StatChecker, StatOutcome
+from agent.probes.mounts import MountsOptions, MountsProbe, capacity, verdict
+
+HOSTS = Path(__file__).resolve().parents[1] / "fixtures" / "hosts"
+PVE = HOSTS / "mounts-pve"
+CT = HOSTS / "mounts-containers"
+T = TypeVar("T")
+VOLATILE = ("checked_at", "check_seconds", "capacity", "stale_since")
+
+
+def run(coro: Callable[[], Awaitable[T]], limit: float = 30.0) -> T:
+    async def bounded() -> T:
+        with anyio.fail_after(limit):
+            return await coro()
+
+    return asyncio.run(bounded())
+
+
+def collect(probe: MountsProbe, rounds: int = 1) -> list[list[Reading]]:
+    async def go() -> list[list[Reading]]:
+        try:
+            return [list(await probe.collect()) for _ in range(rounds)]
+        finally:
+            await probe.aclose()
+
+    return run(go)
+
+
+def stable(readings: list[Reading], base: Path) -> list[dict[str, Any]]:
+    """Readings as plain data, without what differs between machines and runs."""
+    out = []
+    for r in readings:
+        o = {k: v for k, v in r.output.items() if k not in VOLATILE}
+        if "path" in o:
+            o["path"] = o["path"].replace(str(base), "<fixture>")
+        out.append({"subject": r.subject, "kind": r.kind, "type": r.type,
+                    "inputs": [i.replace(str(base), "<fixture>") for i in r.inputs], "output": o})
+    return out
+
+
+def golden(name: Path, got: list[dict[str, Any]]) -> None:
+    if os.environ.get("HOSTSTAMP_REGOLD"):
+        name.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+    assert got == json.loads(name.read_text())
+
+
+def pve_options(**kw: Any) -> MountsOptions:
+    return MountsOptions(proc_mounts=str(PVE / "proc" / "mounts"), rootfs=str(PVE / "rootfs"), containers=False,
+                         **kw)
+
+
+def test_registered_under_its_name() -> None:
+    assert registry.get("mounts") is MountsProbe
+
+
+def test_proxmox_host_fixture(capsys: pytest.CaptureFixture[str]) -> None:
+    [readings] = collect(MountsProbe(pve_options()))
+    golden(PVE / "expected.json", stable(readings, PVE))
+    by = {r.subject: r.output for r in readings}
+    assert by["/mnt/pve/backup"]["capacity"]["size_bytes"] > 0  # a real directory of this checkout
+    assert by["/home/ops/remote"]["capacity"] is None  # no such directory under rootfs
+    assert by["/home/ops/remote"]["error"] == "stat: No such file or directory"
+
+
+def test_results_are_reused_for_cache_ttl_only() -> None:
+    first, second = collect(MountsProbe(pve_options(cache_ttl=3600.0)), rounds=2)
+    assert first[-1].output["checks_started"] == 4 and first[-1].output["checks_cached"] == 0
+    assert second[-1].output["checks_started"] == 0 and second[-1].output["checks_cached"] == 4
+    assert all(r.output["cached"] for r in second[:-1])
+    assert [r.output["checked_at"] for r in first[:-1]] == [r.output["checked_at"] for r in second[:-1]]
+    first, second = collect(MountsProbe(pve_options(cache_ttl=0.0)), rounds=2)
+    assert second[-1].output["checks_started"] == 4
+    assert not any(r.output["cached"] for r in second[:-1])
+
+
+def test_only_configured_fstypes() -> None:
+    [readings] = collect(MountsProbe(pve_options(fstypes=("cifs", "ext*"))))
+    assert [r.subject for r in readings] == ["/", "/srv/share", "summary"]
+
+
+def test_container_fixture() -> None:
+    opts = MountsOptions(proc_mounts=str(CT / "proc-mounts"), proc_root=str(CT / "proc"))
+    [readings] = collect(MountsProbe(opts))
+    golden(CT / "expected.json", stable(readings, CT))
+    by = {r.subject: r.output for r in readings}
+    assert by["3f4e8c1d2b6a:/data"]["capacity"]["size_bytes"] > 0
+
+
+def test_namespace_scan_fixture() -> None:
+    scan = scan_namespaces(str(CT / "proc"))
+    assert scan.own_mntns == 4026531840
+    assert [(c.mntns, c.pid, c.hint and c.hint.runtime, c.hint and c.hint.name) for c in scan.containers] == [
+        (4026532300, 400, "docker", None), (4026532400, 500, "lxc", "101"),
+    ]
+    assert scan.skipped == 2  # the kernel thread and the sandboxed service
+    assert scan.errors == ()
+
+
+def test_namespace_scan_of_a_missing_proc(tmp_path: Path) -> None:
+    scan = scan_namespaces(str(tmp_path / "nope"))
+    assert scan.containers == () and scan.errors
+
+
+def test_unreadable_mount_table_is_a_probe_error(tmp_path: Path) -> None:
+    from agent.errors import ProbeError
+
+    probe = MountsProbe(MountsOptions(proc_mounts=str(tmp_path / "missing"), containers=False))
+    with pytest.raises(ProbeError, match="missing"):
+        collect(probe)
+    assert MountsProbe.unavailable(probe.options) is not None
+    assert MountsProbe.unavailable(MountsOptions()) is None
+
+
+# -- the checker on its own ------------------------------------------------------------------------
+
+
+def test_checker_paths_with_newlines_and_bytes_that_are_not_utf8(tmp_path: Path) -> None:
+    odd = os.fsdecode(os.fsencode(str(tmp_path)) + b"/new\nline \xff")
+    os.mkdir(odd)
+    checker = StatChecker(5.0)
+
+    async def go() -> list[StatOutcome]:
+        try:
+            return await checker.check_many([("a", odd, True), ("b", str(tmp_path / "absent"), False)])
+        finally:
+            await checker.aclose()
+
+    ok, absent = run(go)
+    assert ok.error is None and ok.stats and ok.stats["st_dev"] == os.stat(tmp_path).st_dev
+    assert (absent.errno, absent.op) == (errno.ENOENT, "stat")
+    assert checker.spawned == 2  # one lane for the remote check, one for the local one
+
+
+def test_checker_replaces_a_worker_that_died(tmp_path: Path) -> None:
+    checker = StatChecker(5.0)
+
+    async def go() -> tuple[StatOutcome, StatOutcome]:
+        try:
+            first = await checker.check("k", str(tmp_path))
+            assert first.pid is not None
+            os.kill(first.pid, signal.SIGKILL)
+            for _ in range(500):
+                if not os.path.exists(f"/proc/{first.pid}/status") or "zombie" in Path(
+                        f"/proc/{first.pid}/status").read_text():
+                    break
+                await asyncio.sleep(0.01)
+            return first, await checker.check("k", str(tmp_path))
+        finally:
+            await checker.aclose()
+
+    first, second = run(go)
+    assert second.error is None and second.stats is not None
+    assert second.pid != first.pid and checker.spawned == 2
+
+
+def test_checker_rejects_a_bad_timeout() -> None:
+    with pytest.raises(ValueError):
+        StatChecker(0)
+
+
+def test_aclose_ends_idle_workers(tmp_path: Path) -> None:
+    checker = StatChecker(5.0)
+
+    async def go() -> int:
+        pid = (await checker.check("k", str(tmp_path))).pid
+        assert pid is not None and checker.idle == 1
+        await checker.aclose()
+        return pid
+
+    pid = run(go)
+    assert checker.idle == 0 and checker.pending_exit == 0
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+# -- verdicts --------------------------------------------------------------------------------------
+
+RW = MountEntry("h:/x", "/mnt/x", "nfs4", "rw,relatime")
+RO = MountEntry("h:/x", "/mnt/x", "nfs4", "ro,relatime")
+STATS = {"st_dev": 1, "frsize": 4096, "blocks": 100, "bfree": 40, "bavail": 30, "files": 9, "ffree": 3, "flag": 0}
+
+
+def outcome(**kw: Any) -> StatOutcome:
+    return StatOutcome(path="/mnt/x", started=0.0, elapsed=0.0, **kw)
+
+
+def test_verdicts() -> None:
+    assert verdict(RW, outcome(stats=STATS))["status"] == "ok"
+    assert verdict(RO, outcome(stats=STATS))["status"] == "readonly"
+    assert verdict(RW, outcome(stats={**STATS, "flag": os.ST_RDONLY}))["status"] == "readonly"
+    stale = verdict(RO, outcome(timed_out=True, error="stat did not return within 5 s"))
+    assert stale == {"status": "stale", "readonly": True, "error": "stat did not return within 5 s", "capacity": None}
+    for code in (errno.ESTALE, errno.ENOTCONN, errno.EIO, errno.EHOSTDOWN):
+        assert verdict(RW, outcome(errno=code, error=os.strerror(code), op="statvfs"))["status"] == "stale"
+    denied = verdict(RW, outcome(errno=errno.EACCES, error="Permission denied", op="stat"))
+    assert denied["status"] == "ok" and denied["error"] == "stat: Permission denied"
+
+
+def test_capacity_like_df() -> None:
+    assert capacity(STATS) == {"size_bytes": 409600, "used_bytes": 245760, "free_bytes": 163840,
+                               "avail_bytes": 122880, "files": 9, "files_free": 3, "used_ratio": 0.6667}
+    assert capacity({**STATS, "blocks": 0, "bfree": 0, "bavail": 0})["used_ratio"] is None
+
+
+# -- options ---------------------------------------------------------------------------------------
+
+
+def test_options_from_toml_tables() -> None:
+    o = schema.build(MountsOptions, {"fstypes": ["nfs*"], "stat_timeout": 2, "cache_ttl": 0,
+                                     "proc_mounts": "/x", "containers": False}, prefix="probes.mounts", file="f")
+    assert (o.fstypes, o.stat_timeout, o.cache_ttl, o.containers) == (("nfs*",), 2.0, 0.0, False)
+    for bad in ({"stat_timeout": 0}, {"cache_ttl": -1}, {"max_workers": 0}, {"fstypes": [""]}, {"nope": 1}):
+        with pytest.raises(ConfigError):
+            schema.build(MountsOptions, bad, prefix="probes.mounts", file="f")
