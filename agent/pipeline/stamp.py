@@ -1,10 +1,11 @@
 """Host stamp and signature: a Reading (or a guest's event) becomes a signed Event.
 
-This is the hot path. Per event it hashes only what changes (id, subject, data,
-receive time, sequence); digests of constant or slowly changing strings
-(source, type, the second-resolution time) come from small caches. The event
-JSON is the attribute object from orjson with the canonical data bytes spliced
-in, so the bytes that were hashed are the bytes that are emitted.
+This is the hot path. Per event it hashes only what changes (id, data, receive
+time, sequence); digests and JSON of constant or repeating strings (source,
+type, subject, the second-resolution time) come from small caches, and the
+constant parts of the event JSON and of the DSSE envelope are built once per
+route. The canonical (JCS) data bytes are hashed and spliced into the event
+JSON as they are, so the bytes that were hashed are the bytes that are emitted.
 """
 
 from __future__ import annotations
@@ -12,30 +13,51 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from binascii import b2a_base64
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from ..codec.canonical import prepare
 from ..model import Event, Reading
-from ..signing.event import dssematerial, material
+from ..signing.dsse import pae
+from ..signing.event import PAYLOAD_TYPE, dssematerial, material
 from ..signing.keys import SigningKey
 from .sequence import SequenceStore
 
-__all__ = ["HOST_ATTRIBUTES", "Stamper", "format_time"]
+__all__ = ["GUEST_ATTRIBUTES", "HOST_ATTRIBUTES", "Stamper", "format_time"]
 
 #: what the host stamps on every event, always signed
 HOST_ATTRIBUTES = ("hostid", "hostreceivedat", "sequence")
+#: what the host adds to events it received from a guest
 GUEST_ATTRIBUTES = ("hostpeer",)
 _SIGNED = ",".join(HOST_ATTRIBUTES)
-_GUEST_SIGNED = ",".join((*HOST_ATTRIBUTES, *GUEST_ATTRIBUTES))
 
 _sha = hashlib.sha256
 _EMPTY = _sha(b"").digest()
 _H_SPEC = _sha(b"1.0").digest()
 _H_JSON = _sha(b"application/json").digest()
 _H_NAMES = [_sha(n.encode()).digest() for n in HOST_ATTRIBUTES]
+_PT = PAYLOAD_TYPE.encode()
+
+_NOT_EXT = frozenset(
+    (
+        "id",
+        "source",
+        "specversion",
+        "type",
+        "datacontenttype",
+        "dataschema",
+        "subject",
+        "time",
+        "data",
+        "data_base64",
+        "dssematerial",
+        "signedextattrs",
+    )
+)
 
 
 def format_time(ts: float) -> str:
@@ -51,17 +73,29 @@ class _Clock:
 
     def __init__(self) -> None:
         self._sec = -1
-        self._prefix = ""
+        self._prefix = b""
         self._hsec = b""
 
-    def render(self, ts: float) -> tuple[str, bytes]:
-        """``(time with microseconds, digest of the seconds-Z form)``."""
+    def render(self, ts: float) -> tuple[bytes, bytes]:
+        """``(time with microseconds, digest of the seconds-Z form)``, both as bytes."""
         sec = int(ts)
         if sec != self._sec:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-            self._hsec = _sha((self._prefix + "Z").encode()).digest()
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)).encode()
+            self._hsec = _sha(self._prefix + b"Z").digest()
             self._sec = sec
-        return f"{self._prefix}.{int((ts - sec) * 1e6):06d}Z", self._hsec
+        return b"%b.%06dZ" % (self._prefix, int((ts - sec) * 1e6)), self._hsec
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What is constant for every event of one (domain, probe, kind)."""
+
+    source: str
+    type: str
+    h_source: bytes
+    h_type: bytes
+    #: the event JSON up to the opening quote of ``id``
+    head: bytes
 
 
 class Stamper:
@@ -82,74 +116,108 @@ class Stamper:
         self._recv_clock = _Clock()
         self._time_clock = _Clock()
         self._h_host = _sha(host_id.encode()).digest()
-        self._id_prefix = os.urandom(6).hex() + "-"
-        self._digests: dict[str, bytes] = {}
-        self._sources: dict[str, str] = {}
+        self._id_prefix = (os.urandom(6).hex() + "-").encode()
+        self._routes: dict[tuple[str, str, str], _Route] = {}
+        self._subjects: dict[str, tuple[bytes, bytes]] = {}
         self._sign = key.sign
+        # the constant parts of the DSSE envelope, fields in the order the specification shows them
+        self._env_head = b'{"payloadType":' + orjson.dumps(PAYLOAD_TYPE) + b',"payload":"'
+        self._env_mid = b'","signatures":[{"keyid":' + orjson.dumps(key.keyid) + b',"sig":"'
 
     def source_for(self, probe: str) -> str:
-        src = self._sources.get(probe)
-        if src is None:
-            src = self._sources[probe] = f"hoststamp://{self.host_id}/{probe}"
-        return src
+        return f"hoststamp://{self.host_id}/{probe}"
 
-    def _digest(self, text: str) -> bytes:
-        d = self._digests.get(text)
-        if d is None:
-            if len(self._digests) > 4096:
-                self._digests.clear()
-            d = self._digests[text] = _sha(text.encode()).digest()
-        return d
+    def _route(self, reading: Reading) -> _Route:
+        key = (reading.domain, reading.probe, reading.kind)
+        route = self._routes.get(key)
+        if route is None:
+            source = self.source_for(reading.probe)
+            etype = reading.type
+            head = b"".join(
+                (
+                    b'{"specversion":"1.0","source":',
+                    orjson.dumps(source),
+                    b',"type":',
+                    orjson.dumps(etype),
+                    b',"datacontenttype":"application/json","hostid":',
+                    orjson.dumps(self.host_id),
+                    b',"signedextattrs":"',
+                    _SIGNED.encode(),
+                    b'","id":"',
+                )
+            )
+            route = _Route(source, etype, _sha(source.encode()).digest(), _sha(etype.encode()).digest(), head)
+            self._routes[key] = route
+        return route
+
+    def _subject(self, subject: str) -> tuple[bytes, bytes]:
+        """(JSON string, digest) of a subject; subjects repeat every round, so they are cached."""
+        hit = self._subjects.get(subject)
+        if hit is None:
+            if len(self._subjects) > 16384:
+                self._subjects.clear()
+            hit = self._subjects[subject] = (orjson.dumps(subject), _sha(subject.encode()).digest())
+        return hit
+
+    def _material(self, digest: bytes) -> bytes:
+        """``dssematerial`` (base64 of the DSSE envelope) for a digest, as ASCII bytes."""
+        sig = self._sign(pae(_PT, digest))
+        env = b"".join(
+            (self._env_head, b2a_base64(digest, newline=False), self._env_mid, b2a_base64(sig, newline=False), b'"}]}')
+        )
+        return b2a_base64(env, newline=False)
 
     def stamp(self, reading: Reading) -> Event:
         """A probe reading as a signed event."""
-        source = self.source_for(reading.probe)
-        seq = self._seq.next(source)
-        seq_s = str(seq)
-        ev_id = self._id_prefix + seq_s
-        etype = reading.type
+        route = self._route(reading)
+        seq = self._seq.next(route.source)
+        seq_b = b"%d" % seq
+        ev_id = self._id_prefix + seq_b
         recv, _ = self._recv_clock.render(self._now())
         t, h_t = self._time_clock.render(reading.time)
         _data, data = prepare(reading.data())
-        subject = reading.subject
+        subj_json, h_subj = self._subject(reading.subject)
         digest = _sha(
             b"".join(
                 (
-                    _sha(ev_id.encode()).digest(),
-                    self._digest(source),
+                    _sha(ev_id).digest(),
+                    route.h_source,
                     _H_SPEC,
-                    self._digest(etype),
+                    route.h_type,
                     _H_JSON,
-                    _EMPTY,
-                    self._digest(subject),
+                    _EMPTY,  # dataschema
+                    h_subj,
                     h_t,
                     _sha(data).digest(),
                     _H_NAMES[0],
                     self._h_host,
                     _H_NAMES[1],
-                    _sha(recv.encode()).digest(),
+                    _sha(recv).digest(),
                     _H_NAMES[2],
-                    _sha(seq_s.encode()).digest(),
+                    _sha(seq_b).digest(),
                 )
             )
         ).digest()
-        head = orjson.dumps(
-            {
-                "specversion": "1.0",
-                "id": ev_id,
-                "source": source,
-                "type": etype,
-                "subject": subject,
-                "time": t,
-                "datacontenttype": "application/json",
-                "hostid": self.host_id,
-                "hostreceivedat": recv,
-                "sequence": seq_s,
-                "signedextattrs": _SIGNED,
-                "dssematerial": dssematerial(digest, self.key),
-            }
+        body = b"".join(
+            (
+                route.head,
+                ev_id,
+                b'","subject":',
+                subj_json,
+                b',"time":"',
+                t,
+                b'","hostreceivedat":"',
+                recv,
+                b'","sequence":"',
+                seq_b,
+                b'","dssematerial":"',
+                self._material(digest),
+                b'","data":',
+                data,
+                b"}",
+            )
         )
-        return Event(ev_id, source, etype, seq, head[:-1] + b',"data":' + data + b"}")
+        return Event(ev_id.decode(), route.source, route.type, seq, body)
 
     def stamp_guest(self, event: Mapping[str, Any], hostpeer: str) -> Event:
         """A guest's event, re-stamped and signed by the host.
@@ -171,39 +239,20 @@ class Stamper:
         source = str(ev.get("source", ""))
         seq = self._seq.next(source)
         ev["hostid"] = self.host_id
-        ev["hostreceivedat"], _ = self._recv_clock.render(self._now())
+        ev["hostreceivedat"] = self._recv_clock.render(self._now())[0].decode()
         ev["sequence"] = str(seq)
         ev["hostpeer"] = hostpeer
         data_raw: bytes | None = None
         if "data" in ev and not isinstance(ev["data"], str):
             ev["data"], data_raw = prepare(ev["data"])
-        ext = [k for k in ev if k not in _NOT_EXT]
-        ext.sort(key=lambda k: (k not in HOST_ATTRIBUTES + GUEST_ATTRIBUTES, k))
+        ext = sorted(
+            (k for k in ev if k not in _NOT_EXT), key=lambda k: (k not in HOST_ATTRIBUTES + GUEST_ATTRIBUTES, k)
+        )
         ev["signedextattrs"] = ",".join(ext)
         ev["dssematerial"] = dssematerial(material(ev, ext, data_raw), self.key)
         if data_raw is not None:
-            data = ev.pop("data")
-            del data
-            head = orjson.dumps(ev)
-            body = head[:-1] + b',"data":' + data_raw + b"}"
+            del ev["data"]
+            body = orjson.dumps(ev)[:-1] + b',"data":' + data_raw + b"}"
         else:
             body = orjson.dumps(ev)
         return Event(str(ev.get("id", "")), source, str(ev.get("type", "")), seq, body)
-
-
-_NOT_EXT = frozenset(
-    (
-        "id",
-        "source",
-        "specversion",
-        "type",
-        "datacontenttype",
-        "dataschema",
-        "subject",
-        "time",
-        "data",
-        "data_base64",
-        "dssematerial",
-        "signedextattrs",
-    )
-)
