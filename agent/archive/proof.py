@@ -1,0 +1,192 @@
+"""Inclusion proof bundles: one event, its audit path, and the signed checkpoint it leads to.
+
+``make_proof(DIR, EVENT_ID)`` finds the event in the archive and proves it
+against the newest checkpoint; ``check_proof(bundle, keys)`` needs nothing but
+the bundle and the trusted keys. The bundle is a JSON object::
+
+    {"format": "hoststamp-inclusion-proof/v1", "event": "<the event line>",
+     "index": 41, "size": 1000, "proof": ["<base64>", ...], "checkpoint": "<signed note>"}
+
+``event`` is the archived line itself (UTF-8 JSON text, no newline), so its
+leaf hash is ``SHA-256(0x00 || UTF-8(event))``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..errors import VerifyError
+from ..signing.event import verify_event
+from ..signing.keys import VerifyKey
+from . import layout
+from .merkle import CompactRange, NodeTable, inclusion_proof, leaf_hash, verify_inclusion
+from .note import parse_checkpoint, verify_checkpoint
+from .records import b64_list, parse_record, unb64_list
+
+__all__ = ["FORMAT", "ProofCheck", "check_proof", "dump_proof", "load_proof", "make_proof"]
+
+FORMAT = "hoststamp-inclusion-proof/v1"
+MAX_BUNDLE = 4 << 20
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    out = []
+    for line in layout.split_tail(path.read_bytes())[0].split(b"\n")[:-1]:
+        try:
+            out.append(parse_record(line))
+        except VerifyError:
+            continue
+    return out
+
+
+def _start(listing: layout.Listing) -> tuple[int, CompactRange]:
+    """First segment to read and the tree before it (after the newest retention record)."""
+    best: tuple[int, dict[str, Any]] | None = None
+    for path in listing.logs.values():
+        for rec in _records(path):
+            if rec["kind"] == "retention" and (best is None or rec["segments"][1] > best[0]):
+                best = (int(rec["segments"][1]), rec)
+    if best is None:
+        return 1, CompactRange(0)
+    rec = best[1]
+    return best[0] + 1, CompactRange.from_frontier(int(rec["size"]), unb64_list(rec["frontier"], "frontier"))
+
+
+def _newest_checkpoint(listing: layout.Listing) -> str:
+    for n in sorted(listing.logs, reverse=True):
+        notes = [r["note"] for r in _records(listing.logs[n]) if r["kind"] == "checkpoint"]
+        if notes:
+            return str(notes[-1])
+    raise VerifyError("the archive has no checkpoint yet")
+
+
+def make_proof(path: str | os.PathLike[str], event_id: str, *, source: str | None = None) -> dict[str, Any]:
+    """The inclusion proof bundle of event ``event_id`` (and ``source``, if ids repeat across sources)."""
+    root = Path(path)
+    listing = layout.scan(root)
+    note = _newest_checkpoint(listing)
+    size = parse_checkpoint(note).size
+    first_seg, left = _start(listing)
+    needle = event_id.encode()
+    found: list[tuple[int, bytes, str]] = []
+    right: CompactRange | None = None
+    index = left.end
+    for n in range(first_seg, max(listing.numbers(), default=0) + 1):
+        seg = listing.events.get(n) or listing.gz.get(n)
+        if seg is None:
+            raise VerifyError(f"segment {layout.seg_stem(n)} is missing; run verify")
+        for raw in layout.iter_lines(seg):
+            if index >= size or not raw.endswith(b"\n"):
+                break
+            body = raw[:-1]
+            h = leaf_hash(body)
+            if needle in body:
+                doc = orjson.loads(body)
+                if doc.get("id") == event_id and (source is None or doc.get("source") == source):
+                    found.append((index, body, str(doc.get("source"))))
+                    if len(found) == 1:
+                        right = CompactRange(index + 1)
+                        table_left = left.copy()
+                        leaf = (index, index + 1, h)
+            if right is None:
+                left.append(h)
+            elif index > found[0][0]:
+                right.append(h)
+            index += 1
+    if not found:
+        raise VerifyError(f"no sealed event with id {event_id!r} in {root} (checkpoint size {size})")
+    if len(found) > 1:
+        sources = ", ".join(sorted({s for _i, _b, s in found}))
+        raise VerifyError(f"{len(found)} events have id {event_id!r} (sources: {sources}); name the source")
+    if index < size:
+        raise VerifyError(f"the checkpoint covers {size} events but the archive holds {index}; run verify")
+    idx, body, _src = found[0]
+    assert right is not None
+    proof = inclusion_proof(idx, size, NodeTable(table_left, [leaf], right))
+    return {"format": FORMAT, "event": body.decode("utf-8"), "index": idx, "size": size,
+            "proof": b64_list(proof), "checkpoint": note}
+
+
+def dump_proof(bundle: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(bundle, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def load_proof(path: str | os.PathLike[str]) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            data = f.read(MAX_BUNDLE + 1)
+    except OSError as exc:
+        raise VerifyError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_BUNDLE:
+        raise VerifyError(f"{p}: too large for a proof bundle")
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise VerifyError(f"{p}: not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise VerifyError(f"{p}: not a JSON object")
+    return doc
+
+
+@dataclass(frozen=True, slots=True)
+class ProofCheck:
+    problems: tuple[str, ...]
+    event_id: str | None
+    index: int | None
+    size: int | None
+    origin: str | None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def lines(self) -> list[str]:
+        out = [f"problem: {p}" for p in self.problems]
+        if self.ok:
+            out.append(f"OK: event {self.event_id} is leaf {self.index} of the {self.size}-event tree "
+                       f"signed by {self.origin}")
+        else:
+            out.append(f"FAILED: {len(self.problems)} problems")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "problems": list(self.problems), "id": self.event_id, "index": self.index,
+                "size": self.size, "origin": self.origin}
+
+
+def check_proof(bundle: Mapping[str, Any], keys: Mapping[str, VerifyKey]) -> ProofCheck:
+    """Check a proof bundle offline: checkpoint signature, audit path to its root, event signature."""
+    problems: list[str] = []
+    event, index, size = bundle.get("event"), bundle.get("index"), bundle.get("size")
+    if bundle.get("format") != FORMAT:
+        return ProofCheck((f"not a {FORMAT} bundle",), None, None, None, None)
+    if not isinstance(event, str) or not isinstance(index, int) or not isinstance(size, int):
+        return ProofCheck(("bundle lacks event, index or size",), None, None, None, None)
+    event_id: str | None = None
+    try:
+        doc = orjson.loads(event)
+        event_id = str(doc.get("id")) if isinstance(doc, dict) else None
+        if not isinstance(doc, dict):
+            raise VerifyError("the event is not a JSON object")
+        verify_event(doc, keys)
+    except (orjson.JSONDecodeError, VerifyError) as exc:
+        problems.append(f"event: {exc}")
+    origin = None
+    try:
+        cp = verify_checkpoint(str(bundle.get("checkpoint", "")), keys)
+        origin = cp.origin
+        proof = unb64_list(bundle.get("proof"), "proof")
+        if cp.size != size:
+            problems.append(f"proof is for a tree of {size} events, the checkpoint for {cp.size}")
+        elif not verify_inclusion(leaf_hash(event.encode()), index, size, proof, cp.root):
+            problems.append("the audit path does not lead from the event to the checkpoint's root")
+    except VerifyError as exc:
+        problems.append(f"checkpoint: {exc}")
+    return ProofCheck(tuple(problems), event_id, index, size, origin)

@@ -1,0 +1,107 @@
+"""The result of verifying an archive: problems (fail), notes (inform) and a summary."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["Finding", "Findings", "Report", "Summary"]
+
+#: findings kept per report; the rest are only counted
+MAX_FINDINGS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One line of a report. ``code`` is stable (for machines), ``message`` is for people."""
+
+    code: str
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.code}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    segments: int = 0
+    events: int = 0
+    #: events whose signature verified
+    signed_ok: int = 0
+    #: leaves covered by a checkpoint whose signature verified and whose root matched
+    sealed: int = 0
+    unsealed: int = 0
+    checkpoints: int = 0
+    cuts: int = 0
+    #: leaves removed by retention before the first kept segment
+    retained_from: int = 0
+    tree_size: int = 0
+    origin: str = ""
+
+
+@dataclass(slots=True)
+class Findings:
+    """A bounded collector of problems and notes."""
+
+    problems: list[Finding] = field(default_factory=list)
+    notes: list[Finding] = field(default_factory=list)
+    omitted: int = 0
+
+    def problem(self, code: str, where: str, message: str) -> None:
+        self._add(self.problems, Finding(code, where, message))
+
+    def note(self, code: str, where: str, message: str) -> None:
+        self._add(self.notes, Finding(code, where, message))
+
+    def _add(self, into: list[Finding], f: Finding) -> None:
+        if len(self.problems) + len(self.notes) >= MAX_FINDINGS:
+            self.omitted += 1
+            if into is self.problems and not any(p.code == "omitted" for p in self.problems):
+                self.problems.append(Finding("omitted", "-", "more findings were left out"))
+            return
+        into.append(f)
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    path: str
+    problems: tuple[Finding, ...]
+    notes: tuple[Finding, ...]
+    summary: Summary
+    omitted: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary_line(self) -> str:
+        s = self.summary
+        verdict = "OK" if self.ok else "FAILED"
+        parts = [f"{verdict}: {s.events} events in {s.segments} segments", f"{s.signed_ok} signatures valid",
+                 f"{s.sealed} sealed by {s.checkpoints} checkpoints"]
+        if s.unsealed:
+            parts.append(f"{s.unsealed} unsealed")
+        if s.cuts:
+            parts.append(f"{s.cuts} torn records cut")
+        if s.retained_from:
+            parts.append(f"{s.retained_from} earlier events removed by retention")
+        parts.append(f"{len(self.problems)} problems")
+        return ", ".join(parts)
+
+    def lines(self) -> list[str]:
+        """One line per problem, then one per note, then the summary."""
+        out = [f"problem: {p}" for p in self.problems]
+        out += [f"note: {n}" for n in self.notes]
+        out.append(self.summary_line())
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "ok": self.ok,
+            "summary": asdict(self.summary),
+            "problems": [asdict(p) for p in self.problems],
+            "notes": [asdict(n) for n in self.notes],
+            "omitted": self.omitted,
+        }

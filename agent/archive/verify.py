@@ -1,0 +1,355 @@
+"""Offline verification of an archive directory: :func:`verify_archive` -> :class:`Report`.
+
+One pass over the segments in number order, with O(log n) tree state: every
+record's signature and chain link, every event's signature and per-source
+sequence, the Merkle root at every checkpoint, every checkpoint's signature and
+its consistency proof from the one before, each closed segment's count and
+SHA-256, missing, extra, renamed and reordered files. Events after the last
+checkpoint are reported as unsealed (a problem: nothing proves they were not
+added, removed or reordered). After a break (a missing segment, a start that
+does not follow) the tree resynchronises at the next segment's open record, so
+one deletion is reported once and the rest of the archive is still checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..errors import VerifyError
+from ..signing.event import verify_event
+from ..signing.keys import VerifyKey
+from . import layout
+from .merkle import EMPTY_ROOT, CompactRange, leaf_hash, verify_consistency
+from .note import verify_checkpoint
+from .records import chain_hash, parse_record, unb64, unb64_list, verify_record
+from .report import Findings, Report, Summary
+
+__all__ = ["verify_archive"]
+
+
+class _Events:
+    """The lines of one events file, consumed on demand."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.name = path.name if path else "(no events file)"
+        self._it: Iterator[bytes] = layout.iter_lines(path) if path else iter(())
+        self.lineno = 0
+        self.bytes = 0
+        self.sha = hashlib.sha256()
+        self.torn = b""
+        self.error: str | None = None
+        self.done = False
+
+    def next(self) -> bytes | None:
+        if self.done:
+            return None
+        try:
+            line = next(self._it)
+        except StopIteration:
+            line = b""
+        except OSError as exc:
+            self.error, line = str(exc), b""
+        if not line:
+            self.done = True
+            return None
+        self.sha.update(line)
+        self.bytes += len(line)
+        if not line.endswith(b"\n"):
+            self.torn, self.done = line, True
+            return None
+        self.lineno += 1
+        return line[:-1]
+
+
+class _Verifier:
+    def __init__(self, root: Path, keys: Mapping[str, VerifyKey]) -> None:
+        self.root, self.keys = root, keys
+        self.f = Findings()
+        self.c = dict.fromkeys(("events", "signed_ok", "checkpoints", "cuts", "retained_from"), 0)
+        self.listing = layout.scan(root)
+        self.tree: CompactRange | None = CompactRange(0)
+        self.last_ck: tuple[int, bytes] | None = (0, EMPTY_ROOT)
+        self.sealed = 0
+        self.prev: str | None = ""
+        self.origin: str | None = None
+        self.seq: dict[str, int] = {}
+        self.reported_root: set[str] = set()
+
+    # -- the walk ------------------------------------------------------------------------------------------------
+
+    def run(self) -> Report:
+        for p in self.listing.other:
+            self.f.problem("unexpected-file", p.name, "not a file an archive holds (renamed or added?)")
+        for p in self.listing.tmp:
+            self.f.note("temporary-file", p.name, "left by an interrupted compression; the writer removes it")
+        start = self._retention()
+        numbers = [n for n in self.listing.numbers() if n >= start]
+        for n in self.listing.numbers():
+            if n < start:
+                self.f.note("retained-present", layout.seg_stem(n), "removed by retention but still present; ignored")
+        if not numbers:
+            if start == 1:
+                self.f.problem("empty", str(self.root), "no segments: not an archive, or everything was deleted")
+            else:
+                self.f.problem("missing-segment", layout.seg_stem(start), "no segment after the retention boundary")
+        end = max(numbers, default=start - 1)
+        closed = False
+        for n in range(start, end + 1):
+            closed = self._segment(n, last=n == end)
+        if numbers and closed:
+            self.f.problem("ends-closed", layout.seg_stem(end),
+                           "the newest segment is closed but no segment follows it (newer segments deleted?)")
+        size = self.tree.end if self.tree is not None else self.c["retained_from"] + self.c["events"]
+        ck = self.last_ck[0] if self.last_ck else self.sealed
+        unsealed = max(0, size - ck)
+        if unsealed:
+            self.f.problem("unsealed", layout.seg_stem(end),
+                           f"{unsealed} events after the last checkpoint (leaves {ck}..{size - 1}) are not sealed")
+        summary = Summary(segments=len(numbers), tree_size=size, unsealed=unsealed, origin=self.origin or "",
+                          sealed=max(0, self.sealed - self.c["retained_from"]), **self.c)
+        return Report(str(self.root), tuple(self.f.problems), tuple(self.f.notes), summary, self.f.omitted)
+
+    def _retention(self) -> int:
+        """Find the newest valid retention record; set the starting state from it. Returns the first segment."""
+        best: tuple[int, dict[str, Any]] | None = None
+        for path in self.listing.logs.values():
+            data = path.read_bytes()
+            if b'"retention"' not in data:
+                continue
+            for line in data.split(b"\n"):
+                if b'"retention"' not in line:
+                    continue
+                try:
+                    rec = parse_record(line)
+                    verify_record(rec, self.keys)
+                    hi = int(rec["segments"][1])
+                except (VerifyError, KeyError, TypeError, ValueError, IndexError):
+                    continue
+                if rec["kind"] == "retention" and (best is None or hi > best[0]):
+                    best = (hi, rec)
+        if best is None:
+            return 1
+        hi, rec = best
+        where = f"retention of segments {rec['segments'][0]}..{hi}"
+        try:
+            size = int(rec["size"])
+            self.tree = CompactRange.from_frontier(size, unb64_list(rec["frontier"], "frontier"))
+            self.prev = str(rec["chain"])
+        except (VerifyError, ValueError, KeyError, TypeError) as exc:
+            self.f.problem("bad-record", where, f"retention record is malformed: {exc}")
+            self.tree, self.prev, self.last_ck = None, None, None
+            return hi + 1
+        self.c["retained_from"] = size
+        self.sealed = size
+        self.last_ck = None
+        try:
+            cp = verify_checkpoint(str(rec.get("checkpoint", "")), self.keys)
+            if cp.size != size or cp.root != self.tree.root():
+                raise VerifyError("its checkpoint does not match the tree state it carries")
+            self.last_ck = (size, cp.root)
+            self.origin = cp.origin
+        except VerifyError as exc:
+            self.f.problem("retention-checkpoint", where, str(exc))
+        self.f.note("retention", where, f"{size} events removed ({rec.get('reason', '?')}, "
+                                        f"{rec.get('removed_bytes', '?')} bytes) at {rec.get('time', '?')}")
+        return hi + 1
+
+    def _segment(self, n: int, *, last: bool) -> bool:
+        """Check segment ``n``; return whether it is closed."""
+        stem = layout.seg_stem(n)
+        log, plain, gz = self.listing.logs.get(n), self.listing.events.get(n), self.listing.gz.get(n)
+        if log is None and plain is None and gz is None:
+            self.f.problem("missing-segment", stem, "segment is missing (deleted or renamed?)")
+            self.tree, self.prev, self.last_ck = None, None, None
+            return False
+        if plain is not None and gz is not None:
+            if hashlib.sha256(layout.read_events(gz)).digest() != hashlib.sha256(plain.read_bytes()).digest():
+                self.f.problem("events-conflict", stem, "plain and compressed events files differ")
+            else:
+                self.f.note("events-twice", stem, "plain and compressed events files both present (identical)")
+        ev = _Events(plain or gz)
+        if plain is None and gz is None:
+            self.f.problem("missing-events", stem, "events file is missing (deleted or renamed?)")
+        closed = False
+        if log is None:
+            self.f.problem("missing-log", stem, "record log is missing (deleted or renamed?)")
+            self.prev, self.last_ck = None, None
+        else:
+            closed = self._records(n, log, ev)
+        while (line := ev.next()) is not None:
+            self._event(ev, line)
+        if ev.error:
+            self.f.problem("unreadable", ev.name, ev.error)
+        if ev.torn:
+            if last and not closed:
+                self.f.note("torn-tail", ev.name, f"{len(ev.torn)} bytes of an incomplete last line "
+                                                  "(a write in progress, or a crash the writer will cut on restart)")
+            else:
+                self.f.problem("torn-tail", ev.name, f"{len(ev.torn)} bytes of an incomplete last line")
+        if log is not None and not closed and not last:
+            self.f.problem("not-closed", log.name, "segment has no close record but a later segment exists")
+        return closed
+
+    def _records(self, n: int, log: Path, ev: _Events) -> bool:
+        data = log.read_bytes()
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        if tail:
+            self.f.note("torn-tail", log.name, f"{len(tail)} bytes of an incomplete last record")
+        closed = False
+        for i, line in enumerate(lines):
+            where = f"{log.name}:{i + 1}"
+            try:
+                rec = parse_record(line)
+            except VerifyError as exc:
+                self.f.problem("bad-record", where, str(exc))
+                self.prev = None
+                continue
+            try:
+                verify_record(rec, self.keys)
+            except VerifyError as exc:
+                self.f.problem("record-signature", where, str(exc))
+                self.prev = chain_hash(line)
+                continue
+            if self.prev is not None and rec["prev"] != self.prev:
+                self.f.problem("chain", where, "does not follow the previous record (records or segments removed, "
+                                               "reordered or replaced)")
+            self.prev = chain_hash(line)
+            if rec["seg"] != n:
+                self.f.problem("wrong-segment", where, f"record of segment {rec['seg']} found in segment {n} "
+                                                       "(files renamed?)")
+            if closed:
+                self.f.problem("after-close", where, f"{rec['kind']} record after the close record")
+            try:
+                closed = self._record(rec, i, where, ev) or closed
+            except (VerifyError, KeyError, TypeError, ValueError) as exc:
+                self.f.problem("bad-record", where, f"{rec['kind']} record is malformed: {exc}")
+        return closed
+
+    def _record(self, rec: dict[str, Any], i: int, where: str, ev: _Events) -> bool:
+        kind = rec["kind"]
+        if kind == "open":
+            self._open(rec, i, where)
+        elif kind == "checkpoint":
+            self._checkpoint(rec, where, ev)
+        elif kind == "cut":
+            self.c["cuts"] += 1
+            self.f.note("cut", where, f"{rec['length']} bytes of a torn last line were cut from {rec['file']} "
+                                      f"at offset {rec['offset']} ({rec.get('time', '?')})")
+        elif kind == "close":
+            self._close(rec, where, ev)
+            return True
+        return False
+
+    def _open(self, rec: dict[str, Any], i: int, where: str) -> None:
+        if i != 0:
+            self.f.problem("bad-record", where, "an open record that is not the first of its log")
+        origin = str(rec["origin"])
+        if self.origin is None:
+            self.origin = origin
+        elif origin != self.origin:
+            self.f.problem("origin", where, f"origin {origin!r} differs from {self.origin!r}")
+        first, frontier = int(rec["first"]), unb64_list(rec["frontier"], "frontier")
+        if self.tree is not None and first != self.tree.end:
+            self.f.problem("segment-start", where, f"segment starts at event {first} but {self.tree.end} events "
+                                                   "precede it (events or segments removed or added)")
+        elif self.tree is not None and frontier != self.tree.hashes():
+            self.f.problem("frontier", where, "the tree state at the segment start does not match the events before")
+        else:
+            return
+        self.tree, self.last_ck = CompactRange.from_frontier(first, frontier), None
+
+    def _checkpoint(self, rec: dict[str, Any], where: str, ev: _Events) -> None:
+        self.c["checkpoints"] += 1
+        try:
+            cp = verify_checkpoint(str(rec["note"]), self.keys)
+        except VerifyError as exc:
+            self.f.problem("checkpoint-signature", where, str(exc))
+            return
+        if self.origin is not None and cp.origin != self.origin:
+            self.f.problem("origin", where, f"checkpoint origin {cp.origin!r} differs from {self.origin!r}")
+        if self.last_ck is not None:
+            old, old_root = self.last_ck
+            proof = unb64_list(rec["consistency"], "consistency")
+            if int(rec["prev_size"]) != old:
+                self.f.problem("checkpoint-chain", where, f"follows a checkpoint of size {rec['prev_size']}, "
+                                                          f"but the previous one has size {old}")
+            elif not verify_consistency(old, cp.size, old_root, cp.root, proof):
+                self.f.problem("consistency", where, f"checkpoint {cp.size} is not consistent with checkpoint {old}")
+        self.last_ck = (cp.size, cp.root)
+        if self.tree is None:
+            return
+        if cp.size < self.tree.end:
+            self.f.problem("checkpoint-order", where, f"checkpoint of size {cp.size} after {self.tree.end} events")
+            return
+        while self.tree is not None and self.tree.end < cp.size and (line := ev.next()) is not None:
+            self._event(ev, line)
+        if self.tree is None:
+            return
+        if self.tree.end < cp.size:
+            self.f.problem("missing-events", where, f"checkpoint covers {cp.size} events but the archive holds "
+                                                    f"{self.tree.end} up to here (events deleted or truncated)")
+            self.tree = None
+        elif self.tree.root() != cp.root:
+            if ev.name not in self.reported_root:
+                self.f.problem("root-mismatch", where, f"events do not hash to the signed root at size {cp.size} "
+                                                       f"(events before it edited, reordered, added or removed)")
+            self.reported_root.add(ev.name)
+        else:
+            self.sealed = cp.size
+
+    def _close(self, rec: dict[str, Any], where: str, ev: _Events) -> None:
+        while (line := ev.next()) is not None:
+            self._event(ev, line)
+        first, count = int(rec["first"]), int(rec["count"])
+        if ev.lineno != count:
+            self.f.problem("segment-count", where, f"closed with {count} events, the file holds {ev.lineno}")
+        if ev.bytes != int(rec["bytes"]) or ev.sha.digest() != unb64(rec["sha256"], "sha256"):
+            self.f.problem("segment-hash", where, "events file differs from what was closed (edited or truncated)")
+        if self.last_ck is not None and self.last_ck[0] != first + count:
+            self.f.problem("unsealed-close", where, "the segment was closed without a checkpoint at its end")
+
+    def _event(self, ev: _Events, body: bytes) -> None:
+        if self.tree is not None:
+            self.tree.append(leaf_hash(body))
+        self.c["events"] += 1
+        where = f"{ev.name}:{ev.lineno}"
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            self.f.problem("bad-event", where, f"not JSON: {exc}")
+            return
+        if not isinstance(doc, dict):
+            self.f.problem("bad-event", where, "not a JSON object")
+            return
+        try:
+            event = verify_event(doc, self.keys)
+        except VerifyError as exc:
+            self.f.problem("event-signature", where, f"id={doc.get('id')}: {exc}")
+            return
+        self.c["signed_ok"] += 1
+        source, seq_text = event.get("source"), event.get("sequence")
+        if not isinstance(source, str) or not isinstance(seq_text, str) or not seq_text.isdigit():
+            return
+        seq, prev = int(seq_text), self.seq.get(source)
+        self.seq[source] = seq
+        if prev is None or seq == prev + 1:
+            return
+        if seq <= prev:
+            self.f.problem("sequence-order", where, f"{source}: sequence {seq} after {prev}")
+        else:
+            self.f.problem("sequence-gap", where, f"{source}: sequence {prev} then {seq} ({seq - prev - 1} missing)")
+
+
+def verify_archive(path: str | os.PathLike[str], keys: Mapping[str, VerifyKey]) -> Report:
+    """Verify the archive in directory ``path`` against trusted ``keys`` (key id -> key)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise VerifyError(f"{root}: not a directory")
+    return _Verifier(root, keys).run()

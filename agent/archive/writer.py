@@ -1,0 +1,333 @@
+"""The one writer of an archive directory. Synchronous: the sink runs it in a worker thread.
+
+``open()`` takes the directory lock and recovers (cutting and recording a torn
+last line); ``append(bodies)`` writes one batch with one ``write`` and adds the
+lines to the Merkle tree; checkpoints follow every ``checkpoint_every`` events
+or ``checkpoint_interval`` seconds (``tick()``); segments rotate by size and age
+and are compressed once closed; retention runs after each rotation and on
+``tick()``; ``close()`` seals what is left. A batch is all or nothing: if the
+write fails, the file is cut back and :class:`~agent.errors.SinkError` raised.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import SinkError
+from . import layout, retention
+from .merkle import CompactRange, NodeTable, consistency_proof, leaf_hash
+from .note import checkpoint_text, sign_note
+from .policy import ArchiveOptions
+from .records import b64, b64_list, chain_hash, encode_record, rfc3339
+from .recovery import Cut, compress_segment, fsync_dir, recover
+
+__all__ = ["ArchiveWriter", "HostKey"]
+
+_RETAIN_EVERY = 60.0
+
+
+class HostKey(Protocol):
+    keyid: str
+    public_raw: bytes
+
+    def sign(self, data: bytes, /) -> bytes: ...
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class ArchiveWriter:
+    """Appends event lines to ``root``, seals them with signed checkpoints."""
+
+    def __init__(self, root: str | os.PathLike[str], key: HostKey, options: ArchiveOptions | None = None,
+                 *, clock: Callable[[], float] = time.time) -> None:
+        self.root = Path(root)
+        self.key = key
+        self.options = options or ArchiveOptions()
+        self.clock = clock
+        self.origin = ""
+        #: torn lines cut when this writer opened the directory
+        self.cuts: list[Cut] = []
+        self._sync = self.options.fsync != "never"
+        self._lock_fd = -1
+        self._ev_fd = -1
+        self._log_fd = -1
+        self._seg = 0
+        self._seg_first = 0
+        self._opened_at = 0.0
+        self._ev_bytes = 0
+        self._ev_sha: Any = hashlib.sha256()
+        self._prev = ""
+        self._tree = CompactRange(0)
+        self._ck_size = 0
+        self._ck_tree = CompactRange(0)
+        self._since = CompactRange(0)
+        self._ck_time = 0.0
+        self._retain_at = 0.0
+        self._broken: str | None = None
+
+    # -- state ---------------------------------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Events in the tree (including removed by retention)."""
+        return self._tree.end
+
+    @property
+    def sealed(self) -> int:
+        """Tree size of the last checkpoint."""
+        return self._ck_size
+
+    @property
+    def segment(self) -> int:
+        return self._seg
+
+    @property
+    def is_open(self) -> bool:
+        return self._lock_fd >= 0
+
+    # -- open / close --------------------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._lock()
+            self._resume()
+        except OSError as exc:
+            self._release()
+            raise SinkError(f"{self.root}: cannot open the archive: {exc.strerror or exc}") from None
+        except SinkError:
+            self._release()
+            raise
+
+    def _lock(self) -> None:
+        fd = os.open(self.root / layout.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise SinkError(f"{self.root}: the archive is in use by another writer (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _resume(self) -> None:
+        r = recover(self.root, sync=self._sync)
+        self.origin = r.origin or self.options.origin or f"hoststamp/{self.key.keyid[:16]}/{secrets.token_hex(4)}"
+        if self.options.origin and self.options.origin != self.origin:
+            raise SinkError(f"{self.root}: the archive's origin is {self.origin!r}, the options say "
+                            f"{self.options.origin!r}")
+        self._prev = r.prev
+        tree = CompactRange.from_frontier(r.first, r.frontier)
+        before = r.ck_size - r.first
+        tree.extend(r.leaves[:before])
+        self._ck_size, self._ck_tree, self._since = r.ck_size, tree.copy(), CompactRange(r.ck_size)
+        for h in r.leaves[before:]:
+            tree.append(h)
+            self._since.append(h)
+        self._tree = tree
+        self._ck_time = self.clock()
+        self._retain_at = self._ck_time
+        if r.create:
+            self._start_segment(r.seg, r.first)
+        else:
+            self._seg, self._seg_first = r.seg, r.first
+            self._opened_at = r.opened_at if r.opened_at is not None else self.clock()
+            self._log_fd = os.open(layout.log_path(self.root, r.seg), os.O_WRONLY | os.O_APPEND)
+            self._ev_fd = os.open(layout.events_path(self.root, r.seg), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._ev_bytes, self._ev_sha = r.events_bytes, r.events_sha
+        self.cuts = r.cuts
+        for cut in r.cuts:
+            self._record({"kind": "cut", "file": cut.file, "offset": cut.offset, "length": cut.length,
+                          "sha256": cut.sha256, "reason": "torn last line found on restart"})
+        if self._tree.end > self._ck_size:
+            self.checkpoint()
+        elif r.cuts and self._sync:
+            os.fsync(self._log_fd)
+
+    def close(self) -> None:
+        """Seal what is unsealed, sync and release the lock. Idempotent."""
+        if self._lock_fd < 0:
+            return
+        try:
+            if self._broken is None:
+                self.checkpoint()
+                self.sync()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        for name in ("_ev_fd", "_log_fd", "_lock_fd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
+
+    # -- writing -------------------------------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._lock_fd < 0:
+            raise SinkError(f"{self.root}: the archive writer is not open")
+        if self._broken is not None:
+            raise SinkError(f"{self.root}: the archive writer stopped after an error: {self._broken}")
+
+    def append(self, bodies: Sequence[bytes]) -> None:
+        """Write one batch of event lines (each without its newline), all or nothing."""
+        self._check()
+        if not bodies:
+            return
+        data = b"\n".join(bodies) + b"\n"
+        if data.count(b"\n") != len(bodies):
+            raise SinkError("an event body contains a newline; the batch was not written")
+        try:
+            _write_all(self._ev_fd, data)
+        except OSError as exc:
+            self._rollback()
+            raise SinkError(f"{self.root}: cannot write events: {exc.strerror or exc}") from None
+        self._ev_sha.update(data)
+        self._ev_bytes += len(data)
+        tree, since = self._tree, self._since
+        for body in bodies:
+            h = leaf_hash(body)
+            tree.append(h)
+            since.append(h)
+        if self.options.fsync == "batch":
+            self._guard(os.fdatasync, self._ev_fd)
+        now = self.clock()
+        opts = self.options
+        if self._ev_bytes >= opts.segment_max_bytes or (
+                opts.segment_max_age and now - self._opened_at >= opts.segment_max_age):
+            self.rotate()
+        elif tree.end - self._ck_size >= opts.checkpoint_every or now - self._ck_time >= opts.checkpoint_interval:
+            self.checkpoint()
+
+    def _rollback(self) -> None:
+        try:
+            os.ftruncate(self._ev_fd, self._ev_bytes)
+        except OSError as exc:
+            self._broken = f"cannot cut back a failed write: {exc.strerror or exc}"
+
+    def _guard(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a file operation; any OSError stops the writer (its state may no longer match the files)."""
+        try:
+            return fn(*args)
+        except OSError as exc:
+            self._broken = f"{getattr(fn, '__name__', 'io')}: {exc.strerror or exc}"
+            raise SinkError(f"{self.root}: {self._broken}") from None
+
+    def _record(self, fields: Mapping[str, Any]) -> None:
+        body = {**fields, "seg": self._seg, "time": rfc3339(self.clock()), "prev": self._prev}
+        line = encode_record(body, self.key)
+        self._guard(_write_all, self._log_fd, line + b"\n")
+        self._prev = chain_hash(line)
+
+    def checkpoint(self) -> bool:
+        """Sign a checkpoint of the current tree if it grew since the last one."""
+        self._check()
+        size = self._tree.end
+        if size == self._ck_size:
+            return False
+        if self._sync:
+            self._guard(os.fdatasync, self._ev_fd)
+        note = sign_note(checkpoint_text(self.origin, size, self._tree.root()), self.origin, self.key)
+        proof = consistency_proof(self._ck_size, size, NodeTable(self._ck_tree, self._since))
+        self._record({"kind": "checkpoint", "note": note, "prev_size": self._ck_size,
+                      "consistency": b64_list(proof)})
+        if self._sync:
+            self._guard(os.fsync, self._log_fd)
+        self._ck_size, self._ck_tree, self._since = size, self._tree.copy(), CompactRange(size)
+        self._ck_time = self.clock()
+        return True
+
+    def sync(self) -> None:
+        """Make what was written durable (no-op under ``fsync = "never"``)."""
+        self._check()
+        if self._sync:
+            self._guard(os.fdatasync, self._ev_fd)
+            self._guard(os.fsync, self._log_fd)
+
+    def tick(self) -> None:
+        """Time-driven work: interval checkpoints, age rotation, age retention."""
+        self._check()
+        now, opts = self.clock(), self.options
+        count = self._tree.end - self._seg_first
+        if count and opts.segment_max_age and now - self._opened_at >= opts.segment_max_age:
+            self.rotate()
+        elif self._tree.end > self._ck_size and now - self._ck_time >= opts.checkpoint_interval:
+            self.checkpoint()
+        if opts.retain_age and now - self._retain_at >= min(_RETAIN_EVERY, opts.retain_age):
+            self.retain()
+
+    # -- segments ------------------------------------------------------------------------------------------------
+
+    def _start_segment(self, n: int, first: int) -> None:
+        log = layout.log_path(self.root, n)
+        self._seg, self._seg_first, self._opened_at = n, first, self.clock()
+        self._log_fd = self._guard(os.open, log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._record({"kind": "open", "origin": self.origin, "first": first,
+                      "frontier": b64_list(self._tree.hashes())})
+        if self._sync:
+            self._guard(os.fsync, self._log_fd)
+        ev = layout.events_path(self.root, n)
+        self._ev_fd = self._guard(os.open, ev, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._ev_bytes, self._ev_sha = 0, hashlib.sha256()
+        if self._sync:
+            self._guard(fsync_dir, self.root)
+
+    def rotate(self) -> None:
+        """Seal and close the open segment, compress it if asked, open the next, apply retention."""
+        self._check()
+        if self._tree.end == self._seg_first:
+            return
+        self.checkpoint()
+        n = self._seg
+        if self._sync:
+            self._guard(os.fdatasync, self._ev_fd)
+        os.close(self._ev_fd)
+        self._ev_fd = -1
+        digest = self._ev_sha.digest()
+        self._record({"kind": "close", "first": self._seg_first, "count": self._tree.end - self._seg_first,
+                      "bytes": self._ev_bytes, "sha256": b64(digest), "frontier": b64_list(self._tree.hashes()),
+                      "compression": self.options.compression})
+        if self._sync:
+            self._guard(os.fsync, self._log_fd)
+        os.close(self._log_fd)
+        self._log_fd = -1
+        if self.options.compression == "gzip":
+            self._guard(compress_segment, self.root, n, digest)
+        self._start_segment(n + 1, self._tree.end)
+        self.retain()
+
+    def retain(self) -> list[int]:
+        """Apply the retention options now; return the segment numbers removed."""
+        self._check()
+        opts = self.options
+        self._retain_at = self.clock()
+        if not opts.retain_bytes and not opts.retain_age:
+            return []
+        try:
+            plan = retention.plan(self.root, self._seg, opts.retain_bytes, opts.retain_age, self._retain_at)
+            if not plan.numbers:
+                return []
+            fields = retention.record_fields(self.root, plan)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return []
+            raise SinkError(f"{self.root}: retention: {exc.strerror or exc}") from None
+        self._record(fields)
+        if self._sync:
+            self._guard(os.fsync, self._log_fd)
+        self._guard(retention.remove, self.root, plan.numbers, self._sync)
+        return plan.numbers
