@@ -170,3 +170,31 @@ def test_real_host_cpu_usage_moves_in_deltas(real_group: Path) -> None:
     assert work["cpu_stat"]["usage_usec"] >= work["deltas"]["cpu_stat"]["usage_usec"]
     assert second[f"/{real_group.name}/idle"].output["deltas"]["cpu_stat"]["usage_usec"] == 0
     assert set(work["psi"]) >= {"cpu", "io", "memory"}
+
+
+def test_scan_leaves_the_event_loop_free(tree: Path) -> None:
+    """Other tasks run while a scan is under way (it happens in a worker thread)."""
+    probe = CgroupProbe(CgroupOptions(root=str(tree)))
+
+    async def main() -> tuple[int, int]:
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        before = ticks
+        readings = await probe.collect()
+        during = ticks - before
+        stop.set()
+        await task
+        assert len(readings) == 8
+        return before, during
+
+    before, during = asyncio.run(main())
+    assert before == 1 and during >= 1
