@@ -1,0 +1,168 @@
+"""The exit stream: the kernel's accounting record of every task that ends.
+
+A socket that registers a cpumask (``TASKSTATS_CMD_ATTR_REGISTER_CPUMASK``)
+receives, for each task exiting on those CPUs, a ``TASKSTATS_CMD_NEW`` with the
+task's ``struct taskstats`` (and its thread group's totals when the group ends
+with it). Records wait in a bounded buffer: when the consumer falls behind,
+the oldest are dropped and counted; when the kernel could not queue a record
+(``ENOBUFS`` on the socket) that is counted too. Either loss is reported once
+per episode as an :class:`Overrun` item, never silently. :meth:`ExitStream.stop`
+deregisters the mask before closing the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ParseError, ProbeError
+from .client import resolve_family
+from .codec import Message
+from .nlsocket import NETLINK_GENERIC, NetlinkSocket
+from .structs import TaskStats
+from .taskstats import build_deregister, build_register, parse_taskstats
+
+__all__ = ["ExitRecord", "ExitStream", "Overrun", "possible_cpus"]
+
+
+def possible_cpus(path: str | os.PathLike[str] = "/sys/devices/system/cpu/possible") -> str:
+    """The cpulist of possible CPUs (``0-3``), the mask the kernel accepts; ``0-(n-1)`` if unreadable."""
+    try:
+        text = Path(path).read_text().strip()
+    except OSError:
+        text = ""
+    return text or f"0-{max(1, os.cpu_count() or 1) - 1}"
+
+
+@dataclass(frozen=True, slots=True)
+class ExitRecord:
+    """One exited task: its pid and accounting; ``group`` when its thread group ended with it."""
+
+    pid: int
+    stats: TaskStats
+    tgid: int | None = None
+    group: TaskStats | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Overrun:
+    """Records were lost since the previous report: totals so far of both kinds of loss."""
+
+    kernel_overruns: int
+    dropped: int
+
+
+class ExitStream:
+    """Exit notifications as an async iterator of :class:`ExitRecord` (and :class:`Overrun`) items.
+
+    ``async with ExitStream() as s: async for item in s: ...``
+    """
+
+    def __init__(self, *, cpumask: str | None = None, buffer: int = 4096, rcvbuf: int = 8 << 20,
+                 cpu_possible: str | os.PathLike[str] = "/sys/devices/system/cpu/possible") -> None:
+        if buffer < 1:
+            raise ValueError("buffer must hold at least one record")
+        self.cpumask = cpumask or possible_cpus(cpu_possible)
+        self.buffer: deque[ExitRecord] = deque()
+        self.limit = buffer
+        self._rcvbuf = rcvbuf
+        self.sock: NetlinkSocket | None = None
+        self._family = 0
+        self._ready = asyncio.Event()
+        self._unreported = False
+        #: records received, dropped from the buffer, and undecodable messages
+        self.received = 0
+        self.dropped = 0
+        self.malformed = 0
+
+    @property
+    def overruns(self) -> int:
+        """ENOBUFS seen on the socket: the kernel had records it could not queue."""
+        return self.sock.overruns if self.sock is not None else 0
+
+    async def start(self) -> None:
+        """Open the socket and register the cpumask; raises :class:`NetlinkError` (EPERM without CAP_NET_ADMIN)."""
+        sock = NetlinkSocket(NETLINK_GENERIC, rcvbuf=self._rcvbuf, unsolicited=self._on_message,
+                             on_overrun=self._on_overrun)
+        try:
+            self._family = (await resolve_family(sock)).id
+            await sock.request(build_register(self._family, 0, self.cpumask))
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+    async def stop(self, timeout: float = 1.0) -> None:
+        """Deregister (bounded by ``timeout``) and close. Safe to call twice."""
+        sock, self.sock = self.sock, None
+        if sock is None:
+            return
+        try:
+            await asyncio.wait_for(sock.request(build_deregister(self._family, 0, self.cpumask)), timeout)
+        except (ProbeError, TimeoutError):
+            pass  # the kernel also drops a listener whose socket is gone
+        finally:
+            sock.close()
+            self._ready.set()
+
+    async def __aenter__(self) -> ExitStream:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def __aiter__(self) -> ExitStream:
+        return self
+
+    async def __anext__(self) -> ExitRecord | Overrun:
+        item = await self.get()
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+    async def get(self) -> ExitRecord | Overrun | None:
+        """The next item, waiting for one; ``None`` once stopped and drained."""
+        while True:
+            if self._unreported:
+                self._unreported = False
+                return Overrun(kernel_overruns=self.overruns, dropped=self.dropped)
+            if self.buffer:
+                return self.buffer.popleft()
+            if self.sock is None:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+
+    def _on_overrun(self) -> None:
+        self._unreported = True
+        self._ready.set()
+
+    def _on_message(self, msg: Message) -> None:
+        if msg.type != self._family:
+            return
+        try:
+            aggregates = parse_taskstats(msg)
+        except ParseError:
+            self.malformed += 1
+            return
+        pid = tgid = None
+        stats = group = None
+        for kind, ident, st in aggregates:
+            if kind == "pid":
+                pid, stats = ident, st
+            else:
+                tgid, group = ident, st
+        if pid is None or stats is None:
+            self.malformed += 1
+            return
+        self.received += 1
+        if len(self.buffer) >= self.limit:
+            self.buffer.popleft()
+            self.dropped += 1
+            self._unreported = True
+        self.buffer.append(ExitRecord(pid=pid, stats=stats, tgid=tgid, group=group))
+        self._ready.set()
