@@ -53,10 +53,12 @@ class _WriterThread:
     def __init__(self, path: Path, fsync: bool) -> None:
         self.path = path
         self.fsync = fsync
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # opened here, on the caller's thread, so that a bad path fails open() at once
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         self._q: queue.SimpleQueue[bytes | Future[None] | None] = queue.SimpleQueue()
         self._pending: deque[bytes] = deque()
         self._error: OSError | None = None
-        self._fd = -1
         self._thread = threading.Thread(target=self._run, name=f"hoststamp-file:{path}", daemon=True)
         self._thread.start()
 
@@ -78,9 +80,6 @@ class _WriterThread:
 
     def _drain_pending(self) -> None:
         while self._pending:
-            if self._fd < 0:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
             chunk = self._pending[0]
             n = os.write(self._fd, chunk)
             if n < len(chunk):
@@ -99,7 +98,7 @@ class _WriterThread:
                     continue  # keep order: nothing new is written before the failed bytes
             try:
                 self._drain_pending()
-                if isinstance(item, Future) and self.fsync and self._fd >= 0:
+                if isinstance(item, Future) and self.fsync:
                     os.fsync(self._fd)
                 self._error = None
                 if isinstance(item, Future):
@@ -108,8 +107,7 @@ class _WriterThread:
                 self._error = exc
                 if isinstance(item, Future):
                     item.set_exception(exc)
-        if self._fd >= 0:
-            os.close(self._fd)
+        os.close(self._fd)
 
 
 @register
@@ -170,5 +168,8 @@ class FileSink(Sink):
                 self._thread.stop()
                 self._thread = None
             if self._af is not None:
-                await self._af.close()
-                self._af = None
+                af, self._af = self._af, None
+                try:
+                    await af.close()
+                except OSError as exc:
+                    raise SinkError(f"{self.path}: {exc.strerror or exc}") from exc

@@ -1,0 +1,52 @@
+"""The file sink: both writers write the same lines; a failing disk keeps bytes and order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.errors import SinkError
+from agent.model import Event
+from agent.sinks.base import SinkContext
+from agent.sinks.file import FileOptions, FileSink
+
+
+def events(a: int, b: int) -> list[Event]:
+    return [Event(id=str(i), source="s", type="t", sequence=i, body=b'{"n":%d}' % i) for i in range(a, b)]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("writer", ["thread", "aiofiles"])
+async def test_writers_append_ndjson(tmp_path: Path, writer: str) -> None:
+    path = tmp_path / "sub" / "ev.ndjson"
+    sink = FileSink(str(path), FileOptions(writer=writer), SinkContext())  # type: ignore[arg-type]
+    await sink.open()
+    assert path.exists()
+    await sink.send(events(0, 3))
+    await sink.send(events(3, 5))
+    await sink.aclose()
+    assert path.read_bytes() == b"".join(b'{"n":%d}\n' % i for i in range(5))
+
+
+@pytest.mark.anyio
+async def test_bad_path_fails_open(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    sink = FileSink(str(tmp_path / "file" / "below"), FileOptions(), SinkContext())
+    with pytest.raises(SinkError):
+        await sink.open()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("writer", ["thread", "aiofiles"])
+async def test_full_disk_is_a_sink_error(writer: str) -> None:
+    # /dev/full: every write fails with ENOSPC, like a full disk
+    sink = FileSink("/dev/full", FileOptions(writer=writer, fsync=False), SinkContext())  # type: ignore[arg-type]
+    await sink.open()
+    with pytest.raises(SinkError, match="space"):
+        await sink.send(events(0, 2))
+        await sink.flush()
+    with pytest.raises(SinkError):
+        await sink.flush()  # still failing: the bytes are kept, not dropped
+    with pytest.raises(SinkError):
+        await sink.aclose()
