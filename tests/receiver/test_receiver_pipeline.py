@@ -1,0 +1,112 @@
+"""Guest -> socket sink -> receiver -> the real pipeline (stamp, sign) -> a sink: the whole host path."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from agent.config import ListenerOptions
+from agent.model import Event
+from agent.pipeline import Pipeline, SequenceStore, SinkQueue, SinkWorker, Stamper
+from agent.pipeline.stats import PipelineStats
+from agent.receiver import PipelineDeliver, Receiver, serve_listener
+from agent.signing.event import sign_event, verify_event
+from agent.signing.keys import SigningKey, generate_keypair
+from agent.sinks.base import SinkContext
+from agent.sinks.memory import MemorySink
+from agent.sinks.socket import SocketOptions, UnixSink
+
+T = TypeVar("T")
+ME = f"unix:uid={os.getuid()},pid={os.getpid()}"
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def guest_events(n: int, key: SigningKey | None = None) -> list[Event]:
+    out = []
+    for i in range(n):
+        ev: dict[str, Any] = {"specversion": "1.0", "id": f"g-{i}", "source": "guest://vm1/app",
+                              "type": "io.example.v1", "time": "2026-11-22T02:00:00Z", "data": {"i": i},
+                              "hostid": "forged", "sequence": "999999", "hostpeer": "vsock:1"}
+        if key is not None:
+            sign_event(ev, key)
+        out.append(Event(ev["id"], ev["source"], ev["type"], i, orjson.dumps(ev)))
+    return out
+
+
+def test_guest_events_come_out_stamped_and_signed_by_the_host(tmp_path: Path) -> None:
+    host_key = SigningKey.generate()
+    guest_key = generate_keypair(tmp_path / "guest")
+    path = tmp_path / "rx.sock"
+
+    async def main() -> tuple[MemorySink, Receiver]:
+        out = MemorySink()
+        queue = SinkQueue(1000)
+        stats = PipelineStats()
+        pipeline = Pipeline(Stamper(host_key, "host-1", SequenceStore(None)), [queue], stats)
+        worker = asyncio.ensure_future(SinkWorker(out, queue, stats.sink("mem"), flush_interval=0.01).run())
+        opts = ListenerOptions(uri=f"unix:{path}", guest_signatures="require",
+                               trusted_keys=(str(tmp_path / "guest" / "host.pub"),))
+        deliver = PipelineDeliver(pipeline)
+        rx = Receiver.build(opts, deliver)
+        serving = asyncio.ensure_future(rx.serve())
+        guest = UnixSink(str(path), SocketOptions(backoff_initial=0.01), SinkContext())
+        await guest.send(guest_events(50, guest_key))
+        await guest.send(guest_events(1))  # unsigned: refused under "require"
+        await guest.flush()
+        await guest.aclose()
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        await deliver.aclose()
+        pipeline.close()
+        await worker
+        assert guest.refused == 1
+        return out, rx
+
+    out, rx = run(main())
+    assert rx.stats.rejected == {"unsigned": 1}
+    bodies = [orjson.loads(e.body) for e in out.events]
+    assert [b["id"] for b in bodies] == [f"g-{i}" for i in range(50)]
+    first = bodies[0]
+    assert first["hostid"] == "host-1" and first["hostpeer"] == ME and first["sequence"] == "1"
+    assert [int(b["sequence"]) for b in bodies] == list(range(1, 51))
+    host_view = verify_event(first, {host_key.keyid: host_key.verify_key()})
+    assert host_view["hostpeer"] == ME
+    assert "guestdssematerial" in first  # the guest's signature travels with the host's
+
+
+def test_serve_listener_runs_until_cancelled(tmp_path: Path) -> None:
+    class Pipe:
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        async def submit_guest(self, event: dict[str, Any], hostpeer: str) -> Any:
+            self.seen.append(event["id"])
+            return _Done()
+
+    class _Done:
+        async def wait(self) -> bool:
+            return True
+
+    async def main() -> list[str]:
+        pipe = Pipe()
+        task = asyncio.ensure_future(serve_listener(ListenerOptions(uri=f"unix:{tmp_path}/s.sock"), pipe))
+        while not (tmp_path / "s.sock").exists():
+            await asyncio.sleep(0.001)
+        sink = UnixSink(f"{tmp_path}/s.sock", SocketOptions(), SinkContext())
+        await sink.send(guest_events(3))
+        await sink.flush()
+        await sink.aclose()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert not (tmp_path / "s.sock").exists()
+        return pipe.seen
+
+    assert run(main()) == ["g-0", "g-1", "g-2"]

@@ -1,0 +1,86 @@
+"""``send_ndjson`` (hoststamp send) against the real receiver: line numbers, refusals, acks."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Awaitable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from agent.config import ListenerOptions
+from agent.receiver import Receiver
+from agent.transport import SendReport, send_ndjson
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def line(i: int) -> bytes:
+    return orjson.dumps({"specversion": "1.0", "id": f"s-{i}", "source": "guest://x", "type": "t.v1"})
+
+
+class Durable:
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def __call__(self, event: dict[str, Any], peer: str) -> Awaitable[None]:
+        self.ids.append(event["id"])
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+
+def send_to_receiver(tmp_path: Path, data: bytes, **kw: Any) -> tuple[SendReport, list[str]]:
+    durable = Durable()
+
+    async def main() -> SendReport:
+        rx = Receiver.build(ListenerOptions(uri=f"unix:{tmp_path}/rx.sock"), durable)
+        serving = asyncio.ensure_future(rx.serve())
+        try:
+            return await send_ndjson(f"unix:{tmp_path}/rx.sock", io.BytesIO(data), **kw)
+        finally:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+
+    return run(main()), durable.ids
+
+
+def test_all_good_lines_are_acked(tmp_path: Path) -> None:
+    data = b"".join(line(i) + b"\n" for i in range(2000))
+    report, ids = send_to_receiver(tmp_path, data, max_unacked=100)
+    assert report.ok
+    assert (report.lines, report.sent, report.acked) == (2000, 2000, 2000)
+    assert ids == [f"s-{i}" for i in range(2000)]
+
+
+def test_problems_are_reported_by_line_number(tmp_path: Path) -> None:
+    data = b"\n".join([line(1), b"", b"{broken", line(2), b'{"id":"x"}', b"[1]", line(3)])  # no final newline
+    report, ids = send_to_receiver(tmp_path, data)
+    assert not report.ok
+    assert report.lines == 7
+    assert (report.sent, report.acked) == (4, 3)
+    assert [n for n, _r in report.problems] == [3, 5, 6]
+    assert report.problems[1][1].startswith("attributes:")
+    assert ids == ["s-1", "s-2", "s-3"]
+
+
+def test_over_long_line_stops_the_input(tmp_path: Path) -> None:
+    data = line(1) + b"\n" + b"x" * 300 + b"\n" + line(2) + b"\n"
+    report, ids = send_to_receiver(tmp_path, data, max_frame=200)
+    assert [(n, r.split(" ")[0]) for n, r in report.problems] == [(2, "line")]
+    assert "exceeds the maximum of 200" in report.problems[0][1]
+    assert report.error is not None
+    assert ids == ["s-1"]
+
+
+def test_unreachable_receiver_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    report = run(send_ndjson(f"unix:{tmp_path}/nobody.sock", io.BytesIO(line(1) + b"\n"), timeout=0.2))
+    assert not report.ok
+    assert report.error is not None and "not acknowledged" in report.error
+    assert "cannot connect" in report.error

@@ -1,0 +1,133 @@
+"""Socket sinks against the real receiver: acks, restarts mid-stream, timeouts, configuration."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import pytest
+
+from agent import config
+from agent.config import ListenerOptions
+from agent.errors import ConfigError, SinkError
+from agent.model import Event
+from agent.receiver import Receiver
+from agent.sinks import registry
+from agent.sinks.base import SinkContext
+from agent.sinks.socket import FcVsockSink, SocketOptions, UnixSink, VsockSink
+from agent.transport import listen
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def events(n: int) -> list[Event]:
+    out = []
+    for i in range(n):
+        body = orjson.dumps({"specversion": "1.0", "id": f"e-{i}", "source": "host://h/cgroup",
+                             "type": "io.hoststamp.host.v1.cgroup", "data": {"i": i}})
+        out.append(Event(f"e-{i}", "host://h/cgroup", "io.hoststamp.host.v1.cgroup", i, body))
+    return out
+
+
+class Durable:
+    """A pipeline stand-in: events count as durable once recorded."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def __call__(self, event: dict[str, Any], peer: str) -> Awaitable[None]:
+        self.ids.append(event["id"])
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+
+def test_registered_schemes() -> None:
+    assert registry.get("unix") is UnixSink
+    assert registry.get("vsock") is VsockSink
+    assert registry.get("fcvsock") is FcVsockSink
+
+
+def test_config_keys_are_checked() -> None:
+    cfg = config.parse({"sinks": [{"uri": "unix:/run/x.sock", "max_unacked": 5, "ack_timeout": 2}]})
+    assert cfg.sinks[0].options == SocketOptions(max_unacked=5, ack_timeout=2.0)
+    with pytest.raises(ConfigError, match="sinks\\[0\\].nope"):
+        config.parse({"sinks": [{"uri": "unix:/x", "nope": 1}]})
+    with pytest.raises(ConfigError, match="max_unacked"):
+        config.parse({"sinks": [{"uri": "unix:/x", "max_unacked": 0}]})
+
+
+@pytest.mark.parametrize(("cls", "target"), [(VsockSink, "any:5000"), (VsockSink, "x:1"), (FcVsockSink, "/x")])
+def test_bad_targets_are_sink_errors(cls: type[UnixSink], target: str) -> None:
+    with pytest.raises(SinkError):
+        cls(target, SocketOptions(), SinkContext())
+
+
+def test_receiver_restarted_twice_mid_stream_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "b.sock"
+    durable = Durable()
+
+    async def main() -> UnixSink:
+        sink = UnixSink(str(path), SocketOptions(backoff_initial=0.005, backoff_max=0.05, max_unacked=64),
+                        SinkContext())
+        await sink.open()
+        all_events = events(600)
+        restarts = 0
+
+        async def receiver_lives(until: int) -> None:
+            rx = Receiver.build(ListenerOptions(uri=f"unix:{path}"), durable)
+            serving = asyncio.ensure_future(rx.serve())
+            while len(durable.ids) < until:
+                await asyncio.sleep(0.001)
+            serving.cancel()  # connections drop with events unacked: the sender must send them again
+            await asyncio.gather(serving, return_exceptions=True)
+
+        async def downstream() -> None:
+            nonlocal restarts
+            for until in (150, 350):
+                await receiver_lives(until)
+                restarts += 1
+                await asyncio.sleep(0.02)  # down for a moment: connects fail and back off
+            await receiver_lives(10**9)
+
+        down = asyncio.ensure_future(downstream())
+        for i in range(0, 600, 50):
+            await sink.send(all_events[i : i + 50])
+        await sink.flush()
+        assert restarts == 2
+        await sink.aclose()
+        down.cancel()
+        await asyncio.gather(down, return_exceptions=True)
+        return sink
+
+    sink = run(main())
+    assert set(durable.ids) == {f"e-{i}" for i in range(600)}
+    stats = sink.sender.stats
+    assert stats.connects >= 3
+    assert stats.acked == 600
+    assert sink.unacked == 0
+
+
+def test_flush_fails_when_nobody_acks(tmp_path: Path) -> None:
+    path = tmp_path / "mute.sock"
+
+    async def main() -> None:
+        lst = listen(f"unix:{path}")  # accepts nothing, acks nothing
+        sink = UnixSink(str(path), SocketOptions(ack_timeout=0.1, send_timeout=0.1, max_unacked=3), SinkContext())
+        await sink.send(events(3))
+        with pytest.raises(SinkError, match="no room"):
+            await sink.send(events(1))
+        with pytest.raises(SinkError, match="not acknowledged"):
+            await sink.flush()
+        with pytest.raises(SinkError):
+            await sink.aclose()
+        await lst.aclose()
+
+    run(main())
