@@ -221,11 +221,18 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
-    from .transport.send import send_ndjson
+    from .transport.send import SendReport, send_ndjson
 
-    sent = anyio.run(send_ndjson, args.to, sys.stdin.buffer, args.timeout)
-    print(f"hoststamp send: {sent} events acknowledged by {args.to}", file=sys.stderr)
-    return EXIT_OK
+    async def send() -> SendReport:
+        return await send_ndjson(args.to, sys.stdin.buffer, timeout=args.timeout)
+
+    report = anyio.run(send)
+    for lineno, reason in report.problems:
+        print(f"hoststamp send: line {lineno}: {reason}", file=sys.stderr)
+    if report.error:
+        print(f"hoststamp send: {report.error}", file=sys.stderr)
+    print(f"hoststamp send: {report.acked} of {report.sent} events acknowledged by {args.to}", file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_FAIL
 
 
 def _cmd_prove(args: argparse.Namespace) -> int:

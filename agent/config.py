@@ -121,6 +121,10 @@ class ListenerOptions:
     #: public keys (PEM files) trusted for guest signatures
     trusted_keys: tuple[str, ...] = ()
     dedupe_window: int = 65536
+    #: frames per connection handed on and not yet durable, at most (then the connection is not read)
+    max_inflight: int = 1024
+    #: permission bits of a unix or Firecracker socket file (e.g. 0o660); default: as the umask leaves them
+    mode: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

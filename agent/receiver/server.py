@@ -55,12 +55,12 @@ class Receiver:
 
     def __init__(self, options: ListenerOptions, deliver: Deliver, *, policy: GuestPolicy | None = None,
                  listener: Listener | None = None, dedupe: DedupeWindow | None = None,
-                 max_inflight: int = 1024, drain_timeout: float = 10.0) -> None:
+                 max_inflight: int | None = None, drain_timeout: float = 10.0) -> None:
         self.options = options
         self.deliver = deliver
         self.policy = policy or GuestPolicy("off")
         self.dedupe = dedupe if dedupe is not None else DedupeWindow(options.dedupe_window)
-        self.max_inflight = max_inflight
+        self.max_inflight = max(1, max_inflight if max_inflight is not None else options.max_inflight)
         self.drain_timeout = drain_timeout
         self.stats = ReceiverStats()
         self.reject = RejectLog(self.stats, listener=options.uri)
@@ -71,7 +71,7 @@ class Receiver:
     def build(cls, options: ListenerOptions, deliver: Deliver, **kw: Any) -> Receiver:
         """Load the trust store and bind the listener (errors: ConfigError, SigningError, TransportError)."""
         policy = GuestPolicy.load(options.guest_signatures, options.trusted_keys)
-        listener = listen(options.uri, name=options.name)
+        listener = listen(options.uri, name=options.name, mode=options.mode)
         return cls(options, deliver, policy=policy, listener=listener, **kw)
 
     @property
@@ -81,7 +81,7 @@ class Receiver:
     async def serve(self) -> None:
         """Accept until cancelled; then close the listener and every connection."""
         if self._listener is None:
-            self._listener = listen(self.options.uri, name=self.options.name)
+            self._listener = listen(self.options.uri, name=self.options.name, mode=self.options.mode)
         listener = self._listener
         try:
             while True:
