@@ -36,7 +36,7 @@ from ._statchild import StatChecker, StatOutcome
 from .base import Probe, ProbeContext
 from .registry import register
 
-__all__ = ["MountsOptions", "MountsProbe"]
+__all__ = ["STALE_ERRNOS", "MountsOptions", "MountsProbe", "capacity", "is_stale", "reusable", "verdict"]
 
 #: errors that mean the file system does not answer properly (the mount is stale), not just "no access"
 STALE_ERRNOS = frozenset({
@@ -141,12 +141,21 @@ def capacity(stats: Any) -> dict[str, Any]:
     }
 
 
+def is_stale(outcome: StatOutcome) -> bool:
+    """No answer in time (now or from an earlier, still blocked check), or an error that means a dead mount."""
+    return outcome.timed_out or outcome.errno in STALE_ERRNOS
+
+
+def reusable(outcome: StatOutcome, now: float, ttl: float) -> bool:
+    """Whether a cached result may stand for this round: younger than ``ttl`` and not stale."""
+    return not is_stale(outcome) and now - outcome.started < ttl
+
+
 def verdict(entry: MountEntry, outcome: StatOutcome) -> dict[str, Any]:
     """``status`` (stale wins over readonly), ``readonly``, ``error`` and ``capacity`` of one check."""
     stats = outcome.stats
     readonly = entry.readonly or bool(stats and stats.get("flag", 0) & os.ST_RDONLY)
-    stale = outcome.timed_out or (outcome.errno in STALE_ERRNOS)
-    status = "stale" if stale else "readonly" if readonly else "ok"
+    status = "stale" if is_stale(outcome) else "readonly" if readonly else "ok"
     error = outcome.error
     if error and outcome.op and not outcome.timed_out:
         error = f"{outcome.op}: {error}"
@@ -180,7 +189,7 @@ class MountsProbe(Probe):
         todo: list[_Target] = []
         for t in targets:
             hit = self._cache.get(t.key)
-            if hit and hit[0] == t.entry and not hit[1].timed_out and now - hit[1].started < o.cache_ttl:
+            if hit and hit[0] == t.entry and reusable(hit[1], now, o.cache_ttl):
                 outcomes[t.key] = (hit[1], True)
             else:
                 todo.append(t)

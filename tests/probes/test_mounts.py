@@ -27,7 +27,7 @@ from agent.model import Reading
 from agent.probes import registry
 from agent.probes._mntns import scan_namespaces
 from agent.probes._statchild import StatChecker, StatOutcome
-from agent.probes.mounts import MountsOptions, MountsProbe, capacity, verdict
+from agent.probes.mounts import MountsOptions, MountsProbe, capacity, reusable, verdict
 
 HOSTS = Path(__file__).resolve().parents[1] / "fixtures" / "hosts"
 PVE = HOSTS / "mounts-pve"
@@ -222,6 +222,19 @@ def test_verdicts() -> None:
         assert verdict(RW, outcome(errno=code, error=os.strerror(code), op="statvfs"))["status"] == "stale"
     denied = verdict(RW, outcome(errno=errno.EACCES, error="Permission denied", op="stat"))
     assert denied["status"] == "ok" and denied["error"] == "stat: Permission denied"
+
+
+def test_only_fresh_and_healthy_results_are_reused() -> None:
+    ok = StatOutcome(path="/m", started=100.0, elapsed=0.0, stats=STATS)
+    assert reusable(ok, now=129.0, ttl=30.0)
+    assert not reusable(ok, now=130.0, ttl=30.0)
+    assert not reusable(ok, now=100.0, ttl=0.0)
+    dead = StatOutcome(path="/m", started=100.0, elapsed=0.0, errno=errno.ESTALE, error="Stale file handle")
+    hung = StatOutcome(path="/m", started=100.0, elapsed=5.0, timed_out=True, error="...")
+    assert not reusable(dead, now=100.5, ttl=30.0)
+    assert not reusable(hung, now=100.5, ttl=30.0)
+    denied = StatOutcome(path="/m", started=100.0, elapsed=0.0, errno=errno.EACCES, error="Permission denied")
+    assert reusable(denied, now=100.5, ttl=30.0)
 
 
 def test_capacity_like_df() -> None:
