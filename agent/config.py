@@ -32,6 +32,7 @@ __all__ = [
     "default_config",
     "load",
     "parse",
+    "split_hostport",
 ]
 
 ENV_KEY = "HOSTSTAMP_KEY"
@@ -127,9 +128,30 @@ class ListenerOptions:
     mode: int | None = None
 
 
+def split_hostport(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:9464"``, ``"[::1]:9464"``, ``":9464"`` (every address) -> (host, port); ValueError if not."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"an IPv6 address needs brackets: [ADDR]:PORT, got {text!r}")
+    return host, int(port)
+
+
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
+    """``[metrics]``: ``listen = "HOST:PORT"`` serves Prometheus text at ``/metrics`` (off when absent)."""
+
     listen: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.listen is not None:
+            try:
+                split_hostport(self.listen)
+            except ValueError as exc:
+                raise ValueError(f"listen: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
