@@ -57,6 +57,16 @@ def run(coro: Callable[[], Awaitable[T]], limit: float = 30.0) -> T:
     return asyncio.run(bounded())
 
 
+def one_round(probe: MountsProbe) -> list[Reading]:
+    async def go() -> list[Reading]:
+        try:
+            return list(await probe.collect())
+        finally:
+            await probe.aclose()
+
+    return run(go)
+
+
 def wait_for(cond: Callable[[], bool], what: str, limit: float = 10.0) -> None:
     deadline = time.monotonic() + limit
     while not cond():
@@ -243,15 +253,7 @@ def test_healthy_and_readonly_fuse_mounts_from_the_real_proc_mounts(workdir: Pat
     rw.mkdir()
     ro.mkdir()
     with fuse_fs(rw, private=False), fuse_fs(ro, private=False, ro=True):
-        probe = MountsProbe(MountsOptions(fstypes=("fuse.sshfs",), containers=False, stat_timeout=5.0))
-
-        async def scenario() -> list[Reading]:
-            try:
-                return list(await probe.collect())
-            finally:
-                await probe.aclose()
-
-        readings = run(scenario)
+        readings = one_round(MountsProbe(MountsOptions(fstypes=("fuse.sshfs",), containers=False, stat_timeout=5.0)))
     ok, readonly = by_target(readings, str(rw)), by_target(readings, str(ro))
     assert ok.output["status"] == "ok"
     assert ok.output["readonly"] is False
@@ -309,15 +311,7 @@ def test_container_mounts_are_found_through_proc_pid_root(workdir: Path) -> None
                 (v2 / f"lxc.payload.{name}").mkdir()
                 group = v2 / f"lxc.payload.{name}"
                 (group / "cgroup.procs").write_text(str(child.pid))
-        probe = MountsProbe(MountsOptions(fstypes=("nfs*",), containers=True, stat_timeout=5.0))
-
-        async def scenario() -> list[Reading]:
-            try:
-                return list(await probe.collect())
-            finally:
-                await probe.aclose()
-
-        readings = run(scenario)
+        readings = one_round(MountsProbe(MountsOptions(fstypes=("nfs*",), containers=True, stat_timeout=5.0)))
         ns = int(os.readlink(f"/proc/{child.pid}/ns/mnt").split("[")[1].rstrip("]"))
         mine = [r for r in readings if r.output.get("container") and r.output["container"]["mntns"] == ns]
         by = {r.output["target"]: r for r in mine}
