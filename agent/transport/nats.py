@@ -1,0 +1,145 @@
+"""NATS endpoints and connections, shared by the ``nats://`` sink and listener.
+
+``nats://[USER:PASS@]HOST:PORT/SUBJECT[?key=value&...]`` is parsed by
+:func:`parse_nats_uri` (no I/O). :func:`connect` opens one nats-py connection
+with the client's own reconnect turned off: a connection is either live or
+gone, and the sink and the listener reconnect on their own schedule (full-jitter
+backoff), rebuilding what hangs off a connection (ack inbox, pull
+subscription). Every foreign error is translated here, at one boundary, into
+:class:`~agent.errors.TransportError` by :func:`nats_errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import StorageType
+
+from ..errors import ConfigError, TransportError
+
+__all__ = ["FOREIGN_ERRORS", "NatsEndpoint", "connect", "ensure_stream", "nats_errors", "parse_nats_uri"]
+
+log = logging.getLogger("agent.transport.nats")
+
+#: what the NATS client and the socket layer under it raise; mapped to TransportError
+FOREIGN_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, OSError, asyncio.TimeoutError, EOFError)
+
+
+@dataclass(frozen=True, slots=True)
+class NatsEndpoint:
+    """``server`` is ``nats://[user:pass@]host:port``; ``subject`` the path (possibly a template)."""
+
+    server: str
+    subject: str
+    params: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def display(self) -> str:
+        """The server without credentials, for logs."""
+        parts = urlsplit(self.server)
+        return f"nats://{parts.hostname}:{parts.port}"
+
+
+def parse_nats_uri(uri: str, *, key: str = "uri", params: tuple[str, ...] = ()) -> NatsEndpoint:
+    """Split a ``nats://`` URI; ``params`` lists the query keys allowed (others are errors)."""
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{uri!r}: {exc}", key=key) from None
+    if parts.scheme.lower() != "nats" or not parts.netloc:
+        raise ConfigError(f"{uri!r}: expected nats://HOST:PORT/SUBJECT", key=key)
+    if not parts.hostname:
+        raise ConfigError(f"{uri!r}: no host", key=key)
+    subject = unquote(parts.path.lstrip("/"))
+    if not subject:
+        raise ConfigError(f"{uri!r}: no subject (expected nats://HOST:PORT/SUBJECT)", key=key)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    for name in query:
+        if name not in params:
+            allowed = ", ".join(params) or "none"
+            raise ConfigError(f"{uri!r}: unknown query parameter {name!r} (allowed: {allowed})", key=key)
+    userinfo = parts.netloc.rpartition("@")[0]
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    server = f"nats://{userinfo + '@' if userinfo else ''}{host}:{port or 4222}"
+    return NatsEndpoint(server=server, subject=subject, params=query)
+
+
+@contextlib.contextmanager
+def nats_errors(what: str) -> Iterator[None]:
+    """Translate anything the client raises into TransportError (``what`` prefixes the message)."""
+    try:
+        yield
+    except TransportError:
+        raise
+    except FOREIGN_ERRORS as exc:
+        detail = str(exc) or type(exc).__name__
+        raise TransportError(f"{what}: {detail}") from exc
+
+
+async def _quiet_error(exc: Exception) -> None:
+    log.debug("nats client: %s", exc)
+
+
+async def connect(
+    server: str,
+    *,
+    name: str = "hoststamp",
+    timeout: float = 2.0,
+    creds: str | None = None,
+    pending_size: int = 8 << 20,
+    on_disconnect: Callable[[], Awaitable[None]] | None = None,
+) -> Client:
+    """One connection with client-side reconnect off; TransportError when the server cannot be reached."""
+    opts: dict[str, Any] = {
+        "servers": [server],
+        "name": name,
+        "connect_timeout": max(1, round(timeout)),
+        "allow_reconnect": False,
+        "max_reconnect_attempts": 0,
+        "error_cb": _quiet_error,
+        "pending_size": pending_size,
+    }
+    if creds:
+        opts["user_credentials"] = creds
+    if on_disconnect is not None:
+        opts["disconnected_cb"] = on_disconnect
+    with nats_errors(f"connect {server.rpartition('@')[2]}"):
+        async with asyncio.timeout(timeout + 1.0):
+            return await nats.connect(**opts)
+
+
+async def ensure_stream(
+    js: JetStreamContext,
+    name: str,
+    subjects: list[str],
+    *,
+    storage: str = "file",
+    duplicate_window: float = 120.0,
+) -> bool:
+    """Create stream ``name`` over ``subjects`` unless it exists; True when it was created."""
+    with nats_errors(f"stream {name}"):
+        try:
+            await js.stream_info(name)
+            return False
+        except nats.js.errors.NotFoundError:
+            pass
+        await js.add_stream(
+            name=name,
+            subjects=subjects,
+            storage=StorageType.MEMORY if storage == "memory" else StorageType.FILE,
+            duplicate_window=duplicate_window,
+        )
+        log.info("created JetStream stream %s for %s", name, ", ".join(subjects))
+        return True
