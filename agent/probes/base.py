@@ -20,7 +20,7 @@ from ..model import Reading
 
 __all__ = ["Emit", "NoOptions", "Probe", "ProbeContext"]
 
-Emit = Callable[[Reading], Awaitable[None]]
+Emit = Callable[[Reading], Awaitable[object]]
 
 
 @dataclass(frozen=True, slots=True)
