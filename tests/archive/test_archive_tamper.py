@@ -1,0 +1,231 @@
+"""Every kind of tampering with an archive is found by the verifier, and named."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+
+from agent.archive import layout
+from agent.archive.records import encode_record, parse_record
+from agent.archive.verify import verify_archive
+from agent.errors import VerifyError
+from agent.signing.keys import SigningKey, VerifyKey
+from tests.archive.archive_helpers import events, write_archive
+
+# 4 closed segments of 10 events and an open one of 5, all sealed
+SEGMENT_BYTES = 8000
+
+
+@pytest.fixture
+def arc(archive_dir: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> Path:
+    evs = events(key, 1, 45)
+    write_archive(archive_dir, key, [evs[i:i + 10] for i in range(0, 40, 10)] + [evs[40:]],
+                  segment_max_bytes=SEGMENT_BYTES, compression="none", checkpoint_every=7)
+    report = verify_archive(archive_dir, keys)
+    assert report.ok, report.lines()
+    assert sorted(layout.scan(archive_dir).numbers()) == [1, 2, 3, 4, 5]
+    return archive_dir
+
+
+def problems(root: Path, keys: dict[str, VerifyKey]) -> set[str]:
+    report = verify_archive(root, keys)
+    assert not report.ok
+    assert report.lines()[-1].startswith("FAILED")
+    return {p.code for p in report.problems}
+
+
+def ev_lines(root: Path, n: int) -> list[bytes]:
+    return layout.events_path(root, n).read_bytes().splitlines(keepends=True)
+
+
+def put_lines(root: Path, n: int, lines: list[bytes]) -> None:
+    layout.events_path(root, n).write_bytes(b"".join(lines))
+
+
+def edit_data(line: bytes) -> bytes:
+    doc = orjson.loads(line)
+    doc["data"]["output"]["n"] += 1000
+    return orjson.dumps(doc) + b"\n"
+
+
+def rename_segment(root: Path, a: int, b: int) -> None:
+    for path in (layout.events_path, layout.log_path):
+        os.rename(path(root, a), path(root, b))
+
+
+def test_edited_event_in_closed_segment(arc: Path, keys: dict[str, VerifyKey]) -> None:
+    lines = ev_lines(arc, 2)
+    lines[3] = edit_data(lines[3])
+    put_lines(arc, 2, lines)
+    assert {"event-signature", "root-mismatch", "segment-hash"} <= problems(arc, keys)
+
+
+def test_edited_event_in_compressed_segment(archive_dir: Path, key: SigningKey,
+                                            keys: dict[str, VerifyKey]) -> None:
+    write_archive(archive_dir, key, [events(key, 1, 10), events(key, 11, 3)], segment_max_bytes=SEGMENT_BYTES)
+    gz = layout.gz_path(archive_dir, 1)
+    lines = layout.read_events(gz).splitlines(keepends=True)
+    lines[0] = edit_data(lines[0])
+    gz.write_bytes(gzip.compress(b"".join(lines)))
+    assert {"event-signature", "root-mismatch", "segment-hash"} <= problems(archive_dir, keys)
+    gz.write_bytes(b"not gzip at all")
+    assert "unreadable" in problems(archive_dir, keys)
+
+
+def test_edited_event_in_open_segment(arc: Path, keys: dict[str, VerifyKey]) -> None:
+    lines = ev_lines(arc, 5)
+    lines[-1] = edit_data(lines[-1])
+    put_lines(arc, 5, lines)
+    assert {"event-signature", "root-mismatch"} <= problems(arc, keys)
+
+
+def test_validly_signed_event_replaced_by_another(arc: Path, keys: dict[str, VerifyKey]) -> None:
+    lines = ev_lines(arc, 3)
+    lines[4] = ev_lines(arc, 1)[4]
+    put_lines(arc, 3, lines)
+    found = problems(arc, keys)
+    assert {"root-mismatch", "segment-hash", "sequence-order"} <= found
+    assert "event-signature" not in found
+
+
+def test_reordered_lines(arc: Path, keys: dict[str, VerifyKey]) -> None:
+    lines = ev_lines(arc, 2)
+    lines[2], lines[3] = lines[3], lines[2]
+    put_lines(arc, 2, lines)
+    assert {"root-mismatch", "segment-hash", "sequence-order"} <= problems(arc, keys)
+
+
+def test_inserted_line(arc: Path, keys: dict[str, VerifyKey]) -> None:
+    lines = ev_lines(arc, 2)
+    lines.insert(5, lines[5])
+    put_lines(arc, 2, lines)
+    assert {"root-mismatch", "segment-count", "sequence-order"} <= problems(arc, keys)
+
+
+def test_truncated_closed_segment(arc: Path, keys: dict[str, VerifyKey]) -> None:
+    put_lines(arc, 3, ev_lines(arc, 3)[:-2])
+    assert {"segment-count", "segment-hash", "missing-events"} <= problems(arc, keys)
+
+
+def test_truncated_sealed_part_of_open_segment(arc: Path, keys: dict[str, VerifyKey]) -> None:
+    put_lines(arc, 5, ev_lines(arc, 5)[:-1])
+    assert "missing-events" in problems(arc, keys)
+
+
+def test_deleted_middle_segment(arc: Path, keys: dict[str, VerifyKey]) -> None:
+    layout.events_path(arc, 3).unlink()
+    layout.log_path(arc, 3).unlink()
+    found = problems(arc, keys)
+    assert {"missing-segment", "sequence-gap"} <= found
+    report = verify_archive(arc, keys)
+    assert report.summary.events == 35, "the segments after the gap are still checked"
+
+
+def test_deleted_newest_segment(arc: Path, keys: dict[str, VerifyKey]) -> None:
+    layout.events_path(arc, 5).unlink()
+    layout.log_path(arc, 5).unlink()
+    assert problems(arc, keys) == {"ends-closed"}
+
+
+def test_deleted_events_file_only(arc: Path, keys: dict[str, VerifyKey]) -> None:
+    layout.events_path(arc, 2).unlink()
+    assert {"missing-events"} <= problems(arc, keys)
+
+
+def test_deleted_log_only(arc: Path, keys: dict[str, VerifyKey]) -> None:
+    layout.log_path(arc, 2).unlink()
+    assert problems(arc, keys) == {"missing-log"}
+
+
+def test_renamed_events_file(arc: Path, keys: dict[str, VerifyKey]) -> None:
+    p = layout.events_path(arc, 2)
+    os.rename(p, p.with_name("seg-2.ndjson"))
+    assert {"unexpected-file", "missing-events"} <= problems(arc, keys)
+
+
+def test_renamed_segment_number(arc: Path, keys: dict[str, VerifyKey]) -> None:
+    rename_segment(arc, 3, 9)
+    assert {"missing-segment", "wrong-segment", "not-closed"} <= problems(arc, keys)
+
+
+def test_swapped_segments(arc: Path, keys: dict[str, VerifyKey]) -> None:
+    rename_segment(arc, 2, 99)
+    rename_segment(arc, 3, 2)
+    rename_segment(arc, 99, 3)
+    assert {"wrong-segment", "chain", "segment-start"} <= problems(arc, keys)
+
+
+def test_removed_checkpoint_record(arc: Path, keys: dict[str, VerifyKey]) -> None:
+    log = layout.log_path(arc, 2)
+    lines = log.read_bytes().splitlines(keepends=True)
+    assert parse_record(lines[1].rstrip(b"\n"))["kind"] == "checkpoint"
+    del lines[1]
+    log.write_bytes(b"".join(lines))
+    assert "chain" in problems(arc, keys)
+
+
+def test_edited_checkpoint_record(arc: Path, keys: dict[str, VerifyKey]) -> None:
+    log = layout.log_path(arc, 2)
+    data = log.read_bytes()
+    rec = parse_record(data.splitlines()[1])
+    size = rec["note"].split("\n")[1]
+    log.write_bytes(data.replace(f"\\n{size}\\n".encode(), f"\\n{int(size) - 1}\\n".encode(), 1))
+    assert "record-signature" in problems(arc, keys)
+
+
+def test_checkpoint_resigned_by_another_key(arc: Path, keys: dict[str, VerifyKey]) -> None:
+    mallory = SigningKey.generate()
+    log = layout.log_path(arc, 5)
+    lines = log.read_bytes().splitlines()
+    rec = parse_record(lines[-1])
+    assert rec["kind"] == "checkpoint"
+    lines[-1] = encode_record(rec, mallory)
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    assert {"record-signature"} <= problems(arc, keys)
+
+
+def test_events_appended_after_the_last_checkpoint(arc: Path, key: SigningKey,
+                                                   keys: dict[str, VerifyKey]) -> None:
+    with open(layout.events_path(arc, 5), "ab") as f:
+        f.write(events(key, 46, 2)[0] + b"\n")
+    report = verify_archive(arc, keys)
+    assert [p.code for p in report.problems] == ["unsealed"]
+    assert report.summary.unsealed == 1 and report.summary.signed_ok == 46
+
+
+def test_untrusted_keys(arc: Path) -> None:
+    other = SigningKey.generate().verify_key()
+    found = problems(arc, {other.keyid: other})
+    assert {"event-signature", "record-signature"} <= found
+
+
+def test_sequence_gap(archive_dir: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> None:
+    write_archive(archive_dir, key, [events(key, 1, 3) + events(key, 5, 2)])
+    assert problems(archive_dir, keys) == {"sequence-gap"}
+
+
+def test_deleted_retention_record(archive_dir: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> None:
+    evs = events(key, 1, 60)
+    write_archive(archive_dir, key, [evs[i:i + 5] for i in range(0, 60, 5)], segment_max_bytes=3000,
+                  compression="none", retain_bytes=12_000)
+    assert verify_archive(archive_dir, keys).ok
+    for path in layout.scan(archive_dir).logs.values():
+        lines = path.read_bytes().splitlines(keepends=True)
+        kept = [ln for ln in lines if parse_record(ln.rstrip(b"\n"))["kind"] != "retention"]
+        path.write_bytes(b"".join(kept))
+    assert {"missing-segment", "chain"} <= problems(archive_dir, keys)
+
+
+def test_extra_file_and_not_a_directory(arc: Path, keys: dict[str, VerifyKey]) -> None:
+    (arc / "notes.txt").write_text("hello")
+    assert problems(arc, keys) == {"unexpected-file"}
+    with pytest.raises(VerifyError):
+        verify_archive(arc / "notes.txt", keys)
+
+
+def test_empty_directory(tmp_path: Path, keys: dict[str, VerifyKey]) -> None:
+    assert problems(tmp_path, keys) == {"empty"}

@@ -1,0 +1,248 @@
+"""The archive writer: layout, checkpoints, rotation, compression, lock, resume, recovery, retention."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import resource
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from tests.archive.archive_helpers import Clock, events, write_archive
+
+from agent.archive import layout
+from agent.archive.policy import ArchiveOptions
+from agent.archive.recovery import read_records
+from agent.archive.verify import verify_archive
+from agent.archive.writer import ArchiveWriter
+from agent.errors import SinkError
+from agent.signing.keys import SigningKey, VerifyKey
+
+
+def kinds(root: Path, n: int) -> list[str]:
+    return [r["kind"] for r in read_records(layout.log_path(root, n))[1]]
+
+
+def codes(report: object) -> list[str]:
+    return [p.code for p in report.problems]  # type: ignore[attr-defined]
+
+
+def test_round_trip_layout_and_verify(archive_dir: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> None:
+    evs = events(key, 1, 120)
+    w = write_archive(archive_dir, key, [evs[i:i + 10] for i in range(0, 120, 10)],
+                      segment_max_bytes=30_000, checkpoint_every=25)
+    listing = layout.scan(archive_dir)
+    assert w.size == w.sealed == 120
+    assert sorted(listing.gz) == list(range(1, w.segment)) and list(listing.events) == [w.segment]
+    stored = b"".join(layout.read_events(p) for p in sorted(listing.gz.values()))
+    stored += layout.read_events(listing.events[w.segment])
+    assert stored == b"".join(e + b"\n" for e in evs)
+    assert kinds(archive_dir, 1)[0] == "open" and kinds(archive_dir, 1)[-2:] == ["checkpoint", "close"]
+    report = verify_archive(archive_dir, keys)
+    assert report.ok, report.lines()
+    s = report.summary
+    assert (s.events, s.signed_ok, s.sealed, s.unsealed, s.tree_size) == (120, 120, 120, 0, 120)
+    assert report.to_json()["ok"] is True
+
+
+def test_checkpoint_every_n_and_every_t(archive_dir: Path, key: SigningKey) -> None:
+    clock = Clock()
+    w = ArchiveWriter(archive_dir, key, ArchiveOptions(checkpoint_every=10, checkpoint_interval=30), clock=clock)
+    w.open()
+    evs = events(key, 1, 25)
+    w.append(evs[:9])
+    assert w.sealed == 0
+    w.append(evs[9:12])
+    assert w.sealed == 12
+    w.append(evs[12:14])
+    w.tick()
+    assert w.sealed == 12
+    clock.t += 31
+    w.tick()
+    assert w.sealed == 14
+    w.close()
+    assert kinds(archive_dir, 1).count("checkpoint") == 2
+
+
+def test_age_rotation_on_tick(archive_dir: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> None:
+    clock = Clock()
+    w = ArchiveWriter(archive_dir, key, ArchiveOptions(segment_max_age=60, compression="none"), clock=clock)
+    w.open()
+    w.tick()
+    clock.t += 61
+    w.tick()
+    assert w.segment == 1, "an empty segment is never rotated"
+    w.append(events(key, 1, 3))
+    clock.t += 61
+    w.tick()
+    assert w.segment == 2
+    w.close()
+    assert layout.events_path(archive_dir, 1).exists()
+    assert verify_archive(archive_dir, keys).ok
+
+
+def test_one_writer_per_directory(archive_dir: Path, key: SigningKey) -> None:
+    w = ArchiveWriter(archive_dir, key)
+    w.open()
+    other = ArchiveWriter(archive_dir, key)
+    with pytest.raises(SinkError, match=f"in use by another writer \\(pid {os.getpid()}\\)"):
+        other.open()
+    w.close()
+    other.open()
+    other.close()
+
+
+def test_resume_continues_the_tree(archive_dir: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> None:
+    write_archive(archive_dir, key, [events(key, 1, 30)], origin="example.org/a")
+    w = write_archive(archive_dir, key, [events(key, 31, 30)], origin="example.org/a")
+    assert w.size == 60 and w.origin == "example.org/a"
+    with pytest.raises(SinkError, match="origin"):
+        write_archive(archive_dir, key, [], origin="example.org/b")
+    report = verify_archive(archive_dir, keys)
+    assert report.ok and report.summary.origin == "example.org/a" and report.summary.sealed == 60
+
+
+def crash(w: ArchiveWriter) -> None:
+    """Drop the writer as a killed process would: no checkpoint, no close record, fds just gone."""
+    w._release()
+
+
+def test_torn_event_line_is_cut_and_recorded(archive_dir: Path, key: SigningKey,
+                                             keys: dict[str, VerifyKey]) -> None:
+    w = ArchiveWriter(archive_dir, key, ArchiveOptions(checkpoint_every=5))
+    w.open()
+    w.append(events(key, 1, 5))
+    w.append(events(key, 6, 2))
+    crash(w)
+    ev = layout.events_path(archive_dir, 1)
+    torn = events(key, 8, 1)[0][:100]
+    with open(ev, "ab") as f:
+        f.write(torn)
+    before = verify_archive(archive_dir, keys)
+    assert "unsealed" in codes(before) and any(n.code == "torn-tail" for n in before.notes)
+    w = ArchiveWriter(archive_dir, key, ArchiveOptions(checkpoint_every=5))
+    w.open()
+    assert [(c.file, c.length) for c in w.cuts] == [(ev.name, 100)]
+    assert w.size == w.sealed == 7, "the complete lines are kept and sealed at once"
+    w.append(events(key, 8, 3))
+    w.close()
+    report = verify_archive(archive_dir, keys)
+    assert report.ok, report.lines()
+    assert report.summary.cuts == 1 and [n.code for n in report.notes] == ["cut"]
+
+
+def test_torn_record_line_is_cut_and_recorded(archive_dir: Path, key: SigningKey,
+                                              keys: dict[str, VerifyKey]) -> None:
+    w = write_archive(archive_dir, key, [events(key, 1, 4)])
+    with open(layout.log_path(archive_dir, w.segment), "ab") as f:
+        f.write(b'{"kind":"checkp')
+    w = write_archive(archive_dir, key, [events(key, 5, 2)])
+    assert len(w.cuts) == 1 and w.cuts[0].file.endswith(".log")
+    assert verify_archive(archive_dir, keys).ok
+
+
+def test_interrupted_rotation_and_compression_are_finished(archive_dir: Path, key: SigningKey,
+                                                           keys: dict[str, VerifyKey]) -> None:
+    write_archive(archive_dir, key, [events(key, 1, 20)], segment_max_bytes=5000)
+    # as if the crash came after the close record, before the next segment was opened ...
+    layout.log_path(archive_dir, 2).unlink()
+    layout.events_path(archive_dir, 2).unlink()
+    # ... and before the plain events file of the closed segment was removed, with a temporary left over
+    gz = layout.gz_path(archive_dir, 1)
+    layout.events_path(archive_dir, 1).write_bytes(layout.read_events(gz))
+    (archive_dir / (gz.name + ".tmp")).write_bytes(b"partial")
+    w = write_archive(archive_dir, key, [events(key, 21, 3)], segment_max_bytes=5000)
+    listing = layout.scan(archive_dir)
+    assert not listing.tmp and 1 not in listing.events and 1 in listing.gz
+    assert w.size == 23
+    assert verify_archive(archive_dir, keys).ok
+
+
+def test_body_with_newline_is_refused_whole(archive_dir: Path, key: SigningKey) -> None:
+    w = ArchiveWriter(archive_dir, key)
+    w.open()
+    with pytest.raises(SinkError, match="newline"):
+        w.append([b'{"a":1}', b'{"b":\n2}'])
+    assert w.size == 0 and layout.events_path(archive_dir, 1).stat().st_size == 0
+    w.close()
+
+
+def test_failed_write_is_cut_back(archive_dir: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> None:
+    w = ArchiveWriter(archive_dir, key, ArchiveOptions(fsync="never"))
+    w.open()
+    w.append(events(key, 1, 2))
+    size = layout.events_path(archive_dir, 1).stat().st_size
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 500, old_limit[1]))
+        with pytest.raises(SinkError, match="cannot write events"):
+            w.append(events(key, 3, 5))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert layout.events_path(archive_dir, 1).stat().st_size == size and w.size == 2
+    w.append(events(key, 3, 5))
+    w.close()
+    assert verify_archive(archive_dir, keys).ok
+
+
+def test_retention_by_size_keeps_the_rest_verifiable(archive_dir: Path, key: SigningKey,
+                                                     keys: dict[str, VerifyKey]) -> None:
+    evs = events(key, 1, 100)
+    w = write_archive(archive_dir, key, [evs[i:i + 5] for i in range(0, 100, 5)], segment_max_bytes=4000,
+                      compression="none", retain_bytes=20_000)
+    listing = layout.scan(archive_dir)
+    assert min(listing.numbers()) > 1 and w.segment == max(listing.numbers())
+    total = sum(listing.segment_bytes(n) for n in listing.numbers())
+    assert total <= 20_000 + 10_000
+    report = verify_archive(archive_dir, keys)
+    assert report.ok, report.lines()
+    assert report.summary.retained_from > 0
+    assert report.summary.retained_from + report.summary.events == 100
+    assert any(n.code == "retention" for n in report.notes)
+
+
+def test_retention_by_age(archive_dir: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> None:
+    clock = Clock(time.time())
+    opts = ArchiveOptions(retain_age=3600, compression="gzip")
+    w = ArchiveWriter(archive_dir, key, opts, clock=clock)
+    w.open()
+    for i in range(3):
+        w.append(events(key, 1 + 10 * i, 10))
+        w.rotate()
+    old = clock.t - 7200
+    for n in (1, 2):
+        os.utime(layout.log_path(archive_dir, n), (old, old))
+    clock.t += 120
+    w.tick()
+    assert sorted(layout.scan(archive_dir).numbers()) == [3, 4]
+    w.append(events(key, 31, 5))
+    w.close()
+    report = verify_archive(archive_dir, keys)
+    assert report.ok, report.lines()
+    assert report.summary.retained_from == 20 and report.summary.sealed == 15
+
+
+def test_retention_leftovers_are_removed_on_restart(archive_dir: Path, key: SigningKey,
+                                                    keys: dict[str, VerifyKey]) -> None:
+    evs = events(key, 1, 60)
+    write_archive(archive_dir, key, [evs[i:i + 5] for i in range(0, 60, 5)], segment_max_bytes=3000,
+                  compression="none", retain_bytes=12_000)
+    first = min(layout.scan(archive_dir).numbers())
+    # a crash between the retention record and the unlinks leaves the removed segment behind
+    log = layout.log_path(archive_dir, first - 1)
+    log.write_text("")
+    report = verify_archive(archive_dir, keys)
+    assert report.ok and any(n.code == "retained-present" for n in report.notes)
+    write_archive(archive_dir, key, [], compression="none")
+    assert not log.exists()
+
+
+def test_compressed_segments_are_plain_gzip(archive_dir: Path, key: SigningKey) -> None:
+    evs = events(key, 1, 10)
+    write_archive(archive_dir, key, [evs], segment_max_bytes=100)
+    with gzip.open(layout.gz_path(archive_dir, 1), "rb") as f:
+        assert f.read() == b"".join(e + b"\n" for e in evs)
