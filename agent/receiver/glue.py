@@ -4,12 +4,15 @@
 needs, built on ``pipeline.submit_guest(event, hostpeer) -> Receipt``. One
 task submits events strictly in the order they were handed over (so the
 pipeline sees each connection's frames in order even while a ``block`` queue
-makes it wait); each returned future completes when the receipt does.
+makes it wait); each returned future completes when the receipt does. A
+receipt with a ``future`` attribute (an ``asyncio.Future[bool]``) is chained
+directly; otherwise its ``wait()`` is awaited in a task.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -66,11 +69,14 @@ class PipelineDeliver:
                 # an event the host cannot stamp is refused for good; a sink failure is transient
                 fut.set_exception(exc if isinstance(exc, SinkError) else Rejected("attributes", str(exc)))
                 continue
-            waiter = asyncio.ensure_future(receipt.wait())
-            waiter.add_done_callback(lambda w, fut=fut: _chain(w, fut))
+            done: asyncio.Future[bool] | None = getattr(receipt, "future", None)
+            if not isinstance(done, asyncio.Future):
+                # no public future on the receipt: wait for it in a task (a few microseconds more per event)
+                done = asyncio.ensure_future(receipt.wait())
+            done.add_done_callback(functools.partial(_chain, dst=fut))
 
 
-def _chain(src: asyncio.Future[bool], dst: asyncio.Future[bool]) -> None:
+def _chain(src: asyncio.Future[bool], *, dst: asyncio.Future[bool]) -> None:
     if dst.done():
         return
     if src.cancelled():
