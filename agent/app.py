@@ -121,8 +121,10 @@ class Agent:
         if not self.cfg.listeners:
             return []
         from .receiver import serve_listener
+        from .receiver.nats import serve_nats
 
-        return [lambda opts=opts: serve_listener(opts, self.pipeline) for opts in self.cfg.listeners]
+        return [lambda opts=opts: (serve_nats if opts.uri.lower().startswith("nats:") else serve_listener)(
+            opts, self.pipeline) for opts in self.cfg.listeners]
 
     async def run(self, status: StatusLine | None = None) -> None:
         try:

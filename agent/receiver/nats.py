@@ -1,0 +1,252 @@
+"""``nats://HOST:PORT/SUBJECT`` listener: a durable JetStream pull consumer feeding the pipeline.
+
+Guests or edge agents publish CloudEvents to a stream (structured or binary
+mode, per the CloudEvents NATS binding); this consumer fetches them in
+batches and puts each through the same checks as a socket frame (size, JSON,
+depth, attributes, signature policy, duplicate window), then hands it to the
+pipeline. A message is acked only when every local sink has taken its event,
+so a crash or a lost connection leaves it in the stream for redelivery:
+
+    fetch -> size guard -> decode (structured | binary) -> validate -> policy -> dedupe -> deliver
+       ack <- receipt resolves              term <- refused          nak(delay) <- dropped or failed
+
+Settings beyond the common listener keys travel in the URI query:
+``stream`` (default ``HOSTSTAMP_IN``), ``durable`` (default ``hoststamp``),
+``create`` (``1``: create the stream over SUBJECT if missing), ``batch``
+(messages per fetch, default 256), ``ack_wait`` (seconds, default 30),
+``max_inflight`` (unacked messages, default 1024). ``hostpeer`` is the
+listener's ``name`` if set, else ``nats:`` and the subject the message came on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from ..codec.nats import from_binary, is_structured
+from ..config import ListenerOptions
+from ..errors import ConfigError, TransportError
+from ..transport.nats import NatsEndpoint, connect, ensure_stream, nats_errors, parse_nats_uri
+from ..transport.sender import Backoff
+from .dedupe import DedupeWindow
+from .glue import GuestPipeline, PipelineDeliver
+from .policy import GuestPolicy
+from .server import Deliver
+from .telemetry import ReceiverStats, RejectLog
+from .validate import Rejected, check_attributes, json_depth, parse_event
+
+__all__ = ["PARAMS", "NatsSource", "NatsSourceSettings", "serve_nats"]
+
+log = logging.getLogger("agent.receiver.nats")
+
+PARAMS = ("stream", "durable", "create", "batch", "ack_wait", "max_inflight")
+#: seconds before a dropped or undeliverable message comes back
+NAK_DELAY = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class NatsSourceSettings:
+    endpoint: NatsEndpoint
+    stream: str = "HOSTSTAMP_IN"
+    durable: str = "hoststamp"
+    create: bool = False
+    batch: int = 256
+    ack_wait: float = 30.0
+    max_inflight: int = 1024
+
+    @classmethod
+    def from_uri(cls, uri: str, *, key: str = "listeners.uri") -> NatsSourceSettings:
+        ep = parse_nats_uri(uri, key=key, params=PARAMS)
+        q = ep.params
+        conv: dict[str, Any] = {"stream": str, "durable": str, "create": _flag, "batch": int, "ack_wait": float,
+                                "max_inflight": int}
+        try:
+            s = cls(endpoint=ep, **{name: conv[name](value) for name, value in q.items()})
+        except ValueError as exc:
+            raise ConfigError(f"{uri!r}: {exc}", key=key) from None
+        if s.batch < 1 or s.max_inflight < 1 or s.ack_wait <= 0 or not s.stream or not s.durable:
+            raise ConfigError(f"{uri!r}: batch, max_inflight and ack_wait must be positive; "
+                              "stream and durable non-empty", key=key)
+        return s
+
+
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no", ""):
+        return False
+    raise ValueError(f"expected 1 or 0, got {text!r}")
+
+
+class NatsSource:
+    """One ``nats://`` listener: reconnects with backoff until cancelled."""
+
+    def __init__(self, options: ListenerOptions, deliver: Deliver, *, settings: NatsSourceSettings | None = None,
+                 policy: GuestPolicy | None = None, dedupe: DedupeWindow | None = None,
+                 backoff: Backoff | None = None) -> None:
+        self.options = options
+        self.settings = settings or NatsSourceSettings.from_uri(options.uri)
+        self.deliver = deliver
+        self.policy = policy or GuestPolicy("off")
+        self.dedupe = dedupe if dedupe is not None else DedupeWindow(options.dedupe_window)
+        self.stats = ReceiverStats()
+        self.reject = RejectLog(self.stats, listener=f"nats {self.settings.endpoint.display}")
+        self.acked = 0
+        self.naked = 0
+        self.terminated = 0
+        self._backoff = backoff or Backoff(0.1, 10.0)
+        self._inflight = 0
+        self._room = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def build(cls, options: ListenerOptions, deliver: Deliver) -> NatsSource:
+        return cls(options, deliver, policy=GuestPolicy.load(options.guest_signatures, options.trusted_keys))
+
+    async def serve(self) -> None:
+        """Consume until cancelled; a lost server is retried with full-jitter backoff."""
+        where = f"nats {self.settings.endpoint.display}"
+        try:
+            while True:
+                try:
+                    await self._session()
+                except TransportError as exc:
+                    delay = self._backoff.next()
+                    log.warning("%s: %s (retrying in %.2fs)", where, exc, delay)
+                    await asyncio.sleep(delay)
+        finally:
+            for t in list(self._tasks):
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _session(self) -> None:
+        s = self.settings
+        nc = await connect(s.endpoint.server, name="hoststamp-listener")
+        try:
+            js = nc.jetstream()
+            if s.create:
+                await ensure_stream(js, s.stream, [s.endpoint.subject])
+            config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=s.ack_wait,
+                                    max_ack_pending=s.max_inflight)
+            with nats_errors(f"consumer {s.durable} on {s.stream}"):
+                sub = await js.pull_subscribe(s.endpoint.subject, durable=s.durable, stream=s.stream, config=config)
+            self._backoff.reset()
+            log.info("nats %s: consuming %s from stream %s as %s", s.endpoint.display, s.endpoint.subject,
+                     s.stream, s.durable)
+            while True:
+                while self._inflight >= s.max_inflight:  # ask for more only with a slot free
+                    self._room.clear()
+                    await self._room.wait()
+                want = min(s.batch, s.max_inflight - self._inflight)
+                try:
+                    with nats_errors("fetch"):
+                        msgs = await sub.fetch(want, timeout=1.0)
+                except TransportError as exc:
+                    if isinstance(exc.__cause__, nats.errors.TimeoutError) and nc.is_connected:
+                        continue  # nothing to fetch
+                    raise
+                for msg in msgs:
+                    self._take(msg)
+        finally:
+            with nats_errors("close"):
+                try:
+                    async with asyncio.timeout(2.0):
+                        await nc.close()
+                except TransportError as exc:
+                    log.debug("closing: %s", exc)
+
+    def _decode(self, msg: Msg) -> dict[str, Any]:
+        """One message -> a checked event dict, or Rejected."""
+        opts = self.options
+        if len(msg.data) > opts.max_frame:
+            raise Rejected("frame", f"message of {len(msg.data)} bytes exceeds {opts.max_frame}")
+        if is_structured(msg.headers):
+            event = parse_event(msg.data, max_depth=opts.max_depth)
+        else:
+            try:
+                event = from_binary(msg.headers or {}, msg.data)
+            except ValueError as exc:
+                raise Rejected("attributes", f"binary-mode message: {exc}") from None
+            depth = json_depth(event)
+            if depth > opts.max_depth:
+                raise Rejected("depth", f"JSON nesting depth {depth} exceeds {opts.max_depth}")
+            check_attributes(event)
+        self.policy.check(event)
+        return event
+
+    def _take(self, msg: Msg) -> None:
+        peer = self.options.name or f"nats:{msg.subject}"
+        fut: asyncio.Future[Any] | None
+        try:
+            event = self._decode(msg)
+        except Rejected as r:
+            self.reject(peer, r.reason, r.detail)
+            self._spawn(self._finish(msg, None, peer, refused=True))
+            return
+        key = (event["source"], event["id"])
+        if key in self.dedupe:
+            self.stats.duplicates += 1
+            fut = self.dedupe.get(key)
+        else:
+            try:
+                fut = asyncio.ensure_future(self.deliver(event, peer))
+            except Exception as exc:
+                fut = asyncio.get_running_loop().create_future()
+                fut.set_exception(exc)
+            self.dedupe.add(key, fut)
+            self.stats.accepted += 1
+        self._spawn(self._finish(msg, fut, peer))
+
+    def _spawn(self, coro: Any) -> None:
+        self._inflight += 1
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._inflight -= 1
+        self._room.set()
+
+    async def _finish(self, msg: Msg, fut: asyncio.Future[Any] | None, peer: str, *, refused: bool = False) -> None:
+        """Ack once the event is durable; term what is refused; nak what was dropped or failed."""
+        verdict = "term" if refused else "ack"
+        if fut is not None:
+            try:
+                if await asyncio.shield(fut) is False:
+                    self.stats.dropped += 1
+                    verdict = "nak"
+            except Rejected as r:
+                self.reject(peer, r.reason, r.detail)
+                verdict = "term"
+            except Exception as exc:
+                self.reject(peer, "pipeline", f"delivery failed: {exc}")
+                verdict = "nak"
+        try:
+            if verdict == "ack":
+                await msg.ack()
+                self.acked += 1
+            elif verdict == "term":
+                await msg.term()
+                self.terminated += 1
+            else:
+                await msg.nak(delay=NAK_DELAY)
+                self.naked += 1
+        except (nats.errors.Error, OSError) as exc:  # the connection went: the server redelivers later
+            log.debug("%s %s: %s", verdict, msg.subject, exc)
+
+
+async def serve_nats(options: ListenerOptions, pipeline: GuestPipeline) -> None:
+    """Run one ``nats://`` ``[[listeners]]`` entry until cancelled."""
+    deliver = PipelineDeliver(pipeline)
+    source = NatsSource.build(options, deliver)
+    try:
+        await source.serve()
+    finally:
+        await deliver.aclose()
