@@ -27,7 +27,11 @@ from typing import TypeVar
 import anyio
 import pytest
 
+from agent.config import ProbeConfig
 from agent.model import Reading
+from agent.pipeline.runner import ProbeRunner
+from agent.pipeline.stats import ProbeStats
+from agent.probes.base import Probe
 from agent.probes.mounts import MountsOptions, MountsProbe
 
 HOSTS = Path(__file__).resolve().parents[1] / "fixtures" / "hosts"
@@ -213,6 +217,50 @@ def test_hung_mount_is_stale_in_time_with_one_child_and_a_live_loop(workdir: Pat
                 await probe.aclose()
 
         run(scenario)
+
+
+class TickProbe(Probe):
+    """Another probe on a short schedule (not registered)."""
+
+    name = "tick"
+
+    async def collect(self) -> list[Reading]:
+        return [Reading(probe="tick", subject="tick", output={})]
+
+
+def test_other_probes_keep_their_schedule_while_a_mount_hangs(workdir: Path) -> None:
+    mnt, release = workdir / "remote", workdir / "release"
+    mnt.mkdir()
+    with fuse_fs(mnt, release=release, private=True) as pid:
+        probe = MountsProbe(hung_options(pid))
+        got: list[Reading] = []
+
+        async def submit(readings: list[Reading]) -> None:
+            got.extend(readings)
+
+        def runner(p: Probe, interval: float) -> ProbeRunner:
+            cfg = ProbeConfig(name=p.name, enabled=True, interval=interval, timeout=5.0, jitter=0.0, options=None)
+            return ProbeRunner(p, cfg, submit, ProbeStats())  # type: ignore[arg-type]
+
+        mounts, tick = runner(probe, 0.5), runner(TickProbe(None, None), 0.05)  # type: ignore[arg-type]
+
+        async def scenario() -> None:
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(mounts.run)
+                    tg.start_soon(tick.run)
+                    await anyio.sleep(2.5)
+                    tg.cancel_scope.cancel()
+            finally:
+                await probe.aclose()
+
+        run(scenario)
+    stale = [r for r in got if r.probe == "mounts" and r.subject == str(mnt)]
+    assert stale and all(r.output["status"] == "stale" for r in stale)
+    assert mounts.stats.runs >= 2 and mounts.stats.failures == 0
+    assert probe.checker.spawned == 1  # one child for the whole hang, however many rounds
+    # 2.5 s at one round per 50 ms would be 50 rounds; a probe blocked behind the mount would get 1 or 2
+    assert tick.stats.runs >= 20
 
 
 def test_cancelled_round_leaves_the_child_stuck_not_waited_for(workdir: Path) -> None:
