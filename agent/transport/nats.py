@@ -28,7 +28,15 @@ from nats.js.api import StorageType
 
 from ..errors import ConfigError, TransportError
 
-__all__ = ["FOREIGN_ERRORS", "NatsEndpoint", "connect", "ensure_stream", "nats_errors", "parse_nats_uri"]
+__all__ = [
+    "FOREIGN_ERRORS",
+    "NatsEndpoint",
+    "connect",
+    "describe",
+    "ensure_stream",
+    "nats_errors",
+    "parse_nats_uri",
+]
 
 log = logging.getLogger("agent.transport.nats")
 
@@ -84,8 +92,16 @@ def nats_errors(what: str) -> Iterator[None]:
     except TransportError:
         raise
     except FOREIGN_ERRORS as exc:
-        detail = str(exc) or type(exc).__name__
-        raise TransportError(f"{what}: {detail}") from exc
+        raise TransportError(f"{what}: {describe(exc)}") from exc
+
+
+def describe(exc: BaseException) -> str:
+    """``str(exc)``, or the class name when that is empty or itself fails (some client errors do)."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    return text or type(exc).__name__
 
 
 async def _quiet_error(exc: Exception) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import TransportError
 from .base import RECEIVE_SIZE, ByteStream, Listener
 
-__all__ = ["SocketListener", "SocketStream", "stream_from_socket"]
+__all__ = ["SocketListener", "SocketStream", "connect_socket", "stream_from_socket"]
 
 #: asyncio buffers at most about twice this before it stops reading the socket
 _READ_LIMIT = 1 << 18
@@ -85,6 +85,22 @@ async def stream_from_socket(sock: socket.socket, peer: str) -> SocketStream:
         sock.close()
         raise TransportError(f"{peer}: cannot use socket: {exc}") from exc
     return SocketStream(reader, writer, peer)
+
+
+async def connect_socket(sock: socket.socket, address: Any, *, uri: str, peer: str, timeout: float) -> SocketStream:
+    """Connect ``sock`` to ``address`` within ``timeout``; the socket is closed on failure."""
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout):
+            await loop.sock_connect(sock, address)
+    except TimeoutError as exc:
+        sock.close()
+        raise TransportError(f"{uri}: connect timed out") from exc
+    except OSError as exc:
+        sock.close()
+        raise TransportError(f"{uri}: cannot connect: {exc.strerror or exc}") from exc
+    return await stream_from_socket(sock, peer)
 
 
 #: the peer name of an accepted socket, from the socket and the address accept returned

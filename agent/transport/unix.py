@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import os
@@ -12,7 +11,7 @@ import struct
 from typing import Any
 
 from ..errors import TransportError
-from .stream import SocketListener, SocketStream, stream_from_socket
+from .stream import SocketListener, SocketStream, connect_socket
 from .uri import UnixEndpoint
 
 __all__ = ["connect_unix", "listen_unix", "peer_credentials", "unix_peer"]
@@ -36,18 +35,7 @@ async def connect_unix(path: str, *, timeout: float = 5.0, peer: str | None = No
     """Connect to a unix stream socket (``@NAME`` for an abstract one)."""
     ep = UnixEndpoint(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
-    try:
-        async with asyncio.timeout(timeout):
-            await loop.sock_connect(sock, ep.address)
-    except TimeoutError as exc:
-        sock.close()
-        raise TransportError(f"{ep.uri}: connect timed out") from exc
-    except OSError as exc:
-        sock.close()
-        raise TransportError(f"{ep.uri}: cannot connect: {exc.strerror or exc}") from exc
-    return await stream_from_socket(sock, peer or ep.uri)
+    return await connect_socket(sock, ep.address, uri=ep.uri, peer=peer or ep.uri, timeout=timeout)
 
 
 def _remove_stale(path: str) -> None:

@@ -6,12 +6,11 @@ host and there is no loopback CID, so nothing here is ever connected in tests.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from typing import Any
 
 from ..errors import TransportError
-from .stream import SocketListener, SocketStream, stream_from_socket
+from .stream import SocketListener, SocketStream, connect_socket
 from .uri import VMADDR_CID_ANY, VsockEndpoint
 
 __all__ = ["connect_vsock", "listen_vsock", "vsock_available", "vsock_peer"]
@@ -54,16 +53,4 @@ def listen_vsock(ep: VsockEndpoint, *, backlog: int = 128) -> SocketListener:
 async def connect_vsock(ep: VsockEndpoint, *, timeout: float = 5.0) -> SocketStream:
     if ep.cid is None:
         raise TransportError(f"{ep.uri}: a client needs a CID")
-    sock = _socket()
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
-    try:
-        async with asyncio.timeout(timeout):
-            await loop.sock_connect(sock, (ep.cid, ep.port))
-    except TimeoutError as exc:
-        sock.close()
-        raise TransportError(f"{ep.uri}: connect timed out") from exc
-    except OSError as exc:
-        sock.close()
-        raise TransportError(f"{ep.uri}: cannot connect: {exc.strerror or exc}") from exc
-    return await stream_from_socket(sock, f"vsock:{ep.cid}")
+    return await connect_socket(_socket(), (ep.cid, ep.port), uri=ep.uri, peer=f"vsock:{ep.cid}", timeout=timeout)

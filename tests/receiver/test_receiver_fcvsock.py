@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +23,7 @@ import pytest
 from agent.config import ListenerOptions
 from agent.errors import TransportError
 from agent.model import Event
-from agent.receiver import Receiver
+from agent.receiver import MemoryDeliver, Receiver
 from agent.sinks.base import SinkContext
 from agent.sinks.socket import FcVsockSink, SocketOptions, UnixSink
 from agent.transport import connect, listen
@@ -102,17 +102,6 @@ def events(n: int, prefix: str = "e") -> list[Event]:
     return out
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.got: list[tuple[str, str]] = []
-
-    def __call__(self, event: dict[str, Any], peer: str) -> Awaitable[None]:
-        self.got.append((event["id"], peer))
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
-
-
 def test_host_initiated_sink_reaches_the_guest_listener(tmp_path: Path) -> None:
     """--sink fcvsock:UDS:52 -> muxer -> guest listening on port 52."""
     uds, guest_sock = tmp_path / "v.sock", tmp_path / "guest-52.sock"
@@ -120,7 +109,7 @@ def test_host_initiated_sink_reaches_the_guest_listener(tmp_path: Path) -> None:
     async def main() -> list[tuple[str, str]]:
         mux = FcMuxer(uds, {52: guest_sock})
         await mux.start()
-        rec = Recorder()
+        rec = MemoryDeliver()
         guest = Receiver.build(ListenerOptions(uri=f"unix:{guest_sock}"), rec)
         serving = asyncio.ensure_future(guest.serve())
         sink = FcVsockSink(f"{uds}:52", SocketOptions(backoff_initial=0.01), SinkContext())
@@ -131,7 +120,7 @@ def test_host_initiated_sink_reaches_the_guest_listener(tmp_path: Path) -> None:
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)
         await mux.stop()
-        return rec.got
+        return [(e["id"], p) for e, p in rec.got]
 
     got = run(main())
     assert [i for i, _p in got] == [f"e-{i}" for i in range(20)]
@@ -144,7 +133,7 @@ def test_guest_initiated_connections_are_named_by_the_listener(tmp_path: Path) -
     async def main() -> tuple[list[tuple[str, str]], Receiver]:
         mux = FcMuxer(uds, {})
         await mux.start()
-        rec = Recorder()
+        rec = MemoryDeliver()
         host = Receiver.build(replace(ListenerOptions(uri=f"fcvsock:{uds}:1024"), name="vm-7"), rec)
         serving = asyncio.ensure_future(host.serve())
         assert (tmp_path / "v.sock_1024").exists()
@@ -156,9 +145,9 @@ def test_guest_initiated_connections_are_named_by_the_listener(tmp_path: Path) -
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)
         await mux.stop()
-        return rec.got, host
+        return [(e["id"], p) for e, p in rec.got], host
 
-    got, host = run(main())
+    got, _host = run(main())
     assert got == [(f"g-{i}", "vm-7") for i in range(5)]
     assert not (tmp_path / "v.sock_1024").exists()
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
 from agent.config import ListenerOptions
-from agent.receiver import Receiver
+from agent.receiver import MemoryDeliver, Receiver
 from agent.transport import SendReport, send_ndjson
 
 T = TypeVar("T")
@@ -25,19 +25,8 @@ def line(i: int) -> bytes:
     return orjson.dumps({"specversion": "1.0", "id": f"s-{i}", "source": "guest://x", "type": "t.v1"})
 
 
-class Durable:
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-
-    def __call__(self, event: dict[str, Any], peer: str) -> Awaitable[None]:
-        self.ids.append(event["id"])
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
-
-
 def send_to_receiver(tmp_path: Path, data: bytes, **kw: Any) -> tuple[SendReport, list[str]]:
-    durable = Durable()
+    durable = MemoryDeliver()
 
     async def main() -> SendReport:
         rx = Receiver.build(ListenerOptions(uri=f"unix:{tmp_path}/rx.sock"), durable)
@@ -48,7 +37,7 @@ def send_to_receiver(tmp_path: Path, data: bytes, **kw: Any) -> tuple[SendReport
             serving.cancel()
             await asyncio.gather(serving, return_exceptions=True)
 
-    return run(main()), durable.ids
+    return run(main()), durable.ids()
 
 
 def test_all_good_lines_are_acked(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from agent.codec.framing import LengthPrefixedDecoder, encode_frame
 from agent.config import ListenerOptions
-from agent.receiver import Receiver, Rejected
+from agent.receiver import MemoryDeliver, Receiver, Rejected
 from agent.transport import Ack, ByteStream, connect, decode_ack
 
 T = TypeVar("T")
@@ -66,38 +66,14 @@ class Client:
             self.acks.extend(decode_ack(f) for f in self.dec.frames())
 
 
-class Sink:
-    """The pipeline side: records events; ``hold`` keeps their futures pending until released."""
-
-    def __init__(self) -> None:
-        self.got: list[tuple[dict[str, Any], str]] = []
-        self.hold = False
-        self.held: list[asyncio.Future[Any]] = []
-        self.fail_ids: set[str] = set()
-        self.result: Any = True
-
-    def __call__(self, event: dict[str, Any], peer: str) -> Awaitable[Any]:
-        fut = asyncio.get_running_loop().create_future()
-        if event["id"] in self.fail_ids:
-            self.fail_ids.discard(event["id"])
-            fut.set_exception(RuntimeError("sink is down"))
-            return fut
-        self.got.append((event, peer))
-        if self.hold:
-            self.held.append(fut)
-        else:
-            fut.set_result(self.result)
-        return fut
-
-    def ids(self) -> list[str]:
-        return [e["id"] for e, _ in self.got]
+Dial = Callable[[], Awaitable["Client"]]
 
 
-async def with_receiver(tmp_path: Path, body: Callable[[Receiver, Callable[[], Awaitable[Client]], Sink],
+async def with_receiver(tmp_path: Path, body: Callable[[Receiver, Callable[[], Awaitable[Client]], MemoryDeliver],
                                                        Awaitable[T]], **opts: Any) -> T:
     path = tmp_path / "rx.sock"
     options = replace(ListenerOptions(uri=f"unix:{path}"), **opts)
-    sink = Sink()
+    sink = MemoryDeliver()
     rx = Receiver.build(options, sink, drain_timeout=2.0)
     server = asyncio.ensure_future(rx.serve())
 
@@ -112,7 +88,7 @@ async def with_receiver(tmp_path: Path, body: Callable[[Receiver, Callable[[], A
 
 
 def test_events_are_delivered_in_order_with_hostpeer_and_acked(tmp_path: Path) -> None:
-    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> tuple[Ack, Sink]:
+    async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> tuple[Ack, MemoryDeliver]:
         c = await client()
         await c.send(*[ev(i) for i in range(100)])
         return await c.until(100), sink
@@ -124,7 +100,7 @@ def test_events_are_delivered_in_order_with_hostpeer_and_acked(tmp_path: Path) -
 
 
 def test_refused_frames_are_acked_as_refused_and_the_connection_goes_on(tmp_path: Path) -> None:
-    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> tuple[Ack, Receiver, Sink]:
+    async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> tuple[Ack, Receiver, MemoryDeliver]:
         c = await client()
         await c.stream.send(encode_frame(b"{not json"))
         await c.send(ev(1), {"id": "no-spec"}, ev(2, ext=1.5), ev(3))
@@ -139,7 +115,7 @@ def test_refused_frames_are_acked_as_refused_and_the_connection_goes_on(tmp_path
 
 
 def test_huge_length_closes_only_that_connection_after_acking_what_came_before(tmp_path: Path) -> None:
-    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> tuple[Client, Receiver]:
+    async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> tuple[Client, Receiver]:
         bad, good = await client(), await client()
         await bad.stream.send(frame(ev("a")) + struct.pack(">I", (1 << 20) + 1))
         assert await bad.closed()
@@ -153,7 +129,7 @@ def test_huge_length_closes_only_that_connection_after_acking_what_came_before(t
 
 
 def test_duplicates_are_dropped_counted_and_acked(tmp_path: Path) -> None:
-    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> tuple[Receiver, Sink]:
+    async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> tuple[Receiver, MemoryDeliver]:
         c = await client()
         await c.send(ev(1), ev(2), ev(1))
         await c.until(3)
@@ -168,7 +144,7 @@ def test_duplicates_are_dropped_counted_and_acked(tmp_path: Path) -> None:
 
 
 def test_a_duplicate_of_a_pending_event_waits_for_it(tmp_path: Path) -> None:
-    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> list[int]:
+    async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> list[int]:
         sink.hold = True
         c1, c2 = await client(), await client()
         await c1.send(ev(1))
@@ -188,7 +164,7 @@ def test_a_duplicate_of_a_pending_event_waits_for_it(tmp_path: Path) -> None:
 
 
 def test_failed_delivery_closes_without_ack_and_the_resend_is_taken(tmp_path: Path) -> None:
-    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> tuple[Client, Sink]:
+    async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> tuple[Client, MemoryDeliver]:
         sink.fail_ids = {"id-2"}
         c = await client()
         await c.send(ev(1), ev(2), ev(3))
@@ -205,7 +181,7 @@ def test_failed_delivery_closes_without_ack_and_the_resend_is_taken(tmp_path: Pa
 
 
 def test_pipeline_refusal_and_drop_are_acked_as_refused(tmp_path: Path) -> None:
-    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> Ack:
+    async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> Ack:
         c = await client()
         sink.result = False
         await c.send(ev(1))
@@ -229,7 +205,7 @@ def test_pipeline_refusal_and_drop_are_acked_as_refused(tmp_path: Path) -> None:
 
 
 def test_connection_limit(tmp_path: Path) -> None:
-    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> Receiver:
+    async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> Receiver:
         first = await client()
         await first.send(ev(1))
         await first.until(1)
@@ -242,7 +218,7 @@ def test_connection_limit(tmp_path: Path) -> None:
 
 
 def test_idle_connection_is_closed(tmp_path: Path) -> None:
-    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> Receiver:
+    async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> Receiver:
         c = await client()
         assert await c.closed()
         return rx
@@ -252,7 +228,7 @@ def test_idle_connection_is_closed(tmp_path: Path) -> None:
 
 
 def test_too_deep_is_refused(tmp_path: Path) -> None:
-    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> Ack:
+    async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> Ack:
         c = await client()
         await c.send(ev(1, data=[[[[[[1]]]]]]))
         return await c.until(1)
@@ -262,7 +238,7 @@ def test_too_deep_is_refused(tmp_path: Path) -> None:
 
 
 def test_refusals_are_logged_once_per_peer_and_reason(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    async def body(rx: Receiver, client: Callable[[], Awaitable[Client]], sink: Sink) -> Receiver:
+    async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> Receiver:
         c = await client()
         await c.stream.send(encode_frame(b"x") * 50)
         await c.send({"specversion": "1.0"})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,7 +14,7 @@ from agent import config
 from agent.config import ListenerOptions
 from agent.errors import ConfigError, SinkError
 from agent.model import Event
-from agent.receiver import Receiver
+from agent.receiver import MemoryDeliver, Receiver
 from agent.sinks import registry
 from agent.sinks.base import SinkContext
 from agent.sinks.socket import FcVsockSink, SocketOptions, UnixSink, VsockSink
@@ -36,19 +36,6 @@ def events(n: int) -> list[Event]:
     return out
 
 
-class Durable:
-    """A pipeline stand-in: events count as durable once recorded."""
-
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-
-    def __call__(self, event: dict[str, Any], peer: str) -> Awaitable[None]:
-        self.ids.append(event["id"])
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
-
-
 def test_registered_schemes() -> None:
     assert registry.get("unix") is UnixSink
     assert registry.get("vsock") is VsockSink
@@ -58,7 +45,7 @@ def test_registered_schemes() -> None:
 def test_config_keys_are_checked() -> None:
     cfg = config.parse({"sinks": [{"uri": "unix:/run/x.sock", "max_unacked": 5, "ack_timeout": 2}]})
     assert cfg.sinks[0].options == SocketOptions(max_unacked=5, ack_timeout=2.0)
-    with pytest.raises(ConfigError, match="sinks\\[0\\].nope"):
+    with pytest.raises(ConfigError, match=r"sinks\[0\]\.nope"):
         config.parse({"sinks": [{"uri": "unix:/x", "nope": 1}]})
     with pytest.raises(ConfigError, match="max_unacked"):
         config.parse({"sinks": [{"uri": "unix:/x", "max_unacked": 0}]})
@@ -72,7 +59,7 @@ def test_bad_targets_are_sink_errors(cls: type[UnixSink], target: str) -> None:
 
 def test_receiver_restarted_twice_mid_stream_loses_nothing(tmp_path: Path) -> None:
     path = tmp_path / "b.sock"
-    durable = Durable()
+    durable = MemoryDeliver()
 
     async def main() -> UnixSink:
         sink = UnixSink(str(path), SocketOptions(backoff_initial=0.005, backoff_max=0.05, max_unacked=64),
@@ -84,7 +71,7 @@ def test_receiver_restarted_twice_mid_stream_loses_nothing(tmp_path: Path) -> No
         async def receiver_lives(until: int) -> None:
             rx = Receiver.build(ListenerOptions(uri=f"unix:{path}"), durable)
             serving = asyncio.ensure_future(rx.serve())
-            while len(durable.ids) < until:
+            while len(durable.ids()) < until:
                 await asyncio.sleep(0.001)
             serving.cancel()  # connections drop with events unacked: the sender must send them again
             await asyncio.gather(serving, return_exceptions=True)
@@ -108,7 +95,7 @@ def test_receiver_restarted_twice_mid_stream_loses_nothing(tmp_path: Path) -> No
         return sink
 
     sink = run(main())
-    assert set(durable.ids) == {f"e-{i}" for i in range(600)}
+    assert set(durable.ids()) == {f"e-{i}" for i in range(600)}
     stats = sink.sender.stats
     assert stats.connects >= 3
     assert stats.acked == 600

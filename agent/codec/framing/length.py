@@ -15,6 +15,7 @@ import struct
 from collections.abc import Iterable
 
 from ...errors import FramingError
+from .base import BufferedDecoder
 
 __all__ = ["DEFAULT_MAX_FRAME", "HEADER", "LengthPrefixedDecoder", "encode_frame", "encode_frames"]
 
@@ -48,71 +49,28 @@ def encode_frames(payloads: Iterable[bytes], max_frame: int = DEFAULT_MAX_FRAME)
     return b"".join([encode_frame(p, max_frame) for p in payloads])
 
 
-class LengthPrefixedDecoder:
+class LengthPrefixedDecoder(BufferedDecoder):
     """Incremental decoder of length-prefixed frames."""
 
-    __slots__ = ("_buf", "_error", "_pos", "max_frame")
+    __slots__ = ()
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
-        self.max_frame = _check_max(max_frame)
-        self._buf = bytearray()
-        self._pos = 0
-        self._error: FramingError | None = None
-
-    @property
-    def buffered(self) -> int:
-        """Bytes received but not yet handed out as frames."""
-        return len(self._buf) - self._pos
-
-    @property
-    def broken(self) -> bool:
-        return self._error is not None
-
-    def feed(self, data: bytes) -> None:
-        """Append bytes read from the peer."""
-        if self._error is not None:
-            raise self._error
-        if self._pos:
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
+        super().__init__(_check_max(max_frame))
 
     def next_frame(self) -> bytes | None:
-        """The next complete payload, or ``None`` until more bytes arrive."""
         if self._error is not None:
             raise self._error
         buf = self._buf
         pos = self._pos
-        avail = len(buf) - pos
-        if avail < HEADER:
+        if len(buf) - pos < HEADER:
             return None
         (n,) = _LEN.unpack_from(buf, pos)
-        if n == 0 or n > self.max_frame:
-            self._error = FramingError(
-                "empty frame" if n == 0 else f"declared frame length {n} exceeds the maximum of {self.max_frame}"
-            )
-            self._buf = bytearray()
-            self._pos = 0
-            raise self._error
+        if n == 0:
+            raise self._fail("empty frame")
+        if n > self.max_frame:
+            raise self._fail(f"declared frame length {n} exceeds the maximum of {self.max_frame}")
         end = pos + HEADER + n
         if end > len(buf):
             return None
         self._pos = end
         return bytes(buf[pos + HEADER : end])
-
-    def frames(self) -> list[bytes]:
-        """Every complete payload buffered now (raises at a bad header, after none were lost)."""
-        out: list[bytes] = []
-        while True:
-            try:
-                f = self.next_frame()
-            except FramingError as exc:
-                exc.frames = out  # type: ignore[attr-defined]
-                raise
-            if f is None:
-                return out
-            out.append(f)
-
-    def at_boundary(self) -> bool:
-        """True when no partial frame is buffered (a clean place for the peer to stop)."""
-        return self.buffered == 0

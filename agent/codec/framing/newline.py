@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ...errors import FramingError
+from .base import BufferedDecoder
 from .length import DEFAULT_MAX_FRAME
 
 __all__ = ["NewlineDecoder", "encode_line", "encode_lines"]
@@ -32,44 +33,26 @@ def encode_lines(payloads: Iterable[bytes], max_frame: int = DEFAULT_MAX_FRAME) 
     return b"".join([encode_line(p, max_frame) for p in payloads])
 
 
-class NewlineDecoder:
+class NewlineDecoder(BufferedDecoder):
     """Incremental decoder of newline-delimited payloads."""
 
-    __slots__ = ("_buf", "_error", "_pos", "_scanned", "keep_blank", "max_frame")
+    __slots__ = ("_scanned", "keep_blank")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, *, keep_blank: bool = False) -> None:
         if max_frame < 1:
             raise ValueError(f"max_frame must be at least 1, got {max_frame}")
-        self.max_frame = max_frame
+        super().__init__(max_frame)
         self.keep_blank = keep_blank
-        self._buf = bytearray()
-        self._pos = 0
         #: offset up to which the buffer is known to hold no newline
         self._scanned = 0
-        self._error: FramingError | None = None
 
-    @property
-    def buffered(self) -> int:
-        return len(self._buf) - self._pos
-
-    @property
-    def broken(self) -> bool:
-        return self._error is not None
-
-    def feed(self, data: bytes) -> None:
-        if self._error is not None:
-            raise self._error
-        if self._pos:
-            del self._buf[: self._pos]
-            self._scanned -= self._pos
-            self._pos = 0
-        self._buf += data
+    def _compact(self, n: int) -> None:
+        super()._compact(n)
+        self._scanned = max(0, self._scanned - n)
 
     def _fail(self, msg: str) -> FramingError:
-        self._error = FramingError(msg)
-        self._buf = bytearray()
-        self._pos = self._scanned = 0
-        return self._error
+        self._scanned = 0
+        return super()._fail(msg)
 
     def next_frame(self) -> bytes | None:
         if self._error is not None:
@@ -90,18 +73,3 @@ class NewlineDecoder:
                 raise self._fail(f"line of {end - start} bytes exceeds the maximum of {self.max_frame}")
             if end > start or self.keep_blank:
                 return bytes(buf[start:end])
-
-    def frames(self) -> list[bytes]:
-        out: list[bytes] = []
-        while True:
-            try:
-                f = self.next_frame()
-            except FramingError as exc:
-                exc.frames = out  # type: ignore[attr-defined]
-                raise
-            if f is None:
-                return out
-            out.append(f)
-
-    def at_boundary(self) -> bool:
-        return self.buffered == 0
