@@ -55,7 +55,8 @@ DEFAULT_REMOTE_FSTYPES: tuple[str, ...] = (
 #: file systems without a capacity worth reporting (kernel interfaces, views of other file systems)
 PSEUDO_FSTYPES: frozenset[str] = frozenset({
     "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devpts", "devtmpfs",
-    "efivarfs", "fusectl", "fuse.gvfsd-fuse", "fuse.lxcfs", "fuse.portal", "hugetlbfs", "mqueue", "nsfs",
+    "efivarfs", "fusectl", "fuse.gvfsd-fuse", "fuse.lxcfs", "fuse.portal", "fuse.snapfuse", "hugetlbfs",
+    "mqueue", "nsfs",
     "proc", "pstore", "ramfs", "rpc_pipefs", "securityfs", "selinuxfs", "squashfs", "sysfs", "tracefs",
 })
 
