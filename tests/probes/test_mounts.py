@@ -96,9 +96,11 @@ def test_results_are_reused_for_cache_ttl_only() -> None:
     assert second[-1].output["checks_started"] == 0 and second[-1].output["checks_cached"] == 4
     assert all(r.output["cached"] for r in second[:-1])
     assert [r.output["checked_at"] for r in first[:-1]] == [r.output["checked_at"] for r in second[:-1]]
-    first, second = collect(MountsProbe(pve_options(cache_ttl=0.0)), rounds=2)
-    assert second[-1].output["checks_started"] == 4
-    assert not any(r.output["cached"] for r in second[:-1])
+    rounds = collect(MountsProbe(pve_options(cache_ttl=0.0)), rounds=3)
+    assert all(r[-1].output["checks_started"] == 4 for r in rounds)
+    assert not any(r.output["cached"] for r in rounds[2][:-1])
+    # the workers of the first round serve the later ones: no child is started after it
+    assert {r[-1].output["children_spawned"] for r in rounds} == {rounds[0][-1].output["children_spawned"]}
 
 
 def test_only_configured_fstypes() -> None:
