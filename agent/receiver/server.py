@@ -55,14 +55,16 @@ class Receiver:
 
     def __init__(self, options: ListenerOptions, deliver: Deliver, *, policy: GuestPolicy | None = None,
                  listener: Listener | None = None, dedupe: DedupeWindow | None = None,
-                 max_inflight: int | None = None, drain_timeout: float = 10.0) -> None:
+                 max_inflight: int | None = None, drain_timeout: float = 10.0,
+                 stats: ReceiverStats | None = None) -> None:
         self.options = options
         self.deliver = deliver
         self.policy = policy or GuestPolicy("off")
         self.dedupe = dedupe if dedupe is not None else DedupeWindow(options.dedupe_window)
         self.max_inflight = max(1, max_inflight if max_inflight is not None else options.max_inflight)
         self.drain_timeout = drain_timeout
-        self.stats = ReceiverStats()
+        #: counters; pass one in to read them from outside (metrics)
+        self.stats = stats if stats is not None else ReceiverStats()
         self.reject = RejectLog(self.stats, listener=options.uri)
         self._listener = listener
         self._conns: set[asyncio.Task[None]] = set()

@@ -17,7 +17,7 @@ import pytest
 from agent.codec.framing import LengthPrefixedDecoder, encode_frame
 from agent.config import ListenerOptions
 from agent.receiver import MemoryDeliver, Receiver, Rejected
-from agent.transport import Ack, ByteStream, connect, decode_ack
+from agent.transport import Ack, ByteStream, connect, decode_ack, vsock_available
 
 T = TypeVar("T")
 ME = f"unix:uid={os.getuid()},pid={os.getpid()}"
@@ -260,3 +260,24 @@ def test_log_memory_is_bounded() -> None:
         rl(f"unix:uid=0,pid={pid}", "json", "x")
     assert len(rl._seen) == 8
     assert rl.stats.rejected["json"] == 1000
+
+
+@pytest.mark.skipif(not vsock_available(), reason="AF_VSOCK not available")
+def test_vsock_receiver_binds_serves_and_stops() -> None:
+    import socket
+
+    probe = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+    with probe:
+        probe.bind((socket.VMADDR_CID_ANY, socket.VMADDR_PORT_ANY))
+        port = probe.getsockname()[1]
+
+    async def main() -> str:
+        rx = Receiver.build(ListenerOptions(uri=f"vsock:any:{port}"), MemoryDeliver())
+        task = asyncio.ensure_future(rx.serve())
+        await asyncio.sleep(0.05)
+        assert not task.done()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return rx.address
+
+    assert run(main()) == f"vsock:any:{port}"
