@@ -11,7 +11,7 @@ sends every unacknowledged event again, in order, with the same id.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +72,8 @@ class SocketSink(Sink):
         except ConfigError as exc:
             raise SinkError(exc.reason) from None
         self.refused = 0
+        #: called with the events each ack settles, and the refused ones with reasons (e.g. to trim a spool)
+        self.on_settled: Callable[[list[Event], list[tuple[Event, str]]], None] | None = None
         self.sender: AckedSender[Event] = AckedSender(
             dialer(self.endpoint, timeout=opts.connect_timeout), _body, name=self.uri,
             max_unacked=opts.max_unacked, max_frame=opts.max_frame, ack_timeout=opts.ack_timeout,
@@ -82,6 +84,8 @@ class SocketSink(Sink):
         self.refused += len(refused)
         for e, reason in refused[:1]:
             log.debug("%s: event %s refused: %s", self.uri, e.id, reason)
+        if self.on_settled is not None:
+            self.on_settled(done, refused)
 
     async def open(self) -> None:
         self.sender.start()

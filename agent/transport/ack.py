@@ -17,6 +17,7 @@ in order, with how many of them went out on the current connection.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -109,8 +110,7 @@ class Outbox(Generic[T]):
         n = min(limit, len(self._items) - start)
         if n <= 0:
             return []
-        items = self._items
-        out = [items[start + i] for i in range(n)] if start else [items[i] for i in range(n)]
+        out = list(itertools.islice(self._items, start, start + n))
         self._sent += n
         return out
 

@@ -60,10 +60,12 @@ def test_bad_targets_are_sink_errors(cls: type[UnixSink], target: str) -> None:
 def test_receiver_restarted_twice_mid_stream_loses_nothing(tmp_path: Path) -> None:
     path = tmp_path / "b.sock"
     durable = MemoryDeliver()
+    settled: list[str] = []
 
     async def main() -> UnixSink:
         sink = UnixSink(str(path), SocketOptions(backoff_initial=0.005, backoff_max=0.05, max_unacked=64),
                         SinkContext())
+        sink.on_settled = lambda done, refused: settled.extend(e.id for e in done)
         await sink.open()
         all_events = events(600)
         restarts = 0
@@ -96,6 +98,7 @@ def test_receiver_restarted_twice_mid_stream_loses_nothing(tmp_path: Path) -> No
 
     sink = run(main())
     assert set(durable.ids()) == {f"e-{i}" for i in range(600)}
+    assert settled == [f"e-{i}" for i in range(600)]  # each settled once, in order
     stats = sink.sender.stats
     assert stats.connects >= 3
     assert stats.acked == 600
