@@ -14,6 +14,9 @@ without sig)``. Kinds and their own fields:
 - ``cut``: ``file``, ``offset``, ``length``, ``sha256`` (base64 of the bytes cut), ``reason``
 - ``close``: ``first``, ``count``, ``bytes``, ``sha256`` (base64 of the uncompressed
   events), ``frontier`` (after the last event), ``compression`` (``gzip`` or ``none``)
+- ``stop``: ``size``: the writer closed cleanly with this many events, all sealed
+- ``resume``: ``size``, ``clean``: a writer opened the archive again; ``clean`` is false when
+  the previous writer did not end with a ``stop`` record (it crashed or was killed)
 - ``retention``: ``segments`` ([lowest, highest] removed), ``size`` (leaves before the
   first kept segment), ``frontier``, ``chain`` (the ``prev`` the first kept record
   must carry), ``checkpoint`` (the signed checkpoint at ``size``), ``removed_bytes``, ``reason``
@@ -50,7 +53,7 @@ __all__ = [
 ]
 
 DOMAIN = b"hoststamp-archive-record/v1\n"
-KINDS = frozenset({"open", "checkpoint", "cut", "close", "retention"})
+KINDS = frozenset({"open", "checkpoint", "cut", "close", "retention", "resume", "stop"})
 MAX_RECORD = 1 << 20
 
 

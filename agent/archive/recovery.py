@@ -54,6 +54,10 @@ class Resume:
     prev: str = ""
     opened_at: float | None = None
     cuts: list[Cut] = field(default_factory=list)
+    #: an existing archive is being reopened
+    resumed: bool = False
+    #: ... and its last writer ended with a stop record
+    clean: bool = False
 
 
 def fsync_dir(root: Path) -> None:
@@ -180,7 +184,7 @@ def recover(root: Path, *, sync: bool = True) -> Resume:
         if close.get("compression") == "gzip":
             compress_segment(root, n, unb64(close["sha256"]), sync=sync)
         return Resume(seg=n + 1, create=True, first=end, frontier=_frontier(log, close, "frontier"),
-                      origin=origin, ck_size=end, prev=prev, cuts=cuts)
+                      origin=origin, ck_size=end, prev=prev, cuts=cuts, resumed=True)
     ev = layout.events_path(root, n)
     if n in listing.gz:
         raise _damaged(listing.gz[n], "the open segment is compressed")
@@ -194,7 +198,8 @@ def recover(root: Path, *, sync: bool = True) -> Resume:
     sha = hashlib.sha256(complete)
     return Resume(seg=n, create=False, first=first, frontier=frontier, origin=origin, leaves=leaves,
                   events_bytes=len(complete), events_sha=sha, ck_size=ck_size, prev=prev,
-                  opened_at=_opened_at(head), cuts=cuts)
+                  opened_at=_opened_at(head), cuts=cuts, resumed=True,
+                  clean=not cuts and records[-1]["kind"] == "stop")
 
 
 def _resume_after_empty_log(root: Path, listing: layout.Listing, n: int, cuts: list[Cut]) -> Resume:
@@ -214,7 +219,7 @@ def _resume_after_empty_log(root: Path, listing: layout.Listing, n: int, cuts: l
         origin = str(records[0]["origin"])
     end = int(close["first"]) + int(close["count"])
     return Resume(seg=n, create=True, first=end, frontier=_frontier(listing.logs[n - 1], close),
-                  origin=origin, ck_size=end, prev=chain_hash(lines[-1]), cuts=cuts)
+                  origin=origin, ck_size=end, prev=chain_hash(lines[-1]), cuts=cuts, resumed=True)
 
 
 def _frontier(path: Path, rec: dict[str, Any], key: str = "frontier") -> list[bytes]:

@@ -80,6 +80,9 @@ class _Verifier:
         self.origin: str | None = None
         self.seq: dict[str, int] = {}
         self.reported_root: set[str] = set()
+        #: leaf index of the last restart after an unclean stop, and the sources seen since
+        self.unclean_from: int | None = None
+        self.seen_since: set[str] = set()
 
     # -- the walk ------------------------------------------------------------------------------------------------
 
@@ -245,6 +248,10 @@ class _Verifier:
         elif kind == "close":
             self._close(rec, where, ev)
             return True
+        elif kind == "resume" and rec["clean"] is not True:
+            self.unclean_from, self.seen_since = int(rec["size"]), set()
+            self.f.note("unclean-restart", where, f"the writer restarted after an unclean stop, at event "
+                                                  f"{rec['size']} ({rec.get('time', '?')})")
         return False
 
     def _open(self, rec: dict[str, Any], i: int, where: str) -> None:
@@ -316,7 +323,9 @@ class _Verifier:
             self.f.problem("unsealed-close", where, "the segment was closed without a checkpoint at its end")
 
     def _event(self, ev: _Events, body: bytes) -> None:
+        index = -1
         if self.tree is not None:
+            index = self.tree.end
             self.tree.append(leaf_hash(body))
         self.c["events"] += 1
         where = f"{ev.name}:{ev.lineno}"
@@ -339,9 +348,16 @@ class _Verifier:
             return
         seq, prev = int(seq_text), self.seq.get(source)
         self.seq[source] = seq
+        first_since_crash = False
+        if self.unclean_from is not None and index >= self.unclean_from and source not in self.seen_since:
+            self.seen_since.add(source)
+            first_since_crash = True
         if prev is None or seq == prev + 1:
             return
-        if seq <= prev:
+        if seq > prev and first_since_crash:
+            self.f.note("sequence-gap-after-crash", where, f"{source}: sequence {prev} then {seq}: numbers "
+                                                           "reserved or events lost by the writer that crashed")
+        elif seq <= prev:
             self.f.problem("sequence-order", where, f"{source}: sequence {seq} after {prev}")
         else:
             self.f.problem("sequence-gap", where, f"{source}: sequence {prev} then {seq} ({seq - prev - 1} missing)")

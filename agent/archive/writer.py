@@ -152,9 +152,11 @@ class ArchiveWriter:
         for cut in r.cuts:
             self._record({"kind": "cut", "file": cut.file, "offset": cut.offset, "length": cut.length,
                           "sha256": cut.sha256, "reason": "torn last line found on restart"})
+        if r.resumed:
+            self._record({"kind": "resume", "size": self._tree.end, "clean": r.clean})
         if self._tree.end > self._ck_size:
             self.checkpoint()
-        elif r.cuts and self._sync:
+        elif self._sync:
             os.fsync(self._log_fd)
 
     def close(self) -> None:
@@ -164,6 +166,7 @@ class ArchiveWriter:
         try:
             if self._broken is None:
                 self.checkpoint()
+                self._record({"kind": "stop", "size": self._tree.end})
                 self.sync()
         finally:
             self._release()

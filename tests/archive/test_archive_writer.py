@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.archive.archive_helpers import Clock, events, write_archive
 
 from agent.archive import layout
 from agent.archive.policy import ArchiveOptions
@@ -19,6 +18,7 @@ from agent.archive.verify import verify_archive
 from agent.archive.writer import ArchiveWriter
 from agent.errors import SinkError
 from agent.signing.keys import SigningKey, VerifyKey
+from tests.archive.archive_helpers import Clock, events, write_archive
 
 
 def kinds(root: Path, n: int) -> list[str]:
@@ -130,7 +130,7 @@ def test_torn_event_line_is_cut_and_recorded(archive_dir: Path, key: SigningKey,
     w.close()
     report = verify_archive(archive_dir, keys)
     assert report.ok, report.lines()
-    assert report.summary.cuts == 1 and [n.code for n in report.notes] == ["cut"]
+    assert report.summary.cuts == 1 and [n.code for n in report.notes] == ["cut", "unclean-restart"]
 
 
 def test_torn_record_line_is_cut_and_recorded(archive_dir: Path, key: SigningKey,
@@ -246,3 +246,18 @@ def test_compressed_segments_are_plain_gzip(archive_dir: Path, key: SigningKey) 
     write_archive(archive_dir, key, [evs], segment_max_bytes=100)
     with gzip.open(layout.gz_path(archive_dir, 1), "rb") as f:
         assert f.read() == b"".join(e + b"\n" for e in evs)
+
+
+def test_sequence_jump_after_a_crash_is_a_note_not_after_a_clean_stop(archive_dir: Path, key: SigningKey,
+                                                                       keys: dict[str, VerifyKey]) -> None:
+    w = ArchiveWriter(archive_dir, key)
+    w.open()
+    w.append(events(key, 1, 5))
+    crash(w)
+    # the next run skips the numbers its predecessor had reserved, as the pipeline's sequence store does
+    write_archive(archive_dir, key, [events(key, 101, 3)])
+    report = verify_archive(archive_dir, keys)
+    assert report.ok, report.lines()
+    assert [n.code for n in report.notes] == ["unclean-restart", "sequence-gap-after-crash"]
+    write_archive(archive_dir, key, [events(key, 201, 1)])
+    assert codes(verify_archive(archive_dir, keys)) == ["sequence-gap"]

@@ -1,0 +1,99 @@
+"""Inclusion proof bundles: made from an archive, checked offline, refused when altered."""
+
+from __future__ import annotations
+
+import base64
+import copy
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from agent.archive.proof import FORMAT, check_proof, dump_proof, load_proof, make_proof
+from agent.errors import VerifyError
+from agent.signing.keys import SigningKey, VerifyKey
+from tests.archive.archive_helpers import events, make_event, write_archive
+
+
+@pytest.fixture
+def bundle(archive_dir: Path, key: SigningKey) -> dict[str, Any]:
+    evs = events(key, 1, 37)
+    write_archive(archive_dir, key, [evs[i:i + 6] for i in range(0, 37, 6)], segment_max_bytes=6000)
+    return make_proof(archive_dir, "ev-cgroup-17")
+
+
+def test_proof_round_trip(bundle: dict[str, Any], keys: dict[str, VerifyKey], tmp_path: Path) -> None:
+    assert bundle["format"] == FORMAT and bundle["index"] == 16 and bundle["size"] == 37
+    path = tmp_path / "p.json"
+    path.write_bytes(dump_proof(bundle))
+    result = check_proof(load_proof(path), keys)
+    assert result.ok, result.problems
+    assert result.lines()[-1].startswith("OK: event ev-cgroup-17 is leaf 16 of the 37-event tree")
+    assert result.to_json()["ok"] is True
+
+
+def flip_b64(s: str) -> str:
+    raw = bytearray(base64.b64decode(s))
+    raw[0] ^= 1
+    return base64.b64encode(bytes(raw)).decode()
+
+
+def alter_event(b: dict[str, Any]) -> None:
+    doc = orjson.loads(b["event"])
+    doc["data"]["output"]["n"] = 0
+    b["event"] = orjson.dumps(doc).decode()
+
+
+def swap_event(b: dict[str, Any], key: SigningKey) -> None:
+    b["event"] = make_event(key, 99).decode()
+
+
+@pytest.mark.parametrize("alter, expect", [
+    (lambda b, k: alter_event(b), "event:"),
+    (lambda b, k: swap_event(b, k), "audit path"),
+    (lambda b, k: b.update(index=b["index"] + 1), "audit path"),
+    (lambda b, k: b.update(size=b["size"] - 1), "tree of"),
+    (lambda b, k: b["proof"].__setitem__(0, flip_b64(b["proof"][0])), "audit path"),
+    (lambda b, k: b["proof"].pop(), "audit path"),
+    (lambda b, k: b.update(checkpoint=b["checkpoint"].replace("\n37\n", "\n38\n")), "checkpoint:"),
+    (lambda b, k: b.update(format="other"), "not a"),
+    (lambda b, k: b.pop("index"), "lacks"),
+])
+def test_altered_bundles_fail(bundle: dict[str, Any], keys: dict[str, VerifyKey], key: SigningKey,
+                              alter: Any, expect: str) -> None:
+    b = copy.deepcopy(bundle)
+    alter(b, key)
+    result = check_proof(b, keys)
+    assert not result.ok and any(expect in p for p in result.problems), result.problems
+    assert result.lines()[-1].startswith("FAILED")
+
+
+def test_untrusted_key_fails(bundle: dict[str, Any]) -> None:
+    other = SigningKey.generate().verify_key()
+    result = check_proof(bundle, {other.keyid: other})
+    assert {p.split(":")[0] for p in result.problems} == {"event", "checkpoint"}
+
+
+def test_unknown_unsealed_and_ambiguous_ids(archive_dir: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> None:
+    a = "hoststamp://h/probe/a"
+    b = "hoststamp://h/probe/b"
+    write_archive(archive_dir, key, [[make_event(key, 1, source=a), make_event(key, 1, source=b)]])
+    with pytest.raises(VerifyError, match="no sealed event"):
+        make_proof(archive_dir, "nope")
+    # both sources make the id "ev-<last path part>-1"; with distinct parts they differ
+    assert check_proof(make_proof(archive_dir, "ev-a-1"), keys).ok
+    write_archive(archive_dir, key, [[make_event(key, 1, source="hoststamp://other/probe/a")]])
+    with pytest.raises(VerifyError, match="2 events have id"):
+        make_proof(archive_dir, "ev-a-1")
+    assert check_proof(make_proof(archive_dir, "ev-a-1", source=a), keys).ok
+
+
+def test_proof_after_retention(archive_dir: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> None:
+    evs = events(key, 1, 60)
+    write_archive(archive_dir, key, [evs[i:i + 5] for i in range(0, 60, 5)], segment_max_bytes=3000,
+                  compression="none", retain_bytes=12_000)
+    bundle = make_proof(archive_dir, "ev-cgroup-58")
+    assert check_proof(bundle, keys).ok
+    with pytest.raises(VerifyError, match="no sealed event"):
+        make_proof(archive_dir, "ev-cgroup-2")

@@ -1,0 +1,89 @@
+"""The ``archive:`` sink: registry and config, events from the real stamper, ticks, lock, shutdown."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from agent.archive.policy import ArchiveOptions
+from agent.archive.proof import check_proof, make_proof
+from agent.archive.verify import verify_archive
+from agent.config import endpoint
+from agent.errors import ConfigError, SinkError
+from agent.model import Event, Reading
+from agent.pipeline import SequenceStore, Stamper
+from agent.signing.keys import SigningKey, VerifyKey
+from agent.sinks import SinkContext, get
+from agent.sinks.archive import ArchiveSink
+
+
+def stamped(key: SigningKey, n: int, probes: tuple[str, ...] = ("cgroup", "link")) -> list[Event]:
+    stamper = Stamper(key, "test-host", SequenceStore(None))
+    return [stamper.stamp(Reading(probe=probes[i % len(probes)], subject=f"/s{i}", output={"i": i}))
+            for i in range(n)]
+
+
+def test_registered_with_its_options(tmp_path: Path) -> None:
+    assert get("archive") is ArchiveSink
+    cfg = endpoint({"uri": f"archive:{tmp_path}", "segment_max_bytes": 1 << 20, "fsync": "batch",
+                    "retain_age": 86400, "origin": "example.org/h1"}, prefix="sinks[0]", file="x.toml")
+    assert cfg.scheme == "archive" and cfg.target == str(tmp_path)
+    assert cfg.options == ArchiveOptions(segment_max_bytes=1 << 20, fsync="batch", retain_age=86400.0,
+                                         origin="example.org/h1")
+    with pytest.raises(ConfigError, match=r"sinks\[0\]\.segment_size"):
+        endpoint({"uri": "archive:x", "segment_size": 1}, prefix="sinks[0]", file="x.toml")
+    with pytest.raises(ConfigError, match="checkpoint_every"):
+        endpoint({"uri": "archive:x", "checkpoint_every": 0}, prefix="sinks[0]", file="x.toml")
+    with pytest.raises(ConfigError, match="fsync"):
+        endpoint({"uri": "archive:x", "fsync": "sometimes"}, prefix="sinks[0]", file="x.toml")
+
+
+@pytest.mark.anyio
+async def test_stamped_events_archived_sealed_and_provable(tmp_path: Path, key: SigningKey,
+                                                          keys: dict[str, VerifyKey]) -> None:
+    evs = stamped(key, 300)
+    sink = ArchiveSink(str(tmp_path / "a"), ArchiveOptions(segment_max_bytes=40_000), SinkContext(key=key))
+    await sink.open()
+    for i in range(0, 300, 64):
+        await sink.send(evs[i:i + 64])
+    await sink.flush()
+    await sink.aclose()
+    report = verify_archive(tmp_path / "a", keys)
+    assert report.ok, report.lines()
+    assert report.summary.events == report.summary.sealed == 300 and report.summary.segments > 1
+    target = evs[123]
+    bundle = make_proof(tmp_path / "a", target.id, source=target.source)
+    assert bundle["event"].encode() == target.body and check_proof(bundle, keys).ok
+
+
+@pytest.mark.anyio
+async def test_interval_checkpoint_by_the_tick(tmp_path: Path, key: SigningKey) -> None:
+    sink = ArchiveSink(str(tmp_path / "a"), ArchiveOptions(checkpoint_interval=0.1), SinkContext(key=key))
+    await sink.send(stamped(key, 3))
+    w = sink.writer
+    assert w is not None and w.sealed in (0, 3)
+    deadline = time.monotonic() + 10
+    with anyio.fail_after(10):
+        while w.sealed != 3 and time.monotonic() < deadline:
+            await anyio.sleep(0.05)
+    assert w.sealed == 3
+    await sink.aclose()
+
+
+@pytest.mark.anyio
+async def test_needs_the_key_and_one_writer(tmp_path: Path, key: SigningKey) -> None:
+    with pytest.raises(SinkError, match="signing key"):
+        await ArchiveSink(str(tmp_path / "a"), None, SinkContext()).send(stamped(key, 1))
+    first = ArchiveSink(str(tmp_path / "a"), None, SinkContext(key=key))
+    second = ArchiveSink(str(tmp_path / "a"), None, SinkContext(key=key))
+    await first.open()
+    with pytest.raises(SinkError, match="in use"):
+        await second.open()
+    await first.aclose()
+    await second.open()
+    await second.aclose()
+    with pytest.raises(SinkError, match="needs a directory"):
+        ArchiveSink("", None, SinkContext(key=key))
