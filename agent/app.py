@@ -1,5 +1,14 @@
 """Composition root: builds probes, pipeline, sinks and listeners from a Config and runs them.
 
+Everything one configuration builds (sinks with their queues and workers,
+probes with their runners, listeners) is a :class:`Generation`. SIGHUP builds
+a new one from the re-read file; if that fails the running one stays and the
+reason is logged. Otherwise the old producers stop (an event being submitted
+finishes first), new events go to the new queues, the old queues drain into
+the old sinks, which then close, and only then do the new sinks open, so a sink
+kept across the reload sees its events in order. Signer, sequences and
+counters outlive generations: a source's sequence continues without a gap.
+
 Shutdown order: producers (probe runners, watchers, listeners) are cancelled
 first; then every sink queue is closed and its worker drains it into the sink
 within ``agent.drain_timeout``; then the sequence store records its exact
@@ -9,29 +18,41 @@ positions so the next start continues without a gap.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup, TaskStatus
 
+from . import health
 from .config import Config, ProbeConfig
-from .errors import ConfigError, SinkError
-from .pipeline import Pipeline, PipelineStats, ProbeRunner, SequenceStore, SinkQueue, SinkWorker, Stamper
+from .errors import AgentError, ConfigError, SinkError
+from .metrics import LatencySampler, MetricsServer, TimedStamper, build_registry
+from .model import Event, Reading
+from .pipeline import Pipeline, PipelineStats, ProbeRunner, SequenceStore, SinkQueue, SinkWorker
 from .probes import ProbeContext
 from .probes import registry as probe_registry
 from .probes.base import Probe
+from .sdnotify import Notifier, watchdog_period
 from .signing.keys import SigningKey
 from .sinks import SinkContext
 from .sinks import registry as sink_registry
 from .sinks.base import Sink
 from .status import StatusLine
 
-__all__ = ["Agent", "build_probe", "build_sink", "host_id"]
+__all__ = ["Agent", "Generation", "build_probe", "build_sink", "host_id"]
 
 log = logging.getLogger("hoststamp")
+
+#: ``[agent]`` keys a reload cannot change (the signer, sequences and state stay)
+RESTART_ONLY = ("host_id", "key", "state_dir")
 
 
 def host_id(configured: str | None, machine_id: Path = Path("/etc/machine-id")) -> str:
@@ -59,6 +80,26 @@ def build_sink(scheme: str, target: str, options: Any, ctx: SinkContext) -> Sink
         raise ConfigError(str(exc), key="sinks.uri") from None
 
 
+@dataclass(eq=False)
+class Generation:
+    """What one configuration builds; producers and workers each run under their own cancel scope."""
+
+    number: int
+    cfg: Config
+    sinks: list[Sink] = field(default_factory=list)
+    queues: list[SinkQueue] = field(default_factory=list)
+    workers: list[SinkWorker] = field(default_factory=list)
+    probes: list[tuple[ProbeConfig, Probe]] = field(default_factory=list)
+    runners: list[ProbeRunner] = field(default_factory=list)
+    #: listener URI -> the receiver's counters (objects shaped like ReceiverStats)
+    receivers: dict[str, Any] = field(default_factory=dict)
+    producers: anyio.CancelScope | None = None
+    producers_done: anyio.Event = field(default_factory=anyio.Event)
+    worker_scope: anyio.CancelScope | None = None
+    workers_done: anyio.Event = field(default_factory=anyio.Event)
+    probes_closed: bool = False
+
+
 @dataclass
 class Agent:
     """One running agent. ``run()`` returns when stopped (signal, ``stop()``, or ``once``)."""
@@ -67,93 +108,335 @@ class Agent:
     key: SigningKey
     once: bool = False
     stats: PipelineStats = field(default_factory=PipelineStats)
+    #: re-reads the configuration on SIGHUP; None: SIGHUP only logs that there is nothing to re-read
+    reload_config: Callable[[], Config] | None = None
+    notifier: Notifier = field(default_factory=Notifier)
 
     def __post_init__(self) -> None:
         state = Path(self.cfg.agent.state_dir)
         self.state_dir = state
         self.host_id = host_id(self.cfg.agent.host_id)
         self.sequences = SequenceStore(state / "sequences.json")
-        self.stamper = Stamper(self.key, self.host_id, self.sequences)
-        ctx = SinkContext(state_dir=state, key=self.key)
-        self.sinks: list[Sink] = []
-        self.queues: list[SinkQueue] = []
-        self.workers: list[SinkWorker] = []
-        for ep in self.cfg.sinks:
-            sink = build_sink(ep.scheme, ep.target, ep.options, ctx)
-            q = SinkQueue(ep.common.queue_size, ep.common.overflow)
-            self.sinks.append(sink)
-            self.queues.append(q)
-            self.workers.append(SinkWorker(sink, q, self.stats.sink(ep.uri), batch_max=ep.common.batch_max))
-        self.pipeline = Pipeline(self.stamper, self.queues, self.stats)
-        self.probes: list[tuple[ProbeConfig, Probe]] = [
-            (pc, build_probe(pc, state)) for pc in self.cfg.enabled_probes()
-        ]
-        self.runners = [
-            ProbeRunner(p, pc, self.pipeline.submit_many, self.stats.probe(pc.name)) for pc, p in self.probes
-        ]
+        self.sign_latency = LatencySampler()
+        self.stamper = TimedStamper(self.key, self.host_id, self.sequences, sampler=self.sign_latency)
+        self._ctx = SinkContext(state_dir=state, key=self.key)
+        self.gen = Generation(1, self.cfg)
+        self._fill(self.gen)
+        self.pipeline = Pipeline(self.stamper, self.gen.queues, self.stats)
+        self._retiring: list[Generation] = []
+        self._retired_queues: dict[str, tuple[int, Counter[str]]] = {}
+        self._retired_listeners: dict[str, health.ListenerView] = {}
         self._stop = anyio.Event()
+        self._lock = anyio.Lock()
+        self._tg: TaskGroup | None = None
+        self._status: StatusLine | None = None
+        self.started_at = time.time()
+        self.reloads_ok = self.reloads_failed = 0
+        self.last_reload_error: str | None = None
+        self.metrics: MetricsServer | None = None
+        if self.cfg.metrics.listen and not self.once:
+            self.metrics = MetricsServer(self.cfg.metrics.listen, build_registry(self.view, self.sign_latency))
+
+    # the current generation's parts, as before reloads existed
+    @property
+    def sinks(self) -> list[Sink]:
+        return self.gen.sinks
+
+    @property
+    def queues(self) -> list[SinkQueue]:
+        return self.gen.queues
+
+    @property
+    def workers(self) -> list[SinkWorker]:
+        return self.gen.workers
+
+    @property
+    def probes(self) -> list[tuple[ProbeConfig, Probe]]:
+        return self.gen.probes
+
+    @property
+    def runners(self) -> list[ProbeRunner]:
+        return self.gen.runners
+
+    def _fill(self, gen: Generation) -> None:
+        """Build ``gen``'s parts from its config; nothing is opened or started yet."""
+        cfg, state = gen.cfg, self.state_dir
+        for ep in cfg.sinks:
+            sink = build_sink(ep.scheme, ep.target, ep.options, self._ctx)
+            q = SinkQueue(ep.common.queue_size, ep.common.overflow)
+            gen.sinks.append(sink)
+            gen.queues.append(q)
+            gen.workers.append(SinkWorker(sink, q, self.stats.sink(ep.uri), batch_max=ep.common.batch_max))
+        for pc in cfg.enabled_probes():
+            gen.probes.append((pc, build_probe(pc, state)))
+        gen.runners = [ProbeRunner(p, pc, self._submit_many, self.stats.probe(pc.name)) for pc, p in gen.probes]
 
     def stop(self) -> None:
         self._stop.set()
 
-    async def _signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                log.info("received %s, stopping", signal.Signals(signum).name)
-                self._stop.set()
-                return
+    # --- producers: an event being submitted is never cut off halfway through its sinks ---------
 
-    async def _produce(self) -> None:
-        async with anyio.create_task_group() as tg:
-            if self.once:
-                for r in self.runners:
-                    tg.start_soon(r.run_once)
-                return
-            for r in self.runners:
-                tg.start_soon(r.run)
-            for _pc, p in self.probes:
-                tg.start_soon(p.watch, self.pipeline.submit)
-            for listener in self._listeners():
-                tg.start_soon(listener)
+    async def _submit_many(self, readings: Sequence[Reading]) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.pipeline.submit_many(readings)
 
-    def _listeners(self) -> list[Any]:
-        """Coroutine functions serving each configured listener (the receiver)."""
-        if not self.cfg.listeners:
-            return []
-        from .receiver import serve_listener
+    async def _submit(self, reading: Reading) -> Event | None:
+        with anyio.CancelScope(shield=True):
+            event = await self.pipeline.submit(reading)
+        return event
+
+    async def _run_producers(self, gen: Generation, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                             ) -> None:
+        try:
+            with anyio.CancelScope() as scope:
+                gen.producers = scope
+                task_status.started()
+                async with anyio.create_task_group() as tg:
+                    for r in gen.runners:
+                        tg.start_soon(r.run)
+                    for _pc, p in gen.probes:
+                        tg.start_soon(p.watch, self._submit)
+                    for opts in gen.cfg.listeners:
+                        tg.start_soon(self._listen, gen, opts)
+        finally:
+            gen.producers_done.set()
+
+    async def _listen(self, gen: Generation, opts: Any) -> None:
+        """One listener; on a reload a listener that cannot start is logged, not fatal."""
+        from .receiver import PipelineDeliver, Receiver
         from .receiver.nats import serve_nats
 
-        return [lambda opts=opts: (serve_nats if opts.uri.lower().startswith("nats:") else serve_listener)(
-            opts, self.pipeline) for opts in self.cfg.listeners]
+        try:
+            if opts.uri.lower().startswith("nats:"):
+                await serve_nats(opts, self.pipeline)
+                return
+            deliver = PipelineDeliver(self.pipeline)
+            try:
+                rx = Receiver.build(opts, deliver)
+                gen.receivers[opts.uri] = rx.stats
+                await rx.serve()
+            finally:
+                await deliver.aclose()
+        except (AgentError, OSError) as exc:
+            if gen.number == 1:
+                raise
+            log.error("listener %s: %s (not listening until the next reload)", opts.uri, exc)
+
+    async def _stop_producers(self, gen: Generation) -> None:
+        """Cancel; a submit blocked on a full queue gets ``drain_timeout``, then the queues close under it."""
+        if gen.producers is None:
+            return
+        gen.producers.cancel()
+        with anyio.move_on_after(gen.cfg.agent.drain_timeout):
+            await gen.producers_done.wait()
+        if not gen.producers_done.is_set():
+            log.warning("producers still blocked on full queues; closing them (the rest is counted as dropped)")
+            for q in gen.queues:
+                q.close()
+            await gen.producers_done.wait()
+        await self._close_probes(gen)
+
+    async def _close_probes(self, gen: Generation) -> None:
+        if gen.probes_closed:
+            return
+        gen.probes_closed = True
+        for pc, p in gen.probes:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await p.aclose()
+                except Exception:  # closing a probe never hides the real outcome
+                    log.exception("probe %s: close failed", pc.name)
+
+    # --- sinks --------------------------------------------------------------------------------
+
+    async def _run_workers(self, gen: Generation, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                           ) -> None:
+        try:
+            with anyio.CancelScope() as scope:
+                gen.worker_scope = scope
+                task_status.started()
+                async with anyio.create_task_group() as tg:
+                    for w in gen.workers:
+                        tg.start_soon(w.run)
+        finally:
+            gen.workers_done.set()
+
+    async def _drain(self, gen: Generation) -> None:
+        """Close the queues; let the workers empty them into the sinks and close those, within the deadline."""
+        for q in gen.queues:
+            q.close()
+        if gen.worker_scope is None:
+            return
+        with anyio.move_on_after(gen.cfg.agent.drain_timeout):
+            await gen.workers_done.wait()
+        if not gen.workers_done.is_set():
+            left = sum(len(q) for q in gen.queues)
+            log.warning("drain deadline reached; %d events not delivered", left)
+            gen.worker_scope.cancel()
+            await gen.workers_done.wait()
+
+    # --- reload ---------------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Re-read the configuration and switch to it; False (old one kept) if it cannot be built."""
+        async with self._lock:
+            if self._stop.is_set():
+                return False
+            self.notifier.reloading()
+            try:
+                return await self._reload()
+            finally:
+                self.notifier.ready(self._status_text())
+
+    def _reload_failed(self, reason: str) -> bool:
+        self.reloads_failed += 1
+        self.last_reload_error = reason
+        log.error("reload failed, keeping the running configuration (generation %d): %s", self.gen.number, reason)
+        return False
+
+    async def _reload(self) -> bool:
+        if self.reload_config is None:
+            return self._reload_failed("started without a configuration file; nothing to re-read")
+        try:
+            cfg = self.reload_config()
+        except (AgentError, OSError, ValueError) as exc:
+            return self._reload_failed(str(exc))
+        new = Generation(self.gen.number + 1, cfg)
+        try:
+            self._fill(new)
+        except (AgentError, OSError, ValueError) as exc:
+            await self._close_probes(new)  # the ones built before the failure
+            return self._reload_failed(str(exc))
+        old = self.gen
+        for k in RESTART_ONLY:
+            if getattr(cfg.agent, k) != getattr(old.cfg.agent, k):
+                log.warning("reload: agent.%s changed; that takes effect at the next restart", k)
+        if cfg.metrics.listen != old.cfg.metrics.listen:
+            log.warning("reload: metrics.listen changed; that takes effect at the next restart")
+        log.info("reloading %s: generation %d -> %d", cfg.path or "the default configuration", old.number,
+                 new.number)
+        self._retiring.append(old)
+        await self._stop_producers(old)
+        self.gen = new
+        self.pipeline.queues = list(new.queues)
+        if self._status is not None:
+            self._status.queues = [(ep.uri, q) for ep, q in zip(cfg.sinks, new.queues, strict=True)]
+        assert self._tg is not None
+        await self._tg.start(self._run_producers, new)
+        await self._drain(old)
+        self._retire(old)
+        await self._tg.start(self._run_workers, new)
+        self.reloads_ok += 1
+        self.last_reload_error = None
+        log.info("reloaded: probes=%s sinks=%s", ",".join(pc.name for pc, _ in new.probes) or "none",
+                 ",".join(ep.uri for ep in cfg.sinks))
+        return True
+
+    def _retire(self, gen: Generation) -> None:
+        """Fold a drained generation's counts into the totals so counters never go back."""
+        self._retiring.remove(gen)
+        for ep, q in zip(gen.cfg.sinks, gen.queues, strict=True):
+            enq, dropped = self._retired_queues.get(ep.uri, (0, Counter()))
+            self._retired_queues[ep.uri] = (enq + q.enqueued, dropped + Counter(q.dropped))
+        for uri, st in gen.receivers.items():
+            v = health.listener_view(uri, [st], self._retired_listeners.get(uri))
+            self._retired_listeners[uri] = health.ListenerView(uri, v.accepted, v.duplicates, v.dropped,
+                                                               v.connections, 0, v.rejected)
+
+    # --- what the outside sees ------------------------------------------------------------------
+
+    def view(self) -> health.AgentView:
+        gens = [*self._retiring, self.gen]
+        live = [
+            (ep.uri, q, health.dir_bytes(Path(ep.common.spool)) if ep.common.spool else None, g is not self.gen)
+            for g in gens
+            for ep, q in zip(g.cfg.sinks, g.queues, strict=True)
+        ]
+        uris = dict.fromkeys([lo.uri for g in gens for lo in g.cfg.listeners])
+        old = self._retired_listeners
+        listeners = tuple(
+            health.listener_view(u, [g.receivers[u] for g in gens if u in g.receivers], old.get(u)) for u in uris
+        )
+        return health.AgentView(
+            pipeline=self.stats, probes=tuple(pc.name for pc, _ in self.gen.probes),
+            sinks=health.sink_views(live, self.stats, self._retired_queues), listeners=listeners,
+            host_id=self.host_id, keyid=self.key.keyid, config=self.gen.cfg.path, started_at=self.started_at,
+            generation=self.gen.number, reloads_ok=self.reloads_ok, reloads_failed=self.reloads_failed,
+            last_reload_ok=self.last_reload_error is None, last_reload_error=self.last_reload_error,
+        )
+
+    def _status_text(self) -> str:
+        down = [s.uri for s in self.view().sinks if not s.stats.healthy]
+        return f"{self.stats.signed} events signed" + (f"; sinks down: {', '.join(down)}" if down else "")
+
+    async def _housekeeping(self) -> None:
+        """Every second the status file; every half watchdog period WATCHDOG=1 (a stuck loop sends none)."""
+        wd = watchdog_period()
+        tick = min(1.0, wd) if wd else 1.0
+        path = self.state_dir / health.STATUS_FILE
+        failed = False
+        next_status = 0.0
+        while True:
+            if wd:
+                self.notifier.watchdog()
+            now = time.monotonic()
+            if now >= next_status:
+                next_status = now + 1.0
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    health.write_status(path, health.snapshot(self.view()))
+                    failed = False
+                except OSError as exc:
+                    if not failed:
+                        log.warning("cannot write %s: %s", path, exc.strerror or exc)
+                    failed = True
+            await anyio.sleep(tick)
+
+    async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        # kept open until the end, so a late SIGHUP never falls back to its default (terminate)
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            task_status.started()
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    log.info("received SIGHUP, reloading")
+                    assert self._tg is not None
+                    self._tg.start_soon(self.reload)
+                    continue
+                log.info("received %s, stopping", signal.Signals(signum).name)
+                self._stop.set()
 
     async def run(self, status: StatusLine | None = None) -> None:
+        self._status = status
         try:
-            async with anyio.create_task_group() as workers:
-                for w in self.workers:
-                    workers.start_soon(w.run)
-                async with anyio.create_task_group() as producers:
-                    if self.once:
-                        await self._produce()
-                    else:
-                        producers.start_soon(self._produce)
-                        producers.start_soon(self._signals)
-                        if status is not None:
-                            producers.start_soon(status.run)
-                        await self._stop.wait()
-                    producers.cancel_scope.cancel()
-                self.pipeline.close()
-                with anyio.move_on_after(self.cfg.agent.drain_timeout) as drain:
-                    while not all(w.finished for w in self.workers):
-                        await anyio.sleep(0.02)
-                if drain.cancel_called:
-                    left = sum(len(q) for q in self.queues)
-                    log.warning("drain deadline reached; %d events not delivered", left)
-                    workers.cancel_scope.cancel()
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await tg.start(self._run_workers, self.gen)
+                if self.once:
+                    async with anyio.create_task_group() as once:
+                        for r in self.gen.runners:
+                            once.start_soon(r.run_once)
+                else:
+                    await tg.start(self._signals)
+                    if self.metrics is not None:
+                        try:
+                            await tg.start(self.metrics.serve)
+                        except OSError as exc:
+                            raise AgentError(f"metrics: cannot listen on {self.cfg.metrics.listen}: "
+                                             f"{exc.strerror or exc}") from None
+                    await tg.start(self._run_producers, self.gen)
+                    tg.start_soon(self._housekeeping)
+                    if status is not None:
+                        tg.start_soon(status.run)
+                    self.notifier.ready(self._status_text())
+                    await self._stop.wait()
+                    self.notifier.stopping()
+                async with self._lock:
+                    await self._stop_producers(self.gen)
+                    await self._drain(self.gen)
+                tg.cancel_scope.cancel()
         finally:
-            for _pc, p in self.probes:
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await p.aclose()
-                    except Exception:  # closing a probe never hides the real outcome
-                        log.exception("probe %s: close failed", _pc.name)
+            await self._close_probes(self.gen)
             self.sequences.close()
+            self.notifier.close()
+            if not self.once:
+                log.debug("stopped (pid %d)", os.getpid())

@@ -96,6 +96,11 @@ def _build_parser() -> argparse.ArgumentParser:
     cfg_sub.required = True
     check = cfg_sub.add_parser("check", help="check a configuration file (exit 0 valid, 2 invalid)")
     check.add_argument("file", metavar="FILE")
+
+    st = sub.add_parser("status", help="per-probe and per-sink health of the running agent (exit 1 if unhealthy)")
+    st.add_argument("--config", metavar="FILE", help="read state_dir from this configuration")
+    st.add_argument("--state-dir", metavar="DIR", help="the agent's state_dir (default: from the configuration)")
+    st.add_argument("--json", action="store_true", help="print the raw status document")
     return p
 
 
@@ -110,10 +115,8 @@ def _key_path(arg: str | None, cfg: config_mod.Config) -> str:
     return arg or cfg.agent.key or DEFAULT_KEY
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from .app import Agent
-    from .status import StatusLine
-
+def _run_config(args: argparse.Namespace) -> config_mod.Config:
+    """The file (or the default) with the command line's additions; read again on SIGHUP."""
     cfg = _load_config(args.config)
     if args.probes is not None:
         cfg = cfg.with_probes(args.probes)
@@ -121,8 +124,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not cfg.sinks:
         raise ConfigError("no sinks configured: add [[sinks]] to the config or pass --sink URI", key="sinks",
                           file=cfg.path)
+    return cfg
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .app import Agent
+    from .status import StatusLine
+
+    cfg = _run_config(args)
     key = load_signing_key(_key_path(args.key, cfg))
-    agent = Agent(cfg, key, once=args.once)
+    agent = Agent(cfg, key, once=args.once, reload_config=lambda: _run_config(args))
     status = StatusLine(agent.stats, [(ep.uri, q) for ep, q in zip(cfg.sinks, agent.queues, strict=True)])
     status.startup([pc.name for pc, _ in agent.probes], [ep.uri for ep in cfg.sinks],
                    [lo.uri for lo in cfg.listeners], key.keyid)
@@ -247,10 +258,38 @@ def _cmd_prove(args: argparse.Namespace) -> int:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
+    from .configcheck import check_file
+
+    problems = check_file(args.file)
+    for prob in problems:
+        print(prob, file=sys.stderr)
+    errors = sum(p.severity == "error" for p in problems)
+    if errors:
+        print(f"{args.file}: {errors} problem{'s' if errors != 1 else ''}", file=sys.stderr)
+        return EXIT_USAGE
     cfg = config_mod.load(args.file)
     enabled = ",".join(p.name for p in cfg.enabled_probes()) or "none"
     print(f"{args.file}: OK (probes: {enabled}; sinks: {len(cfg.sinks)}; listeners: {len(cfg.listeners)})")
     return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .health import STATUS_FILE, read_status, render
+
+    state = args.state_dir or _load_config(args.config).agent.state_dir
+    path = Path(state) / STATUS_FILE
+    try:
+        doc = read_status(path)
+    except (OSError, ValueError) as exc:
+        print(f"hoststamp status: no status at {path} ({getattr(exc, 'strerror', None) or exc}); "
+              "is the agent running with this state_dir?", file=sys.stderr)
+        return EXIT_FAIL
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(doc) + b"\n")
+        return EXIT_OK
+    report = render(doc)
+    print(report.text)
+    return EXIT_OK if report.healthy else EXIT_FAIL
 
 
 _VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -261,6 +300,7 @@ _VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "send": _cmd_send,
     "prove": _cmd_prove,
     "config": _cmd_config,
+    "status": _cmd_status,
 }
 
 

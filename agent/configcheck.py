@@ -1,0 +1,156 @@
+"""``hoststamp config check``: every problem of a configuration file, not just the first.
+
+:func:`agent.config.parse` stops at the first error, which is right for
+starting the agent. Here each unit (``[agent]``, each ``[probes.NAME]``, each
+``[[sinks]]`` and ``[[listeners]]`` entry, ``[metrics]``) is checked on its
+own with the same code, and within a unit a key that was found bad is set
+aside and the unit checked again, so one pass reports every bad key. Beyond
+parsing it checks what can be checked without I/O: listener URIs, and that
+some sink is configured. Nothing is opened, bound or read besides the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from . import config as config_mod
+from . import schema
+from .errors import ConfigError
+
+__all__ = ["Problem", "check_document", "check_file"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    file: str | None
+    key: str | None
+    reason: str
+    #: "error" makes the file invalid; "warning" is worth knowing but valid
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        where = "".join(f"{p}: " for p in (self.file, self.key) if p)
+        return f"{where}{'warning: ' if self.severity == 'warning' else ''}{self.reason}"
+
+
+_SEGMENT = re.compile(r"([^.\[]+)")
+
+
+def _direct_key(prefix: str, key: str | None) -> str | None:
+    """``probes.cgroup`` + ``probes.cgroup.root.x`` -> ``root``; None if ``key`` is not inside ``prefix``."""
+    if not key or not key.startswith(prefix + "."):
+        return None
+    m = _SEGMENT.match(key[len(prefix) + 1:])
+    return m.group(1) if m else None
+
+
+def _unit(problems: list[Problem], table: Any, prefix: str, file: str | None,
+          build: Callable[[Mapping[str, Any]], object]) -> None:
+    """Build one unit, setting aside each bad key it reports until it builds or cannot be narrowed down."""
+    if not isinstance(table, Mapping):
+        try:
+            build(table)
+        except ConfigError as exc:
+            problems.append(Problem(file, exc.key, exc.reason))
+        return
+    left = dict(table)
+    seen: set[str | None] = set()
+    for _ in range(len(table) + 1):
+        try:
+            build(left)
+            return
+        except ConfigError as exc:
+            if exc.key in seen:  # e.g. a bad required key, set aside, is now "missing": said already
+                return
+            seen.add(exc.key)
+            problems.append(Problem(file, exc.key, exc.reason))
+            bad = _direct_key(prefix, exc.key)
+            if bad is None or bad not in left:
+                return
+            del left[bad]
+
+
+def check_document(doc: Mapping[str, Any], *, file: str | None = None,
+                   env: Mapping[str, str] | None = None) -> list[Problem]:
+    problems: list[Problem] = []
+    top = config_mod._TOP_KEYS
+    for key in doc:
+        if key not in top:
+            problems.append(Problem(file, key, f"unknown key (allowed at top level: {', '.join(top)})"))
+
+    _unit(problems, doc.get("agent", {}), "agent", file,
+          lambda t: config_mod.parse({"agent": t}, file=file, env=env or {}))
+
+    probes = doc.get("probes", {})
+    if isinstance(probes, Mapping):
+        for name, table in probes.items():
+            _unit(problems, table, f"probes.{name}", file, partial(_probe, name=name, file=file))
+    else:
+        problems.append(Problem(file, "probes", "expected a table of [probes.NAME] tables"))
+
+    sinks = doc.get("sinks", [])
+    if isinstance(sinks, list):
+        for i, table in enumerate(sinks):
+            _unit(problems, table, f"sinks[{i}]", file, partial(config_mod.endpoint, prefix=f"sinks[{i}]", file=file))
+    else:
+        problems.append(Problem(file, "sinks", "expected an array of tables ([[sinks]])"))
+    if isinstance(sinks, list) and not sinks:
+        problems.append(Problem(file, "sinks", "no [[sinks]]: `hoststamp run` will need --sink URI", "warning"))
+    uris = [t.get("uri") for t in sinks if isinstance(t, Mapping)] if isinstance(sinks, list) else []
+    for i, uri in enumerate(uris):
+        if uri is not None and uri in uris[:i]:
+            problems.append(Problem(file, f"sinks[{i}].uri", f"{uri!r} is also sinks[{uris.index(uri)}]: "
+                                    "both would write the same place", "warning"))
+
+    listeners = doc.get("listeners", [])
+    if isinstance(listeners, list):
+        for i, table in enumerate(listeners):
+            _unit(problems, table, f"listeners[{i}]", file, partial(_listener, prefix=f"listeners[{i}]", file=file))
+    else:
+        problems.append(Problem(file, "listeners", "expected an array of tables ([[listeners]])"))
+
+    _unit(problems, doc.get("metrics", {}), "metrics", file,
+          lambda t: schema.build(config_mod.MetricsConfig, t, prefix="metrics", file=file))
+    return problems
+
+
+def _probe(table: Mapping[str, Any], *, name: str, file: str | None) -> object:
+    return config_mod.parse({"probes": {name: table}}, file=file, env={})
+
+
+def _listener(table: Mapping[str, Any], *, prefix: str, file: str | None) -> object:
+    opts = schema.build(config_mod.ListenerOptions, table, prefix=prefix, file=file)
+    if opts.uri.lower().startswith("nats:"):
+        return opts
+    try:
+        from .transport.uri import parse_endpoint
+    except ImportError:  # pragma: no cover - transport not installed
+        return opts
+    try:
+        parse_endpoint(opts.uri, listen=True)
+    except ConfigError as exc:
+        raise ConfigError(exc.reason, key=f"{prefix}.uri", file=file) from None
+    return opts
+
+
+def check_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> list[Problem]:
+    """Every problem of the file at ``path``; an empty list means it loads."""
+    p = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        return [Problem(p, None, f"cannot read: {exc.strerror or exc}")]
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return [Problem(p, None, "not UTF-8 text")]
+    except tomllib.TOMLDecodeError as exc:
+        return [Problem(p, None, f"not valid TOML: {exc}")]
+    return check_document(doc, file=p, env=env)

@@ -1,0 +1,279 @@
+"""What the agent looks like from outside: a view for /metrics, a status file for ``hoststamp status``.
+
+The agent builds an :class:`AgentView` on demand (a scrape, or once a second
+for the status file); nothing on the hot path does any of this. The status file
+(``STATE_DIR/status.json``) is rewritten atomically (temp file, rename), so a
+reader sees the previous or the next version, never half of one.
+:func:`render` turns it into the at-a-glance table ``hoststamp status`` prints.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .pipeline.queue import SinkQueue
+from .pipeline.stats import PipelineStats, SinkStats
+
+__all__ = [
+    "STATUS_FILE",
+    "AgentView",
+    "ListenerView",
+    "SinkView",
+    "StatusReport",
+    "dir_bytes",
+    "listener_view",
+    "read_status",
+    "render",
+    "sink_views",
+    "snapshot",
+    "write_status",
+]
+
+STATUS_FILE = "status.json"
+
+
+@dataclass(frozen=True, slots=True)
+class SinkView:
+    """One sink URI, summed over every generation that still has a queue for it."""
+
+    uri: str
+    depth: int
+    capacity: int
+    enqueued: int
+    dropped: Mapping[str, int]
+    stats: SinkStats
+    #: bytes in the sink's spool directory, when it has one
+    spool_bytes: int | None = None
+    #: True while a previous configuration's queue still drains into it
+    draining: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerView:
+    uri: str
+    accepted: int = 0
+    duplicates: int = 0
+    dropped: int = 0
+    connections: int = 0
+    connections_open: int = 0
+    rejected: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentView:
+    pipeline: PipelineStats
+    probes: tuple[str, ...]
+    sinks: tuple[SinkView, ...]
+    listeners: tuple[ListenerView, ...]
+    host_id: str
+    keyid: str
+    config: str | None
+    started_at: float
+    generation: int = 1
+    reloads_ok: int = 0
+    reloads_failed: int = 0
+    last_reload_ok: bool = True
+    last_reload_error: str | None = None
+
+
+def dir_bytes(path: Path) -> int:
+    """Bytes of the regular files in ``path`` and its subdirectories (0 if it does not exist)."""
+    total = 0
+    try:
+        with os.scandir(path) as it:
+            for entry in it:
+                try:
+                    if entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+                    elif entry.is_dir(follow_symlinks=False):
+                        total += dir_bytes(Path(entry.path))
+                except OSError:
+                    continue
+    except OSError:
+        return 0
+    return total
+
+
+def snapshot(view: AgentView, *, now: float | None = None, pid: int | None = None) -> dict[str, Any]:
+    """The status file's document (plain JSON types only)."""
+    st = view.pipeline
+    probes = {}
+    for name in view.probes:
+        p = st.probes.get(name)
+        probes[name] = {
+            "runs": p.runs if p else 0,
+            "failures": p.failures if p else 0,
+            "readings": p.readings if p else 0,
+            "last_duration": round(p.last_duration, 6) if p else 0.0,
+            "last_success": p.last_success if p else True,
+            "last_error": p.last_error if p else None,
+        }
+    return {
+        "version": 1,
+        "pid": os.getpid() if pid is None else pid,
+        "written_at": time.time() if now is None else now,
+        "started_at": view.started_at,
+        "host_id": view.host_id,
+        "keyid": view.keyid,
+        "config": view.config,
+        "generation": view.generation,
+        "reloads": {"ok": view.reloads_ok, "failed": view.reloads_failed, "last_ok": view.last_reload_ok,
+                    "last_error": view.last_reload_error},
+        "signed": st.signed,
+        "rejected": st.rejected,
+        "probes": probes,
+        "sinks": [
+            {
+                "uri": s.uri,
+                "healthy": s.stats.healthy,
+                "depth": s.depth,
+                "capacity": s.capacity,
+                "enqueued": s.enqueued,
+                "sent": s.stats.sent,
+                "dropped": dict(s.dropped),
+                "send_errors": s.stats.send_errors,
+                "last_error": s.stats.last_error,
+                "spool_bytes": s.spool_bytes,
+                "draining": s.draining,
+            }
+            for s in view.sinks
+        ],
+        "listeners": [
+            {
+                "uri": li.uri,
+                "accepted": li.accepted,
+                "duplicates": li.duplicates,
+                "dropped": li.dropped,
+                "connections": li.connections,
+                "connections_open": li.connections_open,
+                "rejected": dict(li.rejected),
+            }
+            for li in view.listeners
+        ],
+    }
+
+
+def write_status(path: Path, doc: Mapping[str, Any]) -> None:
+    """Atomically replace ``path`` with ``doc`` (no fsync: it is rewritten every second)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    os.replace(tmp, path)
+
+
+def read_status(path: Path) -> dict[str, Any]:
+    """The document, or OSError/ValueError when there is none or it is unreadable."""
+    doc = orjson.loads(path.read_bytes())
+    if not isinstance(doc, dict) or doc.get("version") != 1:
+        raise ValueError(f"{path}: not a hoststamp status file")
+    return doc
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    text: str
+    healthy: bool
+
+
+def _ago(seconds: float) -> str:
+    s = int(max(seconds, 0))
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def render(doc: Mapping[str, Any], *, now: float | None = None, stale_after: float = 5.0) -> StatusReport:
+    """Per-probe and per-sink health at a glance; unhealthy when anything failed or the file is stale."""
+    now = time.time() if now is None else now
+    age = now - float(doc.get("written_at", 0))
+    stale = age > stale_after
+    healthy = not stale
+    head = (f"hoststamp pid {doc.get('pid')}: up {_ago(now - float(doc.get('started_at', now)))}, "
+            f"{doc.get('signed', 0)} events signed, host {doc.get('host_id')}, generation {doc.get('generation')}")
+    lines = [head]
+    if stale:
+        lines.append(f"STALE: status last written {_ago(age)} ago; is the agent running?")
+    reloads = doc.get("reloads", {})
+    if not reloads.get("last_ok", True):
+        lines.append(f"last reload FAILED (running the previous configuration): {reloads.get('last_error')}")
+    rows = [["PROBE", "STATE", "RUNS", "FAILURES", "LAST", "ERROR"]]
+    for name, p in sorted(doc.get("probes", {}).items()):
+        state = "starting" if not p["runs"] else ("ok" if p["last_success"] else "FAILING")
+        healthy &= state != "FAILING"
+        rows.append([name, state, str(p["runs"]), str(p["failures"]), f"{p['last_duration'] * 1000:.1f}ms",
+                     p["last_error"] or ""])
+    lines += ["", *(_table(rows) if len(rows) > 1 else ["no probes enabled"])]
+    rows = [["SINK", "STATE", "QUEUE", "SENT", "DROPPED", "SPOOL", "ERROR"]]
+    for s in doc.get("sinks", []):
+        state = ("up" if s["healthy"] else "DOWN") + (" (draining)" if s.get("draining") else "")
+        healthy &= bool(s["healthy"])
+        spool = "" if s.get("spool_bytes") is None else str(s["spool_bytes"])
+        rows.append([s["uri"], state, f"{s['depth']}/{s['capacity']}", str(s["sent"]),
+                     str(sum(s["dropped"].values())), spool, s["last_error"] or "" if not s["healthy"] else ""])
+    lines += ["", *_table(rows)]
+    if doc.get("listeners"):
+        rows = [["LISTENER", "OPEN", "CONNECTIONS", "ACCEPTED", "DUPLICATES", "REFUSED"]]
+        for li in doc["listeners"]:
+            refused = ",".join(f"{k}={v}" for k, v in sorted(li["rejected"].items()) if v) or "0"
+            rows.append([li["uri"], str(li["connections_open"]), str(li["connections"]), str(li["accepted"]),
+                         str(li["duplicates"]), refused])
+        lines += ["", *_table(rows)]
+    return StatusReport("\n".join(lines), healthy)
+
+
+def sink_views(
+    live: Iterable[tuple[str, SinkQueue, int | None, bool]],
+    stats: PipelineStats,
+    retired: Mapping[str, tuple[int, Mapping[str, int]]],
+) -> tuple[SinkView, ...]:
+    """One :class:`SinkView` per URI from ``(uri, queue, spool_bytes, draining)`` entries.
+
+    A URI may have two live queues while a reload drains the old one;
+    ``retired`` holds the counts of queues already gone, so counters never go back.
+    """
+    acc: dict[str, dict[str, Any]] = {}
+    for uri, q, spool, draining in live:
+        a = acc.setdefault(uri, {"depth": 0, "capacity": 0, "enqueued": 0, "dropped": Counter(), "spool": None,
+                                 "draining": False})
+        a["depth"] += len(q)
+        a["capacity"] = max(a["capacity"], q.maxsize)
+        a["enqueued"] += q.enqueued
+        a["dropped"].update(q.dropped)
+        a["spool"] = spool if spool is not None else a["spool"]
+        a["draining"] |= draining
+    out = []
+    for uri, a in acc.items():
+        old_enq, old_drop = retired.get(uri, (0, {}))
+        a["dropped"].update(old_drop)
+        out.append(SinkView(uri, a["depth"], a["capacity"], a["enqueued"] + old_enq, dict(a["dropped"]),
+                            stats.sink(uri), a["spool"], a["draining"]))
+    return tuple(out)
+
+
+def listener_view(uri: str, live: Iterable[Any], retired: ListenerView | None = None) -> ListenerView:
+    """Sum receiver stats (objects with ReceiverStats' fields) and a retired total into one view."""
+    v = retired or ListenerView(uri)
+    accepted, dup, dropped, conns, open_ = v.accepted, v.duplicates, v.dropped, v.connections, 0
+    rejected: Counter[str] = Counter(v.rejected)
+    for s in live:
+        accepted += s.accepted
+        dup += s.duplicates
+        dropped += s.dropped
+        conns += s.connections
+        open_ += s.connections_open
+        rejected.update(s.rejected)
+    return ListenerView(uri, accepted, dup, dropped, conns, open_, dict(rejected))
