@@ -59,7 +59,8 @@ class AgentSettings:
 
 @dataclass(frozen=True, slots=True)
 class ProbeCommon:
-    enabled: bool = True
+    #: unset: on when the table is present, else on when the probe works on this host
+    enabled: bool | None = None
     interval: float | None = None
     timeout: float | None = None
     #: fraction of the interval by which each round may start late, at random
@@ -69,11 +70,15 @@ class ProbeCommon:
 @dataclass(frozen=True, slots=True)
 class ProbeConfig:
     name: str
-    enabled: bool
+    #: ``None``: decided by :meth:`available` when the agent starts (no I/O while parsing)
+    enabled: bool | None
     interval: float
     timeout: float
     jitter: float
     options: Any
+
+    def available(self) -> bool:
+        return probe_registry.get(self.name).unavailable(self.options) is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +176,8 @@ class Config:
         raise KeyError(name)
 
     def enabled_probes(self) -> list[ProbeConfig]:
-        return [p for p in self.probes if p.enabled]
+        """Probes to run: those switched on, and those left to default that work on this host."""
+        return [p for p in self.probes if p.enabled or (p.enabled is None and p.available())]
 
     def with_probes(self, names: Sequence[str]) -> Config:
         """Only ``names`` enabled (``--probes``); unknown names are a ConfigError."""
@@ -203,7 +209,7 @@ def endpoint(table: Mapping[str, Any], *, prefix: str, file: str | None) -> Endp
     return EndpointConfig(uri=common.uri, scheme=scheme, target=target, common=common, options=options)
 
 
-def _probe(name: str, table: Mapping[str, Any], file: str | None) -> ProbeConfig:
+def _probe(name: str, table: Mapping[str, Any], file: str | None, present: bool) -> ProbeConfig:
     cls = probe_registry.get(name)
     common_keys = set(schema.field_names(ProbeCommon))
     prefix = f"probes.{name}"
@@ -218,7 +224,8 @@ def _probe(name: str, table: Mapping[str, Any], file: str | None) -> ProbeConfig
         raise ConfigError("must be greater than 0", key=f"{prefix}.timeout", file=file)
     if not 0.0 <= common.jitter <= 1.0:
         raise ConfigError("must be between 0 and 1 (a fraction of the interval)", key=f"{prefix}.jitter", file=file)
-    return ProbeConfig(name=name, enabled=common.enabled, interval=interval, timeout=timeout,
+    enabled = common.enabled if common.enabled is not None else (True if present else None)
+    return ProbeConfig(name=name, enabled=enabled, interval=interval, timeout=timeout,
                        jitter=common.jitter, options=options)
 
 
@@ -244,7 +251,7 @@ def parse(doc: Mapping[str, Any], *, file: str | None = None, env: Mapping[str, 
     for name in probes_doc:
         if name not in known:
             raise ConfigError(f"unknown probe (known: {', '.join(known)})", key=f"probes.{name}", file=file)
-    probes = tuple(_probe(n, probes_doc.get(n, {}), file) for n in known)
+    probes = tuple(_probe(n, probes_doc.get(n, {}), file, n in probes_doc) for n in known)
 
     sinks_doc = doc.get("sinks", [])
     if not isinstance(sinks_doc, list):
@@ -279,8 +286,5 @@ def load(path: str | os.PathLike[str]) -> Config:
 def default_config(env: Mapping[str, str] | None = None) -> Config:
     """The embedded default of ``make run``: every probe that works here, into the archive."""
     cfg = parse({}, env=env)
-    probes = tuple(
-        replace(p, enabled=probe_registry.get(p.name).unavailable(p.options) is None) for p in cfg.probes
-    )
     uri = "archive:var/archive" if "archive" in sink_registry.schemes() else "file:var/archive/events.ndjson"
-    return replace(cfg, probes=probes, sinks=(endpoint({"uri": uri}, prefix="default", file=None),))
+    return replace(cfg, sinks=(endpoint({"uri": uri}, prefix="default", file=None),))
