@@ -38,6 +38,12 @@ class DedupeWindow:
         if self.size <= 0:
             return
         entries = self._entries
+        if fut.done():  # settled already: no callback needed
+            if not fut.cancelled() and fut.exception() is None:
+                entries[key] = None
+                if len(entries) > self.size:
+                    entries.popitem(last=False)
+            return
         entries[key] = fut
         if len(entries) > self.size:
             entries.popitem(last=False)

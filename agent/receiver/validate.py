@@ -23,7 +23,10 @@ REQUIRED = ("specversion", "id", "source", "type")
 _OPTIONAL_STR = ("datacontenttype", "dataschema", "subject")
 _EXT_NAME = re.compile(r"[a-z0-9]{1,64}\Z")
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})\Z")
-_NOT_EXT = frozenset((*REQUIRED, *_OPTIONAL_STR, "time", "data", "data_base64"))
+#: checked before the loop (or not at all)
+_SKIP = frozenset((*REQUIRED, "data"))
+#: extension names seen to be well formed (a small cache: names repeat, and checking costs a regex)
+_GOOD_NAMES: set[str] = set()
 _INT_MAX = (1 << 53) - 1
 
 
@@ -58,35 +61,42 @@ def _bad(detail: str) -> Rejected:
 
 
 def check_attributes(event: dict[str, Any]) -> None:
-    """Required attributes present and typed; optional and extension attributes typed."""
+    """Required attributes present and typed; optional and extension attributes typed (one pass)."""
     if event.get("specversion") != "1.0":
         raise _bad(f"specversion must be \"1.0\", got {event.get('specversion')!r:.40}")
     for name in ("id", "source", "type"):
         v = event.get(name)
         if not isinstance(v, str) or not v:
             raise _bad(f"{name} must be a non-empty string")
-    for name in _OPTIONAL_STR:
-        v = event.get(name)
-        if v is not None and not isinstance(v, str):
-            raise _bad(f"{name} must be a string")
-    t = event.get("time")
-    if t is not None and not (isinstance(t, str) and _RFC3339.match(t)):
-        raise _bad("time must be an RFC 3339 timestamp")
-    if "data_base64" in event:
-        if "data" in event:
-            raise _bad("data and data_base64 are exclusive")
-        if not isinstance(event["data_base64"], str):
-            raise _bad("data_base64 must be a string")
     for name, v in event.items():
-        if name in _NOT_EXT:
+        if name in _SKIP:
             continue
+        if name in _OPTIONAL_STR:
+            if v is not None and not isinstance(v, str):
+                raise _bad(f"{name} must be a string")
+        elif name == "time":
+            if v is not None and not (isinstance(v, str) and _RFC3339.match(v)):
+                raise _bad("time must be an RFC 3339 timestamp")
+        elif name == "data_base64":
+            if "data" in event:
+                raise _bad("data and data_base64 are exclusive")
+            if not isinstance(v, str):
+                raise _bad("data_base64 must be a string")
+        else:
+            _check_extension(name, v)
+
+
+def _check_extension(name: str, v: Any) -> None:
+    if name not in _GOOD_NAMES:
         if not _EXT_NAME.match(name):
             raise _bad(f"attribute name {name[:40]!r} is not lower-case letters and digits")
-        if v is None or isinstance(v, (str, bool)):
-            continue
-        if isinstance(v, int) and -_INT_MAX <= v <= _INT_MAX:
-            continue
-        raise _bad(f"extension attribute {name} must be a string, boolean or integer")
+        if len(_GOOD_NAMES) < 256:
+            _GOOD_NAMES.add(name)
+    if v is None or isinstance(v, (str, bool)):
+        return
+    if isinstance(v, int) and -_INT_MAX <= v <= _INT_MAX:
+        return
+    raise _bad(f"extension attribute {name} must be a string, boolean or integer")
 
 
 def parse_event(frame: bytes, *, max_depth: int) -> dict[str, Any]:
