@@ -89,19 +89,24 @@ class ExitStream:
                              on_overrun=self._on_overrun)
         try:
             self._family = (await resolve_family(sock)).id
-            await sock.request(build_register(self._family, 0, self.cpumask))
+            await sock.request(build_register(self._family, 0, self.cpumask), ack_only=True)
         except BaseException:
             sock.close()
             raise
         self.sock = sock
 
     async def stop(self, timeout: float = 1.0) -> None:
-        """Deregister (bounded by ``timeout``) and close. Safe to call twice."""
+        """Deregister (waiting at most ``timeout`` for the ack) and close. Safe to call twice.
+
+        The deregistration is sent before the first suspension, so it reaches
+        the kernel even when the caller is being cancelled.
+        """
         sock, self.sock = self.sock, None
         if sock is None:
             return
         try:
-            await asyncio.wait_for(sock.request(build_deregister(self._family, 0, self.cpumask)), timeout)
+            async with asyncio.timeout(timeout):
+                await sock.request(build_deregister(self._family, 0, self.cpumask), ack_only=True)
         except (ProbeError, TimeoutError):
             pass  # the kernel also drops a listener whose socket is gone
         finally:

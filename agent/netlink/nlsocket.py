@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 from ..errors import ParseError, ProbeError
 from .codec import (
     NLM_F_ACK,
-    NLM_F_DUMP,
     NLM_F_MULTI,
     NLMSG_DONE,
     NLMSG_ERROR,
@@ -53,7 +52,8 @@ _SEQ_MASK = 0xFFFFFFFF
 _FLAGS = struct.Struct("=H")
 _SEQ = struct.Struct("=I")
 _I32 = struct.Struct("=i")
-_ACK_ONLY = NLM_F_ACK | NLM_F_DUMP
+#: marks a pending request that expects only an ack (kept beside the 16 bits of nlmsg flags)
+_ACK_ONLY = 1 << 16
 
 
 class _Batch:
@@ -153,12 +153,17 @@ class NetlinkSocket:
 
     # --- requests -----------------------------------------------------------------------------------------------
 
-    async def request(self, message: bytes) -> list[Message]:
-        """Send one request; its reply messages (acks and ``NLMSG_DONE`` left out). Raises the kernel's error."""
-        (reply,) = await self.transact((message,))
+    async def request(self, message: bytes, *, ack_only: bool = False) -> list[Message]:
+        """Send one request; its reply messages (acks and ``NLMSG_DONE`` left out). Raises the kernel's error.
+
+        ``ack_only``: the request (with ``NLM_F_ACK``) is answered by an ack
+        alone, so on a socket with an ``unsolicited`` callback any data message
+        that happens to carry its sequence number is a notification.
+        """
+        (reply,) = await self._run((message,), None, _ACK_ONLY if ack_only else 0)
         if isinstance(reply, ProbeError):
             raise reply
-        return reply
+        return reply  # type: ignore[no-any-return]
 
     async def transact(self, messages_: Sequence[bytes]) -> list[Reply]:
         """Send every request (built messages; their seq fields are overwritten); one :data:`Reply` each, in order."""
@@ -174,7 +179,8 @@ class NetlinkSocket:
         """
         return await self._run(messages_, decode)
 
-    async def _run(self, messages_: Sequence[bytes], decode: Callable[[bytes, int, int], Any] | None) -> list[Any]:
+    async def _run(self, messages_: Sequence[bytes], decode: Callable[[bytes, int, int], Any] | None,
+                   mark: int = 0) -> list[Any]:
         if self.closed:
             raise ProbeError("netlink socket closed")
         self._attach()
@@ -188,7 +194,7 @@ class NetlinkSocket:
         for i, msg in enumerate(messages_):
             seq = seq + 1 if seq < _SEQ_MASK else 1
             queue.append((seq, msg))
-            pending[seq] = (batch, i, 0 if decode else flags_of(msg, 6)[0])
+            pending[seq] = (batch, i, 0 if decode else flags_of(msg, 6)[0] | mark)
         self._seq = seq
         self._unsent += len(messages_)
         self._pump()
@@ -284,7 +290,7 @@ class NetlinkSocket:
 
     def _dispatch(self, data: bytes, off: int, length: int, mtype: int, flags: int, seq: int, portid: int) -> None:
         entry = self._pending.get(seq)
-        if entry is None or (mtype > NLMSG_DONE and entry[2] & _ACK_ONLY == NLM_F_ACK and self.unsolicited):
+        if entry is None or (mtype > NLMSG_DONE and entry[2] & _ACK_ONLY and self.unsolicited):
             # nobody waits for it, or an ack-only request on a notification socket: a notification
             if self.unsolicited is not None and mtype > NLMSG_DONE:
                 self.unsolicited(Message(mtype, flags, seq, portid, data[off + 16:off + length]))

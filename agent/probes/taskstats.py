@@ -1,0 +1,259 @@
+"""``taskstats``: per-task accounting from the kernel, cgroupstats, and the process-exit stream.
+
+:meth:`TaskstatsProbe.collect` queries ``TASKSTATS_CMD_GET`` for every process
+(or the processes of the configured ``pids``, ``cgroups`` and ``commands``),
+one reading per pid with the decoded ``struct taskstats`` as output; a pid that
+ended meanwhile (ESRCH) is skipped. Configured ``cgroupstats`` directories
+(cgroup v1) add one ``taskstats.cgroupstats`` reading each. :meth:`watch`
+streams the accounting of every exiting task as ``taskstats.exit`` readings.
+
+Queries and the exit stream need CAP_NET_ADMIN; without it a round yields one
+"unavailable: needs CAP_NET_ADMIN" reading instead of one error per pid.
+cgroupstats needs no privilege. Fields, units and versions: ``docs/taskstats.md``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import anyio
+
+from ..errors import ProbeError
+from ..model import Reading
+from ..netlink import (
+    CgroupV2Unsupported,
+    ExitRecord,
+    ExitStream,
+    NetlinkError,
+    Overrun,
+    TaskStats,
+    TaskstatsClient,
+    has_net_admin,
+    resolve_family_sync,
+)
+from .base import Emit, Probe, ProbeContext
+from .registry import register
+
+__all__ = [
+    "NEEDS_CAP",
+    "TaskstatsOptions",
+    "TaskstatsProbe",
+    "exit_output",
+    "select_pids",
+    "taskstats_output",
+]
+
+NEEDS_CAP = "unavailable: needs CAP_NET_ADMIN"
+INPUT = "genetlink:TASKSTATS"
+MAX_SAFE_INT = 2**53 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class TaskstatsOptions:
+    """``[probes.taskstats]`` keys. With no ``pids``, ``cgroups`` or ``commands``, every process is read."""
+
+    #: process ids to read
+    pids: tuple[int, ...] = ()
+    #: cgroup directories whose ``cgroup.procs`` name processes to read (v1 or v2)
+    cgroups: tuple[str, ...] = ()
+    #: command names (as in ``/proc/PID/comm``) of processes to read; also filters the exit stream
+    commands: tuple[str, ...] = ()
+    #: query each process by pid (its main thread) or by tgid (the kernel's thread-group sum)
+    by: Literal["pid", "tgid"] = "pid"
+    #: stream the accounting of exiting tasks (``taskstats.exit`` events)
+    exits: bool = True
+    #: also stream exits of threads that are not a thread-group leader
+    exit_threads: bool = True
+    #: exit records held while the pipeline is busy; the oldest are dropped (and reported) beyond it
+    exit_buffer: int = 4096
+    #: cgroup v1 directories to read with CGROUPSTATS_CMD_GET
+    cgroupstats: tuple[str, ...] = ()
+    #: the procfs to list processes from
+    proc: str = "/proc"
+    #: the cpulist file of possible CPUs, the exit stream's cpumask
+    cpu_possible: str = "/sys/devices/system/cpu/possible"
+    #: queries in flight at once
+    window: int = 128
+
+    def __post_init__(self) -> None:
+        if self.exit_buffer < 1:
+            raise ValueError("exit_buffer must be at least 1")
+        if not 1 <= self.window <= 4096:
+            raise ValueError("window must be between 1 and 4096")
+
+
+def _json_int(v: int | str) -> int | str:
+    """Integers beyond JSON's exact range travel as decimal strings (the event contract)."""
+    return str(v) if isinstance(v, int) and v > MAX_SAFE_INT else v
+
+
+def taskstats_output(stats: TaskStats) -> dict[str, Any]:
+    """The ``output`` of one reading: every decoded member by its kernel name (pure)."""
+    out: dict[str, Any] = {k: _json_int(v) for k, v in zip(stats.names, stats, strict=True)}
+    if stats.note:
+        out["decoder_note"] = stats.note
+    return out
+
+
+def exit_output(rec: ExitRecord) -> dict[str, Any]:
+    """The ``output`` of one exit reading: the task's members, the exit status split, the group's totals."""
+    out = taskstats_output(rec.stats)
+    status = rec.stats.get("ac_exitcode")
+    if isinstance(status, int):
+        out["exit_signal"] = status & 0x7F
+        out["exit_code"] = (status >> 8) & 0xFF
+    if rec.group is not None:
+        out["group"] = {"tgid": rec.tgid, **taskstats_output(rec.group)}
+    return out
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().split()
+    except OSError:
+        return []
+
+
+def select_pids(options: TaskstatsOptions) -> list[int]:
+    """The pids a round reads, sorted: every process, or those the options name."""
+    proc = Path(options.proc)
+    if not (options.pids or options.cgroups or options.commands):
+        try:
+            return sorted(int(n) for n in os.listdir(proc) if n.isdigit())
+        except OSError as exc:
+            raise ProbeError(f"{proc}: {exc.strerror or exc}") from None
+    chosen: set[int] = set(options.pids)
+    for d in options.cgroups:
+        chosen.update(int(x) for x in _read_lines(Path(d) / "cgroup.procs") if x.isdigit())
+    if options.commands:
+        wanted = set(options.commands)
+        try:
+            names = [n for n in os.listdir(proc) if n.isdigit()]
+        except OSError as exc:
+            raise ProbeError(f"{proc}: {exc.strerror or exc}") from None
+        for n in names:
+            comm = _read_lines(proc / n / "comm")
+            if comm and " ".join(comm) in wanted:
+                chosen.add(int(n))
+    return sorted(chosen)
+
+
+@register
+class TaskstatsProbe(Probe):
+    name: ClassVar[str] = "taskstats"
+    Options: ClassVar[type[Any]] = TaskstatsOptions
+    default_interval: ClassVar[float] = 30.0
+
+    def __init__(self, options: TaskstatsOptions, ctx: ProbeContext | None = None) -> None:
+        super().__init__(options, ctx or ProbeContext())
+        self._client: TaskstatsClient | None = None
+
+    @classmethod
+    def unavailable(cls, options: Any) -> str | None:
+        if not has_net_admin() and not options.cgroupstats:
+            return NEEDS_CAP
+        try:
+            resolve_family_sync()
+        except ProbeError as exc:
+            return f"no TASKSTATS generic netlink family (kernel without CONFIG_TASKSTATS?): {exc}"
+        return None
+
+    def _reading(self, subject: str, output: Mapping[str, Any], *, kind: str = "", error: str | None = None,
+                 inputs: tuple[str, ...] = (INPUT,), now: float | None = None) -> Reading:
+        return Reading(probe=self.name, subject=subject, output=output, inputs=inputs, probe_source=INPUT,
+                       kind=kind, error=error, time=time.time() if now is None else now)
+
+    def _get_client(self) -> TaskstatsClient:
+        if self._client is None or self._client.sock.closed:
+            self._client = TaskstatsClient(window=self.options.window)
+        return self._client
+
+    async def collect(self) -> Sequence[Reading]:
+        o: TaskstatsOptions = self.options
+        readings: list[Reading] = []
+        if has_net_admin():
+            readings += await self._tasks(o)
+        else:
+            readings.append(self._reading(self.name, {}, error=NEEDS_CAP))
+        for d in o.cgroupstats:
+            readings.append(await self._cgroupstats(d))
+        return readings
+
+    async def _tasks(self, o: TaskstatsOptions) -> list[Reading]:
+        pids = await anyio.to_thread.run_sync(select_pids, o)
+        results = await self._get_client().get_many(pids, tgid=o.by == "tgid")
+        now = time.time()
+        readings: list[Reading] = []
+        failed: dict[int, int] = {}
+        for pid, res in zip(pids, results, strict=True):
+            if isinstance(res, TaskStats):
+                readings.append(self._reading(str(pid), taskstats_output(res), now=now))
+            elif isinstance(res, NetlinkError) and res.errno == errno.ESRCH:
+                continue  # ended between listing and query
+            else:
+                code = res.errno if isinstance(res, NetlinkError) else 0
+                failed[code] = failed.get(code, 0) + 1
+        if failed.get(errno.EPERM) and not readings:
+            return [self._reading(self.name, {}, error=NEEDS_CAP, now=now)]
+        if failed:
+            text = ", ".join(f"{errno.errorcode.get(c, 'parse error' if not c else str(c))} x{n}"
+                             for c, n in sorted(failed.items()))
+            readings.append(self._reading(self.name, {"failed": sum(failed.values())}, now=now,
+                                          error=f"{sum(failed.values())} of {len(pids)} pids failed: {text}"))
+        return readings
+
+    async def _cgroupstats(self, path: str) -> Reading:
+        inputs = (INPUT, path)
+        try:
+            counts = await self._get_client().cgroupstats(path)
+        except CgroupV2Unsupported:
+            return self._reading(path, {}, kind="cgroupstats", inputs=inputs,
+                                 error="unsupported on cgroup v2: cgroupstats reads cgroup v1 directories only")
+        except ProbeError as exc:
+            return self._reading(path, {}, kind="cgroupstats", inputs=inputs, error=str(exc))
+        return self._reading(path, counts.as_dict(), kind="cgroupstats", inputs=inputs)
+
+    async def watch(self, emit: Emit) -> None:
+        o: TaskstatsOptions = self.options
+        if not o.exits:
+            return
+        if not has_net_admin():
+            await emit(self._reading(self.name, {}, kind="exit", error=NEEDS_CAP))
+            return
+        stream = ExitStream(buffer=o.exit_buffer, cpu_possible=o.cpu_possible)
+        try:
+            await stream.start()
+        except ProbeError as exc:
+            eperm = isinstance(exc, NetlinkError) and exc.errno == errno.EPERM
+            await emit(self._reading(self.name, {}, kind="exit", error=NEEDS_CAP if eperm else str(exc)))
+            return
+        try:
+            while (item := await stream.get()) is not None:
+                for reading in self._exit_readings(item, o):
+                    await emit(reading)
+        finally:
+            with anyio.CancelScope(shield=True):  # deregister even when cancelled; bounded by stop()'s timeout
+                await stream.stop()
+
+    def _exit_readings(self, item: ExitRecord | Overrun, o: TaskstatsOptions) -> Iterable[Reading]:
+        if isinstance(item, Overrun):
+            yield self._reading(self.name, {"kernel_overruns": item.kernel_overruns, "dropped": item.dropped},
+                                kind="exit", error="exit records lost: the kernel's socket queue overran"
+                                f" {item.kernel_overruns} times, {item.dropped} dropped from a full buffer")
+            return
+        if not o.exit_threads and item.stats.get("ac_tgid") not in (None, 0, item.pid):
+            return
+        if o.commands and item.stats.get("ac_comm") not in o.commands:
+            return
+        yield self._reading(str(item.pid), exit_output(item), kind="exit")
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

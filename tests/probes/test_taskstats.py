@@ -1,0 +1,191 @@
+"""The ``taskstats`` probe against the real kernel: readings, selection, cgroupstats, exits, no CAP_NET_ADMIN."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agent.config import parse
+from agent.errors import ConfigError
+from agent.model import Reading
+from agent.netlink import has_net_admin, unpack_taskstats
+from agent.netlink.structs import pack_taskstats
+from agent.probes import registry
+from agent.probes.taskstats import NEEDS_CAP, TaskstatsOptions, TaskstatsProbe, select_pids, taskstats_output
+from tests.netlink.caps import run_without_net_admin
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+needs_admin = pytest.mark.skipif(not has_net_admin(), reason="taskstats queries need CAP_NET_ADMIN")
+CPU_V1 = Path("/sys/fs/cgroup/cpu")
+UNIFIED = Path("/sys/fs/cgroup/unified")
+
+
+async def collect(**options: object) -> list[Reading]:
+    probe = TaskstatsProbe(TaskstatsOptions(**options))  # type: ignore[arg-type]
+    try:
+        return list(await probe.collect())
+    finally:
+        await probe.aclose()
+
+
+def test_registered_under_its_name() -> None:
+    assert registry.get("taskstats") is TaskstatsProbe
+    assert "taskstats" in registry.names()
+
+
+def test_options_from_toml_are_strict() -> None:
+    cfg = parse({"probes": {"taskstats": {"pids": [1], "exits": False, "cgroupstats": ["/sys/fs/cgroup/cpu"],
+                                          "interval": 5}}})
+    opts = cfg.probe("taskstats").options
+    assert opts == TaskstatsOptions(pids=(1,), exits=False, cgroupstats=("/sys/fs/cgroup/cpu",))
+    with pytest.raises(ConfigError) as info:
+        parse({"probes": {"taskstats": {"pid": [1]}}})
+    assert "probes.taskstats.pid" in str(info.value)
+    with pytest.raises(ConfigError):
+        parse({"probes": {"taskstats": {"by": "thread"}}})
+
+
+@needs_admin
+async def test_own_pid_reading() -> None:
+    (r,) = await collect(pids=(os.getpid(),))
+    assert r.type == "io.hoststamp.host.v1.taskstats"
+    assert r.subject == str(os.getpid()) and r.error is None
+    assert r.output["ac_pid"] == os.getpid()
+    assert r.output["ac_comm"] == Path("/proc/self/comm").read_text().strip()
+    assert r.output["version"] >= 1
+    assert r.inputs == ("genetlink:TASKSTATS",)
+    json.dumps(r.data())  # JSON-ready as it stands
+
+
+@needs_admin
+async def test_every_process_and_vanished_pids_skipped() -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    got = await collect()
+    subjects = {r.subject for r in got if r.error is None}
+    assert str(os.getpid()) in subjects and "1" in subjects
+    assert not [r for r in got if r.error]
+    (only,) = await collect(pids=(gone.pid, os.getpid()))  # ESRCH: skipped, not an error reading
+    assert only.subject == str(os.getpid())
+
+
+@needs_admin
+async def test_selection_by_command_and_cgroup(tmp_path: Path) -> None:
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        got = await collect(commands=("sleep",))
+        assert str(child.pid) in {r.subject for r in got}
+        assert all(r.output["ac_comm"] == "sleep" for r in got)
+        fake = tmp_path / "cg"
+        fake.mkdir()
+        (fake / "cgroup.procs").write_text(f"{child.pid}\n{os.getpid()}\n")
+        got = await collect(cgroups=(str(fake),))
+        assert sorted(r.subject for r in got) == sorted([str(child.pid), str(os.getpid())])
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_select_pids_reads_an_injected_proc(tmp_path: Path) -> None:
+    for pid, comm in ((10, "alpha"), (11, "beta"), (12, "alpha")):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "comm").write_text(comm + "\n")
+    (tmp_path / "self").mkdir()
+    assert select_pids(TaskstatsOptions(proc=str(tmp_path))) == [10, 11, 12]
+    assert select_pids(TaskstatsOptions(proc=str(tmp_path), commands=("alpha",), pids=(99,))) == [10, 12, 99]
+
+
+def test_output_keeps_kernel_names_and_json_safe_integers() -> None:
+    stats = unpack_taskstats(pack_taskstats({"ac_pid": 5, "ac_comm": "w", "cpu_delay_min": 2**64 - 1}, 16))
+    out = taskstats_output(stats)
+    assert out["ac_pid"] == 5 and out["ac_comm"] == "w"
+    assert out["cpu_delay_min"] == str(2**64 - 1)
+    assert "decoder_note" not in out
+    newer = bytearray(pack_taskstats({}, 16))
+    newer[0] = 17
+    assert "newer" in taskstats_output(unpack_taskstats(bytes(newer)))["decoder_note"]
+
+
+@pytest.mark.skipif(not CPU_V1.is_dir() or not (UNIFIED / "cgroup.controllers").exists(),
+                    reason="needs a cgroup v1 cpu hierarchy and a cgroup2 mount")
+async def test_cgroupstats_readings() -> None:
+    got = await collect(pids=(os.getpid(),), cgroupstats=(str(CPU_V1), str(UNIFIED)))
+    stats = {r.subject: r for r in got if r.kind == "cgroupstats"}
+    v1, v2 = stats[str(CPU_V1)], stats[str(UNIFIED)]
+    assert v1.type == "io.hoststamp.host.v1.taskstats.cgroupstats" and v1.error is None
+    assert set(v1.output) == {"nr_sleeping", "nr_running", "nr_stopped", "nr_uninterruptible", "nr_io_wait"}
+    assert v2.output == {} and v2.error is not None and "unsupported on cgroup v2" in v2.error
+
+
+@needs_admin
+async def test_watch_streams_exits() -> None:
+    got: list[Reading] = []
+    arrived = asyncio.Event()
+    child_pid: list[int] = []
+
+    async def emit(r: Reading) -> None:
+        got.append(r)
+        if child_pid and r.subject == str(child_pid[0]):
+            arrived.set()
+
+    probe = TaskstatsProbe(TaskstatsOptions(exits=True))
+    watcher = asyncio.create_task(probe.watch(emit))
+    try:
+        async with asyncio.timeout(10):
+            while not got and not watcher.done():  # exits of children until one shows the stream is live
+                child = await asyncio.create_subprocess_exec("true")
+                await child.wait()
+                await asyncio.sleep(0.05)
+            child = await asyncio.create_subprocess_exec("sh", "-c", "exit 4")
+            child_pid.append(child.pid)
+            await child.wait()
+            await arrived.wait()
+    finally:
+        watcher.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watcher
+        await probe.aclose()
+    (r,) = [r for r in got if r.subject == str(child_pid[0])]
+    assert r.type == "io.hoststamp.host.v1.taskstats.exit" and r.kind == "exit"
+    assert r.output["ac_pid"] == child_pid[0] and r.output["exit_code"] == 4 and r.output["exit_signal"] == 0
+    assert r.output["ac_comm"] == "sh"
+
+
+async def test_watch_does_nothing_when_exits_are_off() -> None:
+    got: list[Reading] = []
+
+    async def emit(r: Reading) -> None:
+        got.append(r)
+
+    async with asyncio.timeout(5):
+        await TaskstatsProbe(TaskstatsOptions(exits=False)).watch(emit)
+    assert got == []
+
+
+@needs_admin
+def test_without_net_admin_one_clear_reading() -> None:
+    code = (
+        "import asyncio, json\n"
+        "from agent.probes.taskstats import TaskstatsOptions, TaskstatsProbe\n"
+        "async def main():\n"
+        "    probe = TaskstatsProbe(TaskstatsOptions())\n"
+        "    got = list(await probe.collect())\n"
+        "    async def emit(r):\n"
+        "        got.append(r)\n"
+        "    await asyncio.wait_for(probe.watch(emit), 5)\n"
+        "    await probe.aclose()\n"
+        "    print(json.dumps({'unavailable': TaskstatsProbe.unavailable(TaskstatsOptions()),\n"
+        "                      'readings': [[r.type, r.subject, r.error, dict(r.output)] for r in got]}))\n"
+        "asyncio.run(main())\n"
+    )
+    res = json.loads(run_without_net_admin(code).stdout)
+    assert res["unavailable"] == NEEDS_CAP
+    assert res["readings"] == [
+        ["io.hoststamp.host.v1.taskstats", "taskstats", NEEDS_CAP, {}],
+        ["io.hoststamp.host.v1.taskstats.exit", "taskstats", NEEDS_CAP, {}],
+    ]
