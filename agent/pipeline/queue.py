@@ -63,6 +63,8 @@ class SinkQueue:
         #: drops by reason: ``queue_full`` (drop_newest), ``evicted`` (drop_oldest), ``closed``
         self.dropped: dict[str, int] = {}
         self.enqueued = 0
+        #: puts that had to wait for room (``block``)
+        self.blocked = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -94,6 +96,8 @@ class SinkQueue:
     async def put(self, event: Event, receipt: Receipt | None = None) -> bool:
         """Enqueue; with ``block`` wait for room first."""
         if self.overflow == "block":
+            if len(self._items) >= self.maxsize and not self._closed:
+                self.blocked += 1
             while len(self._items) >= self.maxsize and not self._closed:
                 self._not_full.clear()
                 await self._not_full.wait()

@@ -24,6 +24,8 @@ class SinkStats:
     send_errors: int = 0
     last_error: str | None = None
     healthy: bool = True
+    #: events dropped by reason (``queue_full``, ``evicted``, ``spool_full``, ``closed``): the queue's own counters
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

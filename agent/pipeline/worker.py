@@ -13,6 +13,7 @@ from ..errors import AgentError, SinkError
 from ..model import Event
 from ..sinks.base import Sink
 from .queue import Receipt, SinkQueue
+from .spoolqueue import SpoolQueue
 from .stats import SinkStats
 
 __all__ = ["SinkWorker", "backoff_delays"]
@@ -63,6 +64,10 @@ class SinkWorker:
         #: set once the queue is drained and the sink closed (or the worker was cancelled)
         self.finished = False
         self._dirty = False
+        # with a spool, records are trimmed only once the sink has taken and flushed them
+        self._spool = queue if isinstance(queue, SpoolQueue) else None
+        self._sent_upto = self._spool.handed if self._spool is not None else 0
+        stats.dropped = queue.dropped  # the queue counts drops by reason; the stats show the same dict
 
     async def _open(self) -> None:
         while not self._opened:
@@ -97,6 +102,7 @@ class SinkWorker:
                 if not batch:
                     break
                 events = [e for e, _r in batch]
+                upto = self._spool.handed if self._spool is not None else 0
                 while True:
                     try:
                         await self.sink.send(events)
@@ -105,12 +111,13 @@ class SinkWorker:
                         self._failed(exc)
                         await anyio.sleep(self._backoff.next())
                 self._backoff.reset()
+                self._sent_upto = upto
                 self.stats.healthy = True
                 self.stats.sent += len(events)
                 self.stats.batches += 1
                 self._dirty = True
                 self._unflushed.extend(r for _e, r in batch if r is not None)
-                if (self._unflushed and len(self.queue) == 0) or (
+                if ((self._unflushed or self._spool is not None) and len(self.queue) == 0) or (
                     time.monotonic() - self._last_flush >= self.flush_interval
                 ):
                     await self._flush()
@@ -137,6 +144,8 @@ class SinkWorker:
                 await anyio.sleep(self._backoff.next())
         self._last_flush = time.monotonic()
         self._dirty = False
+        if self._spool is not None:
+            self._spool.commit(self._sent_upto)
         receipts, self._unflushed = self._unflushed, []
         for r in receipts:
             r.done_one()

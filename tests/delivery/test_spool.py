@@ -1,0 +1,134 @@
+"""The spool on real files: record format, trimming, size cap, salvage of damaged segments."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.errors import SinkError
+from agent.model import Event
+from agent.pipeline import wal
+from agent.pipeline.spool import Spool
+
+
+def ev(n: int, size: int = 40) -> Event:
+    return Event(id=f"id-{n}", source="hoststamp://h/p", type="t", sequence=n, body=b'{"n":%d,"pad":"%s"}' % (
+        n, b"x" * size))
+
+
+def segments(d: Path) -> list[Path]:
+    return sorted(d.glob("*.wal"))
+
+
+def test_record_roundtrip_and_index_order() -> None:
+    data = wal.encode_many(5, [ev(1), ev(2)])
+    parsed = wal.parse(data)
+    assert parsed.status == "end" and [r.index for r in parsed.records] == [5, 6]
+    assert parsed.records[1].event == ev(2)
+    assert wal.record_size(ev(1)) == len(wal.encode(1, ev(1)))
+    assert wal.parse(data, after=5).status == "corrupt"  # an index that does not go up is damage
+
+
+@settings(max_examples=200, deadline=None)
+@given(cut=st.integers(min_value=0), flip=st.integers(min_value=0))
+def test_parse_never_returns_a_damaged_record(cut: int, flip: int) -> None:
+    data = bytearray(wal.encode_many(1, [ev(i) for i in range(1, 6)]))
+    data[flip % len(data)] ^= 0x41
+    parsed = wal.parse(bytes(data[: cut % (len(data) + 1)]))
+    assert all(r.event == ev(r.index) for r in parsed.records)
+
+
+def test_append_read_commit_trims_segments(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, max_bytes=1 << 20, fsync="batch", segment_bytes=4096)
+    for i in range(0, 200, 10):
+        sp.append([ev(n) for n in range(i + 1, i + 11)])
+    assert len(segments(tmp_path)) > 2 and sp.unread == 200
+    got = sp.read(150)
+    assert [e.sequence for e in got] == list(range(1, 151)) and sp.unread == 50
+    before = sp.bytes
+    assert sp.commit(sp.last_read) > 0 and sp.bytes < before
+    assert [e.sequence for e in sp.read(1000)] == list(range(151, 201))
+    sp.sync()
+    sp.close()
+
+
+def test_restart_resends_only_what_was_not_committed(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, fsync="never", max_bytes=1 << 20)
+    sp.append([ev(n) for n in range(1, 101)])
+    sp.read(60)
+    sp.commit(40)
+    sp.close()
+    again = Spool(tmp_path, fsync="never", max_bytes=1 << 20)
+    assert again.report.clean and again.report.pending == 60 and again.report.delivered == 40
+    assert [e.sequence for e in again.read(1000)] == list(range(41, 101))
+    again.append([ev(101)])  # new indexes continue after the old ones
+    assert [e.sequence for e in again.read(10)] == [101]
+    again.close()
+
+
+def test_a_second_process_cannot_share_the_directory(tmp_path: Path) -> None:
+    sp = Spool(tmp_path)
+    with pytest.raises(SinkError, match="in use"):
+        Spool(tmp_path)
+    sp.close()
+
+
+def test_torn_tail_is_quarantined_and_the_rest_kept(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, fsync="never")
+    sp.append([ev(n) for n in range(1, 21)])
+    seg = segments(tmp_path)[-1]
+    sp.close()
+    with open(seg, "r+b") as f:
+        f.truncate(seg.stat().st_size - 7)  # the last record is cut short
+    again = Spool(tmp_path)
+    assert again.report.pending == 19 and len(again.report.quarantined) == 1
+    assert "truncated" in again.report.problems[0]
+    assert Path(again.report.quarantined[0]).parent.name == "quarantine"
+    assert [e.sequence for e in again.read(100)] == list(range(1, 20))
+    again.close()
+
+
+def test_damage_in_the_middle_keeps_the_records_after_it(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, fsync="never")
+    sp.append([ev(n) for n in range(1, 31)])
+    seg = segments(tmp_path)[-1]
+    sp.close()
+    data = bytearray(seg.read_bytes())
+    at = len(wal.MAGIC) + 10 * wal.record_size(ev(1)) + 20
+    data[at : at + 5] = b"\xff" * 5  # inside record 11
+    seg.write_bytes(bytes(data))
+    again = Spool(tmp_path)
+    assert [e.sequence for e in again.read(100)] == [n for n in range(1, 31) if n != 11]
+    assert again.report.corrupt_bytes == wal.record_size(ev(11)) and "CRC" in again.report.problems[0]
+    again.close()
+    third = Spool(tmp_path)  # the clean copy is clean
+    assert third.report.clean and third.report.pending == 29
+    third.close()
+
+
+def test_garbage_files_and_a_bad_cursor_never_stop_a_start(tmp_path: Path) -> None:
+    (tmp_path / f"{1:020d}.wal").write_bytes(os.urandom(3000))
+    (tmp_path / f"{9:020d}.wal").write_bytes(b"")
+    (tmp_path / "cursor").write_bytes(b"\x00\x01")
+    sp = Spool(tmp_path)
+    assert sp.report.pending == 0 and len(sp.report.quarantined) == 1
+    assert any("cursor" in p for p in sp.report.problems)
+    sp.append([ev(1)])
+    assert [e.sequence for e in sp.read(5)] == [1]
+    sp.close()
+
+
+def test_evict_oldest_counts_unread_records(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, max_bytes=8192, segment_bytes=4096)
+    per = wal.record_size(ev(1))
+    n = 4096 // per + 1
+    sp.append([ev(i) for i in range(1, n + 1)])
+    sp.append([ev(n + 1)])  # rotates: the first segment is full
+    sp.read(3)
+    assert sp.evict_oldest() == n - 3 and sp.evicted == n - 3
+    assert [e.sequence for e in sp.read(10)] == [n + 1]
+    sp.close()
