@@ -39,12 +39,15 @@ from .policy import GuestPolicy
 from .telemetry import ReceiverStats, RejectLog
 from .validate import Rejected, parse_event
 
-__all__ = ["Deliver", "Receiver"]
+__all__ = ["HEARTBEAT", "Deliver", "Receiver"]
 
 log = logging.getLogger("agent.receiver")
 
 #: the pipeline's entry: (guest event, hostpeer) -> awaitable done when the event is durable
 Deliver = Callable[[dict[str, Any], str], Awaitable[Any]]
+
+#: seconds between repeated acks while frames wait on the pipeline (below any sender's ack_timeout)
+HEARTBEAT = 10.0
 
 #: an inflight entry: settled (None), refused (the reason text) or a pending delivery
 _Entry = asyncio.Future[Any] | str | None
@@ -56,13 +59,14 @@ class Receiver:
     def __init__(self, options: ListenerOptions, deliver: Deliver, *, policy: GuestPolicy | None = None,
                  listener: Listener | None = None, dedupe: DedupeWindow | None = None,
                  max_inflight: int | None = None, drain_timeout: float = 10.0,
-                 stats: ReceiverStats | None = None) -> None:
+                 stats: ReceiverStats | None = None, heartbeat: float = HEARTBEAT) -> None:
         self.options = options
         self.deliver = deliver
         self.policy = policy or GuestPolicy("off")
         self.dedupe = dedupe if dedupe is not None else DedupeWindow(options.dedupe_window)
         self.max_inflight = max(1, max_inflight if max_inflight is not None else options.max_inflight)
         self.drain_timeout = drain_timeout
+        self.heartbeat = heartbeat
         #: counters; pass one in to read them from outside (metrics)
         self.stats = stats if stats is not None else ReceiverStats()
         self.reject = RejectLog(self.stats, listener=options.uri)
@@ -253,7 +257,14 @@ class _Connection:
         await self.stream.send(encode_frame(encode_ack(ack)))
 
     async def _ack(self) -> None:
+        """Send acks as frames settle; while frames wait on the pipeline, repeat the last one as a heartbeat."""
+        heartbeat = self.rx.heartbeat
         with contextlib.suppress(TransportError):
             while True:
-                await self.dirty.wait()
+                try:
+                    async with asyncio.timeout(heartbeat):
+                        await self.dirty.wait()
+                except TimeoutError:
+                    if not self.inflight:
+                        continue
                 await self._send_ack()

@@ -48,3 +48,14 @@ def test_size_zero_disables() -> None:
         assert ("s", "1") not in w
 
     asyncio.run(main())
+
+
+def test_a_copy_that_already_failed_is_not_remembered() -> None:
+    async def main() -> None:
+        w = DedupeWindow(10)
+        f = asyncio.get_running_loop().create_future()
+        f.set_exception(RuntimeError("down"))
+        w.add(("s", "x"), f)
+        assert ("s", "x") not in w
+
+    asyncio.run(main())

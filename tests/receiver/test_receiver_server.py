@@ -281,3 +281,29 @@ def test_vsock_receiver_binds_serves_and_stops() -> None:
         return rx.address
 
     assert run(main()) == f"vsock:any:{port}"
+
+
+def test_heartbeats_keep_a_slow_downstream_connected(tmp_path: Path) -> None:
+    from agent.transport import AckedSender, Backoff, dialer
+
+    async def main() -> AckedSender[bytes]:
+        path = tmp_path / "slow.sock"
+        slow = MemoryDeliver()
+        slow.hold = True
+        rx = Receiver.build(ListenerOptions(uri=f"unix:{path}"), slow, heartbeat=0.02)
+        serving = asyncio.ensure_future(rx.serve())
+        sender: AckedSender[bytes] = AckedSender(dialer(f"unix:{path}"), lambda b: b, name="t", ack_timeout=0.25,
+                                                 backoff=Backoff(0.01, 0.05))
+        await sender.put([orjson.dumps(ev(1))])
+        while not slow.held:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(1.0)  # four ack timeouts' worth of pipeline delay, bridged by heartbeats
+        slow.held[0].set_result(True)
+        await sender.drain(timeout=5)
+        await sender.aclose()
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        return sender
+
+    sender = run(main())
+    assert (sender.stats.connects, sender.stats.ack_timeouts, sender.stats.acked) == (1, 0, 1)
