@@ -5,6 +5,8 @@ the output holds ``memory_events``, ``cpu_stat``, ``pids_events`` (flat dicts of
 ints), ``memory_current``, ``memory_max`` (``null`` = no limit) and ``psi`` for
 the files that exist, and ``deltas``: counters since the previous reading of
 the same cgroup (``null`` on first sight). Field by field: ``docs/probes.md``.
+:meth:`CgroupProbe.watch` adds ``cgroup.change`` readings as the kernel
+notifies (see :mod:`agent.watch.cgroups`).
 
 A whole scan (walk, reads, parsing) runs in one worker-thread hop, so the
 event loop is never blocked by it. A leaf that vanishes mid-scan, or a file
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import anyio.to_thread
@@ -23,7 +25,8 @@ import anyio.to_thread
 from ..errors import ParseError, ProbeError
 from ..hostfs import COUNTER_KEYS, DeltaTracker, HostFS, LeafScan, scan_cgroups
 from ..model import Reading
-from .base import Probe, ProbeContext
+from ..watch.cgroups import CgroupWatchOptions, watch_cgroups
+from .base import Emit, Probe, ProbeContext
 from .registry import register
 
 __all__ = ["CgroupOptions", "CgroupProbe", "resolve_root"]
@@ -48,6 +51,8 @@ class CgroupOptions:
     max_depth: int | None = None
     #: at most this many leaves per scan; beyond it one error reading says so
     max_leaves: int = 10000
+    #: change events (``[probes.cgroup.watch]``): notification files, PSI triggers, created/removed cgroups
+    watch: CgroupWatchOptions = field(default_factory=CgroupWatchOptions)
 
     def __post_init__(self) -> None:
         if self.max_depth is not None and self.max_depth < 0:
@@ -122,3 +127,16 @@ class CgroupProbe(Probe):
                                     error=f"more than max_leaves={limit} leaves under {root}; the rest skipped"))
         self._deltas.retain(s.path for s in scans[:limit])
         return readings
+
+    async def watch(self, emit: Emit) -> None:
+        o: CgroupOptions = self.options
+        if not o.watch.enabled:
+            return
+        try:
+            root = self.root
+        except ProbeError as exc:
+            await emit(Reading(probe=self.name, subject="/", output={}, kind="change",
+                               error=f"cgroup change events not started: {exc}"))
+            return
+        await watch_cgroups(emit, root, o.watch, probe=self.name, include=o.include, exclude=o.exclude,
+                            max_depth=o.max_depth)

@@ -1,0 +1,10 @@
+"""Event-driven readings: kernel notifications (POLLPRI, inotify, netlink) turned into ``change`` readings.
+
+:class:`WatchSource` is the one mechanism; :mod:`.cgroups`, :mod:`.mounts` and
+:mod:`.links` are its users, called from the probes' ``watch()``.
+"""
+
+from .coalesce import Throttle
+from .source import CHANGE, WatchSource, WatchStats
+
+__all__ = ["CHANGE", "Throttle", "WatchSource", "WatchStats"]

@@ -1,0 +1,416 @@
+"""cgroup v2 change events: ``*.events`` files, PSI triggers, and cgroups coming and going.
+
+Every watched cgroup's flat-keyed notification files (``cgroup.events``,
+``memory.events``, ``pids.events``, ... by the ``files`` globs) are watched for
+POLLPRI; a notification reads the file again and emits a ``change`` reading
+with the new values and the signed difference of what changed. An inotify
+watch on every directory reports cgroups created after the start (a
+``created`` reading with their first values, then watched like the others) and
+removed ones (a ``removed`` reading with their last values, then the watches
+are dropped). Configured PSI triggers are registered on each cgroup matching
+``psi_paths``; a firing emits a ``pressure`` reading with the current averages.
+A periodic rescan (and an inotify queue overflow) reconciles the watches with
+the tree, so a missed notification costs at most ``rescan`` seconds.
+Readings, fields and units: ``docs/probes.md`` (Change events).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from ..errors import ParseError, ProbeError
+from ..hostfs.cgroupfs import parse_cgroup_file
+from ..hostfs.parse import parse_psi
+from ..model import Reading
+from .inotify import (
+    IN_CREATE,
+    IN_DELETE,
+    IN_DELETE_SELF,
+    IN_IGNORED,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_ONLYDIR,
+    IN_Q_OVERFLOW,
+    Inotify,
+)
+from .psi import PsiTrigger, parse_trigger, refusal
+from .source import Emit, WatchSource
+
+__all__ = ["CgroupDirInfo", "CgroupWatchOptions", "CgroupWatcher", "changed", "walk_dirs", "watch_cgroups"]
+
+_DIR_MASK = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_ONLYDIR
+_READ = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupWatchOptions:
+    """``[probes.cgroup.watch]`` keys."""
+
+    enabled: bool = True
+    #: globs of the files watched in each cgroup (flat-keyed files the kernel notifies about)
+    files: tuple[str, ...] = ("*.events", "*.events.local")
+    #: PSI triggers, each ``"RESOURCE some|full STALL_US WINDOW_US"`` (``"cpu some 150000 2000000"``)
+    psi_triggers: tuple[str, ...] = ()
+    #: cgroups (globs on paths relative to the root) on which the triggers are registered
+    psi_paths: tuple[str, ...] = ("*",)
+    #: fds and inotify watches held at most; past it one reading says so and polling covers the rest
+    max_watches: int = 4096
+    #: seconds: one change reading per watched file at most this often; a burst is folded into it with a count
+    coalesce: float = 0.1
+    #: seconds between two reconciliations of the watches with the tree (the backstop)
+    rescan: float = 60.0
+    #: change readings held while the pipeline is busy; the oldest are dropped (and reported) beyond it
+    buffer: int = 4096
+
+    def __post_init__(self) -> None:
+        for text in self.psi_triggers:
+            parse_trigger(text)
+        if self.max_watches < 1 or self.buffer < 1:
+            raise ValueError("max_watches and buffer must be at least 1")
+        if self.coalesce < 0:
+            raise ValueError("coalesce must be 0 or more")
+        if not self.rescan > 0:
+            raise ValueError("rescan must be greater than 0")
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupDirInfo:
+    """One cgroup directory found by :func:`walk_dirs`."""
+
+    path: str
+    dir: str
+    inode: int
+    depth: int
+    files: tuple[str, ...]
+
+
+def _any(path: str, globs: Sequence[str]) -> bool:
+    return any(fnmatchcase(path, g) for g in globs)
+
+
+def _child(parent: str, name: str) -> str:
+    return f"{parent.rstrip('/')}/{name}"
+
+
+def walk_dirs(root: str, *, exclude: Sequence[str] = (), max_depth: int | None = None,
+              files: Sequence[str] = ("*.events",), start: str = "/") -> list[CgroupDirInfo]:
+    """Every cgroup directory under ``root`` (from ``start``, relative), with its files matching ``files``.
+
+    ``exclude`` prunes a directory and what is below it; directories deeper
+    than ``max_depth`` are left out. A missing ``root`` is a :class:`ProbeError`;
+    a directory that vanishes meanwhile is skipped.
+    """
+    base = root.rstrip("/") or "/"
+    top = base if start == "/" else base + start
+    try:
+        os.stat(top)
+    except OSError as exc:
+        raise ProbeError(f"cgroup root {top}: {exc.strerror or exc}") from None
+    out: list[CgroupDirInfo] = []
+    stack = [(start, top, start.count("/") if start != "/" else 0)]
+    while stack:
+        rel, path, depth = stack.pop()
+        names: list[str] = []
+        subdirs: list[tuple[str, str]] = []
+        try:
+            with os.scandir(path) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=False):
+                        subdirs.append((e.name, e.path))
+                    elif _any(e.name, files):
+                        names.append(e.name)
+            ino = os.stat(path).st_ino
+        except OSError:
+            continue
+        out.append(CgroupDirInfo(rel, path, ino, depth, tuple(sorted(names))))
+        if max_depth is not None and depth >= max_depth:
+            continue
+        for name, sub in subdirs:
+            crel = _child(rel, name)
+            if not (exclude and _any(crel, exclude)):
+                stack.append((crel, sub, depth + 1))
+    out.sort(key=lambda d: d.path)
+    return out
+
+
+def changed(prev: dict[str, Any] | None, cur: dict[str, Any]) -> dict[str, int]:
+    """``cur - prev`` for every integer key whose value changed (signed: states in ``cgroup.events`` go down too)."""
+    if prev is None:
+        return {}
+    out: dict[str, int] = {}
+    for k, v in cur.items():
+        before = prev.get(k)
+        if type(v) is int and type(before) is int and v != before:
+            out[k] = v - before
+    return out
+
+
+@dataclass(slots=True)
+class _File:
+    fd: int
+    key: str
+    path: str
+    last: dict[str, Any] | None
+
+
+@dataclass(slots=True)
+class _Cgroup:
+    info: CgroupDirInfo
+    wd: int | None = None
+    files: dict[str, _File] = field(default_factory=dict)
+    psi: dict[str, int] = field(default_factory=dict)
+
+
+class CgroupWatcher:
+    """The watches of one cgroup2 tree, driven by a :class:`WatchSource`."""
+
+    def __init__(self, source: WatchSource, root: str, options: CgroupWatchOptions, *,
+                 include: Sequence[str] = (), exclude: Sequence[str] = (), max_depth: int | None = None) -> None:
+        self.source = source
+        self.root = root.rstrip("/") or "/"
+        self.options = options
+        self.include = tuple(include)
+        self.exclude = tuple(exclude)
+        self.max_depth = max_depth
+        self.triggers: tuple[PsiTrigger, ...] = tuple(parse_trigger(t) for t in options.psi_triggers)
+        self.cgroups: dict[str, _Cgroup] = {}
+        self._by_wd: dict[int, str] = {}
+        self._told: set[str] = set()
+        self._ino = Inotify()
+        self.rescan_wanted = anyio.Event()
+        source.watch_stream(self._ino.fd, self._on_inotify)
+
+    def walk(self, start: str = "/") -> list[CgroupDirInfo]:
+        return walk_dirs(self.root, exclude=self.exclude, max_depth=self.max_depth, files=self.options.files,
+                         start=start)
+
+    # adding and removing -----------------------------------------------------------------------
+
+    def start(self, dirs: Sequence[CgroupDirInfo]) -> None:
+        """Watch ``dirs`` (a fresh walk) without emitting anything: the first values are the baseline."""
+        for d in dirs:
+            self._add(d, announce=False)
+
+    def _tell_once(self, subject: str, message: str) -> None:
+        if message not in self._told:
+            self._told.add(message)
+            self.source.push(self.source.reading(subject, {}, error=message))
+
+    def _add(self, d: CgroupDirInfo, *, announce: bool) -> None:
+        if d.path in self.cgroups:
+            return
+        cg = _Cgroup(d)
+        if self.max_depth is None or d.depth < self.max_depth:
+            if not self.source.reserve(f"inotify watch on {d.dir}"):
+                return
+            try:
+                cg.wd = self._ino.add(d.dir, _DIR_MASK)
+            except OSError as exc:
+                self.source.release()
+                if exc.errno == errno.ENOSPC:
+                    self._tell_once("/", f"inotify watch limit of the user reached at {d.dir}:"
+                                         " raise fs.inotify.max_user_watches")
+                return  # vanished meanwhile, or not watchable: polling still covers it
+            self._by_wd[cg.wd] = d.path
+        self.cgroups[d.path] = cg
+        if self.include and not _any(d.path, self.include):
+            return
+        for name in d.files:
+            self._add_file(cg, name)
+        if self.triggers and _any(d.path, self.options.psi_paths):
+            for trig in self.triggers:
+                self._add_trigger(cg, trig)
+        if announce:
+            out: dict[str, Any] = {"change": "created", "inode": d.inode, "coalesced": 0}
+            for f in cg.files.values():
+                out[f.key] = f.last
+            self.source.push(self.source.reading(d.path, out, inputs=tuple(f.path for f in cg.files.values())))
+
+    def _add_file(self, cg: _Cgroup, name: str) -> None:
+        path = f"{cg.info.dir}/{name}"
+        try:
+            fd = self.source.watch_file(("file", cg.info.path, name), path,
+                                        lambda n: self._on_file(cg.info.path, name, n))
+        except OSError:
+            return  # the cgroup went away meanwhile
+        if fd is None:
+            return
+        try:
+            key, value = self._parse(name, os.pread(fd, _READ, 0).decode("utf-8", "replace"), path)
+        except (OSError, ParseError):
+            key, value = name.replace(".", "_"), None
+        cg.files[name] = _File(fd, key, path, value)
+
+    def _add_trigger(self, cg: _Cgroup, trig: PsiTrigger) -> None:
+        path = f"{cg.info.dir}/{trig.file}"
+        try:
+            fd = self.source.watch_file(("psi", cg.info.path, trig.spec), path,
+                                        lambda n: self._on_pressure(cg.info.path, trig, path, n), write=trig.line())
+        except OSError as exc:
+            if os.path.isdir(cg.info.dir):
+                self._tell_once(cg.info.path, refusal(trig, exc))
+            return
+        if fd is not None:
+            cg.psi[trig.spec] = fd
+
+    def _drop(self, cg: _Cgroup) -> None:
+        for f in cg.files.values():
+            self.source.unwatch(f.fd)
+        for fd in cg.psi.values():
+            self.source.unwatch(fd)
+        if cg.wd is not None:
+            self._by_wd.pop(cg.wd, None)
+            try:
+                self._ino.remove(cg.wd)
+            except OSError:
+                pass
+            self.source.release()
+
+    def _remove(self, path: str) -> None:
+        """Final ``removed`` readings for ``path`` and every cgroup below it, deepest first; then drop them."""
+        prefix = path.rstrip("/") + "/"
+        gone = sorted((p for p in self.cgroups if p == path or p.startswith(prefix)), reverse=True)
+        for p in gone:
+            cg = self.cgroups.pop(p)
+            self._drop(cg)
+            out: dict[str, Any] = {"change": "removed", "inode": cg.info.inode, "coalesced": 0}
+            for f in cg.files.values():
+                out[f.key] = f.last
+            self.source.push(self.source.reading(p, out, inputs=(cg.info.dir,)))
+
+    def _add_tree(self, path: str) -> None:
+        try:
+            dirs = self.walk(path)
+        except ProbeError:
+            return
+        for d in dirs:
+            self._add(d, announce=True)
+
+    # notifications -----------------------------------------------------------------------------
+
+    def _on_inotify(self) -> None:
+        for ev in self._ino.read():
+            if ev.mask & IN_Q_OVERFLOW:
+                self.rescan_wanted.set()
+                continue
+            parent = self._by_wd.get(ev.wd)
+            if parent is None:
+                continue
+            if ev.mask & (IN_DELETE_SELF | IN_IGNORED):
+                if parent in self.cgroups:
+                    self._remove(parent)
+                continue
+            if not ev.is_dir:
+                continue
+            path = _child(parent, ev.name)
+            if self.exclude and _any(path, self.exclude):
+                continue
+            if ev.mask & (IN_DELETE | IN_MOVED_FROM):
+                if path in self.cgroups:
+                    self._remove(path)
+            elif ev.mask & (IN_CREATE | IN_MOVED_TO):
+                self._add_tree(path)
+
+    def _parse(self, name: str, text: str, path: str) -> tuple[str, dict[str, Any]]:
+        keys, value = parse_cgroup_file(name, text, path)
+        return keys[0], value
+
+    def _on_file(self, cgpath: str, name: str, count: int) -> list[Reading]:
+        cg = self.cgroups.get(cgpath)
+        f = cg.files.get(name) if cg else None
+        if f is None:
+            return []
+        try:
+            text = os.pread(f.fd, _READ, 0).decode("utf-8", "replace")
+        except OSError:
+            return []  # the cgroup is being removed; inotify brings its final reading
+        try:
+            key, value = self._parse(name, text, f.path)
+        except ParseError as exc:
+            return [self.source.reading(cgpath, {}, inputs=(f.path,), error=str(exc))]
+        out = {"change": "modified", "file": name, key: value, "deltas": {key: changed(f.last, value)},
+               "coalesced": count - 1}
+        f.last = value
+        return [self.source.reading(cgpath, out, inputs=(f.path,))]
+
+    def _on_pressure(self, cgpath: str, trig: PsiTrigger, path: str, count: int) -> list[Reading]:
+        cg = self.cgroups.get(cgpath)
+        fd = cg.psi.get(trig.spec) if cg else None
+        if fd is None:
+            return []
+        try:
+            psi = parse_psi(os.pread(fd, _READ, 0).decode("utf-8", "replace"), path)
+        except OSError:
+            return []
+        except ParseError as exc:
+            return [self.source.reading(cgpath, {}, inputs=(path,), error=str(exc))]
+        out = {"change": "pressure", "trigger": trig.as_dict(), "psi": {trig.resource: psi}, "coalesced": count - 1}
+        return [self.source.reading(cgpath, out, inputs=(path,))]
+
+    # reconciliation ----------------------------------------------------------------------------
+
+    def reconcile(self, dirs: Sequence[CgroupDirInfo]) -> None:
+        """Bring the watches in line with a fresh walk: announce new cgroups, retire vanished ones."""
+        if self.rescan_wanted.is_set():
+            self.rescan_wanted = anyio.Event()
+        seen = {d.path: d for d in dirs}
+        for path in sorted(set(self.cgroups) - set(seen), reverse=True):
+            if path in self.cgroups:
+                self._remove(path)
+        for d in dirs:
+            cg = self.cgroups.get(d.path)
+            if cg is not None and cg.info.inode != d.inode:
+                self._remove(d.path)
+                cg = None
+            if cg is None:
+                self._add(d, announce=True)
+            elif not self.include or _any(d.path, self.include):
+                for name in d.files:
+                    if name not in cg.files:
+                        self._add_file(cg, name)
+
+    def close(self) -> None:
+        for cg in self.cgroups.values():
+            self._drop(cg)
+        self.cgroups.clear()
+        self._ino.close()
+
+
+async def watch_cgroups(emit: Emit, root: str, options: CgroupWatchOptions, *, probe: str = "cgroup",
+                        include: Sequence[str] = (), exclude: Sequence[str] = (), max_depth: int | None = None,
+                        ready: Callable[[CgroupWatcher], None] | None = None) -> None:
+    """Run the change events of ``root`` until cancelled. ``ready`` is called once the first watches are set."""
+    source = WatchSource(probe, probe_source=f"cgroup2:{root}", max_watches=options.max_watches,
+                         coalesce=options.coalesce, buffer=options.buffer)
+    with source:
+        watcher = CgroupWatcher(source, root, options, include=include, exclude=exclude, max_depth=max_depth)
+        try:
+            try:
+                dirs = await anyio.to_thread.run_sync(watcher.walk)
+            except ProbeError as exc:
+                await emit(source.reading("/", {}, error=f"cgroup change events not started: {exc}"))
+                return
+            watcher.start(dirs)
+            if ready is not None:
+                ready(watcher)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(source.run, emit)
+                while True:
+                    with anyio.move_on_after(options.rescan):
+                        await watcher.rescan_wanted.wait()
+                    try:
+                        dirs = await anyio.to_thread.run_sync(watcher.walk)
+                    except ProbeError as exc:
+                        source.push(source.reading("/", {}, error=f"cgroup rescan: {exc}"))
+                        continue
+                    watcher.reconcile(dirs)
+        finally:
+            watcher.close()
