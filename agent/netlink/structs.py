@@ -62,7 +62,8 @@ def _base() -> list[Field]:
     return [
         *_f("version", "H", 1),
         *_f("ac_exitcode", "I", 2),
-        *_f("ac_flag ac_nice", "B", 2),
+        *_f("ac_flag", "B", 2),
+        *_f("ac_nice", "b", 2),  # a __u8 holding task_nice(): decoded signed, -20..19
         *_f("cpu_count cpu_delay_total blkio_count blkio_delay_total swapin_count swapin_delay_total"
             " cpu_run_real_total cpu_run_virtual_total", "Q", 1, align=8),
         Field("ac_comm", f"{TS_COMM_LEN}s", 0, 2),

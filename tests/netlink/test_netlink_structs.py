@@ -199,3 +199,9 @@ def test_arbitrary_payloads_raise_only_parse_errors(blob: bytes) -> None:
         decode_reply(data[:20] + blob, 0, 20 + len(blob))
     except ParseError:
         pass
+
+
+def test_nice_is_signed() -> None:
+    buf = bytearray(pack_taskstats({}, 16))
+    buf[9] = 246  # task_nice() == -10, stored in a __u8
+    assert unpack_taskstats(bytes(buf)).get("ac_nice") == -10
