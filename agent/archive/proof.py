@@ -66,17 +66,28 @@ def _newest_checkpoint(listing: layout.Listing) -> str:
     raise VerifyError("the archive has no checkpoint yet")
 
 
+def _matches(body: bytes, event_id: str, source: str | None) -> bool:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(doc, dict) and doc.get("id") == event_id and (source is None or doc.get("source") == source)
+
+
 def make_proof(path: str | os.PathLike[str], event_id: str, *, source: str | None = None) -> dict[str, Any]:
     """The inclusion proof bundle of event ``event_id`` (and ``source``, if ids repeat across sources)."""
     root = Path(path)
     listing = layout.scan(root)
     note = _newest_checkpoint(listing)
     size = parse_checkpoint(note).size
-    first_seg, left = _start(listing)
+    first_seg, tree = _start(listing)
     needle = event_id.encode()
     found: list[tuple[int, bytes, str]] = []
+    # once the event is found: the tree before it, its leaf, and the leaves after it up to the checkpoint
+    left: CompactRange | None = None
+    leaf: tuple[int, int, bytes] | None = None
     right: CompactRange | None = None
-    index = left.end
+    index = tree.end
     for n in range(first_seg, max(listing.numbers(), default=0) + 1):
         seg = listing.events.get(n) or listing.gz.get(n)
         if seg is None:
@@ -86,29 +97,24 @@ def make_proof(path: str | os.PathLike[str], event_id: str, *, source: str | Non
                 break
             body = raw[:-1]
             h = leaf_hash(body)
-            if needle in body:
-                doc = orjson.loads(body)
-                if doc.get("id") == event_id and (source is None or doc.get("source") == source):
-                    found.append((index, body, str(doc.get("source"))))
-                    if len(found) == 1:
-                        right = CompactRange(index + 1)
-                        table_left = left.copy()
-                        leaf = (index, index + 1, h)
-            if right is None:
-                left.append(h)
-            elif index > found[0][0]:
+            if needle in body and _matches(body, event_id, source):
+                found.append((index, body, str(orjson.loads(body).get("source"))))
+                if leaf is None:
+                    left, leaf, right = tree, (index, index + 1, h), CompactRange(index + 1)
+            elif right is not None:
                 right.append(h)
+            if leaf is None:
+                tree.append(h)
             index += 1
     if not found:
         raise VerifyError(f"no sealed event with id {event_id!r} in {root} (checkpoint size {size})")
     if len(found) > 1:
         sources = ", ".join(sorted({s for _i, _b, s in found}))
         raise VerifyError(f"{len(found)} events have id {event_id!r} (sources: {sources}); name the source")
-    if index < size:
+    if index < size or left is None or leaf is None or right is None:
         raise VerifyError(f"the checkpoint covers {size} events but the archive holds {index}; run verify")
     idx, body, _src = found[0]
-    assert right is not None
-    proof = inclusion_proof(idx, size, NodeTable(table_left, [leaf], right))
+    proof = inclusion_proof(idx, size, NodeTable(left, [leaf], right))
     return {"format": FORMAT, "event": body.decode("utf-8"), "index": idx, "size": size,
             "proof": b64_list(proof), "checkpoint": note}
 

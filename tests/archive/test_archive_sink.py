@@ -87,3 +87,12 @@ async def test_needs_the_key_and_one_writer(tmp_path: Path, key: SigningKey) -> 
     await second.aclose()
     with pytest.raises(SinkError, match="needs a directory"):
         ArchiveSink("", None, SinkContext(key=key))
+
+
+def test_public_names() -> None:
+    import agent.archive as archive
+
+    namespace: dict[str, object] = {}
+    exec("from agent.archive import *", namespace)
+    assert sorted(n for n in namespace if not n.startswith("__")) == sorted(archive.__all__)
+    assert len(set(archive.__all__)) == len(archive.__all__)

@@ -228,3 +228,28 @@ def test_extra_file_and_not_a_directory(arc: Path, keys: dict[str, VerifyKey]) -
 
 def test_empty_directory(tmp_path: Path, keys: dict[str, VerifyKey]) -> None:
     assert problems(tmp_path, keys) == {"empty"}
+
+
+def resign_checkpoint(root: Path, n: int, key: SigningKey, change: dict[str, object]) -> None:
+    log = layout.log_path(root, n)
+    lines = log.read_bytes().splitlines()
+    at = next(i for i, ln in enumerate(lines) if parse_record(ln)["kind"] == "checkpoint")
+    rec = parse_record(lines[at])
+    rec.update(change)
+    lines[at] = encode_record(rec, key)
+    log.write_bytes(b"\n".join(lines) + b"\n")
+
+
+def test_inconsistent_checkpoint_signed_by_the_host_key(arc: Path, key: SigningKey,
+                                                         keys: dict[str, VerifyKey]) -> None:
+    """What a faulty writer (or a thief of the key) could produce is still caught, and named."""
+    rec = parse_record(layout.log_path(arc, 3).read_bytes().splitlines()[1])
+    proof = list(rec["consistency"])
+    proof[0] = proof[-1]
+    resign_checkpoint(arc, 3, key, {"consistency": proof})
+    assert "consistency" in problems(arc, keys)
+
+
+def test_checkpoint_with_wrong_previous_size(arc: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> None:
+    resign_checkpoint(arc, 3, key, {"prev_size": 1})
+    assert "checkpoint-chain" in problems(arc, keys)
