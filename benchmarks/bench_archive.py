@@ -33,6 +33,7 @@ from agent.pipeline import SequenceStore, Stamper
 from agent.signing.keys import SigningKey
 from agent.sinks.archive import ArchiveSink
 from agent.sinks.base import SinkContext
+from benchmarks.bench_pipeline import floor
 
 N = 20000
 BATCH = 512
@@ -54,15 +55,6 @@ def _events(key: SigningKey, n: int) -> list[Event]:
         ))
         for i in range(n)
     ]
-
-
-def floor(key: SigningKey, n: int) -> float:
-    msg = os.urandom(110)
-    sign = key.sign
-    t0 = time.perf_counter()
-    for _ in range(n):
-        sign(msg)
-    return n / (time.perf_counter() - t0)
 
 
 async def _archive(key: SigningKey, events: list[Event], root: Path, options: ArchiveOptions) -> float:
