@@ -14,8 +14,9 @@ if it returns ``False`` (an overflow policy dropped the event), it is acked as
 refused with reason ``dropped``. Up to ``max_inflight`` frames per
 connection may await it at once; beyond that the connection is not read.
 
-A bad frame header closes only its connection (after acking what came before
-it). A refused event is acked as refused and the connection goes on, so the
+A bad frame header closes only its connection, after acking what came before
+it and acking the frame it starts as refused (an upstream that sent an oversized
+event will not send it again). A refused event is acked as refused and the connection goes on, so the
 sender does not send it again. If ``deliver`` fails, the connection is closed
 without acking what is unsettled, so the sender sends it again.
 """
@@ -181,6 +182,8 @@ class _Connection:
                 except FramingError as exc:
                     self._take(getattr(exc, "frames", []))
                     self.rx.reject(self.peer, "frame", str(exc))
+                    # the bad header starts the next frame: ack it as refused so the sender does not send it again
+                    self.inflight.append(f"frame: {exc}")
                     return
                 self._take(frames)
         finally:

@@ -25,7 +25,7 @@ chunk = st.one_of(
     st.integers(0, 50).map(good),
     st.binary(max_size=64).map(lambda b: encode_frame(b) if b else b"\x00\x00\x00\x00"),
     st.integers(0, 2**32 - 1).map(lambda n: n.to_bytes(4, "big")),
-    st.recursive(st.integers(), lambda k: st.lists(k, max_size=2), max_leaves=40).map(
+    st.recursive(st.integers(-(2**63), 2**63 - 1), lambda k: st.lists(k, max_size=2), max_leaves=40).map(
         lambda v: encode_frame(orjson.dumps({"specversion": "1.0", "id": "deep", "source": "s", "type": "t",
                                              "data": v}))),
 )

@@ -124,7 +124,8 @@ def test_huge_length_closes_only_that_connection_after_acking_what_came_before(t
         return bad, rx
 
     bad, rx = run(with_receiver(tmp_path, body))
-    assert bad.acks[-1].count == 1
+    assert bad.acks[-1].count == 2
+    assert [(n, r.split(":")[0]) for a in bad.acks for n, r in a.rejected] == [(2, "frame")]
     assert rx.stats.rejected == {"frame": 1}
 
 
@@ -307,3 +308,29 @@ def test_heartbeats_keep_a_slow_downstream_connected(tmp_path: Path) -> None:
 
     sender = run(main())
     assert (sender.stats.connects, sender.stats.ack_timeouts, sender.stats.acked) == (1, 0, 1)
+
+
+def test_an_event_over_the_receivers_limit_is_refused_not_resent_forever(tmp_path: Path) -> None:
+    from agent.transport import AckedSender, Backoff, dialer
+
+    async def main() -> tuple[AckedSender[bytes], list[str]]:
+        path = tmp_path / "small.sock"
+        got = MemoryDeliver()
+        rx = Receiver.build(replace(ListenerOptions(uri=f"unix:{path}"), max_frame=300), got)
+        serving = asyncio.ensure_future(rx.serve())
+        refused: list[str] = []
+        sender: AckedSender[bytes] = AckedSender(dialer(f"unix:{path}"), lambda b: b, name="t",
+                                                 backoff=Backoff(0.01, 0.05),
+                                                 on_settled=lambda d, r: refused.extend(x for _i, x in r))
+        big = orjson.dumps(ev(2, pad="x" * 400))
+        await sender.put([orjson.dumps(ev(1)), big, orjson.dumps(ev(3))])
+        await sender.drain(timeout=5)
+        await sender.aclose()
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        assert got.ids() == ["id-1", "id-3"]
+        return sender, refused
+
+    sender, refused = run(main())
+    assert len(refused) == 1 and refused[0].startswith("frame: declared frame length")
+    assert sender.stats.connects == 2
