@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import errno
-import json
 import struct
-from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given
@@ -33,12 +30,7 @@ from agent.netlink.codec import (
     messages,
 )
 from agent.netlink.genl import GENL_ID_CTRL, build_getfamily, parse_families, parse_family
-
-FIX = Path(__file__).resolve().parents[1] / "fixtures" / "netlink"
-
-
-def fixture(name: str) -> tuple[bytes, dict[str, Any]]:
-    return (FIX / f"{name}.bin").read_bytes(), json.loads((FIX / f"{name}.json").read_text())
+from tests.netlink.fixtures import fixture
 
 
 def test_align() -> None:

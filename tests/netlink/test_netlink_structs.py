@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import errno
-import json
 import struct
-from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given
@@ -22,13 +19,7 @@ from agent.netlink.structs import (
     unpack_taskstats,
 )
 from agent.netlink.taskstats import decode_reply, parse_cgroupstats, parse_taskstats
-
-FIX = Path(__file__).resolve().parents[1] / "fixtures" / "netlink"
-
-
-def fixture(name: str) -> tuple[bytes, dict[str, Any]]:
-    return (FIX / f"{name}.bin").read_bytes(), json.loads((FIX / f"{name}.json").read_text())
-
+from tests.netlink.fixtures import fixture
 
 # offsets read off include/uapi/linux/taskstats.h by hand (C alignment rules), independent of the decoder
 OFFSETS_V16 = {

@@ -189,3 +189,12 @@ def test_without_net_admin_one_clear_reading() -> None:
         ["io.hoststamp.host.v1.taskstats", "taskstats", NEEDS_CAP, {}],
         ["io.hoststamp.host.v1.taskstats.exit", "taskstats", NEEDS_CAP, {}],
     ]
+
+
+@needs_admin
+def test_one_probe_across_event_loops() -> None:
+    probe = TaskstatsProbe(TaskstatsOptions(pids=(os.getpid(),)))
+    first = asyncio.run(probe.collect())  # the socket's reader follows the loop that uses it
+    second = asyncio.run(probe.collect())
+    asyncio.run(probe.aclose())
+    assert [r.subject for r in first] == [r.subject for r in second] == [str(os.getpid())]
