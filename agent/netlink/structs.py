@@ -137,7 +137,7 @@ def _offsets(fields: Sequence[Field]) -> list[tuple[Field, int, int]]:
     return out
 
 
-class TaskStats(tuple):  # type: ignore[type-arg]
+class TaskStats(tuple[int | str, ...]):
     """One decoded ``struct taskstats``: a tuple of its members, cheap to build on the hot path.
 
     ``self[i]`` is the member named ``names[i]`` (the kernel's names): the
@@ -163,7 +163,7 @@ class TaskStats(tuple):  # type: ignore[type-arg]
 
     def get(self, name: str, default: int | str | None = None) -> int | str | None:
         try:
-            return self[self.names.index(name)]  # type: ignore[no-any-return]
+            return self[self.names.index(name)]
         except ValueError:
             return default
 
@@ -223,10 +223,10 @@ def unpack_taskstats(buf: bytes, offset: int = 0, size: int | None = None) -> Ta
     plan = _PLANS.get((_U16.unpack_from(buf, offset)[0], n)) or _plan(_U16.unpack_from(buf, offset)[0], n)
     at = plan.comm_off
     if at < 0:
-        return _new(plan.cls, plan.st.unpack_from(buf, offset))  # type: ignore[no-any-return]
+        return _new(plan.cls, plan.st.unpack_from(buf, offset))
     at += offset
     comm = buf[at:at + TS_COMM_LEN].split(b"\0", 1)[0].decode("utf-8", "replace")
-    return _new(plan.cls, (*plan.st.unpack_from(buf, offset), comm))  # type: ignore[no-any-return]
+    return _new(plan.cls, (*plan.st.unpack_from(buf, offset), comm))
 
 
 def pack_taskstats(values: dict[str, int | str], version: int = KNOWN_VERSION, size: int | None = None) -> bytes:
