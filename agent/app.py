@@ -37,6 +37,7 @@ from .errors import AgentError, ConfigError, SinkError
 from .metrics import LatencySampler, MetricsServer, TimedStamper, build_registry
 from .model import Event, Reading
 from .pipeline import Pipeline, PipelineStats, ProbeRunner, SequenceStore, SinkQueue, SinkWorker
+from .pipeline.spoolqueue import SpoolQueue, queue_for
 from .probes import ProbeContext
 from .probes import registry as probe_registry
 from .probes.base import Probe
@@ -78,6 +79,11 @@ def build_sink(scheme: str, target: str, options: Any, ctx: SinkContext) -> Sink
         return cls(target, options if options is not None else cls.Options(), ctx)
     except SinkError as exc:
         raise ConfigError(str(exc), key="sinks.uri") from None
+
+
+def _url(address: tuple[str, int]) -> str:
+    host = f"[{address[0]}]" if ":" in address[0] else address[0]
+    return f"http://{host}:{address[1]}/metrics"
 
 
 @dataclass(eq=False)
@@ -163,7 +169,7 @@ class Agent:
         cfg, state = gen.cfg, self.state_dir
         for ep in cfg.sinks:
             sink = build_sink(ep.scheme, ep.target, ep.options, self._ctx)
-            q = SinkQueue(ep.common.queue_size, ep.common.overflow)
+            q = queue_for(ep.common)
             gen.sinks.append(sink)
             gen.queues.append(q)
             gen.workers.append(SinkWorker(sink, q, self.stats.sink(ep.uri), batch_max=ep.common.batch_max))
@@ -274,6 +280,13 @@ class Agent:
             log.warning("drain deadline reached; %d events not delivered", left)
             gen.worker_scope.cancel()
             await gen.workers_done.wait()
+        for ep, q in zip(gen.cfg.sinks, gen.queues, strict=True):
+            if isinstance(q, SpoolQueue):
+                with anyio.CancelScope(shield=True):
+                    await q.aclose()  # what is left stays in the spool for the next start
+            drops = "".join(f" dropped.{k}={v}" for k, v in sorted(q.dropped.items()))
+            log.info("sink %s: sent=%d%s blocked=%d %s=%d", ep.uri, self.stats.sink(ep.uri).sent, drops, q.blocked,
+                     "spooled" if isinstance(q, SpoolQueue) else "queued", len(q))
 
     # --- reload ---------------------------------------------------------------------------------
 
@@ -363,6 +376,7 @@ class Agent:
             host_id=self.host_id, keyid=self.key.keyid, config=self.gen.cfg.path, started_at=self.started_at,
             generation=self.gen.number, reloads_ok=self.reloads_ok, reloads_failed=self.reloads_failed,
             last_reload_ok=self.last_reload_error is None, last_reload_error=self.last_reload_error,
+            metrics_url=_url(self.metrics.address) if self.metrics and self.metrics.address else None,
         )
 
     def _status_text(self) -> str:

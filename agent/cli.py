@@ -132,6 +132,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .status import StatusLine
 
     cfg = _run_config(args)
+    # [agent] log_format and log_level, unless the command line said otherwise
+    _setup_logging(args.log_format or cfg.agent.log_format, args.verbose, cfg.agent.log_level)
     key = load_signing_key(_key_path(args.key, cfg))
     agent = Agent(cfg, key, once=args.once, reload_config=lambda: _run_config(args))
     status = StatusLine(agent.stats, [(ep.uri, q) for ep, q in zip(cfg.sinks, agent.queues, strict=True)])
@@ -304,10 +306,10 @@ _VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def _setup_logging(fmt: str | None, verbose: bool) -> None:
+def _setup_logging(fmt: str | None, verbose: bool, level: str = "info") -> None:
     from .logs import configure
 
-    configure(fmt or "human", logging.DEBUG if verbose else logging.INFO)
+    configure(fmt or "human", logging.DEBUG if verbose else logging.getLevelName(level.upper()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -82,6 +82,8 @@ class AgentView:
     reloads_failed: int = 0
     last_reload_ok: bool = True
     last_reload_error: str | None = None
+    #: where /metrics is served, when it is
+    metrics_url: str | None = None
 
 
 def dir_bytes(path: Path) -> int:
@@ -125,6 +127,7 @@ def snapshot(view: AgentView, *, now: float | None = None, pid: int | None = Non
         "keyid": view.keyid,
         "config": view.config,
         "generation": view.generation,
+        "metrics": view.metrics_url,
         "reloads": {"ok": view.reloads_ok, "failed": view.reloads_failed, "last_ok": view.last_reload_ok,
                     "last_error": view.last_reload_error},
         "signed": st.signed,
