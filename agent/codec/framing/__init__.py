@@ -10,7 +10,7 @@ Both decoders share one shape (``feed``, ``next_frame``, ``frames``,
 
 from __future__ import annotations
 
-from typing import Protocol
+import typing
 
 from .length import DEFAULT_MAX_FRAME, HEADER, LengthPrefixedDecoder, encode_frame, encode_frames
 from .newline import NewlineDecoder, encode_line, encode_lines
@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 
-class Decoder(Protocol):
+class Decoder(typing.Protocol):
     """What the receiver needs from a framing decoder."""
 
     max_frame: int
