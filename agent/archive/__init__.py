@@ -5,15 +5,17 @@ checks a directory offline; ``make_proof`` / ``check_proof`` make and check incl
 proof bundles. The format is described in ``docs/archive.md``.
 """
 
+from .layout import ArchiveError
 from .policy import ArchiveOptions
 from .proof import FORMAT as PROOF_FORMAT
-from .proof import ProofCheck, check_proof, dump_proof, load_proof, make_proof
+from .proof import ProofCheck, check_proof, dump_proof, load_proof, make_proof, verify_proof_file, write_proof
 from .report import Finding, Report, Summary
 from .verify import verify_archive
 from .writer import ArchiveWriter
 
 __all__ = [
     "PROOF_FORMAT",
+    "ArchiveError",
     "ArchiveOptions",
     "ArchiveWriter",
     "Finding",
@@ -25,4 +27,6 @@ __all__ = [
     "load_proof",
     "make_proof",
     "verify_archive",
+    "verify_proof_file",
+    "write_proof",
 ]

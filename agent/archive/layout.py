@@ -20,11 +20,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import AgentError
+
 __all__ = [
     "EVENTS",
     "GZ",
     "LOCK",
     "LOG",
+    "ArchiveError",
     "Listing",
     "events_path",
     "gz_path",
@@ -35,6 +38,10 @@ __all__ = [
     "seg_stem",
     "split_tail",
 ]
+
+class ArchiveError(AgentError):
+    """An archive cannot do what was asked (no such event, no checkpoint yet, an unreadable bundle)."""
+
 
 LOCK = "archive.lock"
 EVENTS = ".ndjson"

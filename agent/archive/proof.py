@@ -25,11 +25,13 @@ from ..errors import VerifyError
 from ..signing.event import verify_event
 from ..signing.keys import VerifyKey
 from . import layout
+from .layout import ArchiveError
 from .merkle import CompactRange, NodeTable, inclusion_proof, leaf_hash, verify_inclusion
 from .note import parse_checkpoint, verify_checkpoint
 from .records import b64_list, parse_record, unb64_list
 
-__all__ = ["FORMAT", "ProofCheck", "check_proof", "dump_proof", "load_proof", "make_proof"]
+__all__ = ["FORMAT", "ProofCheck", "check_proof", "dump_proof", "load_proof", "make_proof", "verify_proof_file",
+           "write_proof"]
 
 FORMAT = "hoststamp-inclusion-proof/v1"
 MAX_BUNDLE = 4 << 20
@@ -63,7 +65,7 @@ def _newest_checkpoint(listing: layout.Listing) -> str:
         notes = [r["note"] for r in _records(listing.logs[n]) if r["kind"] == "checkpoint"]
         if notes:
             return str(notes[-1])
-    raise VerifyError("the archive has no checkpoint yet")
+    raise ArchiveError("the archive has no checkpoint yet")
 
 
 def _matches(body: bytes, event_id: str, source: str | None) -> bool:
@@ -91,7 +93,7 @@ def make_proof(path: str | os.PathLike[str], event_id: str, *, source: str | Non
     for n in range(first_seg, max(listing.numbers(), default=0) + 1):
         seg = listing.events.get(n) or listing.gz.get(n)
         if seg is None:
-            raise VerifyError(f"segment {layout.seg_stem(n)} is missing; run verify")
+            raise ArchiveError(f"segment {layout.seg_stem(n)} is missing; run verify")
         for raw in layout.iter_lines(seg):
             if index >= size or not raw.endswith(b"\n"):
                 break
@@ -107,12 +109,12 @@ def make_proof(path: str | os.PathLike[str], event_id: str, *, source: str | Non
                 tree.append(h)
             index += 1
     if not found:
-        raise VerifyError(f"no sealed event with id {event_id!r} in {root} (checkpoint size {size})")
+        raise ArchiveError(f"no sealed event with id {event_id!r} in {root} (checkpoint size {size})")
     if len(found) > 1:
         sources = ", ".join(sorted({s for _i, _b, s in found}))
-        raise VerifyError(f"{len(found)} events have id {event_id!r} (sources: {sources}); name the source")
+        raise ArchiveError(f"{len(found)} events have id {event_id!r} (sources: {sources}); name the source")
     if index < size or left is None or leaf is None or right is None:
-        raise VerifyError(f"the checkpoint covers {size} events but the archive holds {index}; run verify")
+        raise ArchiveError(f"the checkpoint covers {size} events but the archive holds {index}; run verify")
     idx, body, _src = found[0]
     proof = inclusion_proof(idx, size, NodeTable(left, [leaf], right))
     return {"format": FORMAT, "event": body.decode("utf-8"), "index": idx, "size": size,
@@ -129,15 +131,15 @@ def load_proof(path: str | os.PathLike[str]) -> dict[str, Any]:
         with open(p, "rb") as f:
             data = f.read(MAX_BUNDLE + 1)
     except OSError as exc:
-        raise VerifyError(f"{p}: cannot read: {exc.strerror or exc}") from None
+        raise ArchiveError(f"{p}: cannot read: {exc.strerror or exc}") from None
     if len(data) > MAX_BUNDLE:
-        raise VerifyError(f"{p}: too large for a proof bundle")
+        raise ArchiveError(f"{p}: too large for a proof bundle")
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise VerifyError(f"{p}: not JSON: {exc}") from None
+        raise ArchiveError(f"{p}: not JSON: {exc}") from None
     if not isinstance(doc, dict):
-        raise VerifyError(f"{p}: not a JSON object")
+        raise ArchiveError(f"{p}: not a JSON object")
     return doc
 
 
@@ -162,7 +164,10 @@ class ProofCheck:
             out.append(f"FAILED: {len(self.problems)} problems")
         return out
 
-    def to_json(self) -> dict[str, Any]:
+    def summary(self) -> str:
+        return self.lines()[-1]
+
+    def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "problems": list(self.problems), "id": self.event_id, "index": self.index,
                 "size": self.size, "origin": self.origin}
 
@@ -196,3 +201,13 @@ def check_proof(bundle: Mapping[str, Any], keys: Mapping[str, VerifyKey]) -> Pro
     except VerifyError as exc:
         problems.append(f"checkpoint: {exc}")
     return ProofCheck(tuple(problems), event_id, index, size, origin)
+
+
+def write_proof(archive: str | os.PathLike[str], event_id: str, *, source: str | None = None) -> bytes:
+    """``hoststamp prove``: the bundle of one event, as the bytes of a JSON file."""
+    return dump_proof(make_proof(archive, event_id, source=source))
+
+
+def verify_proof_file(path: str | os.PathLike[str], keys: Mapping[str, VerifyKey]) -> ProofCheck:
+    """``hoststamp verify --proof FILE``."""
+    return check_proof(load_proof(path), keys)

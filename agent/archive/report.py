@@ -1,4 +1,9 @@
-"""The result of verifying an archive: problems (fail), notes (inform) and a summary."""
+"""The result of verifying an archive: problems (fail), notes (inform) and totals.
+
+``Report`` has the shape the CLI prints for every kind of verification: ``ok``,
+``problems`` (each printed with ``str``), ``summary()`` (the notes, then one verdict
+line) and ``as_dict()`` (the ``--json`` form).
+"""
 
 from __future__ import annotations
 
@@ -68,15 +73,15 @@ class Report:
     path: str
     problems: tuple[Finding, ...]
     notes: tuple[Finding, ...]
-    summary: Summary
+    totals: Summary
     omitted: int = 0
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
-    def summary_line(self) -> str:
-        s = self.summary
+    def verdict(self) -> str:
+        s = self.totals
         verdict = "OK" if self.ok else "FAILED"
         parts = [f"{verdict}: {s.events} events in {s.segments} segments", f"{s.signed_ok} signatures valid",
                  f"{s.sealed} sealed by {s.checkpoints} checkpoints"]
@@ -89,18 +94,19 @@ class Report:
         parts.append(f"{len(self.problems)} problems")
         return ", ".join(parts)
 
-    def lines(self) -> list[str]:
-        """One line per problem, then one per note, then the summary."""
-        out = [f"problem: {p}" for p in self.problems]
-        out += [f"note: {n}" for n in self.notes]
-        out.append(self.summary_line())
-        return out
+    def summary(self) -> str:
+        """One line per note, then the verdict line with the totals."""
+        return "\n".join([*(f"note: {n}" for n in self.notes), self.verdict()])
 
-    def to_json(self) -> dict[str, Any]:
+    def lines(self) -> list[str]:
+        """One line per problem, one per note, then the verdict."""
+        return [str(p) for p in self.problems] + self.summary().split("\n")
+
+    def as_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,
             "ok": self.ok,
-            "summary": asdict(self.summary),
+            "summary": asdict(self.totals),
             "problems": [asdict(p) for p in self.problems],
             "notes": [asdict(n) for n in self.notes],
             "omitted": self.omitted,

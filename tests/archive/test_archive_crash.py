@@ -112,8 +112,8 @@ def test_sigkill_mid_write_then_restart(tmp_path: Path) -> None:
     assert torn_seen >= 1, f"no kill landed inside a write in {MAX_CYCLES} cycles"
     report = verify_archive(root, keys)
     assert report.ok, report.lines()
-    assert report.summary.cuts == cuts_made >= torn_seen
-    assert report.summary.events == seq - 1 == report.summary.sealed
+    assert report.totals.cuts == cuts_made >= torn_seen
+    assert report.totals.events == seq - 1 == report.totals.sealed
     notes = [n.code for n in report.notes]
     assert notes.count("cut") == cuts_made and notes.count("unclean-restart") == cycle + 1
     assert set(notes) == {"cut", "unclean-restart"}

@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
+from agent.archive.layout import ArchiveError
 from agent.archive.proof import FORMAT, check_proof, dump_proof, load_proof, make_proof
-from agent.errors import VerifyError
 from agent.signing.keys import SigningKey, VerifyKey
 from tests.archive.archive_helpers import events, make_event, write_archive
 
@@ -30,7 +30,7 @@ def test_proof_round_trip(bundle: dict[str, Any], keys: dict[str, VerifyKey], tm
     result = check_proof(load_proof(path), keys)
     assert result.ok, result.problems
     assert result.lines()[-1].startswith("OK: event ev-cgroup-17 is leaf 16 of the 37-event tree")
-    assert result.to_json()["ok"] is True
+    assert result.as_dict()["ok"] is True
 
 
 def flip_b64(s: str) -> str:
@@ -79,12 +79,12 @@ def test_unknown_unsealed_and_ambiguous_ids(archive_dir: Path, key: SigningKey, 
     a = "hoststamp://h/probe/a"
     b = "hoststamp://h/probe/b"
     write_archive(archive_dir, key, [[make_event(key, 1, source=a), make_event(key, 1, source=b)]])
-    with pytest.raises(VerifyError, match="no sealed event"):
+    with pytest.raises(ArchiveError, match="no sealed event"):
         make_proof(archive_dir, "nope")
     # both sources make the id "ev-<last path part>-1"; with distinct parts they differ
     assert check_proof(make_proof(archive_dir, "ev-a-1"), keys).ok
     write_archive(archive_dir, key, [[make_event(key, 1, source="hoststamp://other/probe/a")]])
-    with pytest.raises(VerifyError, match="2 events have id"):
+    with pytest.raises(ArchiveError, match="2 events have id"):
         make_proof(archive_dir, "ev-a-1")
     assert check_proof(make_proof(archive_dir, "ev-a-1", source=a), keys).ok
 
@@ -95,5 +95,5 @@ def test_proof_after_retention(archive_dir: Path, key: SigningKey, keys: dict[st
                   compression="none", retain_bytes=12_000)
     bundle = make_proof(archive_dir, "ev-cgroup-58")
     assert check_proof(bundle, keys).ok
-    with pytest.raises(VerifyError, match="no sealed event"):
+    with pytest.raises(ArchiveError, match="no sealed event"):
         make_proof(archive_dir, "ev-cgroup-2")

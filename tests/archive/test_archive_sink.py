@@ -53,7 +53,7 @@ async def test_stamped_events_archived_sealed_and_provable(tmp_path: Path, key: 
     await sink.aclose()
     report = verify_archive(tmp_path / "a", keys)
     assert report.ok, report.lines()
-    assert report.summary.events == report.summary.sealed == 300 and report.summary.segments > 1
+    assert report.totals.events == report.totals.sealed == 300 and report.totals.segments > 1
     target = evs[123]
     bundle = make_proof(tmp_path / "a", target.id, source=target.source)
     assert bundle["event"].encode() == target.body and check_proof(bundle, keys).ok

@@ -122,7 +122,7 @@ def test_deleted_middle_segment(arc: Path, keys: dict[str, VerifyKey]) -> None:
     found = problems(arc, keys)
     assert {"missing-segment", "sequence-gap"} <= found
     report = verify_archive(arc, keys)
-    assert report.summary.events == 35, "the segments after the gap are still checked"
+    assert report.totals.events == 35, "the segments after the gap are still checked"
 
 
 def test_deleted_newest_segment(arc: Path, keys: dict[str, VerifyKey]) -> None:
@@ -193,7 +193,7 @@ def test_events_appended_after_the_last_checkpoint(arc: Path, key: SigningKey,
         f.write(events(key, 46, 2)[0] + b"\n")
     report = verify_archive(arc, keys)
     assert [p.code for p in report.problems] == ["unsealed"]
-    assert report.summary.unsealed == 1 and report.summary.signed_ok == 46
+    assert report.totals.unsealed == 1 and report.totals.signed_ok == 46
 
 
 def test_untrusted_keys(arc: Path) -> None:

@@ -42,9 +42,9 @@ def test_round_trip_layout_and_verify(archive_dir: Path, key: SigningKey, keys: 
     assert kinds(archive_dir, 1)[0] == "open" and kinds(archive_dir, 1)[-2:] == ["checkpoint", "close"]
     report = verify_archive(archive_dir, keys)
     assert report.ok, report.lines()
-    s = report.summary
+    s = report.totals
     assert (s.events, s.signed_ok, s.sealed, s.unsealed, s.tree_size) == (120, 120, 120, 0, 120)
-    assert report.to_json()["ok"] is True
+    assert report.as_dict()["ok"] is True
 
 
 def test_checkpoint_every_n_and_every_t(archive_dir: Path, key: SigningKey) -> None:
@@ -101,7 +101,7 @@ def test_resume_continues_the_tree(archive_dir: Path, key: SigningKey, keys: dic
     with pytest.raises(SinkError, match="origin"):
         write_archive(archive_dir, key, [], origin="example.org/b")
     report = verify_archive(archive_dir, keys)
-    assert report.ok and report.summary.origin == "example.org/a" and report.summary.sealed == 60
+    assert report.ok and report.totals.origin == "example.org/a" and report.totals.sealed == 60
 
 
 def crash(w: ArchiveWriter) -> None:
@@ -130,7 +130,7 @@ def test_torn_event_line_is_cut_and_recorded(archive_dir: Path, key: SigningKey,
     w.close()
     report = verify_archive(archive_dir, keys)
     assert report.ok, report.lines()
-    assert report.summary.cuts == 1 and [n.code for n in report.notes] == ["cut", "unclean-restart"]
+    assert report.totals.cuts == 1 and [n.code for n in report.notes] == ["cut", "unclean-restart"]
 
 
 def test_torn_record_line_is_cut_and_recorded(archive_dir: Path, key: SigningKey,
@@ -200,8 +200,8 @@ def test_retention_by_size_keeps_the_rest_verifiable(archive_dir: Path, key: Sig
     assert total <= 20_000 + 10_000
     report = verify_archive(archive_dir, keys)
     assert report.ok, report.lines()
-    assert report.summary.retained_from > 0
-    assert report.summary.retained_from + report.summary.events == 100
+    assert report.totals.retained_from > 0
+    assert report.totals.retained_from + report.totals.events == 100
     assert any(n.code == "retention" for n in report.notes)
 
 
@@ -223,7 +223,7 @@ def test_retention_by_age(archive_dir: Path, key: SigningKey, keys: dict[str, Ve
     w.close()
     report = verify_archive(archive_dir, keys)
     assert report.ok, report.lines()
-    assert report.summary.retained_from == 20 and report.summary.sealed == 15
+    assert report.totals.retained_from == 20 and report.totals.sealed == 15
 
 
 def test_retention_leftovers_are_removed_on_restart(archive_dir: Path, key: SigningKey,

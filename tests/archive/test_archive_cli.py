@@ -1,0 +1,47 @@
+"""``hoststamp verify DIR``, ``prove`` and ``verify --proof`` end to end, through the real CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from agent.archive import layout
+from agent.signing.keys import generate_keypair
+from tests.archive.archive_helpers import events, write_archive
+from tests.helpers import run_cli
+
+
+def test_verify_prove_and_check_a_proof(tmp_path: Path) -> None:
+    key = generate_keypair(tmp_path / "keys")
+    pub = str(tmp_path / "keys" / "host.pub")
+    root = tmp_path / "archive"
+    evs = events(key, 1, 30)
+    write_archive(root, key, [evs[:10], evs[10:20], evs[20:]], segment_max_bytes=9000)
+
+    ok = run_cli(["verify", "--pub", pub, str(root)], cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.decode().strip().splitlines()[-1].startswith("OK: 30 events")
+
+    as_json = run_cli(["verify", "--json", "--pub", pub, str(root)], cwd=tmp_path)
+    doc = orjson.loads(as_json.stdout)
+    assert as_json.returncode == 0 and doc["ok"] is True and doc["summary"]["sealed"] == 30
+
+    proof = tmp_path / "p.json"
+    made = run_cli(["prove", str(root), "ev-cgroup-12", "-o", str(proof)], cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    checked = run_cli(["verify", "--pub", pub, "--proof", str(proof)], cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout
+    bundle = orjson.loads(proof.read_bytes())
+    bundle["index"] += 1
+    proof.write_bytes(orjson.dumps(bundle))
+    assert run_cli(["verify", "--pub", pub, "--proof", str(proof)], cwd=tmp_path).returncode == 1
+
+    missing = run_cli(["prove", str(root), "no-such-id"], cwd=tmp_path)
+    assert missing.returncode == 1 and b"no sealed event" in missing.stderr
+
+    seg = layout.events_path(root, 2)
+    seg.write_bytes(b"\n".join(seg.read_bytes().splitlines()[::-1]) + b"\n")
+    bad = run_cli(["verify", "--pub", pub, str(root)], cwd=tmp_path)
+    out = bad.stdout.decode()
+    assert bad.returncode == 1 and "root-mismatch" in out and out.strip().splitlines()[-1].startswith("FAILED")
