@@ -20,7 +20,7 @@ import errno
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -31,9 +31,10 @@ from ..hostfs.mounts import DEFAULT_REMOTE_FSTYPES, MountEntry, MountTable, fsty
 from ..hostfs.mounts import parse_mount_table as _parse
 from ..hostfs.reader import read_small
 from ..model import Reading
+from ..watch.mounts import MountWatchOptions, watch_mounts
 from ._mntns import ForeignNamespace, NamespaceScan, scan_namespaces
 from ._statchild import StatChecker, StatOutcome
-from .base import Probe, ProbeContext
+from .base import Emit, Probe, ProbeContext
 from .registry import register
 
 __all__ = ["STALE_ERRNOS", "MountsOptions", "MountsProbe", "capacity", "is_stale", "reusable", "verdict"]
@@ -66,6 +67,8 @@ class MountsOptions:
     rootfs: str = "/"
     #: checks of remote mounts running at the same time (one child each); local ones share one more
     max_workers: int = 8
+    #: change events (``[probes.mounts.watch]``): mounts added, removed, remounted; new remote mounts checked at once
+    watch: MountWatchOptions = field(default_factory=MountWatchOptions)
 
     def __post_init__(self) -> None:
         if not self.stat_timeout > 0:
@@ -252,6 +255,19 @@ class MountsProbe(Probe):
         inputs = (o.proc_mounts, *(c.source for c in (scan.containers if scan else ())))
         return Reading(probe=self.name, subject="summary", kind="summary", output=out, inputs=inputs,
                        probe_source=f"procfs:{o.proc_mounts}")
+
+    async def check_mount(self, entry: MountEntry) -> Reading:
+        """Check one host mount now (a new remote mount the watch saw), as a regular reading."""
+        o: MountsOptions = self.options
+        t = _Target(f"host:{entry.target}", entry.target, entry, _under(o.rootfs, entry.target), True, o.proc_mounts)
+        (outcome,) = await self.checker.check_many([(t.key, t.path, True)])
+        return self._reading(t, outcome, False)
+
+    async def watch(self, emit: Emit) -> None:
+        o: MountsOptions = self.options
+        if o.watch.enabled:
+            await watch_mounts(emit, o.watch, probe=self.name, check=self.check_mount,
+                               wants_check=lambda e: fstype_matches(e.fstype, o.fstypes))
 
     async def aclose(self) -> None:
         await self.checker.aclose()

@@ -236,18 +236,23 @@ class CgroupWatcher:
 
     def _add_file(self, cg: _Cgroup, name: str) -> None:
         path = f"{cg.info.dir}/{name}"
+        f = _File(-1, name.replace(".", "_"), path, None)
+
+        def first(fd: int) -> None:
+            text = os.pread(fd, _READ, 0).decode("utf-8", "replace")
+            try:
+                f.key, f.last = self._parse(name, text, path)
+            except ParseError:
+                pass  # reported by the first notification that still does not parse
+
         try:
             fd = self.source.watch_file(("file", cg.info.path, name), path,
-                                        lambda n: self._on_file(cg.info.path, name, n))
+                                        lambda n: self._on_file(cg.info.path, name, n), first=first)
         except OSError:
             return  # the cgroup went away meanwhile
-        if fd is None:
-            return
-        try:
-            key, value = self._parse(name, os.pread(fd, _READ, 0).decode("utf-8", "replace"), path)
-        except (OSError, ParseError):
-            key, value = name.replace(".", "_"), None
-        cg.files[name] = _File(fd, key, path, value)
+        if fd is not None:
+            f.fd = fd
+            cg.files[name] = f
 
     def _add_trigger(self, cg: _Cgroup, trig: PsiTrigger) -> None:
         path = f"{cg.info.dir}/{trig.file}"

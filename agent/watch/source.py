@@ -1,10 +1,15 @@
 """The watch source: readiness of kernel file descriptors in, readings out.
 
-One :class:`WatchSource` owns one epoll instance whose own fd is added to the
-asyncio loop with ``add_reader``. That indirection is what makes POLLPRI
-usable: the loop's selector only asks for readability, while cgroup
-``*.events`` files, pressure-trigger fds and ``/proc/PID/mountinfo`` signal
-with POLLPRI/POLLERR; registered in our epoll they make its fd readable.
+One :class:`WatchSource` owns one epoll instance. The loop's selector only
+asks for readability, while cgroup ``*.events`` files, pressure-trigger fds and
+``/proc/PID/mountinfo`` signal with POLLPRI/POLLERR, so they need an epoll of
+their own. That epoll is waited on by one thread, blocked in ``epoll_wait``
+(no CPU while idle), which hands each batch of ready fds to the loop with
+``call_soon_threadsafe``; every handler runs on the loop. Nesting the epoll in
+the loop's (``add_reader`` on the epoll fd) would be simpler but loses events:
+the outer epoll polls the inner one's ready items to decide readability, and
+the poll methods of mountinfo and of pressure triggers consume their event
+when polled, so the inner ``epoll_wait`` then finds nothing to report.
 
 Two kinds of registrations:
 
@@ -15,7 +20,7 @@ Two kinds of registrations:
   callback (which reads the file and builds readings) runs at most once per
   ``coalesce`` seconds per key and is told how many notifications it stands for;
 * **streams** (:meth:`WatchSource.watch_stream`): inotify and netlink sockets,
-  level-triggered for POLLIN and drained at once by their handler, which may
+  one-shot for POLLIN (re-armed once the handler drained them), which may
   in turn route per-item notifications through :meth:`WatchSource.notify`.
 
 Readings go into a bounded buffer that :meth:`WatchSource.run` drains into
@@ -32,6 +37,7 @@ import asyncio
 import logging
 import os
 import select
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from dataclasses import dataclass
@@ -52,7 +58,7 @@ Fire = Callable[[int], Iterable[Reading]]
 Emit = Callable[[Reading], Awaitable[object]]
 
 _FILE_MASK = select.EPOLLPRI | select.EPOLLERR | select.EPOLLET
-_STREAM_MASK = select.EPOLLIN
+_STREAM_MASK = select.EPOLLIN | select.EPOLLONESHOT
 _MAX_EVENTS = 512
 
 
@@ -84,6 +90,10 @@ class WatchSource:
         self._throttle = Throttle(coalesce)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ep: select.epoll | None = None
+        self._stop_fd = -1
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._streams: set[int] = set()
         self._handlers: dict[int, Callable[[int], None]] = {}
         self._file_keys: dict[int, Hashable] = {}
         self._owned: set[int] = set()
@@ -97,15 +107,44 @@ class WatchSource:
     # lifecycle ---------------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Create the epoll instance and hand its fd to the running loop."""
+        """Create the epoll instance and start the thread that waits on it for the running loop."""
         if self._ep is not None:
             return
         self._loop = asyncio.get_running_loop()
         self._ep = select.epoll()
-        self._loop.add_reader(self._ep.fileno(), self._on_epoll)
+        self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._ep.register(self._stop_fd, select.EPOLLIN)
+        self._closing = False
+        self._thread = threading.Thread(target=self._wait, name=f"watch-{self.probe}", daemon=True)
+        self._thread.start()
+
+    def _wait(self) -> None:
+        """The waiter thread: block in epoll_wait, pass each batch to the loop."""
+        ep, loop, stop = self._ep, self._loop, self._stop_fd
+        assert ep is not None and loop is not None
+        while not self._closing:
+            try:
+                ready = ep.poll(-1, _MAX_EVENTS)
+            except InterruptedError:
+                continue
+            except (OSError, ValueError):
+                return
+            ready = [(fd, ev) for fd, ev in ready if fd != stop]
+            if self._closing:
+                return
+            if ready:
+                try:
+                    loop.call_soon_threadsafe(self._dispatch, ready)
+                except RuntimeError:  # the loop is closed
+                    return
 
     def close(self) -> None:
         """Release every fd, timer and task of this source."""
+        if self._thread is not None:
+            self._closing = True
+            os.eventfd_write(self._stop_fd, 1)
+            self._thread.join(timeout=5)
+            self._thread = None
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -116,11 +155,12 @@ class WatchSource:
         self._owned.clear()
         self._handlers.clear()
         self._file_keys.clear()
+        self._streams.clear()
         if self._ep is not None:
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(self._ep.fileno())
             self._ep.close()
             self._ep = None
+            os.close(self._stop_fd)
+            self._stop_fd = -1
         self.stats.watches = 0
 
     def __enter__(self) -> WatchSource:
@@ -163,24 +203,29 @@ class WatchSource:
         self._handlers[fd] = handler
 
     def watch_file(self, key: Hashable, path: str, fire: Fire, *, write: bytes | None = None,
-                   dir_fd: int | None = None) -> int | None:
+                   first: Callable[[int], None] | None = None) -> int | None:
         """Open ``path`` and fire ``fire(count)`` on its POLLPRI/POLLERR notifications, coalesced per ``key``.
 
         ``write`` is written once after opening (a pressure trigger); the file
-        is then opened read-write. Returns the fd, or ``None`` when the watch
-        budget is spent. ``OSError`` from opening or writing propagates.
+        is then opened read-write. ``first(fd)`` runs before the fd is
+        registered: reading the baseline there also acknowledges what the
+        kernel flagged before (a kernfs file reports POLLPRI until it is
+        read once). Returns the fd, or ``None`` when the watch budget is
+        spent. ``OSError`` from opening, writing or ``first`` propagates.
         """
         if not self.reserve(key if isinstance(key, str) else path):
             return None
         try:
             flags = (os.O_RDWR | os.O_NONBLOCK if write is not None else os.O_RDONLY) | os.O_CLOEXEC
-            fd = os.open(path, flags, dir_fd=dir_fd)
+            fd = os.open(path, flags)
         except OSError:
             self.release()
             raise
         try:
             if write is not None:
                 os.write(fd, write)
+            if first is not None:
+                first(fd)
             self._register(fd, _FILE_MASK, lambda _ev: self.notify(key, fire))
         except BaseException:
             os.close(fd)
@@ -193,6 +238,7 @@ class WatchSource:
     def watch_stream(self, fd: int, on_ready: Callable[[], None], *, owned: bool = False) -> None:
         """Call ``on_ready()`` whenever ``fd`` is readable (it must drain ``fd``). Not counted in the budget."""
         self._register(fd, _STREAM_MASK, lambda _ev: on_ready())
+        self._streams.add(fd)
         if owned:
             self._owned.add(fd)
 
@@ -201,6 +247,7 @@ class WatchSource:
         if fd not in self._handlers:
             return
         del self._handlers[fd]
+        self._streams.discard(fd)
         if self._ep is not None:
             try:
                 self._ep.unregister(fd)
@@ -250,22 +297,18 @@ class WatchSource:
             log.exception("watch %s: handler failed", key)
             self.push(self.reading(str(key), {}, error=f"watch handler failed: {exc}"))
 
-    def _on_epoll(self) -> None:
-        if self._ep is None:
-            return
-        while True:
-            ready = self._ep.poll(0, _MAX_EVENTS)
-            for fd, ev in ready:
-                handler = self._handlers.get(fd)
-                if handler is None:
-                    continue
-                try:
-                    handler(ev)
-                except Exception as exc:  # one watch's failure is data
-                    log.exception("watch fd %d: handler failed", fd)
-                    self.push(self.reading(self.probe, {}, error=f"watch handler failed: {exc}"))
-            if len(ready) < _MAX_EVENTS:
-                return
+    def _dispatch(self, ready: list[tuple[int, int]]) -> None:
+        for fd, ev in ready:
+            handler = self._handlers.get(fd)
+            if handler is None:
+                continue
+            try:
+                handler(ev)
+            except Exception as exc:  # one watch's failure is data
+                log.exception("watch fd %d: handler failed", fd)
+                self.push(self.reading(self.probe, {}, error=f"watch handler failed: {exc}"))
+            if fd in self._streams and self._ep is not None:
+                self._ep.modify(fd, _STREAM_MASK)  # re-arm the one-shot registration
 
     # output ------------------------------------------------------------------------------------
 
