@@ -276,15 +276,18 @@ class ArchiveWriter:
     # -- segments ------------------------------------------------------------------------------------------------
 
     def _start_segment(self, n: int, first: int) -> None:
-        log = layout.log_path(self.root, n)
+        log, ev = layout.log_path(self.root, n), layout.events_path(self.root, n)
+        if ev.exists() and ev.stat().st_size:
+            self._broken = f"{ev.name} already holds events that no record accounts for"
+            raise SinkError(f"{ev}: {self._broken}; the archive was left as it is (check it with: "
+                            f"hoststamp verify {self.root})")
         self._seg, self._seg_first, self._opened_at = n, first, self.clock()
         self._log_fd = self._guard(os.open, log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._record({"kind": "open", "origin": self.origin, "first": first,
                       "frontier": b64_list(self._tree.hashes())})
         if self._sync:
             self._guard(os.fsync, self._log_fd)
-        ev = layout.events_path(self.root, n)
-        self._ev_fd = self._guard(os.open, ev, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._ev_fd = self._guard(os.open, ev, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._ev_bytes, self._ev_sha = 0, hashlib.sha256()
         if self._sync:
             self._guard(fsync_dir, self.root)

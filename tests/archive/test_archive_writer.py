@@ -261,3 +261,16 @@ def test_sequence_jump_after_a_crash_is_a_note_not_after_a_clean_stop(archive_di
     assert [n.code for n in report.notes] == ["unclean-restart", "sequence-gap-after-crash"]
     write_archive(archive_dir, key, [events(key, 201, 1)])
     assert codes(verify_archive(archive_dir, keys)) == ["sequence-gap"]
+
+
+def test_unaccounted_events_are_never_overwritten(archive_dir: Path, key: SigningKey) -> None:
+    write_archive(archive_dir, key, [events(key, 1, 10)], segment_max_bytes=5000)
+    # segment 2 was opened at the rotation; lose its log but leave events in its file
+    layout.log_path(archive_dir, 2).unlink()
+    stray = events(key, 11, 1)[0] + b"\n"
+    layout.events_path(archive_dir, 2).write_bytes(stray)
+    for _ in range(2):
+        with pytest.raises(SinkError, match="no record accounts for"):
+            write_archive(archive_dir, key, [])
+    assert layout.events_path(archive_dir, 2).read_bytes() == stray
+    assert not layout.log_path(archive_dir, 2).exists()
