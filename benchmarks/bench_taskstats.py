@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 from agent.netlink import TaskstatsClient, has_net_admin, resolve_family_sync
 
-ROUNDS = 5
+ROUNDS = 7
 MIN_QUERIES = 20000
 PYROUTE2_QUERIES = 4000
 GOAL_RAW = 0.80

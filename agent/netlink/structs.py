@@ -215,18 +215,23 @@ def _plan(version: int, size: int) -> _Plan:
 _new = tuple.__new__
 
 
-def unpack_taskstats(buf: bytes, offset: int = 0, size: int | None = None) -> TaskStats:
-    """Decode a ``struct taskstats`` of ``size`` bytes (default: the rest of ``buf``) at ``offset``."""
+def unpack_taskstats(buf: bytes, offset: int = 0, size: int | None = None, version: int | None = None) -> TaskStats:
+    """Decode a ``struct taskstats`` of ``size`` bytes (default: the rest of ``buf``) at ``offset``.
+
+    ``version`` may be passed when the caller has already read it (the hot path of query replies).
+    """
     n = len(buf) - offset if size is None else size
     if n < 2 or offset + n > len(buf):
         raise ParseError(f"struct taskstats of {n} bytes does not fit")
-    plan = _PLANS.get((_U16.unpack_from(buf, offset)[0], n)) or _plan(_U16.unpack_from(buf, offset)[0], n)
+    if version is None:
+        version = int(_U16.unpack_from(buf, offset)[0])
+    plan = _PLANS.get((version, n)) or _plan(version, n)
     at = plan.comm_off
     if at < 0:
         return _new(plan.cls, plan.st.unpack_from(buf, offset))
     at += offset
     comm = buf[at:at + TS_COMM_LEN].split(b"\0", 1)[0].decode("utf-8", "replace")
-    return _new(plan.cls, (*plan.st.unpack_from(buf, offset), comm))
+    return _new(plan.cls, plan.st.unpack_from(buf, offset) + (comm,))  # noqa: RUF005 - one copy, not a list
 
 
 def pack_taskstats(values: dict[str, int | str], version: int = KNOWN_VERSION, size: int | None = None) -> bytes:

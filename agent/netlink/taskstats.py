@@ -98,7 +98,10 @@ def build_cgroupstats(family: int, seq: int, fd: int) -> bytes:
 
 # outer nlattr, id nlattr, u32 id, stats nlattr: the fixed head of a one-aggregate reply
 _AGGR_HEAD = struct.Struct("=HHHHIHH")
+# the same, and the struct's version field after it
+_AGGR_HEAD_V = struct.Struct("=HHHHIHHH")
 _NLA_TYPE = 0x3FFF
+_AGGREGATES = frozenset((TASKSTATS_TYPE_AGGR_PID, TASKSTATS_TYPE_AGGR_TGID))
 
 
 def _aggregate(value_of: bytes, start: int, end: int, outer: int) -> tuple[str, int, TaskStats]:
@@ -144,11 +147,11 @@ def parse_taskstats(msg: Message) -> list[tuple[str, int, TaskStats]]:
 def decode_reply(data: bytes, start: int, end: int) -> TaskStats:
     """The stats of a query reply: the message at ``data[start:end]`` (for :meth:`NetlinkSocket.transact`)."""
     p = start + 16
-    if end - p >= 4 + _AGGR_HEAD.size and data[p] == TASKSTATS_CMD_NEW:
-        olen, otype, ilen, _id_type, _, slen, stype = _AGGR_HEAD.unpack_from(data, p + 4)
-        if (otype & _NLA_TYPE in (TASKSTATS_TYPE_AGGR_PID, TASKSTATS_TYPE_AGGR_TGID) and ilen == 8
-                and stype & _NLA_TYPE == TASKSTATS_TYPE_STATS and p + 16 + slen <= end and 16 + slen <= olen + 4):
-            return unpack_taskstats(data, p + 20, slen - 4)
+    if end - p >= 4 + _AGGR_HEAD_V.size and data[p] == TASKSTATS_CMD_NEW:
+        olen, otype, ilen, _id_type, _, slen, stype, version = _AGGR_HEAD_V.unpack_from(data, p + 4)
+        if (ilen == 8 and stype & _NLA_TYPE == TASKSTATS_TYPE_STATS and p + 16 + slen <= end
+                and 16 + slen <= olen + 4 and otype & _NLA_TYPE in _AGGREGATES):
+            return unpack_taskstats(data, p + 20, slen - 4, version)
     hdr = NLMSG_HDR.unpack_from(data, start)
     return parse_taskstats(Message(hdr[1], hdr[2], hdr[3], hdr[4], data[p:end]))[0][2]
 
