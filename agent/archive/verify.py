@@ -75,7 +75,11 @@ class _Verifier:
         self.listing = layout.scan(root)
         self.tree: CompactRange | None = CompactRange(0)
         self.last_ck: tuple[int, bytes] | None = (0, EMPTY_ROOT)
+        #: size of the last checkpoint that matched the events; leaves proven by checkpoints so far; where the
+        #: current run of matching checkpoints began (None after a mismatch, until the tree resynchronises)
         self.sealed = 0
+        self.sealed_count = 0
+        self.sealed_from: int | None = 0
         self.prev: str | None = ""
         self.origin: str | None = None
         self.seq: dict[str, int] = {}
@@ -115,7 +119,7 @@ class _Verifier:
             self.f.problem("unsealed", layout.seg_stem(end),
                            f"{unsealed} events after the last checkpoint (leaves {ck}..{size - 1}) are not sealed")
         summary = Summary(segments=len(numbers), tree_size=size, unsealed=unsealed, origin=self.origin or "",
-                          sealed=max(0, self.sealed - self.c["retained_from"]), **self.c)
+                          sealed=self.sealed_count, **self.c)
         return Report(str(self.root), tuple(self.f.problems), tuple(self.f.notes), summary, self.f.omitted)
 
     def _retention(self) -> int:
@@ -146,10 +150,10 @@ class _Verifier:
             self.prev = str(rec["chain"])
         except (VerifyError, ValueError, KeyError, TypeError) as exc:
             self.f.problem("bad-record", where, f"retention record is malformed: {exc}")
-            self.tree, self.prev, self.last_ck = None, None, None
+            self.tree, self.prev, self.last_ck, self.sealed_from = None, None, None, None
             return hi + 1
         self.c["retained_from"] = size
-        self.sealed = size
+        self.sealed = self.sealed_from = size
         self.last_ck = None
         try:
             cp = verify_checkpoint(str(rec.get("checkpoint", "")), self.keys)
@@ -169,7 +173,7 @@ class _Verifier:
         log, plain, gz = self.listing.logs.get(n), self.listing.events.get(n), self.listing.gz.get(n)
         if log is None and plain is None and gz is None:
             self.f.problem("missing-segment", stem, "segment is missing (deleted or renamed?)")
-            self.tree, self.prev, self.last_ck = None, None, None
+            self.tree, self.prev, self.last_ck, self.sealed_from = None, None, None, None
             return False
         if plain is not None and gz is not None:
             if hashlib.sha256(layout.read_events(gz)).digest() != hashlib.sha256(plain.read_bytes()).digest():
@@ -271,6 +275,7 @@ class _Verifier:
         else:
             return
         self.tree, self.last_ck = CompactRange.from_frontier(first, frontier), None
+        self.sealed_from = first
 
     def _checkpoint(self, rec: dict[str, Any], where: str, ev: _Events) -> None:
         self.c["checkpoints"] += 1
@@ -302,14 +307,17 @@ class _Verifier:
         if self.tree.end < cp.size:
             self.f.problem("missing-events", where, f"checkpoint covers {cp.size} events but the archive holds "
                                                     f"{self.tree.end} up to here (events deleted or truncated)")
-            self.tree = None
+            self.tree, self.sealed_from = None, None
         elif self.tree.root() != cp.root:
+            self.sealed_from = None
             if ev.name not in self.reported_root:
                 self.f.problem("root-mismatch", where, f"events do not hash to the signed root at size {cp.size} "
                                                        f"(events before it edited, reordered, added or removed)")
             self.reported_root.add(ev.name)
         else:
-            self.sealed = cp.size
+            if self.sealed_from is not None:
+                self.sealed_count += cp.size - self.sealed_from
+            self.sealed = self.sealed_from = cp.size
 
     def _close(self, rec: dict[str, Any], where: str, ev: _Events) -> None:
         while (line := ev.next()) is not None:
