@@ -113,35 +113,37 @@ def exit_output(rec: ExitRecord) -> dict[str, Any]:
     return out
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_words(path: Path) -> list[str] | None:
     try:
         return path.read_text().split()
     except OSError:
-        return []
+        return None
 
 
-def select_pids(options: TaskstatsOptions) -> list[int]:
-    """The pids a round reads, sorted: every process, or those the options name."""
+def select_pids(options: TaskstatsOptions) -> tuple[list[int], list[str]]:
+    """The pids a round reads, sorted (every process, or those the options name), and what could not be read."""
     proc = Path(options.proc)
+    try:
+        listed = [int(n) for n in os.listdir(proc) if n.isdigit()]
+    except OSError as exc:
+        raise ProbeError(f"{proc}: {exc.strerror or exc}") from None
     if not (options.pids or options.cgroups or options.commands):
-        try:
-            return sorted(int(n) for n in os.listdir(proc) if n.isdigit())
-        except OSError as exc:
-            raise ProbeError(f"{proc}: {exc.strerror or exc}") from None
+        return sorted(listed), []
     chosen: set[int] = set(options.pids)
+    problems: list[str] = []
     for d in options.cgroups:
-        chosen.update(int(x) for x in _read_lines(Path(d) / "cgroup.procs") if x.isdigit())
+        procs = _read_words(Path(d) / "cgroup.procs")
+        if procs is None:
+            problems.append(f"cannot read {Path(d) / 'cgroup.procs'}")
+            continue
+        chosen.update(int(x) for x in procs if x.isdigit())
     if options.commands:
         wanted = set(options.commands)
-        try:
-            names = [n for n in os.listdir(proc) if n.isdigit()]
-        except OSError as exc:
-            raise ProbeError(f"{proc}: {exc.strerror or exc}") from None
-        for n in names:
-            comm = _read_lines(proc / n / "comm")
+        for pid in listed:
+            comm = _read_words(proc / str(pid) / "comm")  # None: the process just ended
             if comm and " ".join(comm) in wanted:
-                chosen.add(int(n))
-    return sorted(chosen)
+                chosen.add(pid)
+    return sorted(chosen), problems
 
 
 @register
@@ -186,10 +188,10 @@ class TaskstatsProbe(Probe):
         return readings
 
     async def _tasks(self, o: TaskstatsOptions) -> list[Reading]:
-        pids = await anyio.to_thread.run_sync(select_pids, o)
+        pids, problems = await anyio.to_thread.run_sync(select_pids, o)
         results = await self._get_client().get_many(pids, tgid=o.by == "tgid")
         now = time.time()
-        readings: list[Reading] = []
+        readings = [self._reading(self.name, {}, error=p, now=now) for p in problems]
         failed: dict[int, int] = {}
         for pid, res in zip(pids, results, strict=True):
             if isinstance(res, TaskStats):

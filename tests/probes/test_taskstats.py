@@ -96,8 +96,10 @@ def test_select_pids_reads_an_injected_proc(tmp_path: Path) -> None:
         (tmp_path / str(pid)).mkdir()
         (tmp_path / str(pid) / "comm").write_text(comm + "\n")
     (tmp_path / "self").mkdir()
-    assert select_pids(TaskstatsOptions(proc=str(tmp_path))) == [10, 11, 12]
-    assert select_pids(TaskstatsOptions(proc=str(tmp_path), commands=("alpha",), pids=(99,))) == [10, 12, 99]
+    assert select_pids(TaskstatsOptions(proc=str(tmp_path))) == ([10, 11, 12], [])
+    assert select_pids(TaskstatsOptions(proc=str(tmp_path), commands=("alpha",), pids=(99,))) == ([10, 12, 99], [])
+    pids, problems = select_pids(TaskstatsOptions(proc=str(tmp_path), cgroups=(str(tmp_path / "nocg"),)))
+    assert pids == [] and problems == [f"cannot read {tmp_path / 'nocg' / 'cgroup.procs'}"]
 
 
 def test_output_keeps_kernel_names_and_json_safe_integers() -> None:
