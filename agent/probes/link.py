@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,7 +27,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from ..errors import ProbeError
 from ..hostfs import DeltaTracker
 from ..model import Reading
-from .base import Probe, ProbeContext
+from ..watch.links import LinkWatchOptions, watch_links
+from .base import Emit, Probe, ProbeContext
 from .registry import register
 
 __all__ = ["COUNTERS", "IFF_FLAGS", "LinkOptions", "LinkProbe", "flag_names", "link_output"]
@@ -93,6 +94,8 @@ class LinkOptions:
     exclude: tuple[str, ...] = ()
     #: a named network namespace (``ip netns``) to read instead of the agent's own
     netns: str | None = None
+    #: change events (``[probes.link.watch]``): created, deleted, up, down, carrier, renamed, mtu
+    watch: LinkWatchOptions = field(default_factory=LinkWatchOptions)
 
 
 @register
@@ -140,3 +143,8 @@ class LinkProbe(Probe):
         self._deltas.retain(r.subject for r in readings)
         readings.sort(key=lambda r: r.subject)
         return readings
+
+    async def watch(self, emit: Emit) -> None:
+        o: LinkOptions = self.options
+        if o.watch.enabled:
+            await watch_links(emit, o.watch, link_output, self._wanted, probe=self.name, netns=o.netns)
