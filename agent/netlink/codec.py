@@ -50,6 +50,7 @@ __all__ = [
     "build_message",
     "check_error",
     "error_code",
+    "ext_ack_message",
     "genl_header",
     "messages",
 ]
@@ -130,6 +131,26 @@ def error_code(msg: Message) -> int:
     return -int(_I32.unpack_from(msg.payload)[0])
 
 
+NLM_F_CAPPED = 0x100
+NLM_F_ACK_TLVS = 0x200
+NLMSGERR_ATTR_MSG = 1
+
+
+def ext_ack_message(msg: Message) -> str:
+    """The kernel's extended-ack text of an ``NLMSG_ERROR`` (``NETLINK_EXT_ACK``), or ``""``."""
+    if not msg.flags & NLM_F_ACK_TLVS or len(msg.payload) < 20:
+        return ""
+    inner_len = NLMSG_HDR.unpack_from(msg.payload, 4)[0]
+    start = 20 if msg.flags & NLM_F_CAPPED else 4 + align(inner_len)
+    try:
+        for atype, value in attrs(msg.payload, start):
+            if atype == NLMSGERR_ATTR_MSG:
+                return attr_str(value)
+    except ParseError:
+        pass
+    return ""
+
+
 def check_error(msg: Message, context: str = "") -> bool:
     """For an ``NLMSG_ERROR``: raise :class:`NetlinkError` if it is one, else return ``True`` (an ack).
 
@@ -139,7 +160,8 @@ def check_error(msg: Message, context: str = "") -> bool:
         return False
     code = error_code(msg)
     if code:
-        raise NetlinkError(code, context)
+        detail = ext_ack_message(msg)
+        raise NetlinkError(code, f"{context}: {detail}" if context and detail else context or detail)
     return True
 
 

@@ -34,6 +34,7 @@ from .codec import (
     Message,
     NetlinkError,
     align,
+    ext_ack_message,
 )
 
 __all__ = ["NETLINK_GENERIC", "NetlinkSocket", "Reply"]
@@ -299,7 +300,11 @@ class NetlinkSocket:
         if mtype in (NLMSG_ERROR, NLMSG_DONE):
             code = -_I32.unpack_from(data, off + 16)[0] if length >= 20 else 0  # DONE may carry a dump's error
             del self._pending[seq]
-            self._complete(batch, i, NetlinkError(code) if code > 0 else None)
+            err = None
+            if code > 0:
+                detail = ext_ack_message(Message(mtype, flags, seq, portid, data[off + 16:off + length]))
+                err = NetlinkError(code, detail)
+            self._complete(batch, i, err)
             return
         if batch.decode is not None:
             del self._pending[seq]

@@ -144,3 +144,19 @@ def test_parse_family_rejects_other_messages() -> None:
     (msg,) = messages(data)
     with pytest.raises(ParseError):
         parse_family(msg)
+
+
+def test_extended_ack_text_is_part_of_the_error() -> None:
+    request = struct.pack("=IHHII", 28, 0x1F, 0x1, 5, 0)
+    tlv = build_attr(1, b"Unknown attribute\0")
+    capped = build_message(NLMSG_ERROR, 0x100 | 0x200, 5, struct.pack("=i", -errno.EINVAL) + request + tlv)
+    (msg,) = messages(capped)
+    with pytest.raises(NetlinkError) as info:
+        check_error(msg, "TASKSTATS_CMD_GET")
+    assert info.value.errno == errno.EINVAL
+    assert str(info.value) == "TASKSTATS_CMD_GET: Unknown attribute: EINVAL: Invalid argument"
+    plain = build_message(NLMSG_ERROR, 0, 5, struct.pack("=i", -errno.EINVAL) + request)
+    (msg,) = messages(plain)
+    with pytest.raises(NetlinkError) as info:
+        check_error(msg)
+    assert str(info.value) == "EINVAL: Invalid argument"
