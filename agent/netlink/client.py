@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import ParseError, ProbeError
-from .codec import NetlinkError, messages
+from .codec import NLMSG_ERROR, NetlinkError, messages
 from .genl import Family, build_getfamily, parse_families
 from .nlsocket import NETLINK_GENERIC, NetlinkSocket
 from .structs import CgroupStats, TaskStats
@@ -101,7 +101,7 @@ def resolve_family_sync(name: str = TASKSTATS_GENL_NAME, timeout: float = 2.0) -
             while True:
                 batch = list(messages(s.recv(65536)))
                 got += batch
-                if any(m.type == 2 for m in batch):  # NLMSG_ERROR: the ack (or the error) ends it
+                if any(m.type == NLMSG_ERROR for m in batch):  # the ack (or the error) ends it
                     break
     except OSError as exc:
         raise ProbeError(f"generic netlink: {exc.strerror or exc}") from None
