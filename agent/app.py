@@ -18,7 +18,6 @@ positions so the next start continues without a gap.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import time
@@ -140,6 +139,7 @@ class Agent:
         self.reloads_ok = self.reloads_failed = 0
         self.last_reload_error: str | None = None
         self.metrics: MetricsServer | None = None
+        self._status_failed = False
         if self.cfg.metrics.listen and not self.once:
             self.metrics = MetricsServer(self.cfg.metrics.listen, build_registry(self.view, self.sign_latency))
 
@@ -299,6 +299,7 @@ class Agent:
             try:
                 return await self._reload()
             finally:
+                self.write_status()
                 self.notifier.ready(self._status_text())
 
     def _reload_failed(self, reason: str) -> bool:
@@ -383,12 +384,22 @@ class Agent:
         down = [s.uri for s in self.view().sinks if not s.stats.healthy]
         return f"{self.stats.signed} events signed" + (f"; sinks down: {', '.join(down)}" if down else "")
 
+    def write_status(self, *, running: bool = True) -> None:
+        """``STATE_DIR/status.json`` for ``hoststamp status``; a failure is logged once until it works again."""
+        path = self.state_dir / health.STATUS_FILE
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            health.write_status(path, {**health.snapshot(self.view()), "running": running})
+            self._status_failed = False
+        except OSError as exc:
+            if not self._status_failed:
+                log.warning("cannot write %s: %s", path, exc.strerror or exc)
+            self._status_failed = True
+
     async def _housekeeping(self) -> None:
         """Every second the status file; every half watchdog period WATCHDOG=1 (a stuck loop sends none)."""
         wd = watchdog_period()
         tick = min(1.0, wd) if wd else 1.0
-        path = self.state_dir / health.STATUS_FILE
-        failed = False
         next_status = 0.0
         while True:
             if wd:
@@ -396,14 +407,7 @@ class Agent:
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + 1.0
-                try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    health.write_status(path, health.snapshot(self.view()))
-                    failed = False
-                except OSError as exc:
-                    if not failed:
-                        log.warning("cannot write %s: %s", path, exc.strerror or exc)
-                    failed = True
+                self.write_status()
             await anyio.sleep(tick)
 
     async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -422,6 +426,12 @@ class Agent:
     async def run(self, status: StatusLine | None = None) -> None:
         self._status = status
         try:
+            if self.metrics is not None:
+                try:
+                    await self.metrics.start()
+                except OSError as exc:
+                    raise AgentError(f"metrics.listen: cannot listen on {self.cfg.metrics.listen}: "
+                                     f"{exc.strerror or exc}") from None
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 await tg.start(self._run_workers, self.gen)
@@ -432,11 +442,7 @@ class Agent:
                 else:
                     await tg.start(self._signals)
                     if self.metrics is not None:
-                        try:
-                            await tg.start(self.metrics.serve)
-                        except OSError as exc:
-                            raise AgentError(f"metrics: cannot listen on {self.cfg.metrics.listen}: "
-                                             f"{exc.strerror or exc}") from None
+                        tg.start_soon(self.metrics.serve)
                     await tg.start(self._run_producers, self.gen)
                     tg.start_soon(self._housekeeping)
                     if status is not None:
@@ -451,6 +457,6 @@ class Agent:
         finally:
             await self._close_probes(self.gen)
             self.sequences.close()
-            self.notifier.close()
             if not self.once:
-                log.debug("stopped (pid %d)", os.getpid())
+                self.write_status(running=False)
+            self.notifier.close()

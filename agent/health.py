@@ -203,12 +203,15 @@ def render(doc: Mapping[str, Any], *, now: float | None = None, stale_after: flo
     """Per-probe and per-sink health at a glance; unhealthy when anything failed or the file is stale."""
     now = time.time() if now is None else now
     age = now - float(doc.get("written_at", 0))
-    stale = age > stale_after
-    healthy = not stale
+    stopped = doc.get("running") is False
+    stale = age > stale_after and not stopped
+    healthy = not stale and not stopped
     head = (f"hoststamp pid {doc.get('pid')}: up {_ago(now - float(doc.get('started_at', now)))}, "
             f"{doc.get('signed', 0)} events signed, host {doc.get('host_id')}, generation {doc.get('generation')}")
     lines = [head]
-    if stale:
+    if stopped:
+        lines.append(f"STOPPED {_ago(age)} ago (this is its last status)")
+    elif stale:
         lines.append(f"STALE: status last written {_ago(age)} ago; is the agent running?")
     reloads = doc.get("reloads", {})
     if not reloads.get("last_ok", True):

@@ -234,22 +234,31 @@ class MetricsServer:
         self.request_timeout = request_timeout
         self.max_request = max_request
         self.address: tuple[str, int] | None = None
+        self._server: asyncio.Server | None = None
         self._open = 0
         self._bad = OncePerKey(log, max_keys=256)
         self.scrapes = 0
 
+    async def start(self) -> tuple[str, int]:
+        """Bind and listen (an OSError, such as a port in use, propagates); returns the bound address."""
+        if self._server is None:
+            self._server = await asyncio.start_server(self._handle, self.host or None, self.port,
+                                                      limit=self.max_request, reuse_address=True)
+            sock = self._server.sockets[0].getsockname()
+            self.address = (str(sock[0]), int(sock[1]))
+            log.info("metrics on http://%s:%d/metrics", *self.address)
+        assert self.address is not None
+        return self.address
+
     async def serve(self, *, task_status: TaskStatus[tuple[str, int]] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Listen (an OSError here, such as a port in use, propagates) and serve until cancelled."""
-        server = await asyncio.start_server(self._handle, self.host or None, self.port,
-                                            limit=self.max_request, reuse_address=True)
-        sock = server.sockets[0].getsockname()
-        self.address = (str(sock[0]), int(sock[1]))
-        log.info("metrics on http://%s:%d/metrics", *self.address)
-        task_status.started(self.address)
+        """Serve until cancelled (starting first if needed), then stop listening."""
+        task_status.started(await self.start())
         try:
             await anyio.sleep_forever()
         finally:
-            server.close()
+            if self._server is not None:
+                self._server.close()
+                self._server = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")

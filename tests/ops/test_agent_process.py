@@ -1,0 +1,170 @@
+"""The agent as operators run it: a real process, real signals, /metrics over loopback, the status verb."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.helpers import run_cli
+from tests.ops.agentproc import AgentProcess, config_text, metric, sequences, wait_for
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    assert run_cli(["keys", "generate", "--dir", "keys"], cwd=tmp_path).returncode == 0
+    return tmp_path
+
+
+def _contiguous(seqs: list[int]) -> bool:
+    return seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+def test_metrics_status_and_clean_stop(workdir: Path) -> None:
+    cfg = workdir / "hoststamp.toml"
+    cfg.write_text(config_text(["file:out/a.ndjson"]))
+    with AgentProcess(workdir, cfg) as agent:
+        agent.wait_ready()
+        wait_for(lambda: len(sequences(workdir / "out" / "a.ndjson")) >= 16, what="events in the file sink")
+
+        def scraped_with_sent_events() -> str | None:
+            t = agent.scrape()
+            return t if metric(t, "hoststamp_sink_events_sent_total") else None
+
+        text = wait_for(scraped_with_sent_events, what="a scrape with sent events")
+        assert metric(text, "hoststamp_probe_success", probe="cgroup") == 1.0
+        assert (metric(text, "hoststamp_probe_runs_total", probe="cgroup") or 0) >= 1
+        assert (metric(text, "hoststamp_events_signed_total") or 0) >= 1
+        assert metric(text, "hoststamp_sink_up", sink="file:out/a.ndjson") == 1.0
+        assert metric(text, "hoststamp_sink_events_dropped_total", sink="file:out/a.ndjson", reason="queue_full") == 0
+        assert metric(text, "hoststamp_sink_queue_capacity", sink="file:out/a.ndjson") == 10000
+        assert metric(text, "hoststamp_build_info", version="0.1.0") == 1.0
+        assert metric(text, "hoststamp_config_generation") == 1.0
+        assert metric(text, "process_resident_memory_bytes") is not None
+
+        res = run_cli(["status", "--config", str(cfg)], cwd=workdir, timeout=20)
+        out = res.stdout.decode()
+        assert res.returncode == 0, out + res.stderr.decode()
+        assert "cgroup" in out and " ok " in out and "file:out/a.ndjson" in out and " up " in out
+        as_json = orjson.loads(run_cli(["status", "--state-dir", "state", "--json"], cwd=workdir).stdout)
+        assert as_json["probes"]["cgroup"]["last_success"] is True
+
+        assert agent.stop() == 0
+    seqs = sequences(workdir / "out" / "a.ndjson")
+    assert _contiguous(seqs), "a clean stop delivers everything that was signed"
+    assert "Traceback" not in agent.log()
+    # after the agent is gone its last status says so, and the verb fails
+    stopped = run_cli(["status", "--state-dir", "state"], cwd=workdir, timeout=20)
+    assert stopped.returncode == 1 and b"STOPPED" in stopped.stdout
+
+
+def test_sighup_switches_sinks_without_losing_or_reordering(workdir: Path) -> None:
+    cfg = workdir / "hoststamp.toml"
+    cfg.write_text(config_text(["file:out/a.ndjson"]))
+    a, b = workdir / "out" / "a.ndjson", workdir / "out" / "b.ndjson"
+    with AgentProcess(workdir, cfg) as agent:
+        agent.wait_ready()
+        wait_for(lambda: len(sequences(a)) >= 16, what="events in the first sink")
+        cfg.write_text(config_text(["file:out/b.ndjson"]))
+        agent.signal(signal.SIGHUP)
+        wait_for(lambda: len(sequences(b)) >= 16, what="events in the sink of the new configuration")
+        wait_for(lambda: agent.status()["generation"] == 2, what="generation 2 in the status file")
+        text = agent.scrape()
+        assert metric(text, "hoststamp_config_reloads_total", result="success") == 1.0
+        assert metric(text, "hoststamp_config_last_reload_successful") == 1.0
+        assert agent.stop() == 0
+    old, new = sequences(a), sequences(b)
+    assert _contiguous(old) and _contiguous(new)
+    assert new[0] == old[-1] + 1, "the old sink got every event made before the switch, the new one the rest"
+    assert "reloading" in agent.log()
+
+
+def test_bad_config_on_sighup_keeps_the_old_one_running(workdir: Path) -> None:
+    cfg = workdir / "hoststamp.toml"
+    cfg.write_text(config_text(["file:out/a.ndjson"]))
+    a = workdir / "out" / "a.ndjson"
+    with AgentProcess(workdir, cfg) as agent:
+        agent.wait_ready()
+        wait_for(lambda: len(sequences(a)) >= 8, what="events before the bad reload")
+        cfg.write_text(config_text(["file:out/b.ndjson"], extra="[metrics.extra]\nbogus = 1\n"))
+        agent.signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in agent.log(), what="the reload failure in the log")
+        log = agent.log()
+        assert "metrics.extra" in log and str(cfg.name) in log  # says which key of which file
+        seen = len(sequences(a))
+        wait_for(lambda: len(sequences(a)) >= seen + 8, what="events still flowing to the old sink")
+        assert not (workdir / "out" / "b.ndjson").exists()
+        text = agent.scrape()
+        assert metric(text, "hoststamp_config_reloads_total", result="failure") == 1.0
+        assert metric(text, "hoststamp_config_last_reload_successful") == 0.0
+        wait_for(lambda: agent.status()["reloads"]["last_ok"] is False, what="the failure in the status file")
+        status = run_cli(["status", "--state-dir", "state"], cwd=workdir, timeout=20)
+        assert b"reload FAILED" in status.stdout
+        # a file that is not TOML at all is refused the same way
+        cfg.write_text("[[sinks]\nuri=")
+        agent.signal(signal.SIGHUP)
+        wait_for(lambda: agent.log().count("reload failed") >= 2, what="the second reload failure")
+        assert agent.proc.poll() is None
+        assert agent.stop() == 0
+    assert _contiguous(sequences(a))
+
+
+def test_sd_notify_ready_and_watchdog(workdir: Path) -> None:
+    sock_path = workdir / "notify.sock"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(str(sock_path))
+    srv.settimeout(15)
+    cfg = workdir / "hoststamp.toml"
+    cfg.write_text(config_text(["file:out/a.ndjson"], metrics=False))
+    env = {"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"}  # a ping every 0.2 s
+    try:
+        with AgentProcess(workdir, cfg, env=env) as agent:
+            got: list[str] = []
+            while not (any("READY=1" in m for m in got) and sum("WATCHDOG=1" in m for m in got) >= 2):
+                got.append(srv.recv(4096).decode())  # bounded by the socket timeout
+            agent.wait_ready()
+            agent.signal(signal.SIGHUP)
+            while not any("RELOADING=1" in m for m in got):
+                got.append(srv.recv(4096).decode())
+            assert agent.stop() == 0
+            while not any("STOPPING=1" in m for m in got):
+                got.append(srv.recv(4096).decode())
+    finally:
+        srv.close()
+    ready = next(m for m in got if "READY=1" in m)
+    assert "STATUS=" in ready
+
+
+def test_environment_overrides_host_id_and_key(workdir: Path) -> None:
+    (workdir / "keys").rename(workdir / "elsewhere")
+    cfg = workdir / "hoststamp.toml"
+    cfg.write_text(config_text(["file:out/a.ndjson"], metrics=False).replace(
+        "[agent]\n", '[agent]\nhost_id = "from-file"\nkey = "keys/missing.key"\n'))
+    env = {"HOSTSTAMP_HOST_ID": "from-env", "HOSTSTAMP_KEY": "elsewhere/host.key"}
+    res = run_cli(["run", "--once", "--config", str(cfg)], cwd=workdir, env=env, timeout=30)
+    assert res.returncode == 0, res.stderr.decode()
+    events = [orjson.loads(line) for line in (workdir / "out" / "a.ndjson").read_bytes().splitlines()]
+    assert events and {e["hostid"] for e in events} == {"from-env"}
+    assert all(e["source"].startswith("hoststamp://from-env/") for e in events)
+    # without the overrides the file's key is used, and it does not exist
+    res = run_cli(["run", "--once", "--config", str(cfg)], cwd=workdir,
+                  env={"HOSTSTAMP_HOST_ID": "", "HOSTSTAMP_KEY": ""}, timeout=30)
+    assert res.returncode == 2 and b"keys/missing.key" in res.stderr
+
+
+def test_metrics_port_in_use_is_a_clear_failure(workdir: Path) -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    cfg = workdir / "hoststamp.toml"
+    cfg.write_text(config_text(["file:out/a.ndjson"], metrics=False) + f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    try:
+        res = run_cli(["run", "--config", str(cfg)], cwd=workdir, timeout=30)
+    finally:
+        busy.close()
+    assert res.returncode == 1
+    assert f"127.0.0.1:{port}" in res.stderr.decode() and b"Traceback" not in res.stderr
