@@ -101,6 +101,8 @@ def parse_note(note: str) -> tuple[str, list[NoteSignature]]:
             raw = base64.b64decode(b64, validate=True)
         except (binascii.Error, ValueError):
             raise VerifyError(f"signature of {name!r} is not base64") from None
+        if base64.b64encode(raw).decode("ascii") != b64:
+            raise VerifyError(f"signature of {name!r} is not canonical base64")
         if not sp or not _valid_name(name) or len(raw) < 5:
             raise VerifyError(f"malformed signature line {line[:40]!r}")
         sigs.append(NoteSignature(name, raw[:4], raw[4:]))
@@ -148,6 +150,8 @@ def parse_checkpoint(note: str) -> Checkpoint:
         root = base64.b64decode(root_s, validate=True)
     except (binascii.Error, ValueError):
         raise VerifyError("checkpoint root hash is not base64") from None
+    if base64.b64encode(root).decode("ascii") != root_s:
+        raise VerifyError("checkpoint root hash is not canonical base64")
     if len(root) != 32:
         raise VerifyError("checkpoint root hash is not 32 bytes")
     return Checkpoint(origin=origin, size=int(size_s), root=root, note=note)

@@ -71,9 +71,12 @@ def unb64(s: Any, what: str = "value") -> bytes:
     if not isinstance(s, str):
         raise VerifyError(f"{what} is not a base64 string")
     try:
-        return base64.b64decode(s, validate=True)
+        raw = base64.b64decode(s, validate=True)
     except (binascii.Error, ValueError):
         raise VerifyError(f"{what} is not base64") from None
+    if base64.b64encode(raw).decode("ascii") != s:
+        raise VerifyError(f"{what} is not canonical base64")
+    return raw
 
 
 def b64_list(hashes: Sequence[bytes]) -> list[str]:

@@ -188,7 +188,7 @@ class _Verifier:
             self.f.problem("missing-log", stem, "record log is missing (deleted or renamed?)")
             self.prev, self.last_ck = None, None
         else:
-            closed = self._records(n, log, ev)
+            closed = self._records(n, log, ev, last)
         while (line := ev.next()) is not None:
             self._event(ev, line)
         if ev.error:
@@ -203,12 +203,15 @@ class _Verifier:
             self.f.problem("not-closed", log.name, "segment has no close record but a later segment exists")
         return closed
 
-    def _records(self, n: int, log: Path, ev: _Events) -> bool:
+    def _records(self, n: int, log: Path, ev: _Events, last: bool) -> bool:
         data = log.read_bytes()
         lines = data.split(b"\n")
         tail = lines.pop()
-        if tail:
-            self.f.note("torn-tail", log.name, f"{len(tail)} bytes of an incomplete last record")
+        if tail and last:
+            self.f.note("torn-tail", log.name, f"{len(tail)} bytes of an incomplete last record (a crash the "
+                                               "writer will cut on restart)")
+        elif tail:
+            self.f.problem("torn-tail", log.name, f"{len(tail)} bytes of an incomplete last record")
         closed = False
         for i, line in enumerate(lines):
             where = f"{log.name}:{i + 1}"
