@@ -137,14 +137,16 @@ def _offsets(fields: Sequence[Field]) -> list[tuple[Field, int, int]]:
     return out
 
 
-class TaskStats(tuple[int | str, ...]):
+class TaskStats(tuple[int | bytes, ...]):
     """One decoded ``struct taskstats``: a tuple of its members, cheap to build on the hot path.
 
-    ``self[i]`` is the member named ``names[i]`` (the kernel's names): the
-    integers in struct order, then ``ac_comm`` as a string. Each (version,
-    size) the kernel sends gets its own subclass carrying ``names`` and
-    ``note``; ``note`` is set when the version is newer than this decoder or
-    the payload shorter than that version's struct.
+    ``self[i]`` is the member named ``names[i]`` (the kernel's names), in
+    struct order, as :mod:`struct` gives them: integers, and ``ac_comm`` as its
+    32 raw bytes. :attr:`fields` and :meth:`get` give ``ac_comm`` as text (cut
+    at the first NUL, invalid UTF-8 replaced). Each (version, size) the kernel
+    sends gets its own subclass carrying ``names`` and ``note``; ``note`` is set
+    when the version is newer than this decoder or the payload shorter than
+    that version's struct.
     """
 
     __slots__ = ()
@@ -158,24 +160,29 @@ class TaskStats(tuple[int | str, ...]):
 
     @property
     def fields(self) -> dict[str, int | str]:
-        """Member name to value."""
-        return dict(zip(self.names, self, strict=True))
+        """Member name to value, ``ac_comm`` as text."""
+        return {n: _text(v) if isinstance(v, bytes) else v for n, v in zip(self.names, self, strict=True)}
 
     def get(self, name: str, default: int | str | None = None) -> int | str | None:
+        """One member by name (``ac_comm`` as text), or ``default`` if this version lacks it."""
         try:
-            return self[self.names.index(name)]
+            v = self[self.names.index(name)]
         except ValueError:
             return default
+        return _text(v) if isinstance(v, bytes) else v
 
     def __repr__(self) -> str:
         return f"TaskStats(version={self.version}, ac_pid={self.get('ac_pid')}, ac_comm={self.get('ac_comm')!r})"
 
 
+def _text(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
 class _Plan(NamedTuple):
-    """How to decode one (version, size): one struct for every number that fits, and where ``ac_comm`` is."""
+    """How to decode one (version, size): one struct for every member that fits, and the class of the result."""
 
     st: struct.Struct
-    comm_off: int
     cls: type[TaskStats]
 
 
@@ -195,18 +202,14 @@ def _plan(version: int, size: int) -> _Plan:
                 f" decoded the version-{KNOWN_VERSION} fields of {size} bytes")
     elif len(fits) < sum(1 for p in placed if not p[0].code.endswith("x")):
         note = f"struct taskstats version {version} payload of {size} bytes is short; decoded the fields that fit"
-    # numbers in struct order; the command name is skipped here and decoded apart, last
     fmt = "="
     pos = 0
-    comm_off = -1
     for f, off, end in fits:
-        if f.name == "ac_comm":
-            comm_off = off
-        fmt += "x" * (off - pos) + (f"{end - off}x" if f.name == "ac_comm" else f.code)
+        fmt += "x" * (off - pos) + f.code
         pos = end
-    names = tuple(p[0].name for p in fits if p[0].name != "ac_comm") + (("ac_comm",) if comm_off >= 0 else ())
+    names = tuple(p[0].name for p in fits)
     cls = type(f"TaskStats{version}", (TaskStats,), {"__slots__": (), "names": names, "note": note})
-    plan = _Plan(struct.Struct(fmt), comm_off, cls)
+    plan = _Plan(struct.Struct(fmt), cls)
     if len(_PLANS) < 256:  # sizes come from the kernel; keep the cache bounded anyway
         _PLANS[(version, size)] = plan
     return plan
@@ -226,12 +229,7 @@ def unpack_taskstats(buf: bytes, offset: int = 0, size: int | None = None, versi
     if version is None:
         version = int(_U16.unpack_from(buf, offset)[0])
     plan = _PLANS.get((version, n)) or _plan(version, n)
-    at = plan.comm_off
-    if at < 0:
-        return _new(plan.cls, plan.st.unpack_from(buf, offset))
-    at += offset
-    comm = buf[at:at + TS_COMM_LEN].split(b"\0", 1)[0].decode("utf-8", "replace")
-    return _new(plan.cls, plan.st.unpack_from(buf, offset) + (comm,))  # noqa: RUF005 - one copy, not a list
+    return _new(plan.cls, plan.st.unpack_from(buf, offset))
 
 
 def pack_taskstats(values: dict[str, int | str], version: int = KNOWN_VERSION, size: int | None = None) -> bytes:

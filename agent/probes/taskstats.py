@@ -95,7 +95,7 @@ def _json_int(v: int | str) -> int | str:
 
 def taskstats_output(stats: TaskStats) -> dict[str, Any]:
     """The ``output`` of one reading: every decoded member by its kernel name (pure)."""
-    out: dict[str, Any] = {k: _json_int(v) for k, v in zip(stats.names, stats, strict=True)}
+    out: dict[str, Any] = {k: _json_int(v) for k, v in stats.fields.items()}
     if stats.note:
         out["decoder_note"] = stats.note
     return out
