@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -49,9 +50,6 @@ Deliver = Callable[[dict[str, Any], str], Awaitable[Any]]
 
 #: seconds between repeated acks while frames wait on the pipeline (below any sender's ack_timeout)
 HEARTBEAT = 10.0
-
-#: an inflight entry: settled (None), refused (the reason text) or a pending delivery
-_Entry = asyncio.Future[Any] | str | None
 
 
 class Receiver:
@@ -127,14 +125,22 @@ class Receiver:
             await stream.aclose()
 
 
+class _Delivery(Exception):
+    """Delivery of a frame failed (not a refusal): the connection ends without acking it."""
+
+
 class _Connection:
     def __init__(self, rx: Receiver, stream: ByteStream) -> None:
         self.rx = rx
         self.stream = stream
         self.peer = stream.peer
-        self.inflight: deque[_Entry] = deque()
+        #: frames taken and not yet settled, in frame order: None (settled or refused) or a pending delivery
+        self.inflight: deque[asyncio.Future[Any] | None] = deque()
+        self.received = 0
         self.settled = 0
+        #: refusals not yet sent, and the frames among the unsettled ones already reported
         self.rejected: list[tuple[int, str]] = []
+        self.reported: set[int] = set()
         self.more = asyncio.Event()
         self.room = asyncio.Event()
         self.dirty = asyncio.Event()
@@ -181,43 +187,69 @@ class _Connection:
                     frames = dec.frames()
                 except FramingError as exc:
                     self._take(getattr(exc, "frames", []))
-                    self.rx.reject(self.peer, "frame", str(exc))
-                    # the bad header starts the next frame: ack it as refused so the sender does not send it again
-                    self.inflight.append(f"frame: {exc}")
+                    # the bad header starts the next frame: refuse it, so a sender with a larger limit moves on
+                    self._refused_now("frame", str(exc))
                     return
                 self._take(frames)
         finally:
             self.reading = False
             self.more.set()
 
+    def _refuse(self, frame: int, reason: str, detail: str) -> None:
+        """Count, log and report a refusal of ``frame`` once, however many paths notice it."""
+        if frame in self.reported:
+            return
+        self.reported.add(frame)
+        self.rx.reject(self.peer, reason, detail)
+        if reason == "dropped":
+            self.rx.stats.dropped += 1
+        self.rejected.append((frame, f"{reason}: {detail}"))
+        self.dirty.set()
+
+    def _refused_now(self, reason: str, detail: str) -> None:
+        self.received += 1
+        self._refuse(self.received, reason, detail)
+        self.inflight.append(None)
+        self.more.set()
+
     def _take(self, frames: list[bytes]) -> None:
         rx = self.rx
         depth = rx.options.max_depth
         dedupe = rx.dedupe
+        inflight = self.inflight
         for frame in frames:
             try:
                 event = parse_event(frame, max_depth=depth)
                 rx.policy.check(event)
             except Rejected as r:
-                rx.reject(self.peer, r.reason, r.detail)
-                self.inflight.append(f"{r.reason}: {r.detail}")
+                self._refused_now(r.reason, r.detail)
                 continue
+            self.received += 1
             key = (event["source"], event["id"])
             if key in dedupe:
                 rx.stats.duplicates += 1
-                self.inflight.append(dedupe.get(key))
-                continue
-            fut: asyncio.Future[Any]
-            try:
-                fut = asyncio.ensure_future(rx.deliver(event, self.peer))
-            except Exception as exc:
-                fut = asyncio.get_running_loop().create_future()
-                fut.set_exception(exc)
-            dedupe.add(key, fut)
-            rx.stats.accepted += 1
-            self.inflight.append(fut)
+                fut = dedupe.get(key)  # the first copy: settled (None) or pending
+            else:
+                try:
+                    fut = asyncio.ensure_future(rx.deliver(event, self.peer))
+                except Exception as exc:
+                    fut = asyncio.get_running_loop().create_future()
+                    fut.set_exception(exc)
+                dedupe.add(key, fut)
+                rx.stats.accepted += 1
+            if fut is not None:
+                # a refusal (a drop) may come while earlier frames are pending: report it early
+                if fut.done():
+                    self._early(self.received, fut)
+                else:
+                    fut.add_done_callback(functools.partial(self._early, self.received))
+            inflight.append(fut)
         if frames:
             self.more.set()
+
+    def _early(self, frame: int, fut: asyncio.Future[Any]) -> None:
+        if frame > self.settled and (refusal := _refusal(fut)) is not None:
+            self._refuse(frame, *refusal)
 
     async def _settle(self) -> None:
         inflight = self.inflight
@@ -228,36 +260,30 @@ class _Connection:
                 self.more.clear()
                 await self.more.wait()
                 continue
-            entry = inflight[0]
-            if isinstance(entry, asyncio.Future):
-                entry = await self._outcome(entry)
+            fut = inflight[0]
+            frame = self.settled + 1
+            if fut is not None:
+                if not fut.done():
+                    await asyncio.wait((fut,))
+                if (refusal := _refusal(fut)) is not None:
+                    self._refuse(frame, *refusal)
+                elif fut.cancelled() or fut.exception() is not None:
+                    failure = "cancelled" if fut.cancelled() else str(fut.exception())
+                    self.rx.reject(self.peer, "pipeline", f"delivery failed: {failure}")
+                    raise _Delivery(failure)
             inflight.popleft()
-            self.settled += 1
-            if isinstance(entry, str) and len(self.rejected) < MAX_REJECTED:
-                self.rejected.append((self.settled, entry))
+            self.reported.discard(frame)
+            self.settled = frame
             self.dirty.set()
             self.room.set()
 
-    async def _outcome(self, fut: asyncio.Future[Any]) -> str | None:
-        """None once delivered; a reason when the pipeline refused or dropped the event; raises otherwise."""
-        try:
-            result = await fut
-        except Rejected as r:
-            self.rx.reject(self.peer, r.reason, r.detail)
-            return f"{r.reason}: {r.detail}"
-        except Exception as exc:
-            self.rx.reject(self.peer, "pipeline", f"delivery failed: {exc}")
-            raise
-        if result is False:
-            self.rx.stats.dropped += 1
-            return "dropped: the host's queue overflow policy dropped it"
-        return None
-
     async def _send_ack(self) -> None:
         self.dirty.clear()
-        ack = Ack(self.settled, tuple(self.rejected))
-        self.rejected = []
-        await self.stream.send(encode_frame(encode_ack(ack)))
+        rejected, self.rejected = self.rejected, []
+        count = self.settled
+        frames = [encode_frame(encode_ack(Ack(count, tuple(rejected[i : i + MAX_REJECTED]))))
+                  for i in range(0, len(rejected), MAX_REJECTED)] or [encode_frame(encode_ack(Ack(count)))]
+        await self.stream.send(b"".join(frames))
 
     async def _ack(self) -> None:
         """Send acks as frames settle; while frames wait on the pipeline, repeat the last one as a heartbeat."""
@@ -271,3 +297,15 @@ class _Connection:
                     if not self.inflight:
                         continue
                 await self._send_ack()
+
+
+def _refusal(fut: asyncio.Future[Any]) -> tuple[str, str] | None:
+    """``(reason, detail)`` when a settled delivery was refused or dropped; None when taken or failed."""
+    if fut.cancelled():
+        return None
+    exc = fut.exception()
+    if isinstance(exc, Rejected):
+        return exc.reason, exc.detail
+    if exc is None and fut.result() is False:
+        return "dropped", "the host's queue overflow policy dropped it"
+    return None

@@ -4,12 +4,13 @@ Upstream sends event frames; downstream answers on the same connection with
 ack frames, length-prefixed like events, each a JSON object::
 
     {"ack": N}                                   frames 1..N of this connection are settled
-    {"ack": N, "rejected": [[K, "reason"], ...]}  ... and frame K among them was refused
+    {"ack": N, "rejected": [[K, "reason"], ...]}  ... and frame K was refused (K may be > N)
 
 Frames are numbered from 1 on each connection. "Settled" means durably taken
 downstream, or refused for good (re-sending the same bytes cannot help), or a
 duplicate of an event already taken. Acks are cumulative, so downstream may
-coalesce or skip them.
+coalesce or skip them; each refusal is reported once, possibly before the
+cumulative count reaches it.
 
 :class:`Outbox` is the upstream's bookkeeping: items taken but not yet settled,
 in order, with how many of them went out on the current connection.
@@ -72,17 +73,29 @@ def decode_ack(payload: bytes) -> Ack:
     return Ack(obj["ack"], tuple(rejected))
 
 
-class Outbox(Generic[T]):
-    """Unsettled items in order; the first ``sent`` of them went out on this connection."""
+class _Entry(Generic[T]):
+    """One queued item; compared by identity, so equal payloads stay distinct."""
 
-    __slots__ = ("_acked", "_items", "_sent")
+    __slots__ = ("item", "refused")
+
+    def __init__(self, item: T) -> None:
+        self.item = item
+        self.refused = False
+
+
+class Outbox(Generic[T]):
+    """Unsettled items in order, and what the current connection has carried of them."""
+
+    __slots__ = ("_acked", "_conn", "_items", "_sent")
 
     def __init__(self) -> None:
-        self._items: deque[T] = deque()
-        #: items at the front already written on the current connection
+        self._items: deque[_Entry[T]] = deque()
+        #: entries at the front of ``_items`` already written on the current connection
         self._sent = 0
-        #: frames of the current connection settled so far
+        #: frames of the current connection settled so far (the last cumulative ack)
         self._acked = 0
+        #: frames ``_acked + 1 ...`` of this connection, in order (refused-early ones stay as placeholders)
+        self._conn: deque[_Entry[T]] = deque()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -97,12 +110,13 @@ class Outbox(Generic[T]):
         return len(self._items) - self._sent
 
     def add(self, items: Iterable[T]) -> None:
-        self._items.extend(items)
+        self._items.extend(_Entry(i) for i in items)
 
     def reconnected(self) -> None:
         """A new connection: everything unsettled goes out again, numbered from 1."""
         self._sent = 0
         self._acked = 0
+        self._conn.clear()
 
     def take_unsent(self, limit: int) -> list[T]:
         """Up to ``limit`` items not yet written on this connection; they count as written."""
@@ -110,30 +124,48 @@ class Outbox(Generic[T]):
         n = min(limit, len(self._items) - start)
         if n <= 0:
             return []
-        out = list(itertools.islice(self._items, start, start + n))
+        entries = list(itertools.islice(self._items, start, start + n))
+        self._conn.extend(entries)
         self._sent += n
-        return out
+        return [e.item for e in entries]
 
     def settle(self, ack: Ack) -> tuple[list[T], list[tuple[T, str]]]:
-        """Apply an ack: the items it settles, and those among them refused (with reasons).
+        """Apply an ack: the items it settles, and the refused ones (with reasons).
 
-        An ack that goes backwards or covers frames never sent is a FramingError.
+        Refusals may name frames beyond ``ack.count``: those items are settled
+        at once (and never sent again) though earlier frames are still open.
+        An ack that goes backwards or names frames never sent is a FramingError.
         """
-        first = self._acked + 1
         n = ack.count - self._acked
-        if n < 0 or n > self._sent:
-            raise FramingError(f"ack {ack.count} outside the window ({self._acked}..{self._acked + self._sent})")
-        reasons = {k: r for k, r in ack.rejected if first <= k <= ack.count}
+        if n < 0 or n > len(self._conn):
+            raise FramingError(f"ack {ack.count} outside the window ({self._acked}..{self._acked + len(self._conn)})")
+        reasons: dict[int, str] = {}
+        for k, r in ack.rejected:
+            if not self._acked < k <= self._acked + len(self._conn):
+                raise FramingError(f"refusal of frame {k} outside the window")
+            reasons[k] = r
         done: list[T] = []
         refused: list[tuple[T, str]] = []
-        popleft = self._items.popleft
-        for k in range(first, ack.count + 1):
-            item = popleft()
-            reason = reasons.get(k)
+        conn, items = self._conn, self._items
+        for k in range(self._acked + 1, ack.count + 1):
+            entry = conn.popleft()
+            if entry.refused:
+                continue  # settled when its refusal came
+            items.popleft()
+            self._sent -= 1
+            reason = reasons.pop(k, None)
             if reason is None:
-                done.append(item)
+                done.append(entry.item)
             else:
-                refused.append((item, reason))
-        self._sent -= n
+                refused.append((entry.item, reason))
         self._acked = ack.count
+        for k, reason in reasons.items():  # refused ahead of the cumulative ack
+            if k <= self._acked:
+                continue  # a repeated notice for a frame refused early and now passed
+            entry = conn[k - self._acked - 1]
+            if not entry.refused:
+                entry.refused = True
+                items.remove(entry)
+                self._sent -= 1
+                refused.append((entry.item, reason))
         return done, refused

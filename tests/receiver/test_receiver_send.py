@@ -25,11 +25,11 @@ def line(i: int) -> bytes:
     return orjson.dumps({"specversion": "1.0", "id": f"s-{i}", "source": "guest://x", "type": "t.v1"})
 
 
-def send_to_receiver(tmp_path: Path, data: bytes, **kw: Any) -> tuple[SendReport, list[str]]:
+def send_to_receiver(tmp_path: Path, data: bytes, deliver: Any = None, **kw: Any) -> tuple[SendReport, list[str]]:
     durable = MemoryDeliver()
 
     async def main() -> SendReport:
-        rx = Receiver.build(ListenerOptions(uri=f"unix:{tmp_path}/rx.sock"), durable)
+        rx = Receiver.build(ListenerOptions(uri=f"unix:{tmp_path}/rx.sock"), deliver or durable)
         serving = asyncio.ensure_future(rx.serve())
         try:
             return await send_ndjson(f"unix:{tmp_path}/rx.sock", io.BytesIO(data), **kw)
@@ -73,3 +73,16 @@ def test_unreachable_receiver_is_an_error_not_a_hang(tmp_path: Path) -> None:
     assert not report.ok
     assert report.error is not None and "not acknowledged" in report.error
     assert "cannot connect" in report.error
+
+
+def test_drops_are_reported_even_while_an_earlier_line_never_settles(tmp_path: Path) -> None:
+    def first_stuck_rest_dropped(event: dict[str, Any], peer: str) -> asyncio.Future[bool]:
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if event["id"] != "s-0":
+            fut.set_result(False)
+        return fut
+
+    data = b"".join(line(i) + b"\n" for i in range(4))
+    report, _ids = send_to_receiver(tmp_path, data, deliver=first_stuck_rest_dropped, timeout=0.5)
+    assert not report.ok and report.error is not None and "not acknowledged" in report.error
+    assert [(n, r.split(":")[0]) for n, r in report.problems] == [(2, "dropped"), (3, "dropped"), (4, "dropped")]

@@ -334,3 +334,26 @@ def test_an_event_over_the_receivers_limit_is_refused_not_resent_forever(tmp_pat
     sender, refused = run(main())
     assert len(refused) == 1 and refused[0].startswith("frame: declared frame length")
     assert sender.stats.connects == 2
+
+
+def test_refusals_are_reported_ahead_of_a_pending_frame_and_only_once(tmp_path: Path) -> None:
+    async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> tuple[list[Ack], Ack]:
+        sink.hold = True
+        c = await client()
+        await c.send(ev(1), ev(2), {"id": "no-spec"})
+        while len(sink.held) < 2:
+            await asyncio.sleep(0.001)
+        sink.held[1].set_result(False)  # frame 2 dropped while frame 1 is still pending
+        while sorted(n for a in c.acks for n, _r in a.rejected) != [2, 3]:
+            data = await c.stream.receive()
+            assert data
+            c.dec.feed(data)
+            c.acks.extend(decode_ack(f) for f in c.dec.frames())
+        early = list(c.acks)
+        sink.held[0].set_result(True)
+        return early, await c.until(3)
+
+    early, final = run(with_receiver(tmp_path, body))
+    assert all(a.count == 0 for a in early)
+    assert final.count == 3
+    assert sorted((n, r.split(":")[0]) for n, r in final.rejected) == [(2, "dropped"), (3, "attributes")]

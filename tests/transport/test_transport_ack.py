@@ -53,11 +53,26 @@ def test_reconnect_resends_from_the_first_unsettled() -> None:
     assert len(box) == 2
 
 
+def test_refusals_ahead_of_the_cumulative_ack() -> None:
+    box: Outbox[str] = Outbox()
+    box.add("abcd")
+    assert box.take_unsent(10) == list("abcd")
+    # frame 3 refused while 1 and 2 are still open
+    assert box.settle(Ack(0, ((3, "dropped: full"),))) == ([], [("c", "dropped: full")])
+    assert len(box) == 3 and box.in_flight == 3
+    assert box.settle(Ack(3, ((3, "dropped: full"),))) == (["a", "b"], [])  # a repeated notice changes nothing
+    box.reconnected()
+    assert box.take_unsent(10) == ["d"]  # the refused item is never sent again
+    with pytest.raises(FramingError):
+        box.settle(Ack(0, ((2, "x"),)))
+
+
 ops = st.lists(
     st.one_of(
         st.tuples(st.just("add"), st.integers(0, 5)),
         st.tuples(st.just("take"), st.integers(0, 6)),
         st.tuples(st.just("ack"), st.integers(0, 6)),
+        st.tuples(st.just("early"), st.integers(1, 6)),
         st.tuples(st.just("reconnect"), st.just(0)),
     ),
     max_size=60,
@@ -65,27 +80,38 @@ ops = st.lists(
 
 
 @given(ops)
-def test_outbox_settles_each_item_once_in_order(program: list[tuple[str, int]]) -> None:
+def test_outbox_settles_each_item_once(program: list[tuple[str, int]]) -> None:
     box: Outbox[int] = Outbox()
     added = 0
     settled: list[int] = []
     acked_on_conn = 0
-    sent_on_conn = 0
+    on_conn: list[int] = []  # frame k of this connection carried on_conn[k - 1]
+    early: set[int] = set()
     for op, n in program:
         if op == "add":
             box.add(range(added, added + n))
             added += n
         elif op == "take":
-            sent_on_conn += len(box.take_unsent(n))
+            on_conn.extend(box.take_unsent(n))
         elif op == "ack":
-            upto = acked_on_conn + min(n, sent_on_conn - acked_on_conn)
+            upto = acked_on_conn + min(n, len(on_conn) - acked_on_conn)
             done, refused = box.settle(Ack(upto, ((upto, "r"),) if upto > acked_on_conn and n % 2 else ()))
-            settled.extend(sorted(done + [i for i, _ in refused]))
+            settled.extend(done + [i for i, _ in refused])
             acked_on_conn = upto
-        else:
+        elif op == "early" and acked_on_conn + n <= len(on_conn):
+            k = acked_on_conn + n
+            done, refused = box.settle(Ack(acked_on_conn, ((k, "early"),)))
+            assert done == []
+            assert refused == ([] if on_conn[k - 1] in early else [(on_conn[k - 1], "early")])
+            early.add(on_conn[k - 1])
+            settled.extend(i for i, _ in refused)
+        elif op == "reconnect":
             box.reconnected()
-            acked_on_conn = sent_on_conn = 0
-    assert settled == list(range(len(settled)))
+            acked_on_conn = 0
+            on_conn = []
+    assert len(settled) == len(set(settled))  # nothing settled twice
     assert len(box) == added - len(settled)
     box.reconnected()
-    assert box.take_unsent(10**6) == list(range(len(settled), added))
+    rest = box.take_unsent(10**6)
+    assert sorted(rest + settled) == list(range(added))  # nothing lost
+    assert rest == sorted(rest)  # what is left goes out in order
