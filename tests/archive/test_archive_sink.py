@@ -96,3 +96,26 @@ def test_public_names() -> None:
     exec("from agent.archive import *", namespace)
     assert sorted(n for n in namespace if not n.startswith("__")) == sorted(archive.__all__)
     assert len(set(archive.__all__)) == len(archive.__all__)
+
+
+@pytest.mark.anyio
+async def test_through_the_pipeline(tmp_path: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> None:
+    """Readings -> stamp -> queue -> SinkWorker -> archive, shut down as the agent does; then verify."""
+    from agent.pipeline import PipelineStats, SinkQueue, SinkWorker
+    from agent.pipeline.router import Pipeline
+
+    stats = PipelineStats()
+    q = SinkQueue(1000)
+    sink = ArchiveSink(str(tmp_path / "a"), ArchiveOptions(checkpoint_every=50), SinkContext(key=key))
+    worker = SinkWorker(sink, q, stats.sink("archive"), batch_max=64)
+    pipeline = Pipeline(Stamper(key, "test-host", SequenceStore(None)), [q], stats)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            for i in range(500):
+                await pipeline.submit(Reading(probe=("cgroup", "mounts")[i % 2], subject=f"/x{i}", output={"i": i}))
+            pipeline.close()
+    assert worker.finished and stats.sink("archive").sent == 500
+    report = verify_archive(tmp_path / "a", keys)
+    assert report.ok, report.lines()
+    assert report.totals.events == report.totals.sealed == 500
