@@ -213,6 +213,8 @@ class SpoolQueue(SinkQueue):
 
     def close(self) -> None:
         """No more puts; the worker drains what was put before (a reloaded queue may share the spool)."""
+        if self._closed:
+            return
         self._write_out()
         self._close_at = self.spool.next_index - 1
         super().close()

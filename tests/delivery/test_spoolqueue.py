@@ -1,0 +1,143 @@
+"""SpoolQueue and SinkWorker together: durable receipts, trimming after flush, overflow on a full spool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from agent.config import SinkCommon
+from agent.model import Event
+from agent.pipeline import PipelineStats, Receipt, SinkQueue, SinkWorker
+from agent.pipeline.spool import Spool
+from agent.pipeline.spoolqueue import SpoolQueue, queue_for
+from agent.sinks.memory import MemorySink
+
+
+def ev(n: int, pad: int = 100) -> Event:
+    return Event(id=f"e{n}", source="s", type="t", sequence=n, body=b'{"n":%d,"p":"%s"}' % (n, b"x" * pad))
+
+
+def spooled(tmp: Path, overflow: str = "block", **kw: object) -> SpoolQueue:
+    return SpoolQueue(Spool.shared(tmp / "spool", **kw), overflow)  # type: ignore[arg-type]
+
+
+async def run_worker(q: SinkQueue, sink: MemorySink, until: int) -> SinkWorker:
+    worker = SinkWorker(sink, q, PipelineStats().sink("m"), batch_max=64, flush_interval=0.05)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        with anyio.fail_after(10):
+            while len(sink.events) < until:
+                await anyio.sleep(0.01)
+        q.close()
+    return worker
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("policy", ["always", "batch", "never"])
+async def test_receipt_completes_once_durable_in_the_spool(tmp_path: Path, policy: str) -> None:
+    q = spooled(tmp_path, fsync=policy)
+    receipts = [Receipt(1) for _ in range(50)]
+    for i, r in enumerate(receipts):
+        assert await q.put(ev(i + 1), r)
+    with anyio.fail_after(5):
+        assert all([await r.wait() for r in receipts])  # no worker runs: the spool alone completes them
+    assert len(q) == 50 and q.spool.unread == 50
+    q.close()
+    await q.aclose()
+
+
+@pytest.mark.anyio
+async def test_worker_sends_from_the_spool_and_trims_after_flush(tmp_path: Path) -> None:
+    q = spooled(tmp_path, fsync="batch", segment_bytes=4096)
+    sink = MemorySink()
+    sink.fail_sends = 3
+    for i in range(1, 501):
+        await q.put(ev(i))
+    await run_worker(q, sink, 500)
+    assert [e.sequence for e in sink.events] == list(range(1, 501))
+    assert q.spool.committed == 500 and len(list((tmp_path / "spool").glob("*.wal"))) <= 2
+    await q.aclose()
+    again = Spool(tmp_path / "spool")
+    assert again.report.pending == 0  # nothing is sent twice after a clean stop
+    again.close()
+
+
+@pytest.mark.anyio
+async def test_what_the_sink_never_flushed_is_read_again_after_a_restart(tmp_path: Path) -> None:
+    q = spooled(tmp_path)
+    for i in range(1, 101):
+        await q.put(ev(i))
+    batch = await q.get_batch(30)  # handed to a sink that died before flushing
+    assert len(batch) == 30
+    q.close()
+    await q.aclose()
+    q2 = spooled(tmp_path)
+    sink = MemorySink()
+    await run_worker(q2, sink, 100)
+    assert [e.sequence for e in sink.events] == list(range(1, 101))
+    await q2.aclose()
+
+
+@pytest.mark.anyio
+async def test_full_spool_drop_newest_counts(tmp_path: Path) -> None:
+    q = spooled(tmp_path, "drop_newest", max_bytes=8192)
+    results = [await q.put(ev(i)) for i in range(1, 201)]
+    assert results.count(False) == q.dropped["spool_full"] > 0
+    assert q.spool.bytes <= 8192
+    r = Receipt(1)
+    assert not await q.put(ev(999), r) and await r.wait() is False
+    q.close()
+    await q.aclose()
+
+
+@pytest.mark.anyio
+async def test_full_spool_drop_oldest_evicts_and_keeps_the_newest(tmp_path: Path) -> None:
+    q = spooled(tmp_path, "drop_oldest", max_bytes=8192, segment_bytes=4096)
+    for i in range(1, 201):
+        assert await q.put(ev(i))
+    got = [e.sequence for e, _ in await q.get_batch(1000)]
+    assert got[-1] == 200 and got == sorted(got)
+    assert q.dropped["evicted"] == 200 - len(got) > 0
+    q.close()
+    await q.aclose()
+
+
+@pytest.mark.anyio
+async def test_full_spool_block_waits_for_the_worker(tmp_path: Path) -> None:
+    q = spooled(tmp_path, "block", max_bytes=8192, segment_bytes=4096)
+    sink = MemorySink()
+
+    async def produce() -> None:
+        for i in range(1, 301):
+            assert await q.put(ev(i))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(produce)
+        await run_worker(q, sink, 300)
+    assert [e.sequence for e in sink.events] == list(range(1, 301))
+    assert q.blocked > 0 and q.dropped == {}
+    await q.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_reloaded_queue_shares_the_spool_and_the_old_one_drains_only_its_own(tmp_path: Path) -> None:
+    common = SinkCommon(uri="memory:", spool=str(tmp_path / "spool"))
+    old = queue_for(common)
+    for i in range(1, 11):
+        await old.put(ev(i))
+    new = queue_for(common)
+    assert isinstance(old, SpoolQueue) and isinstance(new, SpoolQueue) and old.spool is new.spool
+    old.close()
+    for i in range(11, 21):
+        await new.put(ev(i))
+    first = MemorySink()
+    await run_worker(old, first, 10)
+    assert [e.sequence for e in first.events] == list(range(1, 11))
+    await old.aclose()
+    second = MemorySink()
+    await run_worker(new, second, 10)
+    assert [e.sequence for e in second.events] == list(range(11, 21))
+    await new.aclose()
+    assert not isinstance(queue_for(SinkCommon(uri="memory:")), SpoolQueue)
