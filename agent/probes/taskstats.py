@@ -193,20 +193,22 @@ class TaskstatsProbe(Probe):
         now = time.time()
         readings = [self._reading(self.name, {}, error=p, now=now) for p in problems]
         failed: dict[int, int] = {}
+        ok = 0
         for pid, res in zip(pids, results, strict=True):
             if isinstance(res, TaskStats):
+                ok += 1
                 readings.append(self._reading(str(pid), taskstats_output(res), now=now))
             elif isinstance(res, NetlinkError) and res.errno == errno.ESRCH:
                 continue  # ended between listing and query
             else:
                 code = res.errno if isinstance(res, NetlinkError) else 0
                 failed[code] = failed.get(code, 0) + 1
-        if failed.get(errno.EPERM) and not readings:
-            return [self._reading(self.name, {}, error=NEEDS_CAP, now=now)]
+        if failed.get(errno.EPERM) and not ok:  # e.g. capabilities of a user namespace: the kernel wants init's
+            return [*readings[:len(problems)], self._reading(self.name, {}, error=NEEDS_CAP, now=now)]
         if failed:
-            text = ", ".join(f"{errno.errorcode.get(c, 'parse error' if not c else str(c))} x{n}"
+            text = ", ".join(f"{errno.errorcode.get(c, str(c)) if c else 'undecodable reply'} x{n}"
                              for c, n in sorted(failed.items()))
-            readings.append(self._reading(self.name, {"failed": sum(failed.values())}, now=now,
+            readings.append(self._reading(self.name, {}, now=now,
                                           error=f"{sum(failed.values())} of {len(pids)} pids failed: {text}"))
         return readings
 
