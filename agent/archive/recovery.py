@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -95,12 +96,19 @@ def read_records(path: Path) -> tuple[list[bytes], list[dict[str, Any]]]:
         raise _damaged(path, str(exc)) from None
 
 
+def _digest_of(path: Path) -> bytes | None:
+    try:
+        return hashlib.sha256(layout.read_events(path)).digest()
+    except (OSError, EOFError, zlib.error):
+        return None
+
+
 def compress_segment(root: Path, n: int, expected_sha: bytes | None, *, sync: bool = True) -> None:
     """Replace segment ``n``'s events file by its gzip form (atomically, via a temporary file)."""
     src, dst = layout.events_path(root, n), layout.gz_path(root, n)
     tmp = dst.with_name(dst.name + layout.TMP)
     if dst.exists() and src.exists():
-        if expected_sha is not None and hashlib.sha256(layout.read_events(dst)).digest() == expected_sha:
+        if expected_sha is not None and _digest_of(dst) == expected_sha:
             src.unlink()
             if sync:
                 fsync_dir(root)

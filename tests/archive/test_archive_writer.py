@@ -152,6 +152,7 @@ def test_interrupted_rotation_and_compression_are_finished(archive_dir: Path, ke
     # ... and before the plain events file of the closed segment was removed, with a temporary left over
     gz = layout.gz_path(archive_dir, 1)
     layout.events_path(archive_dir, 1).write_bytes(layout.read_events(gz))
+    gz.write_bytes(gz.read_bytes()[:40])  # the compressed copy itself was not complete
     (archive_dir / (gz.name + ".tmp")).write_bytes(b"partial")
     w = write_archive(archive_dir, key, [events(key, 21, 3)], segment_max_bytes=5000)
     listing = layout.scan(archive_dir)
