@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,34 @@ def test_one_probe_across_event_loops() -> None:
     second = asyncio.run(probe.collect())
     asyncio.run(probe.aclose())
     assert [r.subject for r in first] == [r.subject for r in second] == [str(os.getpid())]
+
+
+def test_in_a_user_namespace_the_kernel_refusal_is_one_clear_reading() -> None:
+    """Root of a user namespace holds CAP_NET_ADMIN there, but taskstats wants it in the initial namespace."""
+    code = (
+        "import asyncio, json\n"
+        "from agent.netlink import has_net_admin\n"
+        "from agent.probes.taskstats import TaskstatsOptions, TaskstatsProbe\n"
+        "async def main():\n"
+        "    probe = TaskstatsProbe(TaskstatsOptions())\n"
+        "    got = list(await probe.collect())\n"
+        "    async def emit(r):\n"
+        "        got.append(r)\n"
+        "    await asyncio.wait_for(probe.watch(emit), 5)\n"
+        "    await probe.aclose()\n"
+        "    print(json.dumps([has_net_admin(), [[r.type, r.error] for r in got]]))\n"
+        "asyncio.run(main())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    try:
+        proc = subprocess.run(["unshare", "--user", "--map-root-user", sys.executable, "-c", code],
+                              capture_output=True, timeout=30, env=env)
+    except FileNotFoundError:
+        pytest.skip("no unshare(1)")
+    if proc.returncode != 0 and b"unshare" in proc.stderr:
+        pytest.skip(f"user namespaces unavailable: {proc.stderr.decode(errors='replace').strip()}")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    capable, readings = json.loads(proc.stdout)
+    assert capable is True  # so the refusal came from the kernel, not from the capability check
+    assert readings == [["io.hoststamp.host.v1.taskstats", NEEDS_CAP],
+                        ["io.hoststamp.host.v1.taskstats.exit", NEEDS_CAP]]
