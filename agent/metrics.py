@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import gzip
 import logging
 import platform
@@ -272,7 +273,11 @@ class MetricsServer:
                 head = await reader.readuntil(b"\r\n\r\n")
                 status, body, headers = self._route(head)
                 await self._respond(writer, status, body, headers, head_only=head.startswith(b"HEAD "))
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError) as exc:
+        except ValueError as exc:  # not an HTTP/1.x request line: say so, once per peer in the log
+            self._bad(host, "metrics: bad request from %s: %s", host, exc)
+            with contextlib.suppress(OSError):
+                await self._respond(writer, 400, b"bad request\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as exc:
             self._bad(host, "metrics: bad request from %s: %s", host, type(exc).__name__)
         except OSError:
             pass  # the peer went away
@@ -282,9 +287,10 @@ class MetricsServer:
 
     def _route(self, head: bytes) -> tuple[int, bytes, dict[str, str]]:
         lines = head.decode("latin-1").split("\r\n")
-        method, target, version = lines[0].split(" ")  # ValueError if not three parts
-        if not version.startswith("HTTP/1."):
-            raise ValueError("not HTTP/1.x")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            raise ValueError(f"not an HTTP/1.x request line: {lines[0][:60]!r}")
+        method, target, _version = parts
         hdrs = {}
         for line in lines[1:]:
             name, sep, value = line.partition(":")

@@ -1,0 +1,121 @@
+"""`hoststamp config check`: every problem, each with file, key and reason; environment overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent import config
+from agent.configcheck import check_file
+from agent.errors import ConfigError
+from tests.helpers import run_cli
+
+MANY_PROBLEMS = """\
+colour = "blue"
+
+[agent]
+state_dir = "state"
+drain_timeout = "soon"
+bogus = 1
+
+[probes.cgroup]
+interval = -1
+
+[probes.nope]
+interval = 5
+
+[probes.lve]
+top_n = "three"
+shiny = true
+
+[[sinks]]
+uri = "carrier-pigeon:home"
+
+[[sinks]]
+uri = "file:out.ndjson"
+queue_size = "big"
+overflow = "explode"
+
+[[listeners]]
+uri = "vsock:seven:5000"
+
+[metrics]
+listen = "localhost"
+"""
+
+EXPECTED_KEYS = {
+    "colour", "agent.drain_timeout", "agent.bogus", "probes.cgroup.interval", "probes.nope", "probes.lve.top_n",
+    "probes.lve.shiny", "sinks[0].uri", "sinks[1].queue_size", "sinks[1].overflow", "listeners[0].uri", "metrics",
+}
+
+
+def test_every_problem_is_reported_with_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(MANY_PROBLEMS)
+    problems = check_file(path)
+    assert {p.key for p in problems} == EXPECTED_KEYS
+    assert all(p.file == str(path) and p.reason and p.severity == "error" for p in problems)
+    by_key = {p.key: p.reason for p in problems}
+    assert "unknown key" in by_key["agent.bogus"] and "unknown probe" in by_key["probes.nope"]
+    assert "explode" in by_key["sinks[1].overflow"] and "HOST:PORT" in by_key["metrics"]
+    # the agent itself refuses the file at the first of them
+    with pytest.raises(ConfigError) as exc:
+        config.load(path)
+    assert exc.value.key in EXPECTED_KEYS
+
+
+def test_cli_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(MANY_PROBLEMS)
+    res = run_cli(["config", "check", str(path)], cwd=tmp_path)
+    assert res.returncode == 2
+    lines = res.stderr.decode().splitlines()
+    for key in EXPECTED_KEYS:
+        assert any(line.startswith(f"{path}: {key}: ") for line in lines), key
+    assert lines[-1] == f"{path}: {len(EXPECTED_KEYS)} problems"
+
+
+def test_not_toml_is_one_problem_with_the_position(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text('[agent]\nstate_dir = "x\n')
+    problems = check_file(path)
+    assert len(problems) == 1 and "line 2" in problems[0].reason
+    res = run_cli(["config", "check", str(path)], cwd=tmp_path)
+    assert res.returncode == 2 and b"not valid TOML" in res.stderr
+    assert check_file(tmp_path / "absent.toml")[0].reason.startswith("cannot read")
+
+
+def test_a_good_file_passes_and_warnings_do_not_fail_it(tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text('[probes.cgroup]\ninterval = 5\n[[sinks]]\nuri = "file:a"\n[[sinks]]\nuri = "file:a"\n')
+    problems = check_file(path)
+    assert [(p.key, p.severity) for p in problems] == [("sinks[1].uri", "warning")]
+    res = run_cli(["config", "check", str(path)], cwd=tmp_path)
+    assert res.returncode == 0 and b"OK" in res.stdout and b"warning" in res.stderr
+    path.write_text("")
+    assert [p.key for p in check_file(path)] == ["sinks"]
+    assert run_cli(["config", "check", str(path)], cwd=tmp_path).returncode == 0
+
+
+def test_environment_overrides_the_key_path_and_host_id() -> None:
+    doc = {"agent": {"key": "/etc/hoststamp/keys/host.key", "host_id": "from-file"}}
+    plain = config.parse(doc, env={})
+    assert (plain.agent.key, plain.agent.host_id) == ("/etc/hoststamp/keys/host.key", "from-file")
+    env = {config.ENV_KEY: "/run/secrets/host.key", config.ENV_HOST_ID: "node-7"}
+    over = config.parse(doc, env=env)
+    assert (over.agent.key, over.agent.host_id) == ("/run/secrets/host.key", "node-7")
+    # set but empty is the same as unset
+    assert config.parse(doc, env={config.ENV_KEY: "", config.ENV_HOST_ID: ""}).agent.host_id == "from-file"
+    assert config.ENV_KEY == "HOSTSTAMP_KEY" and config.ENV_HOST_ID == "HOSTSTAMP_HOST_ID"
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:9464", "[::1]:9464", ":9464", "0.0.0.0:0"])
+def test_metrics_listen_accepts_host_port(listen: str) -> None:
+    assert config.parse({"metrics": {"listen": listen}}, env={}).metrics.listen == listen
+
+
+@pytest.mark.parametrize("listen", ["9464", "::1:9464", "host:port", "h:70000", "h:"])
+def test_metrics_listen_rejects_the_rest(listen: str) -> None:
+    with pytest.raises(ConfigError, match=r"HOST:PORT|brackets"):
+        config.parse({"metrics": {"listen": listen}}, env={})

@@ -1,0 +1,140 @@
+"""The status file and its rendering: what `hoststamp status` shows at a glance."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from agent.health import (
+    AgentView,
+    ListenerView,
+    dir_bytes,
+    listener_view,
+    read_status,
+    render,
+    sink_views,
+    snapshot,
+    write_status,
+)
+from agent.pipeline import PipelineStats, SinkQueue
+
+
+def _doc(**over: object) -> dict[str, object]:
+    stats = PipelineStats(signed=10)
+    p = stats.probe("cgroup")
+    p.runs, p.last_duration = 3, 0.002
+    q = SinkQueue(100)
+    views = sink_views([("file:/a", q, None, False)], stats, {})
+    view = AgentView(pipeline=stats, probes=("cgroup", "link"), sinks=views, listeners=(), host_id="h",
+                     keyid="k", config=None, started_at=100.0)
+    doc = snapshot(view, now=200.0, pid=42)
+    doc.update(over)
+    return doc
+
+
+def test_a_healthy_agent() -> None:
+    report = render(_doc(), now=201.0)
+    assert report.healthy
+    lines = report.text.splitlines()
+    assert lines[0].startswith("hoststamp pid 42: up 101s, 10 events signed")
+    row = next(line for line in lines if line.startswith("cgroup"))
+    assert row.split()[:3] == ["cgroup", "ok", "3"]
+    assert next(line for line in lines if line.startswith("link")).split()[1] == "starting"
+    assert next(line for line in lines if line.startswith("file:/a")).split()[1:3] == ["up", "0/100"]
+
+
+def test_failing_probe_down_sink_stale_or_stopped_is_unhealthy() -> None:
+    doc = _doc()
+    doc["probes"]["cgroup"].update(last_success=False, last_error="timed out after 5 s")  # type: ignore[index]
+    report = render(doc, now=201.0)
+    assert not report.healthy and "FAILING" in report.text and "timed out after 5 s" in report.text
+    doc = _doc()
+    doc["sinks"][0].update(healthy=False, last_error="connection refused")  # type: ignore[index]
+    report = render(doc, now=201.0)
+    assert not report.healthy and "DOWN" in report.text and "connection refused" in report.text
+    report = render(_doc(), now=260.0)
+    assert not report.healthy and "STALE" in report.text
+    report = render(_doc(running=False), now=201.0)
+    assert not report.healthy and "STOPPED" in report.text
+
+
+def test_failed_reload_and_listeners_are_shown() -> None:
+    doc = _doc(reloads={"ok": 0, "failed": 1, "last_ok": False, "last_error": "x.toml: sinks[0].uri: bad"},
+               listeners=[{"uri": "unix:/in", "accepted": 5, "duplicates": 0, "dropped": 0, "connections": 2,
+                           "connections_open": 1, "rejected": {"json": 3, "depth": 0}}])
+    text = render(doc, now=201.0).text
+    assert "reload FAILED" in text and "sinks[0].uri: bad" in text
+    assert next(line for line in text.splitlines() if line.startswith("unix:/in")).split()[-1] == "json=3"
+
+
+def test_sink_views_merge_live_queues_and_retired_counts() -> None:
+    stats = PipelineStats()
+    old, new = SinkQueue(10), SinkQueue(20)
+    for q, n in ((old, 3), (new, 2)):
+        for i in range(n):
+            q.put_nowait(_event(i))
+    old.close()
+    old.put_nowait(_event(9))  # counted as dropped: closed
+    (v,) = sink_views([("file:/a", old, None, True), ("file:/a", new, 128, False)], stats,
+                      {"file:/a": (100, Counter({"evicted": 4}))})
+    assert (v.depth, v.capacity, v.enqueued, v.spool_bytes, v.draining) == (5, 20, 105, 128, True)
+    assert v.dropped == {"closed": 1, "evicted": 4}
+
+
+def test_listener_view_sums_receivers_and_keeps_the_retired_total() -> None:
+    from agent.receiver.telemetry import ReceiverStats
+
+    def live() -> ReceiverStats:
+        return ReceiverStats(accepted=2, duplicates=1, connections=3, connections_open=1, rejected=Counter(json=2))
+
+    retired = ListenerView("u", accepted=10, connections=5, rejected={"json": 1, "frame": 1})
+    v = listener_view("u", [live(), live()], retired)
+    assert (v.accepted, v.duplicates, v.connections, v.connections_open) == (14, 2, 11, 2)
+    assert v.rejected == {"json": 5, "frame": 1}
+
+
+def _event(i: int):  # type: ignore[no-untyped-def]
+    from agent.model import Event
+
+    return Event(f"id{i}", "src", "t", i, b"{}")
+
+
+def test_write_is_atomic_and_readable(tmp_path: Path) -> None:
+    path = tmp_path / "status.json"
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                seen.append(int(read_status(path)["signed"]))
+            except FileNotFoundError:
+                pass
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for i in range(300):
+            write_status(path, _doc(signed=i))
+    finally:
+        stop.set()
+        t.join(10)
+    assert seen and seen == sorted(seen)  # never a torn or partial document, never out of order
+    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
+    path.write_bytes(orjson.dumps({"version": 99}))
+    with pytest.raises(ValueError):
+        read_status(path)
+
+
+def test_dir_bytes_counts_files_below(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"x" * 10)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b").write_bytes(b"y" * 5)
+    os.symlink(tmp_path / "a", tmp_path / "link")
+    assert dir_bytes(tmp_path) == 15
+    assert dir_bytes(tmp_path / "absent") == 0

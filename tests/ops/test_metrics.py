@@ -1,0 +1,175 @@
+"""The /metrics collector and server, in process: real registry, real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+
+import anyio
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent.health import AgentView, ListenerView, SinkView
+from agent.metrics import LatencySampler, MetricsServer, TimedStamper, build_registry
+from agent.model import Reading
+from agent.pipeline import PipelineStats, SequenceStore, Stamper
+from agent.signing.event import verify_event
+from agent.signing.keys import SigningKey
+
+pytestmark = pytest.mark.anyio
+
+
+def _view(stats: PipelineStats) -> AgentView:
+    sink_stats = stats.sink("file:/x")
+    sink_stats.sent, sink_stats.send_errors, sink_stats.healthy = 40, 2, False
+    p = stats.probe("cgroup")
+    p.runs, p.failures, p.readings, p.last_duration, p.last_success = 5, 1, 50, 0.25, False
+    return AgentView(
+        pipeline=stats, probes=("cgroup",),
+        sinks=(SinkView("file:/x", depth=7, capacity=100, enqueued=47, dropped={"queue_full": 3}, stats=sink_stats,
+                        spool_bytes=4096),),
+        listeners=(ListenerView("unix:/run/in.sock", accepted=9, duplicates=1, connections=4, connections_open=2,
+                                rejected={"json": 5}),),
+        host_id="h1", keyid="ab" * 32, config="/etc/x.toml", started_at=1000.0, generation=3,
+        reloads_ok=2, reloads_failed=1, last_reload_ok=False,
+    )
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def test_collector_exports_the_counters_read_at_scrape_time() -> None:
+    from prometheus_client import generate_latest
+
+    stats = PipelineStats(signed=123)
+    sampler = LatencySampler(every=1)
+    for d in (30e-6, 60e-6, 2.0):
+        sampler.observe(d)
+    reg = build_registry(lambda: _view(stats), sampler, process=False)
+    s = _samples(generate_latest(reg).decode())
+    assert s[("hoststamp_events_signed_total", ())] == 123
+    assert s[("hoststamp_probe_success", (("probe", "cgroup"),))] == 0
+    assert s[("hoststamp_probe_duration_seconds", (("probe", "cgroup"),))] == 0.25
+    assert s[("hoststamp_probe_failures_total", (("probe", "cgroup"),))] == 1
+    assert s[("hoststamp_sink_events_enqueued_total", (("sink", "file:/x"),))] == 47
+    assert s[("hoststamp_sink_events_sent_total", (("sink", "file:/x"),))] == 40
+    assert s[("hoststamp_sink_events_dropped_total", (("reason", "queue_full"), ("sink", "file:/x")))] == 3
+    assert s[("hoststamp_sink_events_dropped_total", (("reason", "evicted"), ("sink", "file:/x")))] == 0
+    assert s[("hoststamp_sink_queue_depth", (("sink", "file:/x"),))] == 7
+    assert s[("hoststamp_sink_spool_bytes", (("sink", "file:/x"),))] == 4096
+    assert s[("hoststamp_sink_up", (("sink", "file:/x"),))] == 0
+    assert s[("hoststamp_receiver_connections_open", (("listener", "unix:/run/in.sock"),))] == 2
+    json_rej = (("listener", "unix:/run/in.sock"), ("reason", "json"))
+    assert s[("hoststamp_receiver_frames_rejected_total", json_rej)] == 5
+    frame_rej = (("listener", "unix:/run/in.sock"), ("reason", "frame"))
+    assert s[("hoststamp_receiver_frames_rejected_total", frame_rej)] == 0
+    assert s[("hoststamp_sign_duration_seconds_count", ())] == 3
+    assert s[("hoststamp_sign_duration_seconds_bucket", (("le", "5e-05"),))] == 1
+    assert s[("hoststamp_sign_duration_seconds_bucket", (("le", "+Inf"),))] == 3
+    assert s[("hoststamp_config_reloads_total", (("result", "failure"),))] == 1
+    assert s[("hoststamp_config_last_reload_successful", ())] == 0
+    assert s[("hoststamp_config_generation", ())] == 3
+    # counters move when the stats do, with no registration on the hot path
+    stats.signed += 1
+    assert _samples(generate_latest(reg).decode())[("hoststamp_events_signed_total", ())] == 124
+
+
+def test_latency_sampler_buckets_are_cumulative_and_le() -> None:
+    s = LatencySampler((1.0, 2.0), every=4)
+    for v in (0.5, 1.0, 1.5, 3.0):
+        s.observe(v)
+    assert s.cumulative() == [("1.0", 2.0), ("2.0", 3.0), ("+Inf", 4.0)]
+    assert s.count == 4 and s.sum == 6.0
+    with pytest.raises(ValueError):
+        LatencySampler(every=0)
+
+
+def _reading(i: int) -> Reading:
+    return Reading(probe="cgroup", subject=f"/s{i}", output={"i": i}, inputs=["/sys/fs/cgroup/x"],
+                   probe_source="test")
+
+
+def test_timed_stamper_times_one_in_n_and_signs_the_same(host_key: SigningKey) -> None:
+    sampler = LatencySampler(every=8)
+    timed = TimedStamper(host_key, "h1", SequenceStore(None), sampler=sampler)
+    events = [timed.stamp(_reading(i)) for i in range(20)]
+    assert sampler.count == 2
+    guest = {"specversion": "1.0", "id": "g1", "source": "guest://vm", "type": "t", "data": {"a": 1}}
+    for _ in range(4):
+        events.append(timed.stamp_guest(guest, "vsock:7"))
+    assert sampler.count == 3 and sampler.sum > 0
+    keys = {host_key.keyid: host_key.verify_key()}
+    import orjson
+
+    for e in events:
+        verify_event(orjson.loads(e.body), keys)
+    assert [e.sequence for e in events[:20]] == list(range(1, 21))
+    plain = Stamper(host_key, "h1", SequenceStore(None)).stamp(_reading(0))
+    assert plain.source == events[0].source and plain.type == events[0].type
+
+
+async def _http(addr: tuple[str, int], request: bytes) -> tuple[int, dict[str, str], bytes]:
+    reader, writer = await asyncio.open_connection(*addr)
+    writer.write(request)
+    await writer.drain()
+    with anyio.fail_after(5):
+        raw = await reader.read()
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+async def test_server_serves_text_openmetrics_gzip_and_refuses_the_rest(caplog: pytest.LogCaptureFixture) -> None:
+    stats = PipelineStats(signed=5)
+    server = MetricsServer("127.0.0.1:0", build_registry(lambda: _view(stats)), request_timeout=1.0)
+    async with anyio.create_task_group() as tg:
+        addr = await tg.start(server.serve)
+        status, headers, body = await _http(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert b"hoststamp_events_signed_total 5.0" in body and b"process_cpu_seconds_total" in body
+        assert int(headers["content-length"]) == len(body)
+
+        status, headers, body = await _http(
+            addr, b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text; version=1.0.0\r\n"
+                  b"Accept-Encoding: gzip\r\n\r\n")
+        assert status == 200 and headers["content-encoding"] == "gzip"
+        assert headers["content-type"].startswith("application/openmetrics-text")
+        assert gzip.decompress(body).endswith(b"# EOF\n")
+
+        status, headers, body = await _http(addr, b"HEAD /metrics HTTP/1.0\r\n\r\n")
+        assert status == 200 and body == b"" and int(headers["content-length"]) > 0
+        assert (await _http(addr, b"GET /healthz HTTP/1.1\r\n\r\n"))[0] == 200
+        assert (await _http(addr, b"GET /nope HTTP/1.1\r\n\r\n"))[0] == 404
+        assert (await _http(addr, b"POST /metrics HTTP/1.1\r\n\r\n"))[0] == 405
+
+        with caplog.at_level(logging.WARNING, logger="hoststamp.metrics"):
+            for _ in range(3):  # garbage from one peer: 400, logged once
+                assert (await _http(addr, b"\x16\x03\x01 not http at all\r\n\r\n"))[0] == 400
+            # a peer that never finishes its request is cut off after the timeout
+            reader, writer = await asyncio.open_connection(*addr)
+            writer.write(b"GET /metrics HTTP/1.1\r\n")
+            with anyio.fail_after(5):
+                assert await reader.read() == b""
+            writer.close()
+        bad = [r for r in caplog.records if "bad request" in r.getMessage()]
+        assert len(bad) == 1, [r.getMessage() for r in bad]
+        assert server.scrapes == 3
+        tg.cancel_scope.cancel()
+
+
+async def test_port_in_use_raises_at_start() -> None:
+    first = MetricsServer("127.0.0.1:0", build_registry(lambda: _view(PipelineStats()), process=False))
+    host, port = await first.start()
+    second = MetricsServer(f"{host}:{port}", build_registry(lambda: _view(PipelineStats()), process=False))
+    with pytest.raises(OSError):
+        await second.start()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first.serve)
+        await anyio.sleep(0)
+        tg.cancel_scope.cancel()
+
