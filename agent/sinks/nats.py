@@ -36,7 +36,7 @@ from nats.aio.msg import Msg
 from ..codec.nats import CONTENT_TYPE, MSG_ID, STRUCTURED, SubjectTemplate, to_binary
 from ..errors import ConfigError, SinkError, TransportError
 from ..model import Event
-from ..transport.nats import connect, ensure_stream, nats_errors, parse_nats_uri
+from ..transport.nats import connect, describe, ensure_stream, nats_errors, parse_nats_uri
 from ..transport.sender import Backoff
 from .base import Sink, SinkContext
 from .registry import register
@@ -162,7 +162,7 @@ class NatsSink(Sink):
         self.stats = NatsSinkStats()
         self._nc: Client | None = None
         self._inbox: _AckInbox | None = None
-        self._backoff = Backoff(self.opts.backoff_initial, self.opts.backoff_max)
+        self.backoff = Backoff(self.opts.backoff_initial, self.opts.backoff_max)
         self._retry_at = 0.0
         self._where = f"nats {self.endpoint.display}"
 
@@ -197,9 +197,9 @@ class NatsSink(Sink):
         except TransportError as exc:
             if nc is not None:
                 await _close(nc)
-            self._retry_at = time.monotonic() + self._backoff.next()
+            self._retry_at = time.monotonic() + self.backoff.next()
             raise SinkError(str(exc)) from exc
-        self._backoff.reset()
+        self.backoff.reset()
         self.stats.connects += 1
         self._nc, self._inbox = nc, inbox
         log.info("%s: connected", self._where)
@@ -273,7 +273,7 @@ class NatsSink(Sink):
             raise
         except _SEND_ERRORS as exc:
             await self._drop()
-            raise SinkError(f"{self._where}: {exc or type(exc).__name__}") from exc
+            raise SinkError(f"{self._where}: {describe(exc)}") from exc
         finally:
             for fut in window:
                 fut.cancel()

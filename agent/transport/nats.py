@@ -123,7 +123,8 @@ async def connect(
         "name": name,
         "connect_timeout": max(1, round(timeout)),
         "allow_reconnect": False,
-        "max_reconnect_attempts": 0,
+        "max_reconnect_attempts": 1,  # 0 would mean "forever" for the first connect
+        "reconnect_time_wait": 0.01,
         "error_cb": _quiet_error,
         "pending_size": pending_size,
     }

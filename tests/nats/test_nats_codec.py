@@ -1,0 +1,183 @@
+"""The CloudEvents NATS binding, subject templates, URIs and error mapping: pure, no server."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+import orjson
+import pytest
+
+from agent.codec.nats import (
+    CONTENT_TYPE,
+    STRUCTURED,
+    SubjectTemplate,
+    from_binary,
+    is_structured,
+    pct_decode,
+    pct_encode,
+    subject_token,
+    to_binary,
+)
+from agent.errors import ConfigError, SinkError, TransportError
+from agent.model import Reading
+from agent.pipeline import SequenceStore, Stamper
+from agent.receiver.nats import NatsSourceSettings
+from agent.signing.event import verify_event
+from agent.signing.keys import SigningKey
+from agent.sinks.base import SinkContext
+from agent.sinks.nats import NatsOptions, NatsSink
+from agent.transport.nats import nats_errors, parse_nats_uri
+
+
+def test_percent_encoding_follows_the_binding_example() -> None:
+    assert pct_encode("Euro \u20ac \U0001f600") == "Euro%20%E2%82%AC%20%F0%9F%98%80"
+    assert pct_encode('say "100%"') == "say%20%22100%25%22"
+    assert pct_encode("plain-ASCII_value:/+=") == "plain-ASCII_value:/+="
+    assert pct_encode("tab\there") == "tab%09here"
+
+
+@pytest.mark.parametrize("text", ["Euro \u20ac \U0001f600", 'q"uote', "100%", "", "a b", "\u00e9t\u00e9", "x\x7fy"])
+def test_percent_round_trip(text: str) -> None:
+    assert pct_decode(pct_encode(text)) == text
+
+
+def test_percent_decoding_accepts_lower_case_and_quoted_strings() -> None:
+    assert pct_decode("%e2%82%ac") == "\u20ac"
+    assert pct_decode('"a \\"quoted\\" value"') == 'a "quoted" value'
+    assert pct_decode("%41BC") == "ABC"  # needlessly encoded: accepted
+
+
+def test_percent_decoding_refuses_invalid_utf8() -> None:
+    with pytest.raises(ValueError):
+        pct_decode("%C0%A0")  # overlong encoding of a space
+    with pytest.raises(ValueError):
+        pct_decode("%FF")
+
+
+def _signed_event() -> tuple[dict[str, Any], Any, SigningKey]:
+    key = SigningKey.generate()
+    stamper = Stamper(key, "host-1", SequenceStore(None))
+    event = stamper.stamp(Reading(probe="cgroup", subject="/sys/fs/cgroup/a b", output={"n": 1, "f": 0.5},
+                                  inputs=("memory.current",)))
+    return orjson.loads(event.body), event, key
+
+
+def test_binary_mode_round_trip_keeps_the_signature_valid() -> None:
+    obj, _event, key = _signed_event()
+    headers, payload = to_binary(obj)
+    assert "ce-data" not in headers
+    assert headers["ce-id"] == obj["id"] and headers["ce-specversion"] == "1.0"
+    assert headers["ce-subject"] == "/sys/fs/cgroup/a%20b"
+    assert all(v.isascii() and " " not in v for v in headers.values())
+    assert orjson.loads(payload) == obj["data"]
+    assert not is_structured(headers)
+    back = from_binary(headers, payload)
+    assert back == obj
+    vk = key.verify_key()
+    verify_event(back, {vk.keyid: vk})
+
+
+def test_binary_mode_for_other_data_shapes() -> None:
+    base = {"specversion": "1.0", "id": "1", "source": "s", "type": "t"}
+    h, p = to_binary({**base, "datacontenttype": "text/plain", "data": "h\u00e9llo"})
+    assert p == "h\u00e9llo".encode() and from_binary(h, p)["data"] == "h\u00e9llo"
+    h, p = to_binary({**base, "datacontenttype": "application/octet-stream", "data_base64": "AAEC"})
+    assert p == b"\x00\x01\x02" and from_binary(h, p)["data_base64"] == "AAEC"
+    h, p = to_binary({**base, "flag": True, "count": 7})
+    assert p == b"" and h["ce-flag"] == "true" and h["ce-count"] == "7"
+    assert "data" not in from_binary(h, p)
+    with pytest.raises(ValueError):
+        to_binary({**base, "datacontenttype": "application/xml", "data": {"not": "a string"}})
+    with pytest.raises(ValueError):
+        from_binary({"ce-id": "1"}, b"{not json")
+    assert from_binary({"CE-ID": "x", "Ce-Source": "y", "Nats-Msg-Id": "z"}, b"") == {"id": "x", "source": "y"}
+
+
+def test_mode_detection() -> None:
+    assert is_structured(None) and is_structured({})
+    assert is_structured({CONTENT_TYPE: STRUCTURED})
+    assert is_structured({"content-type": "Application/CloudEvents+JSON; charset=utf-8"})
+    assert not is_structured({"Content-Type": "application/json", "ce-id": "1"})
+    assert not is_structured({"ce-id": "1"})
+    assert is_structured({"Nats-Msg-Id": "1"})
+
+
+def test_subject_template_renders_safe_tokens() -> None:
+    t = SubjectTemplate.parse("hoststamp.{hostid}.{type}")
+    assert t.fields == ("hostid", "type")
+    assert t.render({"hostid": "web.1", "type": "io.hoststamp.host.v1.cgroup"}) == \
+        "hoststamp.web_1.io_hoststamp_host_v1_cgroup"
+    assert t.render({}) == "hoststamp._._"
+    assert t.wildcard() == "hoststamp.*.*"
+    mixed = SubjectTemplate.parse("hs.h-{hostid}.x")
+    assert mixed.render({"hostid": "a b*>"}) == "hs.h-a_b__.x" and mixed.wildcard() == "hs.*.x"
+    static = SubjectTemplate.parse("events.all")
+    assert static.static and static.render({"type": "x"}) == "events.all" == static.wildcard()
+    assert subject_token(None) == "_" and subject_token(12) == "12" and subject_token("") == "_"
+
+
+@pytest.mark.parametrize("bad", ["", "a..b", ".a", "a.", "a b", "a.*", "a.>", "a.{Type}", "a.{x", "a.{}"])
+def test_subject_template_refuses(bad: str) -> None:
+    with pytest.raises(ValueError):
+        SubjectTemplate.parse(bad)
+
+
+def test_uri_parsing() -> None:
+    ep = parse_nats_uri("nats://127.0.0.1:4333/hoststamp.{hostid}")
+    assert ep.server == "nats://127.0.0.1:4333" and ep.subject == "hoststamp.{hostid}"
+    ep = parse_nats_uri("nats://u:p@nats.example:5000/x?stream=S", params=("stream",))
+    assert ep.server == "nats://u:p@nats.example:5000" and ep.params == {"stream": "S"}
+    assert ep.display == "nats://nats.example:5000"
+    assert parse_nats_uri("nats://h/x").server == "nats://h:4222"
+    for bad in ("nats://h:1/", "nats:h:1/x", "nats://:1/x", "nats://h:99999/x", "nats://h:1/x?zzz=1"):
+        with pytest.raises(ConfigError):
+            parse_nats_uri(bad)
+
+
+def test_listener_settings_from_the_uri() -> None:
+    s = NatsSourceSettings.from_uri("nats://h:1/guests.>?stream=G&durable=d&create=1&batch=10&ack_wait=2.5")
+    assert (s.stream, s.durable, s.create, s.batch, s.ack_wait) == ("G", "d", True, 10, 2.5)
+    assert NatsSourceSettings.from_uri("nats://h:1/g").stream == "HOSTSTAMP_IN"
+    for bad in ("batch=0", "batch=x", "create=maybe", "ack_wait=-1", "stream=", "other=1"):
+        with pytest.raises(ConfigError):
+            NatsSourceSettings.from_uri(f"nats://h:1/g?{bad}")
+
+
+def test_sink_refuses_bad_targets_and_options() -> None:
+    with pytest.raises(SinkError):
+        NatsSink("//h:1/a..b", NatsOptions(), SinkContext())
+    with pytest.raises(SinkError):
+        NatsSink("//h:1/", NatsOptions(), SinkContext())
+    assert NatsSink("//h:1/a.{type}", None, SinkContext()).uri == "nats://h:1/a.{type}"
+    for bad in ({"max_inflight": 0}, {"ack_timeout": 0}, {"backoff_initial": 2.0, "backoff_max": 1.0}):
+        with pytest.raises(ValueError):
+            NatsOptions(**bad)
+
+
+def _exception_classes() -> list[type[BaseException]]:
+    found: list[type[BaseException]] = []
+    for mod in (nats.errors, nats.js.errors):
+        for _name, obj in inspect.getmembers(mod, inspect.isclass):
+            if issubclass(obj, BaseException) and obj.__module__ == mod.__name__:
+                found.append(obj)
+    return found
+
+
+@pytest.mark.parametrize("cls", _exception_classes(), ids=lambda c: c.__name__)
+def test_every_client_error_becomes_a_transport_error(cls: type[BaseException]) -> None:
+    try:
+        exc = cls()
+    except TypeError:
+        exc = cls.__new__(cls)
+    with pytest.raises(TransportError) as info, nats_errors("op"):
+        raise exc
+    assert str(info.value).startswith("op: ") and info.value.__cause__ is exc
+
+
+def test_os_errors_and_timeouts_are_mapped_too() -> None:
+    for exc in (ConnectionRefusedError(111, "refused"), TimeoutError(), EOFError()):
+        with pytest.raises(TransportError), nats_errors("op"):
+            raise exc

@@ -1,0 +1,186 @@
+"""The ``nats://`` sink against a real nats-server with JetStream on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from typing import Any
+
+import orjson
+import pytest
+
+from agent.codec.nats import from_binary
+from agent.errors import SinkError
+from agent.model import Event
+from agent.signing.event import verify_event
+from agent.transport import Backoff
+from agent.sinks import registry
+from agent.sinks.base import SinkContext
+from agent.sinks.nats import NatsOptions, NatsSink
+from tests.nats.helpers import Rig, reading, stream_messages, until
+from tests.nats.server import NatsServer, free_port
+
+pytestmark = pytest.mark.anyio
+
+
+def sink_for(server: NatsServer, subject: str, **opts: Any) -> NatsSink:
+    scheme, target = registry.split_uri(f"{server.url}/{subject}")
+    cls = registry.get(scheme)
+    assert cls is NatsSink
+    return NatsSink(target, NatsOptions(**opts), SinkContext())
+
+
+async def stamped(rig: Rig, n: int) -> list[Event]:
+    out = []
+    for i in range(n):
+        event = await rig.pipeline.submit(reading(i))
+        assert event is not None
+        out.append(event)
+    return out
+
+
+async def test_structured_mode_with_a_subject_template(nats_server: NatsServer) -> None:
+    sink = sink_for(nats_server, "hoststamp.{hostid}.{type}", create_stream="HS")
+    rig = Rig([])
+    events = await stamped(rig, 40)
+    await sink.open()
+    try:
+        await sink.send(events)
+    finally:
+        await sink.aclose()
+    msgs = await stream_messages(nats_server.url, "HS")
+    assert [m.data for m in msgs] == [e.body for e in events]
+    assert {m.subject for m in msgs} == {"hoststamp.host_example.io_hoststamp_host_v1_cgroup"}
+    for m, e in zip(msgs, events, strict=True):
+        assert m.headers is not None
+        assert m.headers["Nats-Msg-Id"] == e.id
+        assert m.headers["Content-Type"] == "application/cloudevents+json"
+    assert (sink.stats.published, sink.stats.stored, sink.stats.duplicates) == (40, 40, 0)
+
+
+async def test_binary_mode_carries_attributes_as_ce_headers(nats_server: NatsServer) -> None:
+    sink = sink_for(nats_server, "bin.{source}", create_stream="BIN", mode="binary", storage="memory")
+    rig = Rig([])
+    events = await stamped(rig, 10)
+    try:
+        await sink.send(events)  # connects on first use, no open() needed
+    finally:
+        await sink.aclose()
+    msgs = await stream_messages(nats_server.url, "BIN")
+    assert len(msgs) == 10
+    vk = rig.key.verify_key()
+    for m, e in zip(msgs, events, strict=True):
+        assert m.subject == "bin.hoststamp___host_example_cgroup"
+        assert m.headers is not None and "Content-Type" not in m.headers
+        assert m.headers["ce-id"] == e.id and m.headers["Nats-Msg-Id"] == e.id
+        event = from_binary(m.headers, m.data)
+        assert event == orjson.loads(e.body)
+        verify_event(event, {vk.keyid: vk})
+
+
+async def test_a_resent_batch_is_suppressed_by_the_server(nats_server: NatsServer) -> None:
+    sink = sink_for(nats_server, "dup", create_stream="DUP", max_inflight=4)
+    events = await stamped(Rig([]), 25)
+    try:
+        await sink.send(events)
+        await sink.send(events[5:20])
+    finally:
+        await sink.aclose()
+    assert len(await stream_messages(nats_server.url, "DUP")) == 25
+    assert (sink.stats.stored, sink.stats.duplicates) == (25, 15)
+
+
+async def test_source_id_message_ids_keep_events_of_different_sources_apart(nats_server: NatsServer) -> None:
+    sink = sink_for(nats_server, "ids", create_stream="IDS", msg_id="source-id")
+    body = b'{"specversion":"1.0","id":"1","source":"%s","type":"t"}'
+    events = [Event("1", s, "t", 1, body % s.encode()) for s in ("guest://a", "guest://b")]
+    try:
+        await sink.send(events)
+        await sink.send(events)
+    finally:
+        await sink.aclose()
+    msgs = await stream_messages(nats_server.url, "IDS")
+    assert [m.headers["Nats-Msg-Id"] for m in msgs if m.headers] == ["guest://a 1", "guest://b 1"]
+
+
+async def test_a_subject_no_stream_takes_is_a_sink_error(nats_server: NatsServer) -> None:
+    sink = sink_for(nats_server, "nowhere", ack_timeout=2.0)
+    try:
+        with pytest.raises(SinkError, match="no JetStream stream"):
+            await sink.send(await stamped(Rig([]), 1))
+    finally:
+        await sink.aclose()
+
+
+async def test_an_unreachable_server_fails_fast_and_backs_off() -> None:
+    sink = NatsSink(f"//127.0.0.1:{free_port()}/x", None, SinkContext())
+    sink.backoff = Backoff(5.0, 5.0, rng=lambda: 1.0)
+    with pytest.raises(SinkError, match="connect"):
+        await sink.open()
+    with pytest.raises(SinkError, match="next attempt in 5"):
+        await sink.send(await stamped(Rig([]), 1))
+    assert sink.stats.connects == 0
+    await sink.aclose()
+
+
+async def test_a_lost_ack_fails_the_batch_and_the_retry_is_deduplicated(nats_server: NatsServer) -> None:
+    sink = sink_for(nats_server, "stall", create_stream="STALL", ack_timeout=0.5)
+    events = await stamped(Rig([]), 30)
+    assert nats_server.proc is not None
+    try:
+        await sink.send(events[:10])
+        os.kill(nats_server.proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(SinkError):
+                await sink.send(events[10:20])
+        finally:
+            os.kill(nats_server.proc.pid, signal.SIGCONT)
+        for _ in range(50):
+            try:
+                await sink.send(events[10:])
+                break
+            except SinkError:
+                await asyncio.sleep(0.1)
+    finally:
+        await sink.aclose()
+    msgs = await stream_messages(nats_server.url, "STALL")
+    assert [m.headers["Nats-Msg-Id"] for m in msgs if m.headers] == [e.id for e in events]
+    assert sink.stats.stored + sink.stats.duplicates >= 30
+
+
+@pytest.mark.slow
+async def test_server_killed_and_restarted_mid_stream_loses_nothing(nats_server: NatsServer) -> None:
+    n = 3000
+    sink = sink_for(nats_server, "hs.{hostid}", create_stream="HS", ack_timeout=1.0, backoff_initial=0.05,
+                    backoff_max=0.5)
+    rig = Rig([sink])
+    rig.start()
+    ids: list[str] = []
+
+    async def produce() -> None:
+        for i in range(n):
+            event = await rig.pipeline.submit(reading(i))
+            assert event is not None
+            ids.append(event.id)
+            if i % 25 == 0:
+                await asyncio.sleep(0.002)
+
+    producer = asyncio.ensure_future(produce())
+    try:
+        await until(lambda: sink.stats.stored >= n // 3, what="a third of the events stored")
+        await asyncio.to_thread(nats_server.kill)
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(nats_server.start)
+        await asyncio.wait_for(producer, 60)
+        await rig.stop(timeout=60)
+    finally:
+        producer.cancel()
+        for t in rig.tasks:
+            t.cancel()
+    msgs = await stream_messages(nats_server.url, "HS")
+    got = [m.headers["Nats-Msg-Id"] for m in msgs if m.headers]
+    assert len(got) == len(set(got)) == n, "every event exactly once in the stream"
+    assert set(got) == set(ids)
+    assert sink.stats.disconnects >= 1 and sink.stats.connects >= 2
+    assert rig.stats.sink(sink.uri).sent >= n
