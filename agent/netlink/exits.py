@@ -77,11 +77,8 @@ class ExitStream:
         self.received = 0
         self.dropped = 0
         self.malformed = 0
-
-    @property
-    def overruns(self) -> int:
-        """ENOBUFS seen on the socket: the kernel had records it could not queue."""
-        return self.sock.overruns if self.sock is not None else 0
+        #: ENOBUFS seen on the socket: the kernel had records it could not queue
+        self.overruns = 0
 
     async def start(self) -> None:
         """Open the socket and register the cpumask; raises :class:`NetlinkError` (EPERM without CAP_NET_ADMIN)."""
@@ -143,6 +140,7 @@ class ExitStream:
             await self._ready.wait()
 
     def _on_overrun(self) -> None:
+        self.overruns += 1
         self._unreported = True
         self._ready.set()
 
