@@ -69,7 +69,7 @@ class TaskstatsOptions:
     #: stream the accounting of exiting tasks (``taskstats.exit`` events)
     exits: bool = True
     #: also stream exits of threads that are not a thread-group leader
-    exit_threads: bool = True
+    exit_threads: bool = False
     #: exit records held while the pipeline is busy; the oldest are dropped (and reported) beyond it
     exit_buffer: int = 4096
     #: cgroup v1 directories to read with CGROUPSTATS_CMD_GET
