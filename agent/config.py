@@ -132,6 +132,19 @@ class ListenerOptions:
     #: permission bits of a unix or Firecracker socket file (e.g. 0o660); default: as the umask leaves them
     mode: int | None = None
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_frame <= 0xFFFFFFFF:
+            raise ValueError("max_frame must be between 1 and 4294967295")
+        for key in ("max_connections", "max_depth", "max_inflight"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be at least 1")
+        if self.idle_timeout <= 0:
+            raise ValueError("idle_timeout must be greater than 0")
+        if self.dedupe_window < 0:
+            raise ValueError("dedupe_window must not be negative")
+        if self.mode is not None and not 0 <= self.mode <= 0o7777:
+            raise ValueError("mode must be permission bits, e.g. 0o660")
+
 
 def split_hostport(text: str) -> tuple[str, int]:
     """``"127.0.0.1:9464"``, ``"[::1]:9464"``, ``":9464"`` (every address) -> (host, port); ValueError if not."""

@@ -357,3 +357,15 @@ def test_refusals_are_reported_ahead_of_a_pending_frame_and_only_once(tmp_path: 
     assert all(a.count == 0 for a in early)
     assert final.count == 3
     assert sorted((n, r.split(":")[0]) for n, r in final.rejected) == [(2, "dropped"), (3, "attributes")]
+
+
+@pytest.mark.parametrize(("key", "value"), [("max_frame", 0), ("max_connections", 0), ("idle_timeout", 0),
+                                            ("max_depth", 0), ("max_inflight", 0), ("dedupe_window", -1),
+                                            ("mode", 0o10000)])
+def test_listener_limits_are_checked_with_the_config(key: str, value: int) -> None:
+    from agent import config
+    from agent.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"listeners\[0\].*{key}"):
+        config.parse({"listeners": [{"uri": "unix:/x", key: value}]})
+    assert config.parse({"listeners": [{"uri": "unix:/x", "mode": 0o660}]}).listeners[0].mode == 0o660
