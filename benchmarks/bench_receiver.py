@@ -35,6 +35,7 @@ from agent.receiver import MemoryDeliver, PipelineDeliver, Receiver
 from agent.signing.keys import SigningKey
 from agent.sinks.base import SinkContext
 from agent.sinks.file import FileOptions, FileSink
+from benchmarks.bench_pipeline import floor
 
 N = 20000
 ROUNDS = 3
@@ -74,15 +75,6 @@ def frames(n: int) -> bytes:
             "data": {"requests": 1000 + i, "errors": i % 7, "latency_us": {"p50": 812, "p99": 4410}, "queue": i % 64},
         }))
     return encode_frames(events)
-
-
-def floor(key: SigningKey, n: int) -> float:
-    msg = os.urandom(110)
-    sign = key.sign
-    t0 = time.perf_counter()
-    for _ in range(n):
-        sign(msg)
-    return n / (time.perf_counter() - t0)
 
 
 async def _through(tmp: Path, data_file: Path, n: int, key: SigningKey | None) -> float:
