@@ -42,7 +42,7 @@ from .inotify import (
     Inotify,
 )
 from .psi import PsiTrigger, parse_trigger, refusal
-from .source import Emit, WatchSource
+from .source import Emit, WatchSource, ensure_nofile
 
 __all__ = ["CgroupDirInfo", "CgroupWatchOptions", "CgroupWatcher", "changed", "walk_dirs", "watch_cgroups"]
 
@@ -56,7 +56,7 @@ class CgroupWatchOptions:
 
     enabled: bool = True
     #: globs of the files watched in each cgroup (flat-keyed files the kernel notifies about)
-    files: tuple[str, ...] = ("*.events", "*.events.local")
+    files: tuple[str, ...] = ("*.events",)
     #: PSI triggers, each ``"RESOURCE some|full STALL_US WINDOW_US"`` (``"cpu some 150000 2000000"``)
     psi_triggers: tuple[str, ...] = ()
     #: cgroups (globs on paths relative to the root) on which the triggers are registered
@@ -248,8 +248,11 @@ class CgroupWatcher:
         try:
             fd = self.source.watch_file(("file", cg.info.path, name), path,
                                         lambda n: self._on_file(cg.info.path, name, n), first=first)
-        except OSError:
-            return  # the cgroup went away meanwhile
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                self._tell_once("/", f"out of file descriptors at {path} ({exc.strerror}): raise the open-files"
+                                     " limit (LimitNOFILE=) or lower max_watches")
+            return  # otherwise the cgroup went away meanwhile
         if fd is not None:
             f.fd = fd
             cg.files[name] = f
@@ -395,8 +398,15 @@ async def watch_cgroups(emit: Emit, root: str, options: CgroupWatchOptions, *, p
     """Run the change events of ``root`` until cancelled. ``ready`` is called once the first watches are set."""
     source = WatchSource(probe, probe_source=f"cgroup2:{root}", max_watches=options.max_watches,
                          coalesce=options.coalesce, buffer=options.buffer)
+    ensure_nofile(options.max_watches + 1024)
+    if not await source.open_or_report(emit, "/", "cgroup change events"):
+        return
     with source:
-        watcher = CgroupWatcher(source, root, options, include=include, exclude=exclude, max_depth=max_depth)
+        try:
+            watcher = CgroupWatcher(source, root, options, include=include, exclude=exclude, max_depth=max_depth)
+        except OSError as exc:
+            await emit(source.reading("/", {}, error=f"cgroup change events not started: inotify: {exc.strerror}"))
+            return
         try:
             try:
                 dirs = await anyio.to_thread.run_sync(watcher.walk)

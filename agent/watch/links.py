@@ -273,6 +273,8 @@ async def watch_links(emit: Emit, options: LinkWatchOptions, decode: Decode, wan
     """Run the link change events of ``netns`` (default: the agent's) until cancelled."""
     source = WatchSource(probe, probe_source=f"rtnetlink:{netns}" if netns else "rtnetlink", max_watches=1,
                          coalesce=options.coalesce)
+    if not await source.open_or_report(emit, "rtnetlink", "link change events"):
+        return
     with source:
         try:
             watcher = await anyio.to_thread.run_sync(partial(LinkWatcher, source, decode, wanted, netns=netns))

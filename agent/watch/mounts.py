@@ -143,6 +143,8 @@ async def watch_mounts(emit: Emit, options: MountWatchOptions, *, probe: str = "
     """Run the mount change events of ``options.mountinfo`` until cancelled."""
     source = WatchSource(probe, probe_source=f"procfs:{options.mountinfo}", max_watches=1,
                          coalesce=options.coalesce)
+    if not await source.open_or_report(emit, "mountinfo", "mount change events"):
+        return
     with source:
         watcher = MountWatcher(source, options.mountinfo, check=check if options.check_new else None,
                                wants_check=wants_check)

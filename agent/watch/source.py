@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import select
 import threading
 from collections import deque
@@ -47,7 +48,7 @@ from typing import Any
 from ..model import Reading
 from .coalesce import Throttle
 
-__all__ = ["CHANGE", "Fire", "WatchSource", "WatchStats"]
+__all__ = ["CHANGE", "Fire", "WatchSource", "WatchStats", "ensure_nofile"]
 
 log = logging.getLogger("hoststamp.watch")
 
@@ -60,6 +61,23 @@ Emit = Callable[[Reading], Awaitable[object]]
 _FILE_MASK = select.EPOLLPRI | select.EPOLLERR | select.EPOLLET
 _STREAM_MASK = select.EPOLLIN | select.EPOLLONESHOT
 _MAX_EVENTS = 512
+
+
+def ensure_nofile(needed: int) -> int:
+    """Raise the soft RLIMIT_NOFILE towards ``needed`` (never past the hard limit); the soft limit after.
+
+    Every watched file holds an fd, and services often start with a soft
+    limit of 1024. The loop uses epoll, never select(), so more fds are safe.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            return want
+        except (OSError, ValueError):
+            pass
+    return soft
 
 
 @dataclass(slots=True)
@@ -138,6 +156,16 @@ class WatchSource:
                 except RuntimeError:  # the loop is closed
                     return
 
+    async def open_or_report(self, emit: Emit, subject: str, what: str) -> bool:
+        """:meth:`open`; if that fails (out of fds, threads), one error reading through ``emit`` and ``False``."""
+        try:
+            self.open()
+        except (OSError, RuntimeError) as exc:
+            self.close()
+            await emit(self.reading(subject, {}, error=f"{what} not started: {exc}"))
+            return False
+        return True
+
     def close(self) -> None:
         """Release every fd, timer and task of this source."""
         if self._thread is not None:
@@ -159,6 +187,7 @@ class WatchSource:
         if self._ep is not None:
             self._ep.close()
             self._ep = None
+        if self._stop_fd >= 0:
             os.close(self._stop_fd)
             self._stop_fd = -1
         self.stats.watches = 0

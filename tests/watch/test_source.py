@@ -113,3 +113,13 @@ async def test_a_failing_handler_becomes_an_error_reading(cg_root: Path, collect
             r = await collector.wait_for(lambda x: x.error is not None)
             tg.cancel_scope.cancel()
     assert "boom" in (r.error or "")
+
+
+def test_ensure_nofile_never_lowers_the_limit() -> None:
+    import resource
+
+    from agent.watch.source import ensure_nofile
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert ensure_nofile(16) == soft
+    assert resource.getrlimit(resource.RLIMIT_NOFILE) == (soft, hard)
