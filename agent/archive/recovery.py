@@ -1,9 +1,9 @@
 """What a writer finds when it opens an archive directory, and the repairs it makes first.
 
-:func:`recover` reads the newest segment's records and events, cuts a torn last
-line off either file (returning a :class:`Cut` for each, so the writer records
-it), finishes a compression or a retention that a crash interrupted, and
-returns the tree state to continue from. It never drops a complete line: a
+:func:`recover` reads the newest segment's records and events, finds a torn last
+line in either file (returning a :class:`Cut` for each; the writer truncates with
+:func:`apply_cut` only when it is about to record the cut), finishes a compression
+or a retention that a crash interrupted, and returns the tree state to continue from. It never drops a complete line: a
 directory it cannot make sense of raises :class:`~agent.errors.SinkError`
 naming the file, and is left as it is for ``hoststamp verify``.
 """
@@ -25,7 +25,7 @@ from . import layout
 from .merkle import leaf_hash
 from .records import b64, chain_hash, parse_record, unb64, unb64_list
 
-__all__ = ["GZIP_LEVEL", "Cut", "Resume", "compress_segment", "fsync_dir", "read_records", "recover"]
+__all__ = ["GZIP_LEVEL", "Cut", "Resume", "apply_cut", "compress_segment", "fsync_dir", "read_records", "recover"]
 
 #: zlib level 3: on event NDJSON within 10 % of level 9's size at three times its speed
 GZIP_LEVEL = 3
@@ -80,10 +80,15 @@ def _cut_tail(path: Path, data: bytes) -> tuple[bytes, Cut | None]:
     complete, tail = layout.split_tail(data)
     if not tail:
         return complete, None
-    with open(path, "r+b") as f:
-        f.truncate(len(complete))
-        os.fsync(f.fileno())
     return complete, Cut(path.name, len(complete), len(tail), b64(hashlib.sha256(tail).digest()))
+
+
+def apply_cut(root: Path, cut: Cut, *, sync: bool = True) -> None:
+    """Truncate the torn line away (the writer does it once it is sure to record the cut next)."""
+    with open(root / cut.file, "r+b") as f:
+        f.truncate(cut.offset)
+        if sync:
+            os.fsync(f.fileno())
 
 
 def read_records(path: Path) -> tuple[list[bytes], list[dict[str, Any]]]:

@@ -27,7 +27,7 @@ from .merkle import CompactRange, NodeTable, consistency_proof, leaf_hash
 from .note import checkpoint_text, sign_note
 from .policy import ArchiveOptions
 from .records import b64, b64_list, chain_hash, encode_record, rfc3339
-from .recovery import Cut, compress_segment, fsync_dir, recover
+from .recovery import Cut, apply_cut, compress_segment, fsync_dir, recover
 
 __all__ = ["ArchiveWriter", "HostKey"]
 
@@ -129,6 +129,11 @@ class ArchiveWriter:
         if self.options.origin and self.options.origin != self.origin:
             raise SinkError(f"{self.root}: the archive's origin is {self.origin!r}, the options say "
                             f"{self.options.origin!r}")
+        if r.create:
+            self._check_unaccounted(r.seg)
+        # from here on every cut is made and then recorded
+        for cut in r.cuts:
+            apply_cut(self.root, cut, sync=self._sync)
         self._prev = r.prev
         tree = CompactRange.from_frontier(r.first, r.frontier)
         before = r.ck_size - r.first
@@ -275,12 +280,16 @@ class ArchiveWriter:
 
     # -- segments ------------------------------------------------------------------------------------------------
 
-    def _start_segment(self, n: int, first: int) -> None:
-        log, ev = layout.log_path(self.root, n), layout.events_path(self.root, n)
+    def _check_unaccounted(self, n: int) -> None:
+        ev = layout.events_path(self.root, n)
         if ev.exists() and ev.stat().st_size:
             self._broken = f"{ev.name} already holds events that no record accounts for"
             raise SinkError(f"{ev}: {self._broken}; the archive was left as it is (check it with: "
                             f"hoststamp verify {self.root})")
+
+    def _start_segment(self, n: int, first: int) -> None:
+        self._check_unaccounted(n)
+        log, ev = layout.log_path(self.root, n), layout.events_path(self.root, n)
         self._seg, self._seg_first, self._opened_at = n, first, self.clock()
         self._log_fd = self._guard(os.open, log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._record({"kind": "open", "origin": self.origin, "first": first,

@@ -275,3 +275,22 @@ def test_unaccounted_events_are_never_overwritten(archive_dir: Path, key: Signin
             write_archive(archive_dir, key, [])
     assert layout.events_path(archive_dir, 2).read_bytes() == stray
     assert not layout.log_path(archive_dir, 2).exists()
+
+
+def test_a_cut_is_never_made_without_being_recorded(archive_dir: Path, key: SigningKey,
+                                                    keys: dict[str, VerifyKey]) -> None:
+    w = ArchiveWriter(archive_dir, key, ArchiveOptions(origin="example.org/a"))
+    w.open()
+    w.append(events(key, 1, 3))
+    crash(w)
+    ev = layout.events_path(archive_dir, 1)
+    with open(ev, "ab") as f:
+        f.write(b'{"torn')
+    torn_size = ev.stat().st_size
+    with pytest.raises(SinkError, match="origin"):
+        write_archive(archive_dir, key, [], origin="example.org/b")
+    assert ev.stat().st_size == torn_size, "a writer that gives up leaves the torn line for the next one"
+    w = write_archive(archive_dir, key, [events(key, 4, 1)], origin="example.org/a")
+    assert len(w.cuts) == 1
+    report = verify_archive(archive_dir, keys)
+    assert report.ok and report.totals.cuts == 1
