@@ -42,7 +42,7 @@ from .inotify import (
     Inotify,
 )
 from .psi import PsiTrigger, parse_trigger, refusal
-from .source import Emit, WatchSource, ensure_nofile
+from .source import Emit, WatchOptions, WatchSource, ensure_nofile
 
 __all__ = ["CgroupDirInfo", "CgroupWatchOptions", "CgroupWatcher", "changed", "walk_dirs", "watch_cgroups"]
 
@@ -51,10 +51,9 @@ _READ = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
-class CgroupWatchOptions:
-    """``[probes.cgroup.watch]`` keys."""
+class CgroupWatchOptions(WatchOptions):
+    """``[probes.cgroup.watch]`` keys, besides ``enabled`` and ``coalesce``."""
 
-    enabled: bool = True
     #: globs of the files watched in each cgroup (flat-keyed files the kernel notifies about)
     files: tuple[str, ...] = ("*.events",)
     #: PSI triggers, each ``"RESOURCE some|full STALL_US WINDOW_US"`` (``"cpu some 150000 2000000"``)
@@ -63,20 +62,17 @@ class CgroupWatchOptions:
     psi_paths: tuple[str, ...] = ("*",)
     #: fds and inotify watches held at most; past it one reading says so and polling covers the rest
     max_watches: int = 4096
-    #: seconds: one change reading per watched file at most this often; a burst is folded into it with a count
-    coalesce: float = 0.1
     #: seconds between two reconciliations of the watches with the tree (the backstop)
     rescan: float = 60.0
     #: change readings held while the pipeline is busy; the oldest are dropped (and reported) beyond it
     buffer: int = 4096
 
     def __post_init__(self) -> None:
+        WatchOptions.__post_init__(self)
         for text in self.psi_triggers:
             parse_trigger(text)
         if self.max_watches < 1 or self.buffer < 1:
             raise ValueError("max_watches and buffer must be at least 1")
-        if self.coalesce < 0:
-            raise ValueError("coalesce must be 0 or more")
         if not self.rescan > 0:
             raise ValueError("rescan must be greater than 0")
 

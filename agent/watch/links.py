@@ -29,7 +29,7 @@ import anyio.to_thread
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from ..model import Reading
-from .source import Emit, WatchSource
+from .source import Emit, WatchOptions, WatchSource
 
 __all__ = ["LinkState", "LinkWatchOptions", "LinkWatcher", "link_changes", "open_rtnl", "watch_links"]
 
@@ -51,16 +51,8 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class LinkWatchOptions:
-    """``[probes.link.watch]`` keys."""
-
-    enabled: bool = True
-    #: seconds: one change reading per link at most this often; flaps in between are merged with a count
-    coalesce: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.coalesce < 0:
-            raise ValueError("coalesce must be 0 or more")
+class LinkWatchOptions(WatchOptions):
+    """``[probes.link.watch]`` keys: ``enabled``, ``coalesce`` (flaps within it are merged with a count)."""
 
 
 @dataclass(frozen=True, slots=True)

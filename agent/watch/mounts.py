@@ -19,7 +19,7 @@ from ..errors import ParseError
 from ..hostfs.mounts import MountEntry, MountTable, parse_mount_table
 from ..hostfs.reader import read_small
 from ..model import Reading
-from .source import Emit, WatchSource
+from .source import Emit, WatchOptions, WatchSource
 
 __all__ = ["MountChange", "MountWatchOptions", "MountWatcher", "change_output", "diff_mounts", "watch_mounts"]
 
@@ -27,20 +27,13 @@ Check = Callable[[MountEntry], Awaitable[Reading]]
 
 
 @dataclass(frozen=True, slots=True)
-class MountWatchOptions:
-    """``[probes.mounts.watch]`` keys."""
+class MountWatchOptions(WatchOptions):
+    """``[probes.mounts.watch]`` keys, besides ``enabled`` and ``coalesce``."""
 
-    enabled: bool = True
     #: the mount table watched (``/proc/PID/mountinfo`` watches PID's mount namespace)
     mountinfo: str = "/proc/self/mountinfo"
-    #: seconds: the table is compared at most this often; changes in between are reported together
-    coalesce: float = 0.1
     #: check a newly added remote mount at once (a regular ``mounts`` reading)
     check_new: bool = True
-
-    def __post_init__(self) -> None:
-        if self.coalesce < 0:
-            raise ValueError("coalesce must be 0 or more")
 
 
 @dataclass(frozen=True, slots=True)

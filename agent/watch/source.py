@@ -48,7 +48,7 @@ from typing import Any
 from ..model import Reading
 from .coalesce import Throttle
 
-__all__ = ["CHANGE", "Fire", "WatchSource", "WatchStats", "ensure_nofile"]
+__all__ = ["CHANGE", "Fire", "WatchOptions", "WatchSource", "WatchStats", "ensure_nofile"]
 
 log = logging.getLogger("hoststamp.watch")
 
@@ -61,6 +61,19 @@ Emit = Callable[[Reading], Awaitable[object]]
 _FILE_MASK = select.EPOLLPRI | select.EPOLLERR | select.EPOLLET
 _STREAM_MASK = select.EPOLLIN | select.EPOLLONESHOT
 _MAX_EVENTS = 512
+
+
+@dataclass(frozen=True, slots=True)
+class WatchOptions:
+    """Keys every ``[probes.NAME.watch]`` table has."""
+
+    enabled: bool = True
+    #: seconds: one change reading per watched thing at most this often; a burst is folded into it with a count
+    coalesce: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.coalesce < 0:
+            raise ValueError("coalesce must be 0 or more")
 
 
 def ensure_nofile(needed: int) -> int:
