@@ -9,16 +9,18 @@ Per connection::
 ``deliver`` is the pipeline's: it takes the checked guest event and the
 ``hostpeer`` string and returns an awaitable that completes once the event is
 durably taken. It is called in frame order. If the awaitable raises
-:class:`~.validate.Rejected`, the frame is acked as refused with that reason;
-if it returns ``False`` (an overflow policy dropped the event), it is acked as
-refused with reason ``dropped``. Up to ``max_inflight`` frames per
-connection may await it at once; beyond that the connection is not read.
+:class:`~.validate.Rejected`, the frame is refused with that reason; if it
+returns ``False`` (an overflow policy dropped the event), it is refused with
+reason ``dropped``. Up to ``max_inflight`` frames per connection may await it
+at once; beyond that the connection is not read.
 
-A bad frame header closes only its connection, after acking what came before
-it and acking the frame it starts as refused (an upstream that sent an oversized
-event will not send it again). A refused event is acked as refused and the connection goes on, so the
-sender does not send it again. If ``deliver`` fails, the connection is closed
-without acking what is unsettled, so the sender sends it again.
+Acks count settled frames in order; refusals are reported once each, as soon
+as they are known, even ahead of that count (``docs/protocol.md``). A refused
+event does not end the connection. A bad frame header closes only its
+connection, after acking what came before it and refusing the frame it starts
+(so a sender with a larger limit does not send that event again). If
+``deliver`` fails, the connection is closed without acking what is unsettled,
+so the sender sends it again.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ class Receiver:
             await stream.aclose()
 
 
-class _Delivery(Exception):
+class _Delivery(TransportError):
     """Delivery of a frame failed (not a refusal): the connection ends without acking it."""
 
 
