@@ -1,6 +1,6 @@
 """Event-driven readings: kernel notifications (POLLPRI, inotify, netlink) turned into ``change`` readings.
 
-:class:`WatchSource` is the one mechanism; :mod:`.cgroups`, :mod:`.mounts` and
+:class:`WatchSource` is the one mechanism; :mod:`.cgroups` (with :mod:`.cgtree` and :mod:`.psi`), :mod:`.mounts` and
 :mod:`.links` are its users, called from the probes' ``watch()``.
 """
 

@@ -20,7 +20,6 @@ import errno
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Any
 
 import anyio
@@ -30,6 +29,7 @@ from ..errors import ParseError, ProbeError
 from ..hostfs.cgroupfs import parse_cgroup_file
 from ..hostfs.parse import parse_psi
 from ..model import Reading
+from .cgtree import CgroupDirInfo, changed, child_path, matches, walk_dirs
 from .inotify import (
     IN_CREATE,
     IN_DELETE,
@@ -44,7 +44,7 @@ from .inotify import (
 from .psi import PsiTrigger, parse_trigger, refusal
 from .source import Emit, WatchOptions, WatchSource, ensure_nofile
 
-__all__ = ["CgroupDirInfo", "CgroupWatchOptions", "CgroupWatcher", "changed", "walk_dirs", "watch_cgroups"]
+__all__ = ["CgroupWatchOptions", "CgroupWatcher", "watch_cgroups"]
 
 _DIR_MASK = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_ONLYDIR
 _READ = 1 << 16
@@ -75,78 +75,6 @@ class CgroupWatchOptions(WatchOptions):
             raise ValueError("max_watches and buffer must be at least 1")
         if not self.rescan > 0:
             raise ValueError("rescan must be greater than 0")
-
-
-@dataclass(frozen=True, slots=True)
-class CgroupDirInfo:
-    """One cgroup directory found by :func:`walk_dirs`."""
-
-    path: str
-    dir: str
-    inode: int
-    depth: int
-    files: tuple[str, ...]
-
-
-def _any(path: str, globs: Sequence[str]) -> bool:
-    return any(fnmatchcase(path, g) for g in globs)
-
-
-def _child(parent: str, name: str) -> str:
-    return f"{parent.rstrip('/')}/{name}"
-
-
-def walk_dirs(root: str, *, exclude: Sequence[str] = (), max_depth: int | None = None,
-              files: Sequence[str] = ("*.events",), start: str = "/") -> list[CgroupDirInfo]:
-    """Every cgroup directory under ``root`` (from ``start``, relative), with its files matching ``files``.
-
-    ``exclude`` prunes a directory and what is below it; directories deeper
-    than ``max_depth`` are left out. A missing ``root`` is a :class:`ProbeError`;
-    a directory that vanishes meanwhile is skipped.
-    """
-    base = root.rstrip("/") or "/"
-    top = base if start == "/" else base + start
-    try:
-        os.stat(top)
-    except OSError as exc:
-        raise ProbeError(f"cgroup root {top}: {exc.strerror or exc}") from None
-    out: list[CgroupDirInfo] = []
-    stack = [(start, top, start.count("/") if start != "/" else 0)]
-    while stack:
-        rel, path, depth = stack.pop()
-        names: list[str] = []
-        subdirs: list[tuple[str, str]] = []
-        try:
-            with os.scandir(path) as it:
-                for e in it:
-                    if e.is_dir(follow_symlinks=False):
-                        subdirs.append((e.name, e.path))
-                    elif _any(e.name, files):
-                        names.append(e.name)
-            ino = os.stat(path).st_ino
-        except OSError:
-            continue
-        out.append(CgroupDirInfo(rel, path, ino, depth, tuple(sorted(names))))
-        if max_depth is not None and depth >= max_depth:
-            continue
-        for name, sub in subdirs:
-            crel = _child(rel, name)
-            if not (exclude and _any(crel, exclude)):
-                stack.append((crel, sub, depth + 1))
-    out.sort(key=lambda d: d.path)
-    return out
-
-
-def changed(prev: dict[str, Any] | None, cur: dict[str, Any]) -> dict[str, int]:
-    """``cur - prev`` for every integer key whose value changed (signed: states in ``cgroup.events`` go down too)."""
-    if prev is None:
-        return {}
-    out: dict[str, int] = {}
-    for k, v in cur.items():
-        before = prev.get(k)
-        if type(v) is int and type(before) is int and v != before:
-            out[k] = v - before
-    return out
 
 
 @dataclass(slots=True)
@@ -217,11 +145,11 @@ class CgroupWatcher:
                 return  # vanished meanwhile, or not watchable: polling still covers it
             self._by_wd[cg.wd] = d.path
         self.cgroups[d.path] = cg
-        if self.include and not _any(d.path, self.include):
+        if self.include and not matches(d.path, self.include):
             return
         for name in d.files:
             self._add_file(cg, name)
-        if self.triggers and _any(d.path, self.options.psi_paths):
+        if self.triggers and matches(d.path, self.options.psi_paths):
             for trig in self.triggers:
                 self._add_trigger(cg, trig)
         if announce:
@@ -314,8 +242,8 @@ class CgroupWatcher:
                 continue
             if not ev.is_dir:
                 continue
-            path = _child(parent, ev.name)
-            if self.exclude and _any(path, self.exclude):
+            path = child_path(parent, ev.name)
+            if self.exclude and matches(path, self.exclude):
                 continue
             if ev.mask & (IN_DELETE | IN_MOVED_FROM):
                 if path in self.cgroups:
@@ -376,7 +304,7 @@ class CgroupWatcher:
                 cg = None
             if cg is None:
                 self._add(d, announce=True)
-            elif not self.include or _any(d.path, self.include):
+            elif not self.include or matches(d.path, self.include):
                 for name in d.files:
                     if name not in cg.files:
                         self._add_file(cg, name)

@@ -13,7 +13,8 @@ import anyio
 import pytest
 
 from agent.probes.cgroup import CgroupOptions, CgroupProbe
-from agent.watch.cgroups import CgroupWatcher, CgroupWatchOptions, walk_dirs, watch_cgroups
+from agent.watch.cgroups import CgroupWatcher, CgroupWatchOptions, watch_cgroups
+from agent.watch.cgtree import walk_dirs
 
 from .conftest import Collector
 

@@ -9,7 +9,8 @@ import pytest
 
 from agent.errors import ParseError
 from agent.hostfs.mounts import MountEntry
-from agent.watch.cgroups import CgroupWatchOptions, changed
+from agent.watch.cgroups import CgroupWatchOptions
+from agent.watch.cgtree import changed
 from agent.watch.coalesce import Throttle
 from agent.watch.inotify import IN_CREATE, IN_ISDIR, parse_events
 from agent.watch.links import LinkState, link_changes
