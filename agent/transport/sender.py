@@ -93,6 +93,7 @@ class AckedSender(Generic[T]):
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._carry = 0
+        self._owed_since = 0.0
         self._acked_on_conn = False
         self._failing = False
         self._seen_reasons: set[str] = set()
@@ -235,30 +236,34 @@ class AckedSender(Generic[T]):
         payload = self._payload
         while True:
             self._wake.clear()
+            was_idle = self._outbox.in_flight == 0
             items = self._outbox.take_unsent(self._write_batch)
             if not items:
                 await self._wake.wait()
                 continue
+            if was_idle:  # acks are owed from now on
+                self._owed_since = asyncio.get_running_loop().time()
             data = b"".join([encode_frame(payload(i), max_frame) for i in items])
             await stream.send(data)
             self.stats.frames_sent += len(items)
 
     async def _read_loop(self, stream: ByteStream) -> None:
         dec = LengthPrefixedDecoder(self.max_frame)
-        stalled = False
+        clock = asyncio.get_running_loop().time
+        last_heard = clock()
         while True:
             try:
-                async with asyncio.timeout(self.ack_timeout):
+                async with asyncio.timeout(self.ack_timeout / 4):
                     chunk = await stream.receive()
             except TimeoutError:
-                if self._outbox.in_flight and stalled:
+                # dead: frames are owed acks and nothing (not even a heartbeat) came for ack_timeout
+                if self._outbox.in_flight and clock() - max(last_heard, self._owed_since) >= self.ack_timeout:
                     self.stats.ack_timeouts += 1
                     raise TransportError(f"{stream.peer}: no ack for {self.ack_timeout}s") from None
-                stalled = True
                 continue
             if not chunk:
                 return
-            stalled = False
+            last_heard = clock()
             try:
                 dec.feed(chunk)
                 for frame in dec.frames():
