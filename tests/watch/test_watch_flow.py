@@ -46,23 +46,27 @@ async def test_cgroup_changes_and_exits_arrive_signed_in_the_file(cg_root: Path,
     cgroup = CgroupProbe(CgroupOptions(root=str(cg_root)))
     tasks = TaskstatsProbe(TaskstatsOptions(commands=(comm,)))
 
-    def seen(pred: Any) -> bool:
-        return any(pred(e) for e in _events(out))
+    def both_told(pid: str) -> bool:
+        events = _events(out)
+        return any(e["type"].endswith("taskstats.exit") and e["subject"] == pid for e in events) and any(
+            e["type"].endswith("cgroup.change") and e["subject"] == "/job"
+            and e["data"]["output"].get("cgroup_events", {}).get("populated") == 0 for e in events)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(worker.run)
         tg.start_soon(cgroup.watch, pipeline.submit)
         tg.start_soon(tasks.watch, pipeline.submit)
-        await anyio.sleep(0.5)  # both watches set up (walk, exit-stream registration)
-        proc = subprocess.Popen([str(exe), "30"])
-        (cg_root / "job" / "cgroup.procs").write_text(str(proc.pid))
-        proc.kill()
-        proc.wait(timeout=10)
-        with anyio.fail_after(10):
-            while not (seen(lambda e: e["type"].endswith("taskstats.exit") and e["subject"] == str(proc.pid))
-                       and seen(lambda e: e["type"].endswith("cgroup.change") and e["subject"] == "/job"
-                                and e["data"]["output"].get("cgroup_events", {}).get("populated") == 0)):
-                await anyio.sleep(0.05)
+        # a process moved into /job and killed, again until both watches (set up meanwhile) have told
+        with anyio.fail_after(15):
+            while True:
+                proc = subprocess.Popen([str(exe), "30"])
+                (cg_root / "job" / "cgroup.procs").write_text(str(proc.pid))
+                proc.kill()
+                proc.wait(timeout=10)
+                with anyio.move_on_after(1):
+                    while not both_told(str(proc.pid)):
+                        await anyio.sleep(0.05)
+                    break
         tg.cancel_scope.cancel()
     await tasks.aclose()
     events = _events(out)
