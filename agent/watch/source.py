@@ -126,6 +126,10 @@ class WatchSource:
         self._closing = False
         self._streams: set[int] = set()
         self._handlers: dict[int, Callable[[int], None]] = {}
+        #: fd -> serial of its registration: an event read before an fd was closed and its number reused
+        #: is not handed to the new registration's handler
+        self._serials: dict[int, int] = {}
+        self._next_serial = 0
         self._file_keys: dict[int, Hashable] = {}
         self._owned: set[int] = set()
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
@@ -160,12 +164,13 @@ class WatchSource:
                 continue
             except (OSError, ValueError):
                 return
-            ready = [(fd, ev) for fd, ev in ready if fd != stop]
+            serials = self._serials
+            batch = [(fd, ev, serials.get(fd, -1)) for fd, ev in ready if fd != stop]
             if self._closing:
                 return
-            if ready:
+            if batch:
                 try:
-                    loop.call_soon_threadsafe(self._dispatch, ready)
+                    loop.call_soon_threadsafe(self._dispatch, batch)
                 except RuntimeError:  # the loop is closed
                     return
 
@@ -195,6 +200,7 @@ class WatchSource:
             os.close(fd)
         self._owned.clear()
         self._handlers.clear()
+        self._serials.clear()
         self._file_keys.clear()
         self._streams.clear()
         if self._ep is not None:
@@ -241,6 +247,8 @@ class WatchSource:
     def _register(self, fd: int, mask: int, handler: Callable[[int], None]) -> None:
         if self._ep is None:
             raise RuntimeError("WatchSource is not open")
+        self._next_serial += 1
+        self._serials[fd] = self._next_serial
         self._ep.register(fd, mask)
         self._handlers[fd] = handler
 
@@ -289,6 +297,7 @@ class WatchSource:
         if fd not in self._handlers:
             return
         del self._handlers[fd]
+        self._serials.pop(fd, None)
         self._streams.discard(fd)
         if self._ep is not None:
             try:
@@ -339,10 +348,10 @@ class WatchSource:
             log.exception("watch %s: handler failed", key)
             self.push(self.reading(str(key), {}, error=f"watch handler failed: {exc}"))
 
-    def _dispatch(self, ready: list[tuple[int, int]]) -> None:
-        for fd, ev in ready:
+    def _dispatch(self, ready: list[tuple[int, int, int]]) -> None:
+        for fd, ev, serial in ready:
             handler = self._handlers.get(fd)
-            if handler is None:
+            if handler is None or self._serials.get(fd) != serial:
                 continue
             try:
                 handler(ev)
