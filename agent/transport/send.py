@@ -53,6 +53,13 @@ def _check_line(line: bytes) -> str | None:
     return None
 
 
+def _read_available(f: BinaryIO, n: int) -> bytes:
+    """What the pipe has now (up to ``n`` bytes), so a slow writer's lines go out as they come."""
+    read1 = getattr(f, "read1", None)
+    data: bytes = read1(n) if read1 is not None else f.read(n)
+    return data
+
+
 async def send_ndjson(to: str | Dialer, stdin: BinaryIO, *, timeout: float = 30.0,
                       max_frame: int = DEFAULT_MAX_FRAME, max_unacked: int = 1000,
                       read: Callable[[BinaryIO, int], bytes] | None = None) -> SendReport:
@@ -72,7 +79,7 @@ async def send_ndjson(to: str | Dialer, stdin: BinaryIO, *, timeout: float = 30.
         dial, lambda item: item[1], name=to if isinstance(to, str) else "send",
         max_unacked=max_unacked, max_frame=max_frame, ack_timeout=timeout,
         backoff=Backoff(0.05, 2.0), on_settled=settled)
-    reader = read or (lambda f, n: f.read(n))
+    reader = read or _read_available
     dec = NewlineDecoder(max_frame, keep_blank=True)
     lineno = 0
     try:

@@ -86,3 +86,29 @@ def test_drops_are_reported_even_while_an_earlier_line_never_settles(tmp_path: P
     report, _ids = send_to_receiver(tmp_path, data, deliver=first_stuck_rest_dropped, timeout=0.5)
     assert not report.ok and report.error is not None and "not acknowledged" in report.error
     assert [(n, r.split(":")[0]) for n, r in report.problems] == [(2, "dropped"), (3, "dropped"), (4, "dropped")]
+
+
+def test_lines_go_out_as_a_slow_writer_produces_them(tmp_path: Path) -> None:
+    import os
+
+    got = MemoryDeliver()
+
+    async def main() -> SendReport:
+        rx = Receiver.build(ListenerOptions(uri=f"unix:{tmp_path}/rx.sock"), got)
+        serving = asyncio.ensure_future(rx.serve())
+        r, w = os.pipe()
+        with os.fdopen(r, "rb") as rf, os.fdopen(w, "wb", buffering=0) as wf:
+            wf.write(line(1) + b"\n")
+            sending = asyncio.ensure_future(send_ndjson(f"unix:{tmp_path}/rx.sock", rf))
+            while not got.got:  # the first line arrives while the pipe is still open
+                await asyncio.sleep(0.005)
+            wf.write(line(2) + b"\n")
+            wf.close()
+            report = await sending
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        return report
+
+    report = run(main())
+    assert report.ok and report.acked == 2
+    assert got.ids() == ["s-1", "s-2"]
