@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,10 +15,10 @@ from agent.codec.nats import from_binary
 from agent.errors import SinkError
 from agent.model import Event
 from agent.signing.event import verify_event
-from agent.transport import Backoff
 from agent.sinks import registry
 from agent.sinks.base import SinkContext
 from agent.sinks.nats import NatsOptions, NatsSink
+from agent.transport import Backoff
 from tests.nats.helpers import Rig, reading, stream_messages, until
 from tests.nats.server import NatsServer, free_port
 
@@ -131,6 +132,7 @@ async def test_a_lost_ack_fails_the_batch_and_the_retry_is_deduplicated(nats_ser
     try:
         await sink.send(events[:10])
         os.kill(nats_server.proc.pid, signal.SIGSTOP)
+        await until(lambda: _state(nats_server) == "T", timeout=5, what="the server stopped")
         try:
             with pytest.raises(SinkError):
                 await sink.send(events[10:20])
@@ -147,6 +149,12 @@ async def test_a_lost_ack_fails_the_batch_and_the_retry_is_deduplicated(nats_ser
     msgs = await stream_messages(nats_server.url, "STALL")
     assert [m.headers["Nats-Msg-Id"] for m in msgs if m.headers] == [e.id for e in events]
     assert sink.stats.stored + sink.stats.duplicates >= 30
+
+
+def _state(server: NatsServer) -> str:
+    assert server.proc is not None
+    stat = Path(f"/proc/{server.proc.pid}/stat").read_text()
+    return stat.rpartition(")")[2].split()[0]
 
 
 @pytest.mark.slow

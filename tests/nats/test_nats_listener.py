@@ -1,0 +1,180 @@
+"""The ``nats://`` listener: a durable pull consumer against a real JetStream server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import nats
+import orjson
+import pytest
+from nats.js import JetStreamContext
+
+from agent.codec.nats import to_binary
+from agent.config import ListenerOptions
+from agent.pipeline import SequenceStore, Stamper
+from agent.receiver.glue import PipelineDeliver
+from agent.receiver.nats import NatsSource
+from agent.receiver.policy import GuestPolicy
+from agent.signing.keys import SigningKey
+from agent.sinks.memory import MemorySink
+from agent.transport import Backoff
+from tests.nats.helpers import Rig, until
+from tests.nats.server import NatsServer
+
+pytestmark = pytest.mark.anyio
+
+STRUCTURED = {"Content-Type": "application/cloudevents+json"}
+
+
+def guest(i: int, source: str = "guest://vm1/app") -> dict[str, Any]:
+    return {"specversion": "1.0", "id": f"g-{i}", "source": source, "type": "io.example.v1",
+            "time": "2026-11-22T01:00:00Z", "data": {"i": i}}
+
+
+@asynccontextmanager
+async def publisher(server: NatsServer) -> AsyncIterator[JetStreamContext]:
+    nc = await nats.connect(server.url, connect_timeout=2, allow_reconnect=False)
+    try:
+        yield nc.jetstream()
+    finally:
+        await nc.close()
+
+
+async def publish(js: JetStreamContext, events: list[dict[str, Any]], *, binary: bool = False,
+                  subject: str = "guests.vm1") -> None:
+    for e in events:
+        if binary:
+            headers, payload = to_binary(e)
+            await js.publish(subject, payload, headers=headers, timeout=5)
+        else:
+            await js.publish(subject, orjson.dumps(e), headers=dict(STRUCTURED), timeout=5)
+
+
+@asynccontextmanager
+async def listening(server: NatsServer, sink: MemorySink, query: str = "create=1&stream=IN",
+                    **opts: Any) -> AsyncIterator[tuple[NatsSource, Rig]]:
+    rig = Rig([sink])
+    rig.start()
+    options = ListenerOptions(uri=f"{server.url}/guests.>?{query}", **opts)
+    source = NatsSource(options, PipelineDeliver(rig.pipeline), backoff=Backoff(0.05, 0.3))
+    task = asyncio.ensure_future(source.serve())
+    try:
+        yield source, rig
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await rig.stop()
+
+
+async def consumer_state(server: NatsServer) -> tuple[int, int]:
+    """(messages not yet delivered, delivered and not acked) of the durable consumer."""
+    async with publisher(server) as js:
+        info = await js.consumer_info("IN", "hoststamp")
+        return info.num_pending, info.num_ack_pending
+
+
+async def settled(server: NatsServer, timeout: float = 10.0) -> bool:
+    """True once the consumer has nothing pending and nothing unacked (acks travel one way: poll)."""
+    state = (-1, -1)
+    for _ in range(int(timeout / 0.05)):
+        state = await consumer_state(server)
+        if state == (0, 0):
+            return True
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"consumer still has (pending, unacked) = {state}")
+
+
+async def test_structured_and_binary_events_are_stamped_and_acked(nats_server: NatsServer) -> None:
+    sink = MemorySink()
+    async with listening(nats_server, sink) as (source, _rig):
+        async with publisher(nats_server) as js:
+            await _wait_stream(js)
+            await publish(js, [guest(i) for i in range(20)])
+            await publish(js, [guest(i) for i in range(20, 40)], binary=True, subject="guests.vm2")
+            await publish(js, [guest(3)], subject="guests.vm1")  # a copy the guest sent again
+            await js.publish("guests.vm1", b"{not json", headers=dict(STRUCTURED))
+            await js.publish("guests.vm1", orjson.dumps({"specversion": "1.0", "id": "x"}), headers=dict(STRUCTURED))
+            await js.publish("guests.vm1", b"", headers={"ce-id": "%C0%A0", "ce-specversion": "1.0"})
+        await until(lambda: source.acked + source.terminated == 44, what="every message settled")
+        assert await settled(nats_server)
+    events = [orjson.loads(e.body) for e in sink.events]
+    assert sorted(e["id"] for e in events) == sorted(f"g-{i}" for i in range(40))
+    peers = {e["id"]: e["hostpeer"] for e in events}
+    assert peers["g-0"] == "nats:guests.vm1" and peers["g-39"] == "nats:guests.vm2"
+    assert all(e["hostid"] == "host.example" for e in events)
+    assert {e["id"]: e["data"] for e in events}["g-25"] == {"i": 25}
+    assert (source.acked, source.terminated, source.stats.duplicates) == (41, 3, 1)
+    assert source.stats.rejected == {"json": 1, "attributes": 2}
+
+
+async def _wait_stream(js: JetStreamContext) -> None:
+    for _ in range(250):
+        try:
+            await js.stream_info("IN")
+            return
+        except nats.js.errors.NotFoundError:
+            await asyncio.sleep(0.02)
+    raise AssertionError("the listener did not create its stream")
+
+
+async def test_messages_are_acked_only_once_the_local_sinks_have_them(nats_server: NatsServer) -> None:
+    sink = MemorySink()
+    sink.fail_sends = 10**9  # the local sink is down
+    async with listening(nats_server, sink) as (source, rig):
+        async with publisher(nats_server) as js:
+            await _wait_stream(js)
+            await publish(js, [guest(i) for i in range(30)])
+        await until(lambda: source.stats.accepted == 30, what="30 events taken")
+        await until(lambda: rig.stats.sink(sink.uri).send_errors >= 3, what="the sink failing")
+        assert source.acked == 0 and sink.events == []
+        assert await consumer_state(nats_server) == (0, 30)
+        sink.fail_sends = 0  # the sink comes back
+        await until(lambda: source.acked == 30, what="30 acks")
+        assert await settled(nats_server)
+    assert len(sink.events) == 30
+
+
+async def test_the_consumer_survives_a_server_restart(nats_server: NatsServer) -> None:
+    sink = MemorySink()
+    async with listening(nats_server, sink, "create=1&stream=IN&batch=16&ack_wait=1") as (source, _rig):
+        async with publisher(nats_server) as js:
+            await _wait_stream(js)
+            await publish(js, [guest(i) for i in range(100)])
+        await until(lambda: source.acked == 100, what="the first 100 acked")
+        await asyncio.to_thread(nats_server.kill)
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(nats_server.start)
+        async with publisher(nats_server) as js:
+            await _wait_stream(js)
+            await publish(js, [guest(i) for i in range(100, 200)])
+        await until(lambda: len(sink.events) >= 200, what="all 200 events")
+        # an ack lost with the server comes back as a redelivery after ack_wait; the dedupe window acks it
+        assert await settled(nats_server)
+    ids = [orjson.loads(e.body)["id"] for e in sink.events]
+    assert len(ids) == len(set(ids)) == 200
+
+
+async def test_guest_signatures_can_be_required(nats_server: NatsServer) -> None:
+    guest_key = SigningKey.generate()
+    signed = orjson.loads(Stamper(guest_key, "vm1", SequenceStore(None)).stamp_guest(guest(1), "inside").body)
+    vk = guest_key.verify_key()
+    sink = MemorySink()
+    rig = Rig([sink])
+    rig.start()
+    options = ListenerOptions(uri=f"{nats_server.url}/guests.>?create=1&stream=IN")
+    source = NatsSource(options, PipelineDeliver(rig.pipeline), policy=GuestPolicy("require", {vk.keyid: vk}))
+    task = asyncio.ensure_future(source.serve())
+    try:
+        async with publisher(nats_server) as js:
+            await _wait_stream(js)
+            await publish(js, [signed, guest(2)])
+        await until(lambda: source.acked + source.terminated == 2, what="both settled")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await rig.stop()
+    assert (source.acked, source.terminated) == (1, 1)
+    assert source.stats.rejected == {"unsigned": 1}
