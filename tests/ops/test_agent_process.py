@@ -168,3 +168,63 @@ def test_metrics_port_in_use_is_a_clear_failure(workdir: Path) -> None:
         busy.close()
     assert res.returncode == 1
     assert f"127.0.0.1:{port}" in res.stderr.decode() and b"Traceback" not in res.stderr
+
+
+def _guest_events(n: int, start: int = 0) -> bytes:
+    return b"".join(
+        orjson.dumps({"specversion": "1.0", "id": f"g{i}", "source": "guest://vm1/app", "type": "com.example.t",
+                      "data": {"i": i}}) + b"\n"
+        for i in range(start, start + n)
+    )
+
+
+def test_listeners_are_rebuilt_on_sighup(workdir: Path) -> None:
+    cfg = workdir / "hoststamp.toml"
+    listener = '[[listeners]]\nuri = "unix:in.sock"\n'
+    cfg.write_text(config_text(["file:out/a.ndjson"], extra=listener, interval=60))
+    with AgentProcess(workdir, cfg) as agent:
+        agent.wait_ready()
+        wait_for(lambda: (workdir / "in.sock").exists(), what="the listener's socket")
+        sent = run_cli(["send", "--to", "unix:in.sock", "--timeout", "10"], cwd=workdir, stdin=_guest_events(3))
+        assert sent.returncode == 0, sent.stderr.decode()
+        cfg.write_text(config_text(["file:out/b.ndjson"], extra=listener.replace("in.sock", "in2.sock"),
+                                   interval=60))
+        agent.signal(signal.SIGHUP)
+        wait_for(lambda: agent.status()["generation"] == 2, what="the reload")
+        assert (workdir / "in2.sock").exists() and not (workdir / "in.sock").exists()
+        sent = run_cli(["send", "--to", "unix:in2.sock", "--timeout", "10"], cwd=workdir, stdin=_guest_events(4, 3))
+        assert sent.returncode == 0, sent.stderr.decode()
+        wait_for(lambda: [(li["uri"], li["accepted"]) for li in agent.status()["listeners"]] == [("unix:in2.sock", 4)],
+                 what="the new listener's counts in the status file")
+        text = agent.scrape()
+        assert metric(text, "hoststamp_receiver_events_accepted_total", listener="unix:in2.sock") == 4
+        assert metric(text, "hoststamp_receiver_events_accepted_total", listener="unix:in.sock") is None
+        assert agent.stop() == 0
+
+    def guest_ids(path: Path) -> list[str]:
+        return [e["id"] for e in map(orjson.loads, path.read_bytes().splitlines()) if e["source"].startswith("guest")]
+
+    assert guest_ids(workdir / "out" / "a.ndjson") == ["g0", "g1", "g2"]
+    assert guest_ids(workdir / "out" / "b.ndjson") == ["g3", "g4", "g5", "g6"]
+
+
+def test_a_sink_kept_across_reloads_sees_its_events_in_order(workdir: Path) -> None:
+    cfg = workdir / "hoststamp.toml"
+    a = workdir / "out" / "a.ndjson"
+    cfg.write_text(config_text(["file:out/a.ndjson"], interval=0.1))
+    with AgentProcess(workdir, cfg) as agent:
+        agent.wait_ready()
+        for gen in (2, 3, 4):
+            seen = len(sequences(a))
+            wait_for(lambda seen=seen: len(sequences(a)) >= seen + 8, what="more events")
+            cfg.write_text(config_text(["file:out/a.ndjson"], interval=0.1 + gen / 100))
+            agent.signal(signal.SIGHUP)
+            wait_for(lambda gen=gen: agent.status()["generation"] == gen, what=f"generation {gen}")
+        seen = len(sequences(a))
+        wait_for(lambda: len(sequences(a)) >= seen + 8, what="events after the last reload")
+        written = len(sequences(a))
+        text = agent.scrape()
+        # counters of the one URI continue over the queues of four generations
+        assert (metric(text, "hoststamp_sink_events_enqueued_total", sink="file:out/a.ndjson") or 0) >= written
+        assert agent.stop() == 0
+    assert _contiguous(sequences(a))
