@@ -7,9 +7,11 @@ frames to a ``unix:`` listener and reads acks until all N are acknowledged:
 - ``receiver_only``: size guard -> deframe -> validate -> dedupe -> a deliver that is durable at once -> acks;
   the receiver's own cost per event;
 - ``receiver_pipeline``: the same into the real pipeline (re-stamp, JCS, digest, DSSE signature) ->
-  bounded queue -> ``file:`` sink (fsync per flush) -> acks after the sink took each event.
+  bounded queue -> ``file:`` sink (fsync per flush) -> acks after the sink took each event;
+- ``receiver_verify``: guest-signed events, policy ``verify`` (the guest's DSSE signature checked), then
+  as ``receiver_pipeline``; its floor is one Ed25519 verify plus one sign per event.
 
-Goal (issue 5): ``receiver_pipeline / floor >= 0.80``.
+Goals (issue 5): ``receiver_pipeline / floor >= 0.80``; ``receiver_verify / verify_floor >= 0.80``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from agent.codec.framing import encode_frames
 from agent.config import ListenerOptions
 from agent.pipeline import PipelineStats, SequenceStore, SinkQueue, SinkWorker, Stamper
 from agent.pipeline.router import Pipeline
-from agent.receiver import MemoryDeliver, PipelineDeliver, Receiver
+from agent.receiver import GuestPolicy, MemoryDeliver, PipelineDeliver, Receiver
+from agent.signing.event import sign_event
 from agent.signing.keys import SigningKey
 from agent.sinks.base import SinkContext
 from agent.sinks.file import FileOptions, FileSink
@@ -65,19 +68,35 @@ while acked < n:
 """
 
 
-def frames(n: int) -> bytes:
+def frames(n: int, guest: SigningKey | None = None) -> bytes:
     events = []
     for i in range(n):
-        events.append(orjson.dumps({
+        ev: dict[str, Any] = {
             "specversion": "1.0", "id": f"guest-{i:08d}", "source": "guest://vm-17/app", "type": "io.example.guest.v1",
             "time": "2026-11-22T02:00:00Z", "subject": f"/srv/app/worker-{i % 16}",
             "datacontenttype": "application/json",
             "data": {"requests": 1000 + i, "errors": i % 7, "latency_us": {"p50": 812, "p99": 4410}, "queue": i % 64},
-        }))
+        }
+        if guest is not None:
+            sign_event(ev, guest)
+        events.append(orjson.dumps(ev))
     return encode_frames(events)
 
 
-async def _through(tmp: Path, data_file: Path, n: int, key: SigningKey | None) -> float:
+def verify_floor(key: SigningKey, n: int) -> float:
+    """One Ed25519 verify plus one sign per event: the floor of a verifying receiver."""
+    msg = os.urandom(110)
+    sig = key.sign(msg)
+    vk = key.verify_key()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        vk.verify(sig, msg)
+        key.sign(msg)
+    return n / (time.perf_counter() - t0)
+
+
+async def _through(tmp: Path, data_file: Path, n: int, key: SigningKey | None,
+                   policy: GuestPolicy | None = None) -> float:
     sock = tmp / "rx.sock"
     worker = None
     if key is None:
@@ -90,6 +109,8 @@ async def _through(tmp: Path, data_file: Path, n: int, key: SigningKey | None) -
         worker = asyncio.ensure_future(SinkWorker(sink, q, stats.sink("file"), batch_max=512).run())
         deliver = PipelineDeliver(pipeline)
     rx = Receiver.build(ListenerOptions(uri=f"unix:{sock}", max_connections=4), deliver)
+    if policy is not None:
+        rx.policy = policy
     serving = asyncio.ensure_future(rx.serve())
     await asyncio.sleep(0.01)
     child = await asyncio.create_subprocess_exec(sys.executable, "-c", _CHILD, str(sock), str(data_file), str(n),
@@ -118,32 +139,39 @@ def run(n: int = N, rounds: int = ROUNDS) -> dict[str, Any]:
         pinned = True
     except (AttributeError, OSError):
         pinned = False
-    key = SigningKey.generate()
-    best = {"floor": 0.0, "receiver_only": 0.0, "receiver_pipeline": 0.0}
+    key, guest = SigningKey.generate(), SigningKey.generate()
+    policy = GuestPolicy("verify", {guest.keyid: guest.verify_key()})
+    best = dict.fromkeys(("floor", "verify_floor", "receiver_only", "receiver_pipeline", "receiver_verify"), 0.0)
     with tempfile.TemporaryDirectory(prefix="hoststamp-bench-") as tmp_s:
         tmp = Path(tmp_s)
-        data_file = tmp / "frames.bin"
-        data_file.write_bytes(frames(n))
+        plain, signed = tmp / "frames.bin", tmp / "signed.bin"
+        plain.write_bytes(frames(n))
+        signed.write_bytes(frames(n, guest))
         for i in range(rounds):
             best["floor"] = max(best["floor"], floor(key, n))
-            d = tmp / f"r{i}"
-            d.mkdir()
-            best["receiver_only"] = max(best["receiver_only"], asyncio.run(_through(d, data_file, n, None)))
-            d = tmp / f"p{i}"
-            d.mkdir()
-            best["receiver_pipeline"] = max(best["receiver_pipeline"], asyncio.run(_through(d, data_file, n, key)))
+            best["verify_floor"] = max(best["verify_floor"], verify_floor(key, n // 4))
+            for name, data, k, pol in (("receiver_only", plain, None, None), ("receiver_pipeline", plain, key, None),
+                                       ("receiver_verify", signed, key, policy)):
+                d = tmp / f"{name}-{i}"
+                d.mkdir()
+                best[name] = max(best[name], asyncio.run(_through(d, data, n, k, pol)))
     ratio = best["receiver_pipeline"] / best["floor"]
+    ratio_verify = best["receiver_verify"] / best["verify_floor"]
     return {
         "events": n,
         "pinned_to_one_core": pinned,
         "floor_signs_per_s": best["floor"],
+        "verify_floor_per_s": best["verify_floor"],
         "receiver_only_events_per_s": best["receiver_only"],
         "receiver_pipeline_events_per_s": best["receiver_pipeline"],
+        "receiver_verify_events_per_s": best["receiver_verify"],
         "receiver_only_us_per_event": 1e6 / best["receiver_only"],
         "receiver_only_over_floor": best["receiver_only"] / best["floor"],
         "receiver_pipeline_over_floor": ratio,
+        "receiver_verify_over_verify_floor": ratio_verify,
         "goal_receiver_pipeline_over_floor": f">= {GOAL}",
-        "goal_met": ratio >= GOAL,
+        "goal_receiver_verify_over_verify_floor": f">= {GOAL}",
+        "goal_met": ratio >= GOAL and ratio_verify >= GOAL,
     }
 
 
