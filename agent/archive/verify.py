@@ -14,6 +14,7 @@ one deletion is reported once and the rest of the archive is still checked.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -34,17 +35,36 @@ __all__ = ["verify_archive"]
 
 
 class _Events:
-    """The lines of one events file, consumed on demand."""
+    """The lines of one events file, consumed on demand.
 
-    def __init__(self, path: Path | None) -> None:
-        self.name = path.name if path else "(no events file)"
-        self._it: Iterator[bytes] = layout.iter_lines(path) if path else iter(())
+    The file is opened at once, trying the plain name and then the compressed one: a live
+    writer may compress a closed segment between the directory listing and this read.
+    """
+
+    def __init__(self, candidates: list[Path]) -> None:
+        self.name = candidates[0].name if candidates else "(no events file)"
+        self._it: Iterator[bytes] = iter(())
         self.lineno = 0
         self.bytes = 0
         self.sha = hashlib.sha256()
         self.torn = b""
         self.error: str | None = None
         self.done = False
+        #: no candidate exists
+        self.missing = True
+        for path in candidates:
+            try:
+                self._it = layout.iter_lines(path)
+                first = next(self._it, None)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                self.error, self.missing = str(exc), False
+                break
+            self.name, self.missing = path.name, False
+            if first is not None:
+                self._it = itertools.chain((first,), self._it)
+            break
 
     def next(self) -> bytes | None:
         if self.done:
@@ -108,7 +128,11 @@ class _Verifier:
         end = max(numbers, default=start - 1)
         closed = False
         for n in range(start, end + 1):
-            closed = self._segment(n, last=n == end)
+            try:
+                closed = self._segment(n, last=n == end)
+            except OSError as exc:  # e.g. removed by a live writer's retention while we read
+                self.f.problem("unreadable", layout.seg_stem(n), f"{exc.strerror or exc} (changed while verifying?)")
+                self.tree, self.prev, self.last_ck, self.sealed_from = None, None, None, None
         if numbers and closed:
             self.f.problem("ends-closed", layout.seg_stem(end),
                            "the newest segment is closed but no segment follows it (newer segments deleted?)")
@@ -126,7 +150,10 @@ class _Verifier:
         """Find the newest valid retention record; set the starting state from it. Returns the first segment."""
         best: tuple[int, dict[str, Any]] | None = None
         for path in self.listing.logs.values():
-            data = path.read_bytes()
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue  # reported when the segment itself is read
             if b'"retention"' not in data:
                 continue
             for line in data.split(b"\n"):
@@ -180,8 +207,8 @@ class _Verifier:
                 self.f.problem("events-conflict", stem, "plain and compressed events files differ")
             else:
                 self.f.note("events-twice", stem, "plain and compressed events files both present (identical)")
-        ev = _Events(plain or gz)
-        if plain is None and gz is None:
+        ev = _Events([layout.events_path(self.root, n), layout.gz_path(self.root, n)])
+        if ev.missing:
             self.f.problem("missing-events", stem, "events file is missing (deleted or renamed?)")
         closed = False
         if log is None:
@@ -326,6 +353,8 @@ class _Verifier:
         while (line := ev.next()) is not None:
             self._event(ev, line)
         first, count = int(rec["first"]), int(rec["count"])
+        if ev.missing:
+            return
         if ev.lineno != count:
             self.f.problem("segment-count", where, f"closed with {count} events, the file holds {ev.lineno}")
         if ev.bytes != int(rec["bytes"]) or ev.sha.digest() != unb64(rec["sha256"], "sha256"):

@@ -119,3 +119,39 @@ async def test_through_the_pipeline(tmp_path: Path, key: SigningKey, keys: dict[
     report = verify_archive(tmp_path / "a", keys)
     assert report.ok, report.lines()
     assert report.totals.events == report.totals.sealed == 500
+
+
+#: what a healthy archive must never be accused of, even when read while it changes
+FORGERY = {"root-mismatch", "event-signature", "record-signature", "checkpoint-signature", "consistency",
+           "segment-hash", "bad-event", "bad-record", "sequence-order"}
+
+
+@pytest.mark.anyio
+async def test_verify_while_the_writer_runs(tmp_path: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> None:
+    """Reading a live archive (rotating, compressing, removing old segments) never fails or accuses it of forgery."""
+    opts = ArchiveOptions(segment_max_bytes=6000, retain_bytes=30_000, checkpoint_every=7)
+    sink = ArchiveSink(str(tmp_path / "a"), opts, SinkContext(key=key))
+    evs = stamped(key, 600)
+    done = anyio.Event()
+    reports = []
+
+    async def write() -> None:
+        for i in range(0, 600, 4):
+            await sink.send(evs[i:i + 4])
+        done.set()
+
+    async def read() -> None:
+        while not done.is_set():
+            reports.append(await anyio.to_thread.run_sync(verify_archive, tmp_path / "a", keys))
+
+    await sink.open()
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write)
+            tg.start_soon(read)
+    await sink.aclose()
+    assert reports
+    for r in reports:
+        assert not {p.code for p in r.problems} & FORGERY, [str(p) for p in r.problems if p.code in FORGERY]
+    final = verify_archive(tmp_path / "a", keys)
+    assert final.ok, final.lines()
