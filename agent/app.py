@@ -86,8 +86,32 @@ def _url(address: tuple[str, int]) -> str:
 
 
 @dataclass(eq=False)
+class TaskSet:
+    """Tasks started together under one cancel scope; ``done`` is set once every one has ended."""
+
+    scope: anyio.CancelScope | None = None
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+    async def run(self, start: Callable[[TaskGroup], None], *,
+                  task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            with anyio.CancelScope() as self.scope:
+                task_status.started()
+                async with anyio.create_task_group() as tg:
+                    start(tg)
+        finally:
+            self.done.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """True if done within ``timeout`` seconds."""
+        with anyio.move_on_after(timeout):
+            await self.done.wait()
+        return self.done.is_set()
+
+
+@dataclass(eq=False)
 class Generation:
-    """What one configuration builds; producers and workers each run under their own cancel scope."""
+    """What one configuration builds; producers and workers each run as a :class:`TaskSet`."""
 
     number: int
     cfg: Config
@@ -98,10 +122,8 @@ class Generation:
     runners: list[ProbeRunner] = field(default_factory=list)
     #: listener URI -> the receiver's counters (objects shaped like ReceiverStats)
     receivers: dict[str, Any] = field(default_factory=dict)
-    producers: anyio.CancelScope | None = None
-    producers_done: anyio.Event = field(default_factory=anyio.Event)
-    worker_scope: anyio.CancelScope | None = None
-    workers_done: anyio.Event = field(default_factory=anyio.Event)
+    producer_tasks: TaskSet = field(default_factory=TaskSet)
+    worker_tasks: TaskSet = field(default_factory=TaskSet)
     probes_closed: bool = False
 
 
@@ -191,21 +213,17 @@ class Agent:
             event = await self.pipeline.submit(reading)
         return event
 
-    async def _run_producers(self, gen: Generation, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-                             ) -> None:
-        try:
-            with anyio.CancelScope() as scope:
-                gen.producers = scope
-                task_status.started()
-                async with anyio.create_task_group() as tg:
-                    for r in gen.runners:
-                        tg.start_soon(r.run)
-                    for _pc, p in gen.probes:
-                        tg.start_soon(p.watch, self._submit)
-                    for opts in gen.cfg.listeners:
-                        tg.start_soon(self._listen, gen, opts)
-        finally:
-            gen.producers_done.set()
+    async def _start_producers(self, gen: Generation) -> None:
+        def start(tg: TaskGroup) -> None:
+            for r in gen.runners:
+                tg.start_soon(r.run)
+            for _pc, p in gen.probes:
+                tg.start_soon(p.watch, self._submit)
+            for opts in gen.cfg.listeners:
+                tg.start_soon(self._listen, gen, opts)
+
+        assert self._tg is not None
+        await self._tg.start(gen.producer_tasks.run, start)
 
     async def _listen(self, gen: Generation, opts: Any) -> None:
         """One listener; on a reload a listener that cannot start is logged, not fatal."""
@@ -230,16 +248,14 @@ class Agent:
 
     async def _stop_producers(self, gen: Generation) -> None:
         """Cancel; a submit blocked on a full queue gets ``drain_timeout``, then the queues close under it."""
-        if gen.producers is None:
+        if gen.producer_tasks.scope is None:
             return
-        gen.producers.cancel()
-        with anyio.move_on_after(gen.cfg.agent.drain_timeout):
-            await gen.producers_done.wait()
-        if not gen.producers_done.is_set():
+        gen.producer_tasks.scope.cancel()
+        if not await gen.producer_tasks.wait(gen.cfg.agent.drain_timeout):
             log.warning("producers still blocked on full queues; closing them (the rest is counted as dropped)")
             for q in gen.queues:
                 q.close()
-            await gen.producers_done.wait()
+            await gen.producer_tasks.done.wait()
         await self._close_probes(gen)
 
     async def _close_probes(self, gen: Generation) -> None:
@@ -255,31 +271,25 @@ class Agent:
 
     # --- sinks --------------------------------------------------------------------------------
 
-    async def _run_workers(self, gen: Generation, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-                           ) -> None:
-        try:
-            with anyio.CancelScope() as scope:
-                gen.worker_scope = scope
-                task_status.started()
-                async with anyio.create_task_group() as tg:
-                    for w in gen.workers:
-                        tg.start_soon(w.run)
-        finally:
-            gen.workers_done.set()
+    async def _start_workers(self, gen: Generation) -> None:
+        def start(tg: TaskGroup) -> None:
+            for w in gen.workers:
+                tg.start_soon(w.run)
+
+        assert self._tg is not None
+        await self._tg.start(gen.worker_tasks.run, start)
 
     async def _drain(self, gen: Generation) -> None:
         """Close the queues; let the workers empty them into the sinks and close those, within the deadline."""
         for q in gen.queues:
             q.close()
-        if gen.worker_scope is None:
+        if gen.worker_tasks.scope is None:
             return
-        with anyio.move_on_after(gen.cfg.agent.drain_timeout):
-            await gen.workers_done.wait()
-        if not gen.workers_done.is_set():
+        if not await gen.worker_tasks.wait(gen.cfg.agent.drain_timeout):
             left = sum(len(q) for q in gen.queues)
             log.warning("drain deadline reached; %d events not delivered", left)
-            gen.worker_scope.cancel()
-            await gen.workers_done.wait()
+            gen.worker_tasks.scope.cancel()
+            await gen.worker_tasks.done.wait()
         for ep, q in zip(gen.cfg.sinks, gen.queues, strict=True):
             if isinstance(q, SpoolQueue):
                 with anyio.CancelScope(shield=True):
@@ -335,11 +345,10 @@ class Agent:
         self.pipeline.queues = list(new.queues)
         if self._status is not None:
             self._status.queues = [(ep.uri, q) for ep, q in zip(cfg.sinks, new.queues, strict=True)]
-        assert self._tg is not None
-        await self._tg.start(self._run_producers, new)
+        await self._start_producers(new)
         await self._drain(old)
         self._retire(old)
-        await self._tg.start(self._run_workers, new)
+        await self._start_workers(new)
         self.reloads_ok += 1
         self.last_reload_error = None
         log.info("reloaded: probes=%s sinks=%s", ",".join(pc.name for pc, _ in new.probes) or "none",
@@ -434,7 +443,7 @@ class Agent:
                                      f"{exc.strerror or exc}") from None
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                await tg.start(self._run_workers, self.gen)
+                await self._start_workers(self.gen)
                 if self.once:
                     async with anyio.create_task_group() as once:
                         for r in self.gen.runners:
@@ -443,7 +452,7 @@ class Agent:
                     await tg.start(self._signals)
                     if self.metrics is not None:
                         tg.start_soon(self.metrics.serve)
-                    await tg.start(self._run_producers, self.gen)
+                    await self._start_producers(self.gen)
                     tg.start_soon(self._housekeeping)
                     if status is not None:
                         tg.start_soon(status.run)
