@@ -33,6 +33,11 @@ class Receipt:
         if pending == 0:
             self._future.set_result(True)
 
+    @property
+    def future(self) -> asyncio.Future[bool]:
+        """The completion itself, for callers that gather many receipts at once."""
+        return self._future
+
     def done_one(self) -> None:
         self._pending -= 1
         if self._pending <= 0 and not self._future.done():
