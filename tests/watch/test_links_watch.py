@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from agent.probes.link import LinkOptions, LinkProbe, link_output
-from agent.watch.links import LinkWatchOptions, watch_links
+from agent.watch.links import LinkWatcher, LinkWatchOptions, watch_links
 
 from .conftest import Collector
 
@@ -69,17 +69,29 @@ async def test_create_up_carrier_down_delete(netns: str, collector: Collector) -
 async def test_flapping_link_is_merged_with_a_count(netns: str, collector: Collector) -> None:
     ip(netns, "link", "add", "veth-fa", "type", "veth", "peer", "name", "veth-fb")
     ip(netns, "link", "set", "veth-fa", "up")
+    box: list[LinkWatcher] = []
+
+    def on_ready(w: LinkWatcher) -> None:
+        box.append(w)
+        ready.set()
+
     async with anyio.create_task_group() as tg:
         ready = anyio.Event()
         tg.start_soon(lambda: watch_links(collector, LinkWatchOptions(coalesce=0.5), link_output, lambda n: True,
-                                          netns=netns, ready=lambda w: ready.set()))
+                                          netns=netns, ready=on_ready))
         with anyio.fail_after(5):
             await ready.wait()
         batch = "".join(f"link set veth-fb {'up' if i % 2 == 0 else 'down'}\n" for i in range(40))
         subprocess.run(["ip", "-n", netns, "-batch", "-"], input=batch.encode(), check=True, timeout=10)
         await collector.wait_for(lambda r: r.subject == "veth-fb" and r.output.get("coalesced", 0) > 0)
+        flaps = [r for r in collector.readings if r.subject == "veth-fb"]
+        # what an overrun (ENOBUFS) leads to: a fresh dump, compared with the known state, and one error reading
+        ip(netns, "link", "del", "veth-fa")
+        box[0]._resync()
+        r = await collector.wait_for(lambda r: r.output.get("change") == "overrun")
+        assert r.error and "ENOBUFS" in r.error
+        await collector.wait_for(lambda r: r.subject == "veth-fa" and r.output.get("change") == "deleted")
         tg.cancel_scope.cancel()
-    flaps = [r for r in collector.readings if r.subject == "veth-fb"]
     assert len(flaps) <= 3  # the first at once, then at most one per half-second window
     assert set(flaps[-1].output["changes"]) >= {"up", "down"}
     assert flaps[-1].output["change"] in ("down", "flapped")  # 40 toggles end down, where the first one began

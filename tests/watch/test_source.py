@@ -123,3 +123,23 @@ def test_ensure_nofile_never_lowers_the_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert ensure_nofile(16) == soft
     assert resource.getrlimit(resource.RLIMIT_NOFILE) == (soft, hard)
+
+
+def test_inotify_reports_directories_made_and_removed(tmp_path: Path) -> None:
+    from agent.watch.inotify import IN_CREATE, IN_DELETE, IN_ONLYDIR, Inotify
+
+    ino = Inotify()
+    try:
+        wd = ino.add(str(tmp_path), IN_CREATE | IN_DELETE | IN_ONLYDIR)
+        assert ino.read() == []
+        (tmp_path / "d").mkdir()
+        (tmp_path / "d").rmdir()
+        events = ino.read()
+        assert [(e.wd, e.name, e.is_dir, bool(e.mask & IN_CREATE), bool(e.mask & IN_DELETE)) for e in events] == [
+            (wd, "d", True, True, False), (wd, "d", True, False, True)]
+        ino.remove(wd)
+        ino.remove(wd)  # gone already: fine
+        with pytest.raises(OSError):
+            ino.add(str(tmp_path / "absent"), IN_CREATE)
+    finally:
+        ino.close()

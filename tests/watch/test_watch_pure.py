@@ -132,3 +132,10 @@ def test_link_transitions() -> None:
     assert link_changes(up, down) == ["down", "carrier_down"]
     assert link_changes(up, LinkState("veth9", up=True, carrier=True, mtu=9000)) == ["renamed", "mtu"]
     assert link_changes(up, up) == []
+
+
+def test_mount_diff_without_mount_ids_keys_on_source_target_fstype() -> None:
+    a = MountEntry(source="srv:/x", target="/mnt/x", fstype="nfs4", options="rw")
+    b = MountEntry(source="srv:/x", target="/mnt/x", fstype="nfs4", options="ro")
+    assert [c.change for c in diff_mounts([a], [b])] == ["remounted"]
+    assert [c.change for c in diff_mounts([a], [])] == ["removed"]
