@@ -48,6 +48,7 @@ __all__ = ["CgroupWatchOptions", "CgroupWatcher", "watch_cgroups"]
 
 _DIR_MASK = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_ONLYDIR
 _READ = 1 << 16
+_START_CHUNK = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,7 +338,9 @@ async def watch_cgroups(emit: Emit, root: str, options: CgroupWatchOptions, *, p
             except ProbeError as exc:
                 await emit(source.reading("/", {}, error=f"cgroup change events not started: {exc}"))
                 return
-            watcher.start(dirs)
+            for i in range(0, len(dirs), _START_CHUNK):  # a large tree is set up without holding the loop
+                watcher.start(dirs[i:i + _START_CHUNK])
+                await anyio.sleep(0)
             if ready is not None:
                 ready(watcher)
             async with anyio.create_task_group() as tg:
