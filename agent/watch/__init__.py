@@ -5,6 +5,6 @@
 """
 
 from .coalesce import Throttle
-from .source import CHANGE, WatchSource, WatchStats
+from .source import CHANGE, WatchOptions, WatchSource, WatchStats, live_stats
 
-__all__ = ["CHANGE", "Throttle", "WatchSource", "WatchStats"]
+__all__ = ["CHANGE", "Throttle", "WatchOptions", "WatchSource", "WatchStats", "live_stats"]

@@ -39,6 +39,7 @@ import os
 import resource
 import select
 import threading
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ from typing import Any
 from ..model import Reading
 from .coalesce import Throttle
 
-__all__ = ["CHANGE", "Fire", "WatchOptions", "WatchSource", "WatchStats", "ensure_nofile"]
+__all__ = ["CHANGE", "Fire", "WatchOptions", "WatchSource", "WatchStats", "ensure_nofile", "live_stats"]
 
 log = logging.getLogger("hoststamp.watch")
 
@@ -106,6 +107,14 @@ class WatchStats:
     dropped: int = 0
 
 
+_LIVE: weakref.WeakSet[WatchSource] = weakref.WeakSet()
+
+
+def live_stats() -> list[tuple[str, WatchStats]]:
+    """``(probe, stats)`` of every open source, by probe name: for status lines and metrics."""
+    return sorted(((s.probe, s.stats) for s in list(_LIVE)), key=lambda x: x[0])
+
+
 class WatchSource:
     """Kernel notifications of one probe, coalesced and bounded, as readings."""
 
@@ -152,6 +161,7 @@ class WatchSource:
         self._closing = False
         self._thread = threading.Thread(target=self._wait, name=f"watch-{self.probe}", daemon=True)
         self._thread.start()
+        _LIVE.add(self)
 
     def _wait(self) -> None:
         """The waiter thread: block in epoll_wait, pass each batch to the loop."""
@@ -186,6 +196,7 @@ class WatchSource:
 
     def close(self) -> None:
         """Release every fd, timer and task of this source."""
+        _LIVE.discard(self)
         if self._thread is not None:
             self._closing = True
             os.eventfd_write(self._stop_fd, 1)

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from agent.model import Reading
-from agent.watch import CHANGE, WatchSource
+from agent.watch import CHANGE, WatchSource, live_stats
 
 from .conftest import Collector
 
@@ -27,6 +27,7 @@ async def test_file_watch_fires_on_the_kernels_notification(cg_root: Path, colle
 
     source = WatchSource("cgroup", coalesce=0.05)
     with source:
+        assert ("cgroup", source.stats) in live_stats()
         assert source.watch_file("k", str(cg_root / "cgroup.events"), fire, first=lambda fd: os.pread(fd, 64, 0))
         async with anyio.create_task_group() as tg:
             tg.start_soon(source.run, collector)
@@ -35,6 +36,8 @@ async def test_file_watch_fires_on_the_kernels_notification(cg_root: Path, colle
             assert r.kind == CHANGE and r.type == "io.hoststamp.host.v1.cgroup.change"
             tg.cancel_scope.cancel()
     assert counts == [1] and source.stats.watches == 0
+    assert not [s for p, s in live_stats() if s is source.stats]
+    assert source.stats.notifications == 1 and source.stats.firings == 1 and source.stats.readings == 1
 
 
 async def test_budget_refuses_past_the_limit_with_one_reading(cg_root: Path, collector: Collector) -> None:
