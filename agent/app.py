@@ -21,7 +21,6 @@ import logging
 import signal
 import socket
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from . import health
 from .config import Config, ProbeConfig
 from .errors import AgentError, ConfigError, SinkError
+from .generation import Counts, Generation
 from .metrics import LatencySampler, MetricsServer, TimedStamper, build_registry
 from .model import Event, Reading
 from .pipeline import Pipeline, PipelineStats, ProbeRunner, SequenceStore, SinkQueue, SinkWorker
@@ -47,7 +47,7 @@ from .sinks import registry as sink_registry
 from .sinks.base import Sink
 from .status import StatusLine
 
-__all__ = ["Agent", "Generation", "build_probe", "build_sink", "host_id"]
+__all__ = ["Agent", "build_probe", "build_sink", "host_id"]
 
 log = logging.getLogger("hoststamp")
 
@@ -85,48 +85,6 @@ def _url(address: tuple[str, int]) -> str:
     return f"http://{host}:{address[1]}/metrics"
 
 
-@dataclass(eq=False)
-class TaskSet:
-    """Tasks started together under one cancel scope; ``done`` is set once every one has ended."""
-
-    scope: anyio.CancelScope | None = None
-    done: anyio.Event = field(default_factory=anyio.Event)
-
-    async def run(self, start: Callable[[TaskGroup], None], *,
-                  task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        try:
-            with anyio.CancelScope() as self.scope:
-                task_status.started()
-                async with anyio.create_task_group() as tg:
-                    start(tg)
-        finally:
-            self.done.set()
-
-    async def wait(self, timeout: float) -> bool:
-        """True if done within ``timeout`` seconds."""
-        with anyio.move_on_after(timeout):
-            await self.done.wait()
-        return self.done.is_set()
-
-
-@dataclass(eq=False)
-class Generation:
-    """What one configuration builds; producers and workers each run as a :class:`TaskSet`."""
-
-    number: int
-    cfg: Config
-    sinks: list[Sink] = field(default_factory=list)
-    queues: list[SinkQueue] = field(default_factory=list)
-    workers: list[SinkWorker] = field(default_factory=list)
-    probes: list[tuple[ProbeConfig, Probe]] = field(default_factory=list)
-    runners: list[ProbeRunner] = field(default_factory=list)
-    #: listener URI -> the receiver's counters (objects shaped like ReceiverStats)
-    receivers: dict[str, Any] = field(default_factory=dict)
-    producer_tasks: TaskSet = field(default_factory=TaskSet)
-    worker_tasks: TaskSet = field(default_factory=TaskSet)
-    probes_closed: bool = False
-
-
 @dataclass
 class Agent:
     """One running agent. ``run()`` returns when stopped (signal, ``stop()``, or ``once``)."""
@@ -151,8 +109,7 @@ class Agent:
         self._fill(self.gen)
         self.pipeline = Pipeline(self.stamper, self.gen.queues, self.stats)
         self._retiring: list[Generation] = []
-        self._retired_queues: dict[str, tuple[int, Counter[str]]] = {}
-        self._retired_listeners: dict[str, health.ListenerView] = {}
+        self._counts = Counts()
         self._stop = anyio.Event()
         self._lock = anyio.Lock()
         self._tg: TaskGroup | None = None
@@ -347,7 +304,8 @@ class Agent:
             self._status.queues = [(ep.uri, q) for ep, q in zip(cfg.sinks, new.queues, strict=True)]
         await self._start_producers(new)
         await self._drain(old)
-        self._retire(old)
+        self._retiring.remove(old)
+        self._counts.retire(old)
         await self._start_workers(new)
         self.reloads_ok += 1
         self.last_reload_error = None
@@ -355,34 +313,13 @@ class Agent:
                  ",".join(ep.uri for ep in cfg.sinks))
         return True
 
-    def _retire(self, gen: Generation) -> None:
-        """Fold a drained generation's counts into the totals so counters never go back."""
-        self._retiring.remove(gen)
-        for ep, q in zip(gen.cfg.sinks, gen.queues, strict=True):
-            enq, dropped = self._retired_queues.get(ep.uri, (0, Counter()))
-            self._retired_queues[ep.uri] = (enq + q.enqueued, dropped + Counter(q.dropped))
-        for uri, st in gen.receivers.items():
-            v = health.listener_view(uri, [st], self._retired_listeners.get(uri))
-            self._retired_listeners[uri] = health.ListenerView(uri, v.accepted, v.duplicates, v.dropped,
-                                                               v.connections, 0, v.rejected)
-
     # --- what the outside sees ------------------------------------------------------------------
 
     def view(self) -> health.AgentView:
         gens = [*self._retiring, self.gen]
-        live = [
-            (ep.uri, q, health.dir_bytes(Path(ep.common.spool)) if ep.common.spool else None, g is not self.gen)
-            for g in gens
-            for ep, q in zip(g.cfg.sinks, g.queues, strict=True)
-        ]
-        uris = dict.fromkeys([lo.uri for g in gens for lo in g.cfg.listeners])
-        old = self._retired_listeners
-        listeners = tuple(
-            health.listener_view(u, [g.receivers[u] for g in gens if u in g.receivers], old.get(u)) for u in uris
-        )
         return health.AgentView(
             pipeline=self.stats, probes=tuple(pc.name for pc, _ in self.gen.probes),
-            sinks=health.sink_views(live, self.stats, self._retired_queues), listeners=listeners,
+            sinks=self._counts.sinks(gens, self.stats), listeners=self._counts.listener_views(gens),
             host_id=self.host_id, keyid=self.key.keyid, config=self.gen.cfg.path, started_at=self.started_at,
             generation=self.gen.number, reloads_ok=self.reloads_ok, reloads_failed=self.reloads_failed,
             last_reload_ok=self.last_reload_error is None, last_reload_error=self.last_reload_error,

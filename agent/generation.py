@@ -1,0 +1,104 @@
+"""What one configuration builds, and the counts that must survive it.
+
+A :class:`Generation` holds the sinks (with their queues and workers), probes
+(with their runners) and listeners built from one :class:`~agent.config.Config`;
+its producers and its workers each run as a :class:`TaskSet`, so a reload can
+stop one generation's producers, drain its queues and start the next one's.
+:class:`Counts` keeps the queue and receiver counts of generations that are
+gone, per URI, so the counters ``/metrics`` exports never go back on a reload.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from . import health
+from .config import Config, ProbeConfig
+from .pipeline import PipelineStats, ProbeRunner, SinkQueue, SinkWorker
+from .probes.base import Probe
+from .sinks.base import Sink
+
+__all__ = ["Counts", "Generation", "TaskSet"]
+
+
+@dataclass(eq=False)
+class TaskSet:
+    """Tasks started together under one cancel scope; ``done`` is set once every one has ended."""
+
+    scope: anyio.CancelScope | None = None
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+    async def run(self, start: Callable[[TaskGroup], None], *,
+                  task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            with anyio.CancelScope() as self.scope:
+                task_status.started()
+                async with anyio.create_task_group() as tg:
+                    start(tg)
+        finally:
+            self.done.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """True if done within ``timeout`` seconds."""
+        with anyio.move_on_after(timeout):
+            await self.done.wait()
+        return self.done.is_set()
+
+
+@dataclass(eq=False)
+class Generation:
+    """What one configuration builds; producers and workers each run as a :class:`TaskSet`."""
+
+    number: int
+    cfg: Config
+    sinks: list[Sink] = field(default_factory=list)
+    queues: list[SinkQueue] = field(default_factory=list)
+    workers: list[SinkWorker] = field(default_factory=list)
+    probes: list[tuple[ProbeConfig, Probe]] = field(default_factory=list)
+    runners: list[ProbeRunner] = field(default_factory=list)
+    #: listener URI -> the receiver's counters (objects shaped like ReceiverStats)
+    receivers: dict[str, Any] = field(default_factory=dict)
+    producer_tasks: TaskSet = field(default_factory=TaskSet)
+    worker_tasks: TaskSet = field(default_factory=TaskSet)
+    probes_closed: bool = False
+
+
+class Counts:
+    """Per-URI totals of retired generations, and views that add the live ones to them."""
+
+    def __init__(self) -> None:
+        self.queues: dict[str, tuple[int, Counter[str]]] = {}
+        self.listeners: dict[str, health.ListenerView] = {}
+
+    def retire(self, gen: Generation) -> None:
+        """Fold a drained generation's counts in."""
+        for ep, q in zip(gen.cfg.sinks, gen.queues, strict=True):
+            enq, dropped = self.queues.get(ep.uri, (0, Counter()))
+            self.queues[ep.uri] = (enq + q.enqueued, dropped + Counter(q.dropped))
+        for uri, st in gen.receivers.items():
+            v = health.listener_view(uri, [st], self.listeners.get(uri))
+            self.listeners[uri] = health.ListenerView(uri, v.accepted, v.duplicates, v.dropped, v.connections, 0,
+                                                      v.rejected)
+
+    def sinks(self, gens: Sequence[Generation], stats: PipelineStats) -> tuple[health.SinkView, ...]:
+        """Every sink URI of ``gens`` (the last one is current; earlier ones are draining)."""
+        live = [
+            (ep.uri, q, health.dir_bytes(Path(ep.common.spool)) if ep.common.spool else None, g is not gens[-1])
+            for g in gens
+            for ep, q in zip(g.cfg.sinks, g.queues, strict=True)
+        ]
+        return health.sink_views(live, stats, self.queues)
+
+    def listener_views(self, gens: Sequence[Generation]) -> tuple[health.ListenerView, ...]:
+        uris = dict.fromkeys([lo.uri for g in gens for lo in g.cfg.listeners])
+        return tuple(
+            health.listener_view(u, [g.receivers[u] for g in gens if u in g.receivers], self.listeners.get(u))
+            for u in uris
+        )
