@@ -70,6 +70,15 @@ class Generation:
     probes_closed: bool = False
 
 
+def _spool_bytes(directory: str | None, q: SinkQueue) -> int | None:
+    """What the sink's spool holds: the spool's own count, else the size of its directory."""
+    if not directory:
+        return None
+    spool = getattr(q, "spool", None)  # a SpoolQueue
+    held = getattr(spool, "bytes", None)
+    return held if isinstance(held, int) else health.dir_bytes(Path(directory))
+
+
 class Counts:
     """Per-URI totals of retired generations, and views that add the live ones to them."""
 
@@ -90,7 +99,7 @@ class Counts:
     def sinks(self, gens: Sequence[Generation], stats: PipelineStats) -> tuple[health.SinkView, ...]:
         """Every sink URI of ``gens`` (the last one is current; earlier ones are draining)."""
         live = [
-            (ep.uri, q, health.dir_bytes(Path(ep.common.spool)) if ep.common.spool else None, g is not gens[-1])
+            (ep.uri, q, _spool_bytes(ep.common.spool, q), g is not gens[-1])
             for g in gens
             for ep, q in zip(g.cfg.sinks, g.queues, strict=True)
         ]

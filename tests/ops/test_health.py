@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections import Counter
@@ -138,3 +139,22 @@ def test_dir_bytes_counts_files_below(tmp_path: Path) -> None:
     os.symlink(tmp_path / "a", tmp_path / "link")
     assert dir_bytes(tmp_path) == 15
     assert dir_bytes(tmp_path / "absent") == 0
+
+
+@pytest.mark.anyio
+async def test_spool_bytes_come_from_the_sinks_spool(tmp_path: Path) -> None:
+    from agent import config
+    from agent.generation import Counts, Generation
+    from agent.pipeline.spoolqueue import queue_for
+
+    cfg = config.parse({"sinks": [{"uri": "file:x", "spool": str(tmp_path / "spool")}, {"uri": "file:y"}]}, env={})
+    gen = Generation(1, cfg, queues=[queue_for(cfg.sinks[0].common), queue_for(cfg.sinks[1].common)])
+    for i in range(5):
+        await gen.queues[0].put(_event(i))
+    for _ in range(10):  # the spool writes once per event-loop turn
+        await asyncio.sleep(0)
+    spooled, plain = Counts().sinks([gen], PipelineStats())
+    assert spooled.spool_bytes is not None and spooled.spool_bytes > 0 and spooled.depth == 5
+    assert plain.spool_bytes is None
+    gen.queues[0].close()
+    getattr(gen.queues[0], "spool").release()  # noqa: B009 - only a SpoolQueue has one
