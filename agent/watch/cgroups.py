@@ -109,6 +109,8 @@ class CgroupWatcher:
         self.cgroups: dict[str, _Cgroup] = {}
         self._by_wd: dict[int, str] = {}
         self._told: set[str] = set()
+        #: every cgroup path known to exist (watched or not): only a path new to it is announced as created
+        self._known: set[str] = set()
         self._ino = Inotify()
         self.rescan_wanted = anyio.Event()
         source.watch_stream(self._ino.fd, self._on_inotify)
@@ -122,6 +124,7 @@ class CgroupWatcher:
     def start(self, dirs: Sequence[CgroupDirInfo]) -> None:
         """Watch ``dirs`` (a fresh walk) without emitting anything: the first values are the baseline."""
         for d in dirs:
+            self._known.add(d.path)
             self._add(d, announce=False)
 
     def _tell_once(self, subject: str, message: str) -> None:
@@ -225,7 +228,8 @@ class CgroupWatcher:
         except ProbeError:
             return
         for d in dirs:
-            self._add(d, announce=True)
+            self._add(d, announce=d.path not in self._known)
+            self._known.add(d.path)
 
     # notifications -----------------------------------------------------------------------------
 
@@ -247,10 +251,15 @@ class CgroupWatcher:
             if self.exclude and matches(path, self.exclude):
                 continue
             if ev.mask & (IN_DELETE | IN_MOVED_FROM):
+                self._forget_known(path)
                 if path in self.cgroups:
                     self._remove(path)
             elif ev.mask & (IN_CREATE | IN_MOVED_TO):
                 self._add_tree(path)
+
+    def _forget_known(self, path: str) -> None:
+        prefix = path.rstrip("/") + "/"
+        self._known = {p for p in self._known if p != path and not p.startswith(prefix)}
 
     def _parse(self, name: str, text: str, path: str) -> tuple[str, dict[str, Any]]:
         keys, value = parse_cgroup_file(name, text, path)
@@ -295,6 +304,7 @@ class CgroupWatcher:
         if self.rescan_wanted.is_set():
             self.rescan_wanted = anyio.Event()
         seen = {d.path: d for d in dirs}
+        self._known &= set(seen)
         for path in sorted(set(self.cgroups) - set(seen), reverse=True):
             if path in self.cgroups:
                 self._remove(path)
@@ -304,11 +314,12 @@ class CgroupWatcher:
                 self._remove(d.path)
                 cg = None
             if cg is None:
-                self._add(d, announce=True)
+                self._add(d, announce=d.path not in self._known)
             elif not self.include or matches(d.path, self.include):
                 for name in d.files:
                     if name not in cg.files:
                         self._add_file(cg, name)
+        self._known = set(seen)
 
     def close(self) -> None:
         for cg in self.cgroups.values():

@@ -108,22 +108,37 @@ async def test_a_flapping_cgroup_yields_bounded_events_with_counts(cg_root: Path
     assert any(r.output["coalesced"] > 0 for r in events)
 
 
-async def test_watch_limit_is_reported_once(cg_root: Path, collector: Collector) -> None:
+async def test_watch_limit_is_reported_once_per_crossing(cg_root: Path, collector: Collector) -> None:
     for i in range(6):
         (cg_root / f"c{i}").mkdir()
     async with watching(cg_root, collector, CgroupWatchOptions(max_watches=5)) as w:
         r = await collector.wait_for(lambda r: r.output.get("change") == "watch_limit")
         assert r.error and "watch limit reached" in r.error and r.output["max_watches"] == 5
         assert w.source.stats.watches == 5 and w.source.stats.refused > 0
-    assert len([r for r in collector.readings if r.output.get("change") == "watch_limit"]) == 1
+        w.reconcile(await anyio.to_thread.run_sync(w.walk))  # refused again, not reported again
+        await anyio.sleep(0.2)
+        assert len([r for r in collector.readings if r.output.get("change") == "watch_limit"]) == 1
+        unwatched = {f"/c{i}" for i in range(6)} - set(w.cgroups)
+        assert unwatched
+        for i in range(6):  # room again: a rescan watches the cgroups refused before, without calling them new
+            if f"/c{i}" in w.cgroups:
+                (cg_root / f"c{i}").rmdir()
+        await collector.wait_for(lambda r: r.output.get("change") == "removed")
+        w.reconcile(await anyio.to_thread.run_sync(w.walk))
+        assert unwatched & set(w.cgroups)
+        await anyio.sleep(0.2)
+    # use fell well below the limit and reached it again: reported a second time
+    assert len([r for r in collector.readings if r.output.get("change") == "watch_limit"]) == 2
+    assert not [r for r in collector.readings if r.output.get("change") == "created"]
 
 
 async def test_rescan_announces_what_notifications_missed(cg_root: Path, collector: Collector) -> None:
     async with watching(cg_root, collector, CgroupWatchOptions(), exclude=("/hidden*",)) as w:
         (cg_root / "late").mkdir()
         await collector.wait_for(lambda r: r.subject == "/late" and r.output["change"] == "created")
-        # forget /late behind the watcher's back: the next reconciliation brings it back, announced
+        # as if its creation had never been heard of: the next reconciliation brings it back, announced
         w._drop(w.cgroups.pop("/late"))
+        w._known.discard("/late")
         w.reconcile(await anyio.to_thread.run_sync(w.walk))
         def created() -> int:
             return len([r for r in collector.readings if r.subject == "/late" and r.output.get("change") == "created"])
