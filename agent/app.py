@@ -286,7 +286,11 @@ class Agent:
         try:
             self._fill(new)
         except (AgentError, OSError, ValueError) as exc:
-            await self._close_probes(new)  # the ones built before the failure
+            await self._close_probes(new)  # what was built before the failure
+            for q in new.queues:
+                if isinstance(q, SpoolQueue):  # a spool the running generation may share: drop our reference
+                    q.close()
+                    await q.aclose()
             return self._reload_failed(str(exc))
         old = self.gen
         for k in RESTART_ONLY:

@@ -228,3 +228,24 @@ def test_a_sink_kept_across_reloads_sees_its_events_in_order(workdir: Path) -> N
         assert (metric(text, "hoststamp_sink_events_enqueued_total", sink="file:out/a.ndjson") or 0) >= written
         assert agent.stop() == 0
     assert _contiguous(sequences(a))
+
+
+def test_a_config_that_parses_but_cannot_be_built_is_refused_too(workdir: Path) -> None:
+    cfg = workdir / "hoststamp.toml"
+    a = workdir / "out" / "a.ndjson"
+    spooled = '[[sinks]]\nuri = "file:out/a.ndjson"\nspool = "spool/a"\n'
+    cfg.write_text(config_text([]) + spooled)
+    with AgentProcess(workdir, cfg) as agent:
+        agent.wait_ready()
+        wait_for(lambda: len(sequences(a)) >= 8, what="events through the spooled sink")
+        # `file:` without a path loads as configuration, but no sink can be built from it
+        cfg.write_text(config_text(["file:"]) + spooled)
+        agent.signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in agent.log(), what="the reload failure")
+        assert "needs a path" in agent.log()
+        seen = len(sequences(a))
+        wait_for(lambda: len(sequences(a)) >= seen + 8, what="events still flowing through the old sink")
+        assert agent.status()["generation"] == 1
+        assert agent.stop() == 0
+    assert _contiguous(sequences(a))
+    assert "Traceback" not in agent.log()
