@@ -119,6 +119,7 @@ class Agent:
         self.last_reload_error: str | None = None
         self.metrics: MetricsServer | None = None
         self._status_failed = False
+        self._fatal: AgentError | None = None
         if self.cfg.metrics.listen and not self.once:
             self.metrics = MetricsServer(self.cfg.metrics.listen, build_registry(self.view, self.sign_latency))
 
@@ -199,9 +200,12 @@ class Agent:
             finally:
                 await deliver.aclose()
         except (AgentError, OSError) as exc:
-            if gen.number == 1:
-                raise
-            log.error("listener %s: %s (not listening until the next reload)", opts.uri, exc)
+            if gen.number > 1:
+                log.error("listener %s: %s (not listening until the next reload)", opts.uri, exc)
+                return
+            # at start a listener that cannot listen ends the agent (cleanly: queues drain), as a bad config would
+            self._fatal = exc if isinstance(exc, AgentError) else AgentError(f"{opts.uri}: {exc}")
+            self._stop.set()
 
     async def _stop_producers(self, gen: Generation) -> None:
         """Cancel; a submit blocked on a full queue gets ``drain_timeout``, then the queues close under it."""
@@ -410,3 +414,5 @@ class Agent:
             if not self.once:
                 self.write_status(running=False)
             self.notifier.close()
+        if self._fatal is not None:
+            raise self._fatal

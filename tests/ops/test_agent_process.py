@@ -249,3 +249,13 @@ def test_a_config_that_parses_but_cannot_be_built_is_refused_too(workdir: Path) 
         assert agent.stop() == 0
     assert _contiguous(sequences(a))
     assert "Traceback" not in agent.log()
+
+
+def test_a_listener_that_cannot_listen_at_start_is_a_clear_failure(workdir: Path) -> None:
+    cfg = workdir / "hoststamp.toml"
+    cfg.write_text(config_text(["file:out/a.ndjson"], metrics=False,
+                               extra='[[listeners]]\nuri = "unix:no/such/dir/in.sock"\n'))
+    res = run_cli(["run", "--config", str(cfg)], cwd=workdir, timeout=30)
+    assert res.returncode == 1
+    err = res.stderr.decode()
+    assert "unix:no/such/dir/in.sock" in err and "cannot listen" in err and "Traceback" not in err
