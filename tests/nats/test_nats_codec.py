@@ -181,3 +181,17 @@ def test_os_errors_and_timeouts_are_mapped_too() -> None:
     for exc in (ConnectionRefusedError(111, "refused"), TimeoutError(), EOFError()):
         with pytest.raises(TransportError), nats_errors("op"):
             raise exc
+
+
+def test_sink_options_come_from_the_config_file_strictly() -> None:
+    from agent.config import parse
+
+    cfg = parse({"sinks": [{"uri": "nats://h:1/hs.{hostid}", "mode": "binary", "create_stream": "HS",
+                            "max_inflight": 64, "queue_size": 10}]})
+    (ep,) = cfg.sinks
+    assert (ep.scheme, ep.target) == ("nats", "//h:1/hs.{hostid}")
+    assert ep.options == NatsOptions(mode="binary", create_stream="HS", max_inflight=64)
+    with pytest.raises(ConfigError, match=r"sinks\[0\]\.bogus"):
+        parse({"sinks": [{"uri": "nats://h:1/x", "bogus": 1}]})
+    with pytest.raises(ConfigError, match="mode"):
+        parse({"sinks": [{"uri": "nats://h:1/x", "mode": "batch"}]})
