@@ -214,12 +214,24 @@ class NatsSource:
         self._inflight -= 1
         self._room.set()
 
+    async def _outcome(self, msg: Msg, fut: asyncio.Future[Any]) -> Any:
+        """The delivery's result; while it is pending, tell the server every half ``ack_wait`` (no redelivery)."""
+        beat = self.settings.ack_wait / 2
+        while True:
+            done, _ = await asyncio.wait((fut,), timeout=beat)
+            if done:
+                return fut.result()
+            try:
+                await msg.in_progress()
+            except (nats.errors.Error, OSError) as exc:
+                log.debug("in-progress %s: %s", msg.subject, exc)
+
     async def _finish(self, msg: Msg, fut: asyncio.Future[Any] | None, peer: str, *, refused: bool = False) -> None:
         """Ack once the event is durable; term what is refused; nak what was dropped or failed."""
         verdict = "term" if refused else "ack"
         if fut is not None:
             try:
-                if await asyncio.shield(fut) is False:
+                if await self._outcome(msg, fut) is False:
                     self.stats.dropped += 1
                     verdict = "nak"
             except Rejected as r:
