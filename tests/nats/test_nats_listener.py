@@ -180,3 +180,18 @@ async def test_guest_signatures_can_be_required(nats_server: NatsServer) -> None
         await rig.stop()
     assert (source.acked, source.terminated) == (1, 1)
     assert source.stats.rejected == {"unsigned": 1}
+
+
+async def test_a_message_over_max_frame_is_terminated(nats_server: NatsServer) -> None:
+    sink = MemorySink()
+    async with listening(nats_server, sink, max_frame=300) as (source, _rig):
+        async with publisher(nats_server) as js:
+            await _wait_stream(js)
+            big = guest(1)
+            big["data"] = {"pad": "x" * 400}
+            await publish(js, [big, guest(2)])
+        await until(lambda: source.acked + source.terminated == 2, what="both settled")
+        assert await settled(nats_server)
+    assert (source.acked, source.terminated) == (1, 1)
+    assert source.stats.rejected == {"frame": 1}
+    assert [orjson.loads(e.body)["id"] for e in sink.events] == ["g-2"]
