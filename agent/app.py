@@ -186,17 +186,15 @@ class Agent:
     async def _listen(self, gen: Generation, opts: Any) -> None:
         """One listener; on a reload a listener that cannot start is logged, not fatal."""
         from .receiver import PipelineDeliver, Receiver
-        from .receiver.nats import serve_nats
+        from .receiver.nats import NatsSource
 
+        kind: type[Receiver] | type[NatsSource] = NatsSource if opts.uri.lower().startswith("nats:") else Receiver
         try:
-            if opts.uri.lower().startswith("nats:"):
-                await serve_nats(opts, self.pipeline)
-                return
             deliver = PipelineDeliver(self.pipeline)
             try:
-                rx = Receiver.build(opts, deliver)
-                gen.receivers[opts.uri] = rx.stats
-                await rx.serve()
+                source = kind.build(opts, deliver)
+                gen.receivers[opts.uri] = source.stats  # read by /metrics and the status file
+                await source.serve()
             finally:
                 await deliver.aclose()
         except (AgentError, OSError) as exc:
