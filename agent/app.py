@@ -287,7 +287,9 @@ class Agent:
         new = Generation(self.gen.number + 1, cfg)
         try:
             self._fill(new)
-        except (AgentError, OSError, ValueError) as exc:
+        except Exception as exc:  # a probe or sink that cannot be built must not take the running agent down
+            if not isinstance(exc, (AgentError, OSError, ValueError)):
+                log.exception("reload: building generation %d failed", new.number)
             await self._close_probes(new)  # what was built before the failure
             for q in new.queues:
                 if isinstance(q, SpoolQueue):  # a spool the running generation may share: drop our reference
