@@ -179,7 +179,8 @@ class NatsSink(Sink):
         inboxes: list[_AckInbox] = []
 
         async def lost() -> None:
-            self.stats.disconnects += 1
+            if inboxes and self._inbox is inboxes[0]:  # the live connection went (not one we closed)
+                self.stats.disconnects += 1
             for box in inboxes:
                 box.fail_all(f"{self._where}: connection lost")
 
