@@ -9,10 +9,7 @@ Layout of a spool directory::
     quarantine/                damaged segments, moved aside on start
 
 On start the spool salvages what it can and never refuses to start because of
-damage: every intact record is kept (parsing resumes after a damaged stretch at
-the next intact record), a damaged segment file is moved into ``quarantine/``
-and replaced by a clean copy of its intact records, and :attr:`Spool.report`
-says what happened. Records at or below the cursor were delivered and are
+damage (:mod:`.salvage`); :attr:`Spool.report` says what happened. Records at or below the cursor were delivered and are
 skipped. A new segment is started on every start, and when the one being
 written reaches ``segment_bytes``; a segment is deleted once every record in it
 is delivered (or evicted by ``drop_oldest``).
@@ -29,19 +26,16 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import re
 import struct
-import time
-import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import SinkError
 from ..model import Event
 from . import wal
+from .salvage import SalvageReport, Segment, decode_cursor, encode_cursor, salvage
 
 __all__ = ["FsyncPolicy", "SalvageReport", "Spool"]
 
@@ -49,46 +43,7 @@ log = logging.getLogger("hoststamp.spool")
 
 FsyncPolicy = Literal["always", "batch", "never"]
 
-_SEGMENT = re.compile(r"^(\d{20})\.wal$")
-_CURSOR = struct.Struct(">QI")
 _READ_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class SalvageReport:
-    """What the start-up scan found."""
-
-    segments: int = 0
-    #: intact records not yet delivered: what will be sent again
-    pending: int = 0
-    #: intact records skipped because the cursor says they were delivered
-    delivered: int = 0
-    corrupt_bytes: int = 0
-    #: files moved aside into ``quarantine/``
-    quarantined: tuple[str, ...] = ()
-    problems: tuple[str, ...] = ()
-
-    @property
-    def clean(self) -> bool:
-        return not self.quarantined and not self.problems
-
-
-@dataclass(slots=True, eq=False)
-class _Segment:
-    base: int
-    path: Path
-    size: int = len(wal.MAGIC)
-    count: int = 0
-    last: int = 0
-    #: records of this segment the reader has passed (handed out, or delivered before start)
-    read: int = 0
-
-
-@dataclass(slots=True)
-class _Salvage:
-    problems: list[str] = field(default_factory=list)
-    quarantined: list[str] = field(default_factory=list)
-    corrupt_bytes: int = 0
 
 
 class Spool:
@@ -109,14 +64,14 @@ class Spool:
         except OSError:
             os.close(self._lock_fd)
             raise SinkError(f"spool {self.dir}: in use by another process") from None
-        self._segments: deque[_Segment] = deque()
+        self._segments: deque[Segment] = deque()
         #: old tail fds, closed once fsynced (see :meth:`sync_begin`)
         self._retired: list[int] = []
         self._users: dict[int, int] = {}
         self._refs = 0
         self._tail_fd = -1
         self._read_fd = -1
-        self._read_seg: _Segment | None = None
+        self._read_seg: Segment | None = None
         self._read_off = 0
         self._cursor_dirty = False
         self.bytes = 0
@@ -129,117 +84,27 @@ class Spool:
         self.read_errors = 0
         self._cursor_fd = os.open(self.dir / "cursor", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.committed = 0
+        self.next_index = 1
         self.report = self._salvage()
-        self.next_index = max([self.committed, *(s.last for s in self._segments)]) + 1
         self._new_tail()
 
     # --- start-up ----------------------------------------------------------------------------------
 
-    def _read_cursor(self, salvage: _Salvage) -> None:
-        raw = os.pread(self._cursor_fd, _CURSOR.size, 0)
-        if not raw:
-            return
-        if len(raw) == _CURSOR.size:
-            index, check = _CURSOR.unpack(raw)
-            if zlib.crc32(raw[:8]) == check:
-                self.committed = index
-                return
-        salvage.problems.append("cursor damaged: every intact record will be sent again")
-
     def _salvage(self) -> SalvageReport:
-        s = _Salvage()
-        self._read_cursor(s)
-        for tmp in self.dir.glob("*.wal.tmp"):
-            tmp.unlink(missing_ok=True)  # an interrupted rewrite; the original is still there
-        names = sorted((int(m.group(1)), p) for p in self.dir.iterdir() if (m := _SEGMENT.match(p.name)))
-        last = 0
-        delivered = pending = 0
-        for base, path in names:
-            seg = self._scan(base, path, last, s)
-            if seg is not None:
-                last = max(last, seg.last)
-            if seg is None or seg.count == 0 or seg.last <= self.committed:
-                if seg is not None:
-                    delivered += seg.count
-                path.unlink(missing_ok=True)
-                continue
-            self._segments.append(seg)
-            self.bytes += seg.size
-        for seg in self._segments:
-            skipped = self._position(seg) if self._read_seg is None else 0
-            delivered += skipped
-            pending += seg.count - skipped
-        self.unread = pending
+        committed = decode_cursor(os.pread(self._cursor_fd, 16, 0))
+        self.committed = committed or 0
+        found = salvage(self.dir, self.committed, cursor_damaged=committed is None)
+        self._segments.extend(found.segments)
+        self.bytes = sum(seg.size for seg in found.segments)
+        self._read_seg, self._read_off = found.read_segment, found.read_offset
+        self.unread = found.report.pending
         self.last_read = self.committed
-        report = SalvageReport(len(self._segments), pending, delivered, s.corrupt_bytes, tuple(s.quarantined),
-                               tuple(s.problems))
+        self.next_index = max(self.committed, found.last_index) + 1
+        report = found.report
         if not report.clean:
-            log.warning("spool %s: salvaged %d pending records; %s; quarantined: %s", self.dir, pending,
+            log.warning("spool %s: salvaged %d pending records; %s; quarantined: %s", self.dir, report.pending,
                         "; ".join(report.problems), ", ".join(report.quarantined) or "nothing")
         return report
-
-    def _scan(self, base: int, path: Path, after: int, s: _Salvage) -> _Segment | None:
-        """Check one segment; rewrite it from its intact records if anything in it is damaged."""
-        data = path.read_bytes()
-        if not data:
-            return None
-        if not data.startswith(wal.MAGIC):
-            self._quarantine(path, s, f"{path.name}: not a spool segment", len(data))
-            return None
-        good: list[wal.Record] = []
-        pos, damage, first_problem = len(wal.MAGIC), 0, ""
-        while True:
-            parsed = wal.parse(data, pos, after=after)
-            good.extend(parsed.records)
-            if parsed.records:
-                after = parsed.records[-1].index
-            if parsed.status == "end":
-                break
-            first_problem = first_problem or f"{path.name}@{parsed.stop}: {parsed.problem}"
-            nxt = wal.resync(data, parsed.stop, after=after)
-            damage += (nxt if nxt is not None else len(data)) - parsed.stop
-            if nxt is None:
-                break
-            pos = nxt
-        seg = _Segment(base, path, count=len(good), last=good[-1].index if good else 0)
-        seg.size = len(wal.MAGIC) + sum(r.end - r.start for r in good)
-        if damage:
-            clean = b"".join([wal.MAGIC, *(data[r.start : r.end] for r in good)])
-            self._quarantine(path, s, f"{first_problem} ({damage} bytes unreadable, {len(good)} records kept)",
-                             damage)
-            if good:
-                tmp = path.with_name(path.name + ".tmp")
-                with open(tmp, "wb") as f:
-                    f.write(clean)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-                self._sync_dir()
-        return seg
-
-    def _quarantine(self, path: Path, s: _Salvage, problem: str, nbytes: int) -> None:
-        qdir = self.dir / "quarantine"
-        qdir.mkdir(exist_ok=True)
-        dest = qdir / f"{path.name}.{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.{os.getpid()}"
-        os.replace(path, dest)
-        s.problems.append(problem)
-        s.quarantined.append(str(dest))
-        s.corrupt_bytes += nbytes
-
-    def _position(self, seg: _Segment) -> int:
-        """Put the reader at the first undelivered record of ``seg``; returns how many it skipped."""
-        with open(seg.path, "rb") as f:
-            data = f.read()
-        parsed = wal.parse(data, len(wal.MAGIC))
-        skipped = 0
-        for r in parsed.records:
-            if r.index > self.committed:
-                break
-            skipped += 1
-        self._read_seg = seg
-        self._read_off = parsed.records[skipped].start if skipped < len(parsed.records) else len(data)
-        seg.read = skipped
-        return skipped
 
     # --- writing -----------------------------------------------------------------------------------
 
@@ -258,7 +123,7 @@ class Spool:
                 os.close(self._tail_fd)
             else:
                 self._retired.append(self._tail_fd)  # fsynced by the next sync job, then closed
-        seg = _Segment(self.next_index, self.dir / f"{self.next_index:020d}.wal", last=self.next_index - 1)
+        seg = Segment(self.next_index, self.dir / f"{self.next_index:020d}.wal", last=self.next_index - 1)
         fd = os.open(seg.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         os.write(fd, wal.MAGIC)
         self._tail_fd = fd
@@ -269,7 +134,7 @@ class Spool:
         self._sync_dir()
 
     @property
-    def _tail(self) -> _Segment:
+    def _tail(self) -> Segment:
         return self._segments[-1]
 
     def append(self, events: Sequence[Event]) -> int:
@@ -370,7 +235,7 @@ class Spool:
                 self._skip_damage(seg, parsed.problem)
         return out
 
-    def _skip_damage(self, seg: _Segment, problem: str) -> None:
+    def _skip_damage(self, seg: Segment, problem: str) -> None:
         lost = max(seg.count - seg.read, 0)
         self.read_errors += 1
         log.error("spool %s: %s at %s offset %d; skipping %d records", self.dir, problem, seg.path.name,
@@ -393,8 +258,7 @@ class Spool:
         if index <= self.committed:
             return 0
         self.committed = index
-        raw = struct.pack(">Q", index)
-        os.pwrite(self._cursor_fd, raw + struct.pack(">I", zlib.crc32(raw)), 0)
+        os.pwrite(self._cursor_fd, encode_cursor(index), 0)
         self._cursor_dirty = True
         freed = 0
         while len(self._segments) > 1 and self._segments[0].last <= index and self._segments[0] is not self._read_seg:

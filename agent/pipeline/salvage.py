@@ -1,0 +1,187 @@
+"""The spool's start-up scan: keep every intact record, move damaged files aside, never refuse to start.
+
+A record whose length is implausible, whose CRC does not match, whose fields
+do not decode or whose index does not go up is damage; parsing resumes at the
+next offset where an intact record with a higher index begins. A segment with
+damage is moved into ``quarantine/`` unchanged and replaced by a clean copy of
+its intact records; a file that is not a segment is quarantined whole.
+Segments whose records were all delivered (at or below the cursor) are
+deleted. :func:`salvage` says what it did in a :class:`SalvageReport`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import wal
+
+__all__ = ["SEGMENT", "SalvageReport", "Salvaged", "Segment", "decode_cursor", "encode_cursor", "salvage"]
+
+SEGMENT = re.compile(r"^(\d{20})\.wal$")
+_CURSOR = struct.Struct(">QI")
+
+
+def encode_cursor(index: int) -> bytes:
+    raw = struct.pack(">Q", index)
+    return raw + struct.pack(">I", zlib.crc32(raw))
+
+
+def decode_cursor(raw: bytes) -> int | None:
+    """The index in a cursor file's bytes; 0 for an empty file, None if damaged."""
+    if not raw:
+        return 0
+    if len(raw) != _CURSOR.size:
+        return None
+    index, check = _CURSOR.unpack(raw)
+    return index if zlib.crc32(raw[:8]) == check else None
+
+
+@dataclass(slots=True, eq=False)
+class Segment:
+    """One segment file as the spool tracks it."""
+
+    base: int
+    path: Path
+    size: int = len(wal.MAGIC)
+    count: int = 0
+    last: int = 0
+    #: records of this segment the reader has passed (handed out, or delivered before start)
+    read: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SalvageReport:
+    """What the start-up scan found."""
+
+    segments: int = 0
+    #: intact records not yet delivered: what will be sent again
+    pending: int = 0
+    #: intact records skipped because the cursor says they were delivered
+    delivered: int = 0
+    corrupt_bytes: int = 0
+    #: files moved aside into ``quarantine/``
+    quarantined: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+    @property
+    def clean(self) -> bool:
+        return not self.quarantined and not self.problems
+
+
+@dataclass(slots=True)
+class Salvaged:
+    segments: list[Segment]
+    report: SalvageReport
+    #: where the reader starts: the first undelivered record (None: no segment holds one)
+    read_segment: Segment | None
+    read_offset: int
+    #: the highest record index seen, delivered or not
+    last_index: int
+
+
+@dataclass(slots=True)
+class _Notes:
+    problems: list[str] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)
+    corrupt_bytes: int = 0
+
+    def quarantine(self, path: Path, problem: str, nbytes: int) -> None:
+        qdir = path.parent / "quarantine"
+        qdir.mkdir(exist_ok=True)
+        dest = qdir / f"{path.name}.{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.{os.getpid()}"
+        os.replace(path, dest)
+        self.problems.append(problem)
+        self.quarantined.append(str(dest))
+        self.corrupt_bytes += nbytes
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _scan(base: int, path: Path, after: int, notes: _Notes) -> Segment | None:
+    """Check one segment; rewrite it from its intact records if anything in it is damaged."""
+    data = path.read_bytes()
+    if not data:
+        return None
+    if not data.startswith(wal.MAGIC):
+        notes.quarantine(path, f"{path.name}: not a spool segment", len(data))
+        return None
+    good: list[wal.Record] = []
+    pos, damage, first_problem = len(wal.MAGIC), 0, ""
+    while True:
+        parsed = wal.parse(data, pos, after=after)
+        good.extend(parsed.records)
+        if parsed.records:
+            after = parsed.records[-1].index
+        if parsed.status == "end":
+            break
+        first_problem = first_problem or f"{path.name}@{parsed.stop}: {parsed.problem}"
+        nxt = wal.resync(data, parsed.stop, after=after)
+        damage += (nxt if nxt is not None else len(data)) - parsed.stop
+        if nxt is None:
+            break
+        pos = nxt
+    seg = Segment(base, path, count=len(good), last=good[-1].index if good else 0)
+    seg.size = len(wal.MAGIC) + sum(r.end - r.start for r in good)
+    if damage:
+        notes.quarantine(path, f"{first_problem} ({damage} bytes unreadable, {len(good)} records kept)", damage)
+        if good:
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "wb") as f:
+                f.write(b"".join([wal.MAGIC, *(data[r.start : r.end] for r in good)]))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+    return seg
+
+
+def _first_undelivered(seg: Segment, committed: int) -> int:
+    """Offset of the first record above ``committed`` in ``seg``; sets ``seg.read`` to the ones before it."""
+    data = seg.path.read_bytes()
+    parsed = wal.parse(data, len(wal.MAGIC))
+    skipped = 0
+    for r in parsed.records:
+        if r.index > committed:
+            break
+        skipped += 1
+    seg.read = skipped
+    return parsed.records[skipped].start if skipped < len(parsed.records) else len(data)
+
+
+def salvage(directory: Path, committed: int, cursor_damaged: bool = False) -> Salvaged:
+    """Scan ``directory``'s segments given the cursor; see the module docstring."""
+    notes = _Notes()
+    if cursor_damaged:
+        notes.problems.append("cursor damaged: every intact record will be sent again")
+    for tmp in directory.glob("*.wal.tmp"):
+        tmp.unlink(missing_ok=True)  # an interrupted rewrite; the original is still there
+    names = sorted((int(m.group(1)), p) for p in directory.iterdir() if (m := SEGMENT.match(p.name)))
+    kept: list[Segment] = []
+    last = delivered = 0
+    for base, path in names:
+        seg = _scan(base, path, last, notes)
+        if seg is not None:
+            last = max(last, seg.last)
+        if seg is None or seg.count == 0 or seg.last <= committed:
+            delivered += seg.count if seg is not None else 0
+            path.unlink(missing_ok=True)
+            continue
+        kept.append(seg)
+    read_seg, read_off = (kept[0], _first_undelivered(kept[0], committed)) if kept else (None, 0)
+    skipped = read_seg.read if read_seg is not None else 0
+    pending = sum(s.count for s in kept) - skipped
+    report = SalvageReport(len(kept), pending, delivered + skipped, notes.corrupt_bytes, tuple(notes.quarantined),
+                           tuple(notes.problems))
+    return Salvaged(kept, report, read_seg, read_off, last)
