@@ -10,7 +10,6 @@ gone, per URI, so the counters ``/metrics`` exports never go back on a reload.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,14 +82,13 @@ class Counts:
     """Per-URI totals of retired generations, and views that add the live ones to them."""
 
     def __init__(self) -> None:
-        self.queues: dict[str, tuple[int, Counter[str]]] = {}
+        self.queues: dict[str, health.QueueCounts] = {}
         self.listeners: dict[str, health.ListenerView] = {}
 
     def retire(self, gen: Generation) -> None:
         """Fold a drained generation's counts in."""
         for ep, q in zip(gen.cfg.sinks, gen.queues, strict=True):
-            enq, dropped = self.queues.get(ep.uri, (0, Counter()))
-            self.queues[ep.uri] = (enq + q.enqueued, dropped + Counter(q.dropped))
+            self.queues.setdefault(ep.uri, health.QueueCounts()).add(q)
         for uri, st in gen.receivers.items():
             v = health.listener_view(uri, [st], self.listeners.get(uri))
             self.listeners[uri] = health.ListenerView(uri, v.accepted, v.duplicates, v.dropped, v.connections, 0,

@@ -26,6 +26,7 @@ __all__ = [
     "STATUS_FILE",
     "AgentView",
     "ListenerView",
+    "QueueCounts",
     "SinkView",
     "StatusReport",
     "dir_bytes",
@@ -54,6 +55,8 @@ class SinkView:
     spool_bytes: int | None = None
     #: True while a previous configuration's queue still drains into it
     draining: bool = False
+    #: times a producer waited for room (overflow ``block``): backpressure from this sink
+    blocked: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +143,7 @@ def snapshot(view: AgentView, *, now: float | None = None, pid: int | None = Non
                 "depth": s.depth,
                 "capacity": s.capacity,
                 "enqueued": s.enqueued,
+                "blocked": s.blocked,
                 "sent": s.stats.sent,
                 "dropped": dict(s.dropped),
                 "send_errors": s.stats.send_errors,
@@ -241,32 +245,45 @@ def render(doc: Mapping[str, Any], *, now: float | None = None, stale_after: flo
     return StatusReport("\n".join(lines), healthy)
 
 
+@dataclass(slots=True)
+class QueueCounts:
+    """Counters of one sink URI's queues, summed (the live ones, or those retired by reloads)."""
+
+    enqueued: int = 0
+    blocked: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def add(self, q: SinkQueue) -> None:
+        self.enqueued += q.enqueued
+        self.blocked += getattr(q, "blocked", 0)
+        self.dropped.update(q.dropped)
+
+
 def sink_views(
     live: Iterable[tuple[str, SinkQueue, int | None, bool]],
     stats: PipelineStats,
-    retired: Mapping[str, tuple[int, Mapping[str, int]]],
+    retired: Mapping[str, QueueCounts],
 ) -> tuple[SinkView, ...]:
     """One :class:`SinkView` per URI from ``(uri, queue, spool_bytes, draining)`` entries.
 
     A URI may have two live queues while a reload drains the old one;
     ``retired`` holds the counts of queues already gone, so counters never go back.
     """
-    acc: dict[str, dict[str, Any]] = {}
+    acc: dict[str, tuple[QueueCounts, dict[str, Any]]] = {}
     for uri, q, spool, draining in live:
-        a = acc.setdefault(uri, {"depth": 0, "capacity": 0, "enqueued": 0, "dropped": Counter(), "spool": None,
-                                 "draining": False})
+        counts, a = acc.setdefault(uri, (QueueCounts(), {"depth": 0, "capacity": 0, "spool": None,
+                                                         "draining": False}))
+        counts.add(q)
         a["depth"] += len(q)
         a["capacity"] = max(a["capacity"], q.maxsize)
-        a["enqueued"] += q.enqueued
-        a["dropped"].update(q.dropped)
         a["spool"] = spool if spool is not None else a["spool"]
         a["draining"] |= draining
     out = []
-    for uri, a in acc.items():
-        old_enq, old_drop = retired.get(uri, (0, {}))
-        a["dropped"].update(old_drop)
-        out.append(SinkView(uri, a["depth"], a["capacity"], a["enqueued"] + old_enq, dict(a["dropped"]),
-                            stats.sink(uri), a["spool"], a["draining"]))
+    for uri, (counts, a) in acc.items():
+        old = retired.get(uri, QueueCounts())
+        out.append(SinkView(uri, a["depth"], a["capacity"], counts.enqueued + old.enqueued,
+                            dict(counts.dropped + old.dropped), stats.sink(uri), a["spool"], a["draining"],
+                            counts.blocked + old.blocked))
     return tuple(out)
 
 

@@ -36,7 +36,8 @@ def wait_for(pred: Callable[[], T | None], timeout: float = 15.0, what: str = "c
         time.sleep(0.05)
 
 
-def config_text(sinks: list[str], *, metrics: bool = True, interval: float = 0.2, extra: str = "") -> str:
+def config_text(sinks: list[str], *, metrics: bool = True, interval: float = 0.2, extra: str = "",
+                sink_keys: str = "") -> str:
     """Only the cgroup probe, on the fixture tree, quickly; the given file sinks; /metrics on a free port."""
     others = "".join(f"[probes.{p}]\nenabled = false\n" for p in ("lve", "mounts", "taskstats", "link"))
     body = (
@@ -44,7 +45,7 @@ def config_text(sinks: list[str], *, metrics: bool = True, interval: float = 0.2
         f'[probes.cgroup]\nroot = "{FIXTURE_CGROUP}"\ninterval = {interval}\njitter = 0.0\n'
         "[probes.cgroup.watch]\nenabled = false\n"
         f"{others}"
-        + "".join(f'[[sinks]]\nuri = "{u}"\n' for u in sinks)
+        + "".join(f'[[sinks]]\nuri = "{u}"\n{sink_keys}' for u in sinks)
         + ('[metrics]\nlisten = "127.0.0.1:0"\n' if metrics else "")
         + extra
     )

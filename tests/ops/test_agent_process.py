@@ -61,20 +61,23 @@ def test_metrics_status_and_clean_stop(workdir: Path) -> None:
     assert stopped.returncode == 1 and b"STOPPED" in stopped.stdout
 
 
-def test_sighup_switches_sinks_without_losing_or_reordering(workdir: Path) -> None:
+@pytest.mark.parametrize("sink_keys", ["", "queue_size = 2\nbatch_max = 1\n"], ids=["roomy", "producers-blocked"])
+def test_sighup_switches_sinks_without_losing_or_reordering(workdir: Path, sink_keys: str) -> None:
     cfg = workdir / "hoststamp.toml"
-    cfg.write_text(config_text(["file:out/a.ndjson"]))
+    cfg.write_text(config_text(["file:out/a.ndjson"], sink_keys=sink_keys))
     a, b = workdir / "out" / "a.ndjson", workdir / "out" / "b.ndjson"
     with AgentProcess(workdir, cfg) as agent:
         agent.wait_ready()
         wait_for(lambda: len(sequences(a)) >= 16, what="events in the first sink")
-        cfg.write_text(config_text(["file:out/b.ndjson"]))
+        cfg.write_text(config_text(["file:out/b.ndjson"], sink_keys=sink_keys))
         agent.signal(signal.SIGHUP)
         wait_for(lambda: len(sequences(b)) >= 16, what="events in the sink of the new configuration")
         wait_for(lambda: agent.status()["generation"] == 2, what="generation 2 in the status file")
         text = agent.scrape()
         assert metric(text, "hoststamp_config_reloads_total", result="success") == 1.0
         assert metric(text, "hoststamp_config_last_reload_successful") == 1.0
+        if sink_keys:  # a queue of 2 for rounds of 8 readings: the probe did wait for room
+            assert (metric(text, "hoststamp_sink_queue_blocked_total", sink="file:out/b.ndjson") or 0) > 0
         assert agent.stop() == 0
     old, new = sequences(a), sequences(b)
     assert _contiguous(old) and _contiguous(new)

@@ -14,6 +14,7 @@ import pytest
 from agent.health import (
     AgentView,
     ListenerView,
+    QueueCounts,
     dir_bytes,
     listener_view,
     read_status,
@@ -82,8 +83,8 @@ def test_sink_views_merge_live_queues_and_retired_counts() -> None:
     old.close()
     old.put_nowait(_event(9))  # counted as dropped: closed
     (v,) = sink_views([("file:/a", old, None, True), ("file:/a", new, 128, False)], stats,
-                      {"file:/a": (100, Counter({"evicted": 4}))})
-    assert (v.depth, v.capacity, v.enqueued, v.spool_bytes, v.draining) == (5, 20, 105, 128, True)
+                      {"file:/a": QueueCounts(enqueued=100, blocked=7, dropped=Counter({"evicted": 4}))})
+    assert (v.depth, v.capacity, v.enqueued, v.spool_bytes, v.draining, v.blocked) == (5, 20, 105, 128, True, 7)
     assert v.dropped == {"closed": 1, "evicted": 4}
 
 
