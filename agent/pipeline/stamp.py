@@ -23,7 +23,7 @@ import orjson
 from ..codec.canonical import prepare
 from ..model import Event, Reading
 from ..signing.dsse import pae
-from ..signing.event import PAYLOAD_TYPE, dssematerial, material
+from ..signing.event import PAYLOAD_TYPE, material
 from ..signing.keys import SigningKey
 from .sequence import SequenceStore
 
@@ -119,6 +119,7 @@ class Stamper:
         self._id_prefix = (os.urandom(6).hex() + "-").encode()
         self._routes: dict[tuple[str, str, str], _Route] = {}
         self._subjects: dict[str, tuple[bytes, bytes]] = {}
+        self._texts: dict[str, bytes] = {}
         self._sign = key.sign
         # the constant parts of the DSSE envelope, fields in the order the specification shows them
         self._env_head = b'{"payloadType":' + orjson.dumps(PAYLOAD_TYPE) + b',"payload":"'
@@ -158,6 +159,15 @@ class Stamper:
                 self._subjects.clear()
             hit = self._subjects[subject] = (orjson.dumps(subject), _sha(subject.encode()).digest())
         return hit
+
+    def _hash_text(self, text: str) -> bytes:
+        """Digest of an attribute value, cached: sources, types and names repeat from event to event."""
+        d = self._texts.get(text)
+        if d is None:
+            if len(self._texts) > 16384:
+                self._texts.clear()
+            d = self._texts[text] = _sha(text.encode()).digest()
+        return d
 
     def _material(self, digest: bytes) -> bytes:
         """``dssematerial`` (base64 of the DSSE envelope) for a digest, as ASCII bytes."""
@@ -249,7 +259,8 @@ class Stamper:
             (k for k in ev if k not in _NOT_EXT), key=lambda k: (k not in HOST_ATTRIBUTES + GUEST_ATTRIBUTES, k)
         )
         ev["signedextattrs"] = ",".join(ext)
-        ev["dssematerial"] = dssematerial(material(ev, ext, data_raw), self.key)
+        digest = material(ev, ext, data_raw, hash_text=self._hash_text)
+        ev["dssematerial"] = self._material(digest).decode("ascii")
         if data_raw is not None:
             del ev["data"]
             body = orjson.dumps(ev)[:-1] + b',"data":' + data_raw + b"}"

@@ -20,7 +20,7 @@ import base64
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,11 +53,27 @@ _RFC3339 = re.compile(
 )
 
 
+_UTC_SECONDS: dict[str, str] = {}
+
+
 def normalize_time(value: str) -> str:
     """An RFC 3339 timestamp as UTC ``YYYY-MM-DDTHH:MM:SSZ`` (fraction dropped)."""
     m = _RFC3339.match(value)
     if not m:
         raise VerifyError(f"time {value!r} is not an RFC 3339 timestamp")
+    if m.group(8):
+        # already UTC: the answer depends on the seconds alone, which repeat from event to event
+        sec = value[:19]
+        hit = _UTC_SECONDS.get(sec)
+        if hit is None:
+            if len(_UTC_SECONDS) > 4096:
+                _UTC_SECONDS.clear()
+            hit = _UTC_SECONDS[sec] = _normalize(m, value)
+        return hit
+    return _normalize(m, value)
+
+
+def _normalize(m: re.Match[str], value: str) -> str:
     y, mo, d, h, mi, s = (int(m.group(i)) for i in range(1, 7))
     try:
         t = datetime(y, mo, d, h, mi, min(s, 59), tzinfo=UTC)
@@ -108,20 +124,34 @@ def _h(b: bytes) -> bytes:
     return hashlib.sha256(b).digest()
 
 
-def material(event: Mapping[str, Any], ext_names: Sequence[str], data: bytes | None = None) -> bytes:
-    """The 32-byte verification material of ``event`` signing ``ext_names``."""
+def _h_text(text: str) -> bytes:
+    return _h(text.encode())
+
+
+def material(
+    event: Mapping[str, Any],
+    ext_names: Sequence[str],
+    data: bytes | None = None,
+    *,
+    hash_text: Callable[[str], bytes] = _h_text,
+) -> bytes:
+    """The 32-byte verification material of ``event`` signing ``ext_names``.
+
+    ``data`` is the data's bytes when the caller already has them; ``hash_text``
+    lets a caller that sees the same strings again and again cache their digests.
+    """
     parts = []
     for name in CORE_ATTRIBUTES:
         v = event.get(name)
-        parts.append(_EMPTY if v is None else _h(attr_text(v).encode()))
+        parts.append(_EMPTY if v is None else hash_text(attr_text(v)))
     t = event.get("time")
-    parts.append(_EMPTY if t is None else _h(normalize_time(attr_text(t)).encode()))
+    parts.append(_EMPTY if t is None else hash_text(normalize_time(attr_text(t))))
     parts.append(_h(data_bytes(event) if data is None else data))
     for name in ext_names:
         if name not in event:
             raise VerifyError(f"signed extension attribute {name!r} is missing")
-        parts.append(_h(name.encode()))
-        parts.append(_h(attr_text(event[name]).encode()))
+        parts.append(hash_text(name))
+        parts.append(hash_text(attr_text(event[name])))
     return _h(b"".join(parts))
 
 
