@@ -92,6 +92,7 @@ class NatsSinkStats:
     #: acks that said "duplicate": the server already had this message id
     duplicates: int = 0
     connects: int = 0
+    #: connections that broke or were dropped after a failure (lost server, ack timeout, refusal)
     disconnects: int = 0
     #: events with no binary form, sent structured instead
     structured_fallbacks: int = 0
@@ -172,15 +173,13 @@ class NatsSink(Sink):
         nc, inbox = self._nc, self._inbox
         if nc is not None and inbox is not None and nc.is_connected:
             return nc, inbox
-        await self._drop()
+        await self._drop(failed=nc is not None)
         now = time.monotonic()
         if now < self._retry_at:
             raise SinkError(f"{self._where}: not connected (next attempt in {self._retry_at - now:.2f}s)")
         inboxes: list[_AckInbox] = []
 
         async def lost() -> None:
-            if inboxes and self._inbox is inboxes[0]:  # the live connection went (not one we closed)
-                self.stats.disconnects += 1
             for box in inboxes:
                 box.fail_all(f"{self._where}: connection lost")
 
@@ -206,9 +205,12 @@ class NatsSink(Sink):
         log.info("%s: connected", self._where)
         return nc, inbox
 
-    async def _drop(self) -> None:
+    async def _drop(self, *, failed: bool = False) -> None:
+        """Forget the connection; ``failed``: it broke (counted), rather than being closed on purpose."""
         nc, inbox = self._nc, self._inbox
         self._nc = self._inbox = None
+        if failed and nc is not None:
+            self.stats.disconnects += 1
         if inbox is not None:
             inbox.fail_all(f"{self._where}: connection closed")
         if nc is not None:
@@ -270,10 +272,10 @@ class NatsSink(Sink):
             while window:
                 await self._await_oldest(window)
         except SinkError:
-            await self._drop()  # a fresh connection starts with a clean ack inbox
+            await self._drop(failed=True)  # a fresh connection starts with a clean ack inbox
             raise
         except _SEND_ERRORS as exc:
-            await self._drop()
+            await self._drop(failed=True)
             raise SinkError(f"{self._where}: {describe(exc)}") from exc
         finally:
             for fut in window:
