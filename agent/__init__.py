@@ -6,6 +6,7 @@ and the agent itself; everything else is implementation and may change.
 
 from .errors import (
     AgentError,
+    ArchiveError,
     ConfigError,
     FramingError,
     ParseError,
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AgentError",
+    "ArchiveError",
     "ConfigError",
     "Event",
     "FramingError",

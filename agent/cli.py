@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import anyio
 import orjson
@@ -18,7 +19,7 @@ import orjson
 from . import config as config_mod
 from .errors import AgentError, ConfigError, SigningError
 from .signing.keys import VerifyKey, generate_keypair, load_signing_key, load_verify_keys
-from .signing.ndjson import Report, verify_lines
+from .signing.ndjson import verify_lines
 
 __all__ = ["main"]
 
@@ -90,6 +91,7 @@ def _build_parser() -> argparse.ArgumentParser:
     prove.add_argument("archive", metavar="DIR")
     prove.add_argument("event_id", metavar="EVENT_ID")
     prove.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    prove.add_argument("--source", metavar="URI", help="the event's source, when its id is not unique in the archive")
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_verb", metavar="ACTION", parser_class=_Parser)
@@ -197,7 +199,21 @@ def _trusted_keys(pubs: Sequence[str]) -> dict[str, VerifyKey]:
     raise UsageError(f"hoststamp verify: no public key given and {DEFAULT_PUB} does not exist; pass --pub FILE")
 
 
-def _print_report(report: Report, as_json: bool) -> int:
+class _Report(Protocol):
+    """What every verification report offers: file, archive and proof checks alike."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def problems(self) -> Sequence[object]: ...
+
+    def summary(self) -> str: ...
+
+    def as_dict(self) -> Mapping[str, object]: ...
+
+
+def _print_report(report: _Report, as_json: bool) -> int:
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(report.as_dict()) + b"\n")
     else:
@@ -251,7 +267,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
 def _cmd_prove(args: argparse.Namespace) -> int:
     from .archive.proof import write_proof
 
-    data = write_proof(Path(args.archive), args.event_id)
+    data = write_proof(Path(args.archive), args.event_id, source=args.source)
     if args.output:
         Path(args.output).write_bytes(data)
     else:

@@ -12,7 +12,8 @@ exceptions (``OSError``, ``ValueError`` from a parser, ``cryptography``'s
     │   └── FramingError       a frame is malformed or too large
     ├── SigningError           a key cannot be loaded or used
     │   └── VerifyError        an event or record fails verification
-    └── SinkError              a sink could not take a batch
+    ├── SinkError              a sink could not take a batch
+    └── ArchiveError           an archive cannot do what was asked (no such event, no checkpoint yet)
 
 The CLI turns these into messages and exit codes (2 for ``ConfigError`` and
 usage errors, 1 for the rest); nothing else in the package prints or exits.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 __all__ = [
     "AgentError",
+    "ArchiveError",
     "ConfigError",
     "FramingError",
     "ParseError",
@@ -82,3 +84,7 @@ class VerifyError(SigningError):
 
 class SinkError(AgentError):
     """A sink could not take a batch (transient unless stated otherwise)."""
+
+
+class ArchiveError(AgentError):
+    """An archive cannot do what was asked (no such event, no checkpoint yet, an unreadable bundle)."""

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import AgentError
+from ..errors import ArchiveError
 
 __all__ = [
     "EVENTS",
@@ -38,9 +38,6 @@ __all__ = [
     "seg_stem",
     "split_tail",
 ]
-
-class ArchiveError(AgentError):
-    """An archive cannot do what was asked (no such event, no checkpoint yet, an unreadable bundle)."""
 
 
 LOCK = "archive.lock"
