@@ -35,7 +35,8 @@ from .errors import AgentError, ConfigError, SinkError
 from .generation import Counts, Generation
 from .metrics import LatencySampler, MetricsServer, TimedStamper, build_registry
 from .model import Event, Reading
-from .pipeline import Pipeline, PipelineStats, ProbeRunner, SequenceStore, SinkQueue, SinkWorker
+from .pipeline import PipelineStats, ProbeRunner, SequenceStore, SinkQueue, SinkWorker
+from .pipeline.parallel import ParallelPipeline, build_pipeline
 from .pipeline.spoolqueue import SpoolQueue, queue_for
 from .probes import ProbeContext
 from .probes import registry as probe_registry
@@ -107,7 +108,7 @@ class Agent:
         self._ctx = SinkContext(state_dir=state, key=self.key)
         self.gen = Generation(1, self.cfg)
         self._fill(self.gen)
-        self.pipeline = Pipeline(self.stamper, self.gen.queues, self.stats)
+        self.pipeline = build_pipeline(self.stamper, self.gen.queues, self.stats, self.cfg.agent.sign_workers)
         self._retiring: list[Generation] = []
         self._counts = Counts()
         self._stop = anyio.Event()
@@ -406,6 +407,8 @@ class Agent:
                     self.notifier.stopping()
                 async with self._lock:
                     await self._stop_producers(self.gen)
+                    if isinstance(self.pipeline, ParallelPipeline):
+                        await self.pipeline.aclose()  # events still being signed reach the queues first
                     await self._drain(self.gen)
                 tg.cancel_scope.cancel()
         finally:

@@ -55,6 +55,8 @@ class AgentSettings:
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: seconds SIGTERM may spend draining queues before what is left stays spooled
     drain_timeout: float = 10.0
+    #: processes that stamp and sign guest events (0: all in the event loop; see docs/delivery.md)
+    sign_workers: int = 0
 
 
 @dataclass(frozen=True, slots=True)

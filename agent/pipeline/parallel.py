@@ -1,0 +1,227 @@
+"""Guest events stamped and signed in worker processes, so a receiver can use every core.
+
+:class:`ParallelPipeline` is a :class:`~.router.Pipeline` whose ``submit_guest``
+does the cheap, ordered part in the event loop (the per-source sequence number
+and the receive time) and hands the expensive part (JCS, digests, the Ed25519
+signature, the event JSON) to a pool of ``workers`` processes, in batches of
+what arrived during one loop turn. Results are put into the sink queues in
+submission order, so each source's events still reach every sink with
+increasing sequence numbers. Probe readings stay in the loop (they are few).
+
+Each worker process holds its own copy of the host key (sent once, at start)
+and a :class:`~.stamp.Stamper` whose sequence and clock are the values the loop
+chose, so an event is byte for byte what the single-process path would make.
+An event a worker cannot stamp completes its receipt as dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing as mp
+import os
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from ..model import Event
+from ..signing.keys import SigningKey
+from .queue import Receipt, SinkQueue
+from .router import Pipeline
+from .sequence import SequenceStore
+from .stamp import Stamper
+from .stats import PipelineStats
+
+__all__ = ["ParallelPipeline", "build_pipeline"]
+
+log = logging.getLogger("hoststamp.pipeline")
+
+#: (event, hostpeer, sequence, receive time)
+_Job = tuple[dict[str, Any], str, int, float]
+#: (id, source, type, sequence, body), or an error text
+_Done = tuple[str, str, str, int, bytes] | str
+
+
+class _Preset(SequenceStore):
+    """The sequence number the loop already chose."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.value = 0
+
+    def next(self, source: str) -> int:
+        return self.value
+
+
+class _Signer:
+    """Stamps jobs with the sequence and time the loop chose."""
+
+    def __init__(self, key: SigningKey, host_id: str) -> None:
+        self._preset = _Preset()
+        self._ts = 0.0
+        self._stamper = Stamper(key, host_id, self._preset, clock=lambda: self._ts)
+
+    def stamp_batch(self, jobs: list[_Job]) -> list[_Done]:
+        out: list[_Done] = []
+        stamp, preset = self._stamper.stamp_guest, self._preset
+        for event, hostpeer, seq, ts in jobs:
+            preset.value, self._ts = seq, ts
+            try:
+                e = stamp(event, hostpeer)
+            except (ValueError, TypeError) as exc:
+                out.append(f"cannot stamp: {exc}")
+                continue
+            out.append((e.id, e.source, e.type, e.sequence, e.body))
+        return out
+
+
+_signer: _Signer | None = None
+
+
+def _init(private_pem: bytes, host_id: str) -> None:
+    global _signer
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    key = load_pem_private_key(private_pem, None)
+    assert isinstance(key, ed25519.Ed25519PrivateKey)
+    _signer = _Signer(SigningKey(key), host_id)
+
+
+def _ready() -> int:
+    time.sleep(0.05)  # long enough that every worker gets one of these
+    return os.getpid()
+
+
+def _stamp_batch(jobs: list[_Job]) -> list[_Done]:
+    assert _signer is not None
+    return _signer.stamp_batch(jobs)
+
+
+class ParallelPipeline(Pipeline):
+    """A Pipeline that signs guest events in ``workers`` processes. Call :meth:`aclose` at the end."""
+
+    def __init__(self, stamper: Stamper, queues: Sequence[SinkQueue], stats: PipelineStats | None = None, *,
+                 workers: int = 2, batch_max: int = 256, max_pending: int = 8192, local_share: bool = True) -> None:
+        super().__init__(stamper, queues, stats)
+        self.workers = workers
+        self.batch_max = batch_max
+        self.max_pending = max_pending
+        self._pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init,
+                                         initargs=(stamper.key.private_pem(), stamper.host_id))
+        self._seqs: SequenceStore = stamper._seq
+        self._now = stamper._now
+        self._jobs: list[_Job] = []
+        self._receipts: list[Receipt] = []
+        self._scheduled = False
+        # (results, receipts, the queues the events were submitted for)
+        self._inflight: deque[tuple[asyncio.Future[list[_Done]], list[Receipt], list[SinkQueue]]] = deque()
+        self._pending = 0
+        #: batches given to the pool and not back yet
+        self._busy = 0
+        #: stamp a batch in this process when every worker is busy (the loop's core is otherwise idle then)
+        self._local = _Signer(stamper.key, stamper.host_id) if local_share else None
+        self._room = asyncio.Event()
+        self._room.set()
+        self._ready = asyncio.Event()
+        self._enqueuer: asyncio.Task[None] | None = None
+        self._jobs_queues = self.queues
+
+    async def start(self) -> int:
+        """Start the worker processes now rather than on the first event; returns how many answered."""
+        loop = asyncio.get_running_loop()
+        n = self.workers
+        pids = await asyncio.gather(*(loop.run_in_executor(self._pool, _ready) for _ in range(2 * n)))
+        return len(set(pids))
+
+    async def submit_guest(self, event: Mapping[str, Any], hostpeer: str) -> Receipt:
+        if self._jobs and self.queues is not self._jobs_queues:
+            self._dispatch()  # the queues were swapped (a reload): what came before goes to the old ones
+        self._jobs_queues = self.queues
+        while self._pending >= self.max_pending:
+            self._room.clear()
+            await self._room.wait()
+        source = str(event.get("source", ""))
+        self._jobs.append((dict(event), hostpeer, self._seqs.next(source), self._now()))
+        receipt = Receipt(len(self.queues))
+        self._receipts.append(receipt)
+        self._pending += 1
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._dispatch)
+        if self._enqueuer is None:
+            self._enqueuer = asyncio.get_running_loop().create_task(self._enqueue(), name="parallel enqueue")
+        return receipt
+
+    def _dispatch(self) -> None:
+        self._scheduled = False
+        loop = asyncio.get_running_loop()
+        jobs, receipts, queues = self._jobs, self._receipts, self._jobs_queues
+        self._jobs, self._receipts = [], []
+        for i in range(0, len(jobs), self.batch_max):
+            batch = jobs[i : i + self.batch_max]
+            fut: asyncio.Future[list[_Done]]
+            if self._local is not None and self._busy >= self.workers:
+                fut = loop.create_future()
+                fut.set_result(self._local.stamp_batch(batch))
+            else:
+                self._busy += 1
+                fut = loop.run_in_executor(self._pool, _stamp_batch, batch)
+                fut.add_done_callback(self._returned)
+            self._inflight.append((fut, receipts[i : i + self.batch_max], queues))
+        self._ready.set()
+
+    def _returned(self, _fut: asyncio.Future[list[_Done]]) -> None:
+        self._busy -= 1
+
+    async def _enqueue(self) -> None:
+        """Results in submission order into every queue."""
+        while True:
+            if not self._inflight:
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            fut, receipts, queues = self._inflight[0]
+            try:
+                done = await fut
+            except Exception as exc:  # a dead worker: these events are lost to the sinks, say so
+                log.error("signing worker failed: %s", exc)
+                done = [f"signing worker failed: {exc}"] * len(receipts)
+            self._inflight.popleft()
+            for item, receipt in zip(done, receipts, strict=True):
+                if isinstance(item, str):
+                    self.stats.rejected += 1
+                    for _q in queues:
+                        receipt.drop()
+                    continue
+                self.stats.signed += 1
+                ev = Event(*item)
+                for q in queues:
+                    await q.put(ev, receipt)
+            self._pending -= len(receipts)
+            self._room.set()
+
+    async def drain(self) -> None:
+        """Wait until every submitted guest event is in the queues (call before closing them)."""
+        while self._pending:
+            await asyncio.sleep(0.005)
+
+    async def aclose(self) -> None:
+        if self._enqueuer is not None:
+            await self.drain()
+            self._enqueuer.cancel()
+            await asyncio.gather(self._enqueuer, return_exceptions=True)
+            self._enqueuer = None
+        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown)
+
+
+def build_pipeline(stamper: Stamper, queues: Sequence[SinkQueue], stats: PipelineStats, sign_workers: int = 0
+                   ) -> Pipeline:
+    """``[agent] sign_workers``: 0 is the plain :class:`Pipeline`, more a :class:`ParallelPipeline`."""
+    if sign_workers < 0:
+        raise ValueError("sign_workers must not be negative")
+    if sign_workers == 0:
+        return Pipeline(stamper, queues, stats)
+    return ParallelPipeline(stamper, queues, stats, workers=sign_workers)
