@@ -312,6 +312,8 @@ class Agent:
         if self._status is not None:
             self._status.queues = [(ep.uri, q) for ep, q in zip(cfg.sinks, new.queues, strict=True)]
         await self._start_producers(new)
+        if isinstance(self.pipeline, ParallelPipeline):  # old events still being signed go to the old queues
+            await self.pipeline.drain(cfg.agent.drain_timeout)
         await self._drain(old)
         self._retiring.remove(old)
         self._counts.retire(old)
@@ -408,7 +410,8 @@ class Agent:
                 async with self._lock:
                     await self._stop_producers(self.gen)
                     if isinstance(self.pipeline, ParallelPipeline):
-                        await self.pipeline.aclose()  # events still being signed reach the queues first
+                        # events still being signed reach the queues first
+                        await self.pipeline.aclose(self.cfg.agent.drain_timeout)
                     await self._drain(self.gen)
                 tg.cancel_scope.cancel()
         finally:

@@ -119,6 +119,7 @@ class ParallelPipeline(Pipeline):
         # (results, receipts, the queues the events were submitted for)
         self._inflight: deque[tuple[asyncio.Future[list[_Done]], list[Receipt], list[SinkQueue]]] = deque()
         self._pending = 0
+        self._submitted = self._settled = 0
         #: batches given to the pool and not back yet
         self._busy = 0
         #: stamp a batch in this process when every worker is busy (the loop's core is otherwise idle then)
@@ -148,6 +149,7 @@ class ParallelPipeline(Pipeline):
         receipt = Receipt(len(self.queues))
         self._receipts.append(receipt)
         self._pending += 1
+        self._submitted += 1
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._dispatch)
@@ -201,16 +203,27 @@ class ParallelPipeline(Pipeline):
                 for q in queues:
                     await q.put(ev, receipt)
             self._pending -= len(receipts)
+            self._settled += len(receipts)
             self._room.set()
 
-    async def drain(self) -> None:
-        """Wait until every submitted guest event is in the queues (call before closing them)."""
-        while self._pending:
-            await asyncio.sleep(0.005)
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait (up to ``timeout``) until every guest event submitted so far is in its queues; call before
+        closing them. True when it got there."""
+        target = self._submitted
+        try:
+            async with asyncio.timeout(timeout):
+                while self._settled < target:
+                    await asyncio.sleep(0.005)
+        except TimeoutError:
+            return False
+        return True
 
-    async def aclose(self) -> None:
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Put what is signed into the queues (for up to ``timeout``), then stop the workers."""
         if self._enqueuer is not None:
-            await self.drain()
+            if not await self.drain(timeout):
+                log.warning("%d guest events still being signed at shutdown; their senders will send them again",
+                            self._pending)
             self._enqueuer.cancel()
             await asyncio.gather(self._enqueuer, return_exceptions=True)
             self._enqueuer = None
