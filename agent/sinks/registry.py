@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TypeVar
-
 from ..errors import ConfigError
+from ..registry import Registry
 from .base import Sink
 
 __all__ = ["MODULES", "get", "register", "schemes", "split_uri"]
@@ -13,25 +11,9 @@ __all__ = ["MODULES", "get", "register", "schemes", "split_uri"]
 #: sink modules of the package; importing one registers its scheme(s)
 MODULES: tuple[str, ...] = ("stdout", "file", "archive", "socket", "nats")
 
-_REGISTRY: dict[str, type[Sink]] = {}
+_sinks: Registry[type[Sink]] = Registry(__package__ or "agent.sinks", MODULES, lambda c: c.scheme, "sink scheme")
 
-S = TypeVar("S", bound=type[Sink])
-
-
-def register(cls: S) -> S:
-    if cls.scheme in _REGISTRY and _REGISTRY[cls.scheme] is not cls:
-        raise RuntimeError(f"sink scheme {cls.scheme!r} registered twice")
-    _REGISTRY[cls.scheme] = cls
-    return cls
-
-
-def _load() -> None:
-    for mod in MODULES:
-        try:
-            importlib.import_module(f"{__package__}.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{mod}":
-                raise
+register = _sinks.register
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -43,14 +25,12 @@ def split_uri(uri: str) -> tuple[str, str]:
 
 
 def schemes() -> list[str]:
-    _load()
-    return sorted(_REGISTRY)
+    return sorted(_sinks.names())
 
 
 def get(scheme: str) -> type[Sink]:
-    _load()
     try:
-        return _REGISTRY[scheme]
+        return _sinks.get(scheme)
     except KeyError:
-        known = ", ".join(f"{s}:" for s in sorted(_REGISTRY))
+        known = ", ".join(f"{s}:" for s in schemes())
         raise ConfigError(f"unknown sink scheme {scheme!r} (known: {known})", key="uri") from None
