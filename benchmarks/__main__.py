@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import platform
 import sys
 import time
@@ -75,11 +76,14 @@ def main(argv: list[str]) -> int:
         print(f"== {name}", flush=True)
         mod = importlib.import_module(f"benchmarks.{name}")
         t0 = time.monotonic()
+        cpus = os.sched_getaffinity(0)
         try:
             figures = mod.run()
         except Exception as exc:  # one broken benchmark must not hide the others
             figures = {"error": f"{type(exc).__name__}: {exc}"}
             failed += 1
+        finally:
+            os.sched_setaffinity(0, cpus)  # a benchmark that pinned itself must not pin the next
         for k, v in _flatten(figures):
             print(f"   {k}: {_fmt(v)}")
         results[name.removeprefix("bench_")] = {

@@ -24,6 +24,7 @@ import aiofiles
 from agent.model import Event
 from agent.sinks.base import SinkContext
 from agent.sinks.file import FileOptions, FileSink
+from benchmarks._common import one_core
 
 N = 20000
 BATCH = 512
@@ -55,13 +56,9 @@ async def _per_line(path: Path, evs: list[Event]) -> float:
 
 
 def run(n: int = N, rounds: int = 3) -> dict[str, Any]:
-    try:
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    except (AttributeError, OSError):
-        pass
     evs = _events(n)
     best = {"thread": float("inf"), "aiofiles": float("inf"), "aiofiles_per_line": float("inf")}
-    with tempfile.TemporaryDirectory(prefix="hoststamp-bench-") as tmp:
+    with one_core(), tempfile.TemporaryDirectory(prefix="hoststamp-bench-") as tmp:
         for r in range(rounds):
             for w in ("thread", "aiofiles"):
                 best[w] = min(best[w], asyncio.run(_sink(w, Path(tmp) / f"{w}{r}", evs)))

@@ -37,6 +37,7 @@ from agent.pipeline.router import Pipeline
 from agent.signing.keys import SigningKey
 from agent.sinks.base import SinkContext
 from agent.sinks.file import FileOptions, FileSink
+from benchmarks._common import one_core, sign_floor
 
 N = 20000
 ROUNDS = 3
@@ -64,13 +65,8 @@ def _readings(n: int) -> list[Reading]:
     return out
 
 
-def floor(key: SigningKey, n: int) -> float:
-    msg = os.urandom(110)  # "DSSEv1 46 https://cloudevents.io/verifiability/dsse/v0.1 32 " + 32 bytes
-    sign = key.sign
-    t0 = time.perf_counter()
-    for _ in range(n):
-        sign(msg)
-    return n / (time.perf_counter() - t0)
+#: the signing floor, shared with the other benchmarks
+floor = sign_floor
 
 
 async def _pipeline(key: SigningKey, readings: list[Reading], path: Path) -> float:
@@ -111,15 +107,10 @@ async def _naive(key: SigningKey, readings: list[Reading], path: Path) -> float:
 
 
 def run(n: int = N, rounds: int = ROUNDS) -> dict[str, Any]:
-    try:
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-        pinned = True
-    except (AttributeError, OSError):
-        pinned = False
     key = SigningKey.generate()
     readings = _readings(n)
     best = {"floor": 0.0, "pipeline": 0.0, "naive": 0.0}
-    with tempfile.TemporaryDirectory(prefix="hoststamp-bench-") as tmp:
+    with one_core() as pinned, tempfile.TemporaryDirectory(prefix="hoststamp-bench-") as tmp:
         for i in range(rounds):
             best["floor"] = max(best["floor"], floor(key, n))
             best["pipeline"] = max(best["pipeline"], asyncio.run(_pipeline(key, readings, Path(tmp) / f"p{i}.ndjson")))
