@@ -213,6 +213,8 @@ def render(doc: Mapping[str, Any], *, now: float | None = None, stale_after: flo
     head = (f"hoststamp pid {doc.get('pid')}: up {_ago(now - float(doc.get('started_at', now)))}, "
             f"{doc.get('signed', 0)} events signed, host {doc.get('host_id')}, generation {doc.get('generation')}")
     lines = [head]
+    if doc.get("config") or doc.get("metrics"):
+        lines.append("  ".join(f"{k} {doc[k]}" for k in ("config", "metrics") if doc.get(k)))
     if stopped:
         lines.append(f"STOPPED {_ago(age)} ago (this is its last status)")
     elif stale:
