@@ -53,7 +53,7 @@ __all__ = ["Agent", "build_probe", "build_sink", "host_id"]
 log = logging.getLogger("hoststamp")
 
 #: ``[agent]`` keys a reload cannot change (the signer, sequences and state stay)
-RESTART_ONLY = ("host_id", "key", "state_dir")
+RESTART_ONLY = ("host_id", "key", "state_dir", "sign_workers")
 
 
 def host_id(configured: str | None, machine_id: Path = Path("/etc/machine-id")) -> str:
@@ -119,10 +119,11 @@ class Agent:
         self.reloads_ok = self.reloads_failed = 0
         self.last_reload_error: str | None = None
         self.metrics: MetricsServer | None = None
+        self._registry = build_registry(self.view, self.sign_latency)
         self._status_failed = False
         self._fatal: AgentError | None = None
         if self.cfg.metrics.listen and not self.once:
-            self.metrics = MetricsServer(self.cfg.metrics.listen, build_registry(self.view, self.sign_latency))
+            self.metrics = MetricsServer(self.cfg.metrics.listen, self._registry)
 
     # the current generation's parts, as before reloads existed
     @property
@@ -272,6 +273,29 @@ class Agent:
                 self.write_status()
                 self.notifier.ready(self._status_text())
 
+    async def _switch_metrics(self, listen: str | None) -> None:
+        """Serve /metrics at the new address; if it is taken, free the old one (it may be the same port) and retry."""
+        old, new = self.metrics, MetricsServer(listen, self._registry) if listen else None
+        if new is not None:
+            try:
+                await new.start()
+            except OSError:
+                if old is not None:
+                    old.close()
+                    old = None
+                try:
+                    await new.start()
+                except OSError as exc:
+                    log.error("reload: metrics.listen: cannot listen on %s: %s; no metrics until the next reload",
+                              listen, exc.strerror or exc)
+                    new = None
+        if old is not None:
+            old.close()
+        self.metrics = new
+        if new is not None:
+            assert self._tg is not None
+            self._tg.start_soon(new.serve)
+
     def _reload_failed(self, reason: str) -> bool:
         self.reloads_failed += 1
         self.last_reload_error = reason
@@ -301,8 +325,6 @@ class Agent:
         for k in RESTART_ONLY:
             if getattr(cfg.agent, k) != getattr(old.cfg.agent, k):
                 log.warning("reload: agent.%s changed; that takes effect at the next restart", k)
-        if cfg.metrics.listen != old.cfg.metrics.listen:
-            log.warning("reload: metrics.listen changed; that takes effect at the next restart")
         log.info("reloading %s: generation %d -> %d", cfg.path or "the default configuration", old.number,
                  new.number)
         self._retiring.append(old)
@@ -318,6 +340,8 @@ class Agent:
         self._retiring.remove(old)
         self._counts.retire(old)
         await self._start_workers(new)
+        if cfg.metrics.listen != old.cfg.metrics.listen:
+            await self._switch_metrics(cfg.metrics.listen)
         self.reloads_ok += 1
         self.last_reload_error = None
         log.info("reloaded: probes=%s sinks=%s", ",".join(pc.name for pc, _ in new.probes) or "none",

@@ -239,6 +239,7 @@ class MetricsServer:
         self.max_request = max_request
         self.address: tuple[str, int] | None = None
         self._server: asyncio.Server | None = None
+        self._closed = anyio.Event()
         self._open = 0
         self._bad = OncePerKey(log, max_keys=256)
         self.scrapes = 0
@@ -255,14 +256,19 @@ class MetricsServer:
         return self.address
 
     async def serve(self, *, task_status: TaskStatus[tuple[str, int]] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Serve until cancelled (starting first if needed), then stop listening."""
+        """Serve until :meth:`close` or cancelled (starting first if needed), then stop listening."""
         task_status.started(await self.start())
         try:
-            await anyio.sleep_forever()
+            await self._closed.wait()
         finally:
-            if self._server is not None:
-                self._server.close()
-                self._server = None
+            self.close()
+
+    def close(self) -> None:
+        """Stop listening (the address is free when this returns) and end :meth:`serve`."""
+        self._closed.set()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")

@@ -262,3 +262,32 @@ def test_a_listener_that_cannot_listen_at_start_is_a_clear_failure(workdir: Path
     assert res.returncode == 1
     err = res.stderr.decode()
     assert "unix:no/such/dir/in.sock" in err and "cannot listen" in err and "Traceback" not in err
+
+
+def test_sighup_moves_the_metrics_endpoint(workdir: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    cfg = workdir / "hoststamp.toml"
+    cfg.write_text(config_text(["file:out/a.ndjson"]))
+    with AgentProcess(workdir, cfg) as agent:
+        agent.wait_ready()
+        first = agent.metrics_url()
+        assert metric(agent.scrape(), "hoststamp_config_generation") == 1.0
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        cfg.write_text(config_text(["file:out/a.ndjson"]).replace("127.0.0.1:0", f"127.0.0.1:{port}"))
+        agent.signal(signal.SIGHUP)
+        wait_for(lambda: agent.status()["metrics"] == f"http://127.0.0.1:{port}/metrics", what="the new address")
+        assert metric(agent.scrape(), "hoststamp_config_generation") == 2.0
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(first, timeout=5)
+        # back to "no metrics": the endpoint goes away, the agent goes on
+        cfg.write_text(config_text(["file:out/a.ndjson"], metrics=False))
+        agent.signal(signal.SIGHUP)
+        wait_for(lambda: agent.status()["generation"] == 3 and agent.status()["metrics"] is None, what="no metrics")
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        assert agent.stop() == 0
