@@ -104,7 +104,7 @@ class ParallelPipeline(Pipeline):
     """A Pipeline that signs guest events in ``workers`` processes. Call :meth:`aclose` at the end."""
 
     def __init__(self, stamper: Stamper, queues: Sequence[SinkQueue], stats: PipelineStats | None = None, *,
-                 workers: int = 2, batch_max: int = 256, max_pending: int = 8192, local_share: bool = True) -> None:
+                 workers: int = 2, batch_max: int = 256, max_pending: int = 8192) -> None:
         super().__init__(stamper, queues, stats)
         self.workers = workers
         self.batch_max = batch_max
@@ -120,10 +120,6 @@ class ParallelPipeline(Pipeline):
         self._inflight: deque[tuple[asyncio.Future[list[_Done]], list[Receipt], list[SinkQueue]]] = deque()
         self._pending = 0
         self._submitted = self._settled = 0
-        #: batches given to the pool and not back yet
-        self._busy = 0
-        #: stamp a batch in this process when every worker is busy (the loop's core is otherwise idle then)
-        self._local = _Signer(stamper.key, stamper.host_id) if local_share else None
         self._room = asyncio.Event()
         self._room.set()
         self._ready = asyncio.Event()
@@ -163,20 +159,9 @@ class ParallelPipeline(Pipeline):
         jobs, receipts, queues = self._jobs, self._receipts, self._jobs_queues
         self._jobs, self._receipts = [], []
         for i in range(0, len(jobs), self.batch_max):
-            batch = jobs[i : i + self.batch_max]
-            fut: asyncio.Future[list[_Done]]
-            if self._local is not None and self._busy >= self.workers:
-                fut = loop.create_future()
-                fut.set_result(self._local.stamp_batch(batch))
-            else:
-                self._busy += 1
-                fut = loop.run_in_executor(self._pool, _stamp_batch, batch)
-                fut.add_done_callback(self._returned)
+            fut = loop.run_in_executor(self._pool, _stamp_batch, jobs[i : i + self.batch_max])
             self._inflight.append((fut, receipts[i : i + self.batch_max], queues))
         self._ready.set()
-
-    def _returned(self, _fut: asyncio.Future[list[_Done]]) -> None:
-        self._busy -= 1
 
     async def _enqueue(self) -> None:
         """Results in submission order into every queue."""
