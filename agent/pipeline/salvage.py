@@ -123,7 +123,7 @@ def _scan(base: int, path: Path, after: int, notes: _Notes) -> Segment | None:
         parsed = wal.parse(data, pos, after=after)
         good.extend(parsed.records)
         if parsed.records:
-            after = parsed.records[-1].index
+            after = parsed.records[-1].number
         if parsed.status == "end":
             break
         first_problem = first_problem or f"{path.name}@{parsed.stop}: {parsed.problem}"
@@ -132,7 +132,7 @@ def _scan(base: int, path: Path, after: int, notes: _Notes) -> Segment | None:
         if nxt is None:
             break
         pos = nxt
-    seg = Segment(base, path, count=len(good), last=good[-1].index if good else 0)
+    seg = Segment(base, path, count=len(good), last=good[-1].number if good else 0)
     seg.size = len(wal.MAGIC) + sum(r.end - r.start for r in good)
     if damage:
         notes.quarantine(path, f"{first_problem} ({damage} bytes unreadable, {len(good)} records kept)", damage)
@@ -153,7 +153,7 @@ def _first_undelivered(seg: Segment, committed: int) -> int:
     parsed = wal.parse(data, len(wal.MAGIC))
     skipped = 0
     for r in parsed.records:
-        if r.index > committed:
+        if r.number > committed:
             break
         skipped += 1
     seg.read = skipped

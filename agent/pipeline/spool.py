@@ -225,7 +225,7 @@ class Spool:
             for r in parsed.records:
                 out.append(r.event)
             if parsed.records:
-                self.last_read = parsed.records[-1].index
+                self.last_read = parsed.records[-1].number
                 seg.read += len(parsed.records)
                 self.unread -= len(parsed.records)
             self._read_off += parsed.stop

@@ -86,10 +86,12 @@ class SpoolQueue(SinkQueue):
         return True
 
     def put_nowait(self, event: Event, receipt: Receipt | None = None) -> bool:
+        return self._offer(event, receipt, wal.record_size(event))
+
+    def _offer(self, event: Event, receipt: Receipt | None, size: int) -> bool:
         if self._closed:
             self._count("closed", receipt)
             return False
-        size = wal.record_size(event)
         if size > self.spool.max_bytes or not self._make_room(size):
             self._count("spool_full", receipt)
             return False
@@ -97,14 +99,13 @@ class SpoolQueue(SinkQueue):
         return True
 
     async def put(self, event: Event, receipt: Receipt | None = None) -> bool:
-        if self.overflow == "block" and not self._closed:
-            size = wal.record_size(event)
-            if not self._fits(size) and size <= self.spool.max_bytes:
-                self.blocked += 1
-                while not self._fits(size) and not self._closed:
-                    self._not_full.clear()
-                    await self._not_full.wait()
-        if not self.put_nowait(event, receipt):
+        size = wal.record_size(event)
+        if self.overflow == "block" and not self._closed and not self._fits(size) and size <= self.spool.max_bytes:
+            self.blocked += 1
+            while not self._fits(size) and not self._closed:
+                self._not_full.clear()
+                await self._not_full.wait()
+        if not self._offer(event, receipt, size):
             return False
         if self.spool.fsync == "always":
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -20,7 +20,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from ..model import Event
 
@@ -32,15 +32,16 @@ MAGIC = b"HSWAL\x00\x01\n"
 _HEAD = struct.Struct(">II")
 _META = struct.Struct(">QQIII")
 HEADER = _HEAD.size
+_FIXED = HEADER + _META.size
 #: a length field above this is damage, not a record
 MAX_PAYLOAD = 64 << 20
 
 Status = Literal["end", "partial", "corrupt"]
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    index: int
+class Record(NamedTuple):
+    #: the record's index in the spool
+    number: int
     event: Event
     #: byte offsets of the record in the buffer it was parsed from
     start: int
@@ -59,10 +60,8 @@ class Parsed:
 
 
 def record_size(event: Event) -> int:
-    """Bytes :func:`encode` will produce for ``event``."""
-    return HEADER + _META.size + len(event.id.encode()) + len(event.source.encode()) + len(event.type.encode()) + len(
-        event.body
-    )
+    """Bytes :func:`encode` will produce for ``event`` (exact for ASCII id, source and type)."""
+    return _FIXED + len(event.id) + len(event.source) + len(event.type) + len(event.body)
 
 
 def encode(index: int, event: Event) -> bytes:
@@ -77,19 +76,20 @@ def encode_many(first_index: int, events: Sequence[Event]) -> bytes:
     return b"".join([encode(first_index + i, e) for i, e in enumerate(events)])
 
 
-def _decode(payload: bytes) -> tuple[int, Event] | None:
-    if len(payload) < _META.size:
+def _decode(buf: bytes, start: int, end: int) -> tuple[int, Event] | None:
+    """The payload at ``buf[start:end]`` (CRC already checked), without copying it first."""
+    if end - start < _META.size:
         return None
-    index, seq, n_id, n_src, n_type = _META.unpack_from(payload)
-    a = _META.size
+    index, seq, n_id, n_src, n_type = _META.unpack_from(buf, start)
+    a = start + _META.size
     b, c, d = a + n_id, a + n_id + n_src, a + n_id + n_src + n_type
-    if d > len(payload):
+    if d > end:
         return None
     try:
-        ident, source, etype = payload[a:b].decode(), payload[b:c].decode(), payload[c:d].decode()
+        ident, source, etype = buf[a:b].decode(), buf[b:c].decode(), buf[c:d].decode()
     except UnicodeDecodeError:
         return None
-    return index, Event(ident, source, etype, seq, payload[d:])
+    return index, Event(ident, source, etype, seq, buf[d:end])
 
 
 def parse(buf: bytes, start: int = 0, *, after: int = 0, limit: int | None = None, upto: int | None = None
@@ -101,7 +101,7 @@ def parse(buf: bytes, start: int = 0, *, after: int = 0, limit: int | None = Non
     """
     out: list[Record] = []
     pos, n, last = start, len(buf), after
-    unpack, crc = _HEAD.unpack_from, zlib.crc32
+    unpack, crc, view = _HEAD.unpack_from, zlib.crc32, memoryview(buf)
     while pos < n:
         if limit is not None and len(out) >= limit:
             return Parsed(out, pos, "end")
@@ -113,10 +113,9 @@ def parse(buf: bytes, start: int = 0, *, after: int = 0, limit: int | None = Non
         end = pos + HEADER + length
         if end > n:
             return Parsed(out, pos, "partial", "truncated record")
-        payload = buf[pos + HEADER : end]
-        if crc(payload) != check:
+        if crc(view[pos + HEADER : end]) != check:
             return Parsed(out, pos, "corrupt", "CRC mismatch")
-        decoded = _decode(payload)
+        decoded = _decode(buf, pos + HEADER, end)
         if decoded is None:
             return Parsed(out, pos, "corrupt", "malformed record fields")
         index, event = decoded
@@ -133,12 +132,14 @@ def parse(buf: bytes, start: int = 0, *, after: int = 0, limit: int | None = Non
 def resync(buf: bytes, start: int, *, after: int = 0) -> int | None:
     """The first offset after ``start`` where an intact record with an index above ``after`` begins."""
     n = len(buf)
-    unpack, crc = _HEAD.unpack_from, zlib.crc32
+    unpack, crc, view = _HEAD.unpack_from, zlib.crc32, memoryview(buf)
     for pos in range(start + 1, n - HEADER - _META.size + 1):
         length, check = unpack(buf, pos)
-        if length < _META.size or length > MAX_PAYLOAD or pos + HEADER + length > n:
+        end = pos + HEADER + length
+        if length < _META.size or length > MAX_PAYLOAD or end > n:
             continue
-        payload = buf[pos + HEADER : pos + HEADER + length]
-        if crc(payload) == check and (d := _decode(payload)) is not None and d[0] > after:
+        if crc(view[pos + HEADER : end]) == check and (d := _decode(buf, pos + HEADER, end)) is not None and (
+            d[0] > after
+        ):
             return pos
     return None

@@ -27,7 +27,7 @@ def segments(d: Path) -> list[Path]:
 def test_record_roundtrip_and_index_order() -> None:
     data = wal.encode_many(5, [ev(1), ev(2)])
     parsed = wal.parse(data)
-    assert parsed.status == "end" and [r.index for r in parsed.records] == [5, 6]
+    assert parsed.status == "end" and [r.number for r in parsed.records] == [5, 6]
     assert parsed.records[1].event == ev(2)
     assert wal.record_size(ev(1)) == len(wal.encode(1, ev(1)))
     assert wal.parse(data, after=5).status == "corrupt"  # an index that does not go up is damage
@@ -39,7 +39,7 @@ def test_parse_never_returns_a_damaged_record(cut: int, flip: int) -> None:
     data = bytearray(wal.encode_many(1, [ev(i) for i in range(1, 6)]))
     data[flip % len(data)] ^= 0x41
     parsed = wal.parse(bytes(data[: cut % (len(data) + 1)]))
-    assert all(r.event == ev(r.index) for r in parsed.records)
+    assert all(r.event == ev(r.number) for r in parsed.records)
 
 
 def test_append_read_commit_trims_segments(tmp_path: Path) -> None:
