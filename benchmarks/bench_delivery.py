@@ -12,6 +12,8 @@ best of a few rounds, with the floors measured in the same run:
 - ``two_cores_over_one``: the same unsigned load (sender included) on both cores, with signatures made in
   worker processes (:class:`~agent.pipeline.parallel.ParallelPipeline`, 2 workers) ÷ that load with the
   receiver and the sender sharing one core (goal >= 1.8);
+- ``spool_over_memory_queue``: probe readings -> pipeline -> ``file:`` through a disk spool
+  (``spool_fsync = "batch"``) ÷ the same through the in-memory queue (no goal; the spool's price);
 - ``memory_growth_mb`` (only with ``HOSTSTAMP_BENCH_SLOW=1``): resident memory growth while the sink is
   down for ``HOSTSTAMP_BENCH_DOWN_S`` (default 60) seconds under steady load, the backlog going to the
   spool (goal <= 20 MB).
@@ -159,6 +161,30 @@ async def _receive(payloads: list[bytes], tmp: Path, *, policy: GuestPolicy, key
     return len(payloads) / elapsed
 
 
+# --- the spool's cost: the same readings through a memory queue and through a spool -----------------
+
+
+async def _through_queue(key: SigningKey, readings: list[Reading], tmp: Path, spool: bool) -> float:
+    from agent.pipeline.spool import Spool
+    from agent.pipeline.spoolqueue import SpoolQueue
+
+    stats = PipelineStats()
+    q = SpoolQueue(Spool(tmp / "spool", fsync="batch"), "block") if spool else SinkQueue(10000)
+    sink = FileSink(str(tmp / "out.ndjson"), FileOptions(), SinkContext())
+    worker = SinkWorker(sink, q, stats.sink("file"), batch_max=512)
+    pipeline = Pipeline(Stamper(key, "h", SequenceStore(None)), [q], stats)
+    t0 = time.perf_counter()
+    task = asyncio.ensure_future(worker.run())
+    for r in readings:
+        await pipeline.submit(r)
+    pipeline.close()
+    await task
+    dt = time.perf_counter() - t0
+    if isinstance(q, SpoolQueue):
+        await q.aclose()
+    return len(readings) / dt
+
+
 # --- floors -------------------------------------------------------------------------------------------
 
 
@@ -243,7 +269,9 @@ def run(n: int = N, rounds: int = ROUNDS) -> dict[str, Any]:
     signed = signed_events(n, guest)
     off = GuestPolicy("off")
     verify = GuestPolicy("verify", {guest.keyid: guest.verify_key()})
-    best = dict.fromkeys(("sign", "verify", "unsigned", "verified", "one", "two"), 0.0)
+    best = dict.fromkeys(("sign", "verify", "unsigned", "verified", "one", "two", "memq", "spoolq"), 0.0)
+    readings = [Reading(probe="cgroup", subject=f"/s/{i % 200}.service", output=_data(i)["output"])
+                for i in range(n)]
 
     def measure(name: str, payloads: list[bytes], tmp: Path, **kw: Any) -> None:
         tmp.mkdir()
@@ -259,6 +287,9 @@ def run(n: int = N, rounds: int = ROUNDS) -> dict[str, Any]:
                 d.mkdir()
                 measure("unsigned", unsigned, d / "u", policy=off, sender_cpu=other)
                 measure("verified", signed, d / "v", policy=verify, sender_cpu=other)
+                for name, spooled in (("memq", False), ("spoolq", True)):
+                    (d / name).mkdir()
+                    best[name] = max(best[name], asyncio.run(_through_queue(key, readings, d / name, spooled)))
                 if other is None:
                     continue
                 # the same load on one core (sender included) and on both, signing in worker processes
@@ -278,6 +309,9 @@ def run(n: int = N, rounds: int = ROUNDS) -> dict[str, Any]:
         "verified_events_per_s": best["verified"],
         "verified_over_floor": best["verified"] / both,
         "goal_over_floor": f">= {GOAL}",
+        "readings_memory_queue_per_s": best["memq"],
+        "readings_spool_batch_per_s": best["spoolq"],
+        "spool_over_memory_queue": best["spoolq"] / best["memq"],
     }
     if best["two"]:
         out["one_core_with_sender_events_per_s"] = best["one"]
