@@ -50,6 +50,7 @@ from agent.signing.keys import SigningKey
 from agent.sinks.base import SinkContext
 from agent.sinks.file import FileOptions, FileSink
 from agent.transport import listen
+from benchmarks._common import sign_floor
 
 N = 20000
 ROUNDS = 3
@@ -186,15 +187,6 @@ async def _through_queue(key: SigningKey, readings: list[Reading], tmp: Path, sp
 
 
 # --- floors -------------------------------------------------------------------------------------------
-
-
-def sign_floor(key: SigningKey, n: int) -> float:
-    msg = os.urandom(_PAE)
-    sign = key.sign
-    t0 = time.perf_counter()
-    for _ in range(n):
-        sign(msg)
-    return n / (time.perf_counter() - t0)
 
 
 def verify_floor(key: SigningKey, n: int) -> float:
