@@ -247,8 +247,9 @@ class Agent:
         if gen.worker_tasks.scope is None:
             return
         if not await gen.worker_tasks.wait(gen.cfg.agent.drain_timeout):
-            left = sum(len(q) for q in gen.queues)
-            log.warning("drain deadline reached; %d events not delivered", left)
+            left = sum(len(q) for q in gen.queues if not isinstance(q, SpoolQueue))
+            kept = sum(q.pending for q in gen.queues if isinstance(q, SpoolQueue))
+            log.warning("drain deadline reached; %d events not delivered, %d kept in spools", left, kept)
             gen.worker_tasks.scope.cancel()
             await gen.worker_tasks.done.wait()
         for ep, q in zip(gen.cfg.sinks, gen.queues, strict=True):
@@ -257,7 +258,7 @@ class Agent:
                     await q.aclose()  # what is left stays in the spool for the next start
             drops = "".join(f" dropped.{k}={v}" for k, v in sorted(q.dropped.items()))
             log.info("sink %s: sent=%d%s blocked=%d %s=%d", ep.uri, self.stats.sink(ep.uri).sent, drops, q.blocked,
-                     "spooled" if isinstance(q, SpoolQueue) else "queued", len(q))
+                     *(("spooled", q.pending) if isinstance(q, SpoolQueue) else ("queued", len(q))))
 
     # --- reload ---------------------------------------------------------------------------------
 

@@ -79,6 +79,9 @@ class Spool:
         self.unread = 0
         #: index of the last record handed out by :meth:`read`
         self.last_read = 0
+        #: records handed out and not yet committed, and the read batches they came in: (last index, count)
+        self.outstanding = 0
+        self._handed: deque[tuple[int, int]] = deque()
         #: counters since start
         self.evicted = 0
         self.read_errors = 0
@@ -124,7 +127,8 @@ class Spool:
             else:
                 self._retired.append(self._tail_fd)  # fsynced by the next sync job, then closed
         seg = Segment(self.next_index, self.dir / f"{self.next_index:020d}.wal", last=self.next_index - 1)
-        fd = os.open(seg.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        # O_APPEND: after a failed write is truncated away, the next one starts at the new end, not past a hole
+        fd = os.open(seg.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         os.write(fd, wal.MAGIC)
         self._tail_fd = fd
         self._segments.append(seg)
@@ -228,6 +232,8 @@ class Spool:
                 self.last_read = parsed.records[-1].number
                 seg.read += len(parsed.records)
                 self.unread -= len(parsed.records)
+                self.outstanding += len(parsed.records)
+                self._handed.append((self.last_read, len(parsed.records)))
             self._read_off += parsed.stop
             if parsed.status == "end" and parsed.stop < len(data):
                 break  # stopped by limit or upto
@@ -251,6 +257,11 @@ class Spool:
         i = next(i for i, seg in enumerate(self._segments) if seg is self._read_seg)
         self._read_seg, self._read_off = self._segments[i + 1], len(wal.MAGIC)
 
+    @property
+    def pending(self) -> int:
+        """Records written and not yet delivered: what a restart would send."""
+        return self.unread + self.outstanding
+
     # --- trimming ----------------------------------------------------------------------------------
 
     def commit(self, index: int) -> int:
@@ -258,6 +269,8 @@ class Spool:
         if index <= self.committed:
             return 0
         self.committed = index
+        while self._handed and self._handed[0][0] <= index:
+            self.outstanding -= self._handed.popleft()[1]
         os.pwrite(self._cursor_fd, encode_cursor(index), 0)
         self._cursor_dirty = True
         freed = 0

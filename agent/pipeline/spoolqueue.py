@@ -65,7 +65,13 @@ class SpoolQueue(SinkQueue):
         self._close_at: int | None = None
 
     def __len__(self) -> int:
+        """Events waiting for the worker (not yet read back from the spool)."""
         return self.spool.unread + len(self._wbuf)
+
+    @property
+    def pending(self) -> int:
+        """Events not yet delivered, read back or not: what stays in the spool if the agent stops now."""
+        return self.spool.pending + len(self._wbuf)
 
     # --- producers ---------------------------------------------------------------------------------
 

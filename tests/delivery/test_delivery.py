@@ -100,6 +100,24 @@ def test_forwarder_killed_with_its_spool_on_loses_nothing(tmp_path: Path) -> Non
     assert not list((home / "spool-a").glob("quarantine/*"))
 
 
+def test_sigterm_with_a_sink_down_keeps_the_rest_in_the_spool_for_the_next_start(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    a = forwarder_a(home, spool=True).start()  # B is not running: nothing can be delivered
+    out = home / "b.ndjson"
+    rc, err = Sender(home, f"unix:{home}/a.sock", guest_events(range(300)), timeout=30).finish()
+    assert rc == 0, err  # acked: durable in A's spool
+    log = a.stop(timeout=15)  # drain_timeout is 3 s: the stop is bounded although the sink is down
+    drops, _blocked = _summary(log)
+    assert not drops and re.search(r"spooled=300\b", log), log
+    b = receiver_b(home).start()
+    a.start()
+    try:
+        wait_for(lambda: {f"ev-{i}" for i in range(300)} <= ids_in(out), 30, "the spooled events at B")
+    finally:
+        a.stop()
+        b.stop()
+
+
 _SUMMARY = re.compile(r"sink (\S+): sent=(\d+)((?: dropped\.\w+=\d+)*) blocked=(\d+) (queued|spooled)=(\d+)")
 
 

@@ -61,6 +61,7 @@ def test_restart_resends_only_what_was_not_committed(tmp_path: Path) -> None:
     sp.append([ev(n) for n in range(1, 101)])
     sp.read(60)
     sp.commit(40)
+    assert sp.pending == 60 and sp.unread == 40 and sp.outstanding == 20
     sp.close()
     again = Spool(tmp_path, fsync="never", max_bytes=1 << 20)
     assert again.report.clean and again.report.pending == 60 and again.report.delivered == 40

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -141,3 +143,43 @@ async def test_a_reloaded_queue_shares_the_spool_and_the_old_one_drains_only_its
     assert [e.sequence for e in second.events] == list(range(11, 21))
     await new.aclose()
     assert not isinstance(queue_for(SinkCommon(uri="memory:")), SpoolQueue)
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs: a disk that really fills up (needs root, as the suite does)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True, check=False)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.mark.anyio
+async def test_a_full_disk_keeps_events_in_memory_and_acks_nothing_until_there_is_room(tiny_fs: Path) -> None:
+    filler = tiny_fs / "filler"
+    q = SpoolQueue(Spool(tiny_fs / "spool", max_bytes=1 << 20, fsync="batch"))
+    with open(filler, "wb", buffering=0) as f:  # fill the file system to the last block
+        try:
+            while True:
+                f.write(b"\0" * 1024)
+        except OSError:
+            pass
+    receipts = [Receipt(1) for _ in range(40)]
+    for i, r in enumerate(receipts):
+        assert await q.put(ev(i + 1, pad=2000), r)
+    with anyio.move_on_after(0.3) as waited:
+        await receipts[0].wait()
+    assert waited.cancelled_caught  # the disk refused: no event is acked as durable
+    assert len(q) == 40
+    filler.unlink()  # room again: the retry writes them, in order
+    with anyio.fail_after(10):
+        assert all([await r.wait() for r in receipts])
+    got = [e.sequence for e, _ in await q.get_batch(100)]
+    assert got == list(range(1, 41))
+    q.close()
+    await q.aclose()
