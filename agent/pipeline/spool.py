@@ -79,9 +79,9 @@ class Spool:
         self.unread = 0
         #: index of the last record handed out by :meth:`read`
         self.last_read = 0
-        #: records handed out and not yet committed, and the read batches they came in: (last index, count)
+        #: records handed out and not yet committed, and the read batches they came in: (first, last index, count)
         self.outstanding = 0
-        self._handed: deque[tuple[int, int]] = deque()
+        self._handed: deque[tuple[int, int, int]] = deque()
         #: counters since start
         self.evicted = 0
         self.read_errors = 0
@@ -233,7 +233,7 @@ class Spool:
                 seg.read += len(parsed.records)
                 self.unread -= len(parsed.records)
                 self.outstanding += len(parsed.records)
-                self._handed.append((self.last_read, len(parsed.records)))
+                self._handed.append((parsed.records[0].number, self.last_read, len(parsed.records)))
             self._read_off += parsed.stop
             if parsed.status == "end" and parsed.stop < len(data):
                 break  # stopped by limit or upto
@@ -270,7 +270,11 @@ class Spool:
             return 0
         self.committed = index
         while self._handed and self._handed[0][0] <= index:
-            self.outstanding -= self._handed.popleft()[1]
+            first, last, n = self._handed.popleft()
+            if last > index and last - first + 1 == n:  # part of a batch (indexes without gaps)
+                self._handed.appendleft((index + 1, last, last - index))
+                n = index - first + 1
+            self.outstanding -= n
         os.pwrite(self._cursor_fd, encode_cursor(index), 0)
         self._cursor_dirty = True
         freed = 0
