@@ -278,7 +278,11 @@ class Spool:
         os.pwrite(self._cursor_fd, encode_cursor(index), 0)
         self._cursor_dirty = True
         freed = 0
-        while len(self._segments) > 1 and self._segments[0].last <= index and self._segments[0] is not self._read_seg:
+        while len(self._segments) > 1 and self._segments[0].last <= index:
+            if self._segments[0] is self._read_seg:
+                if self._read_off < self._read_seg.size:
+                    break
+                self._advance()  # the reader finished it; a blocked producer must not wait for the next read
             freed += self._drop_head()
         tail = self._tail
         if (len(self._segments) == 1 and tail.count and tail.last <= index and tail.read == tail.count

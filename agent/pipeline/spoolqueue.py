@@ -174,6 +174,8 @@ class SpoolQueue(SinkQueue):
     def _synced(self, fut: asyncio.Future[None], gen: int, fds: list[int]) -> None:
         self._syncing = False
         self.spool.sync_end(fds)
+        if fut.cancelled():
+            return
         exc = fut.exception()
         if exc is not None:
             log.error("spool %s: fsync failed: %s (retrying)", self.spool.dir, exc)
@@ -183,6 +185,8 @@ class SpoolQueue(SinkQueue):
         self._release()
         if self._waiters:
             self._kick()
+        elif self._synced_gen < self._gen and self._timer is None:  # written while this sync ran
+            self._timer = asyncio.get_running_loop().call_later(self.sync_interval, self._on_timer)
 
     def _release(self) -> None:
         keep: list[_Waiter] = []

@@ -133,3 +133,15 @@ def test_evict_oldest_counts_unread_records(tmp_path: Path) -> None:
     assert sp.evict_oldest() == n - 3 and sp.evicted == n - 3
     assert [e.sequence for e in sp.read(10)] == [n + 1]
     sp.close()
+
+
+def test_a_finished_segment_is_freed_on_commit_before_the_reader_moves_on(tmp_path: Path) -> None:
+    """Otherwise a full spool under ``block`` waits for a read that waits for a put."""
+    sp = Spool(tmp_path, max_bytes=65536, segment_bytes=4096)
+    n = 4096 // wal.record_size(ev(1)) + 1
+    sp.append([ev(i) for i in range(1, n + 1)])  # the first segment, full
+    sp.append([ev(n + 1)])  # starts the second
+    assert len(sp.read(n)) == n  # the reader stops at the end of the first segment
+    assert sp.commit(n) > 0 and len(segments(tmp_path)) == 1
+    assert [e.sequence for e in sp.read(10)] == [n + 1]
+    sp.close()
