@@ -13,7 +13,7 @@ from tests.delivery.agents import Agent, Sender, guest_events, ids_in, wait_for
 pytestmark = pytest.mark.slow
 
 #: a socket sink that reconnects quickly and notices a dead peer quickly
-FAST_SOCKET = "backoff_initial = 0.05\nbackoff_max = 0.5\nack_timeout = 5.0\nsend_timeout = 5.0\n"
+FAST_SOCKET = "backoff_initial = 0.05\nbackoff_max = 0.5\nack_timeout = 2.0\nsend_timeout = 5.0\n"
 
 
 def _home(tmp_path: Path) -> Path:
@@ -40,7 +40,7 @@ def forwarder_a(home: Path, spool: bool) -> Agent:
     return Agent(home, "a", f"""
 [agent]
 state_dir = "state-a"
-drain_timeout = 3.0
+drain_timeout = 2.0
 [[sinks]]
 uri = "unix:{home}/b.sock"
 {extra}{FAST_SOCKET}
@@ -106,7 +106,7 @@ def test_sigterm_with_a_sink_down_keeps_the_rest_in_the_spool_for_the_next_start
     out = home / "b.ndjson"
     rc, err = Sender(home, f"unix:{home}/a.sock", guest_events(range(300)), timeout=30).finish()
     assert rc == 0, err  # acked: durable in A's spool
-    log = a.stop(timeout=15)  # drain_timeout is 3 s: the stop is bounded although the sink is down
+    log = a.stop(timeout=15)  # drain_timeout is 2 s: the stop is bounded although the sink is down
     drops, _blocked = _summary(log)
     assert not drops and re.search(r"spooled=300\b", log), log
     b = receiver_b(home).start()
