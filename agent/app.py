@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,20 +30,17 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from . import health
 from .config import Config, ProbeConfig
-from .errors import AgentError, ConfigError, SinkError
-from .generation import Counts, Generation
+from .errors import AgentError
+from .generation import Counts, Generation, build_probe, build_sink, host_id
 from .metrics import LatencySampler, MetricsServer, TimedStamper, build_registry
 from .model import Event, Reading
 from .pipeline import PipelineStats, ProbeRunner, SequenceStore, SinkQueue, SinkWorker
 from .pipeline.parallel import ParallelPipeline, build_pipeline
-from .pipeline.spoolqueue import SpoolQueue, queue_for
-from .probes import ProbeContext
-from .probes import registry as probe_registry
+from .pipeline.spoolqueue import SpoolQueue
 from .probes.base import Probe
 from .sdnotify import Notifier, watchdog_period
 from .signing.keys import SigningKey
 from .sinks import SinkContext
-from .sinks import registry as sink_registry
 from .sinks.base import Sink
 from .status import StatusLine
 
@@ -54,36 +50,6 @@ log = logging.getLogger("hoststamp")
 
 #: ``[agent]`` keys a reload cannot change (the signer, sequences and state stay)
 RESTART_ONLY = ("host_id", "key", "state_dir", "sign_workers")
-
-
-def host_id(configured: str | None, machine_id: Path = Path("/etc/machine-id")) -> str:
-    """The configured id, else /etc/machine-id, else the host name."""
-    if configured:
-        return configured
-    try:
-        mid = machine_id.read_text().strip()
-        if mid:
-            return mid
-    except OSError:
-        pass
-    return socket.gethostname()
-
-
-def build_probe(pc: ProbeConfig, state_dir: Path | None) -> Probe:
-    return probe_registry.get(pc.name)(pc.options, ProbeContext(state_dir=state_dir))
-
-
-def build_sink(scheme: str, target: str, options: Any, ctx: SinkContext) -> Sink:
-    cls = sink_registry.get(scheme)
-    try:
-        return cls(target, options if options is not None else cls.Options(), ctx)
-    except SinkError as exc:
-        raise ConfigError(str(exc), key="sinks.uri") from None
-
-
-def _url(address: tuple[str, int]) -> str:
-    host = f"[{address[0]}]" if ":" in address[0] else address[0]
-    return f"http://{host}:{address[1]}/metrics"
 
 
 @dataclass
@@ -147,17 +113,7 @@ class Agent:
         return self.gen.runners
 
     def _fill(self, gen: Generation) -> None:
-        """Build ``gen``'s parts from its config; nothing is opened or started yet."""
-        cfg, state = gen.cfg, self.state_dir
-        for ep in cfg.sinks:
-            sink = build_sink(ep.scheme, ep.target, ep.options, self._ctx)
-            q = queue_for(ep.common)
-            gen.sinks.append(sink)
-            gen.queues.append(q)
-            gen.workers.append(SinkWorker(sink, q, self.stats.sink(ep.uri), batch_max=ep.common.batch_max))
-        for pc in cfg.enabled_probes():
-            gen.probes.append((pc, build_probe(pc, state)))
-        gen.runners = [ProbeRunner(p, pc, self._submit_many, self.stats.probe(pc.name)) for pc, p in gen.probes]
+        gen.fill(self._ctx, self.stats, self._submit_many)
 
     def stop(self) -> None:
         self._stop.set()
@@ -359,7 +315,7 @@ class Agent:
             host_id=self.host_id, keyid=self.key.keyid, config=self.gen.cfg.path, started_at=self.started_at,
             generation=self.gen.number, reloads_ok=self.reloads_ok, reloads_failed=self.reloads_failed,
             last_reload_ok=self.last_reload_error is None, last_reload_error=self.last_reload_error,
-            metrics_url=_url(self.metrics.address) if self.metrics and self.metrics.address else None,
+            metrics_url=self.metrics.url if self.metrics else None,
         )
 
     def _status_text(self) -> str:

@@ -10,6 +10,7 @@ gone, per URI, so the counters ``/metrics`` exports never go back on a reload.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,18 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from . import health
 from .config import Config, ProbeConfig
+from .errors import ConfigError, SinkError
 from .pipeline import PipelineStats, ProbeRunner, SinkQueue, SinkWorker
+from .pipeline.runner import Submit
+from .pipeline.spoolqueue import queue_for
+from .probes import ProbeContext
+from .probes import registry as probe_registry
 from .probes.base import Probe
+from .sinks import SinkContext
+from .sinks import registry as sink_registry
 from .sinks.base import Sink
 
-__all__ = ["Counts", "Generation", "TaskSet"]
+__all__ = ["Counts", "Generation", "TaskSet", "build_probe", "build_sink", "host_id"]
 
 
 @dataclass(eq=False)
@@ -67,6 +75,43 @@ class Generation:
     producer_tasks: TaskSet = field(default_factory=TaskSet)
     worker_tasks: TaskSet = field(default_factory=TaskSet)
     probes_closed: bool = False
+
+    def fill(self, ctx: SinkContext, stats: PipelineStats, submit: Submit) -> None:
+        """Build the parts from the config; nothing is opened or started yet."""
+        for ep in self.cfg.sinks:
+            sink = build_sink(ep.scheme, ep.target, ep.options, ctx)
+            q = queue_for(ep.common)
+            self.sinks.append(sink)
+            self.queues.append(q)
+            self.workers.append(SinkWorker(sink, q, stats.sink(ep.uri), batch_max=ep.common.batch_max))
+        for pc in self.cfg.enabled_probes():
+            self.probes.append((pc, build_probe(pc, ctx.state_dir)))
+        self.runners = [ProbeRunner(p, pc, submit, stats.probe(pc.name)) for pc, p in self.probes]
+
+
+def host_id(configured: str | None, machine_id: Path = Path("/etc/machine-id")) -> str:
+    """The configured id, else /etc/machine-id, else the host name."""
+    if configured:
+        return configured
+    try:
+        mid = machine_id.read_text().strip()
+        if mid:
+            return mid
+    except OSError:
+        pass
+    return socket.gethostname()
+
+
+def build_probe(pc: ProbeConfig, state_dir: Path | None) -> Probe:
+    return probe_registry.get(pc.name)(pc.options, ProbeContext(state_dir=state_dir))
+
+
+def build_sink(scheme: str, target: str, options: Any, ctx: SinkContext) -> Sink:
+    cls = sink_registry.get(scheme)
+    try:
+        return cls(target, options if options is not None else cls.Options(), ctx)
+    except SinkError as exc:
+        raise ConfigError(str(exc), key="sinks.uri") from None
 
 
 def _spool_bytes(directory: str | None, q: SinkQueue) -> int | None:

@@ -244,6 +244,14 @@ class MetricsServer:
         self._bad = OncePerKey(log, max_keys=256)
         self.scrapes = 0
 
+    @property
+    def url(self) -> str | None:
+        """``http://HOST:PORT/metrics`` once bound."""
+        if self.address is None:
+            return None
+        host = f"[{self.address[0]}]" if ":" in self.address[0] else self.address[0]
+        return f"http://{host}:{self.address[1]}/metrics"
+
     async def start(self) -> tuple[str, int]:
         """Bind and listen (an OSError, such as a port in use, propagates); returns the bound address."""
         if self._server is None:
