@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import anyio
 
 from ..config import ProbeConfig
+from ..errors import AgentError
 from ..model import Reading
 from ..probes.base import Probe
 from .stats import ProbeStats
@@ -46,7 +47,7 @@ class ProbeRunner:
         except Exception as exc:  # any failure of one probe is data, never the end of the agent
             readings = [self.probe.error_reading(exc)]
             self._failed(readings[0].error)
-            if not isinstance(exc, (OSError,)) and type(exc).__module__.split(".")[0] != "agent":
+            if not isinstance(exc, (AgentError, OSError)):  # not a foreseen failure: a bug, worth a traceback
                 log.exception("probe %s crashed", self.cfg.name)
         self.stats.last_duration = time.monotonic() - start
         self.stats.readings += len(readings)
