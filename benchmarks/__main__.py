@@ -1,7 +1,7 @@
 """Run every ``benchmarks/bench_*.py`` and write ``benchmarks/RESULTS.md``.
 
 Usage: ``python -m benchmarks [NAME ...]`` (names without the ``bench_`` prefix;
-default all). Each module exposes ``run() -> dict``; the dict is rendered as a
+default all); ``python -m benchmarks --render`` only rewrites the Markdown. Each module exposes ``run() -> dict``; the dict is rendered as a
 table. Results of modules not run this time are kept from the previous file.
 """
 
@@ -34,6 +34,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
+        if abs(v) < 1:
+            return f"{v:.4g}"
         return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"
     if isinstance(v, int) and not isinstance(v, bool):
         return f"{v:,}"
@@ -66,6 +68,9 @@ def render(results: dict[str, dict[str, Any]]) -> str:
 
 def main(argv: list[str]) -> int:
     sys.path.insert(0, str(HERE.parent))
+    if argv == ["--render"]:  # rewrite RESULTS.md from results.json without measuring
+        RESULTS.write_text(render(json.loads(STORE.read_text())))
+        return 0
     names = [f"bench_{n.removeprefix('bench_')}" for n in argv] or sorted(p.stem for p in HERE.glob("bench_*.py"))
     results: dict[str, dict[str, Any]] = {}
     if STORE.exists():
