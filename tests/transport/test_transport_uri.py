@@ -18,7 +18,7 @@ from agent.transport import FcVsockEndpoint, UnixEndpoint, VsockEndpoint, parse_
         ("vsock:3:5000", False, VsockEndpoint(3, 5000)),
         ("vsock:any:5000", True, VsockEndpoint(None, 5000)),
         ("vsock:ANY:1", True, VsockEndpoint(None, 1)),
-        ("vsock:2:4294967294", False, VsockEndpoint(2, 0xFFFFFFFE)),
+        ("vsock:42:4294967294", False, VsockEndpoint(42, 0xFFFFFFFE)),
         ("fcvsock:/srv/vm/v.sock:52", False, FcVsockEndpoint("/srv/vm/v.sock", 52)),
         ("fcvsock:/a:b/v.sock:7", True, FcVsockEndpoint("/a:b/v.sock", 7)),
     ],
