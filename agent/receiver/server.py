@@ -52,6 +52,8 @@ Deliver = Callable[[dict[str, Any], str], Awaitable[Any]]
 
 #: seconds between repeated acks while frames wait on the pipeline (below any sender's ack_timeout)
 HEARTBEAT = 10.0
+#: refusals waiting to be sent at which a connection stops being read (a guest that never reads its acks)
+MAX_UNSENT_REFUSALS = 4096
 
 
 class Receiver:
@@ -110,11 +112,13 @@ class Receiver:
             await self.aclose()
 
     async def aclose(self) -> None:
+        # the address first, before anything that waits: under a cancelled task group every later await is
+        # interrupted again, and a listener left open would keep the address from the next generation
+        if self._listener is not None:
+            await self._listener.aclose()
         for t in list(self._conns):
             t.cancel()
         await asyncio.gather(*self._conns, return_exceptions=True)
-        if self._listener is not None:
-            await self._listener.aclose()
 
     async def _handle(self, stream: ByteStream) -> None:
         self.stats.connections_open += 1
@@ -171,7 +175,7 @@ class _Connection:
         dec = LengthPrefixedDecoder(opts.max_frame)
         try:
             while True:
-                while len(self.inflight) >= self.rx.max_inflight:
+                while len(self.inflight) >= self.rx.max_inflight or len(self.rejected) >= MAX_UNSENT_REFUSALS:
                     self.room.clear()
                     await self.room.wait()
                 try:
@@ -282,6 +286,7 @@ class _Connection:
     async def _send_ack(self) -> None:
         self.dirty.clear()
         rejected, self.rejected = self.rejected, []
+        self.room.set()
         count = self.settled
         frames = [encode_frame(encode_ack(Ack(count, tuple(rejected[i : i + MAX_REJECTED]))))
                   for i in range(0, len(rejected), MAX_REJECTED)] or [encode_frame(encode_ack(Ack(count)))]

@@ -369,3 +369,52 @@ def test_listener_limits_are_checked_with_the_config(key: str, value: int) -> No
     with pytest.raises(ConfigError, match=rf"listeners\[0\].*{key}"):
         config.parse({"listeners": [{"uri": "unix:/x", key: value}]})
     assert config.parse({"listeners": [{"uri": "unix:/x", "mode": 0o660}]}).listeners[0].mode == 0o660
+
+
+def test_a_cancelled_receiver_releases_its_address_so_a_reload_can_listen_again(tmp_path: Path) -> None:
+    import anyio
+
+    path = tmp_path / "again.sock"
+    opts = ListenerOptions(uri=f"unix:{path}")
+
+    async def main() -> str:
+        for _ in range(2):  # the second round is what a reload does: the same address again
+            rx = Receiver.build(opts, MemoryDeliver())
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(rx.serve)
+                    c = await connect(f"unix:{path}")  # a connection open while the scope is cancelled
+                    await anyio.sleep(0.01)
+                    tg.cancel_scope.cancel()
+            await c.aclose()
+        return rx.address
+
+    assert anyio.run(main) == f"unix:{path}"
+    assert not path.exists()
+
+
+def test_refusals_a_peer_does_not_read_stop_the_reading_instead_of_piling_up() -> None:
+    from agent.transport import MemoryListener
+
+    async def main() -> tuple[int, int]:
+        listener = MemoryListener(capacity=4096)
+        rx = Receiver(ListenerOptions(uri="memory:rx"), MemoryDeliver(), listener=listener)
+        serving = asyncio.ensure_future(rx.serve())
+        c = await listener.connect()
+        bad = encode_frame(b"[1]") * 1000  # each one refused; the guest never reads the acks
+        rounds = 0
+        try:
+            while rounds < 100:
+                async with asyncio.timeout(2.0):
+                    await c.send(bad)
+                rounds += 1
+        except TimeoutError:
+            pass  # the receiver stopped reading
+        refused = rx.stats.rejected["json"]
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        return rounds, refused
+
+    rounds, refused = run(main(), timeout=30)
+    assert rounds < 100
+    assert refused < 10_000
