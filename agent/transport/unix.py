@@ -34,7 +34,10 @@ def unix_peer(sock: socket.socket, _addr: Any = None) -> str:
 async def connect_unix(path: str, *, timeout: float = 5.0, peer: str | None = None) -> SocketStream:
     """Connect to a unix stream socket (``@NAME`` for an abstract one)."""
     ep = UnixEndpoint(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    except OSError as exc:  # EMFILE and friends: a sender retries a TransportError, anything else ends it
+        raise TransportError(f"{ep.uri}: cannot connect: {exc.strerror or exc}") from exc
     return await connect_socket(sock, ep.address, uri=ep.uri, peer=peer or ep.uri, timeout=timeout)
 
 

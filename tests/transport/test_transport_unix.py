@@ -122,3 +122,21 @@ def test_close_leaves_a_replacement_socket_alone(tmp_path: Path) -> None:
         other.close()
 
     run(main())
+
+
+def test_no_free_descriptor_is_a_transport_error_not_an_os_error(tmp_path: Path) -> None:
+    """A sender reconnects on TransportError; any other exception would end its task for good."""
+    import resource
+
+    async def main() -> None:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        lowest = os.open("/dev/null", os.O_RDONLY)
+        os.close(lowest)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))  # the next socket() fails with EMFILE
+        try:
+            with pytest.raises(TransportError, match="cannot connect"):
+                await connect(f"unix:{tmp_path / 'x.sock'}")
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    run(main())
