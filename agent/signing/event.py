@@ -108,6 +108,8 @@ def _is_json_media(ct: Any) -> bool:
 def data_bytes(event: Mapping[str, Any]) -> bytes:
     """The bytes whose digest stands for the event's data."""
     if "data_base64" in event:
+        if "data" in event:  # only one of them could be hashed: the other would ride along unsigned
+            raise VerifyError("data and data_base64 are exclusive")
         return b64d(event["data_base64"], "data_base64")
     if "data" not in event:
         return b""

@@ -150,3 +150,12 @@ def test_sign_event_roundtrip_with_string_and_binary_data(key: SigningKey) -> No
     text["data"] = "hellO"
     with pytest.raises(VerifyError):
         verify_event(text, _keys(key))
+
+
+def test_data_added_beside_signed_data_base64_fails(key: SigningKey) -> None:
+    """Only data_base64 is hashed when both are there: a ``data`` slipped in beside it must not come back verified."""
+    doc = sign_event({"specversion": "1.0", "id": "1", "source": "s", "type": "t",
+                      "data_base64": base64.b64encode(b"signed bytes").decode()}, key)
+    assert verify_event(doc, _keys(key))["data_base64"]
+    with pytest.raises(VerifyError, match="exclusive"):
+        verify_event({**doc, "data": {"forged": True}}, _keys(key))
