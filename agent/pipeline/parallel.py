@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+from ..errors import AgentError
 from ..model import Event
 from ..signing.keys import SigningKey
 from .queue import Receipt, SinkQueue
@@ -70,7 +71,7 @@ class _Signer:
             preset.value, self._ts = seq, ts
             try:
                 e = stamp(event, hostpeer)
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, AgentError) as exc:  # e.g. a time of a date that does not exist
                 out.append(f"cannot stamp: {exc}")
                 continue
             out.append((e.id, e.source, e.type, e.sequence, e.body))

@@ -75,3 +75,13 @@ uri = "unix:{tmp_path}/a.sock"
     assert seqs == list(range(1, 1001))
     check = run_cli(["verify", "--pub", str(tmp_path / "keys" / "host.pub"), str(out)], cwd=tmp_path)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_one_event_that_cannot_be_stamped_does_not_take_its_batch_with_it() -> None:
+    from agent.pipeline.parallel import _Signer
+
+    signer = _Signer(SigningKey.generate(), "h")
+    impossible = {**guest(2, "vm/0"), "time": "2024-13-45T00:00:00Z"}  # RFC 3339 in form, no such date
+    done = signer.stamp_batch([(guest(1, "vm/0"), "vsock:9", 1, 1.0), (impossible, "vsock:9", 2, 1.0),
+                               (guest(3, "vm/0"), "vsock:9", 3, 1.0)])
+    assert [isinstance(d, str) for d in done] == [False, True, False]
