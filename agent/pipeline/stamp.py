@@ -96,6 +96,8 @@ class _Route:
     h_type: bytes
     #: the event JSON up to the opening quote of ``id``
     head: bytes
+    #: the id before the sequence: random per source, so ids are unique across sources too
+    id_prefix: bytes
 
 
 class Stamper:
@@ -116,7 +118,7 @@ class Stamper:
         self._recv_clock = _Clock()
         self._time_clock = _Clock()
         self._h_host = _sha(host_id.encode()).digest()
-        self._id_prefix = (os.urandom(6).hex() + "-").encode()
+        self._id_prefixes: dict[str, bytes] = {}
         self._routes: dict[tuple[str, str, str], _Route] = {}
         self._subjects: dict[str, tuple[bytes, bytes]] = {}
         self._texts: dict[str, bytes] = {}
@@ -147,7 +149,11 @@ class Stamper:
                     b'","id":"',
                 )
             )
-            route = _Route(source, etype, _sha(source.encode()).digest(), _sha(etype.encode()).digest(), head)
+            # routes of one source (a probe's kinds) share its prefix, as they share its sequence
+            prefix = self._id_prefixes.get(source)
+            if prefix is None:
+                prefix = self._id_prefixes[source] = (os.urandom(6).hex() + "-").encode()
+            route = _Route(source, etype, _sha(source.encode()).digest(), _sha(etype.encode()).digest(), head, prefix)
             self._routes[key] = route
         return route
 
@@ -182,7 +188,7 @@ class Stamper:
         route = self._route(reading)
         seq = self._seq.next(route.source)
         seq_b = b"%d" % seq
-        ev_id = self._id_prefix + seq_b
+        ev_id = route.id_prefix + seq_b
         recv, _ = self._recv_clock.render(self._now())
         t, h_t = self._time_clock.render(reading.time)
         _data, data = prepare(reading.data())
