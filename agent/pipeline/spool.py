@@ -85,11 +85,17 @@ class Spool:
         #: counters since start
         self.evicted = 0
         self.read_errors = 0
-        self._cursor_fd = os.open(self.dir / "cursor", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._cursor_fd = -1
         self.committed = 0
         self.next_index = 1
-        self.report = self._salvage()
-        self._new_tail()
+        try:
+            self._cursor_fd = os.open(self.dir / "cursor", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self.report = self._salvage()
+            self._new_tail()
+        except BaseException:
+            # no descriptor and no lock left behind: a later attempt (a reload) must find the directory free
+            self._close_fds()
+            raise
 
     # --- start-up ----------------------------------------------------------------------------------
 
@@ -318,11 +324,14 @@ class Spool:
         try:
             self.sync()
         finally:
-            for fd in (*self._retired, self._tail_fd, self._read_fd, self._cursor_fd, self._lock_fd):
-                if fd >= 0:
-                    os.close(fd)
-            self._retired = []
-            self._tail_fd = self._read_fd = self._cursor_fd = self._lock_fd = -1
+            self._close_fds()
+
+    def _close_fds(self) -> None:
+        for fd in (*self._retired, self._tail_fd, self._read_fd, self._cursor_fd, self._lock_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._retired = []
+        self._tail_fd = self._read_fd = self._cursor_fd = self._lock_fd = -1
 
     # --- one Spool per directory per process (a reloaded configuration shares the running one) -----
 

@@ -145,3 +145,16 @@ def test_a_finished_segment_is_freed_on_commit_before_the_reader_moves_on(tmp_pa
     assert sp.commit(n) > 0 and len(segments(tmp_path)) == 1
     assert [e.sequence for e in sp.read(10)] == [n + 1]
     sp.close()
+
+
+def test_a_start_that_fails_releases_the_directory(tmp_path: Path) -> None:
+    """An OS error while opening must not leave the lock held: the next attempt (a reload) has to succeed."""
+    d = tmp_path / "spool"
+    blocker = d / f"{1:020d}.wal"
+    blocker.mkdir(parents=True)  # a segment name that is a directory: reading it fails
+    fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError):
+        Spool(d)
+    assert len(os.listdir("/proc/self/fd")) == fds
+    blocker.rmdir()
+    Spool(d).close()
