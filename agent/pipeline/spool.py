@@ -127,15 +127,21 @@ class Spool:
             os.close(fd)
 
     def _new_tail(self) -> None:
+        """Start a segment; an OSError leaves the current tail as it was."""
+        seg = Segment(self.next_index, self.dir / f"{self.next_index:020d}.wal", last=self.next_index - 1)
+        # O_APPEND: after a failed write is truncated away, the next one starts at the new end, not past a hole
+        fd = os.open(seg.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, wal.MAGIC)
+        except OSError:
+            os.close(fd)
+            seg.path.unlink(missing_ok=True)
+            raise
         if self._tail_fd >= 0:
             if self.fsync == "never":
                 os.close(self._tail_fd)
             else:
                 self._retired.append(self._tail_fd)  # fsynced by the next sync job, then closed
-        seg = Segment(self.next_index, self.dir / f"{self.next_index:020d}.wal", last=self.next_index - 1)
-        # O_APPEND: after a failed write is truncated away, the next one starts at the new end, not past a hole
-        fd = os.open(seg.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        os.write(fd, wal.MAGIC)
         self._tail_fd = fd
         self._segments.append(seg)
         self.bytes += seg.size
@@ -151,9 +157,12 @@ class Spool:
         """Write ``events`` as records at the tail; returns the last index. SinkError if the disk refuses."""
         if not events:
             return self.next_index - 1
-        if self._tail.size >= self.segment_bytes and self._tail.count:
-            self._new_tail()
         data = wal.encode_many(self.next_index, events)
+        try:
+            if self._tail.size >= self.segment_bytes and self._tail.count:
+                self._new_tail()
+        except OSError as exc:
+            raise SinkError(f"spool {self.dir}: write failed: {exc.strerror or exc}") from exc
         tail = self._tail
         try:
             view, done = memoryview(data), 0
@@ -293,7 +302,11 @@ class Spool:
         tail = self._tail
         if (len(self._segments) == 1 and tail.count and tail.last <= index and tail.read == tail.count
                 and tail.size >= self.segment_bytes // 4):
-            self._new_tail()
+            try:
+                self._new_tail()
+            except OSError as exc:  # only a chance to free space early: the next commit tries again
+                log.warning("spool %s: cannot start a new segment: %s", self.dir, exc.strerror or exc)
+                return freed
             self._advance()
             freed += self._drop_head()
         return freed

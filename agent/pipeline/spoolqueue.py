@@ -84,7 +84,14 @@ class SpoolQueue(SinkQueue):
             if self.overflow != "drop_oldest":
                 return False
             self._write_out()
-            lost = self.spool.evict_oldest()
+            try:
+                lost = self.spool.evict_oldest()
+            except OSError as exc:  # no new segment to go on with: refuse this event, keep the old ones
+                msg = f"spool {self.spool.dir}: cannot evict: {exc.strerror or exc}"
+                if msg != self._write_error:
+                    log.error("%s", msg)
+                self._write_error = msg
+                return False
             if lost is None:
                 return True  # only unwritten events left: accept, the cap is exceeded briefly
             if lost:

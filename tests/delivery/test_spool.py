@@ -158,3 +158,21 @@ def test_a_start_that_fails_releases_the_directory(tmp_path: Path) -> None:
     assert len(os.listdir("/proc/self/fd")) == fds
     blocker.rmdir()
     Spool(d).close()
+
+
+def test_a_new_segment_that_cannot_be_made_is_a_sink_error_and_nothing_is_lost(tmp_path: Path) -> None:
+    """The spool queue retries a SinkError; an OSError from a segment rollover would end the sink's worker."""
+    sp = Spool(tmp_path, max_bytes=1 << 20, fsync="batch", segment_bytes=4096)
+    n = 0
+    while sp._tail.size < sp.segment_bytes:
+        n += 1
+        sp.append([ev(n)])
+    blocker = tmp_path / f"{sp.next_index:020d}.wal"
+    blocker.mkdir()  # where the next segment goes: opening it fails
+    with pytest.raises(SinkError, match="write failed"):
+        sp.append([ev(n + 1)])
+    blocker.rmdir()
+    sp.append([ev(n + 1)])
+    assert [e.sequence for e in sp.read(1000)] == list(range(1, n + 2))
+    sp.sync()  # every descriptor it holds is still a good one
+    sp.close()

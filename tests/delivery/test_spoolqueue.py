@@ -183,3 +183,18 @@ async def test_a_full_disk_keeps_events_in_memory_and_acks_nothing_until_there_i
     assert got == list(range(1, 41))
     q.close()
     await q.aclose()
+
+
+@pytest.mark.anyio
+async def test_drop_oldest_that_cannot_start_a_segment_refuses_the_event_instead_of_raising(tmp_path: Path) -> None:
+    q = spooled(tmp_path, "drop_oldest", max_bytes=8192, segment_bytes=1 << 20)  # one segment: evicting needs a new one
+    blockers = [tmp_path / "spool" / f"{i:020d}.wal" for i in range(2, 202)]
+    for b in blockers:
+        b.mkdir()  # every name a new segment could take: starting one fails
+    taken = [i for i in range(1, 201) if await q.put(ev(i))]
+    assert 0 < len(taken) < 200 and q.dropped["spool_full"] == 200 - len(taken)
+    assert [e.sequence for e, _ in await q.get_batch(1000)] == taken
+    for b in blockers:
+        b.rmdir()
+    q.close()
+    await q.aclose()
