@@ -45,11 +45,10 @@ async def connect_fcvsock(ep: FcVsockEndpoint, *, timeout: float = 5.0) -> Socke
         async with asyncio.timeout(timeout):
             await stream.send(handshake_request(ep.port))
             parse_handshake_reply(await stream.readline(_REPLY_MAX))
-    except TimeoutError as exc:
+    except BaseException as exc:  # a cancelled dial too: the socket must not outlive it
         await stream.aclose()
-        raise TransportError(f"{ep.uri}: no handshake reply") from exc
-    except TransportError:
-        await stream.aclose()
+        if isinstance(exc, TimeoutError):
+            raise TransportError(f"{ep.uri}: no handshake reply") from exc
         raise
     return stream
 

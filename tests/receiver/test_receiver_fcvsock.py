@@ -196,3 +196,27 @@ def test_handshake_reply(line: bytes, port: int) -> None:
 def test_bad_handshake_reply(line: bytes) -> None:
     with pytest.raises(TransportError):
         parse_handshake_reply(line)
+
+
+def test_a_handshake_cancelled_midway_closes_its_socket(tmp_path: Path) -> None:
+    """A sender that stops while Firecracker has not answered yet must not leave the connection open."""
+    from agent.transport.fcvsock import connect_fcvsock
+    from agent.transport.uri import FcVsockEndpoint
+
+    uds = tmp_path / "v.sock"
+
+    async def main() -> bytes:
+        lst = listen(f"unix:{uds}")
+        dialing = asyncio.ensure_future(connect_fcvsock(FcVsockEndpoint(str(uds), 52)))
+        fc = await lst.accept()
+        assert await fc.receive() == b"CONNECT 52\n"  # and no answer
+        dialing.cancel()
+        await asyncio.gather(dialing, return_exceptions=True)
+        try:
+            async with asyncio.timeout(5):
+                return await fc.receive()  # b"" once the dialer closed its end
+        finally:
+            await fc.aclose()
+            await lst.aclose()
+
+    assert run(main()) == b""
