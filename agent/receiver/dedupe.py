@@ -2,8 +2,8 @@
 
 Each entry holds the delivery future of the first copy while it is pending
 (``None`` once it is done), so a duplicate that arrives meanwhile is settled
-only when the first copy is. A first copy that fails leaves the window, so
-its re-sent copy is taken again rather than dropped.
+only when the first copy is. A first copy that fails or is dropped leaves the
+window, so its re-sent copy is offered again rather than acked as taken.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class DedupeWindow:
             return
         entries = self._entries
         if fut.done():  # settled already: no callback needed
-            if not fut.cancelled() and fut.exception() is None:
+            if _taken(fut):
                 entries[key] = None
                 if len(entries) > self.size:
                     entries.popitem(last=False)
@@ -51,9 +51,14 @@ class DedupeWindow:
         def done(f: asyncio.Future[Any]) -> None:
             if entries.get(key) is not f:
                 return
-            if f.cancelled() or f.exception() is not None:
-                del entries[key]
-            else:
+            if _taken(f):
                 entries[key] = None
+            else:
+                del entries[key]
 
         fut.add_done_callback(done)
+
+
+def _taken(f: asyncio.Future[Any]) -> bool:
+    """The copy was taken: not failed, not cancelled, and not dropped (``False``) by an overflow policy."""
+    return not f.cancelled() and f.exception() is None and f.result() is not False

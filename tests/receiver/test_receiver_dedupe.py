@@ -59,3 +59,21 @@ def test_a_copy_that_already_failed_is_not_remembered() -> None:
         assert ("s", "x") not in w
 
     asyncio.run(main())
+
+
+def test_a_dropped_copy_is_forgotten_so_its_resend_is_not_acked_as_taken() -> None:
+    """A copy the pipeline dropped (result False) was never taken: a re-sent copy must be offered again."""
+
+    async def main() -> None:
+        w = DedupeWindow(10)
+        loop = asyncio.get_running_loop()
+        later, already = loop.create_future(), loop.create_future()
+        already.set_result(False)
+        w.add(("s", "already"), already)
+        w.add(("s", "later"), later)
+        later.set_result(False)
+        await asyncio.sleep(0)
+        assert ("s", "already") not in w
+        assert ("s", "later") not in w
+
+    asyncio.run(main())
