@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections import deque
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -23,6 +24,8 @@ from .server import Receiver
 from .validate import Rejected
 
 __all__ = ["GuestPipeline", "PipelineDeliver", "serve_listener"]
+
+log = logging.getLogger("agent.receiver")
 
 
 class GuestPipeline(Protocol):
@@ -68,6 +71,10 @@ class PipelineDeliver:
             except (ValueError, TypeError, AgentError) as exc:
                 # an event the host cannot stamp is refused for good; a sink failure is transient
                 fut.set_exception(exc if isinstance(exc, SinkError) else Rejected("attributes", str(exc)))
+                continue
+            except Exception as exc:  # a bug: fail this frame (its connection closes), keep serving the others
+                log.exception("submitting a guest event failed")
+                fut.set_exception(exc)
                 continue
             done: asyncio.Future[bool] | None = getattr(receipt, "future", None)
             if not isinstance(done, asyncio.Future):

@@ -110,3 +110,35 @@ def test_serve_listener_runs_until_cancelled(tmp_path: Path) -> None:
         return pipe.seen
 
     assert run(main()) == ["g-0", "g-1", "g-2"]
+
+
+def test_an_unexpected_failure_of_one_submit_does_not_stop_the_ones_after_it() -> None:
+    """The submitting task serves every connection of a listener: if it ended, every later frame would wait forever."""
+
+    class Flaky:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        async def submit_guest(self, event: Any, hostpeer: str) -> Any:
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("a bug somewhere below")
+            return Receiptish()
+
+    class Receiptish:
+        async def wait(self) -> bool:
+            return True
+
+    async def main() -> tuple[str, bool]:
+        deliver = PipelineDeliver(Flaky())
+        first = deliver({"id": "1"}, "p")
+        second = deliver({"id": "2"}, "p")
+        try:
+            async with asyncio.timeout(5):
+                await asyncio.wait({first})
+                return str(first.exception()), await second
+        finally:
+            await deliver.aclose()
+
+    failure, taken = run(main())
+    assert "a bug somewhere below" in failure and taken is True
