@@ -51,3 +51,16 @@ def test_memory_only() -> None:
     s = SequenceStore(None)
     assert s.next("x") == 1
     s.close()
+
+
+def test_another_writers_temp_file_is_left_alone(tmp_path: Path) -> None:
+    # two agents started at once on one state_dir: each renames only its own temp file into place
+    path = tmp_path / "seq.json"
+    theirs = tmp_path / "seq.json.tmp"
+    theirs.write_text("another writer's half-written state")
+    s = SequenceStore(path)
+    assert s.next("a") == 1
+    s.close()
+    assert theirs.read_text() == "another writer's half-written state"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seq.json", "seq.json.tmp"]
+    assert SequenceStore(path).next("a") == 2
