@@ -11,7 +11,6 @@ only: what survives a crash of this process is the spool's business.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -146,8 +145,8 @@ class AckedSender(Generic[T]):
         self._closing = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # gather, not suppress(CancelledError): a cancellation of our caller must still reach it
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
     async def _wait_for(self, cond: Callable[[], bool], timeout: float | None, what: str) -> None:

@@ -180,3 +180,44 @@ def test_backoff_is_full_jitter_exponential_and_capped() -> None:
     assert zero.next() == 0.0
     with pytest.raises(ValueError):
         Backoff(0, 1)
+
+
+def test_a_caller_cancelled_while_closing_the_sender_stays_cancelled() -> None:
+    """aclose must not swallow its caller's own cancellation (a timeout or a shutdown around it would be lost)."""
+
+    class SlowToClose(ByteStream):
+        peer = "slow"
+
+        def __init__(self) -> None:
+            self.closing = asyncio.Event()
+            self.release = asyncio.Event()
+
+        async def receive(self, max_bytes: int = 1 << 16) -> bytes:
+            await asyncio.Event().wait()
+            return b""
+
+        async def send(self, data: bytes) -> None:
+            pass
+
+        async def aclose(self) -> None:
+            self.closing.set()
+            await self.release.wait()
+
+    async def main() -> bool:
+        stream = SlowToClose()
+
+        async def dial() -> ByteStream:
+            return stream
+
+        sender: AckedSender[bytes] = AckedSender(dial, lambda b: b, name="t")
+        await sender.put(items(1))
+        while not sender.connected:
+            await asyncio.sleep(0.001)
+        closing = asyncio.ensure_future(sender.aclose())
+        await stream.closing.wait()  # the sender's task is stuck closing its stream
+        closing.cancel()
+        stream.release.set()
+        await asyncio.gather(closing, return_exceptions=True)
+        return closing.cancelled()
+
+    assert run(main())
