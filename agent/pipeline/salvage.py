@@ -21,7 +21,8 @@ from pathlib import Path
 
 from . import wal
 
-__all__ = ["SEGMENT", "SalvageReport", "Salvaged", "Segment", "decode_cursor", "encode_cursor", "salvage"]
+__all__ = ["SEGMENT", "SalvageReport", "Salvaged", "Segment", "decode_cursor", "encode_cursor", "fsync_dir",
+           "salvage"]
 
 SEGMENT = re.compile(r"^(\d{20})\.wal$")
 _CURSOR = struct.Struct(">QI")
@@ -101,7 +102,8 @@ class _Notes:
         self.corrupt_bytes += nbytes
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` (new, renamed, removed files) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -143,7 +145,7 @@ def _scan(base: int, path: Path, after: int, notes: _Notes) -> Segment | None:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
     return seg
 
 

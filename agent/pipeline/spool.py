@@ -35,7 +35,7 @@ from typing import Any, Literal
 from ..errors import SinkError
 from ..model import Event
 from . import wal
-from .salvage import SalvageReport, Segment, decode_cursor, encode_cursor, salvage
+from .salvage import SalvageReport, Segment, decode_cursor, encode_cursor, fsync_dir, salvage
 
 __all__ = ["FsyncPolicy", "SalvageReport", "Spool"]
 
@@ -118,13 +118,8 @@ class Spool:
     # --- writing -----------------------------------------------------------------------------------
 
     def _sync_dir(self) -> None:
-        if self.fsync == "never":
-            return
-        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if self.fsync != "never":
+            fsync_dir(self.dir)
 
     def _new_tail(self) -> None:
         """Start a segment; an OSError leaves the current tail as it was."""
