@@ -50,6 +50,7 @@ def _remove_stale(path: str) -> None:
     if not stat.S_ISSOCK(st.st_mode):
         raise TransportError(f"unix:{path}: exists and is not a socket")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)  # a listener with a full backlog must not hold the caller (the event loop)
     try:
         probe.connect(path)
     except OSError as exc:
@@ -57,7 +58,8 @@ def _remove_stale(path: str) -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             return
-        raise TransportError(f"unix:{path}: cannot check existing socket: {exc.strerror}") from exc
+        if exc.errno != errno.EAGAIN:  # EAGAIN: someone listens, busy
+            raise TransportError(f"unix:{path}: cannot check existing socket: {exc.strerror}") from exc
     finally:
         probe.close()
     raise TransportError(f"unix:{path}: another process is listening there")

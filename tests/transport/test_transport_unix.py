@@ -140,3 +140,41 @@ def test_no_free_descriptor_is_a_transport_error_not_an_os_error(tmp_path: Path)
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
     run(main())
+
+
+def test_checking_a_live_socket_with_a_full_backlog_does_not_block(tmp_path: Path) -> None:
+    """listen() runs in the event loop: probing a busy listener must answer at once, not wait to be accepted."""
+    import threading
+
+    path = str(tmp_path / "busy.sock")
+    busy = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    busy.bind(path)
+    busy.listen(0)
+    waiting: list[socket.socket] = []
+    try:
+        while True:  # fill the backlog: nobody accepts
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.setblocking(False)
+            waiting.append(c)
+            try:
+                c.connect(path)
+            except BlockingIOError:
+                break
+        outcome: list[BaseException | None] = []
+
+        def probe() -> None:
+            try:
+                listen(f"unix:{path}")
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        t = threading.Thread(target=probe, daemon=True)
+        t.start()
+        t.join(5)
+        assert outcome and isinstance(outcome[0], TransportError)
+        assert "another process is listening" in str(outcome[0])
+    finally:
+        busy.close()  # lets a blocked probe go on
+        for c in waiting:
+            c.close()
