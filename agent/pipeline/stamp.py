@@ -238,12 +238,13 @@ class Stamper:
     def stamp_guest(self, event: Mapping[str, Any], hostpeer: str) -> Event:
         """A guest's event, re-stamped and signed by the host.
 
-        Host attributes the guest sent are overwritten. The guest's own
+        Host attributes the guest sent are overwritten; attributes that are null are dropped. The guest's own
         signature material moves to ``guestdssematerial`` / ``guestsignedextattrs``
         so an auditor can check both signatures; every extension attribute of
         the result is signed by the host.
         """
-        ev = dict(event)
+        # JSON format: an attribute whose value is null is treated as absent
+        ev = {k: v for k, v in event.items() if v is not None or k == "data"}
         guest_mat = ev.pop("dssematerial", None)
         guest_signed = ev.pop("signedextattrs", None)
         for name in (*HOST_ATTRIBUTES, *GUEST_ATTRIBUTES, "guestdssematerial", "guestsignedextattrs"):

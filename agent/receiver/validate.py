@@ -23,8 +23,10 @@ REQUIRED = ("specversion", "id", "source", "type")
 _OPTIONAL_STR = ("datacontenttype", "dataschema", "subject")
 _EXT_NAME = re.compile(r"[a-z0-9]{1,64}\Z")
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})\Z")
-#: checked before the loop (or not at all)
-_SKIP = frozenset((*REQUIRED, "data"))
+#: checked before the loop (or not at all): the host overwrites or drops what a guest sent in its own attributes,
+#: whatever their type, so they are no reason to refuse an event
+_SKIP = frozenset((*REQUIRED, "data", "hostid", "hostreceivedat", "sequence", "hostpeer", "guestdssematerial",
+                   "guestsignedextattrs"))
 #: extension names seen to be well formed (a small cache: names repeat, and checking costs a regex)
 _GOOD_NAMES: set[str] = set()
 _INT_MAX = (1 << 53) - 1

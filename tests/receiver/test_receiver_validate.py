@@ -29,6 +29,11 @@ def test_a_good_event_passes_unchanged() -> None:
     assert parse(ev) == ev
 
 
+def test_host_attributes_of_any_type_pass_since_the_host_overwrites_them() -> None:
+    ev = event(hostid=5, hostreceivedat=None, sequence=7, hostpeer={"cid": 3}, guestdssematerial=[1])
+    assert parse(ev) == ev
+
+
 @pytest.mark.parametrize(
     ("over", "needle"),
     [
