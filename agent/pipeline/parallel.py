@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from ..errors import AgentError
@@ -110,15 +111,15 @@ class ParallelPipeline(Pipeline):
         self.workers = workers
         self.batch_max = batch_max
         self.max_pending = max_pending
-        self._pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init,
-                                         initargs=(stamper.key.private_pem(), stamper.host_id))
+        self._initargs = (stamper.key.private_pem(), stamper.host_id)
+        self._pool = self._new_pool()
         self._seqs: SequenceStore = stamper._seq
         self._now = stamper._now
         self._jobs: list[_Job] = []
         self._receipts: list[Receipt] = []
         self._scheduled = False
-        # (results, receipts, the queues the events were submitted for)
-        self._inflight: deque[tuple[asyncio.Future[list[_Done]], list[Receipt], list[SinkQueue]]] = deque()
+        # (results, the jobs, their receipts, the queues the events were submitted for)
+        self._inflight: deque[tuple[asyncio.Future[list[_Done]], list[_Job], list[Receipt], list[SinkQueue]]] = deque()
         self._pending = 0
         self._submitted = self._settled = 0
         self._room = asyncio.Event()
@@ -126,6 +127,21 @@ class ParallelPipeline(Pipeline):
         self._ready = asyncio.Event()
         self._enqueuer: asyncio.Task[None] | None = None
         self._jobs_queues = self.queues
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=_init,
+                                   initargs=self._initargs)
+
+    def _sign(self, jobs: list[_Job]) -> asyncio.Future[list[_Done]]:
+        """Hand a batch to the pool; a pool broken by a dead worker (the OOM killer) is replaced first."""
+        loop = asyncio.get_running_loop()
+        try:
+            return loop.run_in_executor(self._pool, _stamp_batch, jobs)
+        except BrokenProcessPool:
+            log.error("a signing worker died; starting new ones")
+            broken, self._pool = self._pool, self._new_pool()
+            broken.shutdown(wait=False)
+            return loop.run_in_executor(self._pool, _stamp_batch, jobs)
 
     async def start(self) -> int:
         """Start the worker processes now rather than on the first event; returns how many answered."""
@@ -156,12 +172,11 @@ class ParallelPipeline(Pipeline):
 
     def _dispatch(self) -> None:
         self._scheduled = False
-        loop = asyncio.get_running_loop()
         jobs, receipts, queues = self._jobs, self._receipts, self._jobs_queues
         self._jobs, self._receipts = [], []
         for i in range(0, len(jobs), self.batch_max):
-            fut = loop.run_in_executor(self._pool, _stamp_batch, jobs[i : i + self.batch_max])
-            self._inflight.append((fut, receipts[i : i + self.batch_max], queues))
+            batch = jobs[i : i + self.batch_max]
+            self._inflight.append((self._sign(batch), batch, receipts[i : i + self.batch_max], queues))
         self._ready.set()
 
     async def _enqueue(self) -> None:
@@ -171,10 +186,13 @@ class ParallelPipeline(Pipeline):
                 self._ready.clear()
                 await self._ready.wait()
                 continue
-            fut, receipts, queues = self._inflight[0]
+            fut, jobs, receipts, queues = self._inflight[0]
             try:
-                done = await fut
-            except Exception as exc:  # a dead worker: these events are lost to the sinks, say so
+                try:
+                    done = await fut
+                except BrokenProcessPool:  # its worker died: once more, on a new pool if need be
+                    done = await self._sign(jobs)
+            except Exception as exc:  # failed twice: these events are lost to the sinks, say so
                 log.error("signing worker failed: %s", exc)
                 done = [f"signing worker failed: {exc}"] * len(receipts)
             self._inflight.popleft()

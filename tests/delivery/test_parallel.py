@@ -85,3 +85,30 @@ def test_one_event_that_cannot_be_stamped_does_not_take_its_batch_with_it() -> N
     done = signer.stamp_batch([(guest(1, "vm/0"), "vsock:9", 1, 1.0), (impossible, "vsock:9", 2, 1.0),
                                (guest(3, "vm/0"), "vsock:9", 3, 1.0)])
     assert [isinstance(d, str) for d in done] == [False, True, False]
+
+
+@pytest.mark.anyio
+async def test_a_signing_worker_that_dies_is_replaced_and_no_event_is_lost() -> None:
+    import os
+    import signal
+
+    key = SigningKey.generate()
+    q = SinkQueue(1000)
+    stats = PipelineStats()
+    sink = MemorySink()
+    pipeline = ParallelPipeline(Stamper(key, "h", SequenceStore(None)), [q], stats, workers=1)
+    worker = SinkWorker(sink, q, stats.sink("m"), flush_interval=0.05)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            with anyio.fail_after(60):
+                assert await pipeline.submit_guest(guest(0, "vm/0"), "vsock:9") and await pipeline.start() == 1
+                for pid in list(pipeline._pool._processes):  # type: ignore[attr-defined]
+                    os.kill(pid, signal.SIGKILL)  # as the OOM killer would
+                receipts = [await pipeline.submit_guest(guest(i, "vm/0"), "vsock:9") for i in range(1, 4)]
+                results = [await r.wait() for r in receipts]
+            pipeline.close()
+    finally:
+        await pipeline.aclose()
+    assert results == [True, True, True]
+    assert [orjson.loads(e.body)["id"] for e in sink.events] == ["g0", "g1", "g2", "g3"]
