@@ -203,7 +203,9 @@ class Agent:
         if gen.worker_tasks.scope is None:
             return
         if not await gen.worker_tasks.wait(gen.cfg.agent.drain_timeout):
-            left = sum(len(q) for q in gen.queues if not isinstance(q, SpoolQueue))
+            # what is still queued, and the batches workers hold while they retry a sink that is down
+            left = sum(len(q) + w.holding for w, q in zip(gen.workers, gen.queues, strict=True)
+                       if not isinstance(q, SpoolQueue))
             kept = sum(q.pending for q in gen.queues if isinstance(q, SpoolQueue))
             log.warning("drain deadline reached; %d events not delivered, %d kept in spools", left, kept)
             gen.worker_tasks.scope.cancel()

@@ -20,6 +20,10 @@ __all__ = ["SinkWorker", "backoff_delays"]
 
 log = logging.getLogger("hoststamp.sink")
 
+#: seconds a closing worker gives its sink to confirm (flush) and close: a sink that is down must not hold
+#: shutdown hostage
+CLOSE_TIMEOUT = 5.0
+
 
 def backoff_delays(base: float = 0.1, cap: float = 10.0) -> _Backoff:
     return _Backoff(base, cap)
@@ -63,6 +67,8 @@ class SinkWorker:
         self._unflushed: list[Receipt] = []
         #: set once the queue is drained and the sink closed (or the worker was cancelled)
         self.finished = False
+        #: events taken from the queue that the sink has not accepted yet (a batch being retried)
+        self.holding = 0
         self._dirty = False
         # with a spool, records are trimmed only once the sink has taken and flushed them
         self._spool = queue if isinstance(queue, SpoolQueue) else None
@@ -103,6 +109,7 @@ class SinkWorker:
                     break
                 events = [e for e, _r in batch]
                 upto = self._spool.handed if self._spool is not None else 0
+                self.holding = len(events)
                 while True:
                     try:
                         await self.sink.send(events)
@@ -111,6 +118,7 @@ class SinkWorker:
                         self._failed(exc)
                         await anyio.sleep(self._backoff.next())
                 self._backoff.reset()
+                self.holding = 0
                 self._sent_upto = upto
                 self.stats.healthy = True
                 self.stats.sent += len(events)
@@ -123,13 +131,18 @@ class SinkWorker:
                     await self._flush()
         finally:
             # one bounded attempt: a sink that is down must not hold shutdown hostage
-            with anyio.move_on_after(5.0, shield=True):
+            with anyio.move_on_after(CLOSE_TIMEOUT, shield=True) as closing:
                 if self._opened:
                     try:
                         await self._flush(retry=False)
                         await self.sink.aclose()
                     except SinkError as exc:
                         log.error("sink %s: close failed: %s", self.sink.uri, exc)
+            if closing.cancelled_caught:
+                unconfirmed = getattr(self.sink, "unacked", None)
+                what = f"{unconfirmed} events" if isinstance(unconfirmed, int) else "what it took"
+                log.error("sink %s: not confirmed within %gs of closing; %s may be lost", self.sink.uri,
+                          CLOSE_TIMEOUT, what)
             self.finished = True
 
     async def _flush(self, *, retry: bool = True) -> None:

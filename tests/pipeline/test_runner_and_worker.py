@@ -144,3 +144,48 @@ async def test_guest_receipt_completes_after_every_sink_flushed() -> None:
 
 def test_sink_stats_default() -> None:
     assert SinkStats().healthy
+
+
+@pytest.mark.anyio
+async def test_a_worker_counts_the_batch_it_holds_while_the_sink_is_down() -> None:
+    sink = MemorySink()
+    sink.fail_sends = 10**9
+    pipeline, workers = make_pipeline(sink)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(workers[0].run)
+        for i in range(3):
+            await pipeline.submit(Reading(probe="p", subject=str(i), output={"i": i}))
+        with anyio.fail_after(5):
+            while workers[0].holding == 0:
+                await anyio.sleep(0.01)
+        # the batch left the queue, so only the worker can say it is not delivered
+        assert len(pipeline.queues[0]) + workers[0].holding == 3
+        sink.fail_sends = 0
+        with anyio.fail_after(5):
+            while workers[0].holding:
+                await anyio.sleep(0.01)
+        pipeline.close()
+    assert len(sink.events) == 3
+
+
+class NeverConfirms(MemorySink):
+    unacked = 2
+
+    async def flush(self) -> None:
+        await anyio.sleep(3600)
+
+
+@pytest.mark.anyio
+async def test_a_sink_that_never_confirms_at_close_is_reported(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agent.pipeline import worker as worker_mod
+
+    monkeypatch.setattr(worker_mod, "CLOSE_TIMEOUT", 0.1)
+    sink = NeverConfirms()
+    _pipeline, workers = make_pipeline(sink)
+    workers[0].queue.close()
+    with anyio.fail_after(5):
+        await workers[0].run()
+    assert workers[0].finished
+    assert "not confirmed within 0.1s of closing; 2 events may be lost" in caplog.text
