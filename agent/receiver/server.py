@@ -177,7 +177,15 @@ class _Connection:
             while True:
                 while len(self.inflight) >= self.rx.max_inflight or len(self.rejected) >= MAX_UNSENT_REFUSALS:
                     self.room.clear()
-                    await self.room.wait()
+                    if len(self.rejected) < MAX_UNSENT_REFUSALS:
+                        await self.room.wait()
+                        continue
+                    try:  # only the peer can make room here, by reading its acks: bound the wait like silence
+                        async with asyncio.timeout(opts.idle_timeout):
+                            await self.room.wait()
+                    except TimeoutError:
+                        self.rx.reject(self.peer, "idle", f"acks not read for {opts.idle_timeout}s")
+                        return
                 try:
                     async with asyncio.timeout(opts.idle_timeout):
                         chunk = await self.stream.receive()

@@ -16,6 +16,7 @@ import pytest
 
 from agent.codec.framing import LengthPrefixedDecoder, encode_frame
 from agent.config import ListenerOptions
+from agent.errors import TransportError
 from agent.receiver import MemoryDeliver, Receiver, Rejected
 from agent.transport import Ack, ByteStream, connect, decode_ack, vsock_available
 
@@ -398,7 +399,7 @@ def test_refusals_a_peer_does_not_read_stop_the_reading_instead_of_piling_up() -
 
     async def main() -> tuple[int, int]:
         listener = MemoryListener(capacity=4096)
-        rx = Receiver(ListenerOptions(uri="memory:rx"), MemoryDeliver(), listener=listener)
+        rx = Receiver(replace(ListenerOptions(uri="memory:rx"), idle_timeout=0.5), MemoryDeliver(), listener=listener)
         serving = asyncio.ensure_future(rx.serve())
         c = await listener.connect()
         bad = encode_frame(b"[1]") * 1000  # each one refused; the guest never reads the acks
@@ -408,9 +409,13 @@ def test_refusals_a_peer_does_not_read_stop_the_reading_instead_of_piling_up() -
                 async with asyncio.timeout(2.0):
                     await c.send(bad)
                 rounds += 1
-        except TimeoutError:
-            pass  # the receiver stopped reading
+        except (TimeoutError, TransportError):
+            pass  # the receiver stopped reading (and hung up)
         refused = rx.stats.rejected["json"]
+        async with asyncio.timeout(10):  # ... and, as with any idle peer, it hangs up in the end
+            while rx.stats.connections_open:
+                await asyncio.sleep(0.01)
+        assert rx.stats.rejected["idle"] == 1
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)
         return rounds, refused
