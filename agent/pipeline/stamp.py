@@ -23,7 +23,7 @@ import orjson
 from ..codec.canonical import prepare
 from ..model import Event, Reading
 from ..signing.dsse import pae
-from ..signing.event import PAYLOAD_TYPE, material
+from ..signing.event import NOT_EXTENSIONS, PAYLOAD_TYPE, material
 from ..signing.keys import SigningKey
 from .sequence import SequenceStore
 
@@ -41,23 +41,6 @@ _H_SPEC = _sha(b"1.0").digest()
 _H_JSON = _sha(b"application/json").digest()
 _H_NAMES = [_sha(n.encode()).digest() for n in HOST_ATTRIBUTES]
 _PT = PAYLOAD_TYPE.encode()
-
-_NOT_EXT = frozenset(
-    (
-        "id",
-        "source",
-        "specversion",
-        "type",
-        "datacontenttype",
-        "dataschema",
-        "subject",
-        "time",
-        "data",
-        "data_base64",
-        "dssematerial",
-        "signedextattrs",
-    )
-)
 
 
 def format_time(ts: float) -> str:
@@ -263,7 +246,7 @@ class Stamper:
         if "data" in ev and not isinstance(ev["data"], str):
             ev["data"], data_raw = prepare(ev["data"])
         ext = sorted(
-            (k for k in ev if k not in _NOT_EXT), key=lambda k: (k not in HOST_ATTRIBUTES + GUEST_ATTRIBUTES, k)
+            (k for k in ev if k not in NOT_EXTENSIONS), key=lambda k: (k not in HOST_ATTRIBUTES + GUEST_ATTRIBUTES, k)
         )
         ev["signedextattrs"] = ",".join(ext)
         digest = material(ev, ext, data_raw, hash_text=self._hash_text)

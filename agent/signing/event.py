@@ -31,6 +31,7 @@ from .keys import SigningKey, VerifyKey
 
 __all__ = [
     "CORE_ATTRIBUTES",
+    "NOT_EXTENSIONS",
     "PAYLOAD_TYPE",
     "attr_text",
     "data_bytes",
@@ -45,7 +46,8 @@ PAYLOAD_TYPE = "https://cloudevents.io/verifiability/dsse/v0.1"
 _PT = PAYLOAD_TYPE.encode()
 #: the context attributes hashed in order; ``time`` comes after them
 CORE_ATTRIBUTES = ("id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject")
-_NOT_EXT = frozenset((*CORE_ATTRIBUTES, "time", "data", "data_base64", "dssematerial", "signedextattrs"))
+#: attribute names that are never extension attributes (so never named in ``signedextattrs``)
+NOT_EXTENSIONS = frozenset((*CORE_ATTRIBUTES, "time", "data", "data_base64", "dssematerial", "signedextattrs"))
 _EMPTY = hashlib.sha256(b"").digest()
 
 _RFC3339 = re.compile(
@@ -168,7 +170,7 @@ def _check_ext_names(names: Sequence[str]) -> None:
     for n in names:
         if not n:
             raise VerifyError("signedextattrs has an empty name")
-        if n in _NOT_EXT:
+        if n in NOT_EXTENSIONS:
             raise VerifyError(f"signedextattrs must not name {n!r}")
         if n in seen:
             raise VerifyError(f"signedextattrs repeats {n!r}")
