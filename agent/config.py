@@ -220,7 +220,7 @@ def endpoint(table: Mapping[str, Any], *, prefix: str, file: str | None) -> Endp
     except ConfigError as exc:
         raise ConfigError(exc.reason, key=f"{prefix}.uri" if prefix != "--sink" else prefix, file=file) from None
     rest = {k: v for k, v in table.items() if k not in common_keys}
-    options = schema.build(cls.Options, rest, prefix=prefix, file=file)
+    options = schema.build(cls.Options, rest, prefix=prefix, file=file, also=common_keys)
     return EndpointConfig(uri=common.uri, scheme=scheme, target=target, common=common, options=options)
 
 
@@ -230,7 +230,7 @@ def _probe(name: str, table: Mapping[str, Any], file: str | None, present: bool)
     prefix = f"probes.{name}"
     common = schema.build(ProbeCommon, {k: v for k, v in table.items() if k in common_keys}, prefix=prefix, file=file)
     options = schema.build(cls.Options, {k: v for k, v in table.items() if k not in common_keys},
-                           prefix=prefix, file=file)
+                           prefix=prefix, file=file, also=common_keys)
     interval = common.interval if common.interval is not None else cls.default_interval
     if interval <= 0:
         raise ConfigError("must be greater than 0", key=f"{prefix}.interval", file=file)

@@ -14,7 +14,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from .errors import ConfigError
@@ -28,8 +28,12 @@ def field_names(cls: type[Any]) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
-def build(cls: type[T], table: Mapping[str, Any], *, prefix: str, file: str | None) -> T:
-    """Build ``cls`` from ``table``; ``prefix`` is the dotted path of the table."""
+def build(cls: type[T], table: Mapping[str, Any], *, prefix: str, file: str | None, also: Iterable[str] = ()) -> T:
+    """Build ``cls`` from ``table``; ``prefix`` is the dotted path of the table.
+
+    ``also``: keys the same table takes for another dataclass (the common keys of a probe or sink), named
+    with these when a key is unknown.
+    """
     if not isinstance(table, Mapping):
         raise ConfigError(f"expected a table, got {_tname(table)}", key=prefix or None, file=file)
     hints = typing.get_type_hints(cls)
@@ -38,7 +42,7 @@ def build(cls: type[T], table: Mapping[str, Any], *, prefix: str, file: str | No
     for key, value in table.items():
         dotted = f"{prefix}.{key}" if prefix else key
         if key not in fields:
-            allowed = ", ".join(sorted(fields)) or "none"
+            allowed = ", ".join(sorted({*fields, *also})) or "none"
             raise ConfigError(f"unknown key (allowed here: {allowed})", key=dotted, file=file)
         kwargs[key] = _convert(hints[key], value, dotted, file)
     for name, f in fields.items():

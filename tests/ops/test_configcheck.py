@@ -119,3 +119,21 @@ def test_metrics_listen_accepts_host_port(listen: str) -> None:
 def test_metrics_listen_rejects_the_rest(listen: str) -> None:
     with pytest.raises(ConfigError, match=r"HOST:PORT|brackets"):
         config.parse({"metrics": {"listen": listen}}, env={})
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "named"),
+    [
+        ("[probes.cgroup]\nintervl = 5\n", "probes.cgroup.intervl", ("interval", "enabled", "root")),
+        ('[[sinks]]\nuri = "file:x"\nqueue = 5\n', "sinks[0].queue", ("queue_size", "uri", "fsync")),
+    ],
+)
+def test_an_unknown_key_message_lists_the_common_keys_too(body: str, key: str, named: tuple[str, ...]) -> None:
+    import tomllib
+
+    with pytest.raises(ConfigError) as info:
+        config.parse(tomllib.loads(body), file="h.toml")
+    msg = str(info.value)
+    assert msg.startswith(f"h.toml: {key}: unknown key")
+    allowed = msg.split("allowed here: ", 1)[1].rstrip(")").split(", ")
+    assert set(named) <= set(allowed)
