@@ -74,6 +74,8 @@ class Spool:
         self._read_seg: Segment | None = None
         self._read_off = 0
         self._cursor_dirty = False
+        #: a segment was created since the last sync: the directory needs one too
+        self._dir_dirty = False
         self.bytes = 0
         #: records written and not yet handed to the reader
         self.unread = 0
@@ -117,10 +119,6 @@ class Spool:
 
     # --- writing -----------------------------------------------------------------------------------
 
-    def _sync_dir(self) -> None:
-        if self.fsync != "never":
-            fsync_dir(self.dir)
-
     def _new_tail(self) -> None:
         """Start a segment; an OSError leaves the current tail as it was."""
         seg = Segment(self.next_index, self.dir / f"{self.next_index:020d}.wal", last=self.next_index - 1)
@@ -142,7 +140,7 @@ class Spool:
         self.bytes += seg.size
         if self._read_seg is None:
             self._read_seg, self._read_off = seg, seg.size
-        self._sync_dir()
+        self._dir_dirty = self.fsync != "never"  # synced by the next sync job, in its thread
 
     @property
     def _tail(self) -> Segment:
@@ -190,10 +188,17 @@ class Spool:
             self._cursor_dirty = False
         for fd in fds:
             self._users[fd] = self._users.get(fd, 0) + 1
+        new_entries, self._dir_dirty = self._dir_dirty, False
 
         def job() -> None:
-            for fd in fds:
-                os.fsync(fd)
+            try:
+                for fd in fds:
+                    os.fsync(fd)
+                if new_entries:
+                    fsync_dir(self.dir)
+            except OSError:
+                self._dir_dirty = self._dir_dirty or new_entries  # the retry syncs the directory too
+                raise
 
         return job, fds
 

@@ -198,3 +198,34 @@ async def test_drop_oldest_that_cannot_start_a_segment_refuses_the_event_instead
         b.rmdir()
     q.close()
     await q.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("policy", ["always", "batch"])
+async def test_a_new_segment_is_made_durable_off_the_event_loop(tmp_path: Path, policy: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Directory fsyncs wait for the disk like any other: they belong in the sync thread, before the receipts."""
+    import threading
+
+    from agent.pipeline import spool as spool_module
+
+    where: list[bool] = []
+    real = spool_module.fsync_dir
+
+    def watched(path: Path) -> None:
+        where.append(threading.current_thread() is threading.main_thread())
+        real(path)
+
+    monkeypatch.setattr(spool_module, "fsync_dir", watched)
+    q = spooled(tmp_path, fsync=policy, segment_bytes=4096)
+    receipts = [Receipt(1) for _ in range(200)]
+    for i, r in enumerate(receipts):
+        assert await q.put(ev(i + 1), r)
+        if i % 20 == 0:
+            await anyio.sleep(0)  # several write-outs: the segment rolls over
+    with anyio.fail_after(5):
+        assert all([await r.wait() for r in receipts])
+    assert len(list((tmp_path / "spool").glob("*.wal"))) > 1
+    assert where and not any(where)
+    q.close()
+    await q.aclose()
