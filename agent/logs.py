@@ -74,7 +74,9 @@ def configure(fmt: str = "human", level: int = logging.INFO) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("hoststamp")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    # the agent's own loggers are named "hoststamp.*"; some modules log under their module name ("agent.*")
+    for name in ("hoststamp", "agent"):
+        root = logging.getLogger(name)
+        root.handlers[:] = [handler]
+        root.setLevel(level)
+        root.propagate = False

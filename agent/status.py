@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -13,6 +14,18 @@ from .pipeline.queue import SinkQueue
 from .pipeline.stats import PipelineStats
 
 __all__ = ["StatusLine"]
+
+
+class _ClearLine(logging.Filter):
+    """Erases the status line before a log record is written to the same terminal, so the two do not run together."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.stream.write("\r\x1b[K")
+        return True
 
 
 class StatusLine:
@@ -53,11 +66,18 @@ class StatusLine:
     async def run(self, period: float = 1.0) -> None:
         if not self.live:
             return
+        clear = _ClearLine(self.stream)
+        handlers = [h for h in logging.getLogger("hoststamp").handlers
+                    if getattr(h, "stream", None) is self.stream]
+        for h in handlers:
+            h.addFilter(clear)
         try:
             while True:
                 await anyio.sleep(period)
                 self.stream.write("\r\x1b[K" + self.render())
                 self.stream.flush()
         finally:
+            for h in handlers:
+                h.removeFilter(clear)
             self.stream.write("\n")
             self.stream.flush()

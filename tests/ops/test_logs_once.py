@@ -48,3 +48,27 @@ def test_json_log_lines_carry_the_message() -> None:
 
     doc = orjson.loads(line)
     assert doc["level"] == "warning" and doc["msg"] == "peer vsock:7 refused" and doc["ts"].endswith("Z")
+
+
+def test_every_module_logger_follows_the_configured_format(capsys: pytest.CaptureFixture[str]) -> None:
+    import orjson
+
+    from agent.logs import configure
+
+    names = ("hoststamp", "agent")
+    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate)
+             for n in names}
+    try:
+        configure("json", logging.INFO)
+        logging.getLogger("agent.transport.sender").warning("unix:/x: cannot connect")
+        logging.getLogger("hoststamp.sink").warning("sink down")
+    finally:
+        for n, (handlers, level, propagate) in saved.items():
+            lg = logging.getLogger(n)
+            lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
+    lines = capsys.readouterr().err.splitlines()
+    docs = [orjson.loads(line) for line in lines]
+    assert [(d["logger"], d["msg"]) for d in docs] == [
+        ("agent.transport.sender", "unix:/x: cannot connect"),
+        ("hoststamp.sink", "sink down"),
+    ]
