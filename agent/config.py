@@ -203,12 +203,29 @@ class Config:
         return replace(self, probes=tuple(replace(p, enabled=p.name in names) for p in self.probes))
 
     def with_sinks(self, uris: Sequence[str]) -> Config:
-        extra = tuple(endpoint({"uri": u}, prefix="--sink", file=None) for u in uris)
-        return replace(self, sinks=self.sinks + extra)
+        """The config's sinks plus ``--sink`` URIs; one that names a sink already there is not added twice."""
+        sinks = list(self.sinks)
+        seen = {_sink_identity(ep) for ep in sinks}
+        for u in uris:
+            ep = endpoint({"uri": u}, prefix="--sink", file=None)
+            if _sink_identity(ep) not in seen:
+                seen.add(_sink_identity(ep))
+                sinks.append(ep)
+        return replace(self, sinks=tuple(sinks))
 
     def with_listeners(self, uris: Sequence[str]) -> Config:
         extra = tuple(schema.build(ListenerOptions, {"uri": u}, prefix="--listen", file=None) for u in uris)
         return replace(self, listeners=self.listeners + extra)
+
+
+_PATH_SCHEMES = frozenset(("file", "archive"))
+
+
+def _sink_identity(ep: EndpointConfig) -> tuple[str, str]:
+    """Two sinks with the same identity would write every event twice to one place."""
+    if ep.scheme in _PATH_SCHEMES:
+        return ep.scheme, os.path.normpath(os.path.abspath(ep.target))
+    return ep.scheme, ep.target
 
 
 def endpoint(table: Mapping[str, Any], *, prefix: str, file: str | None) -> EndpointConfig:

@@ -137,3 +137,11 @@ def test_an_unknown_key_message_lists_the_common_keys_too(body: str, key: str, n
     assert msg.startswith(f"h.toml: {key}: unknown key")
     allowed = msg.split("allowed here: ", 1)[1].rstrip(")").split(", ")
     assert set(named) <= set(allowed)
+
+
+def test_a_sink_flag_naming_a_configured_sink_is_not_added_twice(tmp_path: Path) -> None:
+    import tomllib
+
+    cfg = config.parse(tomllib.loads(f'[[sinks]]\nuri = "file:{tmp_path}/ev.ndjson"\n'), file="h.toml")
+    more = cfg.with_sinks([f"file:{tmp_path}/./ev.ndjson", "stdout:", "stdout:", f"file:{tmp_path}/other.ndjson"])
+    assert [ep.uri for ep in more.sinks] == [f"file:{tmp_path}/ev.ndjson", "stdout:", f"file:{tmp_path}/other.ndjson"]
