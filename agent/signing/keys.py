@@ -108,6 +108,9 @@ class VerifyKey:
 def _check_private_mode(path: Path) -> None:
     try:
         mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise SigningError(f"{path}: cannot read private key: no such file (make one with: hoststamp keys generate "
+                           f"--dir {path.parent})") from None
     except OSError as exc:
         raise SigningError(f"{path}: cannot read private key: {exc.strerror or exc}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):

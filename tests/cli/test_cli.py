@@ -45,6 +45,13 @@ def test_keys_generate(tmp_path: Path) -> None:
     assert again.returncode != 0 and b"already exists" in again.stderr
 
 
+def test_a_missing_key_says_how_to_make_one(tmp_path: Path) -> None:
+    res = run_cli(["run", "--once", "--probes", "none", "--sink", "stdout:"], cwd=tmp_path)
+    assert res.returncode == 2
+    err = res.stderr.decode()
+    assert "keys/host.key" in err and "hoststamp keys generate --dir keys" in err
+
+
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o644])
 def test_group_or_other_readable_key_is_refused(tmp_path: Path, mode: int) -> None:
     assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
