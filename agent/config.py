@@ -214,7 +214,7 @@ class Config:
         return replace(self, sinks=tuple(sinks))
 
     def with_listeners(self, uris: Sequence[str]) -> Config:
-        extra = tuple(schema.build(ListenerOptions, {"uri": u}, prefix="--listen", file=None) for u in uris)
+        extra = tuple(listener({"uri": u}, prefix="--listen", file=None) for u in uris)
         return replace(self, listeners=self.listeners + extra)
 
 
@@ -239,6 +239,20 @@ def endpoint(table: Mapping[str, Any], *, prefix: str, file: str | None) -> Endp
     rest = {k: v for k, v in table.items() if k not in common_keys}
     options = schema.build(cls.Options, rest, prefix=prefix, file=file, also=common_keys)
     return EndpointConfig(uri=common.uri, scheme=scheme, target=target, common=common, options=options)
+
+
+def listener(table: Mapping[str, Any], *, prefix: str, file: str | None) -> ListenerOptions:
+    """One ``[[listeners]]`` entry (or ``--listen URI``), its URI checked here rather than when it starts listening."""
+    opts = schema.build(ListenerOptions, table, prefix=prefix, file=file)
+    if not opts.uri.lower().startswith("nats:"):
+        from .transport.uri import parse_endpoint
+
+        try:
+            parse_endpoint(opts.uri, listen=True)
+        except ConfigError as exc:
+            raise ConfigError(exc.reason, key=prefix if prefix.startswith("--") else f"{prefix}.uri",
+                              file=file) from None
+    return opts
 
 
 def _probe(name: str, table: Mapping[str, Any], file: str | None, present: bool) -> ProbeConfig:
@@ -293,8 +307,7 @@ def parse(doc: Mapping[str, Any], *, file: str | None = None, env: Mapping[str, 
     listeners_doc = doc.get("listeners", [])
     if not isinstance(listeners_doc, list):
         raise ConfigError("expected an array of tables ([[listeners]])", key="listeners", file=file)
-    listeners = tuple(schema.build(ListenerOptions, t, prefix=f"listeners[{i}]", file=file)
-                      for i, t in enumerate(listeners_doc))
+    listeners = tuple(listener(t, prefix=f"listeners[{i}]", file=file) for i, t in enumerate(listeners_doc))
     metrics = schema.build(MetricsConfig, doc.get("metrics", {}), prefix="metrics", file=file)
     return Config(agent=agent, probes=probes, sinks=sinks, listeners=listeners, metrics=metrics, path=file)
 

@@ -145,3 +145,21 @@ def test_a_sink_flag_naming_a_configured_sink_is_not_added_twice(tmp_path: Path)
     cfg = config.parse(tomllib.loads(f'[[sinks]]\nuri = "file:{tmp_path}/ev.ndjson"\n'), file="h.toml")
     more = cfg.with_sinks([f"file:{tmp_path}/./ev.ndjson", "stdout:", "stdout:", f"file:{tmp_path}/other.ndjson"])
     assert [ep.uri for ep in more.sinks] == [f"file:{tmp_path}/ev.ndjson", "stdout:", f"file:{tmp_path}/other.ndjson"]
+
+
+@pytest.mark.parametrize("uri", ["stdout:", "vsock:abc", "unix:", "vsock:any:notaport", "fcvsock:/x"])
+def test_a_listener_uri_is_checked_when_the_config_is_read(uri: str) -> None:
+    import tomllib
+
+    with pytest.raises(ConfigError) as info:
+        config.parse(tomllib.loads(f'[[listeners]]\nuri = "{uri}"\n'), file="h.toml")
+    assert str(info.value).startswith("h.toml: listeners[0].uri: ")
+    with pytest.raises(ConfigError) as info:
+        config.Config().with_listeners([uri])
+    assert str(info.value).startswith("--listen: ")
+
+
+def test_run_once_refuses_a_bad_listen_uri(tmp_path: Path) -> None:
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    res = run_cli(["run", "--once", "--probes", "none", "--sink", "stdout:", "--listen", "vsock:abc"], cwd=tmp_path)
+    assert res.returncode == 2 and b"--listen: expected vsock:CID:PORT" in res.stderr
