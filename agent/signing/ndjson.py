@@ -13,6 +13,8 @@ from .keys import VerifyKey
 
 __all__ = ["Problem", "Report", "verify_lines"]
 
+_BOM = b"\xef\xbb\xbf"
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -49,36 +51,52 @@ class Report:
 
 
 def verify_lines(lines: Iterable[bytes], keys: Mapping[str, VerifyKey], *, name: str = "-") -> Report:
-    """Verify every non-blank line; sequence numbers must rise per source within the stream."""
+    """Verify every non-blank line; sequence numbers must rise per source within the stream.
+
+    Generous in what it reads: a UTF-8 byte order mark before the first line is skipped, CRLF line ends are
+    fine, and a line holding a JSON array (the CloudEvents JSON batch format) counts each event in it.
+    """
     report = Report()
     last_seq: dict[str, int] = {}
     for lineno, raw in enumerate(lines, 1):
         line = raw.strip()
+        if lineno == 1 and line.startswith(_BOM):
+            line = line[len(_BOM):].strip()
         if not line:
             continue
-        report.events += 1
         where = f"{name}:{lineno}"
         try:
             doc = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
+            report.events += 1
             report.problems.append(Problem(where, f"not JSON: {exc}"))
             continue
-        if not isinstance(doc, dict):
-            report.problems.append(Problem(where, "not a JSON object"))
-            continue
-        ev_id = doc.get("id") if isinstance(doc.get("id"), str) else None
-        try:
-            verified = verify_event(doc, keys)
-        except VerifyError as exc:
-            report.problems.append(Problem(where, str(exc), ev_id))
-            continue
-        seq_text, source = verified.get("sequence"), verified.get("source")
-        if isinstance(seq_text, str) and isinstance(source, str) and seq_text.isdigit():
-            seq = int(seq_text)
-            prev = last_seq.get(source)
-            if prev is not None and seq <= prev:
-                report.problems.append(Problem(where, f"sequence {seq} does not follow {prev} for {source}", ev_id))
-                continue
-            last_seq[source] = seq
-        report.verified += 1
+        if isinstance(doc, list):
+            for i, item in enumerate(doc):
+                _verify_one(report, last_seq, item, f"{where}[{i}]", keys)
+        else:
+            _verify_one(report, last_seq, doc, where, keys)
     return report
+
+
+def _verify_one(report: Report, last_seq: dict[str, int], doc: object, where: str,
+                keys: Mapping[str, VerifyKey]) -> None:
+    report.events += 1
+    if not isinstance(doc, dict):
+        report.problems.append(Problem(where, "not a JSON object"))
+        return
+    ev_id = doc.get("id") if isinstance(doc.get("id"), str) else None
+    try:
+        verified = verify_event(doc, keys)
+    except VerifyError as exc:
+        report.problems.append(Problem(where, str(exc), ev_id))
+        return
+    seq_text, source = verified.get("sequence"), verified.get("source")
+    if isinstance(seq_text, str) and isinstance(source, str) and seq_text.isdigit():
+        seq = int(seq_text)
+        prev = last_seq.get(source)
+        if prev is not None and seq <= prev:
+            report.problems.append(Problem(where, f"sequence {seq} does not follow {prev} for {source}", ev_id))
+            return
+        last_seq[source] = seq
+    report.verified += 1
