@@ -1,8 +1,9 @@
 """Run every ``benchmarks/bench_*.py`` and write ``benchmarks/RESULTS.md``.
 
 Usage: ``python -m benchmarks [NAME ...]`` (names without the ``bench_`` prefix;
-default all); ``python -m benchmarks --render`` only rewrites the Markdown. Each module exposes ``run() -> dict``; the dict is rendered as a
-table. Results of modules not run this time are kept from the previous file.
+default all); ``python -m benchmarks --render`` only rewrites the Markdown.
+Each module exposes ``run() -> dict``; the dict is rendered as a table.
+Results of modules not run this time are kept from the previous file.
 """
 
 from __future__ import annotations
