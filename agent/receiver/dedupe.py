@@ -1,4 +1,8 @@
-"""A bounded window of recently taken ``(source, id)`` pairs.
+"""A bounded window of recently taken ``(channel, source, id)`` keys.
+
+The channel is what stays of a peer across its reconnects (:func:`channel_of`):
+one guest's events are never matched against another's, so a guest that sends
+another's ``source`` and ids cannot get that guest's events dropped as copies.
 
 Each entry holds the delivery future of the first copy while it is pending
 (``None`` once it is done), so a duplicate that arrives meanwhile is settled
@@ -12,9 +16,20 @@ import asyncio
 from collections import OrderedDict
 from typing import Any
 
-__all__ = ["DedupeWindow", "Key"]
+__all__ = ["DedupeWindow", "Key", "channel_of"]
 
-Key = tuple[str, str]
+Key = tuple[str, str, str]
+
+
+def channel_of(peer: str) -> str:
+    """The part of a ``hostpeer`` that survives the peer's reconnects and restarts.
+
+    ``unix:uid=U,pid=P`` -> ``unix:uid=U`` (a restarted sender has a new pid); ``vsock:CID`` and a
+    Firecracker socket's name are kept whole.
+    """
+    if peer.startswith("unix:"):
+        return "unix:" + ",".join(p for p in peer[5:].split(",") if not p.startswith("pid="))
+    return peer
 
 
 class DedupeWindow:

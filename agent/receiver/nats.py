@@ -34,7 +34,7 @@ from ..config import ListenerOptions
 from ..errors import ConfigError, TransportError
 from ..transport.nats import NatsEndpoint, connect, ensure_stream, nats_errors, parse_nats_uri
 from ..transport.sender import Backoff
-from .dedupe import DedupeWindow
+from .dedupe import DedupeWindow, channel_of
 from .glue import GuestPipeline, PipelineDeliver
 from .policy import GuestPolicy
 from .server import Deliver
@@ -189,7 +189,7 @@ class NatsSource:
             self.reject(peer, r.reason, r.detail)
             self._spawn(self._finish(msg, None, peer, refused=True))
             return
-        key = (event["source"], event["id"])
+        key = (channel_of(peer), event["source"], event["id"])
         if key in self.dedupe:
             self.stats.duplicates += 1
             fut = self.dedupe.get(key)

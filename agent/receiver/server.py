@@ -38,7 +38,7 @@ from ..config import ListenerOptions
 from ..errors import FramingError, TransportError
 from ..transport import Ack, ByteStream, Listener, encode_ack, listen
 from ..transport.ack import MAX_REJECTED
-from .dedupe import DedupeWindow
+from .dedupe import DedupeWindow, channel_of
 from .policy import GuestPolicy
 from .telemetry import ReceiverStats, RejectLog
 from .validate import Rejected, parse_event
@@ -140,6 +140,7 @@ class _Connection:
         self.rx = rx
         self.stream = stream
         self.peer = stream.peer
+        self.channel = channel_of(stream.peer)
         #: frames taken and not yet settled, in frame order: None (settled or refused) or a pending delivery
         self.inflight: deque[asyncio.Future[Any] | None] = deque()
         self.received = 0
@@ -239,7 +240,7 @@ class _Connection:
                 self._refused_now(r.reason, r.detail)
                 continue
             self.received += 1
-            key = (event["source"], event["id"])
+            key = (self.channel, event["source"], event["id"])
             if key in dedupe:
                 rx.stats.duplicates += 1
                 fut = dedupe.get(key)  # the first copy: settled (None) or pending

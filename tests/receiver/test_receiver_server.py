@@ -423,3 +423,42 @@ def test_refusals_a_peer_does_not_read_stop_the_reading_instead_of_piling_up() -
     rounds, refused = run(main(), timeout=30)
     assert rounds < 100
     assert refused < 10_000
+
+
+def test_one_guest_cannot_pass_anothers_events_off_as_copies() -> None:
+    """Dedupe is per channel: the same (source, id) from two VMs are two events; a re-send on one channel is a copy."""
+    from agent.transport import MemoryListener
+
+    async def main() -> MemoryDeliver:
+        listener = MemoryListener()
+        sink = MemoryDeliver()
+        rx = Receiver(ListenerOptions(uri="memory:rx"), sink, listener=listener)
+        serving = asyncio.ensure_future(rx.serve())
+        try:
+            forger = Client(await listener.connect("vsock:7"))
+            await forger.send(ev(1, source="guest://vm8/app"))  # vm7 claims vm8's source and next id first
+            await forger.until(1)
+            victim = Client(await listener.connect("vsock:8"))
+            await victim.send(ev(1, source="guest://vm8/app"))
+            await victim.until(1)
+            again = Client(await listener.connect("vsock:8"))  # vm8 reconnects and re-sends: a copy
+            await again.send(ev(1, source="guest://vm8/app"))
+            await again.until(1)
+        finally:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+        assert rx.stats.duplicates == 1
+        return sink
+
+    sink = run(main())
+    assert sorted(peer for _ev, peer in sink.got) == ["vsock:7", "vsock:8"]
+
+
+@pytest.mark.parametrize(
+    ("peer", "channel"),
+    [("unix:uid=0,pid=123", "unix:uid=0"), ("vsock:3", "vsock:3"), ("vm1", "vm1"), ("nats:in.>", "nats:in.>")],
+)
+def test_channel_of(peer: str, channel: str) -> None:
+    from agent.receiver.dedupe import channel_of
+
+    assert channel_of(peer) == channel
