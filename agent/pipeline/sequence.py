@@ -1,62 +1,101 @@
 """Per-source sequence numbers that only go up, also across restarts.
 
-The store reserves numbers in blocks and writes the reserved ceiling to
-``sequences.json`` (atomically: temp file, fsync, rename) before handing out a
-number above the previous ceiling, so a crash can only skip numbers, never
-repeat one. A clean shutdown records the exact last number, so a normal restart
-continues without a gap: a gap in a source's sequence means the agent died.
+Known sources reserve numbers in blocks: the reserved ceiling is written to
+``sequences.json`` (atomically: temp file, fsync, rename) before a number above
+the previous ceiling is handed out, so a crash can only skip numbers, never
+repeat one. A clean shutdown records every source's exact last number, so a
+normal restart continues without a gap: a gap in a source's sequence means the
+agent died.
+
+A source seen for the first time costs no write: guests name their own
+sources, and one that invents a source per event must not turn every event
+into an fsync. Its numbers start at 1 after a clean start; after an unclean one
+(the file says the previous run did not stop cleanly, or is unreadable) a new
+source starts above anything the lost run can have handed out to it: at the
+run's *epoch* (counted up at every start) times 2^32, or, when even the epoch
+is lost, at the current time in microseconds. At most ``max_sources`` sources
+are tracked; a source dropped to make room starts again above every number
+handed out to a dropped one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 __all__ = ["SequenceStore"]
 
 BLOCK = 4096
+MAX_SOURCES = 16384
+EPOCH_SHIFT = 32
 
 
 class SequenceStore:
-    """``next(source)`` returns 1, 2, 3 ... per source; persisted when ``path`` is given."""
+    """``next(source)`` returns increasing numbers per source; persisted when ``path`` is given."""
 
-    def __init__(self, path: Path | None, *, block: int = BLOCK) -> None:
+    def __init__(self, path: Path | None, *, block: int = BLOCK, max_sources: int = MAX_SOURCES) -> None:
         self._path = path
         self._block = block
+        self._max_sources = max_sources
         self._last: dict[str, int] = {}
         self._ceiling: dict[str, int] = {}
-        #: sources whose numbers resumed past a reservation: the previous run did not stop cleanly
+        self._epoch = 0
+        #: where a source seen for the first time starts (0 after a clean start)
+        self._fresh = 0
+        #: above every number handed out to a source that was dropped from tracking
+        self._dropped_floor = 0
+        #: the previous run did not stop cleanly (or its state was unreadable)
         self.unclean = False
         if path is not None:
             self._load(path)
+            self._epoch += 1
+            if self.unclean:
+                self._fresh = max(self._fresh, self._epoch << EPOCH_SHIFT)
             self._save(clean=False)
 
     def _load(self, path: Path) -> None:
         try:
             doc = json.loads(path.read_text())
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
         except FileNotFoundError:
             return
         except (OSError, ValueError):
-            doc = {}
+            # nothing known: start new sources above any earlier run's numbers
             self.unclean = True
+            self._fresh = int(time.time() * 1e6)
+            return
         clean = bool(doc.get("clean", False))
+        self.unclean = not clean
+        self._epoch = int(doc.get("epoch", 0))
         for source, entry in dict(doc.get("sources", {})).items():
             last, reserved = int(entry.get("last", 0)), int(entry.get("reserved", 0))
             start = last if clean else max(last, reserved)
-            if not clean and reserved > last:
-                self.unclean = True
             self._last[source] = start
             self._ceiling[source] = start
 
     def next(self, source: str) -> int:
-        n = self._last.get(source, 0) + 1
+        last = self._last.get(source)
+        if last is None:
+            last = max(self._fresh, self._dropped_floor)
+            if len(self._last) >= self._max_sources:
+                self._drop_one()
+            # a new source needs no write now: after a crash it would start above this run's numbers anyway
+            self._ceiling[source] = last + 1 + self._block
+        n = last + 1
         self._last[source] = n
-        if n > self._ceiling.get(source, 0):
+        if n > self._ceiling[source]:
             self._ceiling[source] = n + self._block
             if self._path is not None:
                 self._save(clean=False)
         return n
+
+    def _drop_one(self) -> None:
+        oldest = next(iter(self._last))
+        self._dropped_floor = max(self._dropped_floor, self._last.pop(oldest))
+        self._ceiling.pop(oldest, None)
 
     def last(self, source: str) -> int:
         return self._last.get(source, 0)
@@ -70,6 +109,7 @@ class SequenceStore:
         assert self._path is not None
         doc = {
             "clean": clean,
+            "epoch": self._epoch,
             "sources": {
                 s: {"last": self._last.get(s, 0), "reserved": self._last.get(s, 0) if clean else self._ceiling[s]}
                 for s in self._ceiling
