@@ -32,7 +32,7 @@ from . import health
 from .config import Config, ProbeConfig
 from .errors import AgentError
 from .generation import Counts, Generation, build_probe, build_sink, host_id
-from .metrics import LatencySampler, MetricsServer, TimedStamper, build_registry
+from .metrics import LatencySampler, MetricsServer, TimedStamper, build_registry, replace_server
 from .model import Event, Reading
 from .pipeline import PipelineStats, ProbeRunner, SequenceStore, SinkQueue, SinkWorker
 from .pipeline.parallel import ParallelPipeline, build_pipeline
@@ -232,29 +232,6 @@ class Agent:
                 self.write_status()
                 self.notifier.ready(self._status_text())
 
-    async def _switch_metrics(self, listen: str | None) -> None:
-        """Serve /metrics at the new address; if it is taken, free the old one (it may be the same port) and retry."""
-        old, new = self.metrics, MetricsServer(listen, self._registry) if listen else None
-        if new is not None:
-            try:
-                await new.start()
-            except OSError:
-                if old is not None:
-                    old.close()
-                    old = None
-                try:
-                    await new.start()
-                except OSError as exc:
-                    log.error("reload: metrics.listen: cannot listen on %s: %s; no metrics until the next reload",
-                              listen, exc.strerror or exc)
-                    new = None
-        if old is not None:
-            old.close()
-        self.metrics = new
-        if new is not None:
-            assert self._tg is not None
-            self._tg.start_soon(new.serve)
-
     def _reload_failed(self, reason: str) -> bool:
         self.reloads_failed += 1
         self.last_reload_error = reason
@@ -300,7 +277,10 @@ class Agent:
         self._counts.retire(old)
         await self._start_workers(new)
         if cfg.metrics.listen != old.cfg.metrics.listen:
-            await self._switch_metrics(cfg.metrics.listen)
+            self.metrics = await replace_server(self.metrics, cfg.metrics.listen, self._registry)
+            if self.metrics is not None:
+                assert self._tg is not None
+                self._tg.start_soon(self.metrics.serve)
         self.reloads_ok += 1
         self.last_reload_error = None
         log.info("reloaded: probes=%s sinks=%s", ",".join(pc.name for pc, _ in new.probes) or "none",
