@@ -14,9 +14,8 @@ one deletion is reported once and the rest of the archive is still checked.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,61 +29,9 @@ from .merkle import EMPTY_ROOT, CompactRange, leaf_hash, verify_consistency
 from .note import verify_checkpoint
 from .records import chain_hash, parse_record, unb64, unb64_list, verify_record
 from .report import Findings, Report, Summary
+from .segevents import SegmentEvents
 
 __all__ = ["verify_archive"]
-
-
-class _Events:
-    """The lines of one events file, consumed on demand.
-
-    The file is opened at once, trying the plain name and then the compressed one: a live
-    writer may compress a closed segment between the directory listing and this read.
-    """
-
-    def __init__(self, candidates: list[Path]) -> None:
-        self.name = candidates[0].name if candidates else "(no events file)"
-        self._it: Iterator[bytes] = iter(())
-        self.lineno = 0
-        self.bytes = 0
-        self.sha = hashlib.sha256()
-        self.torn = b""
-        self.error: str | None = None
-        self.done = False
-        #: no candidate exists
-        self.missing = True
-        for path in candidates:
-            try:
-                self._it = layout.iter_lines(path)
-                first = next(self._it, None)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                self.error, self.missing = str(exc), False
-                break
-            self.name, self.missing = path.name, False
-            if first is not None:
-                self._it = itertools.chain((first,), self._it)
-            break
-
-    def next(self) -> bytes | None:
-        if self.done:
-            return None
-        try:
-            line = next(self._it)
-        except StopIteration:
-            line = b""
-        except OSError as exc:
-            self.error, line = str(exc), b""
-        if not line:
-            self.done = True
-            return None
-        self.sha.update(line)
-        self.bytes += len(line)
-        if not line.endswith(b"\n"):
-            self.torn, self.done = line, True
-            return None
-        self.lineno += 1
-        return line[:-1]
 
 
 class _Verifier:
@@ -207,7 +154,7 @@ class _Verifier:
                 self.f.problem("events-conflict", stem, "plain and compressed events files differ")
             else:
                 self.f.note("events-twice", stem, "plain and compressed events files both present (identical)")
-        ev = _Events([layout.events_path(self.root, n), layout.gz_path(self.root, n)])
+        ev = SegmentEvents([layout.events_path(self.root, n), layout.gz_path(self.root, n)])
         if ev.missing:
             self.f.problem("missing-events", stem, "events file is missing (deleted or renamed?)")
         closed = False
@@ -230,7 +177,7 @@ class _Verifier:
             self.f.problem("not-closed", log.name, "segment has no close record but a later segment exists")
         return closed
 
-    def _records(self, n: int, log: Path, ev: _Events, last: bool) -> bool:
+    def _records(self, n: int, log: Path, ev: SegmentEvents, last: bool) -> bool:
         data = log.read_bytes()
         lines = data.split(b"\n")
         tail = lines.pop()
@@ -269,7 +216,7 @@ class _Verifier:
                 self.f.problem("bad-record", where, f"{rec['kind']} record is malformed: {exc}")
         return closed
 
-    def _record(self, rec: dict[str, Any], i: int, where: str, ev: _Events) -> bool:
+    def _record(self, rec: dict[str, Any], i: int, where: str, ev: SegmentEvents) -> bool:
         kind = rec["kind"]
         if kind == "open":
             self._open(rec, i, where)
@@ -307,7 +254,7 @@ class _Verifier:
         self.tree, self.last_ck = CompactRange.from_frontier(first, frontier), None
         self.sealed_from = first
 
-    def _checkpoint(self, rec: dict[str, Any], where: str, ev: _Events) -> None:
+    def _checkpoint(self, rec: dict[str, Any], where: str, ev: SegmentEvents) -> None:
         self.c["checkpoints"] += 1
         try:
             cp = verify_checkpoint(str(rec["note"]), self.keys)
@@ -349,7 +296,7 @@ class _Verifier:
                 self.sealed_count += cp.size - self.sealed_from
             self.sealed = self.sealed_from = cp.size
 
-    def _close(self, rec: dict[str, Any], where: str, ev: _Events) -> None:
+    def _close(self, rec: dict[str, Any], where: str, ev: SegmentEvents) -> None:
         while (line := ev.next()) is not None:
             self._event(ev, line)
         first, count = int(rec["first"]), int(rec["count"])
@@ -362,7 +309,7 @@ class _Verifier:
         if self.last_ck is not None and self.last_ck[0] != first + count:
             self.f.problem("unsealed-close", where, "the segment was closed without a checkpoint at its end")
 
-    def _event(self, ev: _Events, body: bytes) -> None:
+    def _event(self, ev: SegmentEvents, body: bytes) -> None:
         index = -1
         if self.tree is not None:
             index = self.tree.end
