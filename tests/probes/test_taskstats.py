@@ -170,19 +170,25 @@ async def test_watch_does_nothing_when_exits_are_off() -> None:
     assert got == []
 
 
+#: a child program's body: one collection, then five seconds of the exit stream, into ``got``
+ONE_ROUND_AND_WATCH = (
+    "from agent.probes.taskstats import TaskstatsOptions, TaskstatsProbe\n"
+    "async def main():\n"
+    "    probe = TaskstatsProbe(TaskstatsOptions())\n"
+    "    got = list(await probe.collect())\n"
+    "    async def emit(r):\n"
+    "        got.append(r)\n"
+    "    await asyncio.wait_for(probe.watch(emit), 5)\n"
+    "    await probe.aclose()\n"
+)
+
+
 @needs_admin
 def test_without_net_admin_one_clear_reading() -> None:
     code = (
         "import asyncio, json\n"
-        "from agent.probes.taskstats import TaskstatsOptions, TaskstatsProbe\n"
-        "async def main():\n"
-        "    probe = TaskstatsProbe(TaskstatsOptions())\n"
-        "    got = list(await probe.collect())\n"
-        "    async def emit(r):\n"
-        "        got.append(r)\n"
-        "    await asyncio.wait_for(probe.watch(emit), 5)\n"
-        "    await probe.aclose()\n"
-        "    print(json.dumps({'unavailable': TaskstatsProbe.unavailable(TaskstatsOptions()),\n"
+        + ONE_ROUND_AND_WATCH
+        + "    print(json.dumps({'unavailable': TaskstatsProbe.unavailable(TaskstatsOptions()),\n"
         "                      'readings': [[r.type, r.subject, r.error, dict(r.output)] for r in got]}))\n"
         "asyncio.run(main())\n"
     )
@@ -208,15 +214,8 @@ def test_in_a_user_namespace_the_kernel_refusal_is_one_clear_reading() -> None:
     code = (
         "import asyncio, json\n"
         "from agent.netlink import has_net_admin\n"
-        "from agent.probes.taskstats import TaskstatsOptions, TaskstatsProbe\n"
-        "async def main():\n"
-        "    probe = TaskstatsProbe(TaskstatsOptions())\n"
-        "    got = list(await probe.collect())\n"
-        "    async def emit(r):\n"
-        "        got.append(r)\n"
-        "    await asyncio.wait_for(probe.watch(emit), 5)\n"
-        "    await probe.aclose()\n"
-        "    print(json.dumps([has_net_admin(), [[r.type, r.error] for r in got]]))\n"
+        + ONE_ROUND_AND_WATCH
+        + "    print(json.dumps([has_net_admin(), [[r.type, r.error] for r in got]]))\n"
         "asyncio.run(main())\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
