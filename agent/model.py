@@ -54,13 +54,15 @@ class Reading:
         return d
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """A signed CloudEvent, ready for sinks.
 
     ``body`` is the structured-mode JSON of the event (UTF-8, no trailing
     newline): exactly the bytes a file sink writes as one line or a socket sink
     sends as one frame. ``sequence`` is the host stamp's per-source counter.
+    Not frozen only because a frozen dataclass costs four times as much to
+    make, and one is made per event: treat it as immutable.
     """
 
     id: str

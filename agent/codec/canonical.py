@@ -8,6 +8,13 @@ decimal notation the way ECMAScript does (non-integral, 1e-5 ≤ |x| < 1e16). An
 integral float is written as the integer it equals, which is what JCS prints
 for it too. Anything else falls back to ``rfc8785``.
 
+Whether orjson's output needs no change is read off its bytes (:func:`_as_is`):
+orjson writes a float either in plain decimal (``0.12``, ``123.0``) or with a
+signed exponent (``1e-7``, ``1.5e+16``), so output with no ``e-``/``e+``, no
+``.0`` closing a number and no ``null`` (what NaN becomes) holds only floats
+both agree on. A string that happens to contain one of these only costs the
+slower path, never a wrong answer.
+
 ``prepare(obj)`` applies the event-data rules of the contract before that:
 integers beyond ±(2^53−1) become decimal strings, integral floats become
 integers (or decimal strings beyond 2^53), and non-finite floats (which JSON cannot carry) become ``null``.
@@ -27,9 +34,16 @@ __all__ = ["MAX_SAFE_INT", "canonical", "prepare"]
 MAX_SAFE_INT = 2**53 - 1
 _SORT = orjson.OPT_SORT_KEYS
 _STRICT = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
-#: a number token with a fraction or an exponent in orjson output (may also match inside
-#: a string, which only costs the slow path, never a wrong answer)
-_FLOATISH = re.compile(rb"[:\[,]-?\d+[.eE]")
+
+
+#: what in orjson's output may differ from JCS: an exponent, an integral float (``.0`` closing a number), or
+#: ``null`` (which is also what NaN and the infinities become)
+_UNSAFE = re.compile(rb"e[-+]|\.0[,\]}]|null")
+
+
+def _as_is(out: bytes) -> bool:
+    """orjson's sorted output of an object or array is already JCS (see the module text)."""
+    return out[0] in b"{[" and out.isascii() and _UNSAFE.search(out) is None
 
 
 class _Slow(Exception):
@@ -105,8 +119,7 @@ def prepare(obj: Any) -> tuple[Any, bytes]:
     """
     try:
         out = orjson.dumps(obj, option=_STRICT)
-        # orjson writes NaN/Infinity as null: let the slow path make that explicit
-        if out[:1] in b"{[" and out.isascii() and _FLOATISH.search(out) is None and b"null" not in out:
+        if _as_is(out):
             return obj, out
     except orjson.JSONEncodeError:
         pass
@@ -120,6 +133,12 @@ def prepare(obj: Any) -> tuple[Any, bytes]:
 
 def canonical(obj: Any) -> bytes:
     """JCS bytes of an already-JSON value (as parsed); raises ValueError if it has none."""
+    try:
+        out = orjson.dumps(obj, option=_STRICT)
+        if _as_is(out):
+            return out
+    except orjson.JSONEncodeError:
+        pass
     try:
         return orjson.dumps(_walk(obj, False), option=_SORT)
     except (_Slow, orjson.JSONEncodeError):

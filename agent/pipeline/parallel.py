@@ -170,6 +170,11 @@ class ParallelPipeline(Pipeline):
             self._enqueuer = asyncio.get_running_loop().create_task(self._enqueue(), name="parallel enqueue")
         return receipt
 
+    async def submit_guests(self, events: Sequence[Mapping[str, Any]], hostpeer: str,
+                            frames: Sequence[bytes] | None = None) -> Any:
+        receipts = [await self.submit_guest(e, hostpeer) for e in events]
+        return _Gathered(receipts)
+
     def _dispatch(self) -> None:
         self._scheduled = False
         jobs, receipts, queues = self._jobs, self._receipts, self._jobs_queues
@@ -232,6 +237,20 @@ class ParallelPipeline(Pipeline):
             await asyncio.gather(self._enqueuer, return_exceptions=True)
             self._enqueuer = None
         await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown)
+
+
+class _Gathered:
+    def __init__(self, receipts: list[Receipt]) -> None:
+        futs = [r.future for r in receipts]
+        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        gathered = asyncio.gather(*futs, return_exceptions=True)
+        gathered.add_done_callback(self._done)
+
+    def _done(self, g: asyncio.Future[list[Any]]) -> None:
+        if self.future.done():
+            return
+        res = g.result()
+        self.future.set_result(None if all(r is True for r in res) else res)
 
 
 def build_pipeline(stamper: Stamper, queues: Sequence[SinkQueue], stats: PipelineStats, sign_workers: int = 0

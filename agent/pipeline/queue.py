@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from ..model import Event
 
-__all__ = ["Overflow", "Receipt", "SinkQueue"]
+__all__ = ["BatchReceipt", "Overflow", "Receipt", "SinkQueue"]
 
 Overflow = Literal["block", "drop_newest", "drop_oldest"]
 
@@ -27,29 +27,60 @@ class Receipt:
     __slots__ = ("_future", "_pending", "dropped")
 
     def __init__(self, pending: int) -> None:
-        self._future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending = pending
         self.dropped = False
         if pending == 0:
-            self._future.set_result(True)
+            self._future.set_result(self._result())
 
     @property
-    def future(self) -> asyncio.Future[bool]:
+    def future(self) -> asyncio.Future[Any]:
         """The completion itself, for callers that gather many receipts at once."""
         return self._future
+
+    def _result(self) -> Any:
+        return not self.dropped
 
     def done_one(self) -> None:
         self._pending -= 1
         if self._pending <= 0 and not self._future.done():
-            self._future.set_result(not self.dropped)
+            self._future.set_result(self._result())
 
-    def drop(self) -> None:
+    def drop(self, event: Event | None = None) -> None:
+        """One sink will not take ``event``."""
         self.dropped = True
         self.done_one()
 
-    async def wait(self) -> bool:
+    async def wait(self) -> Any:
         """True when every sink took the event, False when one dropped it."""
         return await asyncio.shield(self._future)
+
+
+class BatchReceipt(Receipt):
+    """One receipt for a batch of events, each routed to ``sinks`` queues.
+
+    Its future's result is None when every sink took every event, else a list
+    with, for each event in batch order, True (taken) or False (dropped by at
+    least one sink).
+    """
+
+    __slots__ = ("_dropped_ids", "events")
+
+    def __init__(self, events: Sequence[Event], sinks: int) -> None:
+        self.events = events
+        self._dropped_ids: set[int] = set()
+        super().__init__(len(events) * sinks)
+
+    def _result(self) -> Any:
+        if not self.dropped:
+            return None
+        gone = self._dropped_ids
+        return [id(e) not in gone for e in self.events]
+
+    def drop(self, event: Event | None = None) -> None:
+        if event is not None:
+            self._dropped_ids.add(id(event))
+        super().drop(event)
 
 
 class SinkQueue:
@@ -74,22 +105,22 @@ class SinkQueue:
     def __len__(self) -> int:
         return len(self._items)
 
-    def _count(self, reason: str, receipt: Receipt | None) -> None:
+    def _count(self, reason: str, receipt: Receipt | None, event: Event) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         if receipt is not None:
-            receipt.drop()
+            receipt.drop(event)
 
     def put_nowait(self, event: Event, receipt: Receipt | None = None) -> bool:
         """Enqueue unless the policy says drop; never waits. Returns False if dropped."""
         if self._closed:
-            self._count("closed", receipt)
+            self._count("closed", receipt, event)
             return False
         if len(self._items) >= self.maxsize:
             if self.overflow == "drop_oldest":
-                _old, old_receipt = self._items.popleft()
-                self._count("evicted", old_receipt)
+                old, old_receipt = self._items.popleft()
+                self._count("evicted", old_receipt, old)
             else:  # drop_newest, or block used without waiting
-                self._count("queue_full", receipt)
+                self._count("queue_full", receipt, event)
                 return False
         self._items.append((event, receipt))
         self.enqueued += 1
@@ -107,6 +138,15 @@ class SinkQueue:
                 self._not_full.clear()
                 await self._not_full.wait()
         return self.put_nowait(event, receipt)
+
+    async def put_many(self, events: Sequence[Event], receipt: Receipt | None = None) -> None:
+        """Enqueue each of ``events`` in order, as :meth:`put` would."""
+        block = self.overflow == "block"
+        for event in events:
+            if block and len(self._items) >= self.maxsize and not self._closed:
+                await self.put(event, receipt)
+            else:
+                self.put_nowait(event, receipt)
 
     async def get_batch(self, limit: int) -> list[tuple[Event, Receipt | None]]:
         """Wait for at least one entry; return up to ``limit`` (empty once closed and drained)."""

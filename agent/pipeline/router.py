@@ -2,18 +2,63 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..model import Event, Reading
-from .queue import Receipt, SinkQueue
+from .queue import BatchReceipt, Receipt, SinkQueue
 from .stamp import Stamper
 from .stats import PipelineStats
 
-__all__ = ["Pipeline"]
+__all__ = ["GuestBatch", "Pipeline"]
 
 log = logging.getLogger("hoststamp.pipeline")
+
+
+class GuestBatch:
+    """What became of a batch of guest events: refused at once, or handed to every sink queue.
+
+    :meth:`outcome` completes when the sinks have taken them, with None when
+    every event was taken, else a list with an entry per event in batch
+    order: True (taken), False (dropped by an overflow policy) or the
+    exception that kept the host from stamping it.
+    """
+
+    __slots__ = ("receipt", "results")
+
+    def __init__(self, receipt: BatchReceipt, results: Sequence[Event | Exception] | None) -> None:
+        self.receipt = receipt
+        #: the stamping results when some were refused (else None: all were signed)
+        self.results = results
+
+    @property
+    def future(self) -> asyncio.Future[Any]:
+        """Completes with :meth:`outcome`'s answer (a new future when some events were refused)."""
+        if self.results is None:
+            return self.receipt.future
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.receipt.future.add_done_callback(lambda f: _merge(f, fut, self.results))
+        return fut
+
+    async def outcome(self) -> list[Any] | None:
+        return await self.future  # type: ignore[no-any-return]
+
+
+def _merge(done: asyncio.Future[Any], fut: asyncio.Future[Any], results: Sequence[Event | Exception] | None) -> None:
+    """The sinks' answer for the signed events, with the stamping errors put back in their places."""
+    if fut.done():
+        return
+    if done.cancelled():
+        fut.cancel()
+        return
+    if (exc := done.exception()) is not None:
+        fut.set_exception(exc)
+        return
+    taken = iter(done.result() or ())
+    assert results is not None
+    fut.set_result([r if isinstance(r, Exception) else next(taken, True) for r in results])
 
 
 class Pipeline:
@@ -59,6 +104,26 @@ class Pipeline:
         for q in self.queues:
             await q.put(signed, receipt)
         return receipt
+
+    async def submit_guests(self, events: Sequence[Mapping[str, Any]], hostpeer: str,
+                            frames: Sequence[bytes] | None = None) -> GuestBatch:
+        """Stamp a batch of one peer's events and enqueue them in order.
+
+        The event dicts become the pipeline's (they are changed in place). ``frames`` (the events as
+        received) is for pipelines that stamp elsewhere; this one has the events.
+        """
+        results = self.stamper.stamp_guests(events, hostpeer, owned=True)
+        return await self._enqueue_guests(results)
+
+    async def _enqueue_guests(self, results: Sequence[Event | Exception]) -> GuestBatch:
+        signed = [r for r in results if not isinstance(r, Exception)]
+        refused = len(results) - len(signed)
+        self.stats.signed += len(signed)
+        self.stats.rejected += refused
+        receipt = BatchReceipt(signed, len(self.queues))
+        for q in self.queues:
+            await q.put_many(signed, receipt)
+        return GuestBatch(receipt, results if refused else None)
 
     def close(self) -> None:
         for q in self.queues:

@@ -103,10 +103,10 @@ class SpoolQueue(SinkQueue):
 
     def _offer(self, event: Event, receipt: Receipt | None, size: int) -> bool:
         if self._closed:
-            self._count("closed", receipt)
+            self._count("closed", receipt, event)
             return False
         if size > self.spool.max_bytes or not self._make_room(size):
-            self._count("spool_full", receipt)
+            self._count("spool_full", receipt, event)
             return False
         self._append(event, size, receipt)
         return True
@@ -125,6 +125,22 @@ class SpoolQueue(SinkQueue):
             self._waiters.append((self._gen + 1, fut))
             await fut
         return True
+
+    async def put_many(self, events: Sequence[Event], receipt: Receipt | None = None) -> None:
+        """Enqueue each of ``events`` in order; with ``spool_fsync = "always"``, wait for one fsync at the end."""
+        offered = False
+        for event in events:
+            size = wal.record_size(event)
+            if self.overflow == "block" and not self._closed and not self._fits(size) and size <= self.spool.max_bytes:
+                self.blocked += 1
+                while not self._fits(size) and not self._closed:
+                    self._not_full.clear()
+                    await self._not_full.wait()
+            offered = self._offer(event, receipt, size) or offered
+        if offered and self.spool.fsync == "always":
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append((self._gen + 1, fut))
+            await fut
 
     def _append(self, event: Event, size: int, receipt: Receipt | None) -> None:
         self._wbuf.append(event)

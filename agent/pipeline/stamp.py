@@ -14,7 +14,7 @@ import hashlib
 import os
 import time
 from binascii import b2a_base64
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,16 +23,13 @@ import orjson
 from ..codec.canonical import prepare
 from ..model import Event, Reading
 from ..signing.dsse import pae
-from ..signing.event import NOT_EXTENSIONS, PAYLOAD_TYPE, material
+from ..signing.event import PAYLOAD_TYPE, attr_text
 from ..signing.keys import SigningKey
+from .guest import GUEST_ATTRIBUTES, HOST_ATTRIBUTES, stamp_guests
 from .sequence import SequenceStore
 
 __all__ = ["GUEST_ATTRIBUTES", "HOST_ATTRIBUTES", "Stamper", "format_time"]
 
-#: what the host stamps on every event, always signed
-HOST_ATTRIBUTES = ("hostid", "hostreceivedat", "sequence")
-#: what the host adds to events it received from a guest
-GUEST_ATTRIBUTES = ("hostpeer",)
 _SIGNED = ",".join(HOST_ATTRIBUTES)
 
 _sha = hashlib.sha256
@@ -105,6 +102,8 @@ class Stamper:
         self._routes: dict[tuple[str, str, str], _Route] = {}
         self._subjects: dict[str, tuple[bytes, bytes]] = {}
         self._texts: dict[str, bytes] = {}
+        #: guest event plans by attribute names (see :mod:`.guest`); None: the generic path
+        self._shapes: dict[tuple[str, ...], Any] = {}
         self._sign = key.sign
         # the constant parts of the DSSE envelope, fields in the order the specification shows them
         self._env_head = b'{"payloadType":' + orjson.dumps(PAYLOAD_TYPE) + b',"payload":"'
@@ -149,13 +148,15 @@ class Stamper:
             hit = self._subjects[subject] = (orjson.dumps(subject), _sha(subject.encode()).digest())
         return hit
 
-    def _hash_text(self, text: str) -> bytes:
-        """Digest of an attribute value, cached: sources, types and names repeat from event to event."""
-        d = self._texts.get(text)
+    def _hash_text(self, value: Any) -> bytes:
+        """Digest of an attribute value's text, cached for strings: sources, types and names repeat."""
+        if type(value) is not str:
+            return _sha(attr_text(value).encode()).digest()
+        d = self._texts.get(value)
         if d is None:
             if len(self._texts) > 16384:
                 self._texts.clear()
-            d = self._texts[text] = _sha(text.encode()).digest()
+            d = self._texts[value] = _sha(value.encode()).digest()
         return d
 
     def _material(self, digest: bytes) -> bytes:
@@ -218,42 +219,15 @@ class Stamper:
         )
         return Event(ev_id.decode(), route.source, route.type, seq, body)
 
-    def stamp_guest(self, event: Mapping[str, Any], hostpeer: str) -> Event:
-        """A guest's event, re-stamped and signed by the host.
+    def stamp_guests(self, events: Sequence[Mapping[str, Any]], hostpeer: str, *, received: float | None = None,
+                     sequences: Sequence[int] | None = None, owned: bool = False) -> list[Event | Exception]:
+        """Guests' events re-stamped and signed by the host: an Event or the refusing error for each (see
+        :mod:`.guest`)."""
+        return stamp_guests(self, events, hostpeer, received=received, sequences=sequences, owned=owned)
 
-        Host attributes the guest sent are overwritten; attributes that are null are dropped. The guest's own
-        signature material moves to ``guestdssematerial`` / ``guestsignedextattrs``
-        so an auditor can check both signatures; every extension attribute of
-        the result is signed by the host.
-        """
-        # JSON format: an attribute whose value is null is treated as absent
-        ev = {k: v for k, v in event.items() if v is not None or k == "data"}
-        guest_mat = ev.pop("dssematerial", None)
-        guest_signed = ev.pop("signedextattrs", None)
-        for name in (*HOST_ATTRIBUTES, *GUEST_ATTRIBUTES, "guestdssematerial", "guestsignedextattrs"):
-            ev.pop(name, None)
-        if guest_mat:
-            ev["guestdssematerial"] = guest_mat
-            if guest_signed:
-                ev["guestsignedextattrs"] = guest_signed
-        source = str(ev.get("source", ""))
-        seq = self._seq.next(source)
-        ev["hostid"] = self.host_id
-        ev["hostreceivedat"] = self._recv_clock.render(self._now())[0].decode()
-        ev["sequence"] = str(seq)
-        ev["hostpeer"] = hostpeer
-        data_raw: bytes | None = None
-        if "data" in ev and not isinstance(ev["data"], str):
-            ev["data"], data_raw = prepare(ev["data"])
-        ext = sorted(
-            (k for k in ev if k not in NOT_EXTENSIONS), key=lambda k: (k not in HOST_ATTRIBUTES + GUEST_ATTRIBUTES, k)
-        )
-        ev["signedextattrs"] = ",".join(ext)
-        digest = material(ev, ext, data_raw, hash_text=self._hash_text)
-        ev["dssematerial"] = self._material(digest).decode("ascii")
-        if data_raw is not None:
-            del ev["data"]
-            body = orjson.dumps(ev)[:-1] + b',"data":' + data_raw + b"}"
-        else:
-            body = orjson.dumps(ev)
-        return Event(str(ev.get("id", "")), source, str(ev.get("type", "")), seq, body)
+    def stamp_guest(self, event: Mapping[str, Any], hostpeer: str) -> Event:
+        """One guest event; raises ValueError or TypeError when it cannot be stamped."""
+        (result,) = self.stamp_guests((event,), hostpeer)
+        if isinstance(result, Exception):
+            raise result
+        return result

@@ -1,12 +1,11 @@
 """The receiver wired to the pipeline: :func:`serve_listener` for the composition root.
 
-:class:`PipelineDeliver` is the ``deliver`` callable a :class:`Receiver`
-needs, built on ``pipeline.submit_guest(event, hostpeer) -> Receipt``. One
-task submits events strictly in the order they were handed over (so the
+:class:`PipelineDeliver` is the ``deliver`` a :class:`Receiver` needs, built
+on ``pipeline.submit_guests(events, hostpeer, frames) -> GuestBatch``. One
+task submits batches strictly in the order they were handed over (so the
 pipeline sees each connection's frames in order even while a ``block`` queue
-makes it wait); each returned future completes when the receipt does. A
-receipt with a ``future`` attribute (an ``asyncio.Future[bool]``) is chained
-directly; otherwise its ``wait()`` is awaited in a task.
+makes it wait); each batch's future completes when its ``GuestBatch`` does.
+Calling it with one event (the NATS listener does) is a batch of one.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import asyncio
 import functools
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from ..config import ListenerOptions
@@ -29,23 +28,34 @@ log = logging.getLogger("agent.receiver")
 
 
 class GuestPipeline(Protocol):
-    async def submit_guest(self, event: Mapping[str, Any], hostpeer: str) -> Any: ...
+    async def submit_guests(self, events: Sequence[Mapping[str, Any]], hostpeer: str,
+                            frames: Sequence[bytes] | None = None) -> Any: ...
 
 
 class PipelineDeliver:
+    """A receiver's ``deliver`` on a pipeline: batches (``many``) or single events (calling it)."""
+
     def __init__(self, pipeline: GuestPipeline) -> None:
         self.pipeline = pipeline
-        self._pending: deque[tuple[dict[str, Any], str, asyncio.Future[bool]]] = deque()
+        self._pending: deque[tuple[list[dict[str, Any]], str, list[bytes] | None, asyncio.Future[Any]]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def __call__(self, event: dict[str, Any], hostpeer: str) -> asyncio.Future[bool]:
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append((event, hostpeer, fut))
+    def many(self, events: list[dict[str, Any]], hostpeer: str, frames: list[bytes] | None = None
+             ) -> asyncio.Future[Any]:
+        """Submit a batch; the future's result is None (all taken) or each event's answer in order."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((events, hostpeer, frames, fut))
         self._wake.set()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="guest submit")
         return fut
+
+    def __call__(self, event: dict[str, Any], hostpeer: str) -> asyncio.Future[bool]:
+        """One event: True when taken, False when dropped; raises Rejected when refused."""
+        one: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.many([event], hostpeer).add_done_callback(functools.partial(_single, dst=one))
+        return one
 
     async def aclose(self) -> None:
         if self._task is not None:
@@ -53,7 +63,7 @@ class PipelineDeliver:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         while self._pending:
-            _e, _p, fut = self._pending.popleft()
+            fut = self._pending.popleft()[3]
             fut.cancel()
 
     async def _run(self) -> None:
@@ -63,27 +73,23 @@ class PipelineDeliver:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            event, hostpeer, fut = pending.popleft()
+            events, hostpeer, frames, fut = pending.popleft()
             if fut.done():
                 continue
             try:
-                receipt = await self.pipeline.submit_guest(event, hostpeer)
+                batch = await self.pipeline.submit_guests(events, hostpeer, frames)
             except (ValueError, TypeError, AgentError) as exc:
                 # an event the host cannot stamp is refused for good; a sink failure is transient
                 fut.set_exception(exc if isinstance(exc, SinkError) else Rejected("attributes", str(exc)))
                 continue
-            except Exception as exc:  # a bug: fail this frame (its connection closes), keep serving the others
-                log.exception("submitting a guest event failed")
+            except Exception as exc:  # a bug: fail this batch (its connection closes), keep serving the others
+                log.exception("submitting guest events failed")
                 fut.set_exception(exc)
                 continue
-            done: asyncio.Future[bool] | None = getattr(receipt, "future", None)
-            if not isinstance(done, asyncio.Future):
-                # no public future on the receipt: wait for it in a task (a few microseconds more per event)
-                done = asyncio.ensure_future(receipt.wait())
-            done.add_done_callback(functools.partial(_chain, dst=fut))
+            batch.future.add_done_callback(functools.partial(_chain, dst=fut))
 
 
-def _chain(src: asyncio.Future[bool], *, dst: asyncio.Future[bool]) -> None:
+def _chain(src: asyncio.Future[Any], *, dst: asyncio.Future[Any]) -> None:
     if dst.done():
         return
     if src.cancelled():
@@ -92,6 +98,26 @@ def _chain(src: asyncio.Future[bool], *, dst: asyncio.Future[bool]) -> None:
         dst.set_exception(exc)
     else:
         dst.set_result(src.result())
+
+
+def _single(src: asyncio.Future[Any], *, dst: asyncio.Future[bool]) -> None:
+    """A one-event batch's answer as a single event's."""
+    if dst.done():
+        return
+    if src.cancelled():
+        dst.cancel()
+        return
+    if (exc := src.exception()) is not None:
+        dst.set_exception(exc)
+        return
+    res = src.result()
+    one = True if res is None else res[0]
+    if isinstance(one, Rejected):
+        dst.set_exception(one)
+    elif isinstance(one, Exception):
+        dst.set_exception(Rejected("attributes", str(one)))
+    else:
+        dst.set_result(bool(one))
 
 
 async def serve_listener(options: ListenerOptions, pipeline: GuestPipeline, **kw: Any) -> None:

@@ -192,7 +192,8 @@ class NatsSource:
         key = (channel_of(peer), event["source"], event["id"])
         if key in self.dedupe:
             self.stats.duplicates += 1
-            fut = self.dedupe.get(key)
+            entry = self.dedupe.get(key)  # the first copy: taken (None) or pending (its own future)
+            fut = None if entry is None else entry[0]
         else:
             try:
                 fut = asyncio.ensure_future(self.deliver(event, peer))

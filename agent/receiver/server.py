@@ -14,6 +14,13 @@ returns ``False`` (an overflow policy dropped the event), it is refused with
 reason ``dropped``. Up to ``max_inflight`` frames per connection may await it
 at once; beyond that the connection is not read.
 
+A ``deliver`` with a ``many(events, hostpeer, frames)`` method is handed all
+new events of one read at once (with their frames as received) and returns
+one future for them: its result is None when all were taken, or a list with
+each event's answer in order (True, False for dropped, or the exception that
+refused it). One future and one callback per read instead of per event is
+what lets a receiver keep up with the signatures.
+
 Acks count settled frames in order; refusals are reported once each, as soon
 as they are known, even ahead of that count (``docs/protocol.md``). A refused
 event does not end the connection. A bad frame header closes only its
@@ -38,7 +45,7 @@ from ..config import ListenerOptions
 from ..errors import FramingError, TransportError
 from ..transport import Ack, ByteStream, Listener, encode_ack, listen
 from ..transport.ack import MAX_REJECTED
-from .dedupe import DedupeWindow, channel_of
+from .dedupe import DedupeWindow, Key, channel_of
 from .policy import GuestPolicy
 from .telemetry import ReceiverStats, RejectLog
 from .validate import Rejected, parse_event
@@ -135,14 +142,22 @@ class _Delivery(TransportError):
     """Delivery of a frame failed (not a refusal): the connection ends without acking it."""
 
 
+_NEW: Any = object()
+
+#: frames in flight, in frame order: the future deciding them (None: settled or refused already), the position
+#: of the first one's answer in its result (-1: the result answers for each alike), and how many frames
+_Entry = tuple["asyncio.Future[Any] | None", int, int]
+
+
 class _Connection:
     def __init__(self, rx: Receiver, stream: ByteStream) -> None:
         self.rx = rx
         self.stream = stream
         self.peer = stream.peer
         self.channel = channel_of(stream.peer)
-        #: frames taken and not yet settled, in frame order: None (settled or refused) or a pending delivery
-        self.inflight: deque[asyncio.Future[Any] | None] = deque()
+        self.many: Callable[[list[dict[str, Any]], str, list[bytes]], asyncio.Future[Any]] | None = getattr(
+            rx.deliver, "many", None)
+        self.inflight: deque[_Entry] = deque()
         self.received = 0
         self.settled = 0
         #: refusals not yet sent, and the frames among the unsettled ones already reported
@@ -176,7 +191,7 @@ class _Connection:
         dec = LengthPrefixedDecoder(opts.max_frame)
         try:
             while True:
-                while len(self.inflight) >= self.rx.max_inflight or len(self.rejected) >= MAX_UNSENT_REFUSALS:
+                while self.received - self.settled >= self.rx.max_inflight or len(self.rejected) >= MAX_UNSENT_REFUSALS:
                     self.room.clear()
                     if len(self.rejected) < MAX_UNSENT_REFUSALS:
                         await self.room.wait()
@@ -224,47 +239,109 @@ class _Connection:
     def _refused_now(self, reason: str, detail: str) -> None:
         self.received += 1
         self._refuse(self.received, reason, detail)
-        self.inflight.append(None)
+        self.inflight.append((None, 0, 1))
         self.more.set()
 
     def _take(self, frames: list[bytes]) -> None:
+        """Check each frame, drop copies, hand the new events on (all at once when ``deliver`` can take
+        a batch), and queue every frame's fate in frame order."""
+        if not frames:
+            return
         rx = self.rx
         depth = rx.options.max_depth
         dedupe = rx.dedupe
-        inflight = self.inflight
+        seen = dedupe.entries
+        check = rx.policy.check if rx.policy.mode != "off" else None
+        channel = self.channel
+        many = self.many
+        # per frame, in order: a refusal (reason, detail), a copy's entry, or the position in this batch
+        fates: list[tuple[str, str] | _Entry | int] = []
+        events: list[dict[str, Any]] = []
+        raw: list[bytes] = []
+        keys: list[Key] = []
+        here: dict[Key, int] = {}
         for frame in frames:
             try:
                 event = parse_event(frame, max_depth=depth)
-                rx.policy.check(event)
+                if check is not None:
+                    check(event)
             except Rejected as r:
-                self._refused_now(r.reason, r.detail)
+                fates.append((r.reason, r.detail))
                 continue
-            self.received += 1
-            key = (self.channel, event["source"], event["id"])
-            if key in dedupe:
+            key = (channel, event["source"], event["id"])
+            first = seen.get(key, _NEW)
+            if first is not _NEW:  # the first copy: settled (None) or pending
                 rx.stats.duplicates += 1
-                fut = dedupe.get(key)  # the first copy: settled (None) or pending
-            else:
-                try:
-                    fut = asyncio.ensure_future(rx.deliver(event, self.peer))
-                except Exception as exc:
-                    fut = asyncio.get_running_loop().create_future()
-                    fut.set_exception(exc)
+                fates.append((None, 0, 1) if first is None else (first[0], first[1], 1))
+            elif key in here:  # a copy of an event earlier in this very read
+                rx.stats.duplicates += 1
+                fates.append(here[key])
+            elif many is None:
+                fut = _call(rx.deliver, event, self.peer)
                 dedupe.add(key, fut)
                 rx.stats.accepted += 1
-            if fut is not None:
-                # a refusal (a drop) may come while earlier frames are pending: report it early
-                if fut.done():
-                    self._early(self.received, fut)
+                fates.append((fut, -1, 1))
+            else:
+                here[key] = len(events)
+                fates.append(len(events))
+                events.append(event)
+                raw.append(frame)
+                keys.append(key)
+        batch: asyncio.Future[Any] | None = None
+        if events:
+            assert many is not None
+            try:
+                batch = many(events, self.peer, raw)
+            except Exception as exc:
+                batch = asyncio.get_running_loop().create_future()
+                batch.set_exception(exc)
+            dedupe.add_many(keys, batch)
+            rx.stats.accepted += len(events)
+        inflight = self.inflight
+        run_start = run_len = 0
+        for fate in fates:
+            if type(fate) is int:
+                if run_len and fate == run_start + run_len:
+                    run_len += 1
+                    continue
+                if run_len:
+                    self._queue(batch, run_start, run_len)
+                run_start, run_len = fate, 1
+                continue
+            if run_len:
+                self._queue(batch, run_start, run_len)
+                run_len = 0
+            if len(fate) == 2:
+                self._refused_now(*fate)  # type: ignore[arg-type]
+            else:
+                fut, pos, _n = fate  # type: ignore[misc]
+                if fut is None:
+                    self.received += 1
+                    inflight.append((None, 0, 1))
                 else:
-                    fut.add_done_callback(functools.partial(self._early, self.received))
-            inflight.append(fut)
-        if frames:
-            self.more.set()
+                    self._queue(fut, pos, 1)
+        if run_len:
+            self._queue(batch, run_start, run_len)
+        self.more.set()
 
-    def _early(self, frame: int, fut: asyncio.Future[Any]) -> None:
-        if frame > self.settled and (refusal := _refusal(fut)) is not None:
-            self._refuse(frame, *refusal)
+    def _queue(self, fut: asyncio.Future[Any] | None, pos: int, count: int) -> None:
+        """``count`` frames whose fate ``fut`` decides, from ``pos`` in its answer."""
+        assert fut is not None
+        first = self.received + 1
+        self.received += count
+        self.inflight.append((fut, pos, count))
+        # a refusal (a drop) may come while earlier frames are pending: report it early
+        if fut.done():
+            self._early(first, pos, count, fut)
+        else:
+            fut.add_done_callback(functools.partial(self._early, first, pos, count))
+
+    def _early(self, first: int, pos: int, count: int, fut: asyncio.Future[Any]) -> None:
+        if first + count - 1 <= self.settled or _all_taken(fut):
+            return
+        for k in range(count):
+            if first + k > self.settled and (refusal := _refusal(fut, pos + k if pos >= 0 else -1)) is not None:
+                self._refuse(first + k, *refusal)
 
     async def _settle(self) -> None:
         inflight = self.inflight
@@ -275,20 +352,24 @@ class _Connection:
                 self.more.clear()
                 await self.more.wait()
                 continue
-            fut = inflight[0]
-            frame = self.settled + 1
+            fut, pos, count = inflight[0]
+            first = self.settled + 1
             if fut is not None:
                 if not fut.done():
                     await asyncio.wait((fut,))
-                if (refusal := _refusal(fut)) is not None:
-                    self._refuse(frame, *refusal)
-                elif fut.cancelled() or fut.exception() is not None:
+                if fut.cancelled() or not (fut.exception() is None or isinstance(fut.exception(), Rejected)):
                     failure = "cancelled" if fut.cancelled() else str(fut.exception())
                     self.rx.reject(self.peer, "pipeline", f"delivery failed: {failure}")
                     raise _Delivery(failure)
+                if not _all_taken(fut):
+                    for k in range(count):
+                        if (refusal := _refusal(fut, pos + k if pos >= 0 else -1)) is not None:
+                            self._refuse(first + k, *refusal)
             inflight.popleft()
-            self.reported.discard(frame)
-            self.settled = frame
+            if self.reported:
+                for k in range(count):
+                    self.reported.discard(first + k)
+            self.settled += count
             self.dirty.set()
             self.room.set()
 
@@ -315,13 +396,42 @@ class _Connection:
                 await self._send_ack()
 
 
-def _refusal(fut: asyncio.Future[Any]) -> tuple[str, str] | None:
-    """``(reason, detail)`` when a settled delivery was refused or dropped; None when taken or failed."""
+def _call(deliver: Deliver, event: dict[str, Any], peer: str) -> asyncio.Future[Any]:
+    try:
+        return asyncio.ensure_future(deliver(event, peer))
+    except Exception as exc:
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_exception(exc)
+        return fut
+
+
+def _all_taken(fut: asyncio.Future[Any]) -> bool:
+    """A settled future whose answer takes every frame it decides (the common case, checked first)."""
+    if fut.cancelled() or fut.exception() is not None:
+        return False
+    res = fut.result()
+    return res is None or res is True
+
+
+def _refusal(fut: asyncio.Future[Any], pos: int = -1) -> tuple[str, str] | None:
+    """``(reason, detail)`` when a settled delivery refused or dropped the frame; None when taken or failed.
+
+    ``pos`` is the frame's place in a batch's answer (a list), -1 when the answer is the frame's alone.
+    """
     if fut.cancelled():
         return None
     exc = fut.exception()
     if isinstance(exc, Rejected):
         return exc.reason, exc.detail
-    if exc is None and fut.result() is False:
+    if exc is not None:
+        return None
+    res = fut.result()
+    if pos >= 0 and type(res) is list:
+        res = res[pos]
+    if isinstance(res, Rejected):
+        return res.reason, res.detail
+    if isinstance(res, Exception):
+        return "attributes", str(res)
+    if res is False:
         return "dropped", "the host's queue overflow policy dropped it"
     return None

@@ -22,13 +22,11 @@ REASONS = ("frame", "json", "depth", "attributes", "unsigned", "signature", "pip
 REQUIRED = ("specversion", "id", "source", "type")
 _OPTIONAL_STR = ("datacontenttype", "dataschema", "subject")
 _EXT_NAME = re.compile(r"[a-z0-9]{1,64}\Z")
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})\Z")
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})\Z", re.ASCII)
 #: checked before the loop (or not at all): the host overwrites or drops what a guest sent in its own attributes,
 #: whatever their type, so they are no reason to refuse an event
 _SKIP = frozenset((*REQUIRED, "data", "hostid", "hostreceivedat", "sequence", "hostpeer", "guestdssematerial",
                    "guestsignedextattrs"))
-#: extension names seen to be well formed (a small cache: names repeat, and checking costs a regex)
-_GOOD_NAMES: set[str] = set()
 _INT_MAX = (1 << 53) - 1
 
 
@@ -62,43 +60,69 @@ def _bad(detail: str) -> Rejected:
     return Rejected("attributes", detail)
 
 
-def check_attributes(event: dict[str, Any]) -> None:
-    """Required attributes present and typed; optional and extension attributes typed (one pass)."""
-    if event.get("specversion") != "1.0":
-        raise _bad(f"specversion must be \"1.0\", got {event.get('specversion')!r:.40}")
-    for name in ("id", "source", "type"):
-        v = event.get(name)
-        if not isinstance(v, str) or not v:
-            raise _bad(f"{name} must be a non-empty string")
-    for name, v in event.items():
+_STR, _TIME, _B64, _EXT = range(4)
+#: per attribute-name tuple, what to check of each value; names repeat, so the names are checked once
+_PLANS: dict[tuple[str, ...], tuple[tuple[str, int], ...]] = {}
+_MAX_PLANS = 1024
+
+
+def _plan(shape: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    plan = []
+    for name in shape:
         if name in _SKIP:
             continue
         if name in _OPTIONAL_STR:
-            if v is not None and not isinstance(v, str):
-                raise _bad(f"{name} must be a string")
+            plan.append((name, _STR))
         elif name == "time":
-            if v is not None and not (isinstance(v, str) and _RFC3339.match(v)):
-                raise _bad("time must be an RFC 3339 timestamp")
+            plan.append((name, _TIME))
         elif name == "data_base64":
+            plan.append((name, _B64))
+        else:
+            if not _EXT_NAME.match(name):
+                raise _bad(f"attribute name {name[:40]!r} is not lower-case letters and digits")
+            plan.append((name, _EXT))
+    out = tuple(plan)
+    if len(_PLANS) < _MAX_PLANS:
+        _PLANS[shape] = out
+    return out
+
+
+def check_attributes(event: dict[str, Any]) -> None:
+    """Required attributes present and typed; optional and extension attributes typed."""
+    if event.get("specversion") != "1.0":
+        raise _bad(f"specversion must be \"1.0\", got {event.get('specversion')!r:.40}")
+    v = event.get("id")
+    if not isinstance(v, str) or not v:
+        raise _bad("id must be a non-empty string")
+    v = event.get("source")
+    if not isinstance(v, str) or not v:
+        raise _bad("source must be a non-empty string")
+    v = event.get("type")
+    if not isinstance(v, str) or not v:
+        raise _bad("type must be a non-empty string")
+    shape = tuple(event)
+    plan = _PLANS.get(shape)
+    if plan is None:
+        plan = _plan(shape)
+    for name, kind in plan:
+        v = event[name]
+        if v is None:
+            continue
+        if kind == _EXT:
+            if isinstance(v, (str, bool)) or (isinstance(v, int) and -_INT_MAX <= v <= _INT_MAX):
+                continue
+            raise _bad(f"extension attribute {name} must be a string, boolean or integer")
+        if kind == _STR:
+            if not isinstance(v, str):
+                raise _bad(f"{name} must be a string")
+        elif kind == _TIME:
+            if not (isinstance(v, str) and _RFC3339.match(v)):
+                raise _bad("time must be an RFC 3339 timestamp")
+        else:
             if "data" in event:
                 raise _bad("data and data_base64 are exclusive")
             if not isinstance(v, str):
                 raise _bad("data_base64 must be a string")
-        else:
-            _check_extension(name, v)
-
-
-def _check_extension(name: str, v: Any) -> None:
-    if name not in _GOOD_NAMES:
-        if not _EXT_NAME.match(name):
-            raise _bad(f"attribute name {name[:40]!r} is not lower-case letters and digits")
-        if len(_GOOD_NAMES) < 256:
-            _GOOD_NAMES.add(name)
-    if v is None or isinstance(v, (str, bool)):
-        return
-    if isinstance(v, int) and -_INT_MAX <= v <= _INT_MAX:
-        return
-    raise _bad(f"extension attribute {name} must be a string, boolean or integer")
 
 
 def parse_event(frame: bytes, *, max_depth: int) -> dict[str, Any]:

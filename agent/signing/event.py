@@ -51,15 +51,23 @@ NOT_EXTENSIONS = frozenset((*CORE_ATTRIBUTES, "time", "data", "data_base64", "ds
 _EMPTY = hashlib.sha256(b"").digest()
 
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z",
+    re.ASCII,
 )
 
 
 _UTC_SECONDS: dict[str, str] = {}
+#: one or more ASCII digits, from ``pos`` to ``endpos``
+_FRACTION = re.compile(r"[0-9]+").fullmatch
 
 
 def normalize_time(value: str) -> str:
     """An RFC 3339 timestamp as UTC ``YYYY-MM-DDTHH:MM:SSZ`` (fraction dropped)."""
+    # the common case first: UTC with a "Z", seconds already seen (so checked), and an ASCII fraction or none
+    if len(value) >= 20 and value[-1] == "Z":
+        hit = _UTC_SECONDS.get(value[:19])
+        if hit is not None and (len(value) == 20 or (value[19] == "." and _FRACTION(value, 20, len(value) - 1))):
+            return hit
     m = _RFC3339.match(value)
     if not m:
         raise VerifyError(f"time {value!r} is not an RFC 3339 timestamp")

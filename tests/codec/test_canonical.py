@@ -40,6 +40,23 @@ def test_prepare_bytes_equal_rfc8785_of_prepared(value: dict[str, Any]) -> None:
     assert canonical(orjson.loads(raw)) == raw
 
 
+ascii_keys = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz_-+.0123456789eE"), max_size=8)
+# what telemetry looks like: ASCII keys, numbers of every kind, strings that look like numbers
+telemetry = st.recursive(
+    st.one_of(safe_ints, finite_floats, st.none(), st.booleans(), ascii_keys),
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(ascii_keys, children, max_size=5)),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.dictionaries(ascii_keys, telemetry, max_size=6))
+def test_orjson_output_taken_as_is_only_when_it_is_jcs(value: dict[str, Any]) -> None:
+    ready, raw = prepare(value)
+    assert raw == rfc8785.dumps(ready)
+    assert canonical(value) == rfc8785.dumps(value)
+
+
 @settings(max_examples=300, deadline=None)
 @given(finite_floats)
 def test_floats_every_range(x: float) -> None:

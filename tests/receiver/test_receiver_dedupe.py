@@ -31,7 +31,7 @@ def test_pending_copy_is_returned_and_failed_copy_forgotten() -> None:
         ok, bad = loop.create_future(), loop.create_future()
         w.add(("s", "ok"), ok)
         w.add(("s", "bad"), bad)
-        assert w.get(("s", "ok")) is ok
+        assert w.get(("s", "ok")) == (ok, -1)  # its future, answering for it alone
         ok.set_result(True)
         bad.set_exception(RuntimeError("sink down"))
         await asyncio.sleep(0)
@@ -75,5 +75,33 @@ def test_a_dropped_copy_is_forgotten_so_its_resend_is_not_acked_as_taken() -> No
         await asyncio.sleep(0)
         assert ("s", "already") not in w
         assert ("s", "later") not in w
+
+    asyncio.run(main())
+
+
+def test_a_batch_answer_decides_each_copy_by_its_position() -> None:
+    """One future for a batch: taken copies stay (settled), dropped and refused ones are forgotten."""
+
+    async def main() -> None:
+        w = DedupeWindow(10)
+        batch = asyncio.get_running_loop().create_future()
+        keys = [("c", "s", str(i)) for i in range(4)]
+        w.add_many(keys, batch)
+        assert [w.get(k) for k in keys] == [(batch, i) for i in range(4)]
+        batch.set_result([True, False, ValueError("bad time"), True])
+        await asyncio.sleep(0)
+        assert [k in w for k in keys] == [True, False, False, True]
+        assert w.get(keys[0]) is None and w.get(keys[3]) is None
+
+    asyncio.run(main())
+
+
+def test_a_batch_taken_whole_is_remembered_whole() -> None:
+    async def main() -> None:
+        w = DedupeWindow(10)
+        batch = asyncio.get_running_loop().create_future()
+        batch.set_result(None)
+        w.add_many([("c", "s", "1"), ("c", "s", "2")], batch)
+        assert w.get(("c", "s", "1")) is None and w.get(("c", "s", "2")) is None
 
     asyncio.run(main())

@@ -87,13 +87,14 @@ def test_serve_listener_runs_until_cancelled(tmp_path: Path) -> None:
         def __init__(self) -> None:
             self.seen: list[str] = []
 
-        async def submit_guest(self, event: dict[str, Any], hostpeer: str) -> Any:
-            self.seen.append(event["id"])
+        async def submit_guests(self, events: list[dict[str, Any]], hostpeer: str, frames: Any = None) -> Any:
+            self.seen.extend(e["id"] for e in events)
             return _Done()
 
     class _Done:
-        async def wait(self) -> bool:
-            return True
+        def __init__(self) -> None:
+            self.future = asyncio.get_running_loop().create_future()
+            self.future.set_result(None)
 
     async def main() -> list[str]:
         pipe = Pipe()
@@ -119,15 +120,16 @@ def test_an_unexpected_failure_of_one_submit_does_not_stop_the_ones_after_it() -
         def __init__(self) -> None:
             self.calls = 0
 
-        async def submit_guest(self, event: Any, hostpeer: str) -> Any:
+        async def submit_guests(self, events: Any, hostpeer: str, frames: Any = None) -> Any:
             self.calls += 1
             if self.calls == 1:
                 raise RuntimeError("a bug somewhere below")
             return Receiptish()
 
     class Receiptish:
-        async def wait(self) -> bool:
-            return True
+        def __init__(self) -> None:
+            self.future = asyncio.get_running_loop().create_future()
+            self.future.set_result(None)
 
     async def main() -> tuple[str, bool]:
         deliver = PipelineDeliver(Flaky())

@@ -74,3 +74,30 @@ class LengthPrefixedDecoder(BufferedDecoder):
             return None
         self._pos = end
         return bytes(buf[pos + HEADER : end])
+
+    def frames(self) -> list[bytes]:
+        """Every complete payload buffered now (the loop of :meth:`next_frame`, without a call per frame)."""
+        if self._error is not None:
+            raise self._error
+        out: list[bytes] = []
+        buf = self._buf
+        pos = self._pos
+        size = len(buf)
+        unpack = _LEN.unpack_from
+        limit = self.max_frame
+        while size - pos >= HEADER:
+            (n,) = unpack(buf, pos)
+            if n == 0 or n > limit:
+                self._pos = pos
+                exc = self._fail("empty frame" if n == 0 else
+                                 f"declared frame length {n} exceeds the maximum of {limit}")
+                exc.frames = out  # type: ignore[attr-defined]
+                raise exc
+            end = pos + HEADER + n
+            if end > size:
+                break
+            out.append(bytes(buf[pos + HEADER : end]))
+            pos = end
+        self._pos = pos
+        return out
+
