@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..codec.canonical import prepare
+from ..errors import AgentError
 from ..model import Event
 from ..signing.event import NOT_EXTENSIONS, material, normalize_time
 
@@ -210,9 +211,9 @@ def stamp_guests(
             try:
                 seq = None if sequences is None else sequences[i]
                 out.append(_generic(st, ev, hostpeer, recv, seq))
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, AgentError) as exc:
                 out.append(exc)
-        except (ValueError, TypeError) as exc:  # VerifyError is a ValueError: a time of a date that does not exist
+        except (ValueError, TypeError, AgentError) as exc:  # e.g. VerifyError: a time of a date that does not exist
             out.append(exc)
     return out
 

@@ -1,38 +1,44 @@
 """Guest events stamped and signed in worker processes, so a receiver can use every core.
 
-:class:`ParallelPipeline` is a :class:`~.router.Pipeline` whose ``submit_guest``
-does the cheap, ordered part in the event loop (the per-source sequence number
-and the receive time) and hands the expensive part (JCS, digests, the Ed25519
-signature, the event JSON) to a pool of ``workers`` processes, in batches of
-what arrived during one loop turn. Results are put into the sink queues in
-submission order, so each source's events still reach every sink with
-increasing sequence numbers. Probe readings stay in the loop (they are few).
+:class:`ParallelPipeline` is a :class:`~.router.Pipeline` whose guest path keeps
+only the ordered, cheap part in the event loop: the per-source sequence number
+and the receive time of each batch. The frames as they were received go, with
+those numbers, to ``workers`` signing processes (:mod:`.signer`) over a
+``socketpair`` each, a batch at a time; a worker parses, stamps, signs and
+serializes, and sends the event bodies back. Nothing is pickled: a job is the
+frames and two packed arrays, a reply is the bodies and one. Results go into
+the sink queues in submission order, so each source's events still reach every
+sink with increasing sequence numbers, and each event is byte for byte what
+the single-process path would make. Probe readings stay in the loop (they are
+few).
 
-Each worker process holds its own copy of the host key (sent once, at start)
-and a :class:`~.stamp.Stamper` whose sequence and clock are the values the loop
-chose, so an event is byte for byte what the single-process path would make.
-An event a worker cannot stamp completes its receipt as dropped.
+A worker that dies (the OOM killer) is replaced and its unanswered jobs are
+sent to the new one (same numbers, same time: the same events). A job that
+kills two workers fails its batch, which the receiver answers by closing the
+connection without acknowledging it, so the sender sends it again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import multiprocessing as mp
 import os
-import time
+import socket
+import struct
+import sys
 from collections import deque
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
-from ..errors import AgentError
+import orjson
+
+from ..errors import SinkError
 from ..model import Event
-from ..signing.keys import SigningKey
-from .queue import Receipt, SinkQueue
+from .queue import BatchReceipt, SinkQueue
 from .router import Pipeline
-from .sequence import SequenceStore
+from .signer import decode_reply, encode_job
 from .stamp import Stamper
 from .stats import PipelineStats
 
@@ -40,66 +46,69 @@ __all__ = ["ParallelPipeline", "build_pipeline"]
 
 log = logging.getLogger("hoststamp.pipeline")
 
-#: (event, hostpeer, sequence, receive time)
-_Job = tuple[dict[str, Any], str, int, float]
-#: (id, source, type, sequence, body), or an error text
-_Done = tuple[str, str, str, int, bytes] | str
+_LEN = struct.Struct(">I")
+#: tries a job gets (a worker dying under it counts one)
+_ATTEMPTS = 2
+#: where ``agent`` can be imported from, for the worker processes
+_ROOT = str(Path(__file__).resolve().parents[2])
 
 
-class _Preset(SequenceStore):
-    """The sequence number the loop already chose."""
+class _Submission:
+    """One ``submit_guests`` call: its answer, once each of its jobs is in the queues and taken."""
 
-    def __init__(self) -> None:
-        super().__init__(None)
-        self.value = 0
+    __slots__ = ("future", "jobs_left", "parts")
 
-    def next(self, source: str) -> int:
-        return self.value
+    def __init__(self, jobs: int) -> None:
+        #: None when every event was taken, else each event's answer (True, False, or the refusing exception)
+        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.jobs_left = jobs
+        #: per job, in order: (its results, its receipt)
+        self.parts: list[tuple[list[Event | Exception], BatchReceipt]] = []
 
-
-class _Signer:
-    """Stamps jobs with the sequence and time the loop chose."""
-
-    def __init__(self, key: SigningKey, host_id: str) -> None:
-        self._preset = _Preset()
-        self._ts = 0.0
-        self._stamper = Stamper(key, host_id, self._preset, clock=lambda: self._ts)
-
-    def stamp_batch(self, jobs: list[_Job]) -> list[_Done]:
-        out: list[_Done] = []
-        stamp, preset = self._stamper.stamp_guest, self._preset
-        for event, hostpeer, seq, ts in jobs:
-            preset.value, self._ts = seq, ts
-            try:
-                e = stamp(event, hostpeer)
-            except (ValueError, TypeError, AgentError) as exc:  # e.g. a time of a date that does not exist
-                out.append(f"cannot stamp: {exc}")
-                continue
-            out.append((e.id, e.source, e.type, e.sequence, e.body))
-        return out
+    async def wait(self) -> bool:
+        """True when every event was taken (the answer of a single event)."""
+        res = await asyncio.shield(self.future)
+        return res is None or all(r is True for r in res)
 
 
-_signer: _Signer | None = None
+class _Job:
+    __slots__ = ("attempts", "future", "meta", "payload", "queues", "size", "submission")
+
+    def __init__(self, payload: bytes, meta: list[tuple[str, str, str, int] | Exception],
+                 queues: list[SinkQueue], submission: _Submission) -> None:
+        self.payload = payload
+        #: per event: (id, source, type, sequence), or why it was refused before it was sent
+        self.meta = meta
+        self.size = len(meta)
+        self.queues = queues
+        self.submission = submission
+        self.future: asyncio.Future[list[bytes | str]] = asyncio.get_running_loop().create_future()
+        self.attempts = 0
 
 
-def _init(private_pem: bytes, host_id: str) -> None:
-    global _signer
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+class _Worker:
+    __slots__ = ("load", "outstanding", "proc", "reader", "task", "writer")
 
-    key = load_pem_private_key(private_pem, None)
-    assert isinstance(key, ed25519.Ed25519PrivateKey)
-    _signer = _Signer(SigningKey(key), host_id)
+    def __init__(self, proc: asyncio.subprocess.Process, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.proc = proc
+        self.reader = reader
+        self.writer = writer
+        #: jobs sent and not answered, in the order sent (answers come in that order)
+        self.outstanding: deque[_Job] = deque()
+        self.load = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def send(self, job: _Job) -> None:
+        job.attempts += 1
+        self.outstanding.append(job)
+        self.load += job.size
+        self.writer.write(job.payload)
 
 
-def _ready() -> int:
-    time.sleep(0.05)  # long enough that every worker gets one of these
-    return os.getpid()
-
-
-def _stamp_batch(jobs: list[_Job]) -> list[_Done]:
-    assert _signer is not None
-    return _signer.stamp_batch(jobs)
+async def _read_message(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readexactly(4)
+    return await reader.readexactly(_LEN.unpack(head)[0])
 
 
 class ParallelPipeline(Pipeline):
@@ -108,149 +117,287 @@ class ParallelPipeline(Pipeline):
     def __init__(self, stamper: Stamper, queues: Sequence[SinkQueue], stats: PipelineStats | None = None, *,
                  workers: int = 2, batch_max: int = 256, max_pending: int = 8192) -> None:
         super().__init__(stamper, queues, stats)
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
         self.workers = workers
         self.batch_max = batch_max
         self.max_pending = max_pending
-        self._initargs = (stamper.key.private_pem(), stamper.host_id)
-        self._pool = self._new_pool()
-        self._seqs: SequenceStore = stamper._seq
+        self._init = self._init_message(stamper)
+        self._seq = stamper._seq.next
         self._now = stamper._now
-        self._jobs: list[_Job] = []
-        self._receipts: list[Receipt] = []
-        self._scheduled = False
-        # (results, the jobs, their receipts, the queues the events were submitted for)
-        self._inflight: deque[tuple[asyncio.Future[list[_Done]], list[_Job], list[Receipt], list[SinkQueue]]] = deque()
+        self._pool: list[_Worker] = []
+        self._starting: asyncio.Lock | None = None
+        #: jobs in submission order, until their events are in the queues
+        self._order: deque[_Job] = deque()
         self._pending = 0
-        self._submitted = self._settled = 0
         self._room = asyncio.Event()
         self._room.set()
-        self._ready = asyncio.Event()
+        self._more = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._enqueuer: asyncio.Task[None] | None = None
-        self._jobs_queues = self.queues
+        self._closed = False
+        #: workers started over the pipeline's life (replacements included)
+        self.started = 0
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=_init,
-                                   initargs=self._initargs)
+    @staticmethod
+    def _init_message(stamper: Stamper) -> bytes:
+        body = b"I" + orjson.dumps({"host_id": stamper.host_id, "pem": stamper.key.private_pem().decode()})
+        return _LEN.pack(len(body)) + body
 
-    def _sign(self, jobs: list[_Job]) -> asyncio.Future[list[_Done]]:
-        """Hand a batch to the pool; a pool broken by a dead worker (the OOM killer) is replaced first."""
-        loop = asyncio.get_running_loop()
+    # --- workers ----------------------------------------------------------------------------------------------
+
+    async def _spawn(self) -> _Worker:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            return loop.run_in_executor(self._pool, _stamp_batch, jobs)
-        except BrokenProcessPool:
-            log.error("a signing worker died; starting new ones")
-            broken, self._pool = self._pool, self._new_pool()
-            broken.shutdown(wait=False)
-            return loop.run_in_executor(self._pool, _stamp_batch, jobs)
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "agent.pipeline.signer", str(child.fileno()),
+                pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL, env=env)
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent)
+        worker = _Worker(proc, reader, writer)
+        try:
+            writer.write(self._init)
+            async with asyncio.timeout(60):
+                ready = await _read_message(reader)
+            if ready != b"K":
+                raise SinkError(f"signing worker answered {ready[:20]!r} to its start")
+        except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            await self._stop_worker(worker)
+            raise SinkError(f"signing worker did not start: {exc or type(exc).__name__}") from None
+        except BaseException:
+            await self._stop_worker(worker)
+            raise
+        self.started += 1
+        worker.task = asyncio.get_running_loop().create_task(self._replies(worker), name="signing worker replies")
+        return worker
 
     async def start(self) -> int:
-        """Start the worker processes now rather than on the first event; returns how many answered."""
-        loop = asyncio.get_running_loop()
-        n = self.workers
-        pids = await asyncio.gather(*(loop.run_in_executor(self._pool, _ready) for _ in range(2 * n)))
-        return len(set(pids))
+        """Start the worker processes now rather than on the first event; returns how many run."""
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            while len(self._pool) < self.workers:
+                self._pool.append(await self._spawn())
+        return len(self._pool)
 
-    async def submit_guest(self, event: Mapping[str, Any], hostpeer: str) -> Receipt:
-        if self._jobs and self.queues is not self._jobs_queues:
-            self._dispatch()  # the queues were swapped (a reload): what came before goes to the old ones
-        self._jobs_queues = self.queues
+    async def _replies(self, worker: _Worker) -> None:
+        try:
+            while True:
+                body = await _read_message(worker.reader)
+                job = worker.outstanding.popleft()
+                worker.load -= job.size
+                if not job.future.done():
+                    job.future.set_result(decode_reply(body))
+        except (asyncio.IncompleteReadError, ConnectionError, OSError, IndexError) as exc:
+            if self._closed:
+                return
+            rc = worker.proc.returncode
+            log.error("a signing worker (pid %s) ended (%s); starting a new one",
+                      worker.proc.pid, f"exit status {rc}" if rc is not None else type(exc).__name__)
+        await self._replace(worker)
+
+    async def _replace(self, dead: _Worker) -> None:
+        if dead in self._pool:
+            self._pool.remove(dead)
+        await self._stop_worker(dead)
+        orphans = list(dead.outstanding)
+        dead.outstanding.clear()
+        try:
+            fresh = await self._spawn()
+        except (SinkError, OSError) as exc:
+            log.error("%s", exc)
+            fresh = None
+        if fresh is not None:
+            self._pool.append(fresh)
+        for job in orphans:
+            if job.attempts >= _ATTEMPTS or not self._pool:
+                job.future.set_exception(SinkError(f"signing failed: {job.attempts} worker(s) ended under it"))
+            else:
+                min(self._pool, key=lambda w: w.load).send(job)
+
+    async def _stop_worker(self, worker: _Worker) -> None:
+        worker.writer.close()
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            await worker.writer.wait_closed()
+        try:
+            async with asyncio.timeout(5):
+                await worker.proc.wait()
+        except TimeoutError:
+            worker.proc.kill()
+            await worker.proc.wait()
+
+    # --- submitting -------------------------------------------------------------------------------------------
+
+    async def submit_guests(self, events: Sequence[Mapping[str, Any]], hostpeer: str,
+                            frames: Sequence[bytes] | None = None) -> _Submission:
+        """Number the events, send them to the workers; the answer completes once the sinks took them."""
+        if not self._pool:
+            await self.start()
         while self._pending >= self.max_pending:
             self._room.clear()
             await self._room.wait()
-        source = str(event.get("source", ""))
-        self._jobs.append((dict(event), hostpeer, self._seqs.next(source), self._now()))
-        receipt = Receipt(len(self.queues))
-        self._receipts.append(receipt)
-        self._pending += 1
-        self._submitted += 1
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._dispatch)
+        queues = self.queues
+        received = self._now()
+        n = len(events)
+        step = self.batch_max
+        sub = _Submission((n + step - 1) // step or 1)
+        if n == 0:
+            sub.jobs_left = 0
+            sub.future.set_result(None)
+            return sub
+        next_seq = self._seq
+        for lo in range(0, n, step):
+            meta: list[tuple[str, str, str, int] | Exception] = []
+            seqs: list[int] = []
+            raw: list[bytes] = []
+            for i in range(lo, min(lo + step, n)):
+                ev = events[i]
+                if frames is not None:
+                    frame = frames[i]
+                else:
+                    try:
+                        frame = orjson.dumps(ev)
+                    except TypeError as exc:  # not JSON at all: nothing a guest could have sent
+                        meta.append(exc)
+                        continue
+                source = ev.get("source")
+                source = source if type(source) is str else str(source or "")
+                seq = next_seq(source)
+                ev_id, ev_type = ev.get("id"), ev.get("type")
+                meta.append((ev_id if type(ev_id) is str else str(ev_id or ""), source,
+                             ev_type if type(ev_type) is str else str(ev_type or ""), seq))
+                seqs.append(seq)
+                raw.append(frame)
+            job = _Job(encode_job(received, hostpeer, seqs, raw), meta, queues, sub)
+            if raw:
+                min(self._pool, key=lambda w: w.load).send(job)
+            else:
+                job.future.set_result([])
+            self._order.append(job)
+            self._pending += job.size
+        self._idle.clear()
+        self._more.set()
         if self._enqueuer is None:
             self._enqueuer = asyncio.get_running_loop().create_task(self._enqueue(), name="parallel enqueue")
-        return receipt
+        return sub
 
-    async def submit_guests(self, events: Sequence[Mapping[str, Any]], hostpeer: str,
-                            frames: Sequence[bytes] | None = None) -> Any:
-        receipts = [await self.submit_guest(e, hostpeer) for e in events]
-        return _Gathered(receipts)
+    async def submit_guest(self, event: Mapping[str, Any], hostpeer: str) -> _Submission:  # type: ignore[override]
+        """One event; ``await (await submit_guest(...)).wait()`` is True once every sink took it."""
+        return await self.submit_guests([event], hostpeer)
 
-    def _dispatch(self) -> None:
-        self._scheduled = False
-        jobs, receipts, queues = self._jobs, self._receipts, self._jobs_queues
-        self._jobs, self._receipts = [], []
-        for i in range(0, len(jobs), self.batch_max):
-            batch = jobs[i : i + self.batch_max]
-            self._inflight.append((self._sign(batch), batch, receipts[i : i + self.batch_max], queues))
-        self._ready.set()
+    # --- results into the queues, in submission order ---------------------------------------------------------
 
     async def _enqueue(self) -> None:
-        """Results in submission order into every queue."""
+        order = self._order
         while True:
-            if not self._inflight:
-                self._ready.clear()
-                await self._ready.wait()
+            if not order:
+                self._idle.set()
+                self._more.clear()
+                await self._more.wait()
                 continue
-            fut, jobs, receipts, queues = self._inflight[0]
+            job = order[0]
+            sub = job.submission
             try:
-                try:
-                    done = await fut
-                except BrokenProcessPool:  # its worker died: once more, on a new pool if need be
-                    done = await self._sign(jobs)
-            except Exception as exc:  # failed twice: these events are lost to the sinks, say so
-                log.error("signing worker failed: %s", exc)
-                done = [f"signing worker failed: {exc}"] * len(receipts)
-            self._inflight.popleft()
-            for item, receipt in zip(done, receipts, strict=True):
-                if isinstance(item, str):
-                    self.stats.rejected += 1
-                    for _q in queues:
-                        receipt.drop()
-                    continue
-                self.stats.signed += 1
-                ev = Event(*item)
-                for q in queues:
-                    await q.put(ev, receipt)
-            self._pending -= len(receipts)
-            self._settled += len(receipts)
+                replies: list[bytes | str] | None = await job.future
+            except SinkError as exc:
+                replies = None
+                if not sub.future.done():
+                    sub.future.set_exception(exc)
+            order.popleft()
+            self._pending -= job.size
             self._room.set()
+            if replies is None:
+                continue
+            results = self._results(job, replies)
+            signed = [r for r in results if isinstance(r, Event)]
+            self.stats.signed += len(signed)
+            self.stats.rejected += len(results) - len(signed)
+            receipt = BatchReceipt(signed, len(job.queues))
+            for q in job.queues:
+                await q.put_many(signed, receipt)
+            sub.parts.append((results, receipt))
+            sub.jobs_left -= 1
+            if sub.jobs_left == 0 and not sub.future.done():
+                self._answer(sub)
+
+    @staticmethod
+    def _results(job: _Job, replies: list[bytes | str]) -> list[Event | Exception]:
+        out: list[Event | Exception] = []
+        it = iter(replies)
+        for m in job.meta:
+            if isinstance(m, Exception):
+                out.append(m)
+                continue
+            r = next(it)
+            out.append(Event(m[0], m[1], m[2], m[3], r) if isinstance(r, bytes) else ValueError(r))
+        return out
+
+    @staticmethod
+    def _answer(sub: _Submission) -> None:
+        futs = [receipt.future for _r, receipt in sub.parts]
+
+        def done(_f: asyncio.Future[Any]) -> None:
+            if sub.future.done():
+                return
+            answer: list[Any] = []
+            clean = True
+            for results, receipt in sub.parts:
+                f = receipt.future
+                if f.cancelled() or f.exception() is not None:
+                    sub.future.set_exception(SinkError("a sink queue failed"))
+                    return
+                taken = iter(f.result() or ())
+                for r in results:
+                    if isinstance(r, Exception):
+                        answer.append(r)
+                        clean = False
+                    else:
+                        ok = next(taken, True)
+                        clean = clean and ok
+                        answer.append(ok)
+            sub.future.set_result(None if clean else answer)
+
+        asyncio.gather(*futs, return_exceptions=True).add_done_callback(done)
+
+    # --- the end ----------------------------------------------------------------------------------------------
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait (up to ``timeout``) until every guest event submitted so far is in its queues; call before
         closing them. True when it got there."""
-        target = self._submitted
         try:
             async with asyncio.timeout(timeout):
-                while self._settled < target:
-                    await asyncio.sleep(0.005)
+                await self._idle.wait()
         except TimeoutError:
             return False
         return True
 
     async def aclose(self, timeout: float | None = None) -> None:
         """Put what is signed into the queues (for up to ``timeout``), then stop the workers."""
+        if not await self.drain(timeout):
+            log.warning("%d guest events still being signed at shutdown; their senders will send them again",
+                        self._pending)
+        self._closed = True
         if self._enqueuer is not None:
-            if not await self.drain(timeout):
-                log.warning("%d guest events still being signed at shutdown; their senders will send them again",
-                            self._pending)
             self._enqueuer.cancel()
             await asyncio.gather(self._enqueuer, return_exceptions=True)
             self._enqueuer = None
-        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown)
-
-
-class _Gathered:
-    def __init__(self, receipts: list[Receipt]) -> None:
-        futs = [r.future for r in receipts]
-        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        gathered = asyncio.gather(*futs, return_exceptions=True)
-        gathered.add_done_callback(self._done)
-
-    def _done(self, g: asyncio.Future[list[Any]]) -> None:
-        if self.future.done():
-            return
-        res = g.result()
-        self.future.set_result(None if all(r is True for r in res) else res)
+        pool, self._pool = self._pool, []
+        for w in pool:
+            if w.task is not None:
+                w.task.cancel()
+        await asyncio.gather(*(self._stop_worker(w) for w in pool), return_exceptions=True)
+        for job in self._order:
+            if not job.future.done():
+                job.future.set_exception(SinkError("the pipeline closed before this batch was signed"))
+            if not job.submission.future.done():
+                job.submission.future.set_exception(SinkError("the pipeline closed before this batch was signed"))
 
 
 def build_pipeline(stamper: Stamper, queues: Sequence[SinkQueue], stats: PipelineStats, sign_workers: int = 0

@@ -226,7 +226,7 @@ class Stamper:
         return stamp_guests(self, events, hostpeer, received=received, sequences=sequences, owned=owned)
 
     def stamp_guest(self, event: Mapping[str, Any], hostpeer: str) -> Event:
-        """One guest event; raises ValueError or TypeError when it cannot be stamped."""
+        """One guest event; raises ValueError, TypeError or VerifyError when it cannot be stamped."""
         (result,) = self.stamp_guests((event,), hostpeer)
         if isinstance(result, Exception):
             raise result

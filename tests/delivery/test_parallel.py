@@ -78,13 +78,23 @@ uri = "unix:{tmp_path}/a.sock"
 
 
 def test_one_event_that_cannot_be_stamped_does_not_take_its_batch_with_it() -> None:
-    from agent.pipeline.parallel import _Signer
+    """The worker's side of a job, without the process: one bad event is refused, its neighbours are signed."""
+    from agent.pipeline.signer import _job, decode_reply, encode_job
 
-    signer = _Signer(SigningKey.generate(), "h")
+    key = SigningKey.generate()
+    stamper = Stamper(key, "h", SequenceStore(None))
     impossible = {**guest(2, "vm/0"), "time": "2024-13-45T00:00:00Z"}  # RFC 3339 in form, no such date
-    done = signer.stamp_batch([(guest(1, "vm/0"), "vsock:9", 1, 1.0), (impossible, "vsock:9", 2, 1.0),
-                               (guest(3, "vm/0"), "vsock:9", 3, 1.0)])
-    assert [isinstance(d, str) for d in done] == [False, True, False]
+    frames = [orjson.dumps(guest(1, "vm/0")), orjson.dumps(impossible), b"{not json", orjson.dumps(guest(3, "vm/0"))]
+    job = encode_job(1.0, "vsock:9", [1, 2, 3, 4], frames)
+    reply = _job(stamper, job[4:])
+    done = decode_reply(reply[4:])
+    assert [isinstance(d, str) for d in done] == [False, True, True, False]
+    assert "2024-13-45" in str(done[1])
+    docs = [orjson.loads(d) for d in done if isinstance(d, bytes)]
+    assert [(d["id"], d["sequence"], d["hostreceivedat"]) for d in docs] == [
+        ("g1", "1", "1970-01-01T00:00:01.000000Z"), ("g3", "4", "1970-01-01T00:00:01.000000Z")]
+    for d in docs:
+        verify_event(d, {key.keyid: key.verify_key()})
 
 
 @pytest.mark.anyio
@@ -103,8 +113,8 @@ async def test_a_signing_worker_that_dies_is_replaced_and_no_event_is_lost() -> 
             tg.start_soon(worker.run)
             with anyio.fail_after(60):
                 assert await pipeline.submit_guest(guest(0, "vm/0"), "vsock:9") and await pipeline.start() == 1
-                for pid in list(pipeline._pool._processes):  # type: ignore[attr-defined]
-                    os.kill(pid, signal.SIGKILL)  # as the OOM killer would
+                for w in list(pipeline._pool):
+                    os.kill(w.proc.pid, signal.SIGKILL)  # as the OOM killer would
                 receipts = [await pipeline.submit_guest(guest(i, "vm/0"), "vsock:9") for i in range(1, 4)]
                 results = [await r.wait() for r in receipts]
             pipeline.close()
@@ -112,3 +122,4 @@ async def test_a_signing_worker_that_dies_is_replaced_and_no_event_is_lost() -> 
         await pipeline.aclose()
     assert results == [True, True, True]
     assert [orjson.loads(e.body)["id"] for e in sink.events] == ["g0", "g1", "g2", "g3"]
+    assert pipeline.started == 2  # the one killed and its replacement
