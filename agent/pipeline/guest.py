@@ -209,8 +209,7 @@ def stamp_guests(
             out.append(Event(ev_id, source, ev["type"], seq, body))
         except _Fallback:
             try:
-                seq = None if sequences is None else sequences[i]
-                out.append(_generic(st, ev, hostpeer, recv, seq))
+                out.append(_generic(st, ev, hostpeer, recv, None if sequences is None else sequences[i]))
             except (ValueError, TypeError, AgentError) as exc:
                 out.append(exc)
         except (ValueError, TypeError, AgentError) as exc:  # e.g. VerifyError: a time of a date that does not exist

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from itertools import repeat
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -141,6 +142,15 @@ class SinkQueue:
 
     async def put_many(self, events: Sequence[Event], receipt: Receipt | None = None) -> None:
         """Enqueue each of ``events`` in order, as :meth:`put` would."""
+        items = self._items
+        if not self._closed and len(items) + len(events) <= self.maxsize:  # room for all: one step
+            items.extend(zip(events, repeat(receipt)))
+            self.enqueued += len(events)
+            if events:
+                self._not_empty.set()
+                if len(items) >= self.maxsize:
+                    self._not_full.clear()
+            return
         block = self.overflow == "block"
         for event in events:
             if block and len(self._items) >= self.maxsize and not self._closed:
@@ -155,8 +165,12 @@ class SinkQueue:
                 return []
             self._not_empty.clear()
             await self._not_empty.wait()
-        n = min(limit, len(self._items))
-        batch = [self._items.popleft() for _ in range(n)]
+        items = self._items
+        if len(items) <= limit:  # all of it: one step
+            batch = list(items)
+            items.clear()
+        else:
+            batch = [items.popleft() for _ in range(limit)]
         if len(self._items) < self.maxsize:
             self._not_full.set()
         return batch

@@ -5,16 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ..model import Event, Reading
 from .queue import BatchReceipt, Receipt, SinkQueue
 from .stamp import Stamper
 from .stats import PipelineStats
 
-__all__ = ["GuestBatch", "Pipeline"]
+__all__ = ["GuestAnswer", "GuestBatch", "Pipeline"]
 
 log = logging.getLogger("hoststamp.pipeline")
+
+
+class GuestAnswer(Protocol):
+    """What a pipeline returns for a batch of guest events: a future with :meth:`GuestBatch.outcome`'s answer."""
+
+    @property
+    def future(self) -> asyncio.Future[Any]: ...
 
 
 class GuestBatch:
@@ -106,7 +113,7 @@ class Pipeline:
         return receipt
 
     async def submit_guests(self, events: Sequence[Mapping[str, Any]], hostpeer: str,
-                            frames: Sequence[bytes] | None = None) -> GuestBatch:
+                            frames: Sequence[bytes] | None = None) -> GuestAnswer:
         """Stamp a batch of one peer's events and enqueue them in order.
 
         The event dicts become the pipeline's (they are changed in place). ``frames`` (the events as

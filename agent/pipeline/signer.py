@@ -30,7 +30,14 @@ import struct
 import sys
 from array import array
 
+from typing import Any
+
 import orjson
+
+from ..model import Event
+from ..signing.keys import SigningKey
+from .sequence import SequenceStore
+from .stamp import Stamper
 
 __all__ = ["JOB_HEADER", "decode_reply", "encode_job", "main"]
 
@@ -78,10 +85,7 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:
     return bytes(buf)
 
 
-def _job(stamper: object, body: bytes) -> bytes:
-    from .stamp import Stamper
-
-    assert isinstance(stamper, Stamper)
+def _job(stamper: Stamper, body: bytes) -> bytes:
     received, peer_len, n = JOB_HEADER.unpack_from(body, 1)
     pos = 1 + JOB_HEADER.size
     hostpeer = body[pos : pos + peer_len].decode()
@@ -92,42 +96,44 @@ def _job(stamper: object, body: bytes) -> bytes:
     lens = array("I")
     lens.frombytes(body[pos : pos + 4 * n])
     pos += 4 * n
-    events: list[object] = []
-    for size in lens:
+    parsed: list[dict[str, Any]] = []
+    numbers: list[int] = []
+    results: list[Event | Exception | None] = []
+    for size, seq in zip(lens, seqs, strict=True):
         frame = body[pos : pos + size]
         pos += size
         try:
-            events.append(orjson.loads(frame))
+            event = orjson.loads(frame)
         except orjson.JSONDecodeError as exc:
-            events.append(exc)
-    parsed = [e for e in events if isinstance(e, dict)]
-    stamped = iter(stamper.stamp_guests(parsed, hostpeer, received=received,
-                                        sequences=[s for s, e in zip(seqs, events, strict=True)
-                                                   if isinstance(e, dict)], owned=True))
+            results.append(exc)
+            continue
+        if not isinstance(event, dict):
+            results.append(ValueError("not a JSON object"))
+            continue
+        parsed.append(event)
+        numbers.append(seq)
+        results.append(None)
+    stamped = iter(stamper.stamp_guests(parsed, hostpeer, received=received, sequences=numbers, owned=True))
     flags = bytearray()
     sizes = array("I")
     chunks: list[bytes] = []
-    for e in events:
-        result = next(stamped) if isinstance(e, dict) else e
+    for r in results:
+        result = next(stamped) if r is None else r
         if isinstance(result, Exception):
             chunk = f"cannot stamp: {result}".encode()
             flags.append(1)
         else:
-            chunk = result.body  # type: ignore[union-attr]
+            chunk = result.body
             flags.append(0)
         sizes.append(len(chunk))
         chunks.append(chunk)
-    reply = b"".join((b"R", _COUNT.pack(len(events)), bytes(flags), sizes.tobytes(), *chunks))
+    reply = b"".join((b"R", _COUNT.pack(len(results)), bytes(flags), sizes.tobytes(), *chunks))
     return _LEN.pack(len(reply)) + reply
 
 
-def _init(body: bytes) -> object:
+def _init(body: bytes) -> Stamper:
     from cryptography.hazmat.primitives.asymmetric import ed25519
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-    from ..signing.keys import SigningKey
-    from .sequence import SequenceStore
-    from .stamp import Stamper
 
     conf = orjson.loads(body[1:])
     key = load_pem_private_key(conf["pem"].encode(), None)
@@ -143,7 +149,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m agent.pipeline.signer FD", file=sys.stderr)
         return 2
     sock = socket.socket(fileno=int(argv[1]))
-    stamper: object | None = None
+    stamper: Stamper | None = None
     while True:
         head = _recv_exactly(sock, 4)
         if head is None:

@@ -4,10 +4,9 @@ The channel is what stays of a peer across its reconnects (:func:`channel_of`):
 one guest's events are never matched against another's, so a guest that sends
 another's ``source`` and ids cannot get that guest's events dropped as copies.
 
-Each entry holds the delivery future of the first copy while it is pending
-(``None`` once it is done), so a duplicate that arrives meanwhile is settled
-only when the first copy is. A first copy that fails or is dropped leaves the
-window, so its re-sent copy is offered again rather than acked as taken.
+A duplicate that arrives while its first copy is pending is settled only
+when the first copy is. A first copy that failed or was dropped does not
+count, so its re-sent copy is offered again rather than acked as taken.
 """
 
 from __future__ import annotations
@@ -33,28 +32,72 @@ def channel_of(peer: str) -> str:
     return peer
 
 
-#: what the window holds for a key: None once the first copy is taken, else its pending delivery future and
+#: what a lookup answers for a key: None when the first copy was taken, else its pending delivery future and
 #: where in that future's answer the copy's own is (-1: the future answers for this copy alone)
 Entry = tuple["asyncio.Future[Any]", int] | None
 
 
+class _Batch:
+    """Copies delivered together: one record shared by all their keys (nothing is made per key)."""
+
+    __slots__ = ("future", "index", "keys", "single")
+
+    def __init__(self, keys: Sequence[Key], fut: asyncio.Future[Any], single: bool) -> None:
+        self.future = fut
+        self.keys = keys
+        self.single = single
+        self.index: dict[Key, int] | None = None
+
+    def position(self, key: Key) -> int:
+        if self.single:
+            return -1
+        if self.index is None:  # only a copy of a pending or dropped event gets here: rare
+            self.index = {k: i for i, k in enumerate(self.keys)}
+        return self.index[key]
+
+
 class DedupeWindow:
+    """Keys of first copies, oldest first, bounded; a record's fate is read when a copy turns up.
+
+    A key maps to None (taken for certain) or to the record of the delivery that carried it. The record is
+    not updated when that delivery completes: a lookup reads the outcome then, so taking a batch costs one
+    dictionary store per key and nothing more. A copy whose first delivery failed or was dropped is treated
+    as new (and its key is given to the new delivery).
+    """
+
     __slots__ = ("entries", "size")
 
     def __init__(self, size: int = 65536) -> None:
         self.size = size
-        #: key -> entry, oldest first (read directly on the receiver's hot path; change through the methods)
-        self.entries: OrderedDict[Key, Entry] = OrderedDict()
+        #: key -> None or the record of its delivery (read directly on the receiver's hot path)
+        self.entries: OrderedDict[Key, _Batch | None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __contains__(self, key: Key) -> bool:
-        return key in self.entries
+        try:
+            self.get(key)
+        except KeyError:
+            return False
+        return True
 
     def get(self, key: Key) -> Entry:
-        """The first copy's ``(future, position)`` while it is pending, None once taken; KeyError when new."""
-        return self.entries[key]
+        """The first copy's ``(future, position)`` while it is pending, None once taken; KeyError when new
+        (or when the first copy failed or was dropped)."""
+        return self.resolve(key, self.entries[key])
+
+    def resolve(self, key: Key, record: _Batch | None) -> Entry:
+        """What ``record`` (the value stored for ``key``) says now; KeyError when the copy counts as new."""
+        if record is None:
+            return None
+        fut = record.future
+        pos = record.position(key)
+        if not fut.done():
+            return fut, pos
+        if taken(fut, pos):
+            return None
+        raise KeyError(key)
 
     def add(self, key: Key, fut: asyncio.Future[Any]) -> None:
         """One copy whose delivery is ``fut`` alone."""
@@ -65,32 +108,11 @@ class DedupeWindow:
         if self.size <= 0 or not keys:
             return
         entries = self.entries
-        if fut.done():  # settled already: no callback needed
-            for i, key in enumerate(keys):
-                if taken(fut, -1 if single else i):
-                    entries[key] = None
-            self._trim()
-            return
-        for i, key in enumerate(keys):
-            entries[key] = (fut, -1 if single else i)
-        self._trim()
-
-        def done(f: asyncio.Future[Any]) -> None:
-            whole = not f.cancelled() and f.exception() is None and f.result() in (None, True)
-            for key in keys:
-                entry = entries.get(key)
-                if entry is None or entry[0] is not f:
-                    continue
-                if whole or taken(f, entry[1]):
-                    entries[key] = None
-                else:
-                    del entries[key]
-
-        fut.add_done_callback(done)
-
-    def _trim(self) -> None:
-        entries = self.entries
-        while len(entries) > self.size:
+        record = _Batch(keys, fut, single)
+        for key in keys:
+            entries[key] = record
+        n = len(entries) - self.size
+        for _ in range(n):
             entries.popitem(last=False)
 
 

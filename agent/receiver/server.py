@@ -255,7 +255,7 @@ class _Connection:
         channel = self.channel
         many = self.many
         # per frame, in order: a refusal (reason, detail), a copy's entry, or the position in this batch
-        fates: list[tuple[str, str] | _Entry | int] = []
+        fates: list[Any] = []
         events: list[dict[str, Any]] = []
         raw: list[bytes] = []
         keys: list[Key] = []
@@ -270,7 +270,12 @@ class _Connection:
                 continue
             key = (channel, event["source"], event["id"])
             first = seen.get(key, _NEW)
-            if first is not _NEW:  # the first copy: settled (None) or pending
+            if first is not _NEW:
+                try:
+                    first = dedupe.resolve(key, first)  # the first copy: settled (None) or pending
+                except KeyError:  # the first copy was refused, dropped or failed: this one is new
+                    first = _NEW
+            if first is not _NEW:
                 rx.stats.duplicates += 1
                 fates.append((None, 0, 1) if first is None else (first[0], first[1], 1))
             elif key in here:  # a copy of an event earlier in this very read
@@ -312,9 +317,9 @@ class _Connection:
                 self._queue(batch, run_start, run_len)
                 run_len = 0
             if len(fate) == 2:
-                self._refused_now(*fate)  # type: ignore[arg-type]
+                self._refused_now(*fate)
             else:
-                fut, pos, _n = fate  # type: ignore[misc]
+                fut, pos, _n = fate
                 if fut is None:
                     self.received += 1
                     inflight.append((None, 0, 1))

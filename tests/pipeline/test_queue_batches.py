@@ -1,0 +1,92 @@
+"""A batch into a sink queue: the same policies as one event at a time, and one receipt that knows which were lost."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agent.model import Event
+from agent.pipeline.queue import BatchReceipt, SinkQueue
+
+
+def _events(n: int, tag: str = "e") -> list[Event]:
+    return [Event(f"{tag}{i}", "s", "t", i + 1, b"{}") for i in range(n)]
+
+
+def test_a_batch_that_fits_goes_in_whole_and_in_order() -> None:
+    async def main() -> None:
+        q = SinkQueue(10)
+        evs = _events(4)
+        r = BatchReceipt(evs, 1)
+        await q.put_many(evs, r)
+        got = await q.get_batch(100)
+        assert [e.id for e, _ in got] == ["e0", "e1", "e2", "e3"] and all(x is r for _, x in got)
+        assert q.enqueued == 4 and len(q) == 0
+        for _ in got:
+            r.done_one()
+        assert await r.wait() is None  # every sink took every event
+
+    asyncio.run(main())
+
+
+def test_drop_newest_refuses_the_overflow_and_the_receipt_names_it() -> None:
+    async def main() -> None:
+        q = SinkQueue(3, "drop_newest")
+        evs = _events(5)
+        r = BatchReceipt(evs, 1)
+        await q.put_many(evs, r)
+        assert q.dropped == {"queue_full": 2}
+        for _ in await q.get_batch(10):
+            r.done_one()
+        assert await r.wait() == [True, True, True, False, False]
+
+    asyncio.run(main())
+
+
+def test_drop_oldest_evicts_from_the_head_and_the_older_receipt_learns_it() -> None:
+    async def main() -> None:
+        q = SinkQueue(3, "drop_oldest")
+        old = _events(2, "old")
+        r_old = BatchReceipt(old, 1)
+        await q.put_many(old, r_old)
+        new = _events(3, "new")
+        r_new = BatchReceipt(new, 1)
+        await q.put_many(new, r_new)
+        got = await q.get_batch(10)
+        assert [e.id for e, _ in got] == ["new0", "new1", "new2"]
+        assert q.dropped == {"evicted": 2}
+        for _, r in got:
+            r.done_one()
+        assert await r_old.wait() == [False, False] and await r_new.wait() is None
+
+    asyncio.run(main())
+
+
+def test_block_waits_for_room_and_loses_nothing() -> None:
+    async def main() -> None:
+        q = SinkQueue(2, "block")
+        evs = _events(5)
+        r = BatchReceipt(evs, 1)
+        put = asyncio.ensure_future(q.put_many(evs, r))
+        seen: list[str] = []
+        while len(seen) < 5:
+            for e, rr in await q.get_batch(1):
+                seen.append(e.id)
+                assert rr is not None
+                rr.done_one()
+        await put
+        assert seen == [f"e{i}" for i in range(5)] and q.blocked >= 1 and not q.dropped
+        assert await r.wait() is None
+
+    asyncio.run(main())
+
+
+def test_a_closed_queue_drops_the_whole_batch() -> None:
+    async def main() -> None:
+        q = SinkQueue(10)
+        q.close()
+        evs = _events(2)
+        r = BatchReceipt(evs, 1)
+        await q.put_many(evs, r)
+        assert q.dropped == {"closed": 2} and await r.wait() == [False, False]
+
+    asyncio.run(main())
