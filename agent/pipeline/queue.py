@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from itertools import repeat
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any, Literal
 
 from ..model import Event

@@ -6,7 +6,11 @@ next offset where an intact record with a higher index begins. A segment with
 damage is moved into ``quarantine/`` unchanged and replaced by a clean copy of
 its intact records; a file that is not a segment is quarantined whole.
 Segments whose records were all delivered (at or below the cursor) are
-deleted. :func:`salvage` says what it did in a :class:`SalvageReport`.
+deleted. Segments are named by their first record index, so a segment file
+removed while the agent was stopped shows as a gap between the records of the
+one before it and the name of the one after: the gap is reported by the missing
+file's name and the records lost with it. :func:`salvage` says what it did in a
+:class:`SalvageReport`.
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ class SalvageReport:
     #: intact records skipped because the cursor says they were delivered
     delivered: int = 0
     corrupt_bytes: int = 0
+    #: undelivered records whose segment file is gone
+    missing: int = 0
     #: files moved aside into ``quarantine/``
     quarantined: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
@@ -91,6 +97,7 @@ class _Notes:
     problems: list[str] = field(default_factory=list)
     quarantined: list[str] = field(default_factory=list)
     corrupt_bytes: int = 0
+    missing: int = 0
 
     def quarantine(self, path: Path, problem: str, nbytes: int) -> None:
         qdir = path.parent / "quarantine"
@@ -172,8 +179,16 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False) -> Sa
     names = sorted((int(m.group(1)), p) for p in directory.iterdir() if (m := SEGMENT.match(p.name)))
     kept: list[Segment] = []
     last = delivered = 0
+    #: the last index the file before accounts for; None when it was damaged (its problem says what was lost)
+    held: int | None = None
     for base, path in names:
+        if held is not None and held + 1 < base and base - 1 > committed:
+            first = max(held + 1, committed + 1)
+            notes.missing += base - first
+            notes.problems.append(f"{held + 1:020d}.wal missing: records {first} to {base - 1} lost")
+        damaged = len(notes.problems)
         seg = _scan(base, path, last, notes)
+        held = None if len(notes.problems) > damaged or seg is None else (seg.last if seg.count else base - 1)
         if seg is not None:
             last = max(last, seg.last)
         if seg is None or seg.count == 0 or seg.last <= committed:
@@ -184,6 +199,6 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False) -> Sa
     read_seg, read_off = (kept[0], _first_undelivered(kept[0], committed)) if kept else (None, 0)
     skipped = read_seg.read if read_seg is not None else 0
     pending = sum(s.count for s in kept) - skipped
-    report = SalvageReport(len(kept), pending, delivered + skipped, notes.corrupt_bytes, tuple(notes.quarantined),
-                           tuple(notes.problems))
+    report = SalvageReport(len(kept), pending, delivered + skipped, notes.corrupt_bytes, notes.missing,
+                           tuple(notes.quarantined), tuple(notes.problems))
     return Salvaged(kept, report, read_seg, read_off, last)

@@ -29,7 +29,6 @@ import socket
 import struct
 import sys
 from array import array
-
 from typing import Any
 
 import orjson

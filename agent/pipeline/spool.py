@@ -14,6 +14,19 @@ skipped. A new segment is started on every start, and when the one being
 written reaches ``segment_bytes``; a segment is deleted once every record in it
 is delivered (or evicted by ``drop_oldest``).
 
+Damage met while running (a segment removed, cut short or overwritten from
+outside) never stops the reader: it hands out every intact record before the
+damage, logs the segment's name and how many records it loses, counts them in
+:attr:`Spool.lost`, and goes on with the next segment. A removed segment that is
+still being written is read from the spool's own open descriptor, so nothing in
+it is lost. When the damaged segment is the one being written, new records go to
+a fresh segment. Any other error reading a segment (``EIO``) is a
+:class:`~agent.errors.SinkError` the caller retries: nothing is skipped for an
+error that may pass. Removing the unreadable segment is how an operator gives up
+on it; the reader then counts its records as lost and moves on. A cursor that
+cannot be written is a :class:`~agent.errors.SinkError` too, raised before the
+spool trims anything, and the next :meth:`Spool.commit` writes it again.
+
 fsync policy (``spool_fsync``): ``always`` and ``batch`` make :meth:`Spool.sync`
 flush segments, the cursor and new directory entries to disk; ``never`` leaves
 that to the kernel (what was written survives the agent being killed, not the
@@ -87,6 +100,10 @@ class Spool:
         #: counters since start
         self.evicted = 0
         self.read_errors = 0
+        #: records skipped because their segment was removed, cut short or damaged while running
+        self.lost = 0
+        #: the segment being written was damaged or removed: the next append starts a new one
+        self._rotate = False
         self._cursor_fd = -1
         self.committed = 0
         self.next_index = 1
@@ -136,6 +153,7 @@ class Spool:
             else:
                 self._retired.append(self._tail_fd)  # fsynced by the next sync job, then closed
         self._tail_fd = fd
+        self._rotate = False
         self._segments.append(seg)
         self.bytes += seg.size
         if self._read_seg is None:
@@ -152,7 +170,7 @@ class Spool:
             return self.next_index - 1
         data = wal.encode_many(self.next_index, events)
         try:
-            if self._tail.size >= self.segment_bytes and self._tail.count:
+            if self._rotate or (self._tail.size >= self.segment_bytes and self._tail.count):
                 self._new_tail()
         except OSError as exc:
             raise SinkError(f"spool {self.dir}: write failed: {exc.strerror or exc}") from exc
@@ -223,7 +241,11 @@ class Spool:
     # --- reading -----------------------------------------------------------------------------------
 
     def read(self, limit: int, upto: int | None = None) -> list[Event]:
-        """Up to ``limit`` records after the last one read, in order (none with an index above ``upto``)."""
+        """Up to ``limit`` records after the last one read, in order (none with an index above ``upto``).
+
+        A segment that cannot be read raises :class:`SinkError`, but only when
+        nothing was read before it: records already taken are handed out first.
+        """
         out: list[Event] = []
         while len(out) < limit and self._read_seg is not None and (upto is None or self.last_read < upto):
             seg = self._read_seg
@@ -232,15 +254,18 @@ class Spool:
                     break
                 self._advance()
                 continue
-            if self._read_fd < 0:
-                self._read_fd = os.open(seg.path, os.O_RDONLY | os.O_CLOEXEC)
-            want = min(seg.size - self._read_off, _READ_CHUNK)
-            data = os.pread(self._read_fd, want, self._read_off)
+            try:
+                chunk = self._read_chunk(seg)
+            except OSError as exc:
+                self._close_reader()  # the next attempt opens the file by name again (gone: counted, skipped)
+                if out:
+                    break
+                raise SinkError(f"spool {self.dir}: cannot read {seg.path.name} at offset {self._read_off}: "
+                                f"{exc.strerror or exc}") from exc
+            if chunk is None:
+                continue  # the file was gone: skipped, or reopened through the descriptor still writing it
+            data, short = chunk  # short: the file ends before its recorded size
             parsed = wal.parse(data, 0, after=self.last_read, limit=limit - len(out), upto=upto)
-            if parsed.status == "partial" and not parsed.records and want < seg.size - self._read_off:
-                length = struct.unpack_from(">I", data)[0]  # one record larger than a chunk
-                data = os.pread(self._read_fd, wal.HEADER + length, self._read_off)
-                parsed = wal.parse(data, 0, after=self.last_read, limit=1)
             for r in parsed.records:
                 out.append(r.event)
             if parsed.records:
@@ -249,26 +274,81 @@ class Spool:
                 self.unread -= len(parsed.records)
                 self.outstanding += len(parsed.records)
                 self._handed.append((parsed.records[0].number, self.last_read, len(parsed.records)))
+            file_end = self._read_off + len(data)
             self._read_off += parsed.stop
             if parsed.status == "end" and parsed.stop < len(data):
                 break  # stopped by limit or upto
-            if parsed.status == "corrupt" or (parsed.status == "partial" and not parsed.records):
-                self._skip_damage(seg, parsed.problem)
+            if parsed.status == "corrupt":
+                self._skip_damage(seg, f"{parsed.problem} at offset {self._read_off}")
+            elif short:
+                self._skip_damage(seg, f"cut short: no record after byte {file_end} of {seg.size}")
+            elif parsed.status == "partial" and not parsed.records:
+                self._skip_damage(seg, f"{parsed.problem} at offset {self._read_off}")
         return out
 
+    def _read_chunk(self, seg: Segment) -> tuple[bytes, bool] | None:
+        """The next bytes of ``seg`` and whether the file ended before its recorded size; None if it is gone."""
+        if self._read_fd < 0:
+            try:
+                self._read_fd = os.open(seg.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                self._gone(seg)
+                return None
+        left = seg.size - self._read_off
+        want = min(left, _READ_CHUNK)
+        data = os.pread(self._read_fd, want, self._read_off)
+        if len(data) == want < left and want >= wal.HEADER:
+            length = struct.unpack_from(">I", data)[0]
+            if want < wal.HEADER + length and length <= wal.MAX_PAYLOAD:  # one record larger than a chunk
+                want = min(wal.HEADER + length, left)
+                data = os.pread(self._read_fd, want, self._read_off)
+        return data, len(data) < want and os.fstat(self._read_fd).st_size < self._read_off + want
+
+    def _gone(self, seg: Segment) -> None:
+        """``seg``'s file was removed: read it through the descriptor writing it, or count it lost."""
+        if seg is self._tail and self._tail_fd >= 0:
+            try:  # the file lives on while the spool holds it open; /proc reaches it without a name
+                self._read_fd = os.open(f"/proc/self/fd/{self._tail_fd}", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                pass
+            else:
+                self.read_errors += 1
+                log.warning("spool %s: %s was removed while being written; its records are read from the open "
+                            "file, new ones go to a new segment", self.dir, seg.path.name)
+                self._start_over()
+                return
+        self._skip_damage(seg, "removed")
+
     def _skip_damage(self, seg: Segment, problem: str) -> None:
+        """Give up on the rest of ``seg``: count and name what is lost, never read it again."""
         lost = max(seg.count - seg.read, 0)
         self.read_errors += 1
-        log.error("spool %s: %s at %s offset %d; skipping %d records", self.dir, problem, seg.path.name,
-                  self._read_off, lost)
+        self.lost += lost
+        log.error("spool %s: segment %s: %s; %d records in it lost", self.dir, seg.path.name, problem, lost)
         seg.read = seg.count
         self.unread -= lost
         self._read_off = seg.size
+        if seg is self._tail:
+            self._start_over()
+
+    def _start_over(self) -> None:
+        """New records go to a new segment, not after damage in the one being written."""
+        try:
+            self._new_tail()
+        except OSError as exc:  # the next append tries again (and fails as a write the queue retries)
+            self._rotate = True
+            log.warning("spool %s: cannot start a new segment: %s", self.dir, exc.strerror or exc)
+
+    def _close_reader(self) -> None:
+        if self._read_fd >= 0:
+            fd, self._read_fd = self._read_fd, -1
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def _advance(self) -> None:
-        if self._read_fd >= 0:
-            os.close(self._read_fd)
-            self._read_fd = -1
+        self._close_reader()
         i = next(i for i, seg in enumerate(self._segments) if seg is self._read_seg)
         self._read_seg, self._read_off = self._segments[i + 1], len(wal.MAGIC)
 
@@ -280,9 +360,18 @@ class Spool:
     # --- trimming ----------------------------------------------------------------------------------
 
     def commit(self, index: int) -> int:
-        """Records up to ``index`` are delivered: move the cursor, delete spent segments; bytes freed."""
+        """Records up to ``index`` are delivered: move the cursor, delete spent segments; bytes freed.
+
+        A cursor that cannot be written is a :class:`SinkError` and changes
+        nothing: calling again (with the same ``index`` or a later one) retries.
+        """
         if index <= self.committed:
             return 0
+        try:
+            os.pwrite(self._cursor_fd, encode_cursor(index), 0)
+        except OSError as exc:
+            raise SinkError(f"spool {self.dir}: cannot write the cursor: {exc.strerror or exc}") from exc
+        self._cursor_dirty = True
         self.committed = index
         while self._handed and self._handed[0][0] <= index:
             first, last, n = self._handed.popleft()
@@ -290,8 +379,6 @@ class Spool:
                 self._handed.appendleft((index + 1, last, last - index))
                 n = index - first + 1
             self.outstanding -= n
-        os.pwrite(self._cursor_fd, encode_cursor(index), 0)
-        self._cursor_dirty = True
         freed = 0
         while len(self._segments) > 1 and self._segments[0].last <= index:
             if self._segments[0] is self._read_seg:
@@ -313,7 +400,10 @@ class Spool:
 
     def _drop_head(self) -> int:
         seg = self._segments.popleft()
-        seg.path.unlink(missing_ok=True)
+        try:
+            seg.path.unlink(missing_ok=True)
+        except OSError as exc:  # what it holds is delivered or given up: a restart's salvage deletes it
+            log.warning("spool %s: cannot delete %s: %s", self.dir, seg.path.name, exc.strerror or exc)
         self.bytes -= seg.size
         return seg.size
 

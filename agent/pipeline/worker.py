@@ -1,4 +1,18 @@
-"""Moves batches from one sink's queue into the sink, retrying what fails."""
+"""Moves batches from one sink's queue into the sink, retrying what fails.
+
+Whatever goes wrong on the way is this sink's failure and no one else's: a
+:class:`~agent.errors.SinkError` (the sink is down), any other exception from
+the sink's ``open``, ``send`` or ``flush`` (a bug in the sink, an unexpected
+``OSError``), and an error reading the sink's spool or writing its cursor. Each
+is counted in the sink's :class:`~.stats.SinkStats` (``send_errors``,
+``healthy``, ``last_error``), logged once per distinct message (with a
+traceback when it is neither an :class:`~agent.errors.AgentError` nor an
+``OSError``), and retried with full-jitter backoff; the worker never ends
+because of it, so the agent and the other sinks go on. The batch being retried
+stays in the worker and the spool is trimmed only after the sink flushed it
+(at-least-once). Records a damaged spool loses are counted in the queue's
+``dropped["spool_damaged"]``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +23,7 @@ import time
 
 import anyio
 
-from ..errors import AgentError, SinkError
+from ..errors import AgentError
 from ..model import Event
 from ..sinks.base import Sink
 from .queue import Receipt, SinkQueue
@@ -55,13 +69,14 @@ class SinkWorker:
         *,
         batch_max: int = 512,
         flush_interval: float = 1.0,
+        backoff: _Backoff | None = None,
     ) -> None:
         self.sink = sink
         self.queue = queue
         self.stats = stats
         self.batch_max = batch_max
         self.flush_interval = flush_interval
-        self._backoff = backoff_delays()
+        self._backoff = backoff or backoff_delays()
         self._opened = False
         self._last_flush = time.monotonic()
         self._unflushed: list[Receipt] = []
@@ -73,6 +88,8 @@ class SinkWorker:
         # with a spool, records are trimmed only once the sink has taken and flushed them
         self._spool = queue if isinstance(queue, SpoolQueue) else None
         self._sent_upto = self._spool.handed if self._spool is not None else 0
+        #: the spool's count of records lost to damage, as far as it is in ``queue.dropped`` already
+        self._lost_seen = self._spool.spool.lost if self._spool is not None else 0
         stats.dropped = queue.dropped  # the queue counts drops by reason; the stats show the same dict
 
     async def _open(self) -> None:
@@ -81,18 +98,45 @@ class SinkWorker:
                 await self.sink.open()
                 self._opened = True
                 self.stats.healthy = True
-            except SinkError as exc:
-                self._failed(exc)
+            except Exception as exc:  # any failure of one sink is retried, never the end of the agent
+                self._failed(exc, "open")
                 await anyio.sleep(self._backoff.next())
         self._backoff.reset()
 
-    def _failed(self, exc: AgentError) -> None:
+    def _failed(self, exc: Exception, action: str) -> None:
         self.stats.send_errors += 1
         self.stats.healthy = False
-        msg = str(exc)
+        foreseen = isinstance(exc, AgentError)
+        msg = str(exc) if foreseen else f"{action} failed: {type(exc).__name__}: {exc}"
         if msg != self.stats.last_error:
-            log.warning("sink %s: %s (retrying)", self.sink.uri, msg)
+            if foreseen or isinstance(exc, OSError):
+                log.warning("sink %s: %s (retrying)", self.sink.uri, msg)
+            else:  # not a foreseen failure: a bug, worth a traceback
+                log.error("sink %s: %s (retrying)", self.sink.uri, msg, exc_info=exc)
         self.stats.last_error = msg
+
+    async def _get_batch(self) -> list[tuple[Event, Receipt | None]]:
+        """The next batch; an error reading the spool is retried here."""
+        failed = False
+        while True:
+            try:
+                batch = await self.queue.get_batch(self.batch_max)
+            except Exception as exc:
+                self._failed(exc, "reading the spool")
+                failed = True
+                await anyio.sleep(self._backoff.next())
+                continue
+            finally:
+                self._count_lost()
+            if failed:
+                self._backoff.reset()
+            return batch
+
+    def _count_lost(self) -> None:
+        if self._spool is not None and (lost := self._spool.spool.lost) != self._lost_seen:
+            dropped = self.queue.dropped
+            dropped["spool_damaged"] = dropped.get("spool_damaged", 0) + lost - self._lost_seen
+            self._lost_seen = lost
 
     async def run(self) -> None:
         """Until the queue is closed and drained; then flush and close the sink."""
@@ -101,7 +145,7 @@ class SinkWorker:
             while True:
                 batch: list[tuple[Event, Receipt | None]] | None = None
                 with anyio.move_on_after(self.flush_interval if self._dirty else math.inf):
-                    batch = await self.queue.get_batch(self.batch_max)
+                    batch = await self._get_batch()
                 if batch is None:  # idle with unflushed data: make it durable now
                     await self._flush()
                     continue
@@ -114,8 +158,8 @@ class SinkWorker:
                     try:
                         await self.sink.send(events)
                         break
-                    except SinkError as exc:
-                        self._failed(exc)
+                    except Exception as exc:
+                        self._failed(exc, "send")
                         await anyio.sleep(self._backoff.next())
                 self._backoff.reset()
                 self.holding = 0
@@ -135,8 +179,11 @@ class SinkWorker:
                 if self._opened:
                     try:
                         await self._flush(retry=False)
+                    except Exception as exc:  # what was not confirmed stays in the spool, or is lost without one
+                        log.error("sink %s: close failed: %s", self.sink.uri, self.stats.last_error or exc)
+                    try:
                         await self.sink.aclose()
-                    except SinkError as exc:
+                    except Exception as exc:
                         log.error("sink %s: close failed: %s", self.sink.uri, exc)
             if closing.cancelled_caught:
                 unconfirmed = getattr(self.sink, "unacked", None)
@@ -146,19 +193,33 @@ class SinkWorker:
             self.finished = True
 
     async def _flush(self, *, retry: bool = True) -> None:
+        """Have the sink confirm what it took, then trim the spool up to it (each step retried until it works)."""
+        failed = False
         while True:
             try:
                 await self.sink.flush()
                 break
-            except SinkError as exc:
-                self._failed(exc)
+            except Exception as exc:
+                self._failed(exc, "flush")
+                failed = True
                 if not retry:
                     raise
                 await anyio.sleep(self._backoff.next())
         self._last_flush = time.monotonic()
         self._dirty = False
-        if self._spool is not None:
-            self._spool.commit(self._sent_upto)
+        while self._spool is not None:
+            try:
+                self._spool.commit(self._sent_upto)
+                break
+            except Exception as exc:  # the records stay in the spool: they are sent again after a restart
+                self._failed(exc, "trimming the spool")
+                failed = True
+                if not retry:
+                    raise
+                await anyio.sleep(self._backoff.next())
+        if failed:  # confirmed and recorded after all
+            self.stats.healthy = True
+            self._backoff.reset()
         receipts, self._unflushed = self._unflushed, []
         for r in receipts:
             r.done_one()
