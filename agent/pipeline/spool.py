@@ -281,7 +281,7 @@ class Spool:
             if parsed.status == "corrupt":
                 self._skip_damage(seg, f"{parsed.problem} at offset {self._read_off}")
             elif short:
-                self._skip_damage(seg, f"cut short: no record after byte {file_end} of {seg.size}")
+                self._skip_damage(seg, f"cut short at byte {file_end} of {seg.size}")
             elif parsed.status == "partial" and not parsed.records:
                 self._skip_damage(seg, f"{parsed.problem} at offset {self._read_off}")
         return out

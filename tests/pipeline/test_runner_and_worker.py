@@ -10,7 +10,7 @@ import pytest
 
 from agent.config import ProbeConfig
 from agent.errors import ProbeError
-from agent.model import Reading
+from agent.model import Event, Reading
 from agent.pipeline import Pipeline, ProbeRunner, SequenceStore, SinkQueue, SinkWorker, Stamper
 from agent.pipeline.stats import PipelineStats, SinkStats
 from agent.probes.base import Probe, ProbeContext
@@ -189,3 +189,34 @@ async def test_a_sink_that_never_confirms_at_close_is_reported(
         await workers[0].run()
     assert workers[0].finished
     assert "not confirmed within 0.1s of closing; 2 events may be lost" in caplog.text
+
+
+class Buggy(MemorySink):
+    """Its first ``n`` sends raise something other than SinkError, as a bug in a sink would."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    async def send(self, batch: Sequence[Event]) -> None:
+        if self.n > 0:
+            self.n -= 1
+            raise KeyError("hostid")
+        await super().send(batch)
+
+
+@pytest.mark.anyio
+async def test_a_sink_that_raises_anything_is_retried_and_the_other_sink_is_not_held_up() -> None:
+    buggy, good = Buggy(3), MemorySink()
+    pipeline, workers = make_pipeline(buggy, good, size=1000)
+    async with anyio.create_task_group() as tg:
+        for w in workers:
+            tg.start_soon(w.run)
+        for i in range(100):
+            await pipeline.submit(Reading(probe="p", subject=str(i), output={"i": i}))
+        pipeline.close()
+    assert [e.sequence for e in buggy.events] == [e.sequence for e in good.events] == list(range(1, 101))
+    bad = pipeline.stats.sink("0")
+    assert bad.send_errors == 3 and bad.last_error == "send failed: KeyError: 'hostid'" and bad.healthy
+    assert pipeline.stats.sink("1").send_errors == 0
+    assert all(w.finished for w in workers) and buggy.closed and good.closed

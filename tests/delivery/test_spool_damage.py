@@ -1,0 +1,152 @@
+"""The spool meeting damage while it runs, and segments missing at start: the rest is kept, the loss named."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agent.errors import SinkError
+from agent.model import Event
+from agent.pipeline import wal
+from agent.pipeline.spool import Spool
+
+
+def ev(n: int) -> Event:
+    return Event(id=f"id-{n}", source="hoststamp://h/p", type="t", sequence=n, body=b'{"n":%d,"pad":"%s"}' % (
+        n, b"x" * 60))
+
+
+def segments(d: Path) -> list[Path]:
+    return sorted(d.glob("*.wal"))
+
+
+def sequences(path: Path) -> list[int]:
+    return [r.event.sequence for r in wal.parse(path.read_bytes(), len(wal.MAGIC)).records]
+
+
+def written(d: Path, n: int) -> Spool:
+    """A spool holding events 1..n in several 4 KiB segments."""
+    sp = Spool(d, max_bytes=1 << 20, fsync="never", segment_bytes=4096)
+    for i in range(1, n + 1, 10):
+        sp.append([ev(k) for k in range(i, min(i + 10, n + 1))])
+    assert len(segments(d)) >= min(5, n // 40)
+    return sp
+
+
+def test_records_read_before_an_unreadable_segment_are_handed_out_first(tmp_path: Path) -> None:
+    sp = written(tmp_path, 200)
+    segs = segments(tmp_path)
+    victim, in_it = segs[2], sequences(segs[2])
+    before = [n for s in segs[:2] for n in sequences(s)]
+    victim.unlink()
+    victim.mkdir()
+    assert [e.sequence for e in sp.read(1000)] == before  # not lost by the error that follows
+    for _ in range(3):  # an error that may pass is raised, and nothing is skipped for it
+        with pytest.raises(SinkError, match=f"cannot read {victim.name} at offset 8: Is a directory"):
+            sp.read(1000)
+    assert sp.lost == 0 and sp.pending == 200
+    victim.rmdir()
+    rest = [e.sequence for e in sp.read(1000)]
+    assert rest == [n for n in range(before[-1] + 1, 201) if n not in in_it]
+    assert sp.lost == len(in_it) and sp.pending == 200 - len(in_it)
+    sp.commit(sp.last_read)
+    assert sp.pending == 0
+    sp.close()
+
+
+@pytest.mark.parametrize("keep", [0, 3, 100])
+def test_a_segment_cut_short_hands_out_what_is_left_and_counts_the_rest(tmp_path: Path, keep: int) -> None:
+    sp = written(tmp_path, 200)
+    victim = segments(tmp_path)[1]
+    in_it = sequences(victim)
+    size = {0: 0, 3: 3, 100: len(wal.MAGIC) + 3 * wal.record_size(ev(1)) + 100}[keep]
+    os.truncate(victim, size)  # emptied, shorter than its magic, or inside its fourth record
+    kept = in_it[:3] if keep == 100 else []
+    got = [e.sequence for e in sp.read(1000)]
+    assert got == [n for n in range(1, 201) if n not in in_it or n in kept]
+    assert sp.lost == len(in_it) - len(kept) and sp.read_errors == 1
+    sp.close()
+
+
+def test_a_segment_removed_before_the_reader_gets_there_is_skipped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sp = written(tmp_path, 200)
+    assert len(sp.read(5)) == 5
+    victim = segments(tmp_path)[2]
+    in_it = sequences(victim)
+    victim.unlink()
+    got = [e.sequence for e in sp.read(1000)]
+    assert got == [n for n in range(6, 201) if n not in in_it] and sp.lost == len(in_it)
+    assert f"segment {victim.name}: removed; {len(in_it)} records in it lost" in caplog.text
+    sp.commit(sp.last_read)
+    sp.close()
+    again = Spool(tmp_path)
+    assert again.report.pending == 0 and again.report.clean
+    again.close()
+
+
+def test_the_segment_being_written_removed_is_read_from_the_open_file(tmp_path: Path) -> None:
+    sp = written(tmp_path, 60)
+    tail = segments(tmp_path)[-1]
+    tail.unlink()
+    sp.append([ev(61)])  # into the removed file, still open
+    assert [e.sequence for e in sp.read(1000)] == list(range(1, 62)) and sp.lost == 0
+    sp.append([ev(62)])  # into a new segment, with a name
+    assert [e.sequence for e in sp.read(1000)] == [62]
+    assert sequences(segments(tmp_path)[-1]) == [62]
+    sp.commit(sp.last_read)
+    sp.close()
+
+
+def test_a_cursor_that_cannot_be_written_trims_nothing_and_is_retried(tmp_path: Path) -> None:
+    sp = written(tmp_path, 200)
+    sp.read(1000)
+    on_disk = segments(tmp_path)
+    saved = os.dup(sp._cursor_fd)
+    readonly = os.open(tmp_path / "cursor", os.O_RDONLY)
+    os.dup2(readonly, sp._cursor_fd)
+    os.close(readonly)
+    with pytest.raises(SinkError, match="cannot write the cursor"):
+        sp.commit(150)
+    assert segments(tmp_path) == on_disk
+    with pytest.raises(SinkError, match="cannot write the cursor"):
+        sp.commit(150)  # the same index again: still tried
+    os.dup2(saved, sp._cursor_fd)
+    os.close(saved)
+    assert sp.commit(150) > 0 and len(segments(tmp_path)) < len(on_disk)
+    assert sp.pending == 50
+    sp.close()
+    again = Spool(tmp_path)
+    assert again.committed == 150 and again.report.pending == 50
+    again.close()
+
+
+def test_a_segment_missing_at_start_is_named_and_counted(tmp_path: Path) -> None:
+    sp = written(tmp_path, 200)
+    sp.read(20)
+    sp.commit(20)
+    sp.close()
+    segs = segments(tmp_path)
+    victim = segs[2]
+    in_it = sequences(victim)
+    assert in_it[0] > 20
+    victim.unlink()
+    again = Spool(tmp_path)
+    assert again.report.missing == len(in_it)
+    assert f"{victim.name} missing: records {in_it[0]} to {in_it[-1]} lost" in again.report.problems
+    assert again.report.pending == 180 - len(in_it)
+    assert [e.sequence for e in again.read(1000)] == [n for n in range(21, 201) if n not in in_it]
+    again.close()
+
+
+def test_segments_delivered_and_trimmed_leave_no_gap_to_report(tmp_path: Path) -> None:
+    sp = written(tmp_path, 200)
+    sp.read(150)
+    sp.commit(150)
+    sp.close()
+    again = Spool(tmp_path)
+    assert again.report.clean and again.report.missing == 0 and again.report.pending == 50
+    again.close()
