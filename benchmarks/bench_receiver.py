@@ -26,15 +26,10 @@ Run: ``python -m benchmarks receiver`` or ``python benchmarks/bench_receiver.py`
 from __future__ import annotations
 
 import asyncio
-import multiprocessing as mp
 import os
-import socket
-import struct
 import sys
 import tempfile
-import threading
 import time
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -91,37 +86,35 @@ def verify_floor(key: SigningKey, n: int) -> float:
 
 # --- the guest ------------------------------------------------------------------------------------------
 
-
-def _acks(sock: socket.socket, n: int) -> None:
-    buf = b""
-    settled = 0
-    while settled < n:
-        chunk = sock.recv(1 << 16)
-        if not chunk:
-            raise RuntimeError(f"receiver closed the connection after {settled} acks")
-        buf += chunk
-        while len(buf) >= 4:
-            (size,) = struct.unpack_from(">I", buf)
-            if len(buf) < 4 + size:
-                break
-            settled = orjson.loads(buf[4 : 4 + size])["ack"]
-            buf = buf[4 + size :]
-
-
-def _sender(path: str, data_file: str, n: int, cpu: int | None, conn: Connection) -> None:
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-    data = Path(data_file).read_bytes()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(path)
-    conn.recv()  # go
-    t0 = time.perf_counter()
-    writer = threading.Thread(target=sock.sendall, args=(data,))
-    writer.start()
-    _acks(sock, n)
-    writer.join()
-    conn.send(time.perf_counter() - t0)
-    sock.close()
+#: the sender, a separate interpreter: connect, wait for "go", write every frame (from a thread) while reading
+#: acks until one covers all N, print the seconds that took
+_SENDER = r"""
+import json, os, socket, struct, sys, threading, time
+path, data_file, n, cpu = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+if cpu != "-":
+    os.sched_setaffinity(0, {int(cpu)})
+data = open(data_file, "rb").read()
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(path)
+sys.stdin.readline()
+t0 = time.perf_counter()
+w = threading.Thread(target=s.sendall, args=(data,))
+w.start()
+buf, acked = b"", 0
+while acked < n:
+    chunk = s.recv(65536)
+    if not chunk:
+        sys.exit(f"receiver closed the connection at ack {acked}")
+    buf += chunk
+    while len(buf) >= 4:
+        (size,) = struct.unpack_from(">I", buf)
+        if len(buf) < 4 + size:
+            break
+        acked = json.loads(buf[4 : 4 + size])["ack"]
+        buf = buf[4 + size :]
+w.join()
+print(time.perf_counter() - t0, flush=True)
+"""
 
 
 # --- the host -------------------------------------------------------------------------------------------
@@ -151,18 +144,26 @@ async def _receive(tmp: Path, data_file: Path, n: int, key: SigningKey | None, *
         deliver = PipelineDeliver(pipeline)
     rx = Receiver(ListenerOptions(uri=f"unix:{path}"), deliver, policy=policy, listener=listen(f"unix:{path}"),
                   max_inflight=4096)
-    ctx = mp.get_context("spawn")
-    here, there = ctx.Pipe()
-    proc = ctx.Process(target=_sender, args=(path, str(data_file), n, sender_cpu, there), daemon=True)
     tasks.append(asyncio.ensure_future(rx.serve()))
+    child = None
     try:
-        proc.start()
-        while rx.stats.connections == 0:
-            await asyncio.sleep(0.01)
-        here.send("go")
-        elapsed: float = await asyncio.to_thread(here.recv)
+        while not os.path.exists(path):
+            await asyncio.sleep(0.001)
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _SENDER, path, str(data_file), str(n), "-" if sender_cpu is None else str(sender_cpu),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        while rx.stats.connections == 0 and child.returncode is None:
+            await asyncio.sleep(0.001)
+        assert child.stdin is not None and child.stdout is not None
+        child.stdin.write(b"go\n")
+        out = await child.stdout.read()
+        if await child.wait() != 0:
+            raise RuntimeError(f"the sender failed (exit status {child.returncode})")
+        elapsed = float(out)
     finally:
-        proc.join(timeout=10)
+        if child is not None and child.returncode is None:
+            child.kill()
+            await child.wait()
         tasks[-1].cancel()
         if pipeline is not None:
             if sign_workers:
