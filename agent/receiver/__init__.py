@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .dedupe import DedupeWindow
 from .glue import PipelineDeliver, serve_listener
-from .memory import MemoryDeliver
+from .memory import MemoryBatchDeliver, MemoryDeliver
 from .policy import GuestPolicy
 from .server import Deliver, Receiver
 from .telemetry import ReceiverStats, RejectLog
@@ -21,6 +21,7 @@ __all__ = [
     "DedupeWindow",
     "Deliver",
     "GuestPolicy",
+    "MemoryBatchDeliver",
     "MemoryDeliver",
     "PipelineDeliver",
     "Receiver",

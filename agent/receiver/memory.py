@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-__all__ = ["MemoryDeliver"]
+__all__ = ["MemoryBatchDeliver", "MemoryDeliver"]
 
 
 class MemoryDeliver:
@@ -37,3 +37,44 @@ class MemoryDeliver:
 
     def ids(self) -> list[str]:
         return [e["id"] for e, _ in self.got]
+
+
+class MemoryBatchDeliver(MemoryDeliver):
+    """The same, taking each read's new events as one batch (the receiver's ``many`` path).
+
+    One future per batch: ``hold`` keeps it pending (in ``held``); ``fail_ids`` fails the whole batch once
+    (nothing of it is recorded); ``answers`` (id -> True, False or an exception) gives single events of a
+    batch their own answer, which makes the batch's result a list.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answers: dict[str, Any] = {}
+        #: sizes of the batches taken, in order
+        self.batches: list[int] = []
+        #: what each held batch will answer (see :meth:`release`)
+        self.held_answers: list[Any] = []
+
+    def many(self, events: list[dict[str, Any]], hostpeer: str, frames: list[bytes] | None = None
+             ) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        failing = [e["id"] for e in events if e["id"] in self.fail_ids]
+        if failing:
+            self.fail_ids.difference_update(failing)
+            fut.set_exception(RuntimeError(f"sink is down ({failing[0]})"))
+            return fut
+        self.batches.append(len(events))
+        self.got.extend((e, hostpeer) for e in events)
+        answer: Any = None
+        if self.result is not True or any(e["id"] in self.answers for e in events):
+            answer = [self.answers.get(e["id"], self.result) for e in events]
+        if self.hold:
+            self.held.append(fut)
+            self.held_answers.append(answer)
+        else:
+            fut.set_result(answer)
+        return fut
+
+    def release(self, i: int) -> None:
+        """Settle held batch ``i`` with its answer."""
+        self.held[i].set_result(self.held_answers[i])

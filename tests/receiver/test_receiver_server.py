@@ -17,7 +17,7 @@ import pytest
 from agent.codec.framing import LengthPrefixedDecoder, encode_frame
 from agent.config import ListenerOptions
 from agent.errors import TransportError
-from agent.receiver import MemoryDeliver, Receiver, Rejected
+from agent.receiver import MemoryBatchDeliver, MemoryDeliver, Receiver, Rejected
 from agent.transport import Ack, ByteStream, connect, decode_ack, vsock_available
 
 T = TypeVar("T")
@@ -71,10 +71,10 @@ Dial = Callable[[], Awaitable["Client"]]
 
 
 async def with_receiver(tmp_path: Path, body: Callable[[Receiver, Callable[[], Awaitable[Client]], MemoryDeliver],
-                                                       Awaitable[T]], **opts: Any) -> T:
+                                                       Awaitable[T]], *, batch: bool = False, **opts: Any) -> T:
     path = tmp_path / "rx.sock"
     options = replace(ListenerOptions(uri=f"unix:{path}"), **opts)
-    sink = MemoryDeliver()
+    sink = MemoryBatchDeliver() if batch else MemoryDeliver()
     rx = Receiver.build(options, sink, drain_timeout=2.0)
     server = asyncio.ensure_future(rx.serve())
 
@@ -88,26 +88,28 @@ async def with_receiver(tmp_path: Path, body: Callable[[Receiver, Callable[[], A
         await asyncio.gather(server, return_exceptions=True)
 
 
-def test_events_are_delivered_in_order_with_hostpeer_and_acked(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", [False, True], ids=["single", "batch"])
+def test_events_are_delivered_in_order_with_hostpeer_and_acked(tmp_path: Path, batch: bool) -> None:
     async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> tuple[Ack, MemoryDeliver]:
         c = await client()
         await c.send(*[ev(i) for i in range(100)])
         return await c.until(100), sink
 
-    ack, sink = run(with_receiver(tmp_path, body))
+    ack, sink = run(with_receiver(tmp_path, body, batch=batch))
     assert ack == Ack(100)
     assert sink.ids() == [f"id-{i}" for i in range(100)]
     assert {p for _e, p in sink.got} == {ME}
 
 
-def test_refused_frames_are_acked_as_refused_and_the_connection_goes_on(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", [False, True], ids=["single", "batch"])
+def test_refused_frames_are_acked_as_refused_and_the_connection_goes_on(tmp_path: Path, batch: bool) -> None:
     async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> tuple[Ack, Receiver, MemoryDeliver]:
         c = await client()
         await c.stream.send(encode_frame(b"{not json"))
         await c.send(ev(1), {"id": "no-spec"}, ev(2, ext=1.5), ev(3))
         return await c.until(5), rx, sink
 
-    ack, rx, sink = run(with_receiver(tmp_path, body))
+    ack, rx, sink = run(with_receiver(tmp_path, body, batch=batch))
     assert ack.count == 5
     assert [n for n, _r in ack.rejected] == [1, 3, 4]
     assert ack.rejected[0][1].startswith("json:")
@@ -115,7 +117,8 @@ def test_refused_frames_are_acked_as_refused_and_the_connection_goes_on(tmp_path
     assert rx.stats.rejected == {"json": 1, "attributes": 2}
 
 
-def test_huge_length_closes_only_that_connection_after_acking_what_came_before(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", [False, True], ids=["single", "batch"])
+def test_huge_length_closes_only_that_connection_after_acking_what_came_before(tmp_path: Path, batch: bool) -> None:
     async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> tuple[Client, Receiver]:
         bad, good = await client(), await client()
         await bad.stream.send(frame(ev("a")) + struct.pack(">I", (1 << 20) + 1))
@@ -124,13 +127,14 @@ def test_huge_length_closes_only_that_connection_after_acking_what_came_before(t
         assert (await good.until(1)).count == 1
         return bad, rx
 
-    bad, rx = run(with_receiver(tmp_path, body))
+    bad, rx = run(with_receiver(tmp_path, body, batch=batch))
     assert bad.acks[-1].count == 2
     assert [(n, r.split(":")[0]) for a in bad.acks for n, r in a.rejected] == [(2, "frame")]
     assert rx.stats.rejected == {"frame": 1}
 
 
-def test_duplicates_are_dropped_counted_and_acked(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", [False, True], ids=["single", "batch"])
+def test_duplicates_are_dropped_counted_and_acked(tmp_path: Path, batch: bool) -> None:
     async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> tuple[Receiver, MemoryDeliver]:
         c = await client()
         await c.send(ev(1), ev(2), ev(1))
@@ -140,7 +144,7 @@ def test_duplicates_are_dropped_counted_and_acked(tmp_path: Path) -> None:
         await c2.until(2)
         return rx, sink
 
-    rx, sink = run(with_receiver(tmp_path, body))
+    rx, sink = run(with_receiver(tmp_path, body, batch=batch))
     assert sink.ids() == ["id-1", "id-2", "id-3"]
     assert rx.stats.duplicates == 2
 
@@ -462,3 +466,73 @@ def test_channel_of(peer: str, channel: str) -> None:
     from agent.receiver.dedupe import channel_of
 
     assert channel_of(peer) == channel
+
+
+# --- the batch path: one future for all new events of a read ---------------------------------------------
+
+
+def test_a_batch_answer_refuses_only_the_events_it_names(tmp_path: Path) -> None:
+    async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> tuple[Ack, Receiver]:
+        assert isinstance(sink, MemoryBatchDeliver)
+        sink.answers = {"id-2": False, "id-4": ValueError("time '2024-13-45T00:00:00Z' is not a valid date")}
+        c = await client()
+        await c.send(ev(1), ev(2), {"id": "no-spec"}, ev(4), ev(5))
+        return await c.until(5), rx
+
+    ack, rx = run(with_receiver(tmp_path, body, batch=True))
+    assert ack.count == 5
+    assert sorted((n, r.split(":")[0]) for n, r in ack.rejected) == [(2, "dropped"), (3, "attributes"),
+                                                                      (4, "attributes")]
+    assert "2024-13-45" in dict(ack.rejected)[4]
+    assert rx.stats.dropped == 1 and rx.stats.accepted == 4
+
+
+def test_a_copy_inside_one_read_follows_its_first(tmp_path: Path) -> None:
+    async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> tuple[Ack, Receiver, MemoryDeliver]:
+        assert isinstance(sink, MemoryBatchDeliver)
+        sink.answers = {"id-1": False}
+        c = await client()
+        await c.send(ev(1), ev(2), ev(1), ev(3))  # one write: one read, one batch
+        return await c.until(4), rx, sink
+
+    ack, rx, sink = run(with_receiver(tmp_path, body, batch=True))
+    assert sink.ids() == ["id-1", "id-2", "id-3"] and rx.stats.duplicates == 1
+    # the copy shares the first one's fate: both dropped, both refused
+    assert sorted(n for n, _r in ack.rejected) == [1, 3]
+
+
+def test_a_copy_of_a_pending_batch_waits_for_it_and_is_settled_with_it(tmp_path: Path) -> None:
+    async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> tuple[list[int], Ack]:
+        assert isinstance(sink, MemoryBatchDeliver)
+        sink.hold = True
+        c1, c2 = await client(), await client()
+        await c1.send(ev(1), ev(2))
+        while not sink.held:
+            await asyncio.sleep(0.001)
+        await c2.send(ev(2), ev(3))
+        while len(sink.held) < 2:
+            await asyncio.sleep(0.001)
+        sink.release(1)  # id-3 is durable, but id-2 (frame 1 of c2) waits on c1's batch
+        await asyncio.sleep(0.05)
+        seen_before = [a.count for a in c2.acks]
+        sink.release(0)
+        return seen_before, await c2.until(2)
+
+    before, after = run(with_receiver(tmp_path, body, batch=True))
+    assert before == [] and after == Ack(2)
+
+
+def test_a_failed_batch_closes_the_connection_unacked_and_is_taken_when_sent_again(tmp_path: Path) -> None:
+    async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> tuple[Client, MemoryDeliver]:
+        sink.fail_ids = {"id-2"}
+        c = await client()
+        await c.send(ev(1), ev(2), ev(3))
+        assert await c.closed()
+        again = await client()
+        await again.send(ev(1), ev(2), ev(3))
+        assert await again.until(3) == Ack(3)
+        return c, sink
+
+    c, sink = run(with_receiver(tmp_path, body, batch=True))
+    assert max((a.count for a in c.acks), default=0) == 0
+    assert sink.ids() == ["id-1", "id-2", "id-3"]  # the failed batch left no copy behind to be skipped
