@@ -42,7 +42,7 @@ from agent.codec.framing import encode_frames
 from agent.config import ListenerOptions
 from agent.pipeline import PipelineStats, SequenceStore, SinkQueue, SinkWorker, Stamper
 from agent.pipeline.router import Pipeline
-from agent.receiver import GuestPolicy, MemoryDeliver, PipelineDeliver, Receiver
+from agent.receiver import GuestPolicy, MemoryBatchDeliver, PipelineDeliver, Receiver
 from agent.signing.event import sign_event
 from agent.signing.keys import SigningKey
 from agent.sinks.base import SinkContext
@@ -126,7 +126,7 @@ async def _receive(tmp: Path, data_file: Path, n: int, key: SigningKey | None, *
     worker = pipeline = None
     tasks = []
     if key is None:
-        deliver: Any = MemoryDeliver()
+        deliver: Any = MemoryBatchDeliver()
     else:
         stats = PipelineStats()
         q = SinkQueue(10000)

@@ -138,7 +138,11 @@ def stamp_guests(
     shapes = st._shapes
     next_seq = st._seq.next
     sign = st._material
-    out: list[Event | Exception] = []
+    out: list[Event | Exception | None] = []
+    #: signed on the planned path, waiting for their signatures: (slot in out, event, id, source, sequence,
+    #: data bytes, signedextattrs JSON), and the digest of each
+    ready: list[tuple[int, dict[str, Any], str, str, int, bytes | None, bytes]] = []
+    digests: list[bytes] = []
     ev: Any
     for i, ev in enumerate(events):
         try:
@@ -199,14 +203,9 @@ def stamp_guests(
                     parts.append((texts.get(v) if type(v) is str else None) or hash_text(v))
             ev.update(host)
             ev["sequence"] = seq_b.decode()
-            mat = sign(_sha(b"".join(parts)).digest())
-            if raw is None:
-                body = b"".join((orjson.dumps(ev)[:-1], b',"signedextattrs":', shape.names_json,
-                                 b',"dssematerial":"', mat, b'"}'))
-            else:
-                body = b"".join((orjson.dumps(ev)[:-1], b',"signedextattrs":', shape.names_json,
-                                 b',"dssematerial":"', mat, b'","data":', raw, b"}"))
-            out.append(Event(ev_id, source, ev["type"], seq, body))
+            ready.append((len(out), ev, ev_id, source, seq, raw, shape.names_json))
+            digests.append(_sha(b"".join(parts)).digest())
+            out.append(None)
         except _Fallback:
             try:
                 out.append(_generic(st, ev, hostpeer, recv, None if sequences is None else sequences[i]))
@@ -214,7 +213,17 @@ def stamp_guests(
                 out.append(exc)
         except (ValueError, TypeError, AgentError) as exc:  # e.g. VerifyError: a time of a date that does not exist
             out.append(exc)
-    return out
+    # the signatures of the whole batch in one go, then the event JSON: each phase keeps its own code and data
+    # in the CPU caches rather than taking turns with the other
+    mats = [sign(d) for d in digests]
+    for (slot, ev, ev_id, source, seq, raw, names), mat in zip(ready, mats, strict=True):
+        if raw is None:
+            body = b"".join((orjson.dumps(ev)[:-1], b',"signedextattrs":', names, b',"dssematerial":"', mat, b'"}'))
+        else:
+            body = b"".join((orjson.dumps(ev)[:-1], b',"signedextattrs":', names, b',"dssematerial":"', mat,
+                             b'","data":', raw, b"}"))
+        out[slot] = Event(ev_id, source, ev["type"], seq, body)
+    return out  # type: ignore[return-value]
 
 
 _H_NAME = {n: _sha(n.encode()).digest() for n in _OURS}

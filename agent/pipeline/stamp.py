@@ -38,6 +38,8 @@ _H_SPEC = _sha(b"1.0").digest()
 _H_JSON = _sha(b"application/json").digest()
 _H_NAMES = [_sha(n.encode()).digest() for n in HOST_ATTRIBUTES]
 _PT = PAYLOAD_TYPE.encode()
+#: the DSSE PAE of a 32-byte payload up to the payload itself
+_PAE_HEAD = pae(_PT, bytes(32))[:-32]
 
 
 def format_time(ts: float) -> str:
@@ -161,7 +163,7 @@ class Stamper:
 
     def _material(self, digest: bytes) -> bytes:
         """``dssematerial`` (base64 of the DSSE envelope) for a digest, as ASCII bytes."""
-        sig = self._sign(pae(_PT, digest))
+        sig = self._sign(_PAE_HEAD + digest if len(digest) == 32 else pae(_PT, digest))
         env = b"".join(
             (self._env_head, b2a_base64(digest, newline=False), self._env_mid, b2a_base64(sig, newline=False), b'"}]}')
         )
