@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.errors import ConfigError
+from agent.errors import ConfigError, VerifyError
 from agent.receiver import GuestPolicy, Rejected
-from agent.signing.event import sign_event
-from agent.signing.keys import SigningKey, generate_keypair
+from agent.signing.event import sign_event, verify_event
+from agent.signing.keys import SigningKey, VerifyKey, generate_keypair
 
 
 def guest_event(key: SigningKey | None, **over: Any) -> dict[str, Any]:
@@ -63,3 +64,42 @@ def test_verify_without_keys_is_a_config_error() -> None:
         GuestPolicy("require")
     with pytest.raises(ConfigError):
         GuestPolicy("sometimes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda ev: ev.__setitem__("data", {"n": 2}),
+    lambda ev: ev.__setitem__("app", "y"),
+    lambda ev: ev.pop("app"),
+    lambda ev: ev.__setitem__("signedextattrs", ""),
+    lambda ev: ev.__setitem__("data_base64", "AAAA"),
+    lambda ev: ev.__setitem__("time", "not a time"),
+    lambda ev: ev.__setitem__("dssematerial", ev["dssematerial"][:-8]),
+    lambda ev: ev.__setitem__("dssematerial", "bm90IGpzb24="),
+])
+def test_refusals_carry_the_verifier_reason(guest: tuple[SigningKey, Path], tamper: Any) -> None:
+    key, pub = guest
+    policy = GuestPolicy.load("require", [str(pub)])
+    policy.check(guest_event(key))
+    ev = guest_event(key)
+    tamper(ev)
+    with pytest.raises(VerifyError) as expected:
+        verify_event(ev, policy.keys)
+    before = dict(ev)
+    with pytest.raises(Rejected) as info:
+        policy.check(ev)
+    assert (info.value.reason, info.value.detail) == ("signature", str(expected.value))
+    assert ev == before
+
+
+def test_a_given_verifier_is_used(guest: tuple[SigningKey, Path]) -> None:
+    key = guest[0]
+    seen: list[Mapping[str, Any]] = []
+
+    def refuse_all(event: Mapping[str, Any], keys: Mapping[str, VerifyKey]) -> None:
+        seen.append(event)
+        raise VerifyError("no, never")
+
+    policy = GuestPolicy("verify", {key.keyid: key.verify_key()}, verify=refuse_all)
+    with pytest.raises(Rejected, match="no, never"):
+        policy.check(guest_event(key))
+    assert len(seen) == 1
