@@ -188,7 +188,8 @@ class AgentCollector(Collector):
                                         | ({"spool_full"} if s.spool_bytes is not None else set()))])
         yield _counter("hoststamp_sink_queue_blocked", "Times a producer waited for room in the queue (block).",
                        ("sink",), [((s.uri,), s.blocked) for s in sinks])
-        yield _counter("hoststamp_sink_send_errors", "Failed sends, flushes and opens, spool reads and cursor writes (each retried).", ("sink",),
+        yield _counter("hoststamp_sink_send_errors",
+                       "Failed sends, flushes and opens, spool reads and cursor writes (each retried).", ("sink",),
                        [((s.uri,), s.stats.send_errors) for s in sinks])
         yield _gauge("hoststamp_sink_up", "1 if the sink's last operation succeeded.", ("sink",),
                      [((s.uri,), 1 if s.stats.healthy else 0) for s in sinks])
