@@ -2,7 +2,8 @@
 
 Usage: ``python -m benchmarks [NAME ...]`` (names without the ``bench_`` prefix;
 default all); ``python -m benchmarks --render`` only rewrites the Markdown.
-Each module exposes ``run() -> dict``; the dict is rendered as a table.
+Each module exposes ``run() -> dict``; the dict is rendered as a table, followed
+by the module's ``NOTES`` text if it has one (what the figures mean).
 Results of modules not run this time are kept from the previous file.
 """
 
@@ -64,6 +65,8 @@ def render(results: dict[str, dict[str, Any]]) -> str:
                   "| figure | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in _flatten(entry.get("figures", {}))]
         lines.append("")
+        if entry.get("notes"):
+            lines += [entry["notes"], ""]
     return "\n".join(lines)
 
 
@@ -94,6 +97,7 @@ def main(argv: list[str]) -> int:
             print(f"   {k}: {_fmt(v)}")
         results[name.removeprefix("bench_")] = {
             "about": _doc(mod),
+            "notes": " ".join((getattr(mod, "NOTES", "") or "").split()),
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": machine,
             "seconds": round(time.monotonic() - t0, 1),

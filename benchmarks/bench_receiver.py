@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -50,6 +51,21 @@ from agent.sinks.base import SinkContext
 from agent.sinks.file import FileOptions, FileSink
 from agent.transport import listen
 from benchmarks._common import sign_floor
+
+#: rendered under the table in RESULTS.md
+NOTES = """
+How to read the goals that are not met. One core: the Ed25519 signature costs about 21 µs; a ratio of 0.80
+leaves 5 µs per event for everything else, and the receiver alone (``receiver_only_us_per_event``: read,
+deframe, parse, check, dedupe, ack) already takes about that. The rest of ``receiver_pipeline_us_beyond_signature``
+is the re-stamp (about 7 µs: the digests of the verifiability extension, JCS, the event JSON) and the queue and
+file sink (2 to 3 µs); it is spread over many small steps, none large enough to remove. Verifying adds one
+Ed25519 verify (about 64 µs) and 5 to 6 µs of Python per event. Two cores: the agent's own process keeps the
+receiver, the queues and the sink (``two_cores_main_cpu_us_per_event``), the workers parse each frame again and
+stamp and sign it (``two_cores_workers_cpu_us_per_event``); their sum exceeds the one-core cost per event by
+the second parse, the job and reply copies and the scheduling of four processes on two cores, and
+``two_cores_busy`` shows how much of both cores the run kept busy. Closing the gap to the goals needs the
+per-event work beyond the signature in native code.
+"""
 
 N = 60000
 ROUNDS = 3
@@ -118,11 +134,25 @@ print(time.perf_counter() - t0, flush=True)
 """
 
 
-# --- the host -------------------------------------------------------------------------------------------
+# --- the host -----------------------------------------------------------------------------------------
+
+
+def _cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """CPU seconds used so far by this process (all its threads) and by ``pids`` together."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    tick = os.sysconf("SC_CLK_TCK")
+    others = 0.0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        others += (int(fields[11]) + int(fields[12])) / tick
+    return own.ru_utime + own.ru_stime, others
 
 
 async def _receive(tmp: Path, data_file: Path, n: int, key: SigningKey | None, *, sender_cpu: int | None,
-                   policy: GuestPolicy | None = None, sign_workers: int = 0) -> float:
+                   policy: GuestPolicy | None = None, sign_workers: int = 0,
+                   cpu: dict[str, float] | None = None) -> float:
+    """Events per second; ``cpu`` gets the CPU time per event of this process and of the signing workers."""
     path = str(tmp / "rx.sock")
     worker = pipeline = None
     tasks = []
@@ -156,11 +186,17 @@ async def _receive(tmp: Path, data_file: Path, n: int, key: SigningKey | None, *
         while rx.stats.connections == 0 and child.returncode is None:
             await asyncio.sleep(0.001)
         assert child.stdin is not None and child.stdout is not None
+        workers = [w.proc.pid for w in pipeline._pool] if sign_workers else []  # type: ignore[union-attr]
+        cpu0 = _cpu_seconds(workers)
         child.stdin.write(b"go\n")
         out = await child.stdout.read()
+        cpu1 = _cpu_seconds(workers)
         if await child.wait() != 0:
             raise RuntimeError(f"the sender failed (exit status {child.returncode})")
         elapsed = float(out)
+        if cpu is not None:
+            cpu["main_us"] = (cpu1[0] - cpu0[0]) / n * 1e6
+            cpu["workers_us"] = (cpu1[1] - cpu0[1]) / n * 1e6
     finally:
         if child is not None and child.returncode is None:
             child.kill()
@@ -185,6 +221,7 @@ def run(n: int = N, rounds: int = ROUNDS) -> dict[str, Any]:
     policy = GuestPolicy("verify", {guest.keyid: guest.verify_key()})
     names = ("floor", "verify_floor", "receiver_only", "receiver_pipeline", "receiver_verify", "one", "two")
     best = dict.fromkeys(names, 0.0)
+    two_cpu: dict[str, float] = {}
 
     def keep(name: str, value: float) -> None:
         best[name] = max(best[name], value)
@@ -213,7 +250,11 @@ def run(n: int = N, rounds: int = ROUNDS) -> dict[str, Any]:
                 os.sched_setaffinity(0, set(cpus))
                 d = tmp / f"two-{i}"
                 d.mkdir()
-                keep("two", asyncio.run(_receive(d, plain, n, key, sender_cpu=None, sign_workers=2)))
+                cpu: dict[str, float] = {}
+                rate = asyncio.run(_receive(d, plain, n, key, sender_cpu=None, sign_workers=2, cpu=cpu))
+                if rate > best["two"]:
+                    two_cpu = cpu
+                keep("two", rate)
     finally:
         os.sched_setaffinity(0, set(cpus))
     ratio = best["receiver_pipeline"] / best["floor"]
@@ -237,6 +278,11 @@ def run(n: int = N, rounds: int = ROUNDS) -> dict[str, Any]:
         out["one_core_with_sender_events_per_s"] = best["one"]
         out["two_cores_sign_workers_events_per_s"] = best["two"]
         out["two_cores_over_one"] = best["two"] / best["one"]
+        # where the two cores went, in the best two-core round: CPU per event of the agent's own process (the
+        # receiver, queues and file sink) and of the two signing workers, and the share of both cores busy
+        out["two_cores_main_cpu_us_per_event"] = two_cpu.get("main_us", 0.0)
+        out["two_cores_workers_cpu_us_per_event"] = two_cpu.get("workers_us", 0.0)
+        out["two_cores_busy"] = (two_cpu.get("main_us", 0.0) + two_cpu.get("workers_us", 0.0)) * best["two"] / 2e6
         out["goal_two_cores_over_one"] = f">= {GOAL_TWO_CORES}"
     return out
 
