@@ -7,6 +7,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from ..futures import forward
 from ..model import Event, Reading
 from .queue import BatchReceipt, Receipt, SinkQueue
 from .stamp import Stamper
@@ -46,26 +47,18 @@ class GuestBatch:
         if self.results is None:
             return self.receipt.future
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.receipt.future.add_done_callback(lambda f: _merge(f, fut, self.results))
+        results = self.results
+        self.receipt.future.add_done_callback(lambda f: forward(f, fut, lambda taken: _merge(taken, results)))
         return fut
 
     async def outcome(self) -> list[Any] | None:
         return await self.future  # type: ignore[no-any-return]
 
 
-def _merge(done: asyncio.Future[Any], fut: asyncio.Future[Any], results: Sequence[Event | Exception] | None) -> None:
+def _merge(taken: list[bool] | None, results: Sequence[Event | Exception]) -> list[Any]:
     """The sinks' answer for the signed events, with the stamping errors put back in their places."""
-    if fut.done():
-        return
-    if done.cancelled():
-        fut.cancel()
-        return
-    if (exc := done.exception()) is not None:
-        fut.set_exception(exc)
-        return
-    taken = iter(done.result() or ())
-    assert results is not None
-    fut.set_result([r if isinstance(r, Exception) else next(taken, True) for r in results])
+    signed = iter(taken or ())
+    return [r if isinstance(r, Exception) else next(signed, True) for r in results]
 
 
 class Pipeline:

@@ -111,13 +111,17 @@ class SpoolQueue(SinkQueue):
         self._append(event, size, receipt)
         return True
 
-    async def put(self, event: Event, receipt: Receipt | None = None) -> bool:
-        size = wal.record_size(event)
+    async def _room_for(self, size: int) -> None:
+        """With ``block``, wait until a record of ``size`` bytes fits (or the queue closes)."""
         if self.overflow == "block" and not self._closed and not self._fits(size) and size <= self.spool.max_bytes:
             self.blocked += 1
             while not self._fits(size) and not self._closed:
                 self._not_full.clear()
                 await self._not_full.wait()
+
+    async def put(self, event: Event, receipt: Receipt | None = None) -> bool:
+        size = wal.record_size(event)
+        await self._room_for(size)
         if not self._offer(event, receipt, size):
             return False
         if self.spool.fsync == "always":
@@ -131,11 +135,7 @@ class SpoolQueue(SinkQueue):
         offered = False
         for event in events:
             size = wal.record_size(event)
-            if self.overflow == "block" and not self._closed and not self._fits(size) and size <= self.spool.max_bytes:
-                self.blocked += 1
-                while not self._fits(size) and not self._closed:
-                    self._not_full.clear()
-                    await self._not_full.wait()
+            await self._room_for(size)
             offered = self._offer(event, receipt, size) or offered
         if offered and self.spool.fsync == "always":
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

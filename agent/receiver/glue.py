@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from ..config import ListenerOptions
 from ..errors import AgentError, SinkError
+from ..futures import forward
 from .server import Receiver
 from .validate import Rejected
 
@@ -54,7 +55,7 @@ class PipelineDeliver:
     def __call__(self, event: dict[str, Any], hostpeer: str) -> asyncio.Future[bool]:
         """One event: True when taken, False when dropped; raises Rejected when refused."""
         one: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.many([event], hostpeer).add_done_callback(functools.partial(_single, dst=one))
+        self.many([event], hostpeer).add_done_callback(functools.partial(forward, dst=one, convert=_single))
         return one
 
     async def aclose(self) -> None:
@@ -86,38 +87,17 @@ class PipelineDeliver:
                 log.exception("submitting guest events failed")
                 fut.set_exception(exc)
                 continue
-            batch.future.add_done_callback(functools.partial(_chain, dst=fut))
+            batch.future.add_done_callback(functools.partial(forward, dst=fut))
 
 
-def _chain(src: asyncio.Future[Any], *, dst: asyncio.Future[Any]) -> None:
-    if dst.done():
-        return
-    if src.cancelled():
-        dst.cancel()
-    elif (exc := src.exception()) is not None:
-        dst.set_exception(exc)
-    else:
-        dst.set_result(src.result())
-
-
-def _single(src: asyncio.Future[Any], *, dst: asyncio.Future[bool]) -> None:
-    """A one-event batch's answer as a single event's."""
-    if dst.done():
-        return
-    if src.cancelled():
-        dst.cancel()
-        return
-    if (exc := src.exception()) is not None:
-        dst.set_exception(exc)
-        return
-    res = src.result()
+def _single(res: list[Any] | None) -> bool:
+    """A one-event batch's answer as a single event's: True, False (dropped), or raises why it was refused."""
     one = True if res is None else res[0]
     if isinstance(one, Rejected):
-        dst.set_exception(one)
-    elif isinstance(one, Exception):
-        dst.set_exception(Rejected("attributes", str(one)))
-    else:
-        dst.set_result(bool(one))
+        raise one
+    if isinstance(one, Exception):
+        raise Rejected("attributes", str(one))
+    return bool(one)
 
 
 async def serve_listener(options: ListenerOptions, pipeline: GuestPipeline, **kw: Any) -> None:
