@@ -114,6 +114,10 @@ class EndpointConfig:
     options: Any
 
 
+#: the deepest guest JSON a listener may be configured to take
+MAX_JSON_DEPTH = 128
+
+
 @dataclass(frozen=True, slots=True)
 class ListenerOptions:
     """``[[listeners]]``: where guest events come in, and how hard to be on them."""
@@ -140,6 +144,9 @@ class ListenerOptions:
         for key in ("max_connections", "max_depth", "max_inflight"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1")
+        if self.max_depth > MAX_JSON_DEPTH:
+            raise ValueError(f"max_depth must be at most {MAX_JSON_DEPTH} (the event JSON itself nests the data "
+                             "once more, and JSON encoders stop not far above)")
         if self.idle_timeout <= 0:
             raise ValueError("idle_timeout must be greater than 0")
         if self.dedupe_window < 0:

@@ -10,10 +10,11 @@ for it too. Anything else falls back to ``rfc8785``.
 
 Whether orjson's output needs no change is read off its bytes (:func:`_as_is`):
 orjson writes a float either in plain decimal (``0.12``, ``123.0``) or with a
-signed exponent (``1e-7``, ``1.5e+16``), so output with no ``e-``/``e+``, no
-``.0`` closing a number and no ``null`` (what NaN becomes) holds only floats
-both agree on. A string that happens to contain one of these only costs the
-slower path, never a wrong answer.
+signed exponent (``1e-7``, ``1.5e+16``; before 3.11.7 without the ``+``, which
+is checked at import), so output with no exponent, no ``.0`` closing a number
+and no ``null`` (what NaN becomes) holds only floats both agree on. A string
+that happens to contain one of these only costs the slower path, never a
+wrong answer.
 
 ``prepare(obj)`` applies the event-data rules of the contract before that:
 integers beyond ±(2^53−1) become decimal strings, integral floats become
@@ -36,16 +37,20 @@ _SORT = orjson.OPT_SORT_KEYS
 _STRICT = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 
+#: orjson from 3.11.7 writes every exponent with its sign (``1e+16``); older ones write ``1e16``, so for those
+#: any digit followed by an ``e`` counts as an exponent (more strings take the slow path, never a wrong answer)
+_SIGNED_EXPONENTS = orjson.dumps([1e16, 1e-7]) == b"[1e+16,1e-7]"
 #: what in orjson's output may differ from JCS: an exponent, an integral float (``.0`` closing a number), or
 #: ``null`` (which is also what NaN and the infinities become)
-_UNSAFE = re.compile(rb"e[-+]|\.0[,\]}]|null")
+_UNSAFE = re.compile(rb"e[-+]|\.0[,\]}]|null" if _SIGNED_EXPONENTS else rb"[0-9][eE]|\.0[,\]}]|null")
 
 
 def _as_is(out: bytes) -> bool:
     """orjson's sorted output of an object or array is already JCS (see the module text)."""
     if out[0] not in b"{[" or not out.isascii():
         return False
-    if out.find(b"e-") < 0 and out.find(b"e+") < 0 and out.find(b".0") < 0 and out.find(b"null") < 0:
+    if _SIGNED_EXPONENTS and out.find(b"e-") < 0 and out.find(b"e+") < 0 and out.find(b".0") < 0 and \
+            out.find(b"null") < 0:
         return True  # the common case, found faster than the expression does it
     return _UNSAFE.search(out) is None
 

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..codec.canonical import prepare
-from ..errors import AgentError
 from ..model import Event
 from ..signing.event import NOT_EXTENSIONS, material, normalize_time
 
@@ -49,8 +48,13 @@ _FIRST = tuple(sorted(_OURS))
 
 _sha = hashlib.sha256
 _EMPTY = _sha(b"").digest()
-#: shapes remembered at most (guests that invent attribute names each event get the generic path)
+#: shapes remembered at most (then the memory starts again: guests that invent attribute names each event only
+#: cost their own planning)
 MAX_SHAPES = 1024
+#: a shape is remembered only with this many names at most, this long in all (a hostile frame's 80,000 names
+#: would otherwise be kept for good)
+MAX_SHAPE_NAMES = 64
+MAX_SHAPE_CHARS = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +154,9 @@ def stamp_guests(
             shape = shapes.get(key, False)
             if shape is False:
                 shape = _plan(key)
-                if len(shapes) < MAX_SHAPES:
+                if len(key) <= MAX_SHAPE_NAMES and sum(map(len, key)) <= MAX_SHAPE_CHARS:
+                    if len(shapes) >= MAX_SHAPES:
+                        shapes.clear()
                     shapes[key] = shape
             # everything that sends an event to the generic path is decided before anything is changed
             if shape is None or None in ev.values():
@@ -209,21 +215,35 @@ def stamp_guests(
         except _Fallback:
             try:
                 out.append(_generic(st, ev, hostpeer, recv, None if sequences is None else sequences[i]))
-            except (ValueError, TypeError, AgentError) as exc:
-                out.append(exc)
-        except (ValueError, TypeError, AgentError) as exc:  # e.g. VerifyError: a time of a date that does not exist
-            out.append(exc)
+            except Exception as exc:
+                out.append(_refusal(exc))
+        except Exception as exc:  # e.g. VerifyError: a time of a date that does not exist; RecursionError
+            out.append(_refusal(exc))
     # the signatures of the whole batch in one go, then the event JSON: each phase keeps its own code and data
     # in the CPU caches rather than taking turns with the other
     mats = [sign(d) for d in digests]
     for (slot, ev, ev_id, source, seq, raw, names), mat in zip(ready, mats, strict=True):
-        if raw is None:
-            body = b"".join((orjson.dumps(ev)[:-1], b',"signedextattrs":', names, b',"dssematerial":"', mat, b'"}'))
-        else:
-            body = b"".join((orjson.dumps(ev)[:-1], b',"signedextattrs":', names, b',"dssematerial":"', mat,
-                             b'","data":', raw, b"}"))
+        try:
+            if raw is None:
+                body = b"".join((orjson.dumps(ev)[:-1], b',"signedextattrs":', names, b',"dssematerial":"', mat,
+                                 b'"}'))
+            else:
+                body = b"".join((orjson.dumps(ev)[:-1], b',"signedextattrs":', names, b',"dssematerial":"', mat,
+                                 b'","data":', raw, b"}"))
+        except Exception as exc:
+            out[slot] = _refusal(exc)
+            continue
         out[slot] = Event(ev_id, source, ev["type"], seq, body)
     return out  # type: ignore[return-value]
+
+
+def _refusal(exc: Exception) -> Exception:
+    """``exc`` as a result to keep: without its traceback, which would hold the whole batch in memory for as
+    long as the answer is remembered (the receiver's duplicate window)."""
+    exc.__traceback__ = None
+    exc.__context__ = None
+    exc.__cause__ = None
+    return exc
 
 
 _H_NAME = {n: _sha(n.encode()).digest() for n in _OURS}

@@ -72,7 +72,7 @@ class _Submission:
 
 
 class _Job:
-    __slots__ = ("attempts", "future", "meta", "payload", "queues", "size", "submission")
+    __slots__ = ("attempts", "frames", "future", "meta", "payload", "queues", "size", "submission")
 
     def __init__(self, payload: bytes, meta: list[tuple[str, str, str, int] | Exception],
                  queues: list[SinkQueue], submission: _Submission) -> None:
@@ -80,6 +80,8 @@ class _Job:
         #: per event: (id, source, type, sequence), or why it was refused before it was sent
         self.meta = meta
         self.size = len(meta)
+        #: how many of them were sent (the others were refused before)
+        self.frames = sum(1 for m in meta if not isinstance(m, Exception))
         self.queues = queues
         self.submission = submission
         self.future: asyncio.Future[list[bytes | str]] = asyncio.get_running_loop().create_future()
@@ -133,10 +135,14 @@ class ParallelPipeline(Pipeline):
         self._room = asyncio.Event()
         self._room.set()
         self._more = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._enqueuer: asyncio.Task[None] | None = None
         self._closed = False
+        #: jobs submitted and jobs whose events are in the queues (or failed), for :meth:`drain`
+        self._submitted = 0
+        self._done_jobs = 0
+        self._progress = asyncio.Event()
+        #: the job whose events are being put into the queues
+        self._putting: _Job | None = None
         #: workers started over the pipeline's life (replacements included)
         self.started = 0
 
@@ -191,31 +197,42 @@ class ParallelPipeline(Pipeline):
         try:
             while True:
                 body = await _read_message(worker.reader)
-                job = worker.outstanding.popleft()
+                job = worker.outstanding[0]
+                replies = decode_reply(body)
+                if len(replies) != job.frames:
+                    raise ValueError(f"{len(replies)} results for {job.frames} frames")
+                worker.outstanding.popleft()
                 worker.load -= job.size
                 if not job.future.done():
-                    job.future.set_result(decode_reply(body))
-        except (asyncio.IncompleteReadError, ConnectionError, OSError, IndexError) as exc:
+                    job.future.set_result(replies)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError, IndexError, ValueError, struct.error) as exc:
             if self._closed:
                 return
             rc = worker.proc.returncode
-            log.error("a signing worker (pid %s) ended (%s); starting a new one",
-                      worker.proc.pid, f"exit status {rc}" if rc is not None else type(exc).__name__)
+            why = f"exit status {rc}" if rc is not None else f"{type(exc).__name__}: {exc}"
+            log.error("a signing worker (pid %s) ended or failed (%s); starting a new one", worker.proc.pid, why)
         await self._replace(worker)
 
     async def _replace(self, dead: _Worker) -> None:
         if dead in self._pool:
             self._pool.remove(dead)
-        await self._stop_worker(dead)
         orphans = list(dead.outstanding)
         dead.outstanding.clear()
-        try:
-            fresh = await self._spawn()
-        except (SinkError, OSError) as exc:
-            log.error("%s", exc)
-            fresh = None
+        # only the job the worker was on can have ended it: the ones queued behind it go again, uncounted
+        for job in orphans[1:]:
+            job.attempts -= 1
+        await self._stop_worker(dead)
+        fresh = None
+        if not self._closed:
+            try:
+                fresh = await self._spawn()
+            except (SinkError, OSError) as exc:
+                log.error("%s", exc)
         if fresh is not None:
-            self._pool.append(fresh)
+            if self._closed:  # closed while it started
+                await self._stop_worker(fresh)
+            else:
+                self._pool.append(fresh)
         for job in orphans:
             if job.attempts >= _ATTEMPTS or not self._pool:
                 job.future.set_exception(SinkError(f"signing failed: {job.attempts} worker(s) ended under it"))
@@ -238,11 +255,15 @@ class ParallelPipeline(Pipeline):
     async def submit_guests(self, events: Sequence[Mapping[str, Any]], hostpeer: str,
                             frames: Sequence[bytes] | None = None) -> _Submission:
         """Number the events, send them to the workers; the answer completes once the sinks took them."""
-        if not self._pool:
-            await self.start()
-        while self._pending >= self.max_pending:
+        while self._pending >= self.max_pending and not self._closed:
             self._room.clear()
             await self._room.wait()
+        if not self._pool and not self._closed:
+            await self.start()
+        if self._closed:
+            raise SinkError("the signing pipeline is closed")
+        if not self._pool:
+            raise SinkError("no signing worker is running")
         queues = self.queues
         received = self._now()
         n = len(events)
@@ -253,6 +274,7 @@ class ParallelPipeline(Pipeline):
             sub.future.set_result(None)
             return sub
         next_seq = self._seq
+        jobs: list[_Job] = []
         for lo in range(0, n, step):
             meta: list[tuple[str, str, str, int] | Exception] = []
             seqs: list[int] = []
@@ -275,14 +297,16 @@ class ParallelPipeline(Pipeline):
                              ev_type if type(ev_type) is str else str(ev_type or ""), seq))
                 seqs.append(seq)
                 raw.append(frame)
-            job = _Job(encode_job(received, hostpeer, seqs, raw), meta, queues, sub)
-            if raw:
+            jobs.append(_Job(encode_job(received, hostpeer, seqs, raw) if raw else b"", meta, queues, sub))
+        # every job is made before any is sent: a failure above leaves nothing half submitted
+        for job in jobs:
+            if job.frames:
                 min(self._pool, key=lambda w: w.load).send(job)
             else:
                 job.future.set_result([])
             self._order.append(job)
             self._pending += job.size
-        self._idle.clear()
+            self._submitted += 1
         self._more.set()
         if self._enqueuer is None:
             self._enqueuer = asyncio.get_running_loop().create_task(self._enqueue(), name="parallel enqueue")
@@ -298,7 +322,6 @@ class ParallelPipeline(Pipeline):
         order = self._order
         while True:
             if not order:
-                self._idle.set()
                 self._more.clear()
                 await self._more.wait()
                 continue
@@ -313,6 +336,8 @@ class ParallelPipeline(Pipeline):
             order.popleft()
             self._pending -= job.size
             self._room.set()
+            self._done_jobs += 1
+            self._progress.set()
             if replies is None:
                 continue
             results = self._results(job, replies)
@@ -320,8 +345,10 @@ class ParallelPipeline(Pipeline):
             self.stats.signed += len(signed)
             self.stats.rejected += len(results) - len(signed)
             receipt = BatchReceipt(signed, len(job.queues))
+            self._putting = job
             for q in job.queues:
                 await q.put_many(signed, receipt)
+            self._putting = None
             sub.parts.append((results, receipt))
             sub.jobs_left -= 1
             if sub.jobs_left == 0 and not sub.future.done():
@@ -369,11 +396,15 @@ class ParallelPipeline(Pipeline):
     # --- the end ----------------------------------------------------------------------------------------------
 
     async def drain(self, timeout: float | None = None) -> bool:
-        """Wait (up to ``timeout``) until every guest event submitted so far is in its queues; call before
-        closing them. True when it got there."""
+        """Wait (up to ``timeout``) until every guest event submitted so far is in its queues (not for what is
+        submitted meanwhile: a reload must not wait for the traffic to stop); call before closing them. True
+        when it got there."""
+        target = self._submitted
         try:
             async with asyncio.timeout(timeout):
-                await self._idle.wait()
+                while self._done_jobs < target:
+                    self._progress.clear()
+                    await self._progress.wait()
         except TimeoutError:
             return False
         return True
@@ -384,10 +415,13 @@ class ParallelPipeline(Pipeline):
             log.warning("%d guest events still being signed at shutdown; their senders will send them again",
                         self._pending)
         self._closed = True
+        self._room.set()
         if self._enqueuer is not None:
             self._enqueuer.cancel()
             await asyncio.gather(self._enqueuer, return_exceptions=True)
             self._enqueuer = None
+        if self._putting is not None and not self._putting.submission.future.done():
+            self._putting.submission.future.set_exception(SinkError("the pipeline closed while this batch was queued"))
         pool, self._pool = self._pool, []
         for w in pool:
             if w.task is not None:

@@ -148,6 +148,13 @@ def main(argv: list[str]) -> int:
         print("usage: python -m agent.pipeline.signer FD", file=sys.stderr)
         return 2
     sock = socket.socket(fileno=int(argv[1]))
+    try:
+        return _serve(sock)
+    except ConnectionError:  # the agent went away mid-message: nothing to answer
+        return 0
+
+
+def _serve(sock: socket.socket) -> int:
     stamper: Stamper | None = None
     while True:
         head = _recv_exactly(sock, 4)

@@ -38,6 +38,8 @@ _H_SPEC = _sha(b"1.0").digest()
 _H_JSON = _sha(b"application/json").digest()
 _H_NAMES = [_sha(n.encode()).digest() for n in HOST_ATTRIBUTES]
 _PT = PAYLOAD_TYPE.encode()
+#: longer attribute values are hashed every time, not kept (a cache of 16,384 one-megabyte values is 16 GiB)
+_MAX_CACHED_TEXT = 256
 #: the DSSE PAE of a 32-byte payload up to the payload itself
 _PAE_HEAD = pae(_PT, bytes(32))[:-32]
 
@@ -156,9 +158,11 @@ class Stamper:
             return _sha(attr_text(value).encode()).digest()
         d = self._texts.get(value)
         if d is None:
-            if len(self._texts) > 16384:
-                self._texts.clear()
-            d = self._texts[value] = _sha(value.encode()).digest()
+            d = _sha(value.encode()).digest()
+            if len(value) <= _MAX_CACHED_TEXT:
+                if len(self._texts) > 16384:
+                    self._texts.clear()
+                self._texts[value] = d
         return d
 
     def _material(self, digest: bytes) -> bytes:

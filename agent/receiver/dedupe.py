@@ -109,8 +109,12 @@ class DedupeWindow:
             return
         entries = self.entries
         record = _Batch(keys, fut, single)
+        before = len(entries)
         for key in keys:
             entries[key] = record
+        if len(entries) - before != len(keys):  # some were known (a copy sent again): they are new now
+            for key in keys:
+                entries.move_to_end(key)
         n = len(entries) - self.size
         for _ in range(n):
             entries.popitem(last=False)

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from ..config import ListenerOptions
-from ..errors import AgentError, SinkError
+from ..errors import SinkError
 from ..futures import forward
 from .server import Receiver
 from .validate import Rejected
@@ -79,12 +79,12 @@ class PipelineDeliver:
                 continue
             try:
                 batch = await self.pipeline.submit_guests(events, hostpeer, frames)
-            except (ValueError, TypeError, AgentError) as exc:
-                # an event the host cannot stamp is refused for good; a sink failure is transient
-                fut.set_exception(exc if isinstance(exc, SinkError) else Rejected("attributes", str(exc)))
-                continue
-            except Exception as exc:  # a bug: fail this batch (its connection closes), keep serving the others
-                log.exception("submitting guest events failed")
+            except Exception as exc:
+                # events the host cannot stamp are refused one by one in the answer; what fails a whole batch is
+                # transient (no signing worker, a sink queue) or a bug: its connection closes unacknowledged,
+                # the sender sends it again, and the other batches go on
+                if not isinstance(exc, SinkError):
+                    log.exception("submitting guest events failed")
                 fut.set_exception(exc)
                 continue
             batch.future.add_done_callback(functools.partial(forward, dst=fut))

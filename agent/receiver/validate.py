@@ -82,7 +82,9 @@ def _plan(shape: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
                 raise _bad(f"attribute name {name[:40]!r} is not lower-case letters and digits")
             plan.append((name, _EXT))
     out = tuple(plan)
-    if len(_PLANS) < _MAX_PLANS:
+    if len(shape) <= 64 and sum(map(len, shape)) <= 2048:  # a hostile frame's 80,000 names are not kept
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
         _PLANS[shape] = out
     return out
 

@@ -123,3 +123,18 @@ async def test_a_signing_worker_that_dies_is_replaced_and_no_event_is_lost() -> 
     assert results == [True, True, True]
     assert [orjson.loads(e.body)["id"] for e in sink.events] == ["g0", "g1", "g2", "g3"]
     assert pipeline.started == 2  # the one killed and its replacement
+
+
+@pytest.mark.anyio
+async def test_closing_stops_every_worker_and_later_submits_fail_as_transient() -> None:
+    from agent.errors import SinkError
+
+    pipeline = ParallelPipeline(Stamper(SigningKey.generate(), "h", SequenceStore(None)), [SinkQueue(10)],
+                                PipelineStats(), workers=2)
+    with anyio.fail_after(60):
+        assert await pipeline.start() == 2
+        procs = [w.proc for w in pipeline._pool]
+        await pipeline.aclose()
+    assert all(p.returncode is not None for p in procs)
+    with pytest.raises(SinkError, match="closed"):
+        await pipeline.submit_guests([guest(1, "vm/0")], "vsock:9")

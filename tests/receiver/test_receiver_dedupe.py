@@ -105,3 +105,27 @@ def test_a_batch_taken_whole_is_remembered_whole() -> None:
         assert w.get(("c", "s", "1")) is None and w.get(("c", "s", "2")) is None
 
     asyncio.run(main())
+
+
+def test_a_copy_offered_again_is_the_newest_entry_not_the_next_to_go() -> None:
+    """Its first delivery was dropped; the copy's own delivery must not be the first thing the window forgets."""
+
+    async def main() -> None:
+        w = DedupeWindow(3)
+        loop = asyncio.get_running_loop()
+        dropped = loop.create_future()
+        dropped.set_result(False)
+        w.add(("c", "s", "k"), dropped)
+        for i in range(2):
+            f = loop.create_future()
+            f.set_result(True)
+            w.add(("c", "s", str(i)), f)
+        again = loop.create_future()
+        w.add(("c", "s", "k"), again)  # the resend, pending
+        f = loop.create_future()
+        f.set_result(True)
+        w.add(("c", "s", "2"), f)  # one more: the oldest goes, which is "0", not "k"
+        assert ("c", "s", "k") in w and ("c", "s", "0") not in w
+        assert w.get(("c", "s", "k")) == (again, -1)
+
+    asyncio.run(main())
