@@ -12,7 +12,6 @@ the untampered values when the tampered ones arrive.
 from __future__ import annotations
 
 import base64
-import binascii
 import copy
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -35,6 +34,7 @@ from agent.signing.event import (
     verify_event,
 )
 from agent.signing.keys import SigningKey, VerifyKey
+from tests.signing.reference import reference_b64d
 
 GUEST = SigningKey.generate()
 OTHER = SigningKey.generate()
@@ -42,23 +42,12 @@ KEYS: dict[str, VerifyKey] = {GUEST.keyid: GUEST.verify_key()}
 CHECKER = EventChecker(KEYS)
 
 
-def _ref_b64(text: Any, what: str) -> bytes:
-    if not isinstance(text, str):
-        raise VerifyError(f"{what}: expected a base64 string")
-    try:
-        if "-" in text or "_" in text:
-            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise VerifyError(f"{what}: not valid base64") from None
-
-
 def reference_verify(event: Mapping[str, Any], keys: Mapping[str, VerifyKey]) -> dict[str, Any]:
     raw = event.get("dssematerial")
     if not raw:
         raise VerifyError("event is not signed (no dssematerial)")
     try:
-        env = orjson.loads(_ref_b64(raw, "dssematerial"))
+        env = orjson.loads(reference_b64d(raw, "dssematerial"))
     except orjson.JSONDecodeError:
         raise VerifyError("verification material is not a JSON DSSE envelope") from None
     if not isinstance(env, dict):
@@ -66,7 +55,7 @@ def reference_verify(event: Mapping[str, Any], keys: Mapping[str, VerifyKey]) ->
     ptype = env.get("payloadType")
     if not isinstance(ptype, str):
         raise VerifyError("DSSE envelope has no payloadType")
-    payload = _ref_b64(env.get("payload"), "DSSE payload")
+    payload = reference_b64d(env.get("payload"), "DSSE payload")
     sigs_doc = env.get("signatures")
     if not isinstance(sigs_doc, list) or not sigs_doc:
         raise VerifyError("DSSE envelope has no signatures")
@@ -77,7 +66,7 @@ def reference_verify(event: Mapping[str, Any], keys: Mapping[str, VerifyKey]) ->
         keyid = s.get("keyid", "")
         if not isinstance(keyid, str):
             raise VerifyError("DSSE keyid is not a string")
-        sigs.append((keyid, _ref_b64(s.get("sig"), "DSSE sig")))
+        sigs.append((keyid, reference_b64d(s.get("sig"), "DSSE sig")))
     if ptype != PAYLOAD_TYPE:
         raise VerifyError(f"unknown verification payload type {ptype!r}")
     msg = pae(ptype.encode(), payload)
