@@ -148,6 +148,8 @@ class Agent:
 
         kind: type[Receiver] | type[NatsSource] = NatsSource if opts.uri.lower().startswith("nats:") else Receiver
         try:
+            if isinstance(self.pipeline, ParallelPipeline):  # the signing workers start with the first listener
+                await self.pipeline.start()
             deliver = PipelineDeliver(self.pipeline)
             try:
                 source = kind.build(opts, deliver)
