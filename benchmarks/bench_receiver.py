@@ -186,7 +186,7 @@ async def _receive(tmp: Path, data_file: Path, n: int, key: SigningKey | None, *
         while rx.stats.connections == 0 and child.returncode is None:
             await asyncio.sleep(0.001)
         assert child.stdin is not None and child.stdout is not None
-        workers = [w.proc.pid for w in pipeline._pool] if sign_workers else []  # type: ignore[union-attr]
+        workers = [w.proc.pid for w in pipeline.signers.workers] if sign_workers else []  # type: ignore[union-attr]
         cpu0 = _cpu_seconds(workers)
         child.stdin.write(b"go\n")
         out = await child.stdout.read()

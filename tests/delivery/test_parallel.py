@@ -113,7 +113,7 @@ async def test_a_signing_worker_that_dies_is_replaced_and_no_event_is_lost() -> 
             tg.start_soon(worker.run)
             with anyio.fail_after(60):
                 assert await pipeline.submit_guest(guest(0, "vm/0"), "vsock:9") and await pipeline.start() == 1
-                for w in list(pipeline._pool):
+                for w in list(pipeline.signers.workers):
                     os.kill(w.proc.pid, signal.SIGKILL)  # as the OOM killer would
                 receipts = [await pipeline.submit_guest(guest(i, "vm/0"), "vsock:9") for i in range(1, 4)]
                 results = [await r.wait() for r in receipts]
@@ -133,7 +133,7 @@ async def test_closing_stops_every_worker_and_later_submits_fail_as_transient() 
                                 PipelineStats(), workers=2)
     with anyio.fail_after(60):
         assert await pipeline.start() == 2
-        procs = [w.proc for w in pipeline._pool]
+        procs = [w.proc for w in pipeline.signers.workers]
         await pipeline.aclose()
     assert all(p.returncode is not None for p in procs)
     with pytest.raises(SinkError, match="closed"):
