@@ -13,37 +13,24 @@ UTF-8 of string data of a non-JSON media type. The 32-byte digest is the DSSE
 payload (type ``https://cloudevents.io/verifiability/dsse/v0.1``); the base64
 of the envelope is the ``dssematerial`` attribute.
 
-Verification is one implementation (``EventChecker._names``) behind three
-doors: :func:`verify_event` returns what the signature covers,
-:func:`check_event` only says yes (returns) or no (raises), and
-:class:`EventChecker` makes the same checks for a receiver that sees event
-after event under one trust store. The digests of attribute values that repeat
-from event to event (source, type, subject, extension names, the normalized
-time) and the validated ``signedextattrs`` strings are kept in small bounded
-dicts; unique values (id, data, extension values) are hashed directly. A kept
-digest is a pure function of its key, so a cache can make a check cheaper but
-never change its answer.
+Signing is here; verification (:func:`verify_event`, :func:`check_event`,
+:class:`EventChecker`) is one implementation in :mod:`agent.signing.checker`,
+which computes this material with the helpers below and is re-exported here.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
-import hmac
 import re
-from binascii import a2b_base64
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from ..codec.canonical import canonical
 from ..errors import VerifyError
-from .dsse import PAYLOAD_TYPE, b64d, encode_envelope, envelope_parts, pae
-from .keys import SigningKey, VerifyKey
+from .dsse import PAYLOAD_TYPE, b64d, encode_envelope, pae
+from .keys import SigningKey
 
 __all__ = [
     "CORE_ATTRIBUTES",
@@ -61,8 +48,6 @@ __all__ = [
 ]
 
 _PT = PAYLOAD_TYPE.encode()
-#: the pre-authentication encoding of a 32-byte payload, up to the payload
-_PAE32_HEAD = pae(_PT, bytes(32))[:-32]
 #: the context attributes hashed in order; ``time`` comes after them
 CORE_ATTRIBUTES = ("id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject")
 #: attribute names that are never extension attributes (so never named in ``signedextattrs``)
@@ -230,222 +215,6 @@ def signed_ext_names(event: Mapping[str, Any]) -> list[str]:
     return names
 
 
-#: a trusted key's signature check: returns for a good signature, raises InvalidSignature (or ValueError) otherwise
-_SignatureCheck = Callable[[bytes, bytes], object]
 
-
-def _signature_check(key: VerifyKey) -> _SignatureCheck:
-    """The cheapest call that checks a signature by ``key``: the Ed25519 key's own ``verify`` when it is one."""
-    public = getattr(key, "public", None)
-    if type(key) is VerifyKey and isinstance(public, Ed25519PublicKey):
-        return public.verify
-
-    def check(sig: bytes, msg: bytes) -> None:
-        if not key.verify(sig, msg):
-            raise InvalidSignature
-
-    return check
-
-
-def _trusted_in(keys: Mapping[str, VerifyKey]) -> Callable[[str], _SignatureCheck | None]:
-    def trusted(keyid: str) -> _SignatureCheck | None:
-        key = keys.get(keyid)
-        return None if key is None else _signature_check(key)
-
-    return trusted
-
-
-_sha256 = hashlib.sha256
-
-
-def _h_value(value: Any) -> bytes:
-    """Digest of an attribute value's text."""
-    return _sha256((value if type(value) is str else attr_text(value)).encode()).digest()
-
-
-def _covered(event: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
-    keep = {*CORE_ATTRIBUTES, "time", "data", "data_base64", *names}
-    return {k: v for k, v in event.items() if k in keep}
-
-
-class EventChecker:
-    """The checks of :func:`verify_event` against one trust store, for event after event.
-
-    Kept in dicts, each emptied when it reaches its bound: digests of single
-    values (:attr:`MAX_TEXTS`), the joined digests of the context attributes
-    after ``id`` (:attr:`MAX_CONTEXTS`; a sender's source, specversion, type,
-    datacontenttype, dataschema and subject come in few combinations) and
-    validated ``signedextattrs`` strings (:attr:`MAX_EXT`). No string longer
-    than :attr:`MAX_TEXT_LEN` characters is kept, so a sender inventing values
-    costs memory only up to those bounds. Only strings (and None) are keys: ``1``
-    and ``True`` are equal dict keys but different attribute texts. The trust
-    store is read once, when the checker is made.
-    """
-
-    MAX_TEXTS = 4096
-    MAX_TEXT_LEN = 512
-    MAX_EXT = 256
-    MAX_CONTEXTS = 1024
-
-    __slots__ = ("_contexts", "_ext", "_texts", "_trusted")
-
-    def __init__(self, keys: Mapping[str, VerifyKey]) -> None:
-        self._trusted = {keyid: _signature_check(key) for keyid, key in keys.items()}
-        self._texts: dict[str, bytes] = {}
-        self._ext: dict[str, tuple[str, ...]] = {}
-        self._contexts: dict[tuple[Any, ...], bytes] = {}
-
-    def check(self, event: Mapping[str, Any]) -> None:
-        """Return if ``event`` verifies; raise :class:`VerifyError` with the reason otherwise."""
-        self._names(event, self._trusted.get)
-
-    def verify(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        """As :func:`verify_event`: what the signature covers."""
-        return _covered(event, self._names(event, self._trusted.get))
-
-    def cache_sizes(self) -> tuple[int, int, int]:
-        """Entries held now: (value digests, context digests, ``signedextattrs`` strings)."""
-        return len(self._texts), len(self._contexts), len(self._ext)
-
-    def _names(self, event: Mapping[str, Any], trusted: Callable[[str], _SignatureCheck | None]) -> Sequence[str]:
-        """Every check of the verifiability extension; the signed extension names, or VerifyError.
-
-        ``trusted(keyid)`` is the signature check of a trusted key, None for any other key.
-        """
-        raw = event.get("dssematerial")
-        if not raw:
-            raise VerifyError("event is not signed (no dssematerial)")
-        try:  # b64d's common case, inline
-            env = a2b_base64(raw, strict_mode=True) if type(raw) is str else b64d(raw, "dssematerial")
-        except (binascii.Error, ValueError):
-            env = b64d(raw, "dssematerial")
-        ptype, payload, sigs = envelope_parts(env)
-        if ptype != PAYLOAD_TYPE:
-            raise VerifyError(f"unknown verification payload type {ptype!r}")
-        msg = _PAE32_HEAD + payload if len(payload) == 32 else pae(_PT, payload)
-        known = False
-        for keyid, sig in sigs:
-            check = trusted(keyid)
-            if check is None:
-                continue
-            known = True
-            try:
-                check(sig, msg)
-            except (InvalidSignature, ValueError):
-                continue
-            break
-        else:
-            if known:
-                raise VerifyError("signature does not verify")
-            ids = ", ".join(keyid[:16] for keyid, _ in sigs) or "none"
-            raise VerifyError(f"no signature by a trusted key (signed by: {ids})")
-        if len(payload) != 32:
-            raise VerifyError("verification material is not a 32-byte digest")
-
-        get = event.get
-        ext = get("signedextattrs")
-        names: Sequence[str] = ()
-        if ext is not None and ext != "":
-            cached = self._ext.get(ext) if type(ext) is str else None
-            names = cached if cached is not None else self._ext_names(event)
-
-        # the material, as material() computes it
-        v = get("id")  # unique per event: hashed, not kept
-        parts = [_EMPTY if v is None else _sha256(v.encode()).digest() if type(v) is str else _h_value(v)]
-        append = parts.append
-        # CORE_ATTRIBUTES after id, spelled out
-        context = (get("source"), get("specversion"), get("type"), get("datacontenttype"), get("dataschema"),
-                   get("subject"))
-        try:
-            d = self._contexts.get(context)
-        except TypeError:  # an unhashable value, which _context_digests refuses
-            d = None
-        append(self._context_digests(context) if d is None else d)
-        v = get("time")
-        if v is None:
-            append(_EMPTY)
-        else:
-            t = normalize_time(v if type(v) is str else attr_text(v))
-            d = self._texts.get(t)
-            append(self._digest(t) if d is None else d)
-        v = get("data")
-        if type(v) is dict and "data_base64" not in event:  # JSON data whatever the media type
-            try:
-                append(_sha256(canonical(v)).digest())
-            except ValueError as exc:
-                raise VerifyError(f"data: {exc}") from None
-        else:
-            append(_sha256(data_bytes(event)).digest())
-        for name in names:
-            if name not in event:
-                raise VerifyError(f"signed extension attribute {name!r} is missing")
-            d = self._texts.get(name)
-            append(self._digest(name) if d is None else d)
-            append(_h_value(event[name]))
-        if not hmac.compare_digest(_sha256(b"".join(parts)).digest(), payload):
-            raise VerifyError("event does not match its signature (modified after signing)")
-        return names
-
-    def _context_digests(self, values: tuple[Any, ...]) -> bytes:
-        """The digests of the context attributes after ``id``, joined.
-
-        Kept when every value is None or a string of at most :attr:`MAX_TEXT_LEN` characters: only None
-        equals None and only a string equals a string, so a later hit is for the same texts.
-        """
-        texts = self._texts
-        out = []
-        plain = True
-        for v in values:
-            if v is None:
-                out.append(_EMPTY)
-            elif type(v) is str:
-                d = texts.get(v)
-                out.append(self._digest(v) if d is None else d)
-                plain = plain and len(v) <= self.MAX_TEXT_LEN
-            else:
-                plain = False
-                out.append(_h_value(v))
-        joined = b"".join(out)
-        if plain:
-            if len(self._contexts) >= self.MAX_CONTEXTS:
-                self._contexts.clear()
-            self._contexts[values] = joined
-        return joined
-
-    def _digest(self, text: str) -> bytes:
-        """Digest of a string not in the cache; kept unless it is long."""
-        d = _sha256(text.encode()).digest()
-        if len(text) <= self.MAX_TEXT_LEN:
-            if len(self._texts) >= self.MAX_TEXTS:
-                self._texts.clear()
-            self._texts[text] = d
-        return d
-
-    def _ext_names(self, event: Mapping[str, Any]) -> tuple[str, ...]:
-        """``signedextattrs`` read and validated; kept when it is a string that is not long."""
-        names = tuple(signed_ext_names(event))
-        raw = event["signedextattrs"]
-        if type(raw) is str and len(raw) <= self.MAX_TEXT_LEN:
-            if len(self._ext) >= self.MAX_EXT:
-                self._ext.clear()
-            self._ext[raw] = names
-        return names
-
-
-#: the caches behind verify_event and check_event (its own trust store is empty: callers pass theirs)
-_SHARED = EventChecker({})
-
-
-def verify_event(event: Mapping[str, Any], keys: Mapping[str, VerifyKey]) -> dict[str, Any]:
-    """Verify ``event`` against trusted ``keys`` (key id -> key).
-
-    Returns a new event holding only what the signature covers: the context
-    attributes, the data, and the signed extension attributes. Raises
-    :class:`VerifyError` with the reason otherwise.
-    """
-    return _covered(event, _SHARED._names(event, _trusted_in(keys)))
-
-
-def check_event(event: Mapping[str, Any], keys: Mapping[str, VerifyKey]) -> None:
-    """The checks of :func:`verify_event`, without building the verified event."""
-    _SHARED._names(event, _trusted_in(keys))
+# Verification lives in .checker, which imports the helpers above; re-exported here, where callers import it.
+from .checker import EventChecker, check_event, verify_event  # noqa: E402
