@@ -1,0 +1,347 @@
+"""One guest connection of a :class:`~.server.Receiver`: frames in, events handed on, acks out.
+
+Three tasks share the connection: the reader deframes and checks what arrives
+and hands the new events of each read on (all at once when ``deliver`` takes
+batches); the settler waits for each run of frames' fate in frame order; the
+acker sends cumulative acks (and refusals, early) as frames settle, repeating
+the last one as a heartbeat while frames wait on the pipeline.
+
+In flight are runs of frames in frame order: the future deciding them (None
+for a frame settled or refused already), where the first one's answer is in
+that future's result (-1: the result answers for each alike), and how many
+frames. A future's result is None or True (all taken), False (dropped), or a
+list with each event's own answer; an exception is a refusal if it is
+:class:`~.validate.Rejected` and a delivery failure otherwise, which closes
+the connection without acking what is unsettled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..codec.framing import LengthPrefixedDecoder, encode_frame
+from ..errors import FramingError, TransportError
+from ..transport import Ack, ByteStream, encode_ack
+from ..transport.ack import MAX_REJECTED
+from .dedupe import Key, channel_of
+from .validate import Rejected, parse_event
+
+if TYPE_CHECKING:
+    from .server import Deliver, Receiver
+
+__all__ = ["MAX_UNSENT_REFUSALS", "Connection"]
+
+log = logging.getLogger("agent.receiver")
+
+#: refusals waiting to be sent at which a connection stops being read (a guest that never reads its acks)
+MAX_UNSENT_REFUSALS = 4096
+
+
+class _Delivery(TransportError):
+    """Delivery of a frame failed (not a refusal): the connection ends without acking it."""
+
+
+_NEW: Any = object()
+
+#: frames in flight, in frame order: the future deciding them (None: settled or refused already), the position
+#: of the first one's answer in its result (-1: the result answers for each alike), and how many frames
+_Entry = tuple["asyncio.Future[Any] | None", int, int]
+
+
+class Connection:
+    def __init__(self, rx: Receiver, stream: ByteStream) -> None:
+        self.rx = rx
+        self.stream = stream
+        self.peer = stream.peer
+        self.channel = channel_of(stream.peer)
+        self.many: Callable[[list[dict[str, Any]], str, list[bytes]], asyncio.Future[Any]] | None = getattr(
+            rx.deliver, "many", None)
+        self.inflight: deque[_Entry] = deque()
+        self.received = 0
+        self.settled = 0
+        #: refusals not yet sent, and the frames among the unsettled ones already reported
+        self.rejected: list[tuple[int, str]] = []
+        self.reported: set[int] = set()
+        self.more = asyncio.Event()
+        self.room = asyncio.Event()
+        self.dirty = asyncio.Event()
+        self.reading = True
+
+    async def run(self) -> None:
+        settler = asyncio.ensure_future(self._settle())
+        acker = asyncio.ensure_future(self._ack())
+        reader = asyncio.ensure_future(self._read())
+        try:
+            # the reader ends at EOF or a bad header; the settler ends early only when delivery failed
+            await asyncio.wait({reader, settler}, return_when=asyncio.FIRST_COMPLETED)
+            if not settler.done():
+                await asyncio.wait({settler}, timeout=self.rx.drain_timeout)
+            if settler.done() and not settler.cancelled() and settler.exception() is None and self.dirty.is_set():
+                with contextlib.suppress(TimeoutError, TransportError):
+                    async with asyncio.timeout(1.0):
+                        await self._send_ack()
+        finally:
+            for t in (reader, settler, acker):
+                t.cancel()
+            await asyncio.gather(reader, settler, acker, return_exceptions=True)
+
+    async def _read(self) -> None:
+        opts = self.rx.options
+        dec = LengthPrefixedDecoder(opts.max_frame)
+        try:
+            while True:
+                while self.received - self.settled >= self.rx.max_inflight or len(self.rejected) >= MAX_UNSENT_REFUSALS:
+                    self.room.clear()
+                    if len(self.rejected) < MAX_UNSENT_REFUSALS:
+                        await self.room.wait()
+                        continue
+                    try:  # only the peer can make room here, by reading its acks: bound the wait like silence
+                        async with asyncio.timeout(opts.idle_timeout):
+                            await self.room.wait()
+                    except TimeoutError:
+                        self.rx.reject(self.peer, "idle", f"acks not read for {opts.idle_timeout}s")
+                        return
+                try:
+                    async with asyncio.timeout(opts.idle_timeout):
+                        chunk = await self.stream.receive()
+                except TimeoutError:
+                    if self.inflight:
+                        continue
+                    self.rx.reject(self.peer, "idle", f"nothing received for {opts.idle_timeout}s")
+                    return
+                if not chunk:
+                    return
+                try:
+                    dec.feed(chunk)
+                    frames = dec.frames()
+                except FramingError as exc:
+                    self._take(getattr(exc, "frames", []))
+                    # the bad header starts the next frame: refuse it, so a sender with a larger limit moves on
+                    self._refused_now("frame", str(exc))
+                    return
+                self._take(frames)
+        finally:
+            self.reading = False
+            self.more.set()
+
+    def _refuse(self, frame: int, reason: str, detail: str) -> None:
+        """Count, log and report a refusal of ``frame`` once, however many paths notice it."""
+        if frame in self.reported:
+            return
+        self.reported.add(frame)
+        self.rx.reject(self.peer, reason, detail)
+        if reason == "dropped":
+            self.rx.stats.dropped += 1
+        self.rejected.append((frame, f"{reason}: {detail}"))
+        self.dirty.set()
+
+    def _refused_now(self, reason: str, detail: str) -> None:
+        self.received += 1
+        self._refuse(self.received, reason, detail)
+        self.inflight.append((None, 0, 1))
+        self.more.set()
+
+    def _take(self, frames: list[bytes]) -> None:
+        """Check each frame, drop copies, hand the new events on (all at once when ``deliver`` can take
+        a batch), and queue every frame's fate in frame order."""
+        if not frames:
+            return
+        rx = self.rx
+        depth = rx.options.max_depth
+        dedupe = rx.dedupe
+        seen = dedupe.entries
+        check = rx.policy.check if rx.policy.mode != "off" else None
+        channel = self.channel
+        many = self.many
+        # per frame, in order: a refusal (reason, detail), a copy's entry, or the position in this batch
+        fates: list[Any] = []
+        events: list[dict[str, Any]] = []
+        raw: list[bytes] = []
+        keys: list[Key] = []
+        here: dict[Key, int] = {}
+        for frame in frames:
+            try:
+                event = parse_event(frame, max_depth=depth)
+                if check is not None:
+                    check(event)
+            except Rejected as r:
+                fates.append((r.reason, r.detail))
+                continue
+            key = (channel, event["source"], event["id"])
+            first = seen.get(key, _NEW)
+            if first is not _NEW:
+                try:
+                    first = dedupe.resolve(key, first)  # the first copy: settled (None) or pending
+                except KeyError:  # the first copy was refused, dropped or failed: this one is new
+                    first = _NEW
+            if first is not _NEW:
+                rx.stats.duplicates += 1
+                fates.append((None, 0, 1) if first is None else (first[0], first[1], 1))
+            elif key in here:  # a copy of an event earlier in this very read
+                rx.stats.duplicates += 1
+                fates.append(here[key])
+            elif many is None:
+                fut = _call(rx.deliver, event, self.peer)
+                dedupe.add(key, fut)
+                rx.stats.accepted += 1
+                fates.append((fut, -1, 1))
+            else:
+                here[key] = len(events)
+                fates.append(len(events))
+                events.append(event)
+                raw.append(frame)
+                keys.append(key)
+        batch: asyncio.Future[Any] | None = None
+        if events:
+            assert many is not None
+            try:
+                batch = many(events, self.peer, raw)
+            except Exception as exc:
+                batch = asyncio.get_running_loop().create_future()
+                batch.set_exception(exc)
+            dedupe.add_many(keys, batch)
+            rx.stats.accepted += len(events)
+        inflight = self.inflight
+        run_start = run_len = 0
+        for fate in fates:
+            if type(fate) is int:
+                if run_len and fate == run_start + run_len:
+                    run_len += 1
+                    continue
+                if run_len:
+                    self._queue(batch, run_start, run_len)
+                run_start, run_len = fate, 1
+                continue
+            if run_len:
+                self._queue(batch, run_start, run_len)
+                run_len = 0
+            if len(fate) == 2:
+                self._refused_now(*fate)
+            else:
+                fut, pos, _n = fate
+                if fut is None:
+                    self.received += 1
+                    inflight.append((None, 0, 1))
+                else:
+                    self._queue(fut, pos, 1)
+        if run_len:
+            self._queue(batch, run_start, run_len)
+        self.more.set()
+
+    def _queue(self, fut: asyncio.Future[Any] | None, pos: int, count: int) -> None:
+        """``count`` frames whose fate ``fut`` decides, from ``pos`` in its answer."""
+        assert fut is not None
+        first = self.received + 1
+        self.received += count
+        self.inflight.append((fut, pos, count))
+        # a refusal (a drop) may come while earlier frames are pending: report it early
+        if fut.done():
+            self._early(first, pos, count, fut)
+        else:
+            fut.add_done_callback(functools.partial(self._early, first, pos, count))
+
+    def _early(self, first: int, pos: int, count: int, fut: asyncio.Future[Any]) -> None:
+        if first + count - 1 <= self.settled or _all_taken(fut):
+            return
+        for k in range(count):
+            if first + k > self.settled and (refusal := _refusal(fut, pos + k if pos >= 0 else -1)) is not None:
+                self._refuse(first + k, *refusal)
+
+    async def _settle(self) -> None:
+        inflight = self.inflight
+        while True:
+            if not inflight:
+                if not self.reading:
+                    return
+                self.more.clear()
+                await self.more.wait()
+                continue
+            fut, pos, count = inflight[0]
+            first = self.settled + 1
+            if fut is not None:
+                if not fut.done():
+                    await asyncio.wait((fut,))
+                if fut.cancelled() or not (fut.exception() is None or isinstance(fut.exception(), Rejected)):
+                    failure = "cancelled" if fut.cancelled() else str(fut.exception())
+                    self.rx.reject(self.peer, "pipeline", f"delivery failed: {failure}")
+                    raise _Delivery(failure)
+                if not _all_taken(fut):
+                    for k in range(count):
+                        if (refusal := _refusal(fut, pos + k if pos >= 0 else -1)) is not None:
+                            self._refuse(first + k, *refusal)
+            inflight.popleft()
+            if self.reported:
+                for k in range(count):
+                    self.reported.discard(first + k)
+            self.settled += count
+            self.dirty.set()
+            self.room.set()
+
+    async def _send_ack(self) -> None:
+        self.dirty.clear()
+        rejected, self.rejected = self.rejected, []
+        self.room.set()
+        count = self.settled
+        frames = [encode_frame(encode_ack(Ack(count, tuple(rejected[i : i + MAX_REJECTED]))))
+                  for i in range(0, len(rejected), MAX_REJECTED)] or [encode_frame(encode_ack(Ack(count)))]
+        await self.stream.send(b"".join(frames))
+
+    async def _ack(self) -> None:
+        """Send acks as frames settle; while frames wait on the pipeline, repeat the last one as a heartbeat."""
+        heartbeat = self.rx.heartbeat
+        with contextlib.suppress(TransportError):
+            while True:
+                try:
+                    async with asyncio.timeout(heartbeat):
+                        await self.dirty.wait()
+                except TimeoutError:
+                    if not self.inflight:
+                        continue
+                await self._send_ack()
+
+
+def _call(deliver: Deliver, event: dict[str, Any], peer: str) -> asyncio.Future[Any]:
+    try:
+        return asyncio.ensure_future(deliver(event, peer))
+    except Exception as exc:
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_exception(exc)
+        return fut
+
+
+def _all_taken(fut: asyncio.Future[Any]) -> bool:
+    """A settled future whose answer takes every frame it decides (the common case, checked first)."""
+    if fut.cancelled() or fut.exception() is not None:
+        return False
+    res = fut.result()
+    return res is None or res is True
+
+
+def _refusal(fut: asyncio.Future[Any], pos: int = -1) -> tuple[str, str] | None:
+    """``(reason, detail)`` when a settled delivery refused or dropped the frame; None when taken or failed.
+
+    ``pos`` is the frame's place in a batch's answer (a list), -1 when the answer is the frame's alone.
+    """
+    if fut.cancelled():
+        return None
+    exc = fut.exception()
+    if isinstance(exc, Rejected):
+        return exc.reason, exc.detail
+    if exc is not None:
+        return None
+    res = fut.result()
+    if pos >= 0 and type(res) is list:
+        res = res[pos]
+    if isinstance(res, Rejected):
+        return res.reason, res.detail
+    if isinstance(res, Exception):
+        return "attributes", str(res)
+    if res is False:
+        return "dropped", "the host's queue overflow policy dropped it"
+    return None
