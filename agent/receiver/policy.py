@@ -4,8 +4,8 @@ Under ``verify`` and ``require`` a signature must verify against a key in the
 trust store; one made by an unknown key is refused like a bad one. The event
 goes on as the guest sent it, so its signature material travels with it.
 
-The check is :class:`~agent.signing.event.EventChecker`: the same checks as
-:func:`~agent.signing.event.verify_event`, without building the verified event,
+The check is :class:`~agent.signing.checker.EventChecker`: the same checks as
+:func:`~agent.signing.checker.verify_event`, without building the verified event,
 and with the digests of what repeats from event to event cached (bounded).
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from ..errors import ConfigError, VerifyError
-from ..signing.event import EventChecker
+from ..signing.checker import EventChecker
 from ..signing.keys import VerifyKey, load_verify_keys
 from .validate import Rejected
 
