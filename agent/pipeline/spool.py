@@ -14,18 +14,12 @@ skipped. A new segment is started on every start, and when the one being
 written reaches ``segment_bytes``; a segment is deleted once every record in it
 is delivered (or evicted by ``drop_oldest``).
 
-Damage met while running (a segment removed, cut short or overwritten from
-outside) never stops the reader: it hands out every intact record before the
-damage, logs the segment's name and how many records it loses, counts them in
-:attr:`Spool.lost`, and goes on with the next segment. A removed segment that is
-still being written is read from the spool's own open descriptor, so nothing in
-it is lost. When the damaged segment is the one being written, new records go to
-a fresh segment. Any other error reading a segment (``EIO``) is a
-:class:`~agent.errors.SinkError` the caller retries: nothing is skipped for an
-error that may pass. Removing the unreadable segment is how an operator gives up
-on it; the reader then counts its records as lost and moves on. A cursor that
-cannot be written is a :class:`~agent.errors.SinkError` too, raised before the
-spool trims anything, and the next :meth:`Spool.commit` writes it again.
+Reading records back, and what the reader does with a segment removed, cut
+short or unreadable while running, is :mod:`.spoolread`: in short, damage is
+counted in :attr:`Spool.lost` and skipped, an error that may pass (``EIO``) is a
+:class:`~agent.errors.SinkError` the caller retries. A cursor that cannot be
+written is a :class:`~agent.errors.SinkError` too, raised before the spool trims
+anything, and the next :meth:`Spool.commit` writes it again.
 
 fsync policy (``spool_fsync``): ``always`` and ``batch`` make :meth:`Spool.sync`
 flush segments, the cursor and new directory entries to disk; ``never`` leaves
@@ -39,7 +33,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import struct
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,6 +42,7 @@ from ..errors import SinkError
 from ..model import Event
 from . import wal
 from .salvage import SalvageReport, Segment, decode_cursor, encode_cursor, fsync_dir, salvage
+from .spoolread import SpoolReader
 
 __all__ = ["FsyncPolicy", "SalvageReport", "Spool"]
 
@@ -56,10 +50,8 @@ log = logging.getLogger("hoststamp.spool")
 
 FsyncPolicy = Literal["always", "batch", "never"]
 
-_READ_CHUNK = 1 << 20
 
-
-class Spool:
+class Spool(SpoolReader):
     """One spool directory. Not thread-safe, except that :meth:`sync_begin`'s job may run in a thread."""
 
     def __init__(self, directory: str | os.PathLike[str], *, max_bytes: int = 256 << 20,
@@ -160,10 +152,6 @@ class Spool:
             self._read_seg, self._read_off = seg, seg.size
         self._dir_dirty = self.fsync != "never"  # synced by the next sync job, in its thread
 
-    @property
-    def _tail(self) -> Segment:
-        return self._segments[-1]
-
     def append(self, events: Sequence[Event]) -> int:
         """Write ``events`` as records at the tail; returns the last index. SinkError if the disk refuses."""
         if not events:
@@ -237,125 +225,6 @@ class Spool:
                 job()
             finally:
                 self.sync_end(fds)
-
-    # --- reading -----------------------------------------------------------------------------------
-
-    def read(self, limit: int, upto: int | None = None) -> list[Event]:
-        """Up to ``limit`` records after the last one read, in order (none with an index above ``upto``).
-
-        A segment that cannot be read raises :class:`SinkError`, but only when
-        nothing was read before it: records already taken are handed out first.
-        """
-        out: list[Event] = []
-        while len(out) < limit and self._read_seg is not None and (upto is None or self.last_read < upto):
-            seg = self._read_seg
-            if self._read_off >= seg.size:
-                if seg is self._tail:
-                    break
-                self._advance()
-                continue
-            try:
-                chunk = self._read_chunk(seg)
-            except OSError as exc:
-                self._close_reader()  # the next attempt opens the file by name again (gone: counted, skipped)
-                if out:
-                    break
-                raise SinkError(f"spool {self.dir}: cannot read {seg.path.name} at offset {self._read_off}: "
-                                f"{exc.strerror or exc}") from exc
-            if chunk is None:
-                continue  # the file was gone: skipped, or reopened through the descriptor still writing it
-            data, short = chunk  # short: the file ends before its recorded size
-            parsed = wal.parse(data, 0, after=self.last_read, limit=limit - len(out), upto=upto)
-            for r in parsed.records:
-                out.append(r.event)
-            if parsed.records:
-                self.last_read = parsed.records[-1].number
-                seg.read += len(parsed.records)
-                self.unread -= len(parsed.records)
-                self.outstanding += len(parsed.records)
-                self._handed.append((parsed.records[0].number, self.last_read, len(parsed.records)))
-            file_end = self._read_off + len(data)
-            self._read_off += parsed.stop
-            if parsed.status == "end" and parsed.stop < len(data):
-                break  # stopped by limit or upto
-            if parsed.status == "corrupt":
-                self._skip_damage(seg, f"{parsed.problem} at offset {self._read_off}")
-            elif short:
-                self._skip_damage(seg, f"cut short at byte {file_end} of {seg.size}")
-            elif parsed.status == "partial" and not parsed.records:
-                self._skip_damage(seg, f"{parsed.problem} at offset {self._read_off}")
-        return out
-
-    def _read_chunk(self, seg: Segment) -> tuple[bytes, bool] | None:
-        """The next bytes of ``seg`` and whether the file ended before its recorded size; None if it is gone."""
-        if self._read_fd < 0:
-            try:
-                self._read_fd = os.open(seg.path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                self._gone(seg)
-                return None
-        left = seg.size - self._read_off
-        want = min(left, _READ_CHUNK)
-        data = os.pread(self._read_fd, want, self._read_off)
-        if len(data) == want < left and want >= wal.HEADER:
-            length = struct.unpack_from(">I", data)[0]
-            if want < wal.HEADER + length and length <= wal.MAX_PAYLOAD:  # one record larger than a chunk
-                want = min(wal.HEADER + length, left)
-                data = os.pread(self._read_fd, want, self._read_off)
-        return data, len(data) < want and os.fstat(self._read_fd).st_size < self._read_off + want
-
-    def _gone(self, seg: Segment) -> None:
-        """``seg``'s file was removed: read it through the descriptor writing it, or count it lost."""
-        if seg is self._tail and self._tail_fd >= 0:
-            try:  # the file lives on while the spool holds it open; /proc reaches it without a name
-                self._read_fd = os.open(f"/proc/self/fd/{self._tail_fd}", os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                pass
-            else:
-                self.read_errors += 1
-                log.warning("spool %s: %s was removed while being written; its records are read from the open "
-                            "file, new ones go to a new segment", self.dir, seg.path.name)
-                self._start_over()
-                return
-        self._skip_damage(seg, "removed")
-
-    def _skip_damage(self, seg: Segment, problem: str) -> None:
-        """Give up on the rest of ``seg``: count and name what is lost, never read it again."""
-        lost = max(seg.count - seg.read, 0)
-        self.read_errors += 1
-        self.lost += lost
-        log.error("spool %s: segment %s: %s; %d records in it lost", self.dir, seg.path.name, problem, lost)
-        seg.read = seg.count
-        self.unread -= lost
-        self._read_off = seg.size
-        if seg is self._tail:
-            self._start_over()
-
-    def _start_over(self) -> None:
-        """New records go to a new segment, not after damage in the one being written."""
-        try:
-            self._new_tail()
-        except OSError as exc:  # the next append tries again (and fails as a write the queue retries)
-            self._rotate = True
-            log.warning("spool %s: cannot start a new segment: %s", self.dir, exc.strerror or exc)
-
-    def _close_reader(self) -> None:
-        if self._read_fd >= 0:
-            fd, self._read_fd = self._read_fd, -1
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-    def _advance(self) -> None:
-        self._close_reader()
-        i = next(i for i, seg in enumerate(self._segments) if seg is self._read_seg)
-        self._read_seg, self._read_off = self._segments[i + 1], len(wal.MAGIC)
-
-    @property
-    def pending(self) -> int:
-        """Records written and not yet delivered: what a restart would send."""
-        return self.unread + self.outstanding
 
     # --- trimming ----------------------------------------------------------------------------------
 
