@@ -196,6 +196,8 @@ class SignerPool:
             else:
                 self.workers.append(fresh)
         for job in orphans:
+            if job.future.done():  # answered meanwhile (the pipeline closed and failed it)
+                continue
             if job.attempts >= ATTEMPTS or not self.workers:
                 job.future.set_exception(SinkError(f"signing failed: {job.attempts} worker(s) ended under it"))
             else:
