@@ -68,7 +68,6 @@ class ParallelPipeline(Pipeline):
         super().__init__(stamper, queues, stats)
         #: the worker processes
         self.signers = SignerPool(stamper, workers)
-        self.workers = workers
         self.batch_max = batch_max
         self.max_pending = max_pending
         self._seq = stamper._seq.next
