@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip
 ARGS   ?=
 
-.PHONY: run test bench lint sysdeps venv install install-test keys clean
+.PHONY: run test bench lint sysdeps nativedeps venv install install-test keys clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -13,14 +13,26 @@ $(BIN)/python:
 
 venv: $(BIN)/python
 
-# runtime install (editable, so `make run` always runs this checkout)
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# runtime install (editable, so `make run` always runs this checkout); it compiles the native signer
+# (agent/_native) when nativedeps could provide a compiler and libsodium, and goes on without it otherwise
+$(VENV)/.installed: pyproject.toml setup.py agent/_native/edsign.c | $(BIN)/python nativedeps
 	$(PIP) install -q -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml setup.py agent/_native/edsign.c | $(BIN)/python nativedeps
 	$(PIP) install -q -e '.[test]'
 	touch $(VENV)/.installed $@
+
+# what the native signer is built with: a C compiler and libsodium's headers. Installed only when missing.
+nativedeps:
+	@missing=""; \
+	command -v cc >/dev/null 2>&1 || missing="$$missing gcc"; \
+	test -f /usr/include/sodium.h || missing="$$missing libsodium-dev"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null \
+	    || echo "warning: could not install$$missing; the agent will sign without the native signer"; \
+	fi
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test

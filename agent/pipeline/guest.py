@@ -141,7 +141,6 @@ def stamp_guests(
     host = {"hostid": st.host_id, "hostreceivedat": recv, "hostpeer": hostpeer}
     shapes = st._shapes
     next_seq = st._seq.next
-    sign = st._material
     out: list[Event | Exception | None] = []
     #: signed on the planned path, waiting for their signatures: (slot in out, event, id, source, sequence,
     #: data bytes, signedextattrs JSON), and the digest of each
@@ -221,7 +220,7 @@ def stamp_guests(
             out.append(_refusal(exc))
     # the signatures of the whole batch in one go, then the event JSON: each phase keeps its own code and data
     # in the CPU caches rather than taking turns with the other
-    mats = [sign(d) for d in digests]
+    mats = st._materials(digests)
     for (slot, ev, ev_id, source, seq, raw, names), mat in zip(ready, mats, strict=True):
         try:
             if raw is None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from .. import _native
 from ..codec.canonical import prepare
 from ..model import Event, Reading
 from ..signing.dsse import pae
@@ -42,6 +43,8 @@ _PT = PAYLOAD_TYPE.encode()
 _MAX_CACHED_TEXT = 256
 #: the DSSE PAE of a 32-byte payload up to the payload itself
 _PAE_HEAD = pae(_PT, bytes(32))[:-32]
+#: what closes the DSSE envelope after the signature
+_ENV_TAIL = b'"}]}'
 
 
 def format_time(ts: float) -> str:
@@ -112,6 +115,8 @@ class Stamper:
         # the constant parts of the DSSE envelope, fields in the order the specification shows them
         self._env_head = b'{"payloadType":' + orjson.dumps(PAYLOAD_TYPE) + b',"payload":"'
         self._env_mid = b'","signatures":[{"keyid":' + orjson.dumps(key.keyid) + b',"sig":"'
+        #: the native batch signer (libsodium, without the GIL) when it was built; same bytes as the Python path
+        self._native = _native.Signer(key.seed()) if _native.Signer is not None else None
 
     def source_for(self, probe: str) -> str:
         return f"hoststamp://{self.host_id}/{probe}"
@@ -167,9 +172,21 @@ class Stamper:
 
     def _material(self, digest: bytes) -> bytes:
         """``dssematerial`` (base64 of the DSSE envelope) for a digest, as ASCII bytes."""
+        if self._native is not None and len(digest) == 32:
+            return self._native.materials(_PAE_HEAD, self._env_head, self._env_mid, _ENV_TAIL, (digest,))[0]
+        return self._py_material(digest)
+
+    def _materials(self, digests: Sequence[bytes]) -> list[bytes]:
+        """:meth:`_material` of each 32-byte digest; natively a whole batch with the GIL released, so another
+        thread may call this while the event loop goes on."""
+        if self._native is not None:
+            return self._native.materials(_PAE_HEAD, self._env_head, self._env_mid, _ENV_TAIL, digests)
+        return [self._py_material(d) for d in digests]
+
+    def _py_material(self, digest: bytes) -> bytes:
         sig = self._sign(_PAE_HEAD + digest if len(digest) == 32 else pae(_PT, digest))
         env = b"".join(
-            (self._env_head, b2a_base64(digest, newline=False), self._env_mid, b2a_base64(sig, newline=False), b'"}]}')
+            (self._env_head, b2a_base64(digest, newline=False), self._env_mid, b2a_base64(sig, newline=False), _ENV_TAIL)
         )
         return b2a_base64(env, newline=False)
 

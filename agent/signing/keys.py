@@ -69,6 +69,10 @@ class SigningKey:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
 
+    def seed(self) -> bytes:
+        """The 32-byte private key (RFC 8032 seed), for a signer outside the cryptography package."""
+        return self._key.private_bytes_raw()
+
     def public_pem(self) -> bytes:
         return self._key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
