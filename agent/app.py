@@ -35,7 +35,7 @@ from .generation import Counts, Generation, build_probe, build_sink, host_id
 from .metrics import LatencySampler, MetricsServer, TimedStamper, build_registry, replace_server
 from .model import Event, Reading
 from .pipeline import PipelineStats, ProbeRunner, SequenceStore, SinkQueue, SinkWorker
-from .pipeline.parallel import ParallelPipeline, build_pipeline
+from .pipeline.parallel import build_pipeline
 from .pipeline.spoolqueue import SpoolQueue
 from .probes.base import Probe
 from .sdnotify import Notifier, watchdog_period
@@ -49,7 +49,7 @@ __all__ = ["Agent", "build_probe", "build_sink", "host_id"]
 log = logging.getLogger("hoststamp")
 
 #: ``[agent]`` keys a reload cannot change (the signer, sequences and state stay)
-RESTART_ONLY = ("host_id", "key", "state_dir", "sign_workers")
+RESTART_ONLY = ("host_id", "key", "state_dir", "sign_workers", "sign_threads")
 
 
 @dataclass
@@ -74,7 +74,8 @@ class Agent:
         self._ctx = SinkContext(state_dir=state, key=self.key)
         self.gen = Generation(1, self.cfg)
         self._fill(self.gen)
-        self.pipeline = build_pipeline(self.stamper, self.gen.queues, self.stats, self.cfg.agent.sign_workers)
+        self.pipeline = build_pipeline(self.stamper, self.gen.queues, self.stats, self.cfg.agent.sign_workers,
+                                       self.cfg.agent.sign_threads)
         self._retiring: list[Generation] = []
         self._counts = Counts()
         self._stop = anyio.Event()
@@ -148,8 +149,7 @@ class Agent:
 
         kind: type[Receiver] | type[NatsSource] = NatsSource if opts.uri.lower().startswith("nats:") else Receiver
         try:
-            if isinstance(self.pipeline, ParallelPipeline):  # the signing workers start with the first listener
-                await self.pipeline.start()
+            await self.pipeline.start()  # signing workers, if any, start with the first listener
             deliver = PipelineDeliver(self.pipeline)
             try:
                 source = kind.build(opts, deliver)
@@ -272,8 +272,8 @@ class Agent:
         if self._status is not None:
             self._status.queues = [(ep.uri, q) for ep, q in zip(cfg.sinks, new.queues, strict=True)]
         await self._start_producers(new)
-        if isinstance(self.pipeline, ParallelPipeline):  # old events still being signed go to the old queues
-            await self.pipeline.drain(cfg.agent.drain_timeout)
+        # old events still being signed (in workers or threads) go to the old queues
+        await self.pipeline.drain(cfg.agent.drain_timeout)
         await self._drain(old)
         self._retiring.remove(old)
         self._counts.retire(old)
@@ -374,9 +374,8 @@ class Agent:
                     self.notifier.stopping()
                 async with self._lock:
                     await self._stop_producers(self.gen)
-                    if isinstance(self.pipeline, ParallelPipeline):
-                        # events still being signed reach the queues first
-                        await self.pipeline.aclose(self.cfg.agent.drain_timeout)
+                    # events still being signed reach the queues first
+                    await self.pipeline.aclose(self.cfg.agent.drain_timeout)
                     await self._drain(self.gen)
                 tg.cancel_scope.cancel()
         finally:

@@ -57,6 +57,17 @@ class AgentSettings:
     drain_timeout: float = 10.0
     #: processes that stamp and sign guest events (0: all in the event loop; see docs/delivery.md)
     sign_workers: int = 0
+    #: threads that sign guest events beside the event loop, with the native signer (see docs/delivery.md)
+    sign_threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.drain_timeout < 0:
+            raise ValueError("drain_timeout must not be negative")
+        for key in ("sign_workers", "sign_threads"):
+            if not 0 <= getattr(self, key) <= 64:
+                raise ValueError(f"{key} must be between 0 and 64")
+        if self.sign_workers and self.sign_threads:
+            raise ValueError("sign_threads and sign_workers are two ways to use more cores: set one of them")
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,7 +171,23 @@ fail:
     return result;
 }
 
+static PyObject *Signer_sign(Signer *self, PyObject *arg)
+{
+    Py_buffer msg;
+    unsigned char sig[SIG_LEN];
+    if (!self->ready) {
+        PyErr_SetString(PyExc_ValueError, "the signer has no key");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(arg, &msg, PyBUF_SIMPLE) < 0)
+        return NULL;
+    crypto_sign_detached(sig, NULL, msg.buf, (unsigned long long)msg.len, self->sk);
+    PyBuffer_Release(&msg);
+    return PyBytes_FromStringAndSize((const char *)sig, SIG_LEN);
+}
+
 static PyMethodDef Signer_methods[] = {
+    {"sign", (PyCFunction)Signer_sign, METH_O, "sign(message) -> the 64-byte Ed25519 signature (the GIL held)"},
     {"materials", (PyCFunction)Signer_materials, METH_VARARGS,
      "materials(pae_head, env_head, env_mid, tail, digests) -> list of base64 DSSE envelopes, one per digest"},
     {NULL, NULL, 0, NULL},

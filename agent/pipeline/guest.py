@@ -34,7 +34,7 @@ from ..signing.event import NOT_EXTENSIONS, material, normalize_time
 if TYPE_CHECKING:
     from .stamp import Stamper
 
-__all__ = ["GUEST_ATTRIBUTES", "HOST_ATTRIBUTES", "stamp_guests"]
+__all__ = ["GUEST_ATTRIBUTES", "HOST_ATTRIBUTES", "Prepared", "finish_guests", "prepare_guests", "stamp_guests"]
 
 #: what the host stamps on every event, always signed
 HOST_ATTRIBUTES = ("hostid", "hostreceivedat", "sequence")
@@ -125,6 +125,34 @@ def stamp_guests(
     ``owned``: the events are the caller's to give away (parsed for this call alone), so they are changed in
     place rather than copied first.
     """
+    prepared = prepare_guests(st, events, hostpeer, received=received, sequences=sequences, owned=owned)
+    return finish_guests(prepared, st._materials(prepared.digests))
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A batch stamped but for its signatures: :func:`prepare_guests` makes it, :func:`finish_guests` ends it
+    with the ``dssematerial`` of each of :attr:`digests` (which another thread may make meanwhile)."""
+
+    #: per event: None (waiting for its signature), or its result when the generic path or a refusal settled it
+    out: list[Event | Exception | None]
+    #: the events waiting for a signature: (slot in out, event, id, source, sequence, data bytes,
+    #: signedextattrs JSON)
+    ready: list[tuple[int, dict[str, Any], str, str, int, bytes | None, bytes]]
+    #: the digest to sign of each, in the same order
+    digests: list[bytes]
+
+
+def prepare_guests(
+    st: Stamper,
+    events: Sequence[Mapping[str, Any]],
+    hostpeer: str,
+    *,
+    received: float | None = None,
+    sequences: Sequence[int] | None = None,
+    owned: bool = False,
+) -> Prepared:
+    """Everything of :func:`stamp_guests` up to the signatures: numbers, digests, the generic path's events."""
     recv_b = st._recv_clock.render(st._now() if received is None else received)[0]
     recv = recv_b.decode()
     hash_text = st._hash_text
@@ -218,10 +246,17 @@ def stamp_guests(
                 out.append(_refusal(exc))
         except Exception as exc:  # e.g. VerifyError: a time of a date that does not exist; RecursionError
             out.append(_refusal(exc))
-    # the signatures of the whole batch in one go, then the event JSON: each phase keeps its own code and data
-    # in the CPU caches rather than taking turns with the other
-    mats = st._materials(digests)
-    for (slot, ev, ev_id, source, seq, raw, names), mat in zip(ready, mats, strict=True):
+    return Prepared(out, ready, digests)
+
+
+def finish_guests(prepared: Prepared, mats: Sequence[bytes]) -> list[Event | Exception]:
+    """The results of a prepared batch, given the ``dssematerial`` of each of its digests.
+
+    The signatures of a whole batch are made in one go, then the event JSON: each phase keeps its own code and
+    data in the CPU caches rather than taking turns with the other.
+    """
+    out = prepared.out
+    for (slot, ev, ev_id, source, seq, raw, names), mat in zip(prepared.ready, mats, strict=True):
         try:
             if raw is None:
                 body = b"".join((orjson.dumps(ev)[:-1], b',"signedextattrs":', names, b',"dssematerial":"', mat,

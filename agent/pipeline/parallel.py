@@ -276,11 +276,23 @@ class ParallelPipeline(Pipeline):
                 job.submission.future.set_exception(SinkError("the pipeline closed before this batch was signed"))
 
 
-def build_pipeline(stamper: Stamper, queues: Sequence[SinkQueue], stats: PipelineStats, sign_workers: int = 0
-                   ) -> Pipeline:
-    """``[agent] sign_workers``: 0 is the plain :class:`Pipeline`, more a :class:`ParallelPipeline`."""
-    if sign_workers < 0:
-        raise ValueError("sign_workers must not be negative")
-    if sign_workers == 0:
-        return Pipeline(stamper, queues, stats)
-    return ParallelPipeline(stamper, queues, stats, workers=sign_workers)
+def build_pipeline(stamper: Stamper, queues: Sequence[SinkQueue], stats: PipelineStats, sign_workers: int = 0,
+                   sign_threads: int = 0) -> Pipeline:
+    """``[agent] sign_workers`` / ``sign_threads``: both 0 is the plain :class:`Pipeline`; workers a
+    :class:`ParallelPipeline`; threads a :class:`~.threaded.ThreadedPipeline` when the native signer was built
+    (else the plain pipeline, with a warning: a thread signing through the cryptography package would wait for
+    the GIL at every signature)."""
+    if sign_workers < 0 or sign_threads < 0:
+        raise ValueError("sign_workers and sign_threads must not be negative")
+    if sign_workers and sign_threads:
+        raise ValueError("set sign_workers or sign_threads, not both")
+    if sign_workers:
+        return ParallelPipeline(stamper, queues, stats, workers=sign_workers)
+    if sign_threads:
+        if stamper._native is not None:
+            from .threaded import ThreadedPipeline
+
+            return ThreadedPipeline(stamper, queues, stats, threads=sign_threads)
+        log.warning("sign_threads = %d needs the native signer, which is not built here (see README.md, "
+                    "Building): guest events are signed in the event loop", sign_threads)
+    return Pipeline(stamper, queues, stats)

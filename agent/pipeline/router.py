@@ -115,15 +115,31 @@ class Pipeline:
         results = self.stamper.stamp_guests(events, hostpeer, owned=True)
         return await self._enqueue_guests(results)
 
-    async def _enqueue_guests(self, results: Sequence[Event | Exception]) -> GuestBatch:
+    async def _enqueue_guests(self, results: Sequence[Event | Exception],
+                              queues: Sequence[SinkQueue] | None = None) -> GuestBatch:
+        """Put the signed ones of ``results`` into ``queues`` (default: the pipeline's, as they are now)."""
+        queues = self.queues if queues is None else queues
         signed = [r for r in results if not isinstance(r, Exception)]
         refused = len(results) - len(signed)
         self.stats.signed += len(signed)
         self.stats.rejected += refused
-        receipt = BatchReceipt(signed, len(self.queues))
-        for q in self.queues:
+        receipt = BatchReceipt(signed, len(queues))
+        for q in queues:
             await q.put_many(signed, receipt)
         return GuestBatch(receipt, results if refused else None)
+
+    # pipelines that sign elsewhere (threads, processes) override these; this one has nothing in flight
+
+    async def start(self) -> int:
+        """Start what signs beside the event loop; returns how many threads or processes that is."""
+        return 0
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every guest event submitted so far is in its queues; True when it got there."""
+        return True
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Put what is being signed into the queues (for up to ``timeout``), then stop signing."""
 
     def close(self) -> None:
         for q in self.queues:

@@ -1,0 +1,194 @@
+"""Guest events signed in threads beside the event loop, so a receiver can use a second core.
+
+:class:`ThreadedPipeline` is a :class:`~.router.Pipeline` whose guest path
+stamps a batch in the loop up to its signatures (:func:`~.guest.prepare_guests`:
+sequence numbers, digests), hands the digests to one of ``threads`` signing
+threads, and goes on with the next batch. The native signer
+(:mod:`agent._native`) makes a whole batch of signatures with the GIL released,
+so the thread's work runs on the other core while the loop parses and stamps;
+the event JSON is finished in the loop once the signatures are back, and the
+batches go into the sink queues in submission order. Every event is byte for
+byte what :class:`~.router.Pipeline` makes.
+
+Unlike :class:`~.parallel.ParallelPipeline` (worker processes) nothing is
+copied between processes and no frame is parsed twice; it needs the native
+signer, since a thread that takes the GIL for every signature gets it only at
+the interpreter's switch interval.
+
+A signing thread still takes the GIL twice per batch (to copy the digests in
+and to hand the results back), and a thread waiting for the GIL gets it only
+when the loop's thread blocks or the switch interval (5 ms by default) runs
+out, while a batch takes about 4 ms to sign. :meth:`ThreadedPipeline.start`
+therefore sets the interval to ``switch_interval`` (50 µs: measured best in
+``benchmarks/bench_receiver.py``) and :meth:`~ThreadedPipeline.aclose` puts
+the old one back; the interval only matters when a thread waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sys
+from collections import deque
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..errors import SinkError
+from ..futures import forward
+from .guest import Prepared, finish_guests, prepare_guests
+from .queue import SinkQueue
+from .router import Pipeline
+from .stamp import Stamper
+from .stats import PipelineStats
+
+__all__ = ["ThreadedPipeline"]
+
+log = logging.getLogger("hoststamp.pipeline")
+
+
+def _settle(dst: asyncio.Future[Any], src: asyncio.Future[Any]) -> None:
+    forward(src, dst)
+
+
+class _Batch:
+    """One ``submit_guests`` call between the loop and a signing thread."""
+
+    __slots__ = ("future", "prepared", "queues", "signing", "size")
+
+    def __init__(self, prepared: Prepared, signing: asyncio.Future[list[bytes]] | None,
+                 queues: list[SinkQueue]) -> None:
+        self.prepared = prepared
+        #: the queues when it was submitted (a reload's new queues get only what comes after it)
+        self.queues = queues
+        #: the signatures being made in a thread (None: nothing in the batch to sign)
+        self.signing = signing
+        self.size = len(prepared.out)
+        #: the answer (see :class:`~.router.GuestBatch`): settles once the sinks took the batch
+        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def wait(self) -> bool:
+        """True when every event was taken (the answer of a single event)."""
+        res = await asyncio.shield(self.future)
+        return res is None or all(r is True for r in res)
+
+
+class ThreadedPipeline(Pipeline):
+    """A Pipeline that signs guest batches in ``threads`` threads. Call :meth:`aclose` at the end."""
+
+    def __init__(self, stamper: Stamper, queues: Sequence[SinkQueue], stats: PipelineStats | None = None, *,
+                 threads: int = 1, max_pending: int = 8192, switch_interval: float | None = 5e-5) -> None:
+        super().__init__(stamper, queues, stats)
+        if threads < 1:
+            raise ValueError("a ThreadedPipeline needs at least one thread")
+        self.threads = threads
+        self.switch_interval = switch_interval
+        self._old_interval: float | None = None
+        self.max_pending = max_pending
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="hoststamp-sign")
+        #: batches in submission order, until they are in the queues
+        self._order: deque[_Batch] = deque()
+        self._pending = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self._more = asyncio.Event()
+        self._enqueuer: asyncio.Task[None] | None = None
+        self._closed = False
+        #: batches submitted, and batches in the queues (or failed), for :meth:`drain`
+        self._submitted = 0
+        self._done = 0
+        self._progress = asyncio.Event()
+
+    async def submit_guests(self, events: Sequence[Mapping[str, Any]], hostpeer: str,
+                            frames: Sequence[bytes] | None = None) -> _Batch:
+        """Stamp the batch up to its signatures, have a thread sign it; the answer settles once the sinks took
+        it. The event dicts become the pipeline's (they are changed in place)."""
+        while self._pending >= self.max_pending and not self._closed:
+            self._room.clear()
+            await self._room.wait()
+        if self._closed:
+            raise SinkError("the signing pipeline is closed")
+        prepared = prepare_guests(self.stamper, events, hostpeer, owned=True)
+        signing = None
+        if prepared.digests:
+            signing = asyncio.get_running_loop().run_in_executor(self._pool, self.stamper._materials,
+                                                                 prepared.digests)
+        batch = _Batch(prepared, signing, self.queues)
+        self._order.append(batch)
+        self._pending += batch.size
+        self._submitted += 1
+        self._more.set()
+        if self._enqueuer is None:
+            self._enqueuer = asyncio.get_running_loop().create_task(self._enqueue(), name="threaded enqueue")
+        return batch
+
+    async def submit_guest(self, event: Mapping[str, Any], hostpeer: str) -> _Batch:  # type: ignore[override]
+        """One event, in order with the batches; ``await (await submit_guest(...)).wait()`` is True once every
+        sink took it."""
+        return await self.submit_guests([dict(event)], hostpeer)
+
+    async def _enqueue(self) -> None:
+        order = self._order
+        while True:
+            if not order:
+                self._more.clear()
+                await self._more.wait()
+                continue
+            batch = order[0]
+            try:
+                mats = [] if batch.signing is None else await batch.signing
+                results = finish_guests(batch.prepared, mats)
+            except Exception as exc:  # the signer itself failed (out of memory): the sender sends it again
+                log.error("signing a batch of %d guest events failed: %s", batch.size, exc)
+                results = None
+                if not batch.future.done():
+                    batch.future.set_exception(SinkError(f"signing failed: {exc}"))
+            if results is not None:
+                answer = await self._enqueue_guests(results, batch.queues)
+                answer.future.add_done_callback(functools.partial(_settle, batch.future))
+            order.popleft()
+            self._pending -= batch.size
+            self._room.set()
+            self._done += 1
+            self._progress.set()
+
+    async def start(self) -> int:
+        """Set the interpreter's switch interval for the signing threads (they start with the first batch)."""
+        if self.switch_interval is not None and self._old_interval is None and not self._closed:
+            self._old_interval = sys.getswitchinterval()
+            sys.setswitchinterval(self.switch_interval)
+        return self.threads
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait (up to ``timeout``) until every guest batch submitted so far is in its queues; True when it
+        got there. What is submitted meanwhile is not waited for."""
+        target = self._submitted
+        try:
+            async with asyncio.timeout(timeout):
+                while self._done < target:
+                    self._progress.clear()
+                    await self._progress.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Put what is being signed into the queues (for up to ``timeout``), then stop the threads."""
+        if not await self.drain(timeout):
+            log.warning("%d guest events still being signed at shutdown; their senders will send them again",
+                        self._pending)
+        self._closed = True
+        self._room.set()
+        if self._enqueuer is not None:
+            self._enqueuer.cancel()
+            await asyncio.gather(self._enqueuer, return_exceptions=True)
+            self._enqueuer = None
+        for batch in self._order:
+            if not batch.future.done():
+                batch.future.set_exception(SinkError("the pipeline closed before this batch was signed"))
+        self._order.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._old_interval is not None:
+            sys.setswitchinterval(self._old_interval)
+            self._old_interval = None

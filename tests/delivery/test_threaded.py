@@ -1,0 +1,179 @@
+"""Guest events signed in threads beside the loop: the same bytes, the same order, failures kept to their batch."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+
+from agent import _native
+from agent.errors import SinkError
+from agent.pipeline import PipelineStats, SequenceStore, SinkQueue, SinkWorker, Stamper
+from agent.pipeline.parallel import build_pipeline
+from agent.pipeline.router import Pipeline
+from agent.pipeline.threaded import ThreadedPipeline
+from agent.signing.event import verify_event
+from agent.signing.keys import SigningKey, generate_keypair
+from agent.sinks.memory import MemorySink
+from tests.delivery.agents import Agent, Sender, guest_events, ids_in
+from tests.helpers import run_cli
+
+native = pytest.mark.skipif(_native.Signer is None, reason="the native signer is not built here")
+
+
+def guest(i: int, source: str, **extra: Any) -> dict[str, Any]:
+    return {"specversion": "1.0", "id": f"g{i}", "source": source, "type": "t", "hostid": "forged",
+            "data": {"i": i}, **extra}
+
+
+def batches() -> list[list[dict[str, Any]]]:
+    """60 batches from three sources, with an unstampable event (an impossible date) and a generic-path one."""
+    out = []
+    for b in range(60):
+        batch = [guest(b * 10 + j, f"vm/{j % 3}") for j in range(10)]
+        if b % 7 == 3:
+            batch[4]["time"] = "2024-13-45T00:00:00Z"
+        if b % 5 == 1:
+            batch[2]["data"] = "text data takes the generic path"
+        out.append(batch)
+    return out
+
+
+async def _run(pipeline: Pipeline, key: SigningKey) -> tuple[list[bytes], list[Any]]:
+    sink = MemorySink()
+    q = pipeline.queues[0]
+    worker = SinkWorker(sink, q, pipeline.stats.sink("m"), flush_interval=0.01)
+    answers = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        await pipeline.start()
+        with anyio.fail_after(60):
+            pending = [await pipeline.submit_guests(b, "vsock:9") for b in batches()]
+            # exceptions compare by identity: keep what they say
+            answers = [None if a is None else [x if isinstance(x, bool) else repr(x) for x in a]
+                       for a in [await p.future for p in pending]]
+            await pipeline.aclose()
+        pipeline.close()
+    return [e.body for e in sink.events], answers
+
+
+@native
+@pytest.mark.anyio
+@pytest.mark.parametrize("threads", [1, 3])
+async def test_threads_make_the_same_events_in_the_same_order_as_the_loop(threads: int) -> None:
+    key = SigningKey.generate()
+
+    def stamper() -> Stamper:
+        return Stamper(key, "h", SequenceStore(None), clock=lambda: 1_700_000_000.5)
+
+    plain = Pipeline(stamper(), [SinkQueue(10000)], PipelineStats())
+    threaded = ThreadedPipeline(stamper(), [SinkQueue(10000)], PipelineStats(), threads=threads)
+    expected, expected_answers = await _run(plain, key)
+    bodies, answers = await _run(threaded, key)
+    assert bodies == expected and len(bodies) == 600 - 9
+    assert answers == expected_answers
+    # a refused event is answered in its place; the rest of its batch is taken
+    assert answers[3] == [True] * 4 + [answers[3][4]] + [True] * 5 and "2024-13-45" in answers[3][4]
+    trusted = {key.keyid: key.verify_key()}
+    for body in bodies:
+        assert verify_event(orjson.loads(body), trusted)["hostid"] == "h"
+    assert threaded.stats.signed == 591 and threaded.stats.rejected == 9
+
+
+@native
+@pytest.mark.anyio
+async def test_a_batch_whose_signing_fails_is_failed_alone() -> None:
+    key = SigningKey.generate()
+    st = Stamper(key, "h", SequenceStore(None))
+    q = SinkQueue(1000)
+    pipeline = ThreadedPipeline(st, [q], PipelineStats())
+    real = st._materials
+    calls = [0]
+
+    def flaky(digests: list[bytes]) -> list[bytes]:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise MemoryError("no memory for the signatures")
+        return real(digests)
+
+    st._materials = flaky  # type: ignore[method-assign]
+    sink = MemorySink()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(SinkWorker(sink, q, pipeline.stats.sink("m"), flush_interval=0.01).run)
+        with anyio.fail_after(30):
+            pending = [await pipeline.submit_guests([guest(i, "vm/0")], "unix:uid=0,pid=1") for i in range(3)]
+            assert await pending[0].wait() is True
+            with pytest.raises(SinkError, match="no memory"):
+                await pending[1].wait()
+            assert await pending[2].wait() is True
+            await pipeline.aclose()
+        pipeline.close()
+    assert [orjson.loads(e.body)["id"] for e in sink.events] == ["g0", "g2"]
+
+
+@native
+@pytest.mark.anyio
+async def test_start_sets_the_switch_interval_and_aclose_restores_it() -> None:
+    before = sys.getswitchinterval()
+    pipeline = ThreadedPipeline(Stamper(SigningKey.generate(), "h", SequenceStore(None)), [SinkQueue(10)],
+                                switch_interval=1e-4)
+    assert await pipeline.start() == 1
+    assert sys.getswitchinterval() == pytest.approx(1e-4)
+    await pipeline.aclose()
+    assert sys.getswitchinterval() == pytest.approx(before)
+    with pytest.raises(SinkError, match="closed"):
+        await pipeline.submit_guests([guest(0, "vm/0")], "vsock:3")
+
+
+@pytest.mark.anyio
+async def test_sign_threads_without_the_native_signer_signs_in_the_loop(caplog: pytest.LogCaptureFixture) -> None:
+    st = Stamper(SigningKey.generate(), "h", SequenceStore(None))
+    st._native = None
+    with caplog.at_level(logging.WARNING, "hoststamp.pipeline"):
+        pipeline = build_pipeline(st, [SinkQueue(10)], PipelineStats(), sign_threads=2)
+    assert type(pipeline) is Pipeline
+    assert "native signer" in caplog.text
+    with pytest.raises(ValueError, match="not both"):
+        build_pipeline(st, [SinkQueue(10)], PipelineStats(), sign_workers=1, sign_threads=1)
+
+
+@native
+def test_an_agent_with_sign_threads_receives_and_verifies(tmp_path: Path) -> None:
+    generate_keypair(tmp_path / "keys")
+    out = tmp_path / "out.ndjson"
+    agent = Agent(tmp_path, "a", f"""
+[agent]
+state_dir = "state"
+sign_threads = 2
+[[sinks]]
+uri = "file:{out}"
+[[listeners]]
+uri = "unix:{tmp_path}/a.sock"
+""", listen=tmp_path / "a.sock").start()
+    try:
+        rc, err = Sender(tmp_path, f"unix:{tmp_path}/a.sock", guest_events(range(2000)), timeout=30).finish()
+        assert rc == 0, err
+    finally:
+        agent.stop()
+    assert ids_in(out) == {f"ev-{i}" for i in range(2000)}
+    seqs = [int(orjson.loads(line)["sequence"]) for line in out.read_bytes().splitlines()]
+    assert seqs == list(range(1, 2001))
+    check = run_cli(["verify", "--pub", str(tmp_path / "keys" / "host.pub"), str(out)], cwd=tmp_path)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_config_refuses_both_ways_at_once_naming_the_keys(tmp_path: Path) -> None:
+    conf = tmp_path / "c.toml"
+    conf.write_text("[agent]\nsign_threads = 2\nsign_workers = 2\n")
+    res = run_cli(["config", "check", str(conf)], cwd=tmp_path)
+    assert res.returncode == 2
+    said = (res.stderr + res.stdout).decode()
+    assert "sign_threads" in said and "sign_workers" in said
+    conf.write_text("[agent]\nsign_threads = -1\n")
+    res = run_cli(["config", "check", str(conf)], cwd=tmp_path)
+    assert res.returncode == 2 and b"sign_threads" in res.stderr + res.stdout
