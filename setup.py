@@ -11,7 +11,7 @@ setup(
         Extension(
             "agent._native.edsign",
             ["agent/_native/edsign.c"],
-            libraries=["sodium"],
+            libraries=["sodium", "pthread"],
             extra_compile_args=["-O2", "-Wall", "-Wextra"],
             optional=True,
         )

@@ -28,7 +28,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from . import health
+from . import gctune, health
 from .config import Config, ProbeConfig
 from .errors import AgentError
 from .generation import Counts, Generation, build_probe, build_sink, host_id
@@ -347,6 +347,8 @@ class Agent:
 
     async def run(self, status: StatusLine | None = None) -> None:
         self._status = status
+        if not self.once:
+            gctune.tune()  # everything made so far lives as long as the agent (see agent/gctune.py)
         try:
             if self.metrics is not None:
                 try:

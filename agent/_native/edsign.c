@@ -12,8 +12,13 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
+#include <pthread.h>
 #include <sodium.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #define DIGEST_LEN 32
 #define SIG_LEN 64
@@ -205,6 +210,341 @@ static PyTypeObject SignerType = {
     .tp_methods = Signer_methods,
 };
 
+/* ---------------------------------------------------------------------------------------------------------------
+ * SignPool: threads of its own (not Python's) that sign batches and never take the GIL.
+ *
+ * submit() copies a batch of digests into a job and queues it; a pool thread signs it and moves it to the done
+ * list, then adds 1 to an eventfd; the event loop watches that eventfd (fileno()) and calls collect(), which
+ * returns the finished jobs' envelopes. A Python thread would need the GIL back to return its results and would
+ * wait for it while the loop's thread runs; these threads only take the pool's own mutex, for a few pointer
+ * moves.
+ * ------------------------------------------------------------------------------------------------------------- */
+
+typedef struct Job {
+    struct Job *next;
+    unsigned long long id;
+    Py_ssize_t n;
+    unsigned char *digests;
+    unsigned char *out;
+} Job;
+
+typedef struct {
+    PyObject_HEAD
+    unsigned char sk[crypto_sign_SECRETKEYBYTES];
+    unsigned char *head, *env_head, *env_mid, *tail;
+    size_t head_len, env_head_len, env_mid_len, tail_len, env_len, out_len;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    Job *todo, *todo_last, *done, *done_last;
+    unsigned long long next_id;
+    int efd;
+    int started;    /* threads running */
+    int stopping;
+    int locks_ready;
+    pthread_t *threads;
+} SignPool;
+
+static void job_free(Job *j)
+{
+    while (j != NULL) {
+        Job *next = j->next;
+        PyMem_RawFree(j->digests);
+        PyMem_RawFree(j->out);
+        PyMem_RawFree(j);
+        j = next;
+    }
+}
+
+static void *pool_thread(void *arg)
+{
+    SignPool *p = arg;
+    unsigned char *msg = malloc(p->head_len + DIGEST_LEN);
+    unsigned char *env = malloc(p->env_len);
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        while (p->todo == NULL && !p->stopping)
+            pthread_cond_wait(&p->wake, &p->lock);
+        if (p->stopping) {
+            pthread_mutex_unlock(&p->lock);
+            break;
+        }
+        Job *j = p->todo;
+        p->todo = j->next;
+        if (p->todo == NULL)
+            p->todo_last = NULL;
+        pthread_mutex_unlock(&p->lock);
+        j->next = NULL;
+        if (msg != NULL && env != NULL)
+            sign_all(p->sk, p->head, p->head_len, p->env_head, p->env_head_len, p->env_mid, p->env_mid_len, p->tail,
+                     p->tail_len, j->digests, j->n, j->out, p->out_len, msg, env);
+        else
+            j->n = -1; /* no memory for the scratch buffers: collect() reports the job failed */
+        pthread_mutex_lock(&p->lock);
+        if (p->done_last != NULL)
+            p->done_last->next = j;
+        else
+            p->done = j;
+        p->done_last = j;
+        pthread_mutex_unlock(&p->lock);
+        uint64_t one = 1;
+        ssize_t w;
+        do
+            w = write(p->efd, &one, sizeof one);
+        while (w < 0 && errno == EINTR);
+    }
+    free(msg);
+    free(env);
+    return NULL;
+}
+
+static unsigned char *copy_part(Py_buffer *b)
+{
+    unsigned char *c = PyMem_RawMalloc(b->len ? (size_t)b->len : 1);
+    if (c != NULL)
+        memcpy(c, b->buf, (size_t)b->len);
+    return c;
+}
+
+static void pool_stop(SignPool *p)
+{
+    if (p->started) {
+        pthread_mutex_lock(&p->lock);
+        p->stopping = 1;
+        pthread_cond_broadcast(&p->wake);
+        pthread_mutex_unlock(&p->lock);
+        int n = p->started;
+        Py_BEGIN_ALLOW_THREADS
+        for (int i = 0; i < n; i++)
+            pthread_join(p->threads[i], NULL);
+        Py_END_ALLOW_THREADS
+        p->started = 0;
+    }
+    p->stopping = 1;
+    job_free(p->todo);
+    job_free(p->done);
+    p->todo = p->todo_last = p->done = p->done_last = NULL;
+    if (p->locks_ready && p->efd >= 0) {
+        close(p->efd);
+        p->efd = -1;
+    }
+    sodium_memzero(p->sk, sizeof p->sk);
+}
+
+static int SignPool_init(SignPool *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"signer", "pae_head", "env_head", "env_mid", "tail", "threads", NULL};
+    PyObject *signer;
+    Py_buffer head, env_head, env_mid, tail;
+    int threads = 1, rc = -1;
+    if (!self->locks_ready)
+        self->efd = -1;
+    if (self->locks_ready) {
+        PyErr_SetString(PyExc_RuntimeError, "a SignPool is set up once");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!y*y*y*y*|i", kwlist, &SignerType, &signer, &head, &env_head,
+                                     &env_mid, &tail, &threads))
+        return -1;
+    if (!((Signer *)signer)->ready) {
+        PyErr_SetString(PyExc_ValueError, "the signer has no key");
+        goto out;
+    }
+    if (threads < 1 || threads > 64) {
+        PyErr_SetString(PyExc_ValueError, "threads must be between 1 and 64");
+        goto out;
+    }
+    if (head.len > MAX_PART || env_head.len > MAX_PART || env_mid.len > MAX_PART || tail.len > MAX_PART) {
+        PyErr_SetString(PyExc_ValueError, "a PAE head or envelope part is too long");
+        goto out;
+    }
+    if (pthread_mutex_init(&self->lock, NULL) != 0 || pthread_cond_init(&self->wake, NULL) != 0) {
+        PyErr_SetString(PyExc_OSError, "cannot set up the pool's lock");
+        goto out;
+    }
+    self->locks_ready = 1;
+    memcpy(self->sk, ((Signer *)signer)->sk, sizeof self->sk);
+    self->head = copy_part(&head);
+    self->env_head = copy_part(&env_head);
+    self->env_mid = copy_part(&env_mid);
+    self->tail = copy_part(&tail);
+    self->threads = PyMem_RawCalloc((size_t)threads, sizeof(pthread_t));
+    if (!self->head || !self->env_head || !self->env_mid || !self->tail || !self->threads) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    self->head_len = (size_t)head.len;
+    self->env_head_len = (size_t)env_head.len;
+    self->env_mid_len = (size_t)env_mid.len;
+    self->tail_len = (size_t)tail.len;
+    self->env_len = self->env_head_len + B64_LEN(DIGEST_LEN) + self->env_mid_len + B64_LEN(SIG_LEN) + self->tail_len;
+    self->out_len = B64_LEN(self->env_len);
+    self->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (self->efd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto out;
+    }
+    for (int i = 0; i < threads; i++) {
+        int err = pthread_create(&self->threads[i], NULL, pool_thread, self);
+        if (err != 0) {
+            errno = err;
+            PyErr_SetFromErrno(PyExc_OSError);
+            pool_stop(self);
+            goto out;
+        }
+        self->started++;
+    }
+    rc = 0;
+out:
+    PyBuffer_Release(&head);
+    PyBuffer_Release(&env_head);
+    PyBuffer_Release(&env_mid);
+    PyBuffer_Release(&tail);
+    return rc;
+}
+
+static void SignPool_dealloc(SignPool *self)
+{
+    pool_stop(self);
+    if (self->locks_ready) {
+        pthread_mutex_destroy(&self->lock);
+        pthread_cond_destroy(&self->wake);
+    }
+    PyMem_RawFree(self->head);
+    PyMem_RawFree(self->env_head);
+    PyMem_RawFree(self->env_mid);
+    PyMem_RawFree(self->tail);
+    PyMem_RawFree(self->threads);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int pool_open(SignPool *p)
+{
+    if (!p->started) {
+        PyErr_SetString(PyExc_ValueError, "the pool is closed");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *SignPool_submit(SignPool *self, PyObject *arg)
+{
+    if (!pool_open(self))
+        return NULL;
+    PyObject *seq = PySequence_Fast(arg, "digests must be a sequence of bytes");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Job *j = PyMem_RawCalloc(1, sizeof(Job));
+    if (j != NULL) {
+        j->digests = PyMem_RawMalloc(n ? (size_t)n * DIGEST_LEN : 1);
+        j->out = PyMem_RawMalloc(n ? (size_t)n * self->out_len : 1);
+    }
+    if (j == NULL || j->digests == NULL || j->out == NULL) {
+        job_free(j);
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyBytes_Check(items[i]) || PyBytes_GET_SIZE(items[i]) != DIGEST_LEN) {
+            PyErr_Format(PyExc_ValueError, "digest %zd is not 32 bytes", i);
+            job_free(j);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        memcpy(j->digests + (size_t)i * DIGEST_LEN, PyBytes_AS_STRING(items[i]), DIGEST_LEN);
+    }
+    Py_DECREF(seq);
+    j->n = n;
+    pthread_mutex_lock(&self->lock);
+    j->id = ++self->next_id;
+    if (self->todo_last != NULL)
+        self->todo_last->next = j;
+    else
+        self->todo = j;
+    self->todo_last = j;
+    pthread_cond_signal(&self->wake);
+    pthread_mutex_unlock(&self->lock);
+    return PyLong_FromUnsignedLongLong(j->id);
+}
+
+static PyObject *SignPool_collect(SignPool *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!pool_open(self))
+        return NULL;
+    uint64_t count;
+    ssize_t r;
+    do
+        r = read(self->efd, &count, sizeof count); /* resets the counter; EAGAIN: nothing new */
+    while (r < 0 && errno == EINTR);
+    pthread_mutex_lock(&self->lock);
+    Job *jobs = self->done;
+    self->done = self->done_last = NULL;
+    pthread_mutex_unlock(&self->lock);
+    PyObject *result = PyList_New(0);
+    for (Job *j = jobs; j != NULL && result != NULL; j = j->next) {
+        PyObject *mats;
+        if (j->n < 0) {
+            mats = Py_None;
+            Py_INCREF(mats);
+        } else {
+            mats = PyList_New(j->n);
+            for (Py_ssize_t i = 0; mats != NULL && i < j->n; i++) {
+                PyObject *b = PyBytes_FromStringAndSize((const char *)j->out + (size_t)i * self->out_len,
+                                                        (Py_ssize_t)self->out_len);
+                if (b == NULL)
+                    Py_CLEAR(mats);
+                else
+                    PyList_SET_ITEM(mats, i, b);
+            }
+        }
+        PyObject *item = mats == NULL ? NULL : Py_BuildValue("(KN)", j->id, mats);
+        if (item == NULL || PyList_Append(result, item) < 0)
+            Py_CLEAR(result);
+        Py_XDECREF(item);
+    }
+    job_free(jobs);
+    return result;
+}
+
+static PyObject *SignPool_fileno(SignPool *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!pool_open(self))
+        return NULL;
+    return PyLong_FromLong(self->efd);
+}
+
+static PyObject *SignPool_close(SignPool *self, PyObject *Py_UNUSED(ignored))
+{
+    pool_stop(self);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef SignPool_methods[] = {
+    {"submit", (PyCFunction)SignPool_submit, METH_O,
+     "submit(digests) -> job id: queue a batch of 32-byte digests for the pool's threads"},
+    {"collect", (PyCFunction)SignPool_collect, METH_NOARGS,
+     "collect() -> [(job id, [envelope, ...] or None if it failed)] for the jobs finished since the last call"},
+    {"fileno", (PyCFunction)SignPool_fileno, METH_NOARGS,
+     "fileno() -> the eventfd that becomes readable when a job is finished"},
+    {"close", (PyCFunction)SignPool_close, METH_NOARGS,
+     "close(): stop the threads (a batch being signed is finished first) and drop unfinished jobs"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject SignPoolType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "agent._native.edsign.SignPool",
+    .tp_doc = "SignPool(signer, pae_head, env_head, env_mid, tail, threads=1): native threads that sign batches "
+              "of digests without ever taking the GIL",
+    .tp_basicsize = sizeof(SignPool),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)SignPool_init,
+    .tp_dealloc = (destructor)SignPool_dealloc,
+    .tp_methods = SignPool_methods,
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "agent._native.edsign", "Batch Ed25519 DSSE signing without the GIL.", -1, NULL, NULL, NULL, NULL, NULL,
 };
@@ -215,7 +555,7 @@ PyMODINIT_FUNC PyInit_edsign(void)
         PyErr_SetString(PyExc_ImportError, "libsodium could not be initialised");
         return NULL;
     }
-    if (PyType_Ready(&SignerType) < 0)
+    if (PyType_Ready(&SignerType) < 0 || PyType_Ready(&SignPoolType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
@@ -223,6 +563,12 @@ PyMODINIT_FUNC PyInit_edsign(void)
     Py_INCREF(&SignerType);
     if (PyModule_AddObject(m, "Signer", (PyObject *)&SignerType) < 0) {
         Py_DECREF(&SignerType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&SignPoolType);
+    if (PyModule_AddObject(m, "SignPool", (PyObject *)&SignPoolType) < 0) {
+        Py_DECREF(&SignPoolType);
         Py_DECREF(m);
         return NULL;
     }

@@ -185,9 +185,8 @@ class Stamper:
 
     def _py_material(self, digest: bytes) -> bytes:
         sig = self._sign(_PAE_HEAD + digest if len(digest) == 32 else pae(_PT, digest))
-        env = b"".join(
-            (self._env_head, b2a_base64(digest, newline=False), self._env_mid, b2a_base64(sig, newline=False), _ENV_TAIL)
-        )
+        env = b"".join((self._env_head, b2a_base64(digest, newline=False), self._env_mid,
+                        b2a_base64(sig, newline=False), _ENV_TAIL))
         return b2a_base64(env, newline=False)
 
     def stamp(self, reading: Reading) -> Event:

@@ -2,26 +2,19 @@
 
 :class:`ThreadedPipeline` is a :class:`~.router.Pipeline` whose guest path
 stamps a batch in the loop up to its signatures (:func:`~.guest.prepare_guests`:
-sequence numbers, digests), hands the digests to one of ``threads`` signing
-threads, and goes on with the next batch. The native signer
-(:mod:`agent._native`) makes a whole batch of signatures with the GIL released,
-so the thread's work runs on the other core while the loop parses and stamps;
-the event JSON is finished in the loop once the signatures are back, and the
-batches go into the sink queues in submission order. Every event is byte for
-byte what :class:`~.router.Pipeline` makes.
+sequence numbers, digests), hands the digests to the native signing threads
+(:class:`agent._native.edsign.SignPool`), and goes on with the next batch. Those
+are threads of the extension's own: they sign a whole batch and build its DSSE
+envelopes without ever taking the GIL, and announce finished batches on an
+eventfd that the loop watches, so neither side waits for the other. The event
+JSON is finished in the loop once the signatures are back, and the batches go
+into the sink queues in submission order. Every event is byte for byte what
+:class:`~.router.Pipeline` makes.
 
 Unlike :class:`~.parallel.ParallelPipeline` (worker processes) nothing is
-copied between processes and no frame is parsed twice; it needs the native
-signer, since a thread that takes the GIL for every signature gets it only at
-the interpreter's switch interval.
-
-A signing thread still takes the GIL twice per batch (to copy the digests in
-and to hand the results back), and a thread waiting for the GIL gets it only
-when the loop's thread blocks or the switch interval (5 ms by default) runs
-out, while a batch takes about 4 ms to sign. :meth:`ThreadedPipeline.start`
-therefore sets the interval to ``switch_interval`` (50 µs: measured best in
-``benchmarks/bench_receiver.py``) and :meth:`~ThreadedPipeline.aclose` puts
-the old one back; the interval only matters when a thread waits.
+copied between processes and no frame is parsed twice. A pool of Python threads
+would not do: a thread needs the GIL to hand its results back, and gets it only
+when the loop's thread blocks or the interpreter's switch interval runs out.
 """
 
 from __future__ import annotations
@@ -29,10 +22,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import sys
 from collections import deque
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import SinkError
@@ -40,7 +31,7 @@ from ..futures import forward
 from .guest import Prepared, finish_guests, prepare_guests
 from .queue import SinkQueue
 from .router import Pipeline
-from .stamp import Stamper
+from .stamp import _ENV_TAIL, _PAE_HEAD, Stamper
 from .stats import PipelineStats
 
 __all__ = ["ThreadedPipeline"]
@@ -78,15 +69,19 @@ class ThreadedPipeline(Pipeline):
     """A Pipeline that signs guest batches in ``threads`` threads. Call :meth:`aclose` at the end."""
 
     def __init__(self, stamper: Stamper, queues: Sequence[SinkQueue], stats: PipelineStats | None = None, *,
-                 threads: int = 1, max_pending: int = 8192, switch_interval: float | None = 5e-5) -> None:
+                 threads: int = 1, max_pending: int = 8192) -> None:
         super().__init__(stamper, queues, stats)
         if threads < 1:
             raise ValueError("a ThreadedPipeline needs at least one thread")
+        if stamper._native is None:
+            raise ValueError("a ThreadedPipeline needs the native signer")
         self.threads = threads
-        self.switch_interval = switch_interval
-        self._old_interval: float | None = None
         self.max_pending = max_pending
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="hoststamp-sign")
+        self._signer = stamper._native
+        #: the native threads, from :meth:`start` (or the first batch) to :meth:`aclose`
+        self._pool: Any = None
+        #: batches being signed, by job id
+        self._signing: dict[int, asyncio.Future[list[bytes]]] = {}
         #: batches in submission order, until they are in the queues
         self._order: deque[_Batch] = deque()
         self._pending = 0
@@ -100,6 +95,36 @@ class ThreadedPipeline(Pipeline):
         self._done = 0
         self._progress = asyncio.Event()
 
+    async def start(self) -> int:
+        """Start the signing threads now rather than with the first batch; returns how many run."""
+        self._open()
+        return self.threads
+
+    def _open(self) -> None:
+        if self._pool is not None or self._closed:
+            return
+        from .._native.edsign import SignPool
+
+        st = self.stamper
+        self._pool = SignPool(self._signer, _PAE_HEAD, st._env_head, st._env_mid, _ENV_TAIL, self.threads)
+        asyncio.get_running_loop().add_reader(self._pool.fileno(), self._collect)
+
+    def _collect(self) -> None:
+        """The eventfd is readable: hand finished batches to their futures."""
+        for job, mats in self._pool.collect():
+            fut = self._signing.pop(job, None)
+            if fut is None or fut.done():
+                continue
+            if mats is None:
+                fut.set_exception(MemoryError("no memory to sign the batch"))
+            else:
+                fut.set_result(mats)
+
+    def _sign(self, digests: list[bytes]) -> asyncio.Future[list[bytes]]:
+        fut: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
+        self._signing[self._pool.submit(digests)] = fut
+        return fut
+
     async def submit_guests(self, events: Sequence[Mapping[str, Any]], hostpeer: str,
                             frames: Sequence[bytes] | None = None) -> _Batch:
         """Stamp the batch up to its signatures, have a thread sign it; the answer settles once the sinks took
@@ -109,11 +134,12 @@ class ThreadedPipeline(Pipeline):
             await self._room.wait()
         if self._closed:
             raise SinkError("the signing pipeline is closed")
+        self._open()
         prepared = prepare_guests(self.stamper, events, hostpeer, owned=True)
-        signing = None
-        if prepared.digests:
-            signing = asyncio.get_running_loop().run_in_executor(self._pool, self.stamper._materials,
-                                                                 prepared.digests)
+        try:
+            signing = self._sign(prepared.digests) if prepared.digests else None
+        except (MemoryError, ValueError) as exc:  # no memory for the job; the pool closed under us
+            raise SinkError(f"cannot sign the batch: {exc}") from exc
         batch = _Batch(prepared, signing, self.queues)
         self._order.append(batch)
         self._pending += batch.size
@@ -153,13 +179,6 @@ class ThreadedPipeline(Pipeline):
             self._done += 1
             self._progress.set()
 
-    async def start(self) -> int:
-        """Set the interpreter's switch interval for the signing threads (they start with the first batch)."""
-        if self.switch_interval is not None and self._old_interval is None and not self._closed:
-            self._old_interval = sys.getswitchinterval()
-            sys.setswitchinterval(self.switch_interval)
-        return self.threads
-
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait (up to ``timeout``) until every guest batch submitted so far is in its queues; True when it
         got there. What is submitted meanwhile is not waited for."""
@@ -188,7 +207,9 @@ class ThreadedPipeline(Pipeline):
             if not batch.future.done():
                 batch.future.set_exception(SinkError("the pipeline closed before this batch was signed"))
         self._order.clear()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._old_interval is not None:
-            sys.setswitchinterval(self._old_interval)
-            self._old_interval = None
+        if self._pool is not None:
+            asyncio.get_running_loop().remove_reader(self._pool.fileno())
+            self._pool.close()  # waits for a batch being signed: a few milliseconds
+        for fut in self._signing.values():
+            fut.cancel()
+        self._signing.clear()

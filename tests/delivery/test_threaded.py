@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import sys
+import os
 from pathlib import Path
 from typing import Any
 
@@ -92,16 +92,17 @@ async def test_a_batch_whose_signing_fails_is_failed_alone() -> None:
     st = Stamper(key, "h", SequenceStore(None))
     q = SinkQueue(1000)
     pipeline = ThreadedPipeline(st, [q], PipelineStats())
-    real = st._materials
+    real = pipeline._sign
     calls = [0]
 
-    def flaky(digests: list[bytes]) -> list[bytes]:
+    def flaky(digests: list[bytes]) -> Any:
         calls[0] += 1
-        if calls[0] == 2:
-            raise MemoryError("no memory for the signatures")
-        return real(digests)
+        fut = real(digests)
+        if calls[0] == 2:  # as when the pool had no memory for this batch's scratch buffers
+            fut.set_exception(MemoryError("no memory to sign the batch"))
+        return fut
 
-    st._materials = flaky  # type: ignore[method-assign]
+    pipeline._sign = flaky  # type: ignore[method-assign]
     sink = MemorySink()
     async with anyio.create_task_group() as tg:
         tg.start_soon(SinkWorker(sink, q, pipeline.stats.sink("m"), flush_interval=0.01).run)
@@ -116,18 +117,25 @@ async def test_a_batch_whose_signing_fails_is_failed_alone() -> None:
     assert [orjson.loads(e.body)["id"] for e in sink.events] == ["g0", "g2"]
 
 
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
 @native
 @pytest.mark.anyio
-async def test_start_sets_the_switch_interval_and_aclose_restores_it() -> None:
-    before = sys.getswitchinterval()
-    pipeline = ThreadedPipeline(Stamper(SigningKey.generate(), "h", SequenceStore(None)), [SinkQueue(10)],
-                                switch_interval=1e-4)
-    assert await pipeline.start() == 1
-    assert sys.getswitchinterval() == pytest.approx(1e-4)
+async def test_the_signing_threads_start_and_end_with_the_pipeline() -> None:
+    before = _threads()
+    pipeline = ThreadedPipeline(Stamper(SigningKey.generate(), "h", SequenceStore(None)), [SinkQueue(100)],
+                                threads=3)
+    assert _threads() == before  # nothing runs until it is started
+    assert await pipeline.start() == 3
+    assert _threads() == before + 3
+    await pipeline.submit_guests([guest(0, "vm/0")], "vsock:3")
     await pipeline.aclose()
-    assert sys.getswitchinterval() == pytest.approx(before)
+    assert _threads() == before
+    assert pipeline.stats.signed == 1  # what was submitted before closing reached the queue
     with pytest.raises(SinkError, match="closed"):
-        await pipeline.submit_guests([guest(0, "vm/0")], "vsock:3")
+        await pipeline.submit_guests([guest(1, "vm/0")], "vsock:3")
 
 
 @pytest.mark.anyio
