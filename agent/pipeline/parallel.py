@@ -29,8 +29,9 @@ from typing import Any
 
 import orjson
 
-from ..errors import SinkError
+from ..errors import SinkError, VerifyError
 from ..model import Event
+from ..signing.event import normalize_time
 from .queue import BatchReceipt, SinkQueue
 from .router import Pipeline
 from .signer import encode_job
@@ -133,6 +134,13 @@ class ParallelPipeline(Pipeline):
                     try:
                         frame = orjson.dumps(ev)
                     except TypeError as exc:  # not JSON at all: nothing a guest could have sent
+                        meta.append(exc)
+                        continue
+                when = ev.get("time")
+                if type(when) is str:
+                    try:
+                        normalize_time(when)  # a date that does not exist is refused here, before it is numbered
+                    except VerifyError as exc:
                         meta.append(exc)
                         continue
                 source = ev.get("source")

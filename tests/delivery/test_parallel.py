@@ -138,3 +138,25 @@ async def test_closing_stops_every_worker_and_later_submits_fail_as_transient() 
     assert all(p.returncode is not None for p in procs)
     with pytest.raises(SinkError, match="closed"):
         await pipeline.submit_guests([guest(1, "vm/0")], "vsock:9")
+
+
+@pytest.mark.anyio
+async def test_an_event_of_a_date_that_does_not_exist_takes_no_sequence_number() -> None:
+    key = SigningKey.generate()
+    q = SinkQueue(100)
+    stats = PipelineStats()
+    sink = MemorySink()
+    pipeline = ParallelPipeline(Stamper(key, "h", SequenceStore(None)), [q], stats, workers=1)
+    events = [guest(0, "vm/0"), {**guest(1, "vm/0"), "time": "2024-02-30T00:00:00Z"}, guest(2, "vm/0")]
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(SinkWorker(sink, q, stats.sink("m"), flush_interval=0.01).run)
+            with anyio.fail_after(60):
+                sub = await pipeline.submit_guests(events, "vsock:9")
+                answer = await sub.future
+            pipeline.close()
+    finally:
+        await pipeline.aclose()
+    assert answer[0] is True and answer[2] is True and "2024-02-30" in str(answer[1])
+    docs = [orjson.loads(e.body) for e in sink.events]
+    assert [(d["id"], d["sequence"]) for d in docs] == [("g0", "1"), ("g2", "2")]  # no gap where g1 was refused
