@@ -2,7 +2,8 @@
 
 All on one CPU (the process is pinned to one core, writer thread included):
 
-- ``floor``: ``Ed25519PrivateKey.sign`` of a message the size of a DSSE PAE, in a loop;
+- ``floor``: raw signatures of a message the size of a DSSE PAE, in a loop, with what the agent signs with
+  (the native libsodium signer when built, else ``Ed25519PrivateKey.sign``);
 - ``pipeline``: readings -> ``Pipeline.submit`` (stamp, JCS, verifiability digest, DSSE
   signature, event JSON) -> bounded queue -> ``SinkWorker`` -> ``file:`` sink, until the last
   event is flushed to disk;
