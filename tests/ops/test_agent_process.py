@@ -5,12 +5,14 @@ from __future__ import annotations
 import signal
 import socket
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from tests.helpers import run_cli
 from tests.ops.agentproc import AgentProcess, config_text, metric, sequences, wait_for
+from tests.ops.agentproc import config_text as _config_text
 
 
 @pytest.fixture
@@ -181,9 +183,21 @@ def _guest_events(n: int, start: int = 0) -> bytes:
     )
 
 
-def test_listeners_are_rebuilt_on_sighup(workdir: Path) -> None:
+@pytest.mark.parametrize("signing", ["", "sign_threads = 1\n", "sign_workers = 1\n"],
+                         ids=["in-loop", "threads", "workers"])
+def test_listeners_are_rebuilt_on_sighup(workdir: Path, signing: str) -> None:
+    """Whichever way guest events are signed, a reload puts what came before it into the old sinks."""
+    if signing.startswith("sign_threads"):
+        from agent import _native
+
+        if _native.Signer is None:
+            pytest.skip("the native signer is not built here")
     cfg = workdir / "hoststamp.toml"
     listener = '[[listeners]]\nuri = "unix:in.sock"\n'
+
+    def config_text(sinks: list[str], **kw: Any) -> str:
+        return _config_text(sinks, **kw).replace("[agent]\n", "[agent]\n" + signing, 1)
+
     cfg.write_text(config_text(["file:out/a.ndjson"], extra=listener, interval=60))
     with AgentProcess(workdir, cfg) as agent:
         agent.wait_ready()
