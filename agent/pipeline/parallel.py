@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,6 +31,7 @@ import orjson
 from ..errors import SinkError, VerifyError
 from ..model import Event
 from ..signing.event import normalize_time
+from .offload import OffloadPipeline
 from .queue import BatchReceipt, SinkQueue
 from .router import Pipeline
 from .signer import encode_job
@@ -61,32 +61,17 @@ class Submission:
         return res is None or all(r is True for r in res)
 
 
-class ParallelPipeline(Pipeline):
+class ParallelPipeline(OffloadPipeline[Job]):
     """A Pipeline that signs guest events in ``workers`` processes. Call :meth:`aclose` at the end."""
 
     def __init__(self, stamper: Stamper, queues: Sequence[SinkQueue], stats: PipelineStats | None = None, *,
                  workers: int = 2, batch_max: int = 256, max_pending: int = 8192) -> None:
-        super().__init__(stamper, queues, stats)
+        super().__init__(stamper, queues, stats, max_pending=max_pending)
         #: the worker processes
         self.signers = SignerPool(stamper, workers)
         self.batch_max = batch_max
-        self.max_pending = max_pending
         self._seq = stamper._seq.next
         self._now = stamper._now
-        #: jobs in submission order, until their events are in the queues
-        self._order: deque[Job] = deque()
-        self._pending = 0
-        self._room = asyncio.Event()
-        self._room.set()
-        self._more = asyncio.Event()
-        self._enqueuer: asyncio.Task[None] | None = None
-        self._closed = False
-        #: jobs submitted and jobs whose events are in the queues (or failed), for :meth:`drain`
-        self._submitted = 0
-        self._done_jobs = 0
-        self._progress = asyncio.Event()
-        #: the job whose events are being put into the queues
-        self._putting: Job | None = None
 
     async def start(self) -> int:
         """Start the worker processes now rather than on the first event; returns how many run."""
@@ -102,10 +87,8 @@ class ParallelPipeline(Pipeline):
     async def submit_guests(self, events: Sequence[Mapping[str, Any]], hostpeer: str,
                             frames: Sequence[bytes] | None = None) -> Submission:
         """Number the events, send them to the workers; the answer completes once the sinks took them."""
-        while self._pending >= self.max_pending and not self._closed:
-            self._room.clear()
-            await self._room.wait()
-        if not self.signers.workers and not self._closed:
+        await self._wait_for_room()
+        if not self.signers.workers:
             await self.signers.start()
         if self._closed:
             raise SinkError("the signing pipeline is closed")
@@ -158,12 +141,7 @@ class ParallelPipeline(Pipeline):
                 self.signers.send(job)
             else:
                 job.future.set_result([])
-            self._order.append(job)
-            self._pending += job.size
-            self._submitted += 1
-        self._more.set()
-        if self._enqueuer is None:
-            self._enqueuer = asyncio.get_running_loop().create_task(self._enqueue(), name="parallel enqueue")
+            self._push(job)
         return sub
 
     async def submit_guest(self, event: Mapping[str, Any], hostpeer: str) -> Submission:  # type: ignore[override]
@@ -172,41 +150,31 @@ class ParallelPipeline(Pipeline):
 
     # --- results into the queues, in submission order ---------------------------------------------------------
 
-    async def _enqueue(self) -> None:
-        order = self._order
-        while True:
-            if not order:
-                self._more.clear()
-                await self._more.wait()
-                continue
-            job = order[0]
-            sub = job.submission
-            try:
-                replies: list[bytes | str] | None = await job.future
-            except SinkError as exc:
-                replies = None
-                if not sub.future.done():
-                    sub.future.set_exception(exc)
-            order.popleft()
-            self._pending -= job.size
-            self._room.set()
-            self._done_jobs += 1
-            self._progress.set()
-            if replies is None:
-                continue
-            results = self._results(job, replies)
-            signed = [r for r in results if isinstance(r, Event)]
-            self.stats.signed += len(signed)
-            self.stats.rejected += len(results) - len(signed)
-            receipt = BatchReceipt(signed, len(job.queues))
-            self._putting = job
-            for q in job.queues:
-                await q.put_many(signed, receipt)
-            self._putting = None
-            sub.parts.append((results, receipt))
-            sub.jobs_left -= 1
-            if sub.jobs_left == 0 and not sub.future.done():
-                self._answer(sub)
+    async def _put(self, job: Job) -> None:
+        sub = job.submission
+        try:
+            replies: list[bytes | str] = await job.future
+        except SinkError as exc:
+            if not sub.future.done():
+                sub.future.set_exception(exc)
+            return
+        results = self._results(job, replies)
+        signed = [r for r in results if isinstance(r, Event)]
+        self.stats.signed += len(signed)
+        self.stats.rejected += len(results) - len(signed)
+        receipt = BatchReceipt(signed, len(job.queues))
+        for q in job.queues:
+            await q.put_many(signed, receipt)
+        sub.parts.append((results, receipt))
+        sub.jobs_left -= 1
+        if sub.jobs_left == 0 and not sub.future.done():
+            self._answer(sub)
+
+    def _fail(self, job: Job, exc: SinkError) -> None:
+        if not job.future.done():
+            job.future.set_exception(exc)
+        if not job.submission.future.done():
+            job.submission.future.set_exception(exc)
 
     @staticmethod
     def _results(job: Job, replies: list[bytes | str]) -> list[Event | Exception]:
@@ -249,39 +217,10 @@ class ParallelPipeline(Pipeline):
 
     # --- the end ----------------------------------------------------------------------------------------------
 
-    async def drain(self, timeout: float | None = None) -> bool:
-        """Wait (up to ``timeout``) until every guest event submitted so far is in its queues (not for what is
-        submitted meanwhile: a reload must not wait for the traffic to stop); call before closing them. True
-        when it got there."""
-        target = self._submitted
-        try:
-            async with asyncio.timeout(timeout):
-                while self._done_jobs < target:
-                    self._progress.clear()
-                    await self._progress.wait()
-        except TimeoutError:
-            return False
-        return True
-
     async def aclose(self, timeout: float | None = None) -> None:
         """Put what is signed into the queues (for up to ``timeout``), then stop the workers."""
-        if not await self.drain(timeout):
-            log.warning("%d guest events still being signed at shutdown; their senders will send them again",
-                        self._pending)
-        self._closed = True
-        self._room.set()
-        if self._enqueuer is not None:
-            self._enqueuer.cancel()
-            await asyncio.gather(self._enqueuer, return_exceptions=True)
-            self._enqueuer = None
-        if self._putting is not None and not self._putting.submission.future.done():
-            self._putting.submission.future.set_exception(SinkError("the pipeline closed while this batch was queued"))
+        await self._close_order(timeout)
         await self.signers.aclose()
-        for job in self._order:
-            if not job.future.done():
-                job.future.set_exception(SinkError("the pipeline closed before this batch was signed"))
-            if not job.submission.future.done():
-                job.submission.future.set_exception(SinkError("the pipeline closed before this batch was signed"))
 
 
 def build_pipeline(stamper: Stamper, queues: Sequence[SinkQueue], stats: PipelineStats, sign_workers: int = 0,

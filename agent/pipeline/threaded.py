@@ -22,15 +22,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import SinkError
 from ..futures import forward
 from .guest import Prepared, finish_guests, prepare_guests
+from .offload import OffloadPipeline
 from .queue import SinkQueue
-from .router import Pipeline
 from .stamp import _ENV_TAIL, _PAE_HEAD, Stamper
 from .stats import PipelineStats
 
@@ -65,35 +64,22 @@ class _Batch:
         return res is None or all(r is True for r in res)
 
 
-class ThreadedPipeline(Pipeline):
-    """A Pipeline that signs guest batches in ``threads`` threads. Call :meth:`aclose` at the end."""
+class ThreadedPipeline(OffloadPipeline[_Batch]):
+    """A Pipeline that signs guest batches in ``threads`` native threads. Call :meth:`aclose` at the end."""
 
     def __init__(self, stamper: Stamper, queues: Sequence[SinkQueue], stats: PipelineStats | None = None, *,
                  threads: int = 1, max_pending: int = 8192) -> None:
-        super().__init__(stamper, queues, stats)
+        super().__init__(stamper, queues, stats, max_pending=max_pending)
         if threads < 1:
             raise ValueError("a ThreadedPipeline needs at least one thread")
         if stamper._native is None:
             raise ValueError("a ThreadedPipeline needs the native signer")
         self.threads = threads
-        self.max_pending = max_pending
         self._signer = stamper._native
         #: the native threads, from :meth:`start` (or the first batch) to :meth:`aclose`
         self._pool: Any = None
         #: batches being signed, by job id
         self._signing: dict[int, asyncio.Future[list[bytes]]] = {}
-        #: batches in submission order, until they are in the queues
-        self._order: deque[_Batch] = deque()
-        self._pending = 0
-        self._room = asyncio.Event()
-        self._room.set()
-        self._more = asyncio.Event()
-        self._enqueuer: asyncio.Task[None] | None = None
-        self._closed = False
-        #: batches submitted, and batches in the queues (or failed), for :meth:`drain`
-        self._submitted = 0
-        self._done = 0
-        self._progress = asyncio.Event()
 
     async def start(self) -> int:
         """Start the signing threads now rather than with the first batch; returns how many run."""
@@ -129,11 +115,7 @@ class ThreadedPipeline(Pipeline):
                             frames: Sequence[bytes] | None = None) -> _Batch:
         """Stamp the batch up to its signatures, have a thread sign it; the answer settles once the sinks took
         it. The event dicts become the pipeline's (they are changed in place)."""
-        while self._pending >= self.max_pending and not self._closed:
-            self._room.clear()
-            await self._room.wait()
-        if self._closed:
-            raise SinkError("the signing pipeline is closed")
+        await self._wait_for_room()
         self._open()
         prepared = prepare_guests(self.stamper, events, hostpeer, owned=True)
         try:
@@ -141,12 +123,7 @@ class ThreadedPipeline(Pipeline):
         except (MemoryError, ValueError) as exc:  # no memory for the job; the pool closed under us
             raise SinkError(f"cannot sign the batch: {exc}") from exc
         batch = _Batch(prepared, signing, self.queues)
-        self._order.append(batch)
-        self._pending += batch.size
-        self._submitted += 1
-        self._more.set()
-        if self._enqueuer is None:
-            self._enqueuer = asyncio.get_running_loop().create_task(self._enqueue(), name="threaded enqueue")
+        self._push(batch)
         return batch
 
     async def submit_guest(self, event: Mapping[str, Any], hostpeer: str) -> _Batch:  # type: ignore[override]
@@ -154,59 +131,24 @@ class ThreadedPipeline(Pipeline):
         sink took it."""
         return await self.submit_guests([dict(event)], hostpeer)
 
-    async def _enqueue(self) -> None:
-        order = self._order
-        while True:
-            if not order:
-                self._more.clear()
-                await self._more.wait()
-                continue
-            batch = order[0]
-            try:
-                mats = [] if batch.signing is None else await batch.signing
-                results = finish_guests(batch.prepared, mats)
-            except Exception as exc:  # the signer itself failed (out of memory): the sender sends it again
-                log.error("signing a batch of %d guest events failed: %s", batch.size, exc)
-                results = None
-                if not batch.future.done():
-                    batch.future.set_exception(SinkError(f"signing failed: {exc}"))
-            if results is not None:
-                answer = await self._enqueue_guests(results, batch.queues)
-                answer.future.add_done_callback(functools.partial(_settle, batch.future))
-            order.popleft()
-            self._pending -= batch.size
-            self._room.set()
-            self._done += 1
-            self._progress.set()
-
-    async def drain(self, timeout: float | None = None) -> bool:
-        """Wait (up to ``timeout``) until every guest batch submitted so far is in its queues; True when it
-        got there. What is submitted meanwhile is not waited for."""
-        target = self._submitted
+    async def _put(self, batch: _Batch) -> None:
         try:
-            async with asyncio.timeout(timeout):
-                while self._done < target:
-                    self._progress.clear()
-                    await self._progress.wait()
-        except TimeoutError:
-            return False
-        return True
+            mats = [] if batch.signing is None else await batch.signing
+            results = finish_guests(batch.prepared, mats)
+        except Exception as exc:  # the signer itself failed (out of memory): the sender sends it again
+            log.error("signing a batch of %d guest events failed: %s", batch.size, exc)
+            self._fail(batch, SinkError(f"signing failed: {exc}"))
+            return
+        answer = await self._enqueue_guests(results, batch.queues)
+        answer.future.add_done_callback(functools.partial(_settle, batch.future))
+
+    def _fail(self, batch: _Batch, exc: SinkError) -> None:
+        if not batch.future.done():
+            batch.future.set_exception(exc)
 
     async def aclose(self, timeout: float | None = None) -> None:
         """Put what is being signed into the queues (for up to ``timeout``), then stop the threads."""
-        if not await self.drain(timeout):
-            log.warning("%d guest events still being signed at shutdown; their senders will send them again",
-                        self._pending)
-        self._closed = True
-        self._room.set()
-        if self._enqueuer is not None:
-            self._enqueuer.cancel()
-            await asyncio.gather(self._enqueuer, return_exceptions=True)
-            self._enqueuer = None
-        for batch in self._order:
-            if not batch.future.done():
-                batch.future.set_exception(SinkError("the pipeline closed before this batch was signed"))
-        self._order.clear()
+        await self._close_order(timeout)
         if self._pool is not None:
             asyncio.get_running_loop().remove_reader(self._pool.fileno())
             self._pool.close()  # waits for a batch being signed: a few milliseconds
