@@ -23,7 +23,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SinkError
 from ..futures import forward
@@ -32,6 +32,9 @@ from .offload import OffloadPipeline
 from .queue import SinkQueue
 from .stamp import _ENV_TAIL, _PAE_HEAD, Stamper
 from .stats import PipelineStats
+
+if TYPE_CHECKING:
+    from .._native.edsign import SignPool
 
 __all__ = ["ThreadedPipeline"]
 
@@ -77,7 +80,7 @@ class ThreadedPipeline(OffloadPipeline[_Batch]):
         self.threads = threads
         self._signer = stamper._native
         #: the native threads, from :meth:`start` (or the first batch) to :meth:`aclose`
-        self._pool: Any = None
+        self._pool: SignPool | None = None
         #: batches being signed, by job id
         self._signing: dict[int, asyncio.Future[list[bytes]]] = {}
 
@@ -97,7 +100,18 @@ class ThreadedPipeline(OffloadPipeline[_Batch]):
 
     def _collect(self) -> None:
         """The eventfd is readable: hand finished batches to their futures."""
-        for job, mats in self._pool.collect():
+        assert self._pool is not None
+        try:
+            done = self._pool.collect()
+        except MemoryError as exc:  # which batches were lost is not known: fail every one being signed
+            log.error("cannot take the signed batches (%s): %d batches fail and will be sent again", exc,
+                      len(self._signing))
+            for waiting in self._signing.values():
+                if not waiting.done():
+                    waiting.set_exception(MemoryError("no memory for the signed batch"))
+            self._signing.clear()
+            return
+        for job, mats in done:
             fut = self._signing.pop(job, None)
             if fut is None or fut.done():
                 continue
@@ -107,6 +121,7 @@ class ThreadedPipeline(OffloadPipeline[_Batch]):
                 fut.set_result(mats)
 
     def _sign(self, digests: list[bytes]) -> asyncio.Future[list[bytes]]:
+        assert self._pool is not None
         fut: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
         self._signing[self._pool.submit(digests)] = fut
         return fut

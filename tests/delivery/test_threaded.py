@@ -185,3 +185,42 @@ def test_config_refuses_both_ways_at_once_naming_the_keys(tmp_path: Path) -> Non
     conf.write_text("[agent]\nsign_threads = -1\n")
     res = run_cli(["config", "check", str(conf)], cwd=tmp_path)
     assert res.returncode == 2 and b"sign_threads" in res.stderr + res.stdout
+
+
+@native
+@pytest.mark.anyio
+async def test_signed_batches_that_cannot_be_taken_fail_rather_than_hang() -> None:
+    """If collecting the finished batches fails (no memory for their bytes), which batches were lost is not
+    known: every batch being signed fails (its sender sends it again) and later batches go on."""
+    st = Stamper(SigningKey.generate(), "h", SequenceStore(None))
+    q = SinkQueue(1000)
+    pipeline = ThreadedPipeline(st, [q], PipelineStats())
+    await pipeline.start()
+    real = pipeline._pool
+
+    class Failing:
+        failed = False
+
+        def collect(self) -> Any:
+            if not Failing.failed:
+                Failing.failed = True
+                real.collect()  # the finished batches are taken and lost
+                raise MemoryError("out of memory")
+            return real.collect()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    pipeline._pool = Failing()  # type: ignore[assignment]
+    sink = MemorySink()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(SinkWorker(sink, q, pipeline.stats.sink("m"), flush_interval=0.01).run)
+        with anyio.fail_after(30):
+            first = await pipeline.submit_guests([guest(0, "vm/0")], "vsock:3")
+            with pytest.raises(SinkError, match="no memory"):
+                await first.wait()
+            later = await pipeline.submit_guests([guest(1, "vm/0")], "vsock:3")
+            assert await later.wait() is True
+            await pipeline.aclose()
+        pipeline.close()
+    assert [orjson.loads(e.body)["id"] for e in sink.events] == ["g1"]
