@@ -62,6 +62,11 @@ static int Signer_init(Signer *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"key", NULL};
     Py_buffer key;
+    if (self->ready) {
+        /* materials() reads the key without the GIL: it must not change under a running batch */
+        PyErr_SetString(PyExc_RuntimeError, "a Signer is given its key once");
+        return -1;
+    }
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*", kwlist, &key))
         return -1;
     if (key.len != 32) {
@@ -132,6 +137,10 @@ static PyObject *Signer_materials(Signer *self, PyObject *args)
     size_t env_len = (size_t)env_head.len + B64_LEN(DIGEST_LEN) + (size_t)env_mid.len + B64_LEN(SIG_LEN) +
                      (size_t)tail.len;
     size_t out_len = B64_LEN(env_len);
+    if ((size_t)n > SIZE_MAX / out_len) {
+        PyErr_NoMemory();
+        goto fail;
+    }
     digests = PyMem_Malloc(n ? (size_t)n * DIGEST_LEN : 1);
     out = PyMem_Malloc(n ? (size_t)n * out_len : 1);
     msg = PyMem_Malloc((size_t)head.len + DIGEST_LEN);
@@ -239,6 +248,8 @@ typedef struct {
     unsigned long long next_id;
     int efd;
     int started;    /* threads running */
+    int closing;    /* close() has begun: no new jobs, and a second close() returns at once */
+    pid_t owner;    /* the process the threads run in (a forked child has none of them) */
     int stopping;
     int locks_ready;
     pthread_t *threads;
@@ -307,6 +318,21 @@ static unsigned char *copy_part(Py_buffer *b)
 
 static void pool_stop(SignPool *p)
 {
+    if (p->closing)
+        return;
+    p->closing = 1;
+    if (p->started && p->owner != getpid()) {
+        /* a forked child: the threads, and whoever held the lock, are in the parent; only memory is ours */
+        p->started = 0;
+        p->locks_ready = 0; /* the lock may be held for ever: do not destroy it either */
+        p->todo = p->todo_last = p->done = p->done_last = NULL;
+        if (p->efd >= 0) {
+            close(p->efd); /* this process's copy; the parent's stays open */
+            p->efd = -1;
+        }
+        sodium_memzero(p->sk, sizeof p->sk);
+        return;
+    }
     if (p->started) {
         pthread_mutex_lock(&p->lock);
         p->stopping = 1;
@@ -338,7 +364,7 @@ static int SignPool_init(SignPool *self, PyObject *args, PyObject *kwds)
     int threads = 1, rc = -1;
     if (!self->locks_ready)
         self->efd = -1;
-    if (self->locks_ready) {
+    if (self->locks_ready || self->closing) {
         PyErr_SetString(PyExc_RuntimeError, "a SignPool is set up once");
         return -1;
     }
@@ -357,11 +383,17 @@ static int SignPool_init(SignPool *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "a PAE head or envelope part is too long");
         goto out;
     }
-    if (pthread_mutex_init(&self->lock, NULL) != 0 || pthread_cond_init(&self->wake, NULL) != 0) {
+    if (pthread_mutex_init(&self->lock, NULL) != 0) {
         PyErr_SetString(PyExc_OSError, "cannot set up the pool's lock");
         goto out;
     }
+    if (pthread_cond_init(&self->wake, NULL) != 0) {
+        pthread_mutex_destroy(&self->lock);
+        PyErr_SetString(PyExc_OSError, "cannot set up the pool's condition variable");
+        goto out;
+    }
     self->locks_ready = 1;
+    self->owner = getpid();
     memcpy(self->sk, ((Signer *)signer)->sk, sizeof self->sk);
     self->head = copy_part(&head);
     self->env_head = copy_part(&env_head);
@@ -419,8 +451,12 @@ static void SignPool_dealloc(SignPool *self)
 
 static int pool_open(SignPool *p)
 {
-    if (!p->started) {
+    if (!p->started || p->closing) {
         PyErr_SetString(PyExc_ValueError, "the pool is closed");
+        return 0;
+    }
+    if (p->owner != getpid()) {
+        PyErr_SetString(PyExc_ValueError, "the pool's threads are in the parent process (this one was forked)");
         return 0;
     }
     return 1;
@@ -434,6 +470,10 @@ static PyObject *SignPool_submit(SignPool *self, PyObject *arg)
     if (seq == NULL)
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if ((size_t)n > SIZE_MAX / self->out_len) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
     Job *j = PyMem_RawCalloc(1, sizeof(Job));
     if (j != NULL) {
         j->digests = PyMem_RawMalloc(n ? (size_t)n * DIGEST_LEN : 1);
@@ -468,6 +508,8 @@ static PyObject *SignPool_submit(SignPool *self, PyObject *arg)
     return PyLong_FromUnsignedLongLong(j->id);
 }
 
+/* The finished jobs, taken off the done list; if making their results fails (no memory), they are dropped and
+ * MemoryError raised: the caller must count every job it is waiting for as failed. */
 static PyObject *SignPool_collect(SignPool *self, PyObject *Py_UNUSED(ignored))
 {
     if (!pool_open(self))

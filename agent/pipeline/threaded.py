@@ -164,9 +164,10 @@ class ThreadedPipeline(OffloadPipeline[_Batch]):
     async def aclose(self, timeout: float | None = None) -> None:
         """Put what is being signed into the queues (for up to ``timeout``), then stop the threads."""
         await self._close_order(timeout)
-        if self._pool is not None:
-            asyncio.get_running_loop().remove_reader(self._pool.fileno())
-            self._pool.close()  # waits for a batch being signed: a few milliseconds
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            asyncio.get_running_loop().remove_reader(pool.fileno())
+            pool.close()  # waits for a batch being signed: a few milliseconds
         for fut in self._signing.values():
             fut.cancel()
         self._signing.clear()

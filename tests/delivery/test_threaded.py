@@ -132,6 +132,7 @@ async def test_the_signing_threads_start_and_end_with_the_pipeline() -> None:
     assert _threads() == before + 3
     await pipeline.submit_guests([guest(0, "vm/0")], "vsock:3")
     await pipeline.aclose()
+    await pipeline.aclose()  # a second close is harmless
     assert _threads() == before
     assert pipeline.stats.signed == 1  # what was submitted before closing reached the queue
     with pytest.raises(SinkError, match="closed"):

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+from typing import Any
 
 import orjson
 import pytest
@@ -121,3 +122,58 @@ def test_hoststamp_native_0_turns_it_off() -> None:
     assert out.stdout.strip() == "cryptography"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "libsodium"
+
+
+def test_a_signer_is_keyed_once() -> None:
+    """materials() reads the key without the GIL, so the key must not change under a running batch."""
+    assert _native.Signer is not None
+    signer = _native.Signer(os.urandom(32))
+    with pytest.raises(RuntimeError, match="once"):
+        signer.__init__(os.urandom(32))  # type: ignore[misc]
+
+
+def _pool() -> object:
+    from agent._native.edsign import SignPool
+
+    assert _native.Signer is not None
+    return SignPool(_native.Signer(os.urandom(32)), _PAE_HEAD, b"{", b"}", _ENV_TAIL, 2)
+
+
+def test_a_closed_pool_refuses_work_and_closes_once() -> None:
+    pool: Any = _pool()
+    pool.submit([bytes(32)] * 1000)
+    pool.close()
+    pool.close()
+    for call in (lambda: pool.submit([bytes(32)]), pool.collect, pool.fileno):
+        with pytest.raises(ValueError, match="closed"):
+            call()
+
+
+def test_a_forked_child_cannot_use_its_parents_pool() -> None:
+    """The threads stay in the parent: in a child the pool says so instead of taking work nobody signs."""
+    pool: Any = _pool()
+    try:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report, and leave without running any of the parent's cleanup
+            try:
+                pool.submit([bytes(32)])
+                said = b"accepted"
+            except ValueError as exc:
+                said = str(exc).encode()
+            pool.close()
+            os.write(w, said)
+            os._exit(0)
+        os.close(w)
+        said = os.read(r, 1000)
+        os.close(r)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert b"forked" in said
+        # the parent's pool still works
+        job = pool.submit([bytes(32)])
+        import select
+
+        assert select.select([pool.fileno()], [], [], 30)[0]
+        assert [j for j, _ in pool.collect()] == [job]
+    finally:
+        pool.close()
