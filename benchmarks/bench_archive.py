@@ -1,7 +1,7 @@
 """Archive sink events per second with the default options, against raw Ed25519 signing, on one core.
 
-- ``floor``: ``Ed25519PrivateKey.sign`` of a DSSE-PAE-sized message in a loop (the per-event
-  signature every event has already paid before it reaches a sink);
+- ``floor``: raw signatures of a DSSE-PAE-sized message in a loop, with what the agent signs with (the
+  native signer when built): the per-event signature every event has already paid before it reaches a sink;
 - ``archive``: stamped events (made beforehand by the real ``Stamper``) sent in 512-event batches
   to an ``archive:`` sink with the default options (fsync before every checkpoint, a checkpoint
   every 10000 events or 5 s, 64 MiB gzip-compressed segments), timed from the first ``send`` until
