@@ -159,7 +159,7 @@ static PyObject *Signer_materials(Signer *self, PyObject *args)
     }
     Py_BEGIN_ALLOW_THREADS
     sign_all(self->sk, head.buf, (size_t)head.len, env_head.buf, (size_t)env_head.len, env_mid.buf,
-                      (size_t)env_mid.len, tail.buf, (size_t)tail.len, digests, n, out, out_len, msg, env);
+             (size_t)env_mid.len, tail.buf, (size_t)tail.len, digests, n, out, out_len, msg, env);
     Py_END_ALLOW_THREADS
     result = PyList_New(n);
     if (result == NULL)
