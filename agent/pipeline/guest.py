@@ -34,7 +34,7 @@ from ..signing.event import NOT_EXTENSIONS, material, normalize_time
 if TYPE_CHECKING:
     from .stamp import Stamper
 
-__all__ = ["GUEST_ATTRIBUTES", "HOST_ATTRIBUTES", "Prepared", "finish_guests", "prepare_guests", "stamp_guests"]
+__all__ = ["GUEST_ATTRIBUTES", "HOST_ATTRIBUTES", "Prepared", "finish_guests", "prepare_guests"]
 
 #: what the host stamps on every event, always signed
 HOST_ATTRIBUTES = ("hostid", "hostreceivedat", "sequence")
@@ -109,26 +109,6 @@ class _Fallback(Exception):
     """This event needs the generic path."""
 
 
-def stamp_guests(
-    st: Stamper,
-    events: Sequence[Mapping[str, Any]],
-    hostpeer: str,
-    *,
-    received: float | None = None,
-    sequences: Sequence[int] | None = None,
-    owned: bool = False,
-) -> list[Event | Exception]:
-    """Stamp and sign ``events`` from ``hostpeer``; each result is an Event or the error that refused it.
-
-    ``received`` (default: now) is the receive time of the whole batch; ``sequences``, when given, are the
-    sequence numbers to use (a worker process stamping numbers its parent chose), else each source's next.
-    ``owned``: the events are the caller's to give away (parsed for this call alone), so they are changed in
-    place rather than copied first.
-    """
-    prepared = prepare_guests(st, events, hostpeer, received=received, sequences=sequences, owned=owned)
-    return finish_guests(prepared, st._materials(prepared.digests))
-
-
 @dataclass(slots=True)
 class Prepared:
     """A batch stamped but for its signatures: :func:`prepare_guests` makes it, :func:`finish_guests` ends it
@@ -152,7 +132,13 @@ def prepare_guests(
     sequences: Sequence[int] | None = None,
     owned: bool = False,
 ) -> Prepared:
-    """Everything of :func:`stamp_guests` up to the signatures: numbers, digests, the generic path's events."""
+    """Stamp ``events`` from ``hostpeer`` up to their signatures: numbers, digests, the generic path's events.
+
+    ``received`` (default: now) is the receive time of the whole batch; ``sequences``, when given, are the
+    sequence numbers to use (a worker process stamping numbers its parent chose), else each source's next.
+    ``owned``: the events are the caller's to give away (parsed for this call alone), so they are changed in
+    place rather than copied first.
+    """
     recv_b = st._recv_clock.render(st._now() if received is None else received)[0]
     recv = recv_b.decode()
     hash_text = st._hash_text

@@ -26,7 +26,7 @@ from ..model import Event, Reading
 from ..signing.dsse import pae
 from ..signing.event import PAYLOAD_TYPE, attr_text
 from ..signing.keys import SigningKey
-from .guest import GUEST_ATTRIBUTES, HOST_ATTRIBUTES, stamp_guests
+from .guest import GUEST_ATTRIBUTES, HOST_ATTRIBUTES, finish_guests, prepare_guests
 from .sequence import SequenceStore
 
 __all__ = ["GUEST_ATTRIBUTES", "HOST_ATTRIBUTES", "Stamper", "format_time"]
@@ -244,8 +244,9 @@ class Stamper:
     def stamp_guests(self, events: Sequence[Mapping[str, Any]], hostpeer: str, *, received: float | None = None,
                      sequences: Sequence[int] | None = None, owned: bool = False) -> list[Event | Exception]:
         """Guests' events re-stamped and signed by the host: an Event or the refusing error for each (see
-        :mod:`.guest`)."""
-        return stamp_guests(self, events, hostpeer, received=received, sequences=sequences, owned=owned)
+        :mod:`.guest`; the arguments are :func:`~.guest.prepare_guests`'s)."""
+        prepared = prepare_guests(self, events, hostpeer, received=received, sequences=sequences, owned=owned)
+        return finish_guests(prepared, self._materials(prepared.digests))
 
     def stamp_guest(self, event: Mapping[str, Any], hostpeer: str) -> Event:
         """One guest event; raises ValueError, TypeError or VerifyError when it cannot be stamped."""
