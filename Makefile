@@ -13,25 +13,27 @@ $(BIN)/python:
 
 venv: $(BIN)/python
 
-# runtime install (editable, so `make run` always runs this checkout); it compiles the native signer
-# (agent/_native) when nativedeps could provide a compiler and libsodium, and goes on without it otherwise
-$(VENV)/.installed: pyproject.toml setup.py agent/_native/edsign.c | $(BIN)/python nativedeps
+# runtime install (editable, so `make run` always runs this checkout); it compiles the native parts
+# (agent/_native) when nativedeps could provide a compiler and the libraries' headers, and goes on without them
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard agent/_native/*.c) | $(BIN)/python nativedeps
 	$(PIP) install -q -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml setup.py agent/_native/edsign.c | $(BIN)/python nativedeps
+$(VENV)/.installed-test: pyproject.toml setup.py $(wildcard agent/_native/*.c) | $(BIN)/python nativedeps
 	$(PIP) install -q -e '.[test]'
 	touch $(VENV)/.installed $@
 
-# what the native signer is built with: a C compiler and libsodium's headers. Installed only when missing.
+# what the native parts are built with: a C compiler, libsodium's headers (the signer) and OpenSSL's (the
+# guest restamper). Installed only when missing.
 nativedeps:
 	@missing=""; \
 	command -v cc >/dev/null 2>&1 || missing="$$missing gcc"; \
 	test -f /usr/include/sodium.h || missing="$$missing libsodium-dev"; \
+	test -f /usr/include/openssl/sha.h || missing="$$missing libssl-dev"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null \
-	    || echo "warning: could not install$$missing; the agent will sign without the native signer"; \
+	    || echo "warning: could not install$$missing; the agent will run without its native parts"; \
 	fi
 
 install: $(VENV)/.installed

@@ -1,7 +1,9 @@
-"""The optional native part: batch Ed25519 signing without the GIL (agent/_native/edsign.c, libsodium).
+"""The optional native parts: batch Ed25519 signing without the GIL (agent/_native/edsign.c, libsodium), and
+the guest restamper (agent/_native/restamp.c, OpenSSL's SHA-256).
 
-Everything else is in pyproject.toml. Without a C compiler or libsodium's headers the build goes on without
-it and the agent signs with the cryptography package, in the same format (see agent/_native/__init__.py).
+Everything else is in pyproject.toml. Without a C compiler or a library's headers the build goes on without
+that part: the agent signs with the cryptography package and stamps in Python, in the same bytes (see
+agent/_native/__init__.py).
 """
 
 from setuptools import Extension, setup
@@ -14,6 +16,13 @@ setup(
             libraries=["sodium", "pthread"],
             extra_compile_args=["-O2", "-Wall", "-Wextra"],
             optional=True,
-        )
+        ),
+        Extension(
+            "agent._native.restamp",
+            ["agent/_native/restamp.c"],
+            libraries=["crypto"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra"],
+            optional=True,
+        ),
     ]
 )

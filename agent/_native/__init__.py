@@ -1,8 +1,10 @@
-"""Native helpers, used when they were built (``pip install`` compiles them when a C compiler and libsodium's
-headers are there) and not turned off with ``HOSTSTAMP_NATIVE=0``.
+"""Native helpers, used when they were built (``pip install`` compiles them when a C compiler and the
+headers of libsodium and OpenSSL are there) and not turned off with ``HOSTSTAMP_NATIVE=0``.
 
-:data:`Signer` is :class:`agent._native.edsign.Signer` (batch Ed25519 DSSE material with the GIL released), or
-None: the callers then sign with the cryptography package and make the same bytes.
+- :data:`Signer` is :class:`agent._native.edsign.Signer` (batch Ed25519 DSSE material with the GIL released),
+  or None: the callers then sign with the cryptography package and make the same bytes.
+- :data:`Restamper` is :class:`agent._native.restamp.Restamper` (the planned path of
+  :mod:`agent.pipeline.guest` for one event), or None: the Python planned path makes the same bytes.
 """
 
 from __future__ import annotations
@@ -10,18 +12,29 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-__all__ = ["Signer", "native_signer"]
+__all__ = ["Restamper", "Signer", "native_signer"]
 
 if TYPE_CHECKING:
     from .edsign import Signer as _Signer
+    from .restamp import Restamper as _Restamper
+
+_OFF = os.environ.get("HOSTSTAMP_NATIVE", "1") in ("0", "no", "false", "off")
 
 Signer: type[_Signer] | None
 try:
-    if os.environ.get("HOSTSTAMP_NATIVE", "1") in ("0", "no", "false", "off"):
+    if _OFF:
         raise ImportError("turned off with HOSTSTAMP_NATIVE")
     from .edsign import Signer
 except ImportError:
     Signer = None
+
+Restamper: type[_Restamper] | None
+try:
+    if _OFF:
+        raise ImportError("turned off with HOSTSTAMP_NATIVE")
+    from .restamp import Restamper
+except ImportError:
+    Restamper = None
 
 
 def native_signer() -> str:

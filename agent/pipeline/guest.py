@@ -16,6 +16,12 @@ Events of a shape the plan does not cover (null attributes, string data,
 ``data_base64``, values of unusual types) take :func:`_generic`, which spells
 the rules out one by one. Both produce the same event: a property test holds
 them to it.
+
+When the native part is built, :class:`agent._native.restamp.Restamper` takes
+the planned path of each event first, reading the event without changing it;
+what it leaves (a shape not planned yet, floats or big integers in the data, a
+time with an offset, ...) takes the Python paths, before anything about the
+event has changed. Its bytes are the Python planned path's: tests compare them.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import orjson
 
 from ..codec.canonical import prepare
 from ..model import Event
-from ..signing.event import NOT_EXTENSIONS, material, normalize_time
+from ..signing.event import NOT_EXTENSIONS, _is_json_media, attr_text, material, normalize_time
 
 if TYPE_CHECKING:
     from .stamp import Stamper
@@ -68,14 +74,40 @@ class _Shape:
     signed_ext: bool
     #: the guest's extension names after the host's, sorted, with the digest of each name
     rest: tuple[tuple[str, bytes], ...]
-    #: the ``signedextattrs`` value, as JSON bytes ready to splice
-    names_json: bytes
+    #: the ``signedextattrs`` member and the start of ``dssematerial``'s, the JSON that follows the host's
+    #: attributes up to the signature
+    sig_json: bytes
     has_data: bool
     #: attributes whose digest may be cached (their values repeat from event to event)
     dct: bool
     schema: bool
     subject: bool
     time: bool
+    #: the plan as :class:`~agent._native.restamp.Restamper` reads it (None: the native part leaves the shape)
+    native: tuple[tuple[bytes | None, ...], bytes, tuple[tuple[bytes, int, bool], ...], bytes] | None
+
+
+#: the attributes whose positions the native plan gives, in its order
+_NATIVE_SPECIAL = ("id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject", "time", "data",
+                   "dssematerial", "signedextattrs")
+
+
+def _native_plan(shape: tuple[str, ...], drop: tuple[str, ...], rest: tuple[tuple[str, bytes], ...],
+                 sig_json: bytes) -> tuple[tuple[bytes | None, ...], bytes, tuple[tuple[bytes, int, bool], ...],
+                                           bytes] | None:
+    """Per name in order, its JSON key (None: not written); the position + 1 of each special attribute; per
+    extension name after the host's, its digest, the position of its value and whether that is cached; and the
+    JSON after the host's attributes."""
+    if len(shape) > MAX_SHAPE_NAMES:
+        return None
+    at = {n: i for i, n in enumerate(shape)}
+    moved = {"guestdssematerial": "dssematerial", "guestsignedextattrs": "signedextattrs"}
+    try:
+        keys = tuple(None if n in drop or n == "data" else orjson.dumps(n) + b":" for n in shape)
+    except orjson.JSONEncodeError:  # a name that is not valid Unicode: orjson refuses it on the Python path too
+        return None
+    special = bytes(at.get(n, -1) + 1 for n in _NATIVE_SPECIAL)
+    return keys, special, tuple((h, at[moved.get(n, n)], n != "guestdssematerial") for n, h in rest), sig_json
 
 
 def _plan(shape: tuple[str, ...]) -> _Shape | None:
@@ -91,22 +123,31 @@ def _plan(shape: tuple[str, ...]) -> _Shape | None:
         if signed_ext:
             own.add("guestsignedextattrs")
     rest = tuple(sorted(own))
+    drop = tuple(n for n in shape if n in _REPLACED)
+    hashed = tuple((n, _sha(n.encode()).digest()) for n in rest)
+    sig_json = b"".join((b',"signedextattrs":', orjson.dumps(",".join(_FIRST + rest)), b',"dssematerial":"'))
     return _Shape(
-        drop=tuple(n for n in shape if n in _REPLACED),
+        drop=drop,
         signed=signed,
         signed_ext=signed_ext,
-        rest=tuple((n, _sha(n.encode()).digest()) for n in rest),
-        names_json=orjson.dumps(",".join(_FIRST + rest)),
+        rest=hashed,
+        sig_json=sig_json,
         has_data="data" in names,
         dct="datacontenttype" in names,
         schema="dataschema" in names,
         subject="subject" in names,
         time="time" in names,
+        native=_native_plan(shape, drop, hashed, sig_json),
     )
 
 
 class _Fallback(Exception):
     """This event needs the generic path."""
+
+
+#: an event stamped but for its signature: (digest, JSON before the signature, JSON after it, id, source, type,
+#: sequence)
+_Stamped = tuple[bytes, bytes, bytes, str, str, Any, int]
 
 
 @dataclass(slots=True)
@@ -116,9 +157,9 @@ class Prepared:
 
     #: per event: None (waiting for its signature), or its result when the generic path or a refusal settled it
     out: list[Event | Exception | None]
-    #: the events waiting for a signature: (slot in out, event, id, source, sequence, data bytes,
-    #: signedextattrs JSON)
-    ready: list[tuple[int, dict[str, Any], str, str, int, bytes | None, bytes]]
+    #: the events waiting for a signature: (slot in out, (digest, JSON before the signature, JSON after it, id,
+    #: source, type, sequence))
+    ready: list[tuple[int, _Stamped]]
     #: the digest to sign of each, in the same order
     digests: list[bytes]
 
@@ -152,16 +193,29 @@ def prepare_guests(
             _H_NAME["sequence"],
         )
     )
-    host = {"hostid": st.host_id, "hostreceivedat": recv, "hostpeer": hostpeer}
+    # the host's attributes as JSON members, written after the guest's
+    host_json = b"".join((b',"hostid":', orjson.dumps(st.host_id), b',"hostreceivedat":"', recv_b,
+                          b'","hostpeer":', orjson.dumps(hostpeer)))
     shapes = st._shapes
     next_seq = st._seq.next
+    native = st._restamp
     out: list[Event | Exception | None] = []
-    #: signed on the planned path, waiting for their signatures: (slot in out, event, id, source, sequence,
-    #: data bytes, signedextattrs JSON), and the digest of each
-    ready: list[tuple[int, dict[str, Any], str, str, int, bytes | None, bytes]] = []
+    #: signed on the planned path, waiting for their signatures, and the digest of each
+    ready: list[tuple[int, _Stamped]] = []
     digests: list[bytes] = []
     ev: Any
     for i, ev in enumerate(events):
+        if native is not None:
+            try:
+                got = native(ev, None if sequences is None else sequences[i], head, host_json)
+            except Exception as exc:  # taking the sequence number failed, or memory
+                out.append(_refusal(exc))
+                continue
+            if got is not None:
+                ready.append((len(out), got))
+                digests.append(got[0])
+                out.append(None)
+                continue
         try:
             key = tuple(ev)
             shape = shapes.get(key, False)
@@ -186,11 +240,14 @@ def prepare_guests(
                     raise _Fallback
             if shape.has_data and type(ev["data"]) is str:
                 raise _Fallback
-            if owned:
-                raw = prepare(ev.pop("data"))[1] if shape.has_data else None
-            else:
+            if not owned:
                 ev = dict(ev)
-                raw = prepare(ev.pop("data"))[1] if shape.has_data else None
+            raw = h_data = None
+            if shape.has_data:
+                value, raw = prepare(ev.pop("data"))
+                # a number JSON cannot carry exactly became a string: hashed as the verifier hashes string data
+                h_data = _sha(value.encode() if type(value) is str and not _is_json_media(
+                    ev.get("datacontenttype")) else raw).digest()
             # the digests: CloudEvents context attributes first, cached where values repeat
             parts = [
                 _sha(ev_id.encode()).digest(),
@@ -201,29 +258,34 @@ def prepare_guests(
                 (texts.get(ev["dataschema"]) or hash_text(ev["dataschema"])) if shape.schema else _EMPTY,
                 (texts.get(ev["subject"]) or hash_text(ev["subject"])) if shape.subject else _EMPTY,
                 hash_text(normalize_time(ev["time"])) if shape.time else _EMPTY,
-                _EMPTY if raw is None else _sha(raw).digest(),
+                _EMPTY if h_data is None else h_data,
                 head,
             ]
             for name in shape.drop:
                 del ev[name]
-            seq = next_seq(source) if sequences is None else sequences[i]
-            seq_b = b"%d" % seq
-            parts.append(_sha(seq_b).digest())
             if gmat is not None:
                 ev["guestdssematerial"] = gmat
                 if gsig is not None:
                     ev["guestsignedextattrs"] = gsig
+            ext = []
             for name, h_name in shape.rest:
                 v = ev[name]
-                parts.append(h_name)
+                ext.append(h_name)
                 if name == "guestdssematerial":  # new every event: not worth a cache slot
-                    parts.append(_sha(v.encode()).digest())
+                    ext.append(_sha(v.encode()).digest())
                 else:
-                    parts.append((texts.get(v) if type(v) is str else None) or hash_text(v))
-            ev.update(host)
-            ev["sequence"] = seq_b.decode()
-            ready.append((len(out), ev, ev_id, source, seq, raw, shape.names_json))
-            digests.append(_sha(b"".join(parts)).digest())
+                    ext.append((texts.get(v) if type(v) is str else None) or hash_text(v))
+            guest_json = orjson.dumps(ev)[:-1]
+            # all that could refuse the event is behind: only now does it take a sequence number
+            seq = next_seq(source) if sequences is None else sequences[i]
+            seq_b = b"%d" % seq
+            parts.append(_sha(seq_b).digest())
+            parts += ext
+            digest = _sha(b"".join(parts)).digest()
+            body_head = b"".join((guest_json, host_json, b',"sequence":"', seq_b, b'"', shape.sig_json))
+            ready.append((len(out), (digest, body_head, b'"}' if raw is None else b'","data":' + raw + b"}", ev_id,
+                                     source, ev["type"], seq)))
+            digests.append(digest)
             out.append(None)
         except _Fallback:
             try:
@@ -236,24 +298,11 @@ def prepare_guests(
 
 
 def finish_guests(prepared: Prepared, mats: Sequence[bytes]) -> list[Event | Exception]:
-    """The results of a prepared batch, given the ``dssematerial`` of each of its digests.
-
-    The signatures of a whole batch are made in one go, then the event JSON: each phase keeps its own code and
-    data in the CPU caches rather than taking turns with the other.
-    """
+    """The results of a prepared batch, given the ``dssematerial`` of each of its digests: the signature is
+    spliced into each event's JSON."""
     out = prepared.out
-    for (slot, ev, ev_id, source, seq, raw, names), mat in zip(prepared.ready, mats, strict=True):
-        try:
-            if raw is None:
-                body = b"".join((orjson.dumps(ev)[:-1], b',"signedextattrs":', names, b',"dssematerial":"', mat,
-                                 b'"}'))
-            else:
-                body = b"".join((orjson.dumps(ev)[:-1], b',"signedextattrs":', names, b',"dssematerial":"', mat,
-                                 b'","data":', raw, b"}"))
-        except Exception as exc:
-            out[slot] = _refusal(exc)
-            continue
-        out[slot] = Event(ev_id, source, ev["type"], seq, body)
+    for (slot, (_digest, head, tail, ev_id, source, etype, seq)), mat in zip(prepared.ready, mats, strict=True):
+        out[slot] = Event(ev_id, source, etype, seq, head + mat + tail)
     return out  # type: ignore[return-value]
 
 
@@ -282,6 +331,13 @@ def _generic(st: Stamper, event: Mapping[str, Any], hostpeer: str, recv: str, se
         if guest_signed:
             ev["guestsignedextattrs"] = guest_signed
     source = str(ev.get("source", ""))
+    # what refuses an event that passed the receiver's checks, found before it takes a sequence number: a time
+    # of a date that does not exist, an attribute of a type CloudEvents does not have
+    if "time" in ev:
+        normalize_time(attr_text(ev["time"]))
+    for name, v in ev.items():
+        if name != "data":
+            attr_text(v)
     if seq is None:
         seq = st._seq.next(source)
     ev["hostid"] = st.host_id
@@ -293,7 +349,8 @@ def _generic(st: Stamper, event: Mapping[str, Any], hostpeer: str, recv: str, se
         ev["data"], data_raw = prepare(ev["data"])
     ext = sorted((k for k in ev if k not in NOT_EXTENSIONS), key=lambda k: (k not in _OURS, k))
     ev["signedextattrs"] = ",".join(ext)
-    digest = material(ev, ext, data_raw, hash_text=st._hash_text)
+    # string data (also a number JSON cannot carry exactly, now a string) is hashed by the verifier's rule
+    digest = material(ev, ext, None if isinstance(ev.get("data"), str) else data_raw, hash_text=st._hash_text)
     ev["dssematerial"] = st._material(digest).decode("ascii")
     if data_raw is not None:
         del ev["data"]

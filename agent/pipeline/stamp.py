@@ -117,6 +117,9 @@ class Stamper:
         self._env_mid = b'","signatures":[{"keyid":' + orjson.dumps(key.keyid) + b',"sig":"'
         #: the native batch signer (libsodium, without the GIL) when it was built; same bytes as the Python path
         self._native = _native.Signer(key.seed()) if _native.Signer is not None else None
+        #: the native planned guest path when it was built (see :mod:`.guest`); same bytes as the Python path
+        self._restamp = (_native.Restamper(self._shapes, self._texts, sequences.next).stamp
+                         if _native.Restamper is not None else None)
 
     def source_for(self, probe: str) -> str:
         return f"hoststamp://{self.host_id}/{probe}"

@@ -186,11 +186,12 @@ def test_dockerfile_builds_from_the_repository_and_runs_the_agent() -> None:
     assert json.loads(health[health.index("CMD") + 3:].strip())[:2] == ["hoststamp", "status"]
     assert "9464" in next(a for i, a in steps if i == "EXPOSE").split()
     assert any(i == "USER" for i, _ in steps)
-    # the native signer is built in the first stage (setup.py, a compiler, libsodium's headers) and can load in
-    # the second (libsodium's shared library)
+    # the native parts are built in the first stage (setup.py, a compiler, the headers of libsodium and OpenSSL)
+    # and can load in the second (their shared libraries)
     stages = "\n".join(f"{i} {a}" for i, a in steps).split("\nFROM ")
-    assert "setup.py" in stages[0] and "libsodium-dev" in stages[0] and "gcc" in stages[0]
-    assert "libsodium23" in stages[1]
+    assert "setup.py" in stages[0] and "gcc" in stages[0]
+    assert "libsodium-dev" in stages[0] and "libssl-dev" in stages[0] and "Restamper" in stages[0]
+    assert "libsodium23" in stages[1] and "libssl3" in stages[1]
 
 
 def test_daemonset_host_pid_read_only_host_trees_and_one_capability(tmp_path: Path) -> None:

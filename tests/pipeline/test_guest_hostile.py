@@ -55,3 +55,16 @@ def test_an_impossible_date_is_refused_without_its_traceback() -> None:
     st = Stamper(KEY, "h", SequenceStore(None))
     (out,) = st.stamp_guests([_ev(1, time="2024-13-45T00:00:00Z")], "vsock:3")
     assert isinstance(out, Exception) and "2024-13-45" in str(out) and out.__traceback__ is None
+
+
+def test_a_refused_event_takes_no_sequence_number() -> None:
+    st = Stamper(KEY, "h", SequenceStore(None))
+    st._restamp = None  # the Python path (the native one leaves these events to it)
+    for refused in (_ev(2, ratio=0.5), _ev(2, big=2**70), _ev(2, time="2023-02-29T00:00:00Z"),
+                    # and on the generic path (a null attribute sends an event there)
+                    _ev(2, time="2023-02-29T00:00:00Z", subject=None), _ev(2, ratio=0.5, subject=None)):
+        for _ in range(2):  # unplanned, then planned
+            out = st.stamp_guests([_ev(1), refused, _ev(3)], "vsock:3")
+            assert isinstance(out[1], Exception)
+            seqs = [int(orjson.loads(o.body)["sequence"]) for o in out if not isinstance(o, Exception)]
+            assert seqs[1] == seqs[0] + 1
