@@ -5,14 +5,17 @@ headers of libsodium and OpenSSL are there) and not turned off with ``HOSTSTAMP_
   or None: the callers then sign with the cryptography package and make the same bytes.
 - :data:`Restamper` is :class:`agent._native.restamp.Restamper` (the planned path of
   :mod:`agent.pipeline.guest` for one event), or None: the Python planned path makes the same bytes.
+- :data:`check_passes` is :func:`agent._native.restamp.check_passes` (True when the receiver's attribute checks
+  certainly pass an event), or None.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Restamper", "Signer", "native_signer"]
+__all__ = ["Restamper", "Signer", "check_passes", "native_signer"]
 
 if TYPE_CHECKING:
     from .edsign import Signer as _Signer
@@ -29,12 +32,13 @@ except ImportError:
     Signer = None
 
 Restamper: type[_Restamper] | None
+check_passes: Callable[[Any], bool] | None
 try:
     if _OFF:
         raise ImportError("turned off with HOSTSTAMP_NATIVE")
-    from .restamp import Restamper
+    from .restamp import Restamper, check_passes
 except ImportError:
-    Restamper = None
+    Restamper = check_passes = None
 
 
 def native_signer() -> str:

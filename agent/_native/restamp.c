@@ -1,5 +1,6 @@
 /*
- * The receiver's hot path in C: the planned path of agent/pipeline/guest.py for one guest event.
+ * The receiver's hot path in C: the planned path of agent/pipeline/guest.py for one guest event, and the
+ * passing case of the receiver's attribute checks (check_passes, at the end).
  *
  * Restamper(shapes, texts, next_seq).stamp(event, seq, head, host_json) takes a parsed guest event (a dict as orjson
  * makes it) and returns what the Python planned path makes of it, or None when it leaves the event to Python:
@@ -34,6 +35,7 @@
 #define MAX_TEXTS 16384        /* the texts cache starts again above this */
 #define MAX_DEPTH 128          /* deeper data is left to Python (the receiver refuses far less deep) */
 #define MAX_SAFE_INT 9007199254740991LL
+#define BUF_KEEP (64 * 1024)   /* larger work buffers are freed after the event */
 
 /* positions in the plan's ``special`` bytes (position + 1 in the event, 0: absent) */
 enum { P_ID, P_SOURCE, P_SPEC, P_TYPE, P_DCT, P_SCHEMA, P_SUBJECT, P_TIME, P_DATA, P_MAT, P_SIG, P_COUNT };
@@ -456,7 +458,7 @@ static void Restamper_dealloc(Restamper *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *native_name;
+static PyObject *native_name, *str_specversion, *str_id, *str_source, *str_type;
 
 /* the work of one call, with self->busy set; NULL with no exception set: leave the event to Python */
 static PyObject *restamp(Restamper *self, PyObject *ev, PyObject *seq_arg, PyObject *head, PyObject *host)
@@ -495,6 +497,8 @@ static PyObject *restamp(Restamper *self, PyObject *ev, PyObject *seq_arg, PyObj
     }
     PyObject *result = NULL;
     PyObject *keys_json, *special_b, *rest, *tail_names;
+    /* held across next_seq, which runs Python code; released at done */
+    PyObject *held_id = NULL, *held_source = NULL, *held_type = NULL, *seq_obj = NULL, *seq_text = NULL;
     if (!PyTuple_CheckExact(plan) || PyTuple_GET_SIZE(plan) != 4)
         goto done;
     keys_json = PyTuple_GET_ITEM(plan, 0);
@@ -557,6 +561,7 @@ static PyObject *restamp(Restamper *self, PyObject *ev, PyObject *seq_arg, PyObj
     }
     Buf *data = &self->data, *body = &self->body;
     data->n = body->n = 0;
+    int has_data = sp[P_DATA] != NULL;
     if (sp[P_DATA] == NULL) {
         memcpy(h[P_DATA], EMPTY, 32);
     } else {
@@ -610,35 +615,47 @@ static PyObject *restamp(Restamper *self, PyObject *ev, PyObject *seq_arg, PyObj
         if (p < 0 || p >= n)
             goto done;
         memcpy(hrest[i], PyBytes_AS_STRING(hn), 32);
-        if ((r = text_digest(self, vals[p], PyObject_IsTrue(PyTuple_GET_ITEM(item, 2)), hrest[i] + 32)) != OK)
+        int cache = PyObject_IsTrue(PyTuple_GET_ITEM(item, 2));
+        if (cache < 0)
+            goto done;
+        if ((r = text_digest(self, vals[p], cache, hrest[i] + 32)) != OK)
             goto failed;
     }
 
-    /* the sequence number: from here on the event is this path's */
-    long long seq;
-    PyObject *seq_obj;
+    /* the sequence number: from here on the event is this path's. next_seq runs Python code, which could
+     * change the event, so what is still needed of it is held */
+    held_id = Py_NewRef(ev_id);
+    held_source = Py_NewRef(source);
+    held_type = Py_NewRef(sp[P_TYPE]);
     if (seq_arg == Py_None) {
-        seq_obj = PyObject_CallOneArg(self->next_seq, source);
+        PyObject *next_seq = Py_NewRef(self->next_seq);
+        seq_obj = PyObject_CallOneArg(next_seq, held_source);
+        Py_DECREF(next_seq);
         if (seq_obj == NULL)
             goto done;
+        if (!PyLong_CheckExact(seq_obj)) {
+            PyErr_Format(PyExc_TypeError, "next_seq returned %.40s, not an int", Py_TYPE(seq_obj)->tp_name);
+            goto done;
+        }
     } else {
-        Py_INCREF(seq_arg);
-        seq_obj = seq_arg;
+        seq_obj = Py_NewRef(seq_arg); /* an exact int: checked on the way in */
     }
-    r = PyLong_CheckExact(seq_obj) ? int64(seq_obj, &seq) : PASS;
-    if (r != OK) {
-        if (r == PASS)
-            PyErr_SetString(PyExc_ValueError, "a sequence number must be a 64-bit integer");
-        Py_DECREF(seq_obj);
+    char seq_small[24];
+    const char *seq_b = seq_small;
+    Py_ssize_t seq_n;
+    long long seq;
+    if ((r = int64(seq_obj, &seq)) == FAIL)
         goto done;
+    if (r == OK) {
+        seq_n = itoa64(seq, seq_small);
+    } else { /* beyond 64 bits: what Python's "%d" writes */
+        seq_text = PyObject_Str(seq_obj);
+        if (seq_text == NULL || (seq_b = PyUnicode_AsUTF8AndSize(seq_text, &seq_n)) == NULL)
+            goto done;
     }
-    char seq_b[24];
-    int seq_n = itoa64(seq, seq_b);
     if (PUTS(body, ",\"sequence\":\"") || put(body, seq_b, (size_t)seq_n) || PUTS(body, "\"") ||
-        put(body, PyBytes_AS_STRING(tail_names), (size_t)PyBytes_GET_SIZE(tail_names))) {
-        Py_DECREF(seq_obj);
+        put(body, PyBytes_AS_STRING(tail_names), (size_t)PyBytes_GET_SIZE(tail_names)))
         goto done;
-    }
 
     unsigned char h_seq[32], digest[32];
     sha(seq_b, (size_t)seq_n, h_seq);
@@ -651,7 +668,7 @@ static PyObject *restamp(Restamper *self, PyObject *ev, PyObject *seq_arg, PyObj
     SHA256_Final(digest, &ctx);
 
     PyObject *tail;
-    if (sp[P_DATA] == NULL) {
+    if (!has_data) {
         tail = PyBytes_FromStringAndSize("\"}", 2);
     } else {
         static const char lead[] = "\",\"data\":";
@@ -663,10 +680,8 @@ static PyObject *restamp(Restamper *self, PyObject *ev, PyObject *seq_arg, PyObj
             o[sizeof lead - 1 + data->n] = '}';
         }
     }
-    if (tail == NULL) {
-        Py_DECREF(seq_obj);
+    if (tail == NULL)
         goto done;
-    }
     PyObject *d = PyBytes_FromStringAndSize((const char *)digest, 32);
     PyObject *bh = PyBytes_FromStringAndSize(body->p, (Py_ssize_t)body->n);
     result = d && bh ? PyTuple_New(7) : NULL;
@@ -674,22 +689,26 @@ static PyObject *restamp(Restamper *self, PyObject *ev, PyObject *seq_arg, PyObj
         Py_XDECREF(d);
         Py_XDECREF(bh);
         Py_DECREF(tail);
-        Py_DECREF(seq_obj);
         goto done;
     }
     PyTuple_SET_ITEM(result, 0, d);
     PyTuple_SET_ITEM(result, 1, bh);
     PyTuple_SET_ITEM(result, 2, tail);
-    PyTuple_SET_ITEM(result, 3, Py_NewRef(ev_id));
-    PyTuple_SET_ITEM(result, 4, Py_NewRef(source));
-    PyTuple_SET_ITEM(result, 5, Py_NewRef(sp[P_TYPE]));
-    PyTuple_SET_ITEM(result, 6, seq_obj);
+    PyTuple_SET_ITEM(result, 3, Py_NewRef(held_id));
+    PyTuple_SET_ITEM(result, 4, Py_NewRef(held_source));
+    PyTuple_SET_ITEM(result, 5, Py_NewRef(held_type));
+    PyTuple_SET_ITEM(result, 6, Py_NewRef(seq_obj));
     goto done;
 
 failed:
     if (r == PASS)
         result = NULL; /* Python's */
 done:
+    Py_XDECREF(held_id);
+    Py_XDECREF(held_source);
+    Py_XDECREF(held_type);
+    Py_XDECREF(seq_obj);
+    Py_XDECREF(seq_text);
     Py_DECREF(plan);
     return result;
 }
@@ -705,8 +724,8 @@ static PyObject *Restamper_stamp(Restamper *self, PyObject *const *args, Py_ssiz
         PyErr_SetString(PyExc_TypeError, "head and host_json must be bytes");
         return NULL;
     }
-    if (!PyDict_CheckExact(ev))
-        Py_RETURN_NONE;
+    if (!PyDict_CheckExact(ev) || (seq_arg != Py_None && !PyLong_CheckExact(seq_arg)))
+        Py_RETURN_NONE; /* Python's to judge */
     if (self->busy) {
         PyErr_SetString(PyExc_RuntimeError, "Restamper.stamp is not re-entrant");
         return NULL;
@@ -714,6 +733,15 @@ static PyObject *Restamper_stamp(Restamper *self, PyObject *const *args, Py_ssiz
     self->busy = 1;
     PyObject *result = restamp(self, ev, seq_arg, head, host);
     self->busy = 0;
+    /* a huge event does not keep its buffers: ordinary ones are a few hundred bytes */
+    if (self->body.cap > BUF_KEEP) {
+        PyMem_Free(self->body.p);
+        self->body = (Buf){NULL, 0, 0};
+    }
+    if (self->data.cap > BUF_KEEP) {
+        PyMem_Free(self->data.p);
+        self->data = (Buf){NULL, 0, 0};
+    }
     if (result == NULL && !PyErr_Occurred())
         Py_RETURN_NONE;
     return result;
@@ -724,6 +752,114 @@ static PyMethodDef Restamper_methods[] = {
      "stamp(event, seq, head, host_json) -> (digest, body_head, body_tail, id, source, type, sequence) or None"},
     {NULL, NULL, 0, NULL},
 };
+
+/* ---- the receiver's attribute checks (receiver.validate.check_attributes), the passing case ---- */
+
+/* names the checks leave alone: the required ones (checked first), the data, and what the host overwrites */
+static const char *const SKIP[] = {"specversion", "id", "source", "type", "data", "hostid", "hostreceivedat",
+                                   "sequence", "hostpeer", "guestdssematerial", "guestsignedextattrs", NULL};
+
+static int name_is(const char *s, Py_ssize_t n, const char *const *names)
+{
+    for (; *names; names++)
+        if ((size_t)n == strlen(*names) && memcmp(s, *names, (size_t)n) == 0)
+            return 1;
+    return 0;
+}
+
+/* a non-empty exact str */
+static int some_text(PyObject *v)
+{
+    return v != NULL && PyUnicode_CheckExact(v) && PyUnicode_GET_LENGTH(v) > 0;
+}
+
+/* validate._RFC3339: YYYY-MM-DD[Tt ]HH:MM:SS[.digits](Z|z|+HH:MM|-HH:MM), ASCII digits, nothing after */
+static int rfc3339(const char *s, Py_ssize_t n)
+{
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+    if (n < 20)
+        return 0;
+    for (int i = 0; i < 19; i++) {
+        char c = s[i];
+        if (shape[i] == 'd' ? (c < '0' || c > '9') : shape[i] == 'T' ? (c != 'T' && c != 't' && c != ' ')
+                                                                       : c != shape[i])
+            return 0;
+    }
+    Py_ssize_t i = 19;
+    if (s[i] == '.') {
+        Py_ssize_t start = ++i;
+        while (i < n && s[i] >= '0' && s[i] <= '9')
+            i++;
+        if (i == start)
+            return 0;
+    }
+    if (i == n - 1)
+        return s[i] == 'Z' || s[i] == 'z';
+    if (i != n - 6 || (s[i] != '+' && s[i] != '-') || s[i + 3] != ':')
+        return 0;
+    return s[i + 1] >= '0' && s[i + 1] <= '9' && s[i + 2] >= '0' && s[i + 2] <= '9' && s[i + 4] >= '0' &&
+           s[i + 4] <= '9' && s[i + 5] >= '0' && s[i + 5] <= '9';
+}
+
+/* check_passes(event) -> True when receiver.validate.check_attributes certainly passes ``event``; False when
+ * only the Python checks can tell (they then refuse it, with the reason, or pass it) */
+static PyObject *check_passes(PyObject *Py_UNUSED(module), PyObject *ev)
+{
+    if (!PyDict_CheckExact(ev))
+        Py_RETURN_FALSE;
+    PyObject *spec = PyDict_GetItemWithError(ev, str_specversion);
+    if (spec == NULL && PyErr_Occurred())
+        return NULL;
+    if (spec == NULL || !PyUnicode_CheckExact(spec) || PyUnicode_CompareWithASCIIString(spec, "1.0") != 0)
+        Py_RETURN_FALSE;
+    static PyObject **required[] = {&str_id, &str_source, &str_type};
+    for (int j = 0; j < 3; j++) {
+        PyObject *v = PyDict_GetItemWithError(ev, *required[j]);
+        if (v == NULL && PyErr_Occurred())
+            return NULL;
+        if (!some_text(v))
+            Py_RETURN_FALSE;
+    }
+    static const char *const optional_text[] = {"datacontenttype", "dataschema", "subject", NULL};
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(ev, &pos, &k, &v)) {
+        if (!PyUnicode_CheckExact(k) || !PyUnicode_IS_ASCII(k))
+            Py_RETURN_FALSE;
+        const char *name = (const char *)PyUnicode_DATA(k);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(k);
+        if (name_is(name, n, SKIP))
+            continue;
+        if (name_is(name, n, optional_text)) {
+            if (v != Py_None && !PyUnicode_CheckExact(v))
+                Py_RETURN_FALSE;
+            continue;
+        }
+        if (n == 4 && memcmp(name, "time", 4) == 0) {
+            if (v != Py_None && (!PyUnicode_CheckExact(v) || !PyUnicode_IS_ASCII(v) ||
+                                 !rfc3339((const char *)PyUnicode_DATA(v), PyUnicode_GET_LENGTH(v))))
+                Py_RETURN_FALSE;
+            continue;
+        }
+        /* an extension attribute: its name is checked whatever its value (data_base64 is Python's too) */
+        if (n < 1 || n > 64)
+            Py_RETURN_FALSE;
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9')))
+                Py_RETURN_FALSE;
+        if (v == Py_None || PyUnicode_CheckExact(v) || PyBool_Check(v))
+            continue;
+        if (!PyLong_CheckExact(v))
+            Py_RETURN_FALSE;
+        long long x;
+        int r = int64(v, &x);
+        if (r == FAIL)
+            return NULL;
+        if (r == PASS || x > MAX_SAFE_INT || x < -MAX_SAFE_INT)
+            Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
 
 static PyTypeObject RestamperType = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -739,17 +875,29 @@ static PyTypeObject RestamperType = {
     .tp_methods = Restamper_methods,
 };
 
+static PyMethodDef module_methods[] = {
+    {"check_passes", (PyCFunction)check_passes, METH_O,
+     "check_passes(event) -> True when receiver.validate.check_attributes certainly passes it"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "agent._native.restamp",
-    .m_doc = "The planned guest path of agent.pipeline.guest in C.",
+    .m_doc = "The receiver's per-event work in C: the planned guest path of agent.pipeline.guest, and the passing "
+             "case of receiver.validate.check_attributes.",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC PyInit_restamp(void)
 {
     native_name = PyUnicode_InternFromString("native");
-    if (native_name == NULL || PyType_Ready(&RestamperType) < 0)
+    str_specversion = PyUnicode_InternFromString("specversion");
+    str_id = PyUnicode_InternFromString("id");
+    str_source = PyUnicode_InternFromString("source");
+    str_type = PyUnicode_InternFromString("type");
+    if (!native_name || !str_specversion || !str_id || !str_source || !str_type || PyType_Ready(&RestamperType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)

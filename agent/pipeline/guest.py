@@ -205,7 +205,7 @@ def prepare_guests(
     digests: list[bytes] = []
     ev: Any
     for i, ev in enumerate(events):
-        if native is not None:
+        if native is not None and (sequences is None or type(sequences[i]) is int):
             try:
                 got = native(ev, None if sequences is None else sequences[i], head, host_json)
             except Exception as exc:  # taking the sequence number failed, or memory

@@ -174,6 +174,39 @@ def test_sequence_numbers_given_by_the_caller_are_used() -> None:
     assert got == want and orjson.loads(got[3])["sequence"] == str(2**40)
 
 
+@pytest.mark.parametrize("seq", [2**63, 2**70, -5, True, 5.0, None])
+def test_unusual_sequence_numbers_given_by_the_caller_match_the_python_path(seq: Any) -> None:
+    fast, slow = _pair()
+    events = [_ev(1, data={"i": 1})]
+    for st_ in (fast, slow):
+        st_.stamp_guests(copy.deepcopy(events), PEER)  # plan
+    got = [type(r) if isinstance(r, Exception) else r.body
+           for r in fast.stamp_guests(copy.deepcopy(events), PEER, sequences=[seq])]
+    want = [type(r) if isinstance(r, Exception) else r.body
+            for r in slow.stamp_guests(copy.deepcopy(events), PEER, sequences=[seq])]
+    assert got == want
+
+
+def test_a_sequence_store_that_changes_the_event_does_not_change_the_result() -> None:
+    fast, slow = _pair()
+    fast.stamp_guests([_ev(0, data={}, subject="s")], PEER)  # the shape planned: the next one is native
+    slow.stamp_guests([_ev(0, data={}, subject="s")], PEER)
+    real = fast._seq.next
+    target = _ev(1, data={"n": 1}, subject="s")
+    expected = slow.stamp_guests([copy.deepcopy(target)], PEER)
+
+    def meddling(source: str) -> int:
+        target.clear()  # drops the event's own references to its id, source and type
+        target["id"] = "changed"
+        return real(source)
+
+    assert _native.Restamper is not None
+    fast._restamp = _native.Restamper(fast._shapes, fast._texts, meddling).stamp
+    (got,) = fast.stamp_guests([target], PEER)
+    assert target == {"id": "changed"}  # next_seq ran, on the native path
+    assert got.body == expected[0].body and got.id == "e1" and got.source == "guest://a"  # type: ignore[union-attr]
+
+
 def test_a_failing_sequence_store_refuses_the_event_alone() -> None:
     fast, _ = _pair()
     fast.stamp_guests([_ev(0, data={})], PEER)

@@ -111,3 +111,44 @@ def test_arbitrary_objects_only_ever_raise_rejected(obj: dict[str, Any]) -> None
         parse_event(json.dumps(obj).encode(), max_depth=4)
     except Rejected as r:
         assert r.reason in REASONS
+
+
+_native_passes = pytest.importorskip("agent._native").check_passes
+_attr_names = st.one_of(st.sampled_from(["specversion", "id", "source", "type", "time", "subject", "dataschema",
+                                         "datacontenttype", "data", "data_base64", "hostid", "sequence", "region",
+                                         "dssematerial", "x" * 64, "x" * 65, "Upper", "a_b", "é", ""]),
+                        st.text(max_size=6))
+_attr_values = st.one_of(st.none(), st.booleans(), st.integers(-(2**64), 2**64), st.floats(), st.text(max_size=4),
+                         st.sampled_from(["1.0", "2026-11-22T02:00:00Z", "2026-11-22t02:00:00.5+01:00",
+                                          "2026-11-22 02:00:00.Z", "2026-11-22T02:00:00-0100", "2026-11-22T02:00:00Z\n",
+                                          "２０２６-11-22T02:00:00Z", 2**53 - 1, 2**53, -(2**53) + 1, -(2**53)]),
+                         st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(),
+                                                                             max_size=2))
+
+
+@pytest.mark.skipif(_native_passes is None, reason="the native check is not built here")
+@given(st.dictionaries(_attr_names, _attr_values, max_size=8), st.booleans())
+def test_the_native_check_passes_only_what_the_python_checks_pass(extra: dict[str, Any], base: bool) -> None:
+    from agent.receiver import validate
+
+    event = ({"specversion": "1.0", "id": "a", "source": "s", "type": "t"} if base else {}) | extra
+    assert _native_passes is not None
+    if not _native_passes(event):
+        return
+    python_only, validate._passes = validate._passes, None
+    try:
+        validate.check_attributes(event)  # raises Rejected if the native check was wrong
+    finally:
+        validate._passes = python_only
+
+
+@pytest.mark.skipif(_native_passes is None, reason="the native check is not built here")
+def test_the_native_check_passes_ordinary_events() -> None:
+    assert _native_passes is not None
+    ok = {"specversion": "1.0", "id": "a", "source": "s", "type": "t", "time": "2026-11-22T02:00:00.123+01:00",
+          "subject": "x", "datacontenttype": "application/json", "region": "eu", "attempt": 2**53 - 1, "flag": True,
+          "hostid": {"any": "thing"}, "data": [1.5], "traceparent": None}
+    assert _native_passes(ok)
+    for bad in ({"attempt": 2**53}, {"Region": "eu"}, {"time": "2026-11-22T02:00:00"}, {"subject": 1},
+                {"data_base64": "aGk="}, {"id": ""}, {"specversion": "1.1"}):
+        assert not _native_passes(ok | bad)
