@@ -1,5 +1,5 @@
 """The optional native parts: batch Ed25519 signing without the GIL (agent/_native/edsign.c, libsodium), and
-the guest restamper (agent/_native/restamp.c, OpenSSL's SHA-256).
+the receiver's per-event work (agent/_native/restamp.c: OpenSSL's SHA-256, libsodium's Ed25519 checks).
 
 Everything else is in pyproject.toml. Without a C compiler or a library's headers the build goes on without
 that part: the agent signs with the cryptography package and stamps in Python, in the same bytes (see
@@ -20,7 +20,7 @@ setup(
         Extension(
             "agent._native.restamp",
             ["agent/_native/restamp.c"],
-            libraries=["crypto"],
+            libraries=["crypto", "sodium"],
             extra_compile_args=["-O2", "-Wall", "-Wextra"],
             optional=True,
         ),

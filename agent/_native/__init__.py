@@ -7,6 +7,8 @@ headers of libsodium and OpenSSL are there) and not turned off with ``HOSTSTAMP_
   :mod:`agent.pipeline.guest` for one event), or None: the Python planned path makes the same bytes.
 - :data:`check_passes` is :func:`agent._native.restamp.check_passes` (True when the receiver's attribute checks
   certainly pass an event), or None.
+- :data:`Checker` is :class:`agent._native.restamp.Checker` (the common case of a guest signature check, Ed25519
+  by libsodium), or None.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Restamper", "Signer", "check_passes", "native_signer"]
+__all__ = ["Checker", "Restamper", "Signer", "check_passes", "native_signer"]
 
 if TYPE_CHECKING:
     from .edsign import Signer as _Signer
+    from .restamp import Checker as _Checker
     from .restamp import Restamper as _Restamper
 
 _OFF = os.environ.get("HOSTSTAMP_NATIVE", "1") in ("0", "no", "false", "off")
@@ -32,13 +35,14 @@ except ImportError:
     Signer = None
 
 Restamper: type[_Restamper] | None
+Checker: type[_Checker] | None
 check_passes: Callable[[Any], bool] | None
 try:
     if _OFF:
         raise ImportError("turned off with HOSTSTAMP_NATIVE")
-    from .restamp import Restamper, check_passes
+    from .restamp import Checker, Restamper, check_passes
 except ImportError:
-    Restamper = check_passes = None
+    Restamper = Checker = check_passes = None
 
 
 def native_signer() -> str:

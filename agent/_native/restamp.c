@@ -1,6 +1,7 @@
 /*
- * The receiver's hot path in C: the planned path of agent/pipeline/guest.py for one guest event, and the
- * passing case of the receiver's attribute checks (check_passes, at the end).
+ * The receiver's hot path in C: the planned path of agent/pipeline/guest.py for one guest event; the passing
+ * case of the receiver's attribute checks (check_passes); and the common case of checking a guest's signature
+ * (Checker, signing.checker.EventChecker's checks with libsodium's Ed25519).
  *
  * Restamper(shapes, texts, next_seq).stamp(event, seq, head, host_json) takes a parsed guest event (a dict as orjson
  * makes it) and returns what the Python planned path makes of it, or None when it leaves the event to Python:
@@ -19,13 +20,14 @@
  * (source -> next sequence number). Per batch: ``head`` (the digests of the host's attributes up to the
  * sequence's) and ``host_json`` (the host's attributes as JSON members, each led by a comma).
  *
- * SHA-256 is OpenSSL's (libcrypto: SHA-NI where the CPU has it). Not thread-safe: one per Stamper, called with
- * the GIL held.
+ * SHA-256 is OpenSSL's (libcrypto: SHA-NI where the CPU has it). A Restamper is not thread-safe: one per
+ * Stamper, called with the GIL held.
  */
 #define PY_SSIZE_T_CLEAN
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <Python.h>
 #include <openssl/sha.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -458,7 +460,8 @@ static void Restamper_dealloc(Restamper *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *native_name, *str_specversion, *str_id, *str_source, *str_type;
+static PyObject *native_name, *str_specversion, *str_id, *str_source, *str_type, *str_datacontenttype,
+    *str_dataschema, *str_subject, *str_time, *str_data, *str_data_base64, *str_dssematerial, *str_signedextattrs;
 
 /* the work of one call, with self->busy set; NULL with no exception set: leave the event to Python */
 static PyObject *restamp(Restamper *self, PyObject *ev, PyObject *seq_arg, PyObject *head, PyObject *host)
@@ -875,9 +878,329 @@ static PyTypeObject RestamperType = {
     .tp_methods = Restamper_methods,
 };
 
+/* ---- guest signatures: the common case of signing.checker.EventChecker.check ---- */
+
+/* strict standard base64 of n characters (n a multiple of 4, padding only where due, unused bits zero) into out;
+ * the decoded length, or -1 for anything else (which Python judges) */
+static Py_ssize_t unb64(const char *s, Py_ssize_t n, unsigned char *out)
+{
+    static signed char map[256];
+    static int ready = 0;
+    if (!ready) {
+        memset(map, -1, sizeof map);
+        for (int i = 0; i < 64; i++)
+            map[(unsigned char)"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[i]] = (signed char)i;
+        ready = 1;
+    }
+    if (n == 0 || n % 4)
+        return -1;
+    Py_ssize_t o = 0;
+    for (Py_ssize_t i = 0; i < n; i += 4) {
+        int pad = 0;
+        if (i + 4 == n)
+            pad = (s[n - 1] == '=') + (s[n - 2] == '=' && s[n - 1] == '=');
+        int a = map[(unsigned char)s[i]], b = map[(unsigned char)s[i + 1]];
+        int c = pad >= 2 ? 0 : map[(unsigned char)s[i + 2]];
+        int d = pad >= 1 ? 0 : map[(unsigned char)s[i + 3]];
+        if ((a | b | c | d) < 0)
+            return -1;
+        unsigned v = (unsigned)a << 18 | (unsigned)b << 12 | (unsigned)c << 6 | (unsigned)d;
+        if ((pad == 1 && (v & 0xff)) || (pad == 2 && (v & 0xffff)))
+            return -1;
+        out[o++] = (unsigned char)(v >> 16);
+        if (pad < 2)
+            out[o++] = (unsigned char)(v >> 8);
+        if (pad < 1)
+            out[o++] = (unsigned char)v;
+    }
+    return o;
+}
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *keys;  /* dict: key id (str) -> 32-byte Ed25519 public key */
+    PyObject *ext;   /* dict: signedextattrs (str) -> tuple of the names it signs, as the Python checker keeps */
+    PyObject *pae_head, *t_head, *t_mid, *t_sig, *t_tail; /* bytes */
+} Checker;
+
+static int Checker_init(Checker *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"keys", "ext", "pae_head", "t_head", "t_mid", "t_sig", "t_tail", NULL};
+    PyObject *keys, *ext, *ph, *th, *tm, *ts, *tt;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!SSSSS:Checker", kwlist, &PyDict_Type, &keys, &PyDict_Type,
+                                     &ext, &ph, &th, &tm, &ts, &tt))
+        return -1;
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(keys, &pos, &k, &v))
+        if (!PyUnicode_CheckExact(k) || !PyBytes_CheckExact(v) || PyBytes_GET_SIZE(v) != 32) {
+            PyErr_SetString(PyExc_ValueError, "keys: key id -> 32-byte Ed25519 public key");
+            return -1;
+        }
+    if (PyBytes_GET_SIZE(ph) + 32 > 256) {
+        PyErr_SetString(PyExc_ValueError, "pae_head is too long");
+        return -1;
+    }
+    Py_XSETREF(self->keys, Py_NewRef(keys));
+    Py_XSETREF(self->ext, Py_NewRef(ext));
+    Py_XSETREF(self->pae_head, Py_NewRef(ph));
+    Py_XSETREF(self->t_head, Py_NewRef(th));
+    Py_XSETREF(self->t_mid, Py_NewRef(tm));
+    Py_XSETREF(self->t_sig, Py_NewRef(ts));
+    Py_XSETREF(self->t_tail, Py_NewRef(tt));
+    return 0;
+}
+
+static int Checker_traverse(Checker *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->keys);
+    Py_VISIT(self->ext);
+    return 0;
+}
+
+static int Checker_clear(Checker *self)
+{
+    Py_CLEAR(self->keys);
+    Py_CLEAR(self->ext);
+    Py_CLEAR(self->pae_head);
+    Py_CLEAR(self->t_head);
+    Py_CLEAR(self->t_mid);
+    Py_CLEAR(self->t_sig);
+    Py_CLEAR(self->t_tail);
+    return 0;
+}
+
+static void Checker_dealloc(Checker *self)
+{
+    PyObject_GC_UnTrack(self);
+    Checker_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* does ``s`` continue at ``*at`` with the bytes of ``b``? (then ``*at`` moves past them) */
+static int expect(const char *s, Py_ssize_t n, Py_ssize_t *at, PyObject *b)
+{
+    Py_ssize_t k = PyBytes_GET_SIZE(b);
+    if (*at + k > n || memcmp(s + *at, PyBytes_AS_STRING(b), (size_t)k) != 0)
+        return 0;
+    *at += k;
+    return 1;
+}
+
+/* the digest of an attribute value's text (checker._h_value) into out; PASS for what Python should judge */
+static int value_digest(PyObject *v, unsigned char out[32])
+{
+    if (PyUnicode_CheckExact(v)) {
+        const char *s;
+        Py_ssize_t n;
+        int r = utf8(v, &s, &n);
+        if (r == OK)
+            sha(s, (size_t)n, out);
+        return r;
+    }
+    if (v == Py_True || v == Py_False) {
+        sha(v == Py_True ? "true" : "false", v == Py_True ? 4 : 5, out);
+        return OK;
+    }
+    if (PyLong_CheckExact(v)) {
+        long long x;
+        int r = int64(v, &x);
+        if (r == OK) {
+            char num[24];
+            sha(num, (size_t)itoa64(x, num), out);
+        }
+        return r;
+    }
+    return PASS;
+}
+
+/* OK when ``event`` verifies, PASS when only Python can tell (a refusal, or a form this does not read) */
+static int verify(Checker *self, PyObject *ev, Buf *data)
+{
+    static PyObject **core[] = {&str_source, &str_specversion, &str_type, &str_datacontenttype, &str_dataschema,
+                                &str_subject};
+    unsigned char env[512], msg[256], payload[48], sig[72], digest[32], h[32];
+    const char *s;
+    Py_ssize_t n;
+    int r;
+
+    /* dssematerial: strict base64 of an envelope in encode_envelope's layout, one signature, by a trusted key */
+    PyObject *mat = PyDict_GetItemWithError(ev, str_dssematerial);
+    if (mat == NULL)
+        return PyErr_Occurred() ? FAIL : PASS;
+    if (!PyUnicode_CheckExact(mat) || !PyUnicode_IS_ASCII(mat))
+        return PASS;
+    s = (const char *)PyUnicode_DATA(mat);
+    n = PyUnicode_GET_LENGTH(mat);
+    if (n > (Py_ssize_t)(sizeof env / 3 * 4))
+        return PASS;
+    Py_ssize_t envn = unb64(s, n, env), at = 0;
+    if (envn < 0 || !expect((const char *)env, envn, &at, self->t_head) || at + 44 > envn ||
+        unb64((const char *)env + at, 44, payload) != 32)
+        return PASS;
+    at += 44;
+    if (!expect((const char *)env, envn, &at, self->t_mid) || at + 64 > envn)
+        return PASS;
+    const char *keyid = (const char *)env + at;
+    for (int i = 0; i < 64; i++)
+        if (!((keyid[i] >= '0' && keyid[i] <= '9') || (keyid[i] >= 'a' && keyid[i] <= 'z') ||
+              (keyid[i] >= 'A' && keyid[i] <= 'Z')))
+            return PASS;
+    at += 64;
+    if (!expect((const char *)env, envn, &at, self->t_sig) || at + 88 > envn ||
+        unb64((const char *)env + at, 88, sig) != 64)
+        return PASS;
+    at += 88;
+    if (!expect((const char *)env, envn, &at, self->t_tail) || at != envn)
+        return PASS;
+    PyObject *kid = PyUnicode_DecodeASCII(keyid, 64, NULL);
+    if (kid == NULL)
+        return FAIL;
+    PyObject *pk = PyDict_GetItemWithError(self->keys, kid);
+    Py_DECREF(kid);
+    if (pk == NULL)
+        return PyErr_Occurred() ? FAIL : PASS;
+    Py_ssize_t headn = PyBytes_GET_SIZE(self->pae_head);
+    memcpy(msg, PyBytes_AS_STRING(self->pae_head), (size_t)headn);
+    memcpy(msg + headn, payload, 32);
+    if (crypto_sign_verify_detached(sig, msg, (unsigned long long)(headn + 32),
+                                    (const unsigned char *)PyBytes_AS_STRING(pk)) != 0)
+        return PASS; /* refused: Python says why (and is the judge of what libsodium is stricter about) */
+
+    /* the material, as signing.event.material computes it */
+    SHA256_CTX ctx;
+    SHA256_Init(&ctx);
+    PyObject *v = PyDict_GetItemWithError(ev, str_id);
+    if (v == NULL && PyErr_Occurred())
+        return FAIL;
+    if (v == NULL || !PyUnicode_CheckExact(v))
+        return PASS;
+    if ((r = value_digest(v, h)) != OK)
+        return r;
+    SHA256_Update(&ctx, h, 32);
+    for (int i = 0; i < 6; i++) {
+        v = PyDict_GetItemWithError(ev, *core[i]);
+        if (v == NULL && PyErr_Occurred())
+            return FAIL;
+        if (v == NULL || v == Py_None)
+            memcpy(h, EMPTY, 32);
+        else if ((r = value_digest(v, h)) != OK)
+            return r;
+        SHA256_Update(&ctx, h, 32);
+    }
+    v = PyDict_GetItemWithError(ev, str_time);
+    if (v == NULL && PyErr_Occurred())
+        return FAIL;
+    if (v == NULL || v == Py_None) {
+        SHA256_Update(&ctx, EMPTY, 32);
+    } else {
+        char t[20];
+        if ((r = utf8(v, &s, &n)) != OK || (r = normalize_time(s, n, t)) != OK)
+            return r;
+        sha(t, 20, h);
+        SHA256_Update(&ctx, h, 32);
+    }
+    /* data: JSON data of the forms the JCS writer here covers; strings, data_base64 and the rest are Python's */
+    v = PyDict_GetItemWithError(ev, str_data_base64);
+    if (v != NULL || PyErr_Occurred())
+        return v != NULL ? PASS : FAIL;
+    v = PyDict_GetItemWithError(ev, str_data);
+    if (v == NULL && PyErr_Occurred())
+        return FAIL;
+    if (v == NULL) {
+        SHA256_Update(&ctx, EMPTY, 32);
+    } else {
+        if (!PyDict_CheckExact(v) && !PyList_CheckExact(v))
+            return PASS;
+        data->n = 0;
+        if ((r = put_jcs(data, v, 0)) != OK)
+            return r;
+        sha(data->p, data->n, h);
+        SHA256_Update(&ctx, h, 32);
+    }
+    /* the signed extension attributes, as the Python checker read and validated them */
+    v = PyDict_GetItemWithError(ev, str_signedextattrs);
+    if (v == NULL && PyErr_Occurred())
+        return FAIL;
+    if (v != NULL && v != Py_None && !(PyUnicode_CheckExact(v) && PyUnicode_GET_LENGTH(v) == 0)) {
+        if (!PyUnicode_CheckExact(v))
+            return PASS;
+        PyObject *names = PyDict_GetItemWithError(self->ext, v);
+        if (names == NULL)
+            return PyErr_Occurred() ? FAIL : PASS; /* not read yet: Python reads and keeps it */
+        if (!PyTuple_CheckExact(names))
+            return PASS;
+        Py_INCREF(names);
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
+            PyObject *name = PyTuple_GET_ITEM(names, i), *val;
+            if (!PyUnicode_CheckExact(name) || (val = PyDict_GetItemWithError(ev, name)) == NULL ||
+                (r = value_digest(name, h)) != OK) {
+                Py_DECREF(names);
+                return PyErr_Occurred() ? FAIL : PASS;
+            }
+            SHA256_Update(&ctx, h, 32);
+            if ((r = value_digest(val, h)) != OK) {
+                Py_DECREF(names);
+                return r;
+            }
+            SHA256_Update(&ctx, h, 32);
+        }
+        Py_DECREF(names);
+    }
+    SHA256_Final(digest, &ctx);
+    return sodium_memcmp(digest, payload, 32) == 0 ? OK : PASS;
+}
+
+static PyObject *Checker_verifies(Checker *self, PyObject *ev)
+{
+    if (!PyDict_CheckExact(ev))
+        Py_RETURN_FALSE;
+    Buf data = {NULL, 0, 0};
+    int r = verify(self, ev, &data);
+    PyMem_Free(data.p);
+    if (r == FAIL)
+        return NULL;
+    return PyBool_FromLong(r == OK);
+}
+
+static PyMethodDef Checker_methods[] = {
+    {"verifies", (PyCFunction)Checker_verifies, METH_O,
+     "verifies(event) -> True when the event's signature and material verify; False: Python decides"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject CheckerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "agent._native.restamp.Checker",
+    .tp_basicsize = sizeof(Checker),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Checker(keys, ext, pae_head, t_head, t_mid, t_sig, t_tail): the common case of EventChecker.check.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Checker_init,
+    .tp_dealloc = (destructor)Checker_dealloc,
+    .tp_traverse = (traverseproc)Checker_traverse,
+    .tp_clear = (inquiry)Checker_clear,
+    .tp_methods = Checker_methods,
+};
+
+/* verify_detached(sig, msg, public_key) -> bool: one Ed25519 check, as the Checker makes it (for measuring) */
+static PyObject *verify_detached(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyBytes_CheckExact(args[0]) || !PyBytes_CheckExact(args[1]) ||
+        !PyBytes_CheckExact(args[2]) || PyBytes_GET_SIZE(args[0]) != 64 || PyBytes_GET_SIZE(args[2]) != 32) {
+        PyErr_SetString(PyExc_TypeError, "verify_detached(sig: 64 bytes, msg: bytes, public_key: 32 bytes)");
+        return NULL;
+    }
+    return PyBool_FromLong(crypto_sign_verify_detached(
+        (const unsigned char *)PyBytes_AS_STRING(args[0]), (const unsigned char *)PyBytes_AS_STRING(args[1]),
+        (unsigned long long)PyBytes_GET_SIZE(args[1]), (const unsigned char *)PyBytes_AS_STRING(args[2])) == 0);
+}
+
 static PyMethodDef module_methods[] = {
     {"check_passes", (PyCFunction)check_passes, METH_O,
      "check_passes(event) -> True when receiver.validate.check_attributes certainly passes it"},
+    {"verify_detached", (PyCFunction)(void (*)(void))verify_detached, METH_FASTCALL,
+     "verify_detached(sig, msg, public_key) -> True when the Ed25519 signature verifies (libsodium)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -897,7 +1220,23 @@ PyMODINIT_FUNC PyInit_restamp(void)
     str_id = PyUnicode_InternFromString("id");
     str_source = PyUnicode_InternFromString("source");
     str_type = PyUnicode_InternFromString("type");
-    if (!native_name || !str_specversion || !str_id || !str_source || !str_type || PyType_Ready(&RestamperType) < 0)
+    str_datacontenttype = PyUnicode_InternFromString("datacontenttype");
+    str_dataschema = PyUnicode_InternFromString("dataschema");
+    str_subject = PyUnicode_InternFromString("subject");
+    str_time = PyUnicode_InternFromString("time");
+    str_data = PyUnicode_InternFromString("data");
+    str_data_base64 = PyUnicode_InternFromString("data_base64");
+    str_dssematerial = PyUnicode_InternFromString("dssematerial");
+    str_signedextattrs = PyUnicode_InternFromString("signedextattrs");
+    if (!native_name || !str_specversion || !str_id || !str_source || !str_type || !str_datacontenttype ||
+        !str_dataschema || !str_subject || !str_time || !str_data || !str_data_base64 || !str_dssematerial ||
+        !str_signedextattrs)
+        return NULL;
+    if (sodium_init() < 0) {
+        PyErr_SetString(PyExc_ImportError, "libsodium could not be initialised");
+        return NULL;
+    }
+    if (PyType_Ready(&RestamperType) < 0 || PyType_Ready(&CheckerType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
@@ -905,6 +1244,12 @@ PyMODINIT_FUNC PyInit_restamp(void)
     Py_INCREF(&RestamperType);
     if (PyModule_AddObject(m, "Restamper", (PyObject *)&RestamperType) < 0) {
         Py_DECREF(&RestamperType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&CheckerType);
+    if (PyModule_AddObject(m, "Checker", (PyObject *)&CheckerType) < 0) {
+        Py_DECREF(&CheckerType);
         Py_DECREF(m);
         return NULL;
     }
