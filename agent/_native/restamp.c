@@ -729,6 +729,10 @@ static PyObject *Restamper_stamp(Restamper *self, PyObject *const *args, Py_ssiz
     }
     if (!PyDict_CheckExact(ev) || (seq_arg != Py_None && !PyLong_CheckExact(seq_arg)))
         Py_RETURN_NONE; /* Python's to judge */
+    if (self->shapes == NULL || self->texts == NULL || self->next_seq == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Restamper was not initialised");
+        return NULL;
+    }
     if (self->busy) {
         PyErr_SetString(PyExc_RuntimeError, "Restamper.stamp is not re-entrant");
         return NULL;
@@ -1153,6 +1157,10 @@ static int verify(Checker *self, PyObject *ev, Buf *data)
 
 static PyObject *Checker_verifies(Checker *self, PyObject *ev)
 {
+    if (self->keys == NULL || self->t_tail == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Checker was not initialised");
+        return NULL;
+    }
     if (!PyDict_CheckExact(ev))
         Py_RETURN_FALSE;
     Buf data = {NULL, 0, 0};

@@ -152,11 +152,18 @@ class EventChecker:
         """As :func:`verify_event`: what the signature covers."""
         return _covered(event, self._names(event, self._trusted.get))
 
+    def _names(self, event: Mapping[str, Any], trusted: Callable[[str], _SignatureCheck | None]) -> Sequence[str]:
+        try:
+            return self._checked_names(event, trusted)
+        except UnicodeEncodeError:  # a string with a lone surrogate (JSON parsers refuse them; other decoders may not)
+            raise VerifyError("an attribute is not valid Unicode") from None
+
     def cache_sizes(self) -> tuple[int, int, int]:
         """Entries held now: (value digests, context digests, ``signedextattrs`` strings)."""
         return len(self._texts), len(self._contexts), len(self._ext)
 
-    def _names(self, event: Mapping[str, Any], trusted: Callable[[str], _SignatureCheck | None]) -> Sequence[str]:
+    def _checked_names(self, event: Mapping[str, Any],
+                       trusted: Callable[[str], _SignatureCheck | None]) -> Sequence[str]:
         """Every check of the verifiability extension; the signed extension names, or VerifyError.
 
         ``trusted(keyid)`` is the signature check of a trusted key, None for any other key.
@@ -271,7 +278,9 @@ class EventChecker:
         return d
 
     def _ext_names(self, event: Mapping[str, Any]) -> tuple[str, ...]:
-        """``signedextattrs`` read and validated; kept when it is a string that is not long."""
+        """``signedextattrs`` read and validated; kept when it is a string that is not long.
+
+        The native check reads this cache as names already validated: nothing else may write to it."""
         names = tuple(signed_ext_names(event))
         raw = event["signedextattrs"]
         if type(raw) is str and len(raw) <= self.MAX_TEXT_LEN:

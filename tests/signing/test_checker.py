@@ -398,3 +398,10 @@ def test_a_checker_reads_its_trust_store_once() -> None:
     checker.check(guest_event())
     with pytest.raises(VerifyError, match="trusted"):
         check_event(guest_event(), keys)
+
+
+def test_a_lone_surrogate_is_a_refusal_not_a_crash() -> None:
+    """JSON parsers refuse lone surrogates, but an event can come from elsewhere (a NATS header)."""
+    ev = guest_event(app="\udc80")
+    with pytest.raises(VerifyError, match="not valid Unicode"):
+        CHECKER.check(ev)

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -124,6 +125,32 @@ def test_envelope_tampering_is_never_passed() -> None:
 
 def test_only_ed25519_keys_are_checked_natively() -> None:
     assert EventChecker({})._native is None
+
+
+def test_an_uninitialised_checker_raises_rather_than_crashing() -> None:
+    assert _native.Checker is not None and _native.Restamper is not None
+    with pytest.raises(RuntimeError):
+        _native.Checker.__new__(_native.Checker).verifies({"dssematerial": "AAAA"})
+    with pytest.raises(RuntimeError):
+        _native.Restamper.__new__(_native.Restamper).stamp({}, None, b"", b"")
+
+
+def test_a_malleated_signature_is_refused_as_openssl_refuses_it() -> None:
+    """s + L verifies under a lax Ed25519 (libsodium built with ED25519_COMPAT); this libsodium must refuse it, as
+    the cryptography package does, or the native check would pass what the Python check refuses."""
+    from agent._native.restamp import verify_detached
+
+    order = 2**252 + 27742317777372353535851937790883648493
+    key = SigningKey.generate()
+    public = key.verify_key().public
+    pk = public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    msg = b"pae bytes"
+    sig = key.sign(msg)
+    s = int.from_bytes(sig[32:], "little") + order
+    bad = sig[:32] + s.to_bytes(32, "little")
+    assert verify_detached(sig, msg, pk) and not verify_detached(bad, msg, pk)
+    with pytest.raises(InvalidSignature):
+        public.verify(bad, msg)
 
 
 def test_verify_detached_agrees_with_cryptography() -> None:
