@@ -402,6 +402,7 @@ def test_a_checker_reads_its_trust_store_once() -> None:
 
 def test_a_lone_surrogate_is_a_refusal_not_a_crash() -> None:
     """JSON parsers refuse lone surrogates, but an event can come from elsewhere (a NATS header)."""
-    ev = guest_event(app="\udc80")
+    ev = guest_event()
+    ev["app"] = "\udc80"
     with pytest.raises(VerifyError, match="not valid Unicode"):
         CHECKER.check(ev)
