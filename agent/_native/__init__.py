@@ -6,7 +6,7 @@ headers of libsodium and OpenSSL are there) and not turned off with ``HOSTSTAMP_
 - :data:`Restamper` is :class:`agent._native.restamp.Restamper` (the planned path of
   :mod:`agent.pipeline.guest` for one event), or None: the Python planned path makes the same bytes.
 - :data:`check_passes` is :func:`agent._native.restamp.check_passes` (True when the receiver's attribute checks
-  certainly pass an event), or None.
+  certainly pass an event, and its nesting is within a depth when one is given), or None.
 - :data:`Checker` is :class:`agent._native.restamp.Checker` (the common case of a guest signature check, Ed25519
   by libsodium), or None.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 __all__ = ["Checker", "Restamper", "Signer", "check_passes", "native_signer"]
 
@@ -36,7 +36,7 @@ except ImportError:
 
 Restamper: type[_Restamper] | None
 Checker: type[_Checker] | None
-check_passes: Callable[[Any], bool] | None
+check_passes: Callable[..., bool] | None
 try:
     if _OFF:
         raise ImportError("turned off with HOSTSTAMP_NATIVE")

@@ -808,10 +808,46 @@ static int rfc3339(const char *s, Py_ssize_t n)
            s[i + 4] <= '9' && s[i + 5] >= '0' && s[i + 5] <= '9';
 }
 
-/* check_passes(event) -> True when receiver.validate.check_attributes certainly passes ``event``; False when
- * only the Python checks can tell (they then refuse it, with the reason, or pass it) */
-static PyObject *check_passes(PyObject *Py_UNUSED(module), PyObject *ev)
+/* is the nesting of ``v`` (validate.json_depth: a scalar 0, {} 1) at most ``left``? */
+static int nests_within(PyObject *v, int left)
 {
+    if (PyDict_CheckExact(v)) {
+        if (left == 0)
+            return 0;
+        Py_ssize_t pos = 0;
+        PyObject *k, *item;
+        while (PyDict_Next(v, &pos, &k, &item))
+            if (!nests_within(item, left - 1))
+                return 0;
+    } else if (PyList_CheckExact(v)) {
+        if (left == 0)
+            return 0;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(v); i++)
+            if (!nests_within(PyList_GET_ITEM(v, i), left - 1))
+                return 0;
+    }
+    return 1;
+}
+
+/* check_passes(event[, max_depth]) -> True when receiver.validate.check_attributes certainly passes ``event``
+ * (and, given ``max_depth``, its nesting is within it); False when only the Python checks can tell (they then
+ * refuse it, with the reason, or pass it) */
+static PyObject *check_passes(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "check_passes(event[, max_depth])");
+        return NULL;
+    }
+    PyObject *ev = args[0];
+    if (nargs == 2) {
+        long max_depth = PyLong_AsLong(args[1]);
+        if (max_depth == -1 && PyErr_Occurred())
+            return NULL;
+        /* deeper than MAX_DEPTH is never walked here: Python counts it */
+        if (!PyDict_CheckExact(ev) || max_depth < 0 || !nests_within(ev, max_depth > MAX_DEPTH ? MAX_DEPTH
+                                                                                                : (int)max_depth))
+            Py_RETURN_FALSE;
+    }
     if (!PyDict_CheckExact(ev))
         Py_RETURN_FALSE;
     PyObject *spec = PyDict_GetItemWithError(ev, str_specversion);
@@ -1205,8 +1241,8 @@ static PyObject *verify_detached(PyObject *Py_UNUSED(module), PyObject *const *a
 }
 
 static PyMethodDef module_methods[] = {
-    {"check_passes", (PyCFunction)check_passes, METH_O,
-     "check_passes(event) -> True when receiver.validate.check_attributes certainly passes it"},
+    {"check_passes", (PyCFunction)(void (*)(void))check_passes, METH_FASTCALL,
+     "check_passes(event[, max_depth]) -> True when receiver.validate.check_attributes certainly passes it"},
     {"verify_detached", (PyCFunction)(void (*)(void))verify_detached, METH_FASTCALL,
      "verify_detached(sig, msg, public_key) -> True when the Ed25519 signature verifies (libsodium)"},
     {NULL, NULL, 0, NULL},

@@ -142,6 +142,8 @@ def parse_event(frame: bytes, *, max_depth: int) -> dict[str, Any]:
         raise Rejected("json", str(exc)[:120]) from None
     if not isinstance(event, dict):
         raise Rejected("json", "frame is not a JSON object")
+    if _passes is not None and _passes(event, max_depth):  # the common case, natively: depth and attributes
+        return event
     # the number of opening brackets bounds the depth: walk only when it could be too deep
     if frame.count(b"{") + frame.count(b"[") > max_depth:
         depth = json_depth(event)

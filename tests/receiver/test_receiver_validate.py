@@ -152,3 +152,27 @@ def test_the_native_check_passes_ordinary_events() -> None:
     for bad in ({"attempt": 2**53}, {"Region": "eu"}, {"time": "2026-11-22T02:00:00"}, {"subject": 1},
                 {"data_base64": "aGk="}, {"id": ""}, {"specversion": "1.1"}):
         assert not _native_passes(ok | bad)
+
+
+@pytest.mark.skipif(_native_passes is None, reason="the native check is not built here")
+@given(st.recursive(st.integers(), lambda kids: st.one_of(st.lists(kids, max_size=3),
+                                                          st.dictionaries(st.text(max_size=2), kids, max_size=3)),
+                    max_leaves=20), st.integers(0, 200))
+def test_the_native_depth_check_agrees_with_json_depth(data: Any, max_depth: int) -> None:
+    event = {"specversion": "1.0", "id": "a", "source": "s", "type": "t", "data": data}
+    assert _native_passes is not None
+    assert _native_passes(event, max_depth) == (json_depth(event) <= max_depth)
+
+
+@pytest.mark.skipif(_native_passes is None, reason="the native check is not built here")
+def test_deep_events_are_left_to_the_python_count() -> None:
+    assert _native_passes is not None
+    deep: Any = 1
+    for _ in range(200):
+        deep = [deep]
+    event = {"specversion": "1.0", "id": "a", "source": "s", "type": "t", "data": deep}
+    assert not _native_passes(event, 10_000)  # beyond what the native walk goes: Python's
+    assert parse_event(orjson.dumps(event), max_depth=10_000)["data"] == deep
+    with pytest.raises(Rejected) as exc:
+        parse_event(orjson.dumps(event), max_depth=150)
+    assert exc.value.reason == "depth"
