@@ -70,21 +70,24 @@ How to read these. Ratios are medians over the rounds, lowest and highest in bra
 same code runs 20 to 45 % slower for seconds at a time (the compute-bound signature far less than the
 memory-bound Python), so a single run can land anywhere in those brackets.
 
-One core: with the native signer a signature costs 16 to 19 µs; a ratio of 0.80 leaves 4 to 5 µs per event for
-everything else, and the receiver alone (``receiver_only_us_per_event``: read, deframe, parse, check, dedupe,
-ack) takes more than that. The rest of ``receiver_pipeline_us_beyond_signature`` is the re-stamp (about 10 µs:
-the four new SHA-256 digests of the verifiability extension at about 0.5 µs each through hashlib, JCS of the
-data, the shape checks, the sequence) and the event JSON, queue and file sink (4 to 5 µs); no step is large
-enough to remove. Verification adds one Ed25519 verify through the cryptography package (about 69 µs) and 8 to
-12 µs of Python per event (the envelope, JCS of the data, five digests); its allowance at 0.80 is about 22 µs,
-the plain pipeline's overhead is most of that already. Meeting either goal on one core needs the per-event work
-beyond the signature in native code, which for hostile guest input means a native JSON parser as well.
+One core: a signature costs 14 to 19 µs with the native signer, so a ratio of 0.80 leaves 3.5 to 5 µs per event
+for everything else. The receiver alone (``receiver_only_us_per_event``: read, deframe, parse, check, dedupe,
+ack) takes about that already: orjson's parse of this event is about 2 µs, the rest is asyncio and the per-frame
+bookkeeping in Python. On top of it come the stamp (``agent/_native/restamp.c``: 1.3 µs in isolation, 2 to 3 µs
+in the run, where every event is new to the CPU caches), splicing the signature into the event JSON, the queue
+and the file sink. Meeting 0.80 on one core would take the receive loop itself (framing, parsing, dedupe, acks)
+out of Python.
 
-Two cores: with ``sign_threads = 1`` the event loop's thread does everything but the signatures, which the
-native signing thread makes without taking the GIL; per event the loop's work and the signature cost about the
-same, so the ratio is bounded by (loop + signature) ÷ the larger of the two, about 1.8 to 2.0, and reaches it
-when the two overlap fully (``two_cores_sign_threads_1_busy``). Which of the two is the larger changes with the
-machine's speed: in slow phases the loop, in fast ones the signature (then ``sign_threads = 2`` helps).
+Verification: one libsodium verify (40 to 54 µs) and one sign make the floor. The native check adds about 2 µs
+to the verify, and a signed event is larger (its guest's signature material travels with it), which costs the
+pipeline a few µs more; the allowance at 0.80 is 14 to 18 µs, about what the plain pipeline takes alone.
+
+Two cores: with ``sign_threads`` the event loop's thread does everything but the signatures, which the native
+signing threads make without taking the GIL. On this machine the two virtual CPUs slow each other down: a
+signing loop runs about 20 % slower while the other CPU runs Python (14.4 against 17.3 µs a signature, measured
+side by side), so the CPU time per event on two busy cores is 20 to 35 % above one core's and the ratio stays
+well below 2 even with both cores busy (``..._busy``). With the loop's work per event now below the signature's,
+one signing thread is the busier side; two threads let the loop's core take part of the signing.
 Worker processes (``sign_workers = 2``) pay a second parse and the job and reply copies on top.
 """
 
