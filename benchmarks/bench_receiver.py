@@ -86,7 +86,7 @@ Two cores: with ``sign_threads`` the event loop's thread does everything but the
 signing threads make without taking the GIL. On this machine the two virtual CPUs slow each other down: a
 signing loop runs about 20 % slower while the other CPU runs Python (14.4 against 17.3 µs a signature, measured
 side by side), so the CPU time per event on two busy cores is 20 to 35 % above one core's and the ratio stays
-well below 2 even with both cores busy (``..._busy``). With the loop's work per event now below the signature's,
+well below 2 even with both cores busy (``..._busy``). With the loop's work per event below the signature's,
 one signing thread is the busier side; two threads let the loop's core take part of the signing.
 Worker processes (``sign_workers = 2``) pay a second parse and the job and reply copies on top.
 """
