@@ -8,21 +8,11 @@ agent/_native/__init__.py).
 
 from setuptools import Extension, setup
 
-setup(
-    ext_modules=[
-        Extension(
-            "agent._native.edsign",
-            ["agent/_native/edsign.c"],
-            libraries=["sodium", "pthread"],
-            extra_compile_args=["-O2", "-Wall", "-Wextra"],
-            optional=True,
-        ),
-        Extension(
-            "agent._native.restamp",
-            ["agent/_native/restamp.c"],
-            libraries=["crypto", "sodium"],
-            extra_compile_args=["-O2", "-Wall", "-Wextra"],
-            optional=True,
-        ),
-    ]
-)
+
+def native(name: str, *libraries: str) -> Extension:
+    """agent/_native/NAME.c, optional: a build that fails leaves the agent on its Python paths."""
+    return Extension(f"agent._native.{name}", [f"agent/_native/{name}.c"], libraries=list(libraries),
+                     extra_compile_args=["-O2", "-Wall", "-Wextra"], optional=True)
+
+
+setup(ext_modules=[native("edsign", "sodium", "pthread"), native("restamp", "crypto", "sodium")])

@@ -195,57 +195,57 @@ typedef struct {
     int have_time;
 } Restamper;
 
-/* the digest of an attribute value's CloudEvents text (stamp.Stamper._hash_text): strings through the
- * ``texts`` cache when ``cache``, booleans as true/false, integers in decimal; PASS for anything else */
-static int text_digest(Restamper *self, PyObject *v, int cache, unsigned char out[32])
+/* the digest of an attribute value's text (signing.event.attr_text, checker._h_value) into out; PASS for what Python should judge */
+static int value_digest(PyObject *v, unsigned char out[32])
 {
     if (PyUnicode_CheckExact(v)) {
-        if (cache) {
-            PyObject *hit = PyDict_GetItemWithError(self->texts, v);
-            if (hit != NULL && PyBytes_CheckExact(hit) && PyBytes_GET_SIZE(hit) == 32) {
-                memcpy(out, PyBytes_AS_STRING(hit), 32);
-                return OK;
-            }
-            if (hit == NULL && PyErr_Occurred())
-                return FAIL;
-        }
         const char *s;
         Py_ssize_t n;
         int r = utf8(v, &s, &n);
-        if (r != OK)
-            return r;
-        sha(s, (size_t)n, out);
-        if (cache && PyUnicode_GET_LENGTH(v) <= MAX_CACHED_TEXT) {
-            if (PyDict_GET_SIZE(self->texts) > MAX_TEXTS)
-                PyDict_Clear(self->texts);
-            PyObject *d = PyBytes_FromStringAndSize((const char *)out, 32);
-            if (d == NULL)
-                return FAIL;
-            r = PyDict_SetItem(self->texts, v, d);
-            Py_DECREF(d);
-            if (r < 0)
-                return FAIL;
-        }
-        return OK;
+        if (r == OK)
+            sha(s, (size_t)n, out);
+        return r;
     }
     if (v == Py_True || v == Py_False) {
-        if (v == Py_True)
-            sha("true", 4, out);
-        else
-            sha("false", 5, out);
+        sha(v == Py_True ? "true" : "false", v == Py_True ? 4 : 5, out);
         return OK;
     }
     if (PyLong_CheckExact(v)) {
         long long x;
         int r = int64(v, &x);
-        if (r != OK)
-            return r;
-        char num[24];
-        int k = itoa64(x, num);
-        sha(num, (size_t)k, out);
-        return OK;
+        if (r == OK) {
+            char num[24];
+            sha(num, (size_t)itoa64(x, num), out);
+        }
+        return r;
     }
     return PASS;
+}
+
+/* value_digest through the ``texts`` cache (stamp.Stamper._hash_text) for strings when ``cache`` */
+static int text_digest(Restamper *self, PyObject *v, int cache, unsigned char out[32])
+{
+    cache = cache && PyUnicode_CheckExact(v);
+    if (cache) {
+        PyObject *hit = PyDict_GetItemWithError(self->texts, v);
+        if (hit != NULL && PyBytes_CheckExact(hit) && PyBytes_GET_SIZE(hit) == 32) {
+            memcpy(out, PyBytes_AS_STRING(hit), 32);
+            return OK;
+        }
+        if (hit == NULL && PyErr_Occurred())
+            return FAIL;
+    }
+    int r = value_digest(v, out);
+    if (r != OK || !cache || PyUnicode_GET_LENGTH(v) > MAX_CACHED_TEXT)
+        return r;
+    if (PyDict_GET_SIZE(self->texts) > MAX_TEXTS)
+        PyDict_Clear(self->texts);
+    PyObject *d = PyBytes_FromStringAndSize((const char *)out, 32);
+    if (d == NULL)
+        return FAIL;
+    r = PyDict_SetItem(self->texts, v, d);
+    Py_DECREF(d);
+    return r < 0 ? FAIL : OK;
 }
 
 /* an attribute value as orjson writes it (strings, booleans, 64-bit integers); PASS for anything else */
@@ -1025,33 +1025,6 @@ static int expect(const char *s, Py_ssize_t n, Py_ssize_t *at, PyObject *b)
         return 0;
     *at += k;
     return 1;
-}
-
-/* the digest of an attribute value's text (checker._h_value) into out; PASS for what Python should judge */
-static int value_digest(PyObject *v, unsigned char out[32])
-{
-    if (PyUnicode_CheckExact(v)) {
-        const char *s;
-        Py_ssize_t n;
-        int r = utf8(v, &s, &n);
-        if (r == OK)
-            sha(s, (size_t)n, out);
-        return r;
-    }
-    if (v == Py_True || v == Py_False) {
-        sha(v == Py_True ? "true" : "false", v == Py_True ? 4 : 5, out);
-        return OK;
-    }
-    if (PyLong_CheckExact(v)) {
-        long long x;
-        int r = int64(v, &x);
-        if (r == OK) {
-            char num[24];
-            sha(num, (size_t)itoa64(x, num), out);
-        }
-        return r;
-    }
-    return PASS;
 }
 
 /* OK when ``event`` verifies, PASS when only Python can tell (a refusal, or a form this does not read) */
