@@ -35,7 +35,7 @@ import orjson
 
 from ..codec.canonical import prepare
 from ..model import Event
-from ..signing.event import NOT_EXTENSIONS, _is_json_media, attr_text, material, normalize_time
+from ..signing.event import NOT_EXTENSIONS, attr_text, is_json_media, material, normalize_time
 
 if TYPE_CHECKING:
     from .stamp import Stamper
@@ -246,7 +246,7 @@ def prepare_guests(
             if shape.has_data:
                 value, raw = prepare(ev.pop("data"))
                 # a number JSON cannot carry exactly became a string: hashed as the verifier hashes string data
-                h_data = _sha(value.encode() if type(value) is str and not _is_json_media(
+                h_data = _sha(value.encode() if type(value) is str and not is_json_media(
                     ev.get("datacontenttype")) else raw).digest()
             # the digests: CloudEvents context attributes first, cached where values repeat
             parts = [

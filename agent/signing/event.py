@@ -41,6 +41,7 @@ __all__ = [
     "check_event",
     "data_bytes",
     "dssematerial",
+    "is_json_media",
     "material",
     "normalize_time",
     "sign_event",
@@ -110,7 +111,8 @@ def attr_text(value: Any) -> str:
     raise VerifyError(f"attribute value of type {type(value).__name__} is not a CloudEvents attribute type")
 
 
-def _is_json_media(ct: Any) -> bool:
+def is_json_media(ct: Any) -> bool:
+    """Whether a ``datacontenttype`` makes string data JSON (hashed as its JCS) rather than text (its bytes)."""
     if ct is None:
         return True
     if not isinstance(ct, str):
@@ -128,7 +130,7 @@ def data_bytes(event: Mapping[str, Any]) -> bytes:
     if "data" not in event:
         return b""
     data = event["data"]
-    if isinstance(data, str) and not _is_json_media(event.get("datacontenttype")):
+    if isinstance(data, str) and not is_json_media(event.get("datacontenttype")):
         return data.encode("utf-8")
     try:
         return canonical(data)
