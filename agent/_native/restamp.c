@@ -3,8 +3,8 @@
  * case of the receiver's attribute checks (check_passes); and the common case of checking a guest's signature
  * (Checker, signing.checker.EventChecker's checks with libsodium's Ed25519).
  *
- * Restamper(shapes, texts, next_seq).stamp(event, seq, head, host_json) takes a parsed guest event (a dict as orjson
- * makes it) and returns what the Python planned path makes of it, or None when it leaves the event to Python:
+ * Restamper(shapes, texts, next_seq).stamp(event, seq, head, host_json) takes a parsed guest event (a dict as
+ * orjson makes it) and returns what the Python planned path makes of it, or None when it leaves it to Python:
  *
  *     (digest, body_head, body_tail, id, source, type, sequence)
  *
@@ -155,8 +155,6 @@ static int int64(PyObject *v, long long *out)
     return overflow ? PASS : OK;
 }
 
-/* the low-level calls: OpenSSL 3's one-shot SHA256() looks the algorithm up on every call, which costs six
- * times the hash of a short string */
 /* decimal of x into out (at least 21 bytes), its length; snprintf costs more than the rest of a short value */
 static int itoa64(long long x, char *out)
 {
@@ -174,6 +172,8 @@ static int itoa64(long long x, char *out)
     return k;
 }
 
+/* the low-level calls: OpenSSL 3's one-shot SHA256() looks the algorithm up on every call, which costs six
+ * times the hash of a short string */
 static inline void sha(const void *s, size_t n, unsigned char out[32])
 {
     SHA256_CTX ctx;
@@ -195,7 +195,8 @@ typedef struct {
     int have_time;
 } Restamper;
 
-/* the digest of an attribute value's text (signing.event.attr_text, checker._h_value) into out; PASS for what Python should judge */
+/* the digest of an attribute value's text (signing.event.attr_text, checker._h_value) into out; PASS for what
+ * Python should judge */
 static int value_digest(PyObject *v, unsigned char out[32])
 {
     if (PyUnicode_CheckExact(v)) {
@@ -924,12 +925,13 @@ static PyTypeObject RestamperType = {
  * the decoded length, or -1 for anything else (which Python judges) */
 static Py_ssize_t unb64(const char *s, Py_ssize_t n, unsigned char *out)
 {
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     static signed char map[256];
-    static int ready = 0;
+    static int ready = 0; /* set once, with the GIL held */
     if (!ready) {
         memset(map, -1, sizeof map);
         for (int i = 0; i < 64; i++)
-            map[(unsigned char)"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[i]] = (signed char)i;
+            map[(unsigned char)alphabet[i]] = (signed char)i;
         ready = 1;
     }
     if (n == 0 || n % 4)
