@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from . import _native
 from .pipeline.queue import SinkQueue
 from .pipeline.stats import PipelineStats, SinkStats
 
@@ -135,6 +136,7 @@ def snapshot(view: AgentView, *, now: float | None = None, pid: int | None = Non
                     "last_error": view.last_reload_error},
         "signed": st.signed,
         "rejected": st.rejected,
+        "native": _native.parts(),
         "probes": probes,
         "sinks": [
             {
@@ -215,6 +217,9 @@ def render(doc: Mapping[str, Any], *, now: float | None = None, stale_after: flo
     lines = [head]
     if doc.get("config") or doc.get("metrics"):
         lines.append("  ".join(f"{k} {doc[k]}" for k in ("config", "metrics") if doc.get(k)))
+    if "native" in doc:
+        built = [name for name, on in doc["native"].items() if on]
+        lines.append(f"native parts: {', '.join(built) if built else 'none (signing and stamping in Python)'}")
     if stopped:
         lines.append(f"STOPPED {_ago(age)} ago (this is its last status)")
     elif stale:

@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-__all__ = ["Checker", "Restamper", "Signer", "check_passes", "native_signer"]
+__all__ = ["Checker", "Restamper", "Signer", "check_passes", "native_signer", "parts"]
 
 if TYPE_CHECKING:
     from .edsign import Signer as _Signer
@@ -48,3 +48,9 @@ except ImportError:
 def native_signer() -> str:
     """What signs: ``libsodium`` (the native batch signer) or ``cryptography``."""
     return "libsodium" if Signer is not None else "cryptography"
+
+
+def parts() -> dict[str, bool]:
+    """Which native parts this agent runs with (what ``hoststamp status`` shows): the signer (``edsign``), and
+    the guest stamp and checks (``restamp``)."""
+    return {"signer": Signer is not None, "restamp": Restamper is not None}

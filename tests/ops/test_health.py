@@ -50,6 +50,19 @@ def test_a_healthy_agent() -> None:
     assert next(line for line in lines if line.startswith("file:/a")).split()[1:3] == ["up", "0/100"]
 
 
+def test_the_native_parts_in_use_are_shown() -> None:
+    from agent import _native
+
+    doc = _doc()
+    assert doc["native"] == {"signer": _native.Signer is not None, "restamp": _native.Restamper is not None}
+    lines = render(_doc(native={"signer": True, "restamp": False}), now=201.0).text.splitlines()
+    assert "native parts: signer" in lines
+    lines = render(_doc(native={"signer": False, "restamp": False}), now=201.0).text.splitlines()
+    assert "native parts: none (signing and stamping in Python)" in lines
+    assert all(not line.startswith("native") for line in render({k: v for k, v in _doc().items() if k != "native"},
+                                                                   now=201.0).text.splitlines())
+
+
 def test_failing_probe_down_sink_stale_or_stopped_is_unhealthy() -> None:
     doc = _doc()
     doc["probes"]["cgroup"].update(last_success=False, last_error="timed out after 5 s")  # type: ignore[index]
