@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .. import _native
 from ..codec.canonical import prepare
 from ..model import Event
 from ..signing.event import NOT_EXTENSIONS, attr_text, is_json_media, material, normalize_time
@@ -137,7 +138,7 @@ def _plan(shape: tuple[str, ...]) -> _Shape | None:
         schema="dataschema" in names,
         subject="subject" in names,
         time="time" in names,
-        native=_native_plan(shape, drop, hashed, sig_json),
+        native=_native_plan(shape, drop, hashed, sig_json) if _native.Restamper is not None else None,
     )
 
 

@@ -96,8 +96,12 @@ _passes = _native.check_passes
 
 def check_attributes(event: dict[str, Any]) -> None:
     """Required attributes present and typed; optional and extension attributes typed."""
-    if _passes is not None and _passes(event):
-        return
+    if _passes is None or not _passes(event):
+        _check_attributes(event)
+
+
+def _check_attributes(event: dict[str, Any]) -> None:
+    """:func:`check_attributes` in Python: what the native check cannot pass, with the reason when it fails."""
     if event.get("specversion") != "1.0":
         raise _bad(f"specversion must be \"1.0\", got {event.get('specversion')!r:.40}")
     v = event.get("id")
@@ -149,5 +153,5 @@ def parse_event(frame: bytes, *, max_depth: int) -> dict[str, Any]:
         depth = json_depth(event)
         if depth > max_depth:
             raise Rejected("depth", f"JSON nesting depth {depth} exceeds {max_depth}")
-    check_attributes(event)
+    _check_attributes(event)  # the native check said no already (or is not built)
     return event
