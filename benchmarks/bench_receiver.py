@@ -21,6 +21,9 @@ rounds, with the lowest and highest beside them:
 - ``receiver_verify``: guest-signed events under ``guest_signatures = "verify"`` (each guest signature
   checked), then as ``receiver_pipeline`` (N/4 events); ÷ the rate of one raw verify plus one raw sign, with
   what the receiver verifies and signs with (libsodium for both when the native parts are built) (goal >= 0.80);
+- ``raw_sign_two_processes_over_one``: two processes signing at once against one (raw signatures, the agent's
+  signer): how far this machine's two cores scale for the signature alone; each two-core ratio is also shown
+  divided by it (``..._over_raw_scaling``), the share of that scaling the agent gets;
 - ``two_cores_over_one``: the pipeline load with the receiver *and* the sender sharing one core, against the
   same load on both cores (each two-core run against the mean of one-core runs just before and just after it)
   with ``sign_threads = 1`` (:class:`~agent.pipeline.threaded.ThreadedPipeline`, the
@@ -62,7 +65,7 @@ from agent.signing.keys import SigningKey
 from agent.sinks.base import SinkContext
 from agent.sinks.file import FileOptions, FileSink
 from agent.transport import listen
-from benchmarks._common import SIGNER, sign_floor
+from benchmarks._common import SIGNER, sign_floor, sign_floor_processes
 
 #: rendered under the table in RESULTS.md
 NOTES = """
@@ -307,6 +310,13 @@ def run(n: int = N, rounds: int = ROUNDS) -> dict[str, Any]:
                 note("receiver_verify_over_verify_floor", rate / ((v0 + v1) / 2))
                 if other is None:
                     continue
+                # how far raw signing itself scales here: two signing processes at once against one, the one
+                # measured just before and just after
+                os.sched_setaffinity(0, set(cpus))
+                s0 = sign_floor_processes(FLOOR_N, _PAE, 1)
+                s2 = sign_floor_processes(FLOOR_N, _PAE, 2)
+                s1 = sign_floor_processes(FLOOR_N, _PAE, 1)
+                note("raw_two_over_one", s2 / ((s0 + s1) / 2))
                 base = one_core(f"first-{i}")
                 for name, workers, threads in (("two", 0, 1), ("two_threads_2", 0, 2), ("two_workers", 2, 0)):
                     if threads and SIGNER != "libsodium":
@@ -321,6 +331,8 @@ def run(n: int = N, rounds: int = ROUNDS) -> dict[str, Any]:
                     note(name, rate)
                     # against one core measured just before and just after it, as the floors are
                     note(f"{name}_over_one", rate / ((base + after) / 2))
+                    # the share of the machine's own two-core scaling (this round's) the agent gets
+                    note(f"{name}_over_raw", per[f"{name}_over_one"][-1] / per["raw_two_over_one"][-1])
                     base = after
                     cpu["busy"] = (cpu["main_us"] + cpu["workers_us"]) * rate / 2e6
                     cpu_of.setdefault(name, []).append(cpu)
@@ -358,12 +370,14 @@ def run(n: int = N, rounds: int = ROUNDS) -> dict[str, Any]:
     if "one" in med:
         out["one_core_with_sender_events_per_s"] = med["one"]
         out["goal_two_cores_over_one"] = f">= {GOAL_TWO_CORES}"
+        out["raw_sign_two_processes_over_one"] = ratio("raw_two_over_one")
         for name, label in (("two", "sign_threads_1"), ("two_threads_2", "sign_threads_2"),
                             ("two_workers", "sign_workers_2")):
             if name not in med:
                 continue
             out[f"two_cores_{label}_events_per_s"] = med[name]
             out[f"two_cores_{label}_over_one"] = ratio(f"{name}_over_one")
+            out[f"two_cores_{label}_over_raw_scaling"] = ratio(f"{name}_over_raw")
             # where the two cores went: CPU per event of the agent's process (its threads included) and of
             # worker processes, and the share of both cores kept busy (medians over the rounds)
             cpus_ = cpu_of[name]
