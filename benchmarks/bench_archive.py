@@ -16,7 +16,6 @@ Goal: ``archive / floor >= 2`` (the archive must never be what limits the agent)
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from agent.pipeline import SequenceStore, Stamper
 from agent.signing.keys import SigningKey
 from agent.sinks.archive import ArchiveSink
 from agent.sinks.base import SinkContext
+from benchmarks._common import one_core
 from benchmarks.bench_pipeline import floor
 
 N = 20000
@@ -68,16 +68,11 @@ async def _archive(key: SigningKey, events: list[Event], root: Path, options: Ar
 
 
 def run(n: int = N, rounds: int = ROUNDS) -> dict[str, Any]:
-    try:
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-        pinned = True
-    except (AttributeError, OSError):
-        pinned = False
     key = SigningKey.generate()
     events = _events(key, n)
     rotating = ArchiveOptions(segment_max_bytes=4 << 20)
     best = {"floor": 0.0, "archive": 0.0, "rotating": 0.0}
-    with tempfile.TemporaryDirectory(prefix="hoststamp-bench-") as tmp:
+    with one_core() as pinned, tempfile.TemporaryDirectory(prefix="hoststamp-bench-") as tmp:
         for i in range(rounds):
             best["floor"] = max(best["floor"], floor(key, n))
             root = Path(tmp) / f"a{i}"
