@@ -86,12 +86,16 @@ to the verify, and a signed event is larger (its guest's signature material trav
 pipeline a few µs more; the allowance at 0.80 is 14 to 18 µs, about what the plain pipeline takes alone.
 
 Two cores: with ``sign_threads`` the event loop's thread does everything but the signatures, which the native
-signing threads make without taking the GIL. On this machine the two virtual CPUs slow each other down: a
-signing loop runs about 20 % slower while the other CPU runs Python (14.4 against 17.3 µs a signature, measured
-side by side), so the CPU time per event on two busy cores is 20 to 35 % above one core's and the ratio stays
-well below 2 even with both cores busy (``..._busy``). With the loop's work per event below the signature's,
-one signing thread is the busier side; two threads let the loop's core take part of the signing.
-Worker processes (``sign_workers = 2``) pay a second parse and the job and reply copies on top.
+signing threads make without taking the GIL. On this machine the two virtual CPUs slow each other down, and
+by how much changes from second to second: two processes doing nothing but sign scale by 1.33 to 2.05 against
+one (median 1.86 over 15 measurements, 1.8 or more in 9 of them), and a signing loop runs about 20 % slower
+while the other CPU runs Python (14.4 against 17.3 µs a signature, measured side by side). So the CPU time per
+event on two busy cores is 20 to 35 % above one core's, and the ratio stays below 2 even with both cores busy
+(``..._busy``). ``raw_sign_two_processes_over_one`` is that scaling of raw signing, measured in each round
+beside the agent's, and ``..._over_raw_scaling`` the share of it the agent gets: the agent's two-core ratio
+cannot be expected above the one of signing alone. With the loop's work per event below the signature's, one
+signing thread is the busier side; two threads let the loop's core take part of the signing. Worker processes
+(``sign_workers = 2``) pay a second parse and the job and reply copies on top.
 """
 
 N = 60000
