@@ -37,6 +37,7 @@ __all__ = [
     "LeafScan",
     "parse_cgroup_file",
     "parse_cgroup_leaf",
+    "path_matches",
     "read_leaf",
     "scan_cgroups",
     "walk_cgroups",
@@ -112,8 +113,12 @@ class LeafScan:
     error: str | None = None
 
 
-def _matches(path: str, globs: Sequence[str]) -> bool:
-    return any(fnmatchcase(path, g) for g in globs)
+def path_matches(path: str, globs: Sequence[str]) -> bool:
+    """Whether the cgroup ``path`` (relative to the root, as ``/system.slice/foo.service``) matches one of
+    ``globs``. A glob starting with ``/`` is matched against the path as it is, any other against the path
+    without its leading ``/`` (``system.slice/*``), so both spellings of a relative path work."""
+    rel = path.lstrip("/")
+    return any(fnmatchcase(path if g.startswith("/") else rel, g) for g in globs)
 
 
 def walk_cgroups(root: str, *, include: Sequence[str] = (), exclude: Sequence[str] = (),
@@ -123,7 +128,8 @@ def walk_cgroups(root: str, *, include: Sequence[str] = (), exclude: Sequence[st
 
     A leaf is a cgroup with no child cgroup, or one at ``max_depth`` (the root
     is depth 0). ``exclude`` globs (matched against relative paths such as
-    ``/system.slice/foo.service``; ``*`` also matches ``/``) prune a directory
+    ``/system.slice/foo.service`` by :func:`path_matches`: with or without the leading ``/``; ``*`` also
+    matches ``/``) prune a directory
     and everything below it; ``include`` globs, when given, select leaves.
     Walking stops after ``limit`` leaves. A missing root is a :class:`ProbeError`.
     """
@@ -144,11 +150,11 @@ def walk_cgroups(root: str, *, include: Sequence[str] = (), exclude: Sequence[st
                         if not entry.is_dir(follow_symlinks=False):
                             continue
                         rel = f"{cg.path.rstrip('/')}/{entry.name}"
-                        if exclude and _matches(rel, exclude):
+                        if exclude and path_matches(rel, exclude):
                             continue
                         children.append(CgroupDir(rel, entry.path, entry.inode(), cg.depth + 1))
             except FileNotFoundError:
-                if not include or _matches(cg.path, include):
+                if not include or path_matches(cg.path, include):
                     vanished.append((cg.path, "cgroup vanished during scan"))
                 continue
             except OSError as exc:
@@ -157,7 +163,7 @@ def walk_cgroups(root: str, *, include: Sequence[str] = (), exclude: Sequence[st
         if children:
             children.sort(key=lambda c: c.path, reverse=True)
             stack.extend(children)
-        elif not include or _matches(cg.path, include):
+        elif not include or path_matches(cg.path, include):
             leaves.append(cg)
             if limit is not None and len(leaves) >= limit:
                 break

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Any
 
 from ..errors import ProbeError
+from ..hostfs.cgroupfs import path_matches
 
 __all__ = ["CgroupDirInfo", "changed", "child_path", "matches", "walk_dirs"]
 
@@ -29,8 +29,8 @@ class CgroupDirInfo:
     files: tuple[str, ...]
 
 
-def matches(path: str, globs: Sequence[str]) -> bool:
-    return any(fnmatchcase(path, g) for g in globs)
+#: include/exclude globs on cgroup paths, as the poller matches them
+matches = path_matches
 
 
 def child_path(parent: str, name: str) -> str:

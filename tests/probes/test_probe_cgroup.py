@@ -101,6 +101,25 @@ def test_max_depth_and_exclude(tree: Path) -> None:
     assert got["/system.slice"].output["cpu_stat"]["usage_usec"] == 88123456789
 
 
+@pytest.mark.parametrize(("include", "exclude"), [
+    (("/system.slice/*",), ("/system.slice/broken.service",)),
+    (("system.slice/*",), ("system.slice/broken.service",)),  # as deploy/hoststamp.toml writes them
+    (("system.slice/*", "machine.slice/*"), ("*broken*",)),
+])
+def test_globs_match_relative_paths_with_or_without_the_leading_slash(
+        tree: Path, include: tuple[str, ...], exclude: tuple[str, ...]) -> None:
+    got = collect(CgroupProbe(CgroupOptions(root=str(tree), include=include, exclude=exclude)))
+    assert got and all(s.startswith("/system.slice/") for s in got)
+    assert "/system.slice/nginx.service" in got and "/system.slice/broken.service" not in got
+
+
+def test_an_exclude_without_the_leading_slash_prunes_the_subtree(tree: Path) -> None:
+    every = collect(CgroupProbe(CgroupOptions(root=str(tree))))
+    got = collect(CgroupProbe(CgroupOptions(root=str(tree), exclude=("system.slice",))))
+    assert any(s.startswith("/system.slice/") for s in every)
+    assert not any(s.startswith("/system.slice") for s in got) and got
+
+
 def test_options_from_toml_table() -> None:
     o = schema.build(CgroupOptions, {"root": "/x", "include": ["/a/*"], "max_depth": 2}, prefix="probes.cgroup",
                      file="t.toml")
