@@ -68,17 +68,22 @@ def _split(line: str, tabbed: bool) -> list[str]:
     return [c.strip() for c in line.split("\t")] if tabbed else line.split()
 
 
+def _decimal(cell: str) -> int:
+    """A cell of ASCII digits as its number; ValueError for anything else (``int()`` alone would take a sign,
+    ``_`` separators, spaces and non-ASCII digits)."""
+    if not (cell.isascii() and cell.isdigit()):
+        raise ValueError(f"not a decimal integer: {cell!r}")
+    return int(cell, 10)
+
+
 def _parse_id(cell: str) -> tuple[int, int] | None:
     lvp_text, sep, uid_text = cell.partition(",")
     if not sep:
         lvp_text, uid_text = "0", cell
     try:
-        lvp, uid = int(lvp_text, 10), int(uid_text, 10)
+        return _decimal(lvp_text), _decimal(uid_text)
     except ValueError:
         return None
-    if lvp < 0 or uid < 0:
-        return None
-    return lvp, uid
 
 
 def parse_lve_list(text: str) -> LveTable:
@@ -116,7 +121,7 @@ def parse_lve_list(text: str) -> LveTable:
         try:
             for i, (name, cell) in enumerate(zip(columns, cells, strict=True)):
                 if i != id_col:
-                    values[name] = int(cell, 10) if cell else 0
+                    values[name] = _decimal(cell) if cell else 0
         except ValueError:
             skipped += 1
             continue

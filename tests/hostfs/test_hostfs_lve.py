@@ -59,3 +59,14 @@ def test_empty_file_and_headerless_text() -> None:
     assert t.rows == () and t.skipped == 1
     assert net_acct(t).as_output()["net_acct_kernel_supported"] == 1
     assert net_acct(t).as_output()["net_acct_lves_total"] == 0
+
+
+def test_only_plain_decimal_cells_count() -> None:
+    head = "10:LVE\tEP\tNETO\tNETI\n"
+    good = "1004\t1\t100\t200\n"
+    bad = ["1005\t1\t-5\t0\n", "1006\t1\t+7\t0\n", "1007\t1\t1_000\t0\n", "1008\t1\t\u0663\t0\n", "-1009\t1\t5\t0\n",
+           "+1010\t1\t5\t0\n", "1,-1011\t1\t5\t0\n"]
+    t = parse_lve_list(head + good + "".join(bad))
+    assert [(r.uid, r.values["NETO"]) for r in t.rows] == [(1004, 100)]
+    assert t.skipped == len(bad)
+    assert net_acct(t).as_output()["net_acct_total_neto_bytes"] == 100
