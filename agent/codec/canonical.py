@@ -18,7 +18,11 @@ wrong answer.
 
 ``prepare(obj)`` applies the event-data rules of the contract before that:
 integers beyond ±(2^53−1) become decimal strings, integral floats become
-integers (or decimal strings beyond 2^53), and non-finite floats (which JSON cannot carry) become ``null``.
+integers, or decimal strings from 2^53 up to 10^21 (JCS writes such a float
+as its digits, which every reader takes for an integer beyond 2^53), and
+non-finite floats (which JSON cannot carry) become ``null``. From 10^21 on JCS
+writes a float with an exponent (``1e+21``), which reads back as the same
+float: such a float stays one.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ import rfc8785
 __all__ = ["MAX_SAFE_INT", "canonical", "prepare"]
 
 MAX_SAFE_INT = 2**53 - 1
+#: from this magnitude on, JCS (as ECMAScript) writes a number with an exponent
+_EXPONENT_FROM = 1e21
 _SORT = orjson.OPT_SORT_KEYS
 _STRICT = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
@@ -110,8 +116,10 @@ def _slow_prepare(obj: Any) -> Any:
         if not math.isfinite(f):
             return None
         if f.is_integer():
-            # beyond 2^53 an integral float is a big integer in all but name: carry it as one
-            return int(f) if -MAX_SAFE_INT <= f <= MAX_SAFE_INT else str(int(f))
+            if -MAX_SAFE_INT <= f <= MAX_SAFE_INT:
+                return int(f)
+            # below 10^21 JCS writes it as plain digits, a big integer to every reader: carry it as one
+            return str(int(f)) if -_EXPONENT_FROM < f < _EXPONENT_FROM else f
         return f
     if isinstance(obj, dict):
         return {str(k): _slow_prepare(v) for k, v in obj.items()}

@@ -99,3 +99,22 @@ def test_prepare_non_finite_becomes_null(value: dict[str, Any]) -> None:
 def test_canonical_refuses_what_json_cannot_carry() -> None:
     with pytest.raises(ValueError):
         canonical({"x": object()})
+
+
+def test_prepare_integral_floats_by_how_jcs_writes_them() -> None:
+    # below 2^53: the integer; up to 10^21 JCS writes plain digits, a big integer to any reader: a string;
+    # from 10^21 on it writes an exponent, which reads back as the same float: kept
+    ready, raw = prepare({"a": 3.0, "b": 2.0**60, "c": -1e20, "d": 1e21, "e": -1.5e300})
+    assert ready == {"a": 3, "b": str(2**60), "c": "-100000000000000000000", "d": 1e21, "e": -1.5e300}
+    assert raw == b'{"a":3,"b":"1152921504606846976","c":"-100000000000000000000","d":1e+21,"e":-1.5e+300}'
+    assert canonical(orjson.loads(raw)) == raw
+
+
+@settings(max_examples=300, deadline=None)
+@given(finite_floats)
+def test_prepared_floats_read_back_as_what_was_hashed(x: float) -> None:
+    _ready, raw = prepare({"x": x})
+    back = orjson.loads(raw)
+    assert canonical(back) == raw
+    v = back["x"]
+    assert type(v) is str or type(v) is float or -MAX_SAFE_INT <= v <= MAX_SAFE_INT

@@ -79,3 +79,25 @@ def test_planned_path_is_taken_for_ordinary_events_and_owned_events_are_not_copi
     assert "data" not in events[0]  # changed in place: owned
     docs = [orjson.loads(e.body) for e in out]  # type: ignore[union-attr]
     assert [d["sequence"] for d in docs] == ["1", "2", "3"] and docs[2]["data"] == {"n": 2}
+
+
+def test_a_guest_signature_over_huge_floats_still_checks_out_on_the_host_event() -> None:
+    """Floats from 10^21 on stay floats (JCS writes them with an exponent, which reads back the same), so the
+    guest's data is not changed and its signature, kept in guestdssematerial, still covers it."""
+    from agent.signing.event import sign_event
+
+    guest = SigningKey.generate()
+    ev: dict[str, Any] = {"specversion": "1.0", "id": "g-1", "source": "guest://a", "type": "t.v1",
+                          "data": {"f": 1e21, "g": -1.5e300, "n": 3, "s": "x"}}
+    sign_event(ev, guest)
+    st_ = Stamper(KEY, "host-1", SequenceStore(None), clock=lambda: NOW)
+    (out,) = st_.stamp_guests([orjson.loads(orjson.dumps(ev))], "unix:uid=0,pid=1")
+    assert not isinstance(out, Exception)
+    host_ev = orjson.loads(out.body)
+    assert b'"data":{"f":1e+21,"g":-1.5e+300,"n":3,"s":"x"}' in out.body
+    verify_event(host_ev, {KEY.keyid: KEY.verify_key()})
+    # the event as the guest signed it: the host's attributes taken away, the guest's signature put back
+    as_sent = {k: v for k, v in host_ev.items()
+               if k not in ("hostid", "hostreceivedat", "sequence", "hostpeer", "dssematerial", "signedextattrs")}
+    as_sent["dssematerial"] = as_sent.pop("guestdssematerial")
+    verify_event(as_sent, {guest.keyid: guest.verify_key()})
