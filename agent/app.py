@@ -77,6 +77,9 @@ class Agent:
         self.pipeline = build_pipeline(self.stamper, self.gen.queues, self.stats, self.cfg.agent.sign_workers,
                                        self.cfg.agent.sign_threads)
         self._retiring: list[Generation] = []
+        #: events the last drain could not deliver: left in queues at its deadline, kept in spools, or taken
+        #: by a sink that did not confirm them (``run --once`` fails when this is not 0)
+        self.undelivered = 0
         self._counts = Counts()
         self._stop = anyio.Event()
         self._lock = anyio.Lock()
@@ -210,8 +213,10 @@ class Agent:
                        if not isinstance(q, SpoolQueue))
             kept = sum(q.pending for q in gen.queues if isinstance(q, SpoolQueue))
             log.warning("drain deadline reached; %d events not delivered, %d kept in spools", left, kept)
+            self.undelivered += left + kept
             gen.worker_tasks.scope.cancel()
             await gen.worker_tasks.done.wait()
+        self.undelivered += sum(w.unconfirmed for w in gen.workers)
         for ep, q in zip(gen.cfg.sinks, gen.queues, strict=True):
             if isinstance(q, SpoolQueue):
                 with anyio.CancelScope(shield=True):

@@ -142,6 +142,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     status.startup([pc.name for pc, _ in agent.probes], [ep.uri for ep in cfg.sinks],
                    [lo.uri for lo in cfg.listeners], key.keyid)
     anyio.run(agent.run, None if args.once else status)
+    if args.once and agent.undelivered:
+        print(f"hoststamp run --once: {agent.undelivered} events not delivered to every sink (see the log above)",
+              file=sys.stderr)
+        return EXIT_FAIL
     return EXIT_OK
 
 

@@ -84,6 +84,8 @@ class SinkWorker:
         self.finished = False
         #: events taken from the queue that the sink has not accepted yet (a batch being retried)
         self.holding = 0
+        #: events the sink took but did not confirm when it was closed (at least 1 when it cannot tell how many)
+        self.unconfirmed = 0
         self._dirty = False
         # with a spool, records are trimmed only once the sink has taken and flushed them
         self._spool = queue if isinstance(queue, SpoolQueue) else None
@@ -181,6 +183,7 @@ class SinkWorker:
                         await self._flush(retry=False)
                     except Exception as exc:  # what was not confirmed stays in the spool, or is lost without one
                         log.error("sink %s: close failed: %s", self.sink.uri, self.stats.last_error or exc)
+                        self.unconfirmed = self._unconfirmed()
                     try:
                         await self.sink.aclose()
                     except Exception as exc:
@@ -190,7 +193,16 @@ class SinkWorker:
                 what = f"{unconfirmed} events" if isinstance(unconfirmed, int) else "what it took"
                 log.error("sink %s: not confirmed within %gs of closing; %s may be lost", self.sink.uri,
                           CLOSE_TIMEOUT, what)
+                self.unconfirmed = self._unconfirmed()
             self.finished = True
+
+    def _unconfirmed(self) -> int:
+        """What the sink holds unconfirmed: its own count when it keeps one, else the events taken since the
+        last confirmed flush (at least 1: something was not confirmed)."""
+        n = getattr(self.sink, "unacked", None)
+        if isinstance(n, int) and not isinstance(n, bool):
+            return max(n, 1)
+        return max(len(self._unflushed), 1)
 
     async def _flush(self, *, retry: bool = True) -> None:
         """Have the sink confirm what it took, then trim the spool up to it (each step retried until it works)."""

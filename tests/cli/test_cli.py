@@ -85,6 +85,20 @@ def test_run_once_emits_verifiable_cloudevents(tmp_path: Path) -> None:
     assert b"OK:" in ver.stdout
 
 
+@pytest.mark.parametrize("sink", ["file:/proc/no-such-dir/events.ndjson", "unix:{tmp}/nobody-listens.sock"])
+def test_run_once_fails_when_a_sink_did_not_get_every_event(tmp_path: Path, sink: str) -> None:
+    root = _fixture_root()
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    cfg = _config(tmp_path, f'[agent]\ndrain_timeout = 0.5\n[probes.cgroup]\nroot = "{root}"\n'
+                            f'[[sinks]]\nuri = "file:ok.ndjson"\n')
+    res = run_cli(["run", "--config", str(cfg), "--once", "--probes", "cgroup", "--sink", sink.format(tmp=tmp_path)],
+                  cwd=tmp_path)
+    assert res.returncode == 1, res.stderr
+    assert b"not delivered" in res.stderr
+    assert (tmp_path / "ok.ndjson").read_bytes()  # the sink that works got the events all the same
+    assert run_cli(["verify", "ok.ndjson"], cwd=tmp_path).returncode == 0
+
+
 def test_sequence_rises_across_restarts(tmp_path: Path) -> None:
     root = _fixture_root()
     assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
