@@ -17,6 +17,7 @@ from binascii import b2a_base64
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -41,6 +42,8 @@ _H_NAMES = [_sha(n.encode()).digest() for n in HOST_ATTRIBUTES]
 _PT = PAYLOAD_TYPE.encode()
 #: longer attribute values are hashed every time, not kept (a cache of 16,384 one-megabyte values is 16 GiB)
 _MAX_CACHED_TEXT = 256
+#: what a URI's host part (RFC 3986 reg-name) holds as it is, besides letters, digits and -._~
+_REG_NAME = "!$&'()*+,;="
 #: the DSSE PAE of a 32-byte payload up to the payload itself
 _PAE_HEAD = pae(_PT, bytes(32))[:-32]
 #: what closes the DSSE envelope after the signature
@@ -122,7 +125,9 @@ class Stamper:
                          if _native.Restamper is not None else None)
 
     def source_for(self, probe: str) -> str:
-        return f"hoststamp://{self.host_id}/{probe}"
+        """``hoststamp://HOST/PROBE``: the host id percent-encoded where a URI's host part cannot hold it as it
+        is (``/``, ``?``, ``#``, spaces, non-ASCII), so ``source`` stays a URI reference naming host and probe."""
+        return f"hoststamp://{quote(self.host_id, safe=_REG_NAME)}/{probe}"
 
     def _route(self, reading: Reading) -> _Route:
         key = (reading.domain, reading.probe, reading.kind)

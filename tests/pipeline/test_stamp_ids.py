@@ -39,3 +39,22 @@ def test_the_id_in_the_body_is_the_events_id() -> None:
     ev = stamper.stamp(Reading(probe="link", subject="eth0", output={}))
     assert orjson.loads(ev.body)["id"] == ev.id
     assert ev.id.endswith("-1")
+
+
+def test_source_is_a_uri_naming_the_host_and_the_probe_whatever_the_host_id() -> None:
+    from urllib.parse import unquote, urlsplit
+
+    from agent.signing.event import verify_event
+
+    for host in ("3d1219c7c4c5404aaa1f6d2a48adfda4", "web-01.example.com", "my host/with?odd#chars", "h%41",
+                 "h\u00f6st", "a:b@c"):
+        key = SigningKey.generate()
+        ev = Stamper(key, host, SequenceStore(None)).stamp(Reading(probe="lve", subject="s", output={"n": 1}))
+        doc = orjson.loads(ev.body)
+        parts = urlsplit(doc["source"])
+        assert (parts.scheme, unquote(parts.netloc), parts.path, parts.query, parts.fragment) == (
+            "hoststamp", host, "/lve", "", "")
+        assert doc["hostid"] == host and doc["source"] == ev.source
+        if host.replace("-", "").replace(".", "").isalnum() and host.isascii():
+            assert doc["source"] == f"hoststamp://{host}/lve"  # ordinary ids as they are
+        verify_event(doc, {key.keyid: key.verify_key()})
