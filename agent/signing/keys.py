@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from ..errors import SigningError
+from ..errors import AgentError, SigningError
 
 __all__ = [
     "SigningKey",
@@ -193,7 +193,7 @@ def generate_keypair(directory: str | os.PathLike[str], *, overwrite: bool = Fal
             os.close(fd)
         os.replace(tmp, key_path)
         pub_path.write_bytes(key.public_pem())
-    except OSError as exc:
-        raise SigningError(f"{d}: cannot write keys: {exc.strerror or exc}") from None
+    except OSError as exc:  # a runtime failure (exit 1), not a usage error
+        raise AgentError(f"{d}: cannot write keys: {exc.strerror or exc}") from None
     key.path = key_path
     return key

@@ -45,6 +45,12 @@ def test_keys_generate(tmp_path: Path) -> None:
     assert again.returncode != 0 and b"already exists" in again.stderr
 
 
+def test_keys_that_cannot_be_written_are_a_runtime_failure(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    res = run_cli(["keys", "generate", "--dir", "file/keys"], cwd=tmp_path)
+    assert res.returncode == 1 and b"cannot write keys" in res.stderr
+
+
 def test_a_missing_key_says_how_to_make_one(tmp_path: Path) -> None:
     res = run_cli(["run", "--once", "--probes", "none", "--sink", "stdout:"], cwd=tmp_path)
     assert res.returncode == 2
