@@ -123,6 +123,8 @@ class EndpointConfig:
     target: str
     common: SinkCommon
     options: Any
+    #: where the URI came from, as an error names it: ``sinks[0].uri``, ``--sink``
+    key: str = "sinks.uri"
 
 
 #: the deepest guest JSON a listener may be configured to take
@@ -256,7 +258,8 @@ def endpoint(table: Mapping[str, Any], *, prefix: str, file: str | None) -> Endp
         raise ConfigError(exc.reason, key=f"{prefix}.uri" if prefix != "--sink" else prefix, file=file) from None
     rest = {k: v for k, v in table.items() if k not in common_keys}
     options = schema.build(cls.Options, rest, prefix=prefix, file=file, also=common_keys)
-    return EndpointConfig(uri=common.uri, scheme=scheme, target=target, common=common, options=options)
+    return EndpointConfig(uri=common.uri, scheme=scheme, target=target, common=common, options=options,
+                          key=prefix if prefix.startswith("--") else f"{prefix}.uri")
 
 
 def listener(table: Mapping[str, Any], *, prefix: str, file: str | None) -> ListenerOptions:

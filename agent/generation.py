@@ -79,7 +79,7 @@ class Generation:
     def fill(self, ctx: SinkContext, stats: PipelineStats, submit: Submit) -> None:
         """Build the parts from the config; nothing is opened or started yet."""
         for ep in self.cfg.sinks:
-            sink = build_sink(ep.scheme, ep.target, ep.options, ctx)
+            sink = build_sink(ep.scheme, ep.target, ep.options, ctx, key=ep.key)
             q = queue_for(ep.common)
             self.sinks.append(sink)
             self.queues.append(q)
@@ -106,12 +106,13 @@ def build_probe(pc: ProbeConfig, state_dir: Path | None) -> Probe:
     return probe_registry.get(pc.name)(pc.options, ProbeContext(state_dir=state_dir))
 
 
-def build_sink(scheme: str, target: str, options: Any, ctx: SinkContext) -> Sink:
+def build_sink(scheme: str, target: str, options: Any, ctx: SinkContext, *, key: str = "sinks.uri") -> Sink:
+    """The sink for ``scheme:target``; a target it cannot take is a ConfigError naming ``key``."""
     cls = sink_registry.get(scheme)
     try:
         return cls(target, options if options is not None else cls.Options(), ctx)
     except SinkError as exc:
-        raise ConfigError(str(exc), key="sinks.uri") from None
+        raise ConfigError(str(exc), key=key) from None
 
 
 def _spool_bytes(directory: str | None, q: SinkQueue) -> int | None:

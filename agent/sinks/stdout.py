@@ -19,6 +19,8 @@ class StdoutSink(Sink):
     scheme = "stdout"
 
     def __init__(self, target: str, options: object, ctx: SinkContext, stream: BinaryIO | None = None) -> None:
+        if target:
+            raise SinkError(f"stdout: takes nothing after the colon (got stdout:{target})")
         super().__init__(target, options, ctx)
         self._stream = stream
 

@@ -51,6 +51,20 @@ def test_keys_that_cannot_be_written_are_a_runtime_failure(tmp_path: Path) -> No
     assert res.returncode == 1 and b"cannot write keys" in res.stderr
 
 
+@pytest.mark.parametrize(("args", "config", "key"), [
+    (["--sink", "stdout:foo"], "", "--sink"),
+    (["--sink", "file:"], "", "--sink"),
+    ([], '[[sinks]]\nuri = "stdout:"\n[[sinks]]\nuri = "archive:"\n', "sinks[1].uri"),
+])
+def test_a_sink_target_it_cannot_take_is_a_config_error_naming_where_it_came_from(
+        tmp_path: Path, args: list[str], config: str, key: str) -> None:
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    cfg = _config(tmp_path, config)
+    res = run_cli(["run", "--once", "--probes", "none", "--config", str(cfg), *args], cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert f"configuration error: {key}:".encode() in res.stderr
+
+
 def test_a_missing_key_says_how_to_make_one(tmp_path: Path) -> None:
     res = run_cli(["run", "--once", "--probes", "none", "--sink", "stdout:"], cwd=tmp_path)
     assert res.returncode == 2
