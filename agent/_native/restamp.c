@@ -809,9 +809,15 @@ static int rfc3339(const char *s, Py_ssize_t n)
            s[i + 4] <= '9' && s[i + 5] >= '0' && s[i + 5] <= '9';
 }
 
-/* is the nesting of ``v`` (validate.json_depth: a scalar 0, {} 1) at most ``left``? */
+/* is the nesting of ``v`` (validate.json_depth: a scalar 0, {} 1) at most ``left``, and holds it no float that
+ * may be an integer too large for orjson (which parses an integer beyond its 64 bits as a rounded float: from
+ * 2^64 up, or from -2^63 down)? Such an event goes to the Python checks, which parse it again exactly. */
 static int nests_within(PyObject *v, int left)
 {
+    if (PyFloat_CheckExact(v)) {
+        double d = PyFloat_AS_DOUBLE(v);
+        return d < 18446744073709551616.0 && d > -9223372036854775808.0;
+    }
     if (PyDict_CheckExact(v)) {
         if (left == 0)
             return 0;
@@ -831,8 +837,8 @@ static int nests_within(PyObject *v, int left)
 }
 
 /* check_passes(event[, max_depth]) -> True when receiver.validate.check_attributes certainly passes ``event``
- * (and, given ``max_depth``, its nesting is within it); False when only the Python checks can tell (they then
- * refuse it, with the reason, or pass it) */
+ * (and, given ``max_depth``, its nesting is within it and no float in it may be a rounded big integer, see
+ * nests_within); False when only the Python checks can tell (they then refuse it, with the reason, or pass it) */
 static PyObject *check_passes(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs < 1 || nargs > 2) {

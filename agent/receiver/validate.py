@@ -8,6 +8,7 @@ may have sent: the pipeline overwrites them.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -138,15 +139,41 @@ def _check_attributes(event: dict[str, Any]) -> None:
                 raise _bad("data_base64 must be a string")
 
 
+#: orjson parses an integer beyond its 64 bits as a rounded float: from 2^64 up, and from -2^63 down
+_ROUNDED_FROM, _ROUNDED_DOWN_FROM = 2.0**64, -(2.0**63)
+
+
+def _may_be_rounded(obj: Any) -> bool:
+    """Whether ``obj`` holds a float that may stand for an integer orjson could not hold exactly."""
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        if type(node) is float:
+            if node >= _ROUNDED_FROM or node <= _ROUNDED_DOWN_FROM:
+                return True
+        elif type(node) is dict:
+            stack.extend(node.values())
+        elif type(node) is list:
+            stack.extend(node)
+    return False
+
+
 def parse_event(frame: bytes, *, max_depth: int) -> dict[str, Any]:
-    """One frame -> a checked event dict; :class:`Rejected` otherwise."""
+    """One frame -> a checked event dict; :class:`Rejected` otherwise.
+
+    An integer too large for orjson's 64 bits is kept exact: such a frame is parsed again by the standard
+    library (the pipeline then carries the integer as its decimal string).
+    """
     try:
         event = orjson.loads(frame)
     except orjson.JSONDecodeError as exc:
-        raise Rejected("json", str(exc)[:120]) from None
+        detail = str(exc)
+        if "depth limit" in detail or "recursion" in detail:  # deeper than orjson itself goes (1024)
+            raise Rejected("depth", f"JSON nesting deeper than orjson parses, and than {max_depth}") from None
+        raise Rejected("json", detail[:120]) from None
     if not isinstance(event, dict):
         raise Rejected("json", "frame is not a JSON object")
-    if _passes is not None and _passes(event, max_depth):  # the common case, natively: depth and attributes
+    if _passes is not None and _passes(event, max_depth):  # the common case, natively: depth, attributes, floats
         return event
     # the number of opening brackets bounds the depth: walk only when it could be too deep
     if frame.count(b"{") + frame.count(b"[") > max_depth:
@@ -154,4 +181,9 @@ def parse_event(frame: bytes, *, max_depth: int) -> dict[str, Any]:
         if depth > max_depth:
             raise Rejected("depth", f"JSON nesting depth {depth} exceeds {max_depth}")
     _check_attributes(event)  # the native check said no already (or is not built)
+    if "data" in event and _may_be_rounded(event["data"]):
+        # orjson already took the frame: no NaN, no lone surrogate, depth within bounds; the same JSON, exactly
+        exact = json.loads(frame)
+        if isinstance(exact, dict):
+            return exact
     return event

@@ -176,3 +176,55 @@ def test_deep_events_are_left_to_the_python_count() -> None:
     with pytest.raises(Rejected) as exc:
         parse_event(orjson.dumps(event), max_depth=150)
     assert exc.value.reason == "depth"
+
+
+_BIG = (b'{"specversion":"1.0","id":"a","source":"s","type":"t","data":{"a":18446744073709551617,'
+        b'"b":-9223372036854775809,"c":[123456789012345678901234567890],"d":1e20,"e":1.8446744073709552e19,'
+        b'"f":18446744073709551615,"g":5}}')
+_BIG_DATA = {"a": 18446744073709551617, "b": -9223372036854775809, "c": [123456789012345678901234567890],
+             "d": 1e20, "e": 1.8446744073709552e19, "f": 18446744073709551615, "g": 5}
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_integers_beyond_64_bits_are_parsed_exactly(native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.receiver import validate
+
+    if not native:
+        monkeypatch.setattr(validate, "_passes", None)
+    elif validate._passes is None:
+        pytest.skip("the native check is not built here")
+    got = parse_event(_BIG, max_depth=32)
+    assert got["data"] == _BIG_DATA
+    assert [type(got["data"][k]) for k in "abdef"] == [int, int, float, float, int]
+
+
+def test_integers_beyond_64_bits_reach_the_event_as_their_exact_digits() -> None:
+    from agent.pipeline import SequenceStore, Stamper
+    from agent.signing.event import verify_event
+    from agent.signing.keys import SigningKey
+
+    key = SigningKey.generate()
+    (out,) = Stamper(key, "h", SequenceStore(None)).stamp_guests([parse_event(_BIG, max_depth=32)], "unix:uid=0,pid=1")
+    assert not isinstance(out, Exception)
+    doc = orjson.loads(out.body)
+    assert doc["data"] == {"a": "18446744073709551617", "b": "-9223372036854775809",
+                           "c": ["123456789012345678901234567890"], "d": "100000000000000000000",
+                           "e": "18446744073709551616", "f": "18446744073709551615", "g": 5}
+    verify_event(doc, {key.keyid: key.verify_key()})
+
+
+@pytest.mark.skipif(_native_passes is None, reason="the native check is not built here")
+def test_the_native_check_leaves_floats_that_may_be_rounded_integers_to_python() -> None:
+    assert _native_passes is not None
+    base = {"specversion": "1.0", "id": "a", "source": "s", "type": "t"}
+    for x in (2.0**64, 1e300, -(2.0**63), -1e20):
+        assert not _native_passes(dict(base, data={"x": [x]}), 32)
+    for x in (2.0**64 * (1 - 2**-53), 1e19, -(2.0**63) * (1 - 2**-53), 0.5):
+        assert _native_passes(dict(base, data={"x": [x]}), 32)
+
+
+def test_nesting_deeper_than_the_parser_goes_is_a_depth_refusal() -> None:
+    frame = b'{"specversion":"1.0","id":"a","source":"s","type":"t","data":' + b"[" * 2000 + b"]" * 2000 + b"}"
+    with pytest.raises(Rejected) as exc:
+        parse_event(frame, max_depth=32)
+    assert exc.value.reason == "depth"
