@@ -147,8 +147,9 @@ class AgentCollector(Collector):
         yield from self._probes(v)
         yield _counter("hoststamp_events_signed", "Events stamped and signed (probe readings and guest events).",
                        (), [((), st.signed)])
-        yield _counter("hoststamp_readings_rejected", "Probe readings JSON cannot carry, sent as error events.",
-                       (), [((), st.rejected)])
+        yield _counter("hoststamp_readings_rejected",
+                       "Probe readings JSON cannot carry (sent as error events) and guest events the host could "
+                       "not stamp (refused to their sender).", (), [((), st.rejected)])
         yield from self._sinks(v)
         yield from self._listeners(v)
         if self.sampler is not None:

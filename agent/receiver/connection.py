@@ -190,6 +190,7 @@ class Connection:
                 fut = _call(rx.deliver, event, self.peer)
                 dedupe.add(key, fut)
                 rx.stats.accepted += 1
+                fut.add_done_callback(functools.partial(self._not_taken, 1))
                 fates.append((fut, -1, 1))
             else:
                 here[key] = len(events)
@@ -207,6 +208,7 @@ class Connection:
                 batch.set_exception(exc)
             dedupe.add_many(keys, batch)
             rx.stats.accepted += len(events)
+            batch.add_done_callback(functools.partial(self._not_taken, len(events)))
         inflight = self.inflight
         run_start = run_len = 0
         for fate in fates:
@@ -233,6 +235,17 @@ class Connection:
         if run_len:
             self._queue(batch, run_start, run_len)
         self.more.set()
+
+    def _not_taken(self, handed: int, fut: asyncio.Future[Any]) -> None:
+        """A delivery of ``handed`` events answered: those it refused (the host could not stamp them) or failed
+        (the sender sends them again) were not accepted after all. Dropped ones were taken, then dropped from a
+        queue: they stay counted, and are counted as dropped too."""
+        if fut.cancelled() or fut.exception() is not None:
+            self.rx.stats.accepted -= handed
+            return
+        res = fut.result()
+        if type(res) is list:
+            self.rx.stats.accepted -= sum(1 for r in res if isinstance(r, Exception))
 
     def _queue(self, fut: asyncio.Future[Any] | None, pos: int, count: int) -> None:
         """``count`` frames whose fate ``fut`` decides, from ``pos`` in its answer."""

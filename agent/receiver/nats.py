@@ -190,11 +190,13 @@ class NatsSource:
             self._spawn(self._finish(msg, None, peer, refused=True))
             return
         key = (channel_of(peer), event["source"], event["id"])
+        counted = False
         if key in self.dedupe:
             self.stats.duplicates += 1
             entry = self.dedupe.get(key)  # the first copy: taken (None) or pending (its own future)
             fut = None if entry is None else entry[0]
         else:
+            counted = True
             try:
                 fut = asyncio.ensure_future(self.deliver(event, peer))
             except Exception as exc:
@@ -202,7 +204,7 @@ class NatsSource:
                 fut.set_exception(exc)
             self.dedupe.add(key, fut)
             self.stats.accepted += 1
-        self._spawn(self._finish(msg, fut, peer))
+        self._spawn(self._finish(msg, fut, peer, counted=counted))
 
     def _spawn(self, coro: Any) -> None:
         self._inflight += 1
@@ -227,8 +229,10 @@ class NatsSource:
             except (nats.errors.Error, OSError) as exc:
                 log.debug("in-progress %s: %s", msg.subject, exc)
 
-    async def _finish(self, msg: Msg, fut: asyncio.Future[Any] | None, peer: str, *, refused: bool = False) -> None:
-        """Ack once the event is durable; term what is refused; nak what was dropped or failed."""
+    async def _finish(self, msg: Msg, fut: asyncio.Future[Any] | None, peer: str, *, refused: bool = False,
+                      counted: bool = False) -> None:
+        """Ack once the event is durable; term what is refused; nak what was dropped or failed. ``counted``: this
+        message's event was counted as accepted, which a refusal or a failure of its delivery takes back."""
         verdict = "term" if refused else "ack"
         if fut is not None:
             try:
@@ -238,9 +242,11 @@ class NatsSource:
             except Rejected as r:
                 self.reject(peer, r.reason, r.detail)
                 verdict = "term"
+                self.stats.accepted -= counted
             except Exception as exc:
                 self.reject(peer, "pipeline", f"delivery failed: {exc}")
                 verdict = "nak"
+                self.stats.accepted -= counted
         try:
             if verdict == "ack":
                 await msg.ack()

@@ -144,3 +144,40 @@ def test_an_unexpected_failure_of_one_submit_does_not_stop_the_ones_after_it() -
 
     failure, taken = run(main())
     assert "a bug somewhere below" in failure and taken is True
+
+
+def test_events_the_host_cannot_stamp_are_refused_and_not_counted_as_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "rx.sock"
+
+    async def main() -> tuple[MemorySink, Receiver, int]:
+        out = MemorySink()
+        queue = SinkQueue(1000)
+        stats = PipelineStats()
+        pipeline = Pipeline(Stamper(SigningKey.generate(), "host-1", SequenceStore(None)), [queue], stats)
+        worker = asyncio.ensure_future(SinkWorker(out, queue, stats.sink("mem"), flush_interval=0.01).run())
+        deliver = PipelineDeliver(pipeline)
+        rx = Receiver.build(ListenerOptions(uri=f"unix:{path}"), deliver)
+        serving = asyncio.ensure_future(rx.serve())
+        events = guest_events(6)
+        bad = []
+        for i in (1, 4):  # a date that does not exist: the receiver's checks pass it, stamping cannot
+            ev = orjson.loads(events[i].body)
+            ev["time"] = "2023-02-29T00:00:00Z"
+            bad.append(Event(ev["id"], ev["source"], ev["type"], i, orjson.dumps(ev)))
+        events[1], events[4] = bad
+        guest = UnixSink(str(path), SocketOptions(backoff_initial=0.01), SinkContext())
+        await guest.send(events)
+        await guest.flush()
+        await guest.aclose()
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        await deliver.aclose()
+        pipeline.close()
+        await worker
+        return out, rx, guest.refused
+
+    out, rx, refused = run(main())
+    assert refused == 2
+    assert [orjson.loads(e.body)["id"] for e in out.events] == ["g-0", "g-2", "g-3", "g-5"]
+    assert rx.stats.rejected == {"attributes": 2}
+    assert rx.stats.accepted == 4
