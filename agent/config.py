@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import schema
-from .errors import ConfigError
+from .errors import ConfigError, SigningError
 from .probes import registry as probe_registry
 from .sinks import registry as sink_registry
 
@@ -166,6 +166,8 @@ class ListenerOptions:
             raise ValueError("dedupe_window must not be negative")
         if self.mode is not None and not 0 <= self.mode <= 0o7777:
             raise ValueError("mode must be permission bits, e.g. 0o660")
+        if self.guest_signatures != "off" and not self.trusted_keys:
+            raise ValueError(f"guest_signatures = {self.guest_signatures!r} needs trusted_keys (PEM public keys)")
 
 
 def split_hostport(text: str) -> tuple[str, int]:
@@ -265,6 +267,13 @@ def endpoint(table: Mapping[str, Any], *, prefix: str, file: str | None) -> Endp
 def listener(table: Mapping[str, Any], *, prefix: str, file: str | None) -> ListenerOptions:
     """One ``[[listeners]]`` entry (or ``--listen URI``), its URI checked here rather than when it starts listening."""
     opts = schema.build(ListenerOptions, table, prefix=prefix, file=file)
+    if opts.trusted_keys:  # read now, so that `config check` finds a key that is missing or not a public key
+        from .signing.keys import load_verify_keys
+
+        try:
+            load_verify_keys(opts.trusted_keys)
+        except SigningError as exc:
+            raise ConfigError(str(exc), key=f"{prefix}.trusted_keys", file=file) from None
     if not opts.uri.lower().startswith("nats:"):
         from .transport.uri import parse_endpoint
 

@@ -5,8 +5,9 @@ starting the agent. Here each unit (``[agent]``, each ``[probes.NAME]``, each
 ``[[sinks]]`` and ``[[listeners]]`` entry, ``[metrics]``) is checked on its
 own with the same code, and within a unit a key that was found bad is set
 aside and the unit checked again, so one pass reports every bad key. Beyond
-parsing it checks what can be checked without I/O: listener URIs, and that
-some sink is configured. Nothing is opened, bound or read besides the file.
+parsing it checks listener URIs, that the trusted keys listeners name can be
+read, and that some sink is configured. Nothing is opened or bound, and
+nothing is read besides the file and those keys.
 """
 
 from __future__ import annotations
@@ -126,18 +127,7 @@ def _probe(table: Mapping[str, Any], *, name: str, file: str | None) -> object:
 
 
 def _listener(table: Mapping[str, Any], *, prefix: str, file: str | None) -> object:
-    opts = schema.build(config_mod.ListenerOptions, table, prefix=prefix, file=file)
-    if opts.uri.lower().startswith("nats:"):
-        return opts
-    try:
-        from .transport.uri import parse_endpoint
-    except ImportError:  # pragma: no cover - transport not installed
-        return opts
-    try:
-        parse_endpoint(opts.uri, listen=True)
-    except ConfigError as exc:
-        raise ConfigError(exc.reason, key=f"{prefix}.uri", file=file) from None
-    return opts
+    return config_mod.listener(table, prefix=prefix, file=file)
 
 
 def check_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> list[Problem]:

@@ -163,3 +163,29 @@ def test_run_once_refuses_a_bad_listen_uri(tmp_path: Path) -> None:
     assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
     res = run_cli(["run", "--once", "--probes", "none", "--sink", "stdout:", "--listen", "vsock:abc"], cwd=tmp_path)
     assert res.returncode == 2 and b"--listen: expected vsock:CID:PORT" in res.stderr
+
+
+def test_a_guest_signature_policy_needs_trust_it_can_read(tmp_path: Path) -> None:
+    from agent.signing.keys import generate_keypair
+
+    generate_keypair(tmp_path / "guest")
+    pub = tmp_path / "guest" / "host.pub"
+    (tmp_path / "not-a-key.pub").write_text("hello\n")
+    cases = {
+        'guest_signatures = "require"\n': ("listeners[0]", "needs trusted_keys"),
+        f'guest_signatures = "verify"\ntrusted_keys = ["{tmp_path}/missing.pub"]\n': (
+            "listeners[0].trusted_keys", "missing.pub"),
+        f'guest_signatures = "verify"\ntrusted_keys = ["{tmp_path}/not-a-key.pub"]\n': (
+            "listeners[0].trusted_keys", "not-a-key.pub"),
+    }
+    for body, (key, words) in cases.items():
+        path = tmp_path / "c.toml"
+        path.write_text(f'[[sinks]]\nuri = "stdout:"\n[[listeners]]\nuri = "unix:{tmp_path}/rx.sock"\n{body}')
+        problems = [p for p in check_file(path) if p.severity == "error"]
+        assert problems and problems[0].key == key and words in problems[0].reason, problems
+        with pytest.raises(ConfigError) as exc:  # and the agent refuses it as it reads the file, naming both
+            config.load(path)
+        assert exc.value.key == key and str(exc.value).startswith(f"{path}: {key}: ")
+    path.write_text(f'[[sinks]]\nuri = "stdout:"\n[[listeners]]\nuri = "unix:{tmp_path}/rx.sock"\n'
+                    f'guest_signatures = "require"\ntrusted_keys = ["{pub}"]\n')
+    assert not [p for p in check_file(path) if p.severity == "error"]

@@ -18,6 +18,7 @@ import pytest
 
 from agent import config
 from agent.probes import registry as probe_registry
+from agent.signing.keys import generate_keypair
 from agent.sinks import registry as sink_registry
 from tests.helpers import ROOT
 
@@ -118,10 +119,18 @@ def _keys_of(table: dict[str, Any], prefix: str = "") -> set[str]:
     return keys
 
 
-def test_example_config_loads_and_exercises_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_example_config_loads_and_exercises_every_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(config.ENV_KEY, raising=False)
     monkeypatch.delenv(config.ENV_HOST_ID, raising=False)
-    cfg = config.load(EXAMPLE)
+    # the trusted guest keys it names are read as the file is: made here, where the example expects them
+    text = EXAMPLE.read_text()
+    for n, pub in enumerate(sorted(set(re.findall(r'"(/etc/hoststamp/guest-keys/[^"]+\.pub)"', text)))):
+        generate_keypair(tmp_path / str(n))
+        text = text.replace(f'"{pub}"', f'"{tmp_path / str(n) / "host.pub"}"')
+    assert "/etc/hoststamp/guest-keys/" not in text
+    copy = tmp_path / "hoststamp.toml"
+    copy.write_text(text)
+    cfg = config.load(copy)
     assert cfg.metrics.listen and cfg.sinks and cfg.listeners
     doc = tomllib.loads(EXAMPLE.read_text())
     missing = [f"[agent] {k}" for k in _fields(config.AgentSettings, "") if k not in doc["agent"]]
