@@ -1,7 +1,8 @@
 """``hoststamp send --to URI``: NDJSON CloudEvents on stdin, shipped as frames, acked.
 
 Each non-blank input line must be one JSON object; it is sent byte for byte as
-one frame. Lines that are not JSON objects are reported and not sent. The run
+one frame. Lines that are not JSON objects, or longer than the largest frame,
+are reported by line number and not sent; the lines after them are. The run
 ends when every sent line is settled by the receiver, or when ``timeout``
 passes without that (the connection is retried with backoff meanwhile).
 """
@@ -15,8 +16,8 @@ from typing import BinaryIO
 
 import orjson
 
-from ..codec.framing import DEFAULT_MAX_FRAME, NewlineDecoder
-from ..errors import FramingError, TransportError
+from ..codec.framing import DEFAULT_MAX_FRAME
+from ..errors import TransportError
 from .base import Dialer
 from .dial import dialer
 from .sender import AckedSender, Backoff
@@ -53,6 +54,47 @@ def _check_line(line: bytes) -> str | None:
     return None
 
 
+class _Lines:
+    """The input's lines, each at most ``max_len`` bytes (a ``\r`` before the ``\n`` not counted). A longer
+    line comes out as None, its bytes dropped as they arrive, and the lines after it go on as usual."""
+
+    def __init__(self, max_len: int) -> None:
+        self.max_len = max_len
+        self._buf = bytearray()
+        #: inside a line already known to be too long: drop up to its newline
+        self._skipping = False
+
+    def _line(self, raw: bytes) -> bytes | None:
+        line = raw[:-1] if raw.endswith(b"\r") else raw
+        return None if len(line) > self.max_len else line
+
+    def feed(self, chunk: bytes) -> list[bytes | None]:
+        buf = self._buf
+        buf += chunk
+        out: list[bytes | None] = []
+        pos = 0
+        while (nl := buf.find(b"\n", pos)) >= 0:
+            if self._skipping:
+                self._skipping = False
+                out.append(None)
+            else:
+                out.append(self._line(bytes(buf[pos:nl])))
+            pos = nl + 1
+        del buf[:pos]
+        if self._skipping or len(buf) > self.max_len + 1:  # no newline in sight: the line is too long already
+            self._skipping = True
+            buf.clear()
+        return out
+
+    def end(self) -> list[bytes | None]:
+        """The last line, when the input does not end with a newline."""
+        if self._skipping:
+            self._skipping = False
+            return [None]
+        rest, self._buf = bytes(self._buf), bytearray()
+        return [self._line(rest)] if rest else []
+
+
 def _read_available(f: BinaryIO, n: int) -> bytes:
     """What the pipe has now (up to ``n`` bytes), so a slow writer's lines go out as they come."""
     read1 = getattr(f, "read1", None)
@@ -80,25 +122,17 @@ async def send_ndjson(to: str | Dialer, stdin: BinaryIO, *, timeout: float = 30.
         max_unacked=max_unacked, max_frame=max_frame, ack_timeout=timeout,
         backoff=Backoff(0.05, 2.0), on_settled=settled)
     reader = read or _read_available
-    dec = NewlineDecoder(max_frame, keep_blank=True)
+    lines = _Lines(max_frame)
     lineno = 0
     try:
         while True:
             chunk = await asyncio.to_thread(reader, stdin, _CHUNK)
-            try:
-                if chunk:
-                    dec.feed(chunk)
-                elif not dec.at_boundary():
-                    dec.feed(b"\n")  # a last line without its newline
-                frames = dec.frames()
-            except FramingError as exc:
-                report.problems.append((lineno + len(getattr(exc, "frames", [])) + 1, str(exc)))
-                report.error = "input stopped at an over-long line"
-                frames = getattr(exc, "frames", [])
-                chunk = b""
             batch: list[tuple[int, bytes]] = []
-            for frame in frames:
+            for frame in lines.feed(chunk) if chunk else lines.end():
                 lineno += 1
+                if frame is None:
+                    report.problems.append((lineno, f"line exceeds the maximum of {max_frame} bytes: not sent"))
+                    continue
                 if not frame.strip():
                     continue
                 problem = _check_line(frame)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+import pytest
 
 from agent.config import ListenerOptions
 from agent.receiver import MemoryDeliver, Receiver
@@ -59,13 +60,16 @@ def test_problems_are_reported_by_line_number(tmp_path: Path) -> None:
     assert ids == ["s-1", "s-2", "s-3"]
 
 
-def test_over_long_line_stops_the_input(tmp_path: Path) -> None:
-    data = line(1) + b"\n" + b"x" * 300 + b"\n" + line(2) + b"\n"
-    report, ids = send_to_receiver(tmp_path, data, max_frame=200)
-    assert [(n, r.split(" ")[0]) for n, r in report.problems] == [(2, "line")]
+@pytest.mark.parametrize("chunk", [7, 64, 1 << 16])
+def test_an_over_long_line_is_reported_and_the_lines_after_it_are_sent(tmp_path: Path, chunk: int) -> None:
+    data = (line(1) + b"\n" + b"x" * 300 + b"\n" + line(2) + b"\r\n" + b"y" * 201 + b"\n"
+            + b"z" * 200 + b"\n" + line(3) + b"\n" + b"w" * 500)  # the last line has no newline
+    report, ids = send_to_receiver(tmp_path, data, max_frame=200, read=lambda f, n: f.read(min(n, chunk)))
+    assert [n for n, _r in report.problems] == [2, 4, 5, 7]
     assert "exceeds the maximum of 200" in report.problems[0][1]
-    assert report.error is not None
-    assert ids == ["s-1"]
+    assert report.problems[2][1].startswith("not JSON")  # 200 bytes: not too long, but not JSON either
+    assert report.error is None and report.lines == 7
+    assert ids == ["s-1", "s-2", "s-3"]
 
 
 def test_unreachable_receiver_is_an_error_not_a_hang(tmp_path: Path) -> None:
