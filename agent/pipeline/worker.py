@@ -191,8 +191,12 @@ class SinkWorker:
             if closing.cancelled_caught:
                 unconfirmed = getattr(self.sink, "unacked", None)
                 what = f"{unconfirmed} events" if isinstance(unconfirmed, int) else "what it took"
-                log.error("sink %s: not confirmed within %gs of closing; %s may be lost", self.sink.uri,
-                          CLOSE_TIMEOUT, what)
+                if self._spool is not None:
+                    log.warning("sink %s: not confirmed within %gs of closing; %s stay in the spool and are sent "
+                                "again at the next start", self.sink.uri, CLOSE_TIMEOUT, what)
+                else:
+                    log.error("sink %s: not confirmed within %gs of closing; %s may be lost", self.sink.uri,
+                              CLOSE_TIMEOUT, what)
                 self.unconfirmed = self._unconfirmed()
             self.finished = True
 
