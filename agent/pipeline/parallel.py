@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -33,7 +33,7 @@ from ..model import Event
 from ..signing.event import normalize_time
 from .offload import OffloadPipeline
 from .queue import BatchReceipt, SinkQueue
-from .router import Pipeline
+from .router import GuestBatch, Pipeline
 from .signer import encode_job
 from .signpool import Job, SignerPool
 from .stamp import Stamper
@@ -46,7 +46,7 @@ log = logging.getLogger("hoststamp.pipeline")
 class Submission:
     """One ``submit_guests`` call: its answer, once each of its jobs is in the queues and taken."""
 
-    __slots__ = ("future", "jobs_left", "parts")
+    __slots__ = ("_watch", "future", "jobs_left", "parts")
 
     def __init__(self, jobs: int) -> None:
         #: None when every event was taken, else each event's answer (True, False, or the refusing exception)
@@ -54,6 +54,21 @@ class Submission:
         self.jobs_left = jobs
         #: per job, in order: (its results, its receipt)
         self.parts: list[tuple[list[Event | Exception], BatchReceipt]] = []
+        self._watch: Callable[[int, Any], None] | None = None
+
+    def watch(self, on_refusal: Callable[[int, Any], None]) -> None:
+        """As :meth:`.router.GuestBatch.watch`: told of each job once it is signed and in the queues."""
+        self._watch = on_refusal
+        offset = 0
+        for results, receipt in self.parts:
+            GuestBatch(receipt, results).watch(on_refusal, offset)
+            offset += len(results)
+
+    def _part(self, results: list[Event | Exception], receipt: BatchReceipt) -> None:
+        """One job's results, in the queues now."""
+        if self._watch is not None:
+            GuestBatch(receipt, results).watch(self._watch, sum(len(r) for r, _ in self.parts))
+        self.parts.append((results, receipt))
 
     async def wait(self) -> bool:
         """True when every event was taken (the answer of a single event)."""
@@ -165,7 +180,7 @@ class ParallelPipeline(OffloadPipeline[Job]):
         receipt = BatchReceipt(signed, len(job.queues))
         for q in job.queues:
             await q.put_many(signed, receipt)
-        sub.parts.append((results, receipt))
+        sub._part(results, receipt)
         sub.jobs_left -= 1
         if sub.jobs_left == 0 and not sub.future.done():
             self._answer(sub)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import repeat
 from typing import Any, Literal
 
@@ -65,11 +65,15 @@ class BatchReceipt(Receipt):
     least one sink).
     """
 
-    __slots__ = ("_dropped_ids", "events")
+    __slots__ = ("_dropped_ids", "_index", "_watch", "events")
 
     def __init__(self, events: Sequence[Event], sinks: int) -> None:
         self.events = events
         self._dropped_ids: set[int] = set()
+        #: told of each event a sink drops, as it happens (see :meth:`watch`)
+        self._watch: Callable[[int], None] | None = None
+        #: id(event) -> its position, made at the first drop a watcher is told of
+        self._index: dict[int, int] | None = None
         super().__init__(len(events) * sinks)
 
     def _result(self) -> Any:
@@ -78,10 +82,25 @@ class BatchReceipt(Receipt):
         gone = self._dropped_ids
         return [id(e) not in gone for e in self.events]
 
+    def _position(self, event_id: int) -> int:
+        if self._index is None:
+            self._index = {id(e): i for i, e in enumerate(self.events)}
+        return self._index[event_id]
+
+    def watch(self, on_drop: Callable[[int], None]) -> None:
+        """Have ``on_drop(i)`` called as soon as a sink drops ``events[i]`` (once per event, before the batch
+        completes; at once for those dropped already), so a sender can be told while the rest still waits."""
+        self._watch = on_drop
+        for i in sorted(self._position(d) for d in self._dropped_ids):
+            on_drop(i)
+
     def drop(self, event: Event | None = None) -> None:
+        first = event is not None and id(event) not in self._dropped_ids
         if event is not None:
             self._dropped_ids.add(id(event))
         super().drop(event)
+        if first and self._watch is not None:
+            self._watch(self._position(id(event)))
 
 
 class SinkQueue:

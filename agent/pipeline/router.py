@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..futures import forward
@@ -53,6 +53,22 @@ class GuestBatch:
 
     async def outcome(self) -> list[Any] | None:
         return await self.future  # type: ignore[no-any-return]
+
+    def watch(self, on_refusal: Callable[[int, Any], None], offset: int = 0) -> None:
+        """Have ``on_refusal(i, why)`` called as soon as event ``i`` (counted from ``offset``) is known not to be
+        taken: at once with the exception that kept the host from stamping it, or with False when a sink drops it
+        (maybe long before :attr:`future` completes)."""
+        results = self.results
+        if results is None:
+            self.receipt.watch(lambda j: on_refusal(offset + j, False))
+            return
+        signed_at = []
+        for i, r in enumerate(results):
+            if isinstance(r, Exception):
+                on_refusal(offset + i, r)
+            else:
+                signed_at.append(offset + i)
+        self.receipt.watch(lambda j: on_refusal(signed_at[j], False))
 
 
 def _merge(taken: list[bool] | None, results: Sequence[Event | Exception]) -> list[Any]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SinkError
@@ -48,7 +48,7 @@ def _settle(dst: asyncio.Future[Any], src: asyncio.Future[Any]) -> None:
 class _Batch:
     """One ``submit_guests`` call between the loop and a signing thread."""
 
-    __slots__ = ("future", "prepared", "queues", "signing", "size")
+    __slots__ = ("_watch", "future", "prepared", "queues", "signing", "size")
 
     def __init__(self, prepared: Prepared, signing: asyncio.Future[list[bytes]] | None,
                  queues: list[SinkQueue]) -> None:
@@ -60,6 +60,11 @@ class _Batch:
         self.size = len(prepared.out)
         #: the answer (see :class:`~.router.GuestBatch`): settles once the sinks took the batch
         self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._watch: Callable[[int, Any], None] | None = None
+
+    def watch(self, on_refusal: Callable[[int, Any], None]) -> None:
+        """As :meth:`.router.GuestBatch.watch`: told once the batch is signed and in the queues."""
+        self._watch = on_refusal
 
     async def wait(self) -> bool:
         """True when every event was taken (the answer of a single event)."""
@@ -155,6 +160,8 @@ class ThreadedPipeline(OffloadPipeline[_Batch]):
             self._fail(batch, SinkError(f"signing failed: {exc}"))
             return
         answer = await self._enqueue_guests(results, batch.queues)
+        if batch._watch is not None:
+            answer.watch(batch._watch)
         answer.future.add_done_callback(functools.partial(_settle, batch.future))
 
     def _fail(self, batch: _Batch, exc: SinkError) -> None:

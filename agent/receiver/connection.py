@@ -60,8 +60,12 @@ class Connection:
         self.stream = stream
         self.peer = stream.peer
         self.channel = channel_of(stream.peer)
-        self.many: Callable[[list[dict[str, Any]], str, list[bytes]], asyncio.Future[Any]] | None = getattr(
-            rx.deliver, "many", None)
+        self.many: Callable[..., asyncio.Future[Any]] | None = getattr(rx.deliver, "many", None)
+        #: whether ``many`` tells of events it will not take before the batch completes (``on_refusal``)
+        self.told = self.many is not None and getattr(rx.deliver, "tells_refusals", False)
+        #: per batch still pending, whose refusals may come early: (position, count, first frame) of each run of
+        #: its frames
+        self._runs: dict[asyncio.Future[Any], list[tuple[int, int, int]]] = {}
         self.inflight: deque[_Entry] = deque()
         self.received = 0
         self.settled = 0
@@ -202,7 +206,14 @@ class Connection:
         if events:
             assert many is not None
             try:
-                batch = many(events, self.peer, raw)
+                if self.told:
+                    box: list[asyncio.Future[Any]] = []
+                    batch = many(events, self.peer, raw, functools.partial(self._told, box))
+                    box.append(batch)
+                    self._runs[batch] = []
+                    batch.add_done_callback(self._forget_runs)
+                else:
+                    batch = many(events, self.peer, raw)
             except Exception as exc:
                 batch = asyncio.get_running_loop().create_future()
                 batch.set_exception(exc)
@@ -247,10 +258,29 @@ class Connection:
         if type(res) is list:
             self.rx.stats.accepted -= sum(1 for r in res if isinstance(r, Exception))
 
+    def _forget_runs(self, fut: asyncio.Future[Any]) -> None:
+        self._runs.pop(fut, None)  # settled now: what is left to report comes with the answer
+
+    def _told(self, box: list[asyncio.Future[Any]], pos: int, why: Any) -> None:
+        """The delivery of the batch in ``box`` will not take its event ``pos``: refuse its frames now, while
+        the rest of the batch still waits (a queue dropped it, or the host could not stamp it)."""
+        runs = self._runs.get(box[0]) if box else None
+        if not runs:
+            return
+        refusal = _why(why)
+        if refusal is None:
+            return
+        for p, count, first in runs:
+            if p <= pos < p + count and (frame := first + pos - p) > self.settled:
+                self._refuse(frame, *refusal)
+
     def _queue(self, fut: asyncio.Future[Any] | None, pos: int, count: int) -> None:
         """``count`` frames whose fate ``fut`` decides, from ``pos`` in its answer."""
         assert fut is not None
         first = self.received + 1
+        runs = self._runs.get(fut)
+        if runs is not None:
+            runs.append((pos, count, first))
         self.received += count
         self.inflight.append((fut, pos, count))
         # a refusal (a drop) may come while earlier frames are pending: report it early
@@ -351,6 +381,11 @@ def _refusal(fut: asyncio.Future[Any], pos: int = -1) -> tuple[str, str] | None:
     res = fut.result()
     if pos >= 0 and type(res) is list:
         res = res[pos]
+    return _why(res)
+
+
+def _why(res: Any) -> tuple[str, str] | None:
+    """``(reason, detail)`` of one event's answer when it was not taken (refused or dropped), else None."""
     if isinstance(res, Rejected):
         return res.reason, res.detail
     if isinstance(res, Exception):

@@ -14,7 +14,7 @@ import asyncio
 import functools
 import logging
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..config import ListenerOptions
@@ -28,6 +28,10 @@ __all__ = ["GuestPipeline", "PipelineDeliver", "serve_listener"]
 log = logging.getLogger("agent.receiver")
 
 
+#: told of a batch's event ``i`` that is not taken, and why: False (a queue dropped it) or the refusing exception
+Refused = Callable[[int, Any], None]
+
+
 class GuestPipeline(Protocol):
     async def submit_guests(self, events: Sequence[Mapping[str, Any]], hostpeer: str,
                             frames: Sequence[bytes] | None = None) -> Any: ...
@@ -36,17 +40,23 @@ class GuestPipeline(Protocol):
 class PipelineDeliver:
     """A receiver's ``deliver`` on a pipeline: batches (``many``) or single events (calling it)."""
 
+    #: ``many`` takes ``on_refusal`` and tells of events not taken before their batch completes
+    tells_refusals = True
+
     def __init__(self, pipeline: GuestPipeline) -> None:
         self.pipeline = pipeline
-        self._pending: deque[tuple[list[dict[str, Any]], str, list[bytes] | None, asyncio.Future[Any]]] = deque()
+        self._pending: deque[tuple[list[dict[str, Any]], str, list[bytes] | None, asyncio.Future[Any],
+                                   Refused | None]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def many(self, events: list[dict[str, Any]], hostpeer: str, frames: list[bytes] | None = None
-             ) -> asyncio.Future[Any]:
-        """Submit a batch; the future's result is None (all taken) or each event's answer in order."""
+    def many(self, events: list[dict[str, Any]], hostpeer: str, frames: list[bytes] | None = None,
+             on_refusal: Refused | None = None) -> asyncio.Future[Any]:
+        """Submit a batch; the future's result is None (all taken) or each event's answer in order.
+        ``on_refusal(i, why)`` is told of each event not taken as soon as that is known (see
+        :meth:`agent.pipeline.router.GuestBatch.watch`), when the pipeline's batches can tell."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((events, hostpeer, frames, fut))
+        self._pending.append((events, hostpeer, frames, fut, on_refusal))
         self._wake.set()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="guest submit")
@@ -74,7 +84,7 @@ class PipelineDeliver:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            events, hostpeer, frames, fut = pending.popleft()
+            events, hostpeer, frames, fut, on_refusal = pending.popleft()
             if fut.done():
                 continue
             try:
@@ -88,6 +98,8 @@ class PipelineDeliver:
                 fut.set_exception(exc)
                 continue
             batch.future.add_done_callback(functools.partial(forward, dst=fut))
+            if on_refusal is not None and (watch := getattr(batch, "watch", None)) is not None:
+                watch(on_refusal)
 
 
 def _single(res: list[Any] | None) -> bool:
