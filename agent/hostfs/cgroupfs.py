@@ -115,10 +115,11 @@ class LeafScan:
 
 def path_matches(path: str, globs: Sequence[str]) -> bool:
     """Whether the cgroup ``path`` (relative to the root, as ``/system.slice/foo.service``) matches one of
-    ``globs``. A glob starting with ``/`` is matched against the path as it is, any other against the path
-    without its leading ``/`` (``system.slice/*``), so both spellings of a relative path work."""
+    ``globs``: each is matched against the path as it is, and one that does not start with ``/`` also against
+    the path without its leading ``/`` (``system.slice/*``), so both spellings of a relative path work and a
+    glob such as ``*/init.scope`` keeps matching ``/init.scope``."""
     rel = path.lstrip("/")
-    return any(fnmatchcase(path if g.startswith("/") else rel, g) for g in globs)
+    return any(fnmatchcase(path, g) or (g[:1] != "/" and fnmatchcase(rel, g)) for g in globs)
 
 
 def walk_cgroups(root: str, *, include: Sequence[str] = (), exclude: Sequence[str] = (),

@@ -113,6 +113,14 @@ def test_globs_match_relative_paths_with_or_without_the_leading_slash(
     assert "/system.slice/nginx.service" in got and "/system.slice/broken.service" not in got
 
 
+def test_globs_that_match_the_leading_slash_still_do() -> None:
+    from agent.hostfs.cgroupfs import path_matches
+
+    assert path_matches("/init.scope", ["*/init.scope"]) and path_matches("/user.slice", ["*/user.slice"])
+    assert path_matches("/docker-abc.scope", ["*/docker-*.scope"]) and path_matches("/a/b", ["a/*"])
+    assert path_matches("/a/b", ["/a/*"]) and not path_matches("/a/b", ["/b"]) and not path_matches("/ab", ["a"])
+
+
 def test_an_exclude_without_the_leading_slash_prunes_the_subtree(tree: Path) -> None:
     every = collect(CgroupProbe(CgroupOptions(root=str(tree))))
     got = collect(CgroupProbe(CgroupOptions(root=str(tree), exclude=("system.slice",))))
