@@ -25,6 +25,8 @@ from urllib.parse import unquote_to_bytes
 
 import orjson
 
+from .exact import loads_exact
+
 __all__ = [
     "CE_PREFIX",
     "CONTENT_TYPE",
@@ -134,7 +136,7 @@ def from_binary(headers: Mapping[str, str], payload: bytes) -> dict[str, Any]:
         ctype = event.get("datacontenttype")
         if _is_json(ctype):
             try:
-                event["data"] = orjson.loads(payload)
+                event["data"] = loads_exact(payload)
             except orjson.JSONDecodeError as exc:
                 raise ValueError(f"payload is not JSON: {str(exc)[:80]}") from None
         elif isinstance(ctype, str) and ctype.lower().startswith("text/"):

@@ -22,6 +22,7 @@ acknowledging it, so the sender sends it again.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -74,6 +75,14 @@ class Submission:
         """True when every event was taken (the answer of a single event)."""
         res = await asyncio.shield(self.future)
         return res is None or all(r is True for r in res)
+
+
+def _dumps(event: Mapping[str, Any]) -> bytes:
+    """An event as JSON for a worker; by the standard library when it holds an integer beyond 64 bits."""
+    try:
+        return orjson.dumps(event)
+    except orjson.JSONEncodeError:
+        return json.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 class ParallelPipeline(OffloadPipeline[Job]):
@@ -130,8 +139,8 @@ class ParallelPipeline(OffloadPipeline[Job]):
                     frame = frames[i]
                 else:
                     try:
-                        frame = orjson.dumps(ev)
-                    except TypeError as exc:  # not JSON at all: nothing a guest could have sent
+                        frame = _dumps(ev)
+                    except (TypeError, ValueError) as exc:  # not JSON at all: nothing a guest could have sent
                         meta.append(exc)
                         continue
                 when = ev.get("time")

@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from ..codec.exact import loads_exact
 from ..model import Event
 from ..signing.keys import SigningKey
 from .sequence import SequenceStore
@@ -102,7 +103,7 @@ def _job(stamper: Stamper, body: bytes) -> bytes:
         frame = body[pos : pos + size]
         pos += size
         try:
-            event = orjson.loads(frame)
+            event = loads_exact(frame)  # integers beyond 64 bits exact, as the receiver parsed them
         except orjson.JSONDecodeError as exc:
             results.append(exc)
             continue

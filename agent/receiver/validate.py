@@ -8,13 +8,13 @@ may have sent: the pipeline overwrites them.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 import orjson
 
 from .. import _native
+from ..codec.exact import reparse
 from ..errors import TransportError
 
 __all__ = ["REASONS", "REQUIRED", "Rejected", "check_attributes", "json_depth", "parse_event"]
@@ -139,25 +139,6 @@ def _check_attributes(event: dict[str, Any]) -> None:
                 raise _bad("data_base64 must be a string")
 
 
-#: orjson parses an integer beyond its 64 bits as a rounded float: from 2^64 up, and from -2^63 down
-_ROUNDED_FROM, _ROUNDED_DOWN_FROM = 2.0**64, -(2.0**63)
-
-
-def _may_be_rounded(obj: Any) -> bool:
-    """Whether ``obj`` holds a float that may stand for an integer orjson could not hold exactly."""
-    stack = [obj]
-    while stack:
-        node = stack.pop()
-        if type(node) is float:
-            if node >= _ROUNDED_FROM or node <= _ROUNDED_DOWN_FROM:
-                return True
-        elif type(node) is dict:
-            stack.extend(node.values())
-        elif type(node) is list:
-            stack.extend(node)
-    return False
-
-
 def parse_event(frame: bytes, *, max_depth: int) -> dict[str, Any]:
     """One frame -> a checked event dict; :class:`Rejected` otherwise.
 
@@ -181,9 +162,9 @@ def parse_event(frame: bytes, *, max_depth: int) -> dict[str, Any]:
         if depth > max_depth:
             raise Rejected("depth", f"JSON nesting depth {depth} exceeds {max_depth}")
     _check_attributes(event)  # the native check said no already (or is not built)
-    if "data" in event and _may_be_rounded(event["data"]):
-        # orjson already took the frame: no NaN, no lone surrogate, depth within bounds; the same JSON, exactly
-        exact = json.loads(frame)
+    if "data" in event:
+        # orjson already took the frame (no NaN, no lone surrogate) and its depth is within bounds
+        exact = reparse(frame, event)
         if isinstance(exact, dict):
             return exact
     return event

@@ -228,3 +228,45 @@ def test_nesting_deeper_than_the_parser_goes_is_a_depth_refusal() -> None:
     with pytest.raises(Rejected) as exc:
         parse_event(frame, max_depth=32)
     assert exc.value.reason == "depth"
+
+
+@pytest.mark.parametrize(("workers", "threads", "with_frames"), [(0, 0, True), (2, 0, True), (2, 0, False),
+                                                                  (0, 1, True)])
+def test_every_pipeline_carries_integers_beyond_64_bits_exactly(workers: int, threads: int,
+                                                                 with_frames: bool) -> None:
+    import asyncio
+
+    from agent import _native
+    from agent.pipeline import PipelineStats, SequenceStore, SinkQueue, Stamper
+    from agent.pipeline.parallel import build_pipeline
+    from agent.signing.keys import SigningKey
+
+    if threads and _native.Signer is None:
+        pytest.skip("signing threads need the native signer")
+
+    async def main() -> dict[str, Any]:
+        q = SinkQueue(10)
+        pipeline = build_pipeline(Stamper(SigningKey.generate(), "h", SequenceStore(None)), [q], PipelineStats(),
+                                  workers, threads)
+        await pipeline.start()
+        try:
+            event = parse_event(_BIG, max_depth=32)
+            await pipeline.submit_guests([event], "unix:uid=0,pid=1", [_BIG] if with_frames else None)
+            async with asyncio.timeout(20):
+                (got, _receipt), = await q.get_batch(10)  # in the queue: stamped, signed, not refused
+            return orjson.loads(got.body)["data"]  # type: ignore[no-any-return]
+        finally:
+            await pipeline.aclose(1.0)
+            pipeline.close()
+
+    data = asyncio.run(main())
+    assert data["a"] == "18446744073709551617" and data["b"] == "-9223372036854775809"
+    assert data["c"] == ["123456789012345678901234567890"]
+
+
+def test_nats_binary_payloads_keep_integers_beyond_64_bits_exact() -> None:
+    from agent.codec.nats import from_binary
+
+    ev = from_binary({"ce-specversion": "1.0", "ce-id": "a", "ce-source": "s", "ce-type": "t",
+                      "ce-datacontenttype": "application/json"}, b'{"n":18446744073709551617,"f":1e20}')
+    assert ev["data"] == {"n": 18446744073709551617, "f": 1e20} and type(ev["data"]["f"]) is float

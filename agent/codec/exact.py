@@ -1,0 +1,59 @@
+"""JSON parsing that keeps every integer exact.
+
+orjson parses an integer beyond its 64 bits (from 2^64 up, from -2^63 down) as
+a rounded float. :func:`loads_exact` parses with orjson and, only when the result
+holds a float that may be such a rounded integer, parses the same text again
+with the standard library, which keeps integers of any size. Floats written as
+floats (``1e20``) come out as the same floats either way.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+from .. import _native
+
+__all__ = ["loads_exact", "may_be_rounded", "reparse"]
+
+#: orjson parses an integer beyond its 64 bits as a rounded float: from 2^64 up, and from -2^63 down
+_ROUNDED_FROM, _ROUNDED_DOWN_FROM = 2.0**64, -(2.0**63)
+#: the native walk's depth bound (deeper values are walked here)
+_NATIVE_DEPTH = 128
+
+
+def may_be_rounded(obj: Any) -> bool:
+    """Whether ``obj`` (parsed JSON) holds a float that may stand for an integer orjson could not hold exactly."""
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        if type(node) is float:
+            if node >= _ROUNDED_FROM or node <= _ROUNDED_DOWN_FROM:
+                return True
+        elif type(node) is dict:
+            stack.extend(node.values())
+        elif type(node) is list:
+            stack.extend(node)
+    return False
+
+
+def reparse(text: bytes | str, value: Any) -> Any:
+    """``value`` (orjson's parse of ``text``), or ``text`` parsed again exactly when ``value`` may hold a
+    rounded integer. ``text`` must be JSON orjson took (so no NaN, no lone surrogate)."""
+    if not may_be_rounded(value):
+        return value
+    try:
+        return json.loads(text)
+    except RecursionError:  # nesting deeper than the standard parser goes: what orjson made
+        return value
+
+
+def loads_exact(text: bytes | str) -> Any:
+    """``orjson.loads(text)`` with every integer exact; raises orjson.JSONDecodeError as orjson does."""
+    value = orjson.loads(text)
+    passes = _native.check_passes
+    if type(value) is dict and passes is not None and passes(value, _NATIVE_DEPTH):
+        return value  # the native walk found no such float (the common case)
+    return reparse(text, value)
