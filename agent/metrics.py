@@ -209,8 +209,9 @@ class AgentCollector(Collector):
                        [((li.uri,), li.connections) for li in ls])
         yield _gauge("hoststamp_receiver_connections_open", "Connections open now.", ("listener",),
                      [((li.uri,), li.connections_open) for li in ls])
-        yield _counter("hoststamp_receiver_events_accepted", "Guest events taken into the pipeline.", ("listener",),
-                       [((li.uri,), li.accepted) for li in ls])
+        yield _counter("hoststamp_receiver_events_accepted",
+                       "Guest events stamped and taken into every sink queue (not refused, dropped or failed).",
+                       ("listener",), [((li.uri,), li.accepted) for li in ls])
         yield _counter("hoststamp_receiver_events_duplicate", "Guest events seen again within the dedupe window.",
                        ("listener",), [((li.uri,), li.duplicates) for li in ls])
         yield _counter("hoststamp_receiver_events_dropped", "Guest events a sink queue dropped (acked as refused).",

@@ -193,8 +193,7 @@ class Connection:
             elif many is None:
                 fut = _call(rx.deliver, event, self.peer)
                 dedupe.add(key, fut)
-                rx.stats.accepted += 1
-                fut.add_done_callback(functools.partial(self._not_taken, 1))
+                fut.add_done_callback(functools.partial(self._taken, 1))
                 fates.append((fut, -1, 1))
             else:
                 here[key] = len(events)
@@ -218,8 +217,7 @@ class Connection:
                 batch = asyncio.get_running_loop().create_future()
                 batch.set_exception(exc)
             dedupe.add_many(keys, batch)
-            rx.stats.accepted += len(events)
-            batch.add_done_callback(functools.partial(self._not_taken, len(events)))
+            batch.add_done_callback(functools.partial(self._taken, len(events)))
         inflight = self.inflight
         run_start = run_len = 0
         for fate in fates:
@@ -247,16 +245,16 @@ class Connection:
             self._queue(batch, run_start, run_len)
         self.more.set()
 
-    def _not_taken(self, handed: int, fut: asyncio.Future[Any]) -> None:
-        """A delivery of ``handed`` events answered: those it refused (the host could not stamp them) or failed
-        (the sender sends them again) were not accepted after all. Dropped ones were taken, then dropped from a
-        queue: they stay counted, and are counted as dropped too."""
+    def _taken(self, handed: int, fut: asyncio.Future[Any]) -> None:
+        """A delivery of ``handed`` events answered: count those taken into every sink's queue as accepted
+        (not those refused, dropped or failed), once, so that the counter only ever goes up."""
         if fut.cancelled() or fut.exception() is not None:
-            self.rx.stats.accepted -= handed
             return
         res = fut.result()
-        if type(res) is list:
-            self.rx.stats.accepted -= sum(1 for r in res if isinstance(r, Exception))
+        if res is None or res is True:
+            self.rx.stats.accepted += handed
+        elif type(res) is list:
+            self.rx.stats.accepted += sum(1 for r in res if r is True)
 
     def _forget_runs(self, fut: asyncio.Future[Any]) -> None:
         self._runs.pop(fut, None)  # settled now: what is left to report comes with the answer

@@ -203,7 +203,6 @@ class NatsSource:
                 fut = asyncio.get_running_loop().create_future()
                 fut.set_exception(exc)
             self.dedupe.add(key, fut)
-            self.stats.accepted += 1
         self._spawn(self._finish(msg, fut, peer, counted=counted))
 
     def _spawn(self, coro: Any) -> None:
@@ -232,21 +231,21 @@ class NatsSource:
     async def _finish(self, msg: Msg, fut: asyncio.Future[Any] | None, peer: str, *, refused: bool = False,
                       counted: bool = False) -> None:
         """Ack once the event is durable; term what is refused; nak what was dropped or failed. ``counted``: this
-        message's event was counted as accepted, which a refusal or a failure of its delivery takes back."""
+        message carried the event's first copy, counted as accepted once every sink's queue took it."""
         verdict = "term" if refused else "ack"
         if fut is not None:
             try:
                 if await self._outcome(msg, fut) is False:
                     self.stats.dropped += 1
                     verdict = "nak"
+                else:
+                    self.stats.accepted += counted
             except Rejected as r:
                 self.reject(peer, r.reason, r.detail)
                 verdict = "term"
-                self.stats.accepted -= counted
             except Exception as exc:
                 self.reject(peer, "pipeline", f"delivery failed: {exc}")
                 verdict = "nak"
-                self.stats.accepted -= counted
         try:
             if verdict == "ack":
                 await msg.ack()

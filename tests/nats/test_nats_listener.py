@@ -130,7 +130,7 @@ async def test_messages_are_acked_only_once_the_local_sinks_have_them(nats_serve
         async with publisher(nats_server) as js:
             await _wait_stream(js)
             await publish(js, [guest(i) for i in range(30)])
-        await until(lambda: source.stats.accepted == 30, what="30 events taken")
+        await until(lambda: rig.stats.signed == 30, what="30 events stamped")
         await until(lambda: rig.stats.sink(sink.uri).send_errors >= 3, what="the sink failing")
         await asyncio.sleep(1.6)  # past ack_wait: only the in-progress beats keep the server from redelivering
         assert source.acked == 0 and sink.events == []
@@ -139,6 +139,7 @@ async def test_messages_are_acked_only_once_the_local_sinks_have_them(nats_serve
         sink.fail_sends = 0  # the sink comes back
         await until(lambda: source.acked == 30, what="30 acks")
         assert await settled(nats_server)
+        assert source.stats.accepted == 30
     assert len(sink.events) == 30
 
 
