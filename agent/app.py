@@ -77,8 +77,8 @@ class Agent:
         self.pipeline = build_pipeline(self.stamper, self.gen.queues, self.stats, self.cfg.agent.sign_workers,
                                        self.cfg.agent.sign_threads)
         self._retiring: list[Generation] = []
-        #: events the last drain could not deliver: left in queues at its deadline, kept in spools, or taken
-        #: by a sink that did not confirm them (``run --once`` fails when this is not 0)
+        #: events the drains could not deliver: left in queues at the deadline, kept in spools, taken by a sink
+        #: that did not confirm them, or dropped by a queue (``run --once`` fails when this is not 0)
         self.undelivered = 0
         self._counts = Counts()
         self._stop = anyio.Event()
@@ -217,6 +217,8 @@ class Agent:
             gen.worker_tasks.scope.cancel()
             await gen.worker_tasks.done.wait()
         self.undelivered += sum(w.unconfirmed for w in gen.workers)
+        # and what a queue dropped on the way (its overflow policy, a damaged spool, a put after closing)
+        self.undelivered += sum(sum(q.dropped.values()) for q in gen.queues)
         for ep, q in zip(gen.cfg.sinks, gen.queues, strict=True):
             if isinstance(q, SpoolQueue):
                 with anyio.CancelScope(shield=True):

@@ -54,7 +54,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the agent", description="Run the agent: probes -> signed events -> sinks.")
     run.add_argument("--config", metavar="FILE", help="TOML configuration (default: the embedded default)")
-    run.add_argument("--once", action="store_true", help="one round of every selected probe, flush, exit 0")
+    run.add_argument("--once", action="store_true",
+                     help="one round of every selected probe, flush every sink, exit (1 if a sink missed an event)")
     run.add_argument("--probes", metavar="LIST", type=_probe_list, help="comma-separated probe names, or 'none'")
     run.add_argument("--sink", metavar="URI", action="append", default=[], help="add a sink (repeatable)")
     run.add_argument("--listen", metavar="URI", action="append", default=[], help="add a listener (repeatable)")
@@ -143,8 +144,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                    [lo.uri for lo in cfg.listeners], key.keyid)
     anyio.run(agent.run, None if args.once else status)
     if args.once and agent.undelivered:
-        print(f"hoststamp run --once: {agent.undelivered} events not delivered to every sink (see the log above)",
-              file=sys.stderr)
+        print(f"hoststamp run --once: {agent.undelivered} events not delivered to every sink (dropped, or not "
+              "confirmed: see the log above)", file=sys.stderr)
         return EXIT_FAIL
     return EXIT_OK
 

@@ -119,6 +119,17 @@ def test_run_once_fails_when_a_sink_did_not_get_every_event(tmp_path: Path, sink
     assert run_cli(["verify", "ok.ndjson"], cwd=tmp_path).returncode == 0
 
 
+def test_run_once_fails_when_a_queue_dropped_events(tmp_path: Path) -> None:
+    root = _fixture_root()
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    cfg = _config(tmp_path, f'[probes.cgroup]\nroot = "{root}"\n[[sinks]]\nuri = "file:all.ndjson"\n'
+                            '[[sinks]]\nuri = "file:one.ndjson"\nqueue_size = 1\noverflow = "drop_newest"\n')
+    res = run_cli(["run", "--config", str(cfg), "--once", "--probes", "cgroup"], cwd=tmp_path)
+    every = (tmp_path / "all.ndjson").read_bytes().splitlines()
+    assert len(every) > 1 and len((tmp_path / "one.ndjson").read_bytes().splitlines()) < len(every)
+    assert res.returncode == 1 and b"not delivered" in res.stderr, res.stderr
+
+
 def test_sequence_rises_across_restarts(tmp_path: Path) -> None:
     root = _fixture_root()
     assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
