@@ -166,8 +166,6 @@ class ListenerOptions:
             raise ValueError("dedupe_window must not be negative")
         if self.mode is not None and not 0 <= self.mode <= 0o7777:
             raise ValueError("mode must be permission bits, e.g. 0o660")
-        if self.guest_signatures != "off" and not self.trusted_keys:
-            raise ValueError(f"guest_signatures = {self.guest_signatures!r} needs trusted_keys (PEM public keys)")
 
 
 def split_hostport(text: str) -> tuple[str, int]:
@@ -267,6 +265,9 @@ def endpoint(table: Mapping[str, Any], *, prefix: str, file: str | None) -> Endp
 def listener(table: Mapping[str, Any], *, prefix: str, file: str | None) -> ListenerOptions:
     """One ``[[listeners]]`` entry (or ``--listen URI``), its URI checked here rather than when it starts listening."""
     opts = schema.build(ListenerOptions, table, prefix=prefix, file=file)
+    if opts.guest_signatures != "off" and not opts.trusted_keys:
+        raise ConfigError(f"guest_signatures = {opts.guest_signatures!r} needs trusted_keys (PEM public keys)",
+                          key=f"{prefix}.trusted_keys", file=file)
     if opts.trusted_keys:  # read now, so that `config check` finds a key that is missing or not a public key
         from .signing.keys import load_verify_keys
 

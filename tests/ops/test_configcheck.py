@@ -172,7 +172,7 @@ def test_a_guest_signature_policy_needs_trust_it_can_read(tmp_path: Path) -> Non
     pub = tmp_path / "guest" / "host.pub"
     (tmp_path / "not-a-key.pub").write_text("hello\n")
     cases = {
-        'guest_signatures = "require"\n': ("listeners[0]", "needs trusted_keys"),
+        'guest_signatures = "require"\n': ("listeners[0].trusted_keys", "needs trusted_keys"),
         f'guest_signatures = "verify"\ntrusted_keys = ["{tmp_path}/missing.pub"]\n': (
             "listeners[0].trusted_keys", "missing.pub"),
         f'guest_signatures = "verify"\ntrusted_keys = ["{tmp_path}/not-a-key.pub"]\n': (
@@ -182,7 +182,7 @@ def test_a_guest_signature_policy_needs_trust_it_can_read(tmp_path: Path) -> Non
         path = tmp_path / "c.toml"
         path.write_text(f'[[sinks]]\nuri = "stdout:"\n[[listeners]]\nuri = "unix:{tmp_path}/rx.sock"\n{body}')
         problems = [p for p in check_file(path) if p.severity == "error"]
-        assert problems and problems[0].key == key and words in problems[0].reason, problems
+        assert len(problems) == 1 and problems[0].key == key and words in problems[0].reason, problems
         with pytest.raises(ConfigError) as exc:  # and the agent refuses it as it reads the file, naming both
             config.load(path)
         assert exc.value.key == key and str(exc.value).startswith(f"{path}: {key}: ")
