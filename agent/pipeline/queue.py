@@ -10,6 +10,7 @@ acknowledge guests only after their events are safe).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from itertools import repeat
@@ -18,6 +19,8 @@ from typing import Any, Literal
 from ..model import Event
 
 __all__ = ["BatchReceipt", "Overflow", "Receipt", "SinkQueue"]
+
+log = logging.getLogger("hoststamp.pipeline")
 
 Overflow = Literal["block", "drop_newest", "drop_oldest"]
 
@@ -100,7 +103,10 @@ class BatchReceipt(Receipt):
             self._dropped_ids.add(id(event))
         super().drop(event)
         if first and self._watch is not None:
-            self._watch(self._position(id(event)))
+            try:
+                self._watch(self._position(id(event)))
+            except Exception:  # a watcher's failure must not fail the put that dropped the event
+                log.exception("telling of a dropped event failed")
 
 
 class SinkQueue:
