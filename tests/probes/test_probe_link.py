@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -183,3 +184,34 @@ def test_link_output_is_pure() -> None:
     assert out["flags"] == ["UP", "BROADCAST", "RUNNING", "MULTICAST", "LOWER_UP"]
     assert out["rx_bytes"] == 10 and out["rx_dropped"] == 0 and out["kind"] is None and out["carrier"] is True
     assert flag_names(0) == []
+
+
+@pytest.mark.root
+def test_an_agent_reading_links_in_a_namespace_keeps_running(pair: Pair, tmp_path: Path) -> None:
+    """pyroute2 forks a child to open a socket in the namespace and ends it with SIGTERM: that signal is the
+    child's, and the agent must not take it for its own."""
+    import signal
+    import time
+
+    from tests.helpers import ROOT, run_cli
+
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    (tmp_path / "c.toml").write_text(f'[probes.link]\nnetns = "{pair.ns_a}"\ninterval = 0.2\ninclude = ["*"]\n')
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", "c.toml", "--probes", "link",
+                             "--sink", "file:out.ndjson"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stderr=subprocess.PIPE)
+    try:
+        out = tmp_path / "out.ndjson"
+        deadline = time.monotonic() + 5  # rounds every 0.2 s, each opening a namespace socket
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""  # still running
+            time.sleep(0.1)
+        assert len(out.read_bytes().splitlines()) >= 10
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert b"received SIGINT" in err and b"received SIGTERM" not in err
