@@ -9,6 +9,7 @@ worker-thread hop.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -28,25 +29,28 @@ def read_small(path: str, limit: int = 1 << 20, dir_fd: int | None = None) -> by
 
     /proc and /sys report sizes of 0 or 4096 whatever the content, so this
     reads until a short read instead of trusting ``st_size``; ``limit`` bounds
-    memory. ``OSError`` propagates unchanged (``FileNotFoundError`` means
-    absent, ``ENODEV`` a cgroup removed while open).
+    memory: a file longer than that is an ``OSError`` (``EFBIG``), never a
+    silently cut one. ``OSError`` propagates unchanged (``FileNotFoundError``
+    means absent, ``ENODEV`` a cgroup removed while open).
     """
     fd = os.open(path, _FLAGS, dir_fd=dir_fd)
     try:
         first = os.read(fd, _CHUNK)
-        if len(first) < _CHUNK:
+        if len(first) < _CHUNK and len(first) <= limit:
             # a short read is end of file for regular files, seq_files (all of cgroupfs and
             # most of /proc) and sysfs attributes alike: skip the confirming read
-            return first[:limit]
+            return first
         parts = [first]
         total = len(first)
-        while total < limit:
+        while total <= limit:
             chunk = os.read(fd, _CHUNK)
             if not chunk:
                 break
             parts.append(chunk)
             total += len(chunk)
-        return b"".join(parts)[:limit] if len(parts) > 1 else first[:limit]
+        if total > limit:
+            raise OSError(errno.EFBIG, f"longer than {limit} bytes, the most read of this file", path)
+        return b"".join(parts) if len(parts) > 1 else first
     finally:
         os.close(fd)
 
@@ -66,12 +70,13 @@ class HostFS:
         """Where ``host_path`` (absolute, as seen on the host) lives under ``root``."""
         return self.root / host_path.lstrip("/")
 
-    def read_bytes(self, host_path: str) -> bytes:
-        return read_small(str(self.path(host_path)))
+    def read_bytes(self, host_path: str, limit: int = 1 << 20) -> bytes:
+        return read_small(str(self.path(host_path)), limit)
 
-    def read_text(self, host_path: str) -> str:
-        """The file as text; bytes that are not UTF-8 become U+FFFD (and then fail to parse)."""
-        return self.read_bytes(host_path).decode("utf-8", "replace")
+    def read_text(self, host_path: str, limit: int = 1 << 20) -> str:
+        """The file as text; bytes that are not UTF-8 become U+FFFD (and then fail to parse). A file longer than
+        ``limit`` bytes is an ``OSError`` (``EFBIG``)."""
+        return self.read_bytes(host_path, limit).decode("utf-8", "replace")
 
     def exists(self, host_path: str) -> bool:
         return self.path(host_path).exists()

@@ -59,7 +59,8 @@ class NamespaceScan:
 
 
 def _text(path: str) -> str:
-    return read_small(path).decode("utf-8", "surrogateescape")
+    """A namespace's mount table (as large as the mounts probe reads the host's)."""
+    return read_small(path, 16 << 20).decode("utf-8", "surrogateescape")
 
 
 def _ns_of(proc: str, pid: str) -> int | None:

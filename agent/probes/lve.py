@@ -44,10 +44,14 @@ class LveOptions:
             raise ValueError("top_n must be 0 (all) or more")
 
 
+#: the most of /proc/lve/list read (a row is 100 to 300 bytes: room for a few hundred thousand LVEs)
+MAX_LIST_BYTES = 64 << 20
+
+
 def _read(path: str) -> str | None:
     """The file's text, or ``None`` if it does not exist."""
     try:
-        return HostFS("/").read_text(path)
+        return HostFS("/").read_text(path, MAX_LIST_BYTES)
     except FileNotFoundError:
         return None
     except OSError as exc:

@@ -102,9 +102,13 @@ def _under(root: str, path: str) -> str:
     return path if root in ("", "/") else root.rstrip("/") + "/" + path.lstrip("/")
 
 
+#: the most of a mount table read (a line is about 150 bytes: room for some 100,000 mounts)
+MAX_TABLE_BYTES = 16 << 20
+
+
 def _read_table(path: str) -> MountTable:
     try:
-        return _parse(read_small(path).decode("utf-8", "surrogateescape"), source=path)
+        return _parse(read_small(path, MAX_TABLE_BYTES).decode("utf-8", "surrogateescape"), source=path)
     except OSError as exc:
         raise ProbeError(f"{path}: {exc.strerror or exc}") from None
     except ParseError as exc:

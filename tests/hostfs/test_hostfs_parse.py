@@ -145,6 +145,49 @@ def test_read_small_reads_past_the_first_chunk(tmp_path: Path) -> None:
     big = tmp_path / "big"
     big.write_bytes(b"x" * 200_000)
     assert len(read_small(str(big))) == 200_000
+    assert len(read_small(str(big), limit=200_000)) == 200_000
+
+
+@pytest.mark.parametrize("size", [1001, 70_000, 200_000])
+def test_a_file_longer_than_the_limit_is_an_error_not_a_cut(tmp_path: Path, size: int) -> None:
+    import errno
+
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * size)
+    with pytest.raises(OSError) as exc:
+        read_small(str(big), limit=1000)
+    assert exc.value.errno == errno.EFBIG and "longer than 1000 bytes" in str(exc.value)
+    big.write_bytes(b"x" * 1000)
     assert read_small(str(big), limit=1000) == b"x" * 1000
+
+
+def test_a_cgroup_file_past_the_limit_is_that_leafs_error(tmp_path: Path) -> None:
+    import asyncio
+
+    from agent.probes.cgroup import CgroupOptions, CgroupProbe
+
+    for leaf in ("a", "b"):
+        (tmp_path / leaf).mkdir()
+        (tmp_path / leaf / "memory.events").write_text("low 0\nhigh 0\nmax 0\noom 0\noom_kill 3\n")
+    pad = "x" * (1 << 20)
+    (tmp_path / "b" / "memory.events").write_text(f"low 0\n#{pad}\noom_kill 123456789\n")
+    got = {r.subject: r for r in asyncio.run(CgroupProbe(CgroupOptions(root=str(tmp_path))).collect())}
+    assert got["/a"].error is None and got["/a"].output["memory_events"]["oom_kill"] == 3
+    assert got["/b"].error is not None and "longer than" in got["/b"].error
+
+
+def test_a_large_lve_list_is_read_whole(tmp_path: Path) -> None:
+    import asyncio
+
+    from agent.probes.lve import LveOptions, LveProbe
+
+    rows = "".join(f"{1000 + i}\t1\t{i}\t{2 * i}\n" for i in range(100_000))
+    path = tmp_path / "list"
+    path.write_text("10:LVE\tEP\tNETO\tNETI\n" + rows)
+    assert path.stat().st_size > 1 << 20
+    (reading,) = [r for r in asyncio.run(LveProbe(LveOptions(path=str(path))).collect()) if r.kind != "lve"]
+    out = reading.output
+    assert out["net_acct_lves_total"] == 100_000 and out["rows_skipped"] == 0
+    assert out["net_acct_total_neto_bytes"] == sum(range(100_000))
     (tmp_path / "empty").write_bytes(b"")
     assert read_small(str(tmp_path / "empty")) == b""
