@@ -21,7 +21,6 @@ File kinds:
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -48,10 +47,17 @@ def _where(source: str, lineno: int) -> str:
 
 
 def _to_int(value: str, source: str, lineno: int, key: str) -> int:
-    try:
+    """A counter as the kernel writes it: ASCII decimal digits only (``int()`` alone would also take a sign,
+    ``_`` separators and other scripts' digits)."""
+    if value.isascii() and value.isdigit():
         return int(value, 10)
-    except ValueError:
-        raise ParseError(f"{_where(source, lineno)}: non-numeric value {value[:40]!r} for {key!r}") from None
+    raise ParseError(f"{_where(source, lineno)}: non-numeric value {value[:40]!r} for {key!r}")
+
+
+def _is_decimal(value: str) -> bool:
+    """Plain ASCII digits with at most one ``.`` between them (as the kernel writes a PSI average)."""
+    whole, _, frac = value.partition(".")
+    return value.isascii() and whole.isdigit() and (frac.isdigit() or value == whole)
 
 
 def parse_flat_keyed(text: str, source: str = "") -> dict[str, int]:
@@ -63,7 +69,8 @@ def parse_flat_keyed(text: str, source: str = "") -> dict[str, int]:
     # fast path for well-formed text; anything unusual is re-parsed slowly for an exact message
     lines = text.splitlines()
     try:
-        fast = {key: int(value) for key, value in (line.split() for line in lines)}
+        fast = {key: int(value) for key, value in (line.split() for line in lines)
+                if value.isdigit() and value.isascii()}
     except ValueError:
         pass
     else:
@@ -98,6 +105,7 @@ def parse_single_value(text: str, source: str = "") -> int | None:
 
 
 _PSI_LINES = ("some", "full")
+_PSI_AVERAGES = ("avg10", "avg60", "avg300")
 
 
 def parse_psi(text: str, source: str = "") -> dict[str, dict[str, float | int]]:
@@ -112,10 +120,11 @@ def parse_psi(text: str, source: str = "") -> dict[str, dict[str, float | int]]:
         for line in text.splitlines():
             kind, a10, a60, a300, total = line.split()
             if (kind not in _PSI_LINES or kind in out or a10[:6] != "avg10=" or a60[:6] != "avg60="
-                    or a300[:7] != "avg300=" or total[:6] != "total="):
+                    or a300[:7] != "avg300=" or total[:6] != "total=" or not line.isascii()
+                    or not total[6:].isdigit()):
                 raise ValueError(line)
             avg10, avg60, avg300 = float(a10[6:]), float(a60[6:]), float(a300[7:])
-            if (avg10 + avg60 + avg300) - (avg10 + avg60 + avg300) != 0.0:  # nan or inf
+            if not (_is_decimal(a10[6:]) and _is_decimal(a60[6:]) and _is_decimal(a300[7:])):
                 raise ValueError(line)
             out[kind] = {"avg10": avg10, "avg60": avg60, "avg300": avg300, "total": int(total[6:])}
         return out
@@ -139,19 +148,19 @@ def _psi_checked(text: str, source: str) -> dict[str, dict[str, float | int]]:
             key, sep, value = token.partition("=")
             if not sep or not key:
                 raise ParseError(f"{_where(source, lineno)}: expected key=value, got {token[:40]!r}")
+            if key in fields:
+                raise ParseError(f"{_where(source, lineno)}: {key!r} repeated")
             if key == "total":
                 fields[key] = _to_int(value, source, lineno, key)
-                continue
-            try:
-                number = float(value)
-            except ValueError:
-                number = math.nan
-            if not math.isfinite(number):
-                raise ParseError(f"{_where(source, lineno)}: non-numeric value {value[:40]!r} for {key!r}")
-            fields[key] = number
-        if "total" not in fields:
-            raise ParseError(f"{_where(source, lineno)}: {kind!r} line has no total=")
-        out[kind] = fields
+            elif key in _PSI_AVERAGES:
+                if not _is_decimal(value):
+                    raise ParseError(f"{_where(source, lineno)}: non-numeric value {value[:40]!r} for {key!r}")
+                fields[key] = float(value)
+            # a field this agent does not know (a newer kernel's) is left out
+        missing = [k for k in (*_PSI_AVERAGES, "total") if k not in fields]
+        if missing:
+            raise ParseError(f"{_where(source, lineno)}: {kind!r} line has no {'=, '.join(missing)}=")
+        out[kind] = {k: fields[k] for k in (*_PSI_AVERAGES, "total")}
     return out
 
 

@@ -191,3 +191,27 @@ def test_a_large_lve_list_is_read_whole(tmp_path: Path) -> None:
     assert out["net_acct_total_neto_bytes"] == sum(range(100_000))
     (tmp_path / "empty").write_bytes(b"")
     assert read_small(str(tmp_path / "empty")) == b""
+
+
+@pytest.mark.parametrize("value", ["1_000", "+5", "-5", "\u0661\u0662", " 5x", "0x10", "5.0"])
+def test_counters_are_plain_ascii_decimal(value: str) -> None:
+    with pytest.raises(ParseError):
+        parse_flat_keyed(f"oom 1\noom_kill {value}\n")
+    assert parse_flat_keyed("oom 1\noom_kill 12\n") == {"oom": 1, "oom_kill": 12}
+    with pytest.raises(ParseError):
+        parse_single_value(value)
+
+
+@pytest.mark.parametrize("line", ["some avg10=1_0.00 avg60=0.00 avg300=0.00 total=5",
+                                  "some avg10=0.00 avg60=0.00 avg300=0.00 total=+5",
+                                  "some avg10=1e3 avg60=0.00 avg300=0.00 total=5",
+                                  "some avg10=-1.00 avg60=0.00 avg300=0.00 total=5",
+                                  "some total=5", "some avg10=0.00 avg10=0.00 avg60=0.00 avg300=0.00 total=5"])
+def test_psi_lines_are_as_the_kernel_writes_them(line: str) -> None:
+    with pytest.raises(ParseError):
+        parse_psi(line + "\n")
+
+
+def test_psi_fields_a_newer_kernel_may_add_are_left_out() -> None:
+    got = parse_psi("some avg10=1.50 avg60=0.25 avg300=0.00 total=77 bogus=3\n")
+    assert got == {"some": {"avg10": 1.5, "avg60": 0.25, "avg300": 0.0, "total": 77}}
