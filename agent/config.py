@@ -275,14 +275,21 @@ def listener(table: Mapping[str, Any], *, prefix: str, file: str | None) -> List
             load_verify_keys(opts.trusted_keys)
         except SigningError as exc:
             raise ConfigError(str(exc), key=f"{prefix}.trusted_keys", file=file) from None
-    if not opts.uri.lower().startswith("nats:"):
+    key = prefix if prefix.startswith("--") else f"{prefix}.uri"
+    if opts.uri.lower().startswith("nats:"):
+        from .receiver.nats import NatsSourceSettings
+
+        try:
+            NatsSourceSettings.from_uri(opts.uri, key=key)
+        except ConfigError as exc:
+            raise ConfigError(exc.reason, key=key, file=file) from None
+    else:
         from .transport.uri import parse_endpoint
 
         try:
             parse_endpoint(opts.uri, listen=True)
         except ConfigError as exc:
-            raise ConfigError(exc.reason, key=prefix if prefix.startswith("--") else f"{prefix}.uri",
-                              file=file) from None
+            raise ConfigError(exc.reason, key=key, file=file) from None
     return opts
 
 
