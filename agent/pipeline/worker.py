@@ -167,10 +167,17 @@ class SinkWorker:
                 self.holding = 0
                 self._sent_upto = upto
                 self.stats.healthy = True
-                self.stats.sent += len(events)
+                left_out = self._left_out()
+                self.stats.sent += len(events) - len(left_out)
                 self.stats.batches += 1
                 self._dirty = True
-                self._unflushed.extend(r for _e, r in batch if r is not None)
+                for e, r in batch:
+                    if r is None:
+                        continue
+                    if left_out and id(e) in left_out:
+                        r.drop(e)  # its sender learns it was dropped
+                    else:
+                        self._unflushed.append(r)
                 if ((self._unflushed or self._spool is not None) and len(self.queue) == 0) or (
                     time.monotonic() - self._last_flush >= self.flush_interval
                 ):
@@ -199,6 +206,14 @@ class SinkWorker:
                               CLOSE_TIMEOUT, what)
                 self.unconfirmed = self._unconfirmed()
             self.finished = True
+
+    def _left_out(self) -> set[int]:
+        """What the sink left out of the batches it took (too large for it), counted as dropped by reason."""
+        left = self.sink.take_dropped()
+        dropped = self.queue.dropped
+        for _event, reason in left:
+            dropped[reason] = dropped.get(reason, 0) + 1
+        return {id(e) for e, _reason in left}
 
     def _unconfirmed(self) -> int:
         """What the sink holds unconfirmed: its own count when it keeps one, else the events taken since the

@@ -63,3 +63,9 @@ class Sink(ABC):
     async def aclose(self) -> None:
         """Flush and release."""
         await self.flush()
+
+    def take_dropped(self) -> list[tuple[Event, str]]:
+        """Events of the batches sent so far that the sink had to leave out, with the reason, since the last
+        call (e.g. larger than a server takes). The worker counts them as dropped, not as sent, and a guest
+        that sent one is told it was dropped."""
+        return []

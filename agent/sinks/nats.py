@@ -161,6 +161,8 @@ class NatsSink(Sink):
             raise SinkError(f"{self.uri}: {exc}") from None
         self._needs_body = not (self.template.static or set(self.template.fields) <= _CHEAP_FIELDS)
         self.stats = NatsSinkStats()
+        #: events left out because the server's max_payload is smaller, not yet told to the worker
+        self._left_out: list[tuple[Event, str]] = []
         self._nc: Client | None = None
         self._inbox: _AckInbox | None = None
         self.backoff = Backoff(self.opts.backoff_initial, self.opts.backoff_max)
@@ -241,6 +243,10 @@ class NatsSink(Sink):
                 return subject, headers, payload
         return subject, {CONTENT_TYPE: STRUCTURED, MSG_ID: msg_id}, event.body
 
+    def take_dropped(self) -> list[tuple[Event, str]]:
+        out, self._left_out = self._left_out, []
+        return out
+
     def _settle(self, fut: asyncio.Future[bool]) -> None:
         if fut.result():
             self.stats.duplicates += 1
@@ -264,6 +270,7 @@ class NatsSink(Sink):
                     fut.cancel()
                     log.error("%s: event %s (%d bytes) exceeds the server's max_payload; not sent",
                               self._where, event.id, len(payload))
+                    self._left_out.append((event, "too_large"))
                     continue
                 self.stats.published += 1
                 window.append(fut)

@@ -31,10 +31,12 @@ def free_port() -> int:
 
 
 class NatsServer:
-    def __init__(self, binary: str, store: Path, port: int | None = None) -> None:
+    def __init__(self, binary: str, store: Path, port: int | None = None, config: str = "") -> None:
         self.binary = binary
         self.store = store
         self.port = port or free_port()
+        #: nats-server configuration text (e.g. "max_payload: 4096"), given with -c when not empty
+        self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = store / "server.log"
 
@@ -44,11 +46,13 @@ class NatsServer:
 
     def start(self, timeout: float = 10.0) -> None:
         self.store.mkdir(parents=True, exist_ok=True)
+        args = [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)]
+        if self.config:
+            conf = self.store / "server.conf"
+            conf.write_text(self.config + "\n")
+            args += ["-c", str(conf)]
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)],
-                stdout=log, stderr=subprocess.STDOUT,
-            )
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

