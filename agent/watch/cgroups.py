@@ -217,6 +217,8 @@ class CgroupWatcher:
         for p in gone:
             cg = self.cgroups.pop(p)
             self._drop(cg)
+            if self.include and not matches(p, self.include):
+                continue  # watched only to see what is created below it: not reported, as its creation was not
             out: dict[str, Any] = {"change": "removed", "inode": cg.info.inode, "coalesced": 0}
             for f in cg.files.values():
                 out[f.key] = f.last

@@ -86,6 +86,18 @@ async def test_cgroups_created_after_start_and_removed(cg_root: Path, collector:
         assert "/new" not in w.cgroups and w.source.stats.watches == before
 
 
+async def test_include_selects_created_and_removed_alike(cg_root: Path, collector: Collector) -> None:
+    async with watching(cg_root, collector, CgroupWatchOptions(), include=("keep*",)):
+        (cg_root / "other").mkdir()
+        (cg_root / "keep").mkdir()
+        await collector.wait_for(lambda r: r.subject == "/keep" and r.output["change"] == "created")
+        (cg_root / "other").rmdir()
+        (cg_root / "keep").rmdir()
+        await collector.wait_for(lambda r: r.subject == "/keep" and r.output["change"] == "removed")
+        await anyio.sleep(0.2)
+    assert not [r for r in collector.readings if r.subject == "/other"]
+
+
 async def test_a_flapping_cgroup_yields_bounded_events_with_counts(cg_root: Path, collector: Collector) -> None:
     (cg_root / "flap").mkdir()
     coalesce = 0.2
