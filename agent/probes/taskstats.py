@@ -86,6 +86,13 @@ class TaskstatsOptions:
             raise ValueError("exit_buffer must be at least 1")
         if not 1 <= self.window <= 4096:
             raise ValueError("window must be between 1 and 4096")
+        bad = [p for p in self.pids if not 1 <= p <= _PID_MAX]
+        if bad:
+            raise ValueError(f"pids must be process ids between 1 and {_PID_MAX}, got {bad[0]}")
+
+
+#: the largest process id Linux can give (PID_MAX_LIMIT, 2^22 on 64-bit kernels)
+_PID_MAX = 1 << 22
 
 
 def _json_int(v: int | str) -> int | str:

@@ -49,6 +49,10 @@ def test_options_from_toml_are_strict() -> None:
     assert "probes.taskstats.pid" in str(info.value)
     with pytest.raises(ConfigError):
         parse({"probes": {"taskstats": {"by": "thread"}}})
+    for bad in (0, -5, 4294967296, 1 << 22 + 1):
+        with pytest.raises(ConfigError) as info:
+            parse({"probes": {"taskstats": {"pids": [1, bad]}}})
+        assert "probes.taskstats" in str(info.value) and "pids must be process ids" in str(info.value)
 
 
 @needs_admin
