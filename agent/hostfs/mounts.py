@@ -130,17 +130,26 @@ def _looks_like_mountinfo(text: str) -> bool:
 
 
 def parse_mount_table(text: str, source: str = "") -> MountTable:
-    """Either format, told apart by its first line; a bad mountinfo line is a ParseError."""
+    """Either format, told apart by its first line; malformed lines are counted, not fatal, in both."""
     if not _looks_like_mountinfo(text):
         return parse_proc_mounts(text)
+    try:
+        infos, bad = parse_mountinfo(text, source=source), 0
+    except ParseError:  # some line is malformed: take the others one by one
+        infos, bad = [], 0
+        for line in text.splitlines():
+            try:
+                infos += parse_mountinfo(line, source=source)
+            except ParseError:
+                bad += 1
     entries = tuple(
         MountEntry(
             source=m.source, target=m.mount_point, fstype=m.fstype, options=m.options,
             super_options=m.super_options, mount_id=m.mount_id, device=m.major_minor, root=m.root,
         )
-        for m in parse_mountinfo(text, source=source)
+        for m in infos
     )
-    return MountTable(entries)
+    return MountTable(entries, bad)
 
 
 def fstype_matches(fstype: str, patterns: Iterable[str]) -> bool:

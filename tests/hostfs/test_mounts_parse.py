@@ -24,6 +24,7 @@ from agent.hostfs.mounts import (
     runtime_from_environ,
     same_root,
 )
+from agent.hostfs.parse import parse_mountinfo
 
 HOSTS = Path(__file__).resolve().parents[1] / "fixtures" / "hosts"
 PVE = HOSTS / "mounts-pve" / "proc" / "mounts"
@@ -70,9 +71,12 @@ def test_super_options_alone_make_a_mount_readonly() -> None:
     assert e.readonly
 
 
-def test_bad_mountinfo_line_is_a_parse_error() -> None:
-    with pytest.raises(ParseError):
-        parse_mount_table("40 1 0:50 / /srv rw - \n41 x 0:50 / /a rw - nfs h:/ rw\n")
+def test_bad_mountinfo_lines_are_counted_and_the_others_kept() -> None:
+    table = parse_mount_table("40 1 0:50 / /srv rw - \n41 x 0:50 / /a rw - nfs h:/ rw\ngarbage\n"
+                              "42 1 0:51 / /b rw - nfs4 h:/b rw\n")
+    assert [e.target for e in table.entries] == ["/b"] and table.bad_lines == 3
+    with pytest.raises(ParseError):  # the strict parser underneath still names the line
+        parse_mountinfo("40 1 0:50 / /srv rw - \n", source="t")
 
 
 def test_empty_table() -> None:
