@@ -18,7 +18,6 @@ positions so the next start continues without a gap.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from . import gctune, health
+from .childsignals import children_keep_their_signals
 from .config import Config, ProbeConfig
 from .errors import AgentError
 from .generation import Counts, Generation, build_probe, build_sink, host_id
@@ -51,26 +51,6 @@ log = logging.getLogger("hoststamp")
 
 #: ``[agent]`` keys a reload cannot change (the signer, sequences and state stay)
 RESTART_ONLY = ("host_id", "key", "state_dir", "sign_workers", "sign_threads")
-
-
-_AGENT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_fork_hook = False
-
-
-def _reset_signals_in_child() -> None:
-    """In a child forked from the agent (pyroute2 forks one to open a socket in a network namespace, then ends it
-    with SIGTERM): its signals are its own. Without this, the event loop's wakeup fd, inherited, would carry the
-    child's SIGTERM to the agent, which would stop."""
-    signal.set_wakeup_fd(-1)
-    for sig in _AGENT_SIGNALS:
-        signal.signal(sig, signal.SIG_DFL)
-
-
-def _children_keep_their_signals() -> None:
-    global _fork_hook
-    if not _fork_hook:
-        os.register_at_fork(after_in_child=_reset_signals_in_child)
-        _fork_hook = True
 
 
 @dataclass
@@ -361,7 +341,7 @@ class Agent:
             await anyio.sleep(tick)
 
     async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        _children_keep_their_signals()
+        children_keep_their_signals()
         # kept open until the end, so a late SIGHUP never falls back to its default (terminate)
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             task_status.started()
