@@ -41,36 +41,41 @@ def guest_events(n: int, key: SigningKey | None = None) -> list[Event]:
     return out
 
 
+async def through_a_host(opts: ListenerOptions, host_key: SigningKey, *batches: list[Event]
+                         ) -> tuple[MemorySink, Receiver, int]:
+    """A guest sends each of ``batches`` over ``opts.uri`` to a receiver on the real pipeline, whose one sink
+    is in memory; returns that sink, the receiver, and how many events the guest was told were refused."""
+    out = MemorySink()
+    queue = SinkQueue(1000)
+    stats = PipelineStats()
+    pipeline = Pipeline(Stamper(host_key, "host-1", SequenceStore(None)), [queue], stats)
+    worker = asyncio.ensure_future(SinkWorker(out, queue, stats.sink("mem"), flush_interval=0.01).run())
+    deliver = PipelineDeliver(pipeline)
+    rx = Receiver.build(opts, deliver)
+    serving = asyncio.ensure_future(rx.serve())
+    guest = UnixSink(opts.uri.removeprefix("unix:"), SocketOptions(backoff_initial=0.01), SinkContext())
+    for batch in batches:
+        await guest.send(batch)
+    await guest.flush()
+    await guest.aclose()
+    serving.cancel()
+    await asyncio.gather(serving, return_exceptions=True)
+    await deliver.aclose()
+    pipeline.close()
+    await worker
+    return out, rx, guest.refused
+
+
 def test_guest_events_come_out_stamped_and_signed_by_the_host(tmp_path: Path) -> None:
     host_key = SigningKey.generate()
     guest_key = generate_keypair(tmp_path / "guest")
     path = tmp_path / "rx.sock"
 
-    async def main() -> tuple[MemorySink, Receiver]:
-        out = MemorySink()
-        queue = SinkQueue(1000)
-        stats = PipelineStats()
-        pipeline = Pipeline(Stamper(host_key, "host-1", SequenceStore(None)), [queue], stats)
-        worker = asyncio.ensure_future(SinkWorker(out, queue, stats.sink("mem"), flush_interval=0.01).run())
-        opts = ListenerOptions(uri=f"unix:{path}", guest_signatures="require",
-                               trusted_keys=(str(tmp_path / "guest" / "host.pub"),))
-        deliver = PipelineDeliver(pipeline)
-        rx = Receiver.build(opts, deliver)
-        serving = asyncio.ensure_future(rx.serve())
-        guest = UnixSink(str(path), SocketOptions(backoff_initial=0.01), SinkContext())
-        await guest.send(guest_events(50, guest_key))
-        await guest.send(guest_events(1))  # unsigned: refused under "require"
-        await guest.flush()
-        await guest.aclose()
-        serving.cancel()
-        await asyncio.gather(serving, return_exceptions=True)
-        await deliver.aclose()
-        pipeline.close()
-        await worker
-        assert guest.refused == 1
-        return out, rx
-
-    out, rx = run(main())
+    opts = ListenerOptions(uri=f"unix:{path}", guest_signatures="require",
+                           trusted_keys=(str(tmp_path / "guest" / "host.pub"),))
+    # the last one unsigned: refused under "require"
+    out, rx, refused = run(through_a_host(opts, host_key, guest_events(50, guest_key), guest_events(1)))
+    assert refused == 1
     assert rx.stats.rejected == {"unsigned": 1}
     bodies = [orjson.loads(e.body) for e in out.events]
     assert [b["id"] for b in bodies] == [f"g-{i}" for i in range(50)]
@@ -149,34 +154,12 @@ def test_an_unexpected_failure_of_one_submit_does_not_stop_the_ones_after_it() -
 def test_events_the_host_cannot_stamp_are_refused_and_not_counted_as_accepted(tmp_path: Path) -> None:
     path = tmp_path / "rx.sock"
 
-    async def main() -> tuple[MemorySink, Receiver, int]:
-        out = MemorySink()
-        queue = SinkQueue(1000)
-        stats = PipelineStats()
-        pipeline = Pipeline(Stamper(SigningKey.generate(), "host-1", SequenceStore(None)), [queue], stats)
-        worker = asyncio.ensure_future(SinkWorker(out, queue, stats.sink("mem"), flush_interval=0.01).run())
-        deliver = PipelineDeliver(pipeline)
-        rx = Receiver.build(ListenerOptions(uri=f"unix:{path}"), deliver)
-        serving = asyncio.ensure_future(rx.serve())
-        events = guest_events(6)
-        bad = []
-        for i in (1, 4):  # a date that does not exist: the receiver's checks pass it, stamping cannot
-            ev = orjson.loads(events[i].body)
-            ev["time"] = "2023-02-29T00:00:00Z"
-            bad.append(Event(ev["id"], ev["source"], ev["type"], i, orjson.dumps(ev)))
-        events[1], events[4] = bad
-        guest = UnixSink(str(path), SocketOptions(backoff_initial=0.01), SinkContext())
-        await guest.send(events)
-        await guest.flush()
-        await guest.aclose()
-        serving.cancel()
-        await asyncio.gather(serving, return_exceptions=True)
-        await deliver.aclose()
-        pipeline.close()
-        await worker
-        return out, rx, guest.refused
-
-    out, rx, refused = run(main())
+    events = guest_events(6)
+    for i in (1, 4):  # a date that does not exist: the receiver's checks pass it, stamping cannot
+        ev = orjson.loads(events[i].body)
+        ev["time"] = "2023-02-29T00:00:00Z"
+        events[i] = Event(ev["id"], ev["source"], ev["type"], i, orjson.dumps(ev))
+    out, rx, refused = run(through_a_host(ListenerOptions(uri=f"unix:{path}"), SigningKey.generate(), events))
     assert refused == 2
     assert [orjson.loads(e.body)["id"] for e in out.events] == ["g-0", "g-2", "g-3", "g-5"]
     assert rx.stats.rejected == {"attributes": 2}
