@@ -71,7 +71,17 @@ class Probe(ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release what the probe holds (sockets, child processes)."""
 
+    def provenance(self) -> tuple[str, tuple[str, ...]]:
+        """Where a round reads from, as far as the options tell without reading: the ``probeSource`` and
+        ``inputs`` of an error reading (so even a failed round says what it tried to read)."""
+        return "", ()
+
     def error_reading(self, exc: BaseException | str, subject: str = "") -> Reading:
         """The reading that stands for a failed collection."""
         text = exc if isinstance(exc, str) else (str(exc) or type(exc).__name__)
-        return Reading(probe=self.name, subject=subject or self.name, output={}, error=text)
+        try:
+            source, inputs = self.provenance()
+        except Exception:  # the provenance itself may be what failed (a root that cannot be found)
+            source, inputs = "", ()
+        return Reading(probe=self.name, subject=subject or self.name, output={}, error=text, probe_source=source,
+                       inputs=inputs)

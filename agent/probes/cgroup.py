@@ -104,6 +104,12 @@ class CgroupProbe(Probe):
         return scan_cgroups(root, include=o.include, exclude=o.exclude, max_depth=o.max_depth,
                             limit=o.max_leaves + 1)
 
+    def provenance(self) -> tuple[str, tuple[str, ...]]:
+        root = self._root or resolve_root(self.options)
+        if root is None:  # looked for in mountinfo, and not found there
+            return f"procfs:{self.options.mountinfo}", (self.options.mountinfo,)
+        return f"cgroup2:{root}", (root,)
+
     async def collect(self) -> Sequence[Reading]:
         root = self.root
         scans = await anyio.to_thread.run_sync(self._scan, root)

@@ -127,6 +127,10 @@ class LinkProbe(Probe):
             where = f" in netns {netns}" if netns else ""
             raise ProbeError(f"rtnetlink link dump{where}: {exc}") from None
 
+    def provenance(self) -> tuple[str, tuple[str, ...]]:
+        netns = self.options.netns
+        return (f"rtnetlink:{netns}" if netns else "rtnetlink"), ("RTM_GETLINK",)
+
     async def collect(self) -> Sequence[Reading]:
         messages = await self._dump()
         now = time.time()

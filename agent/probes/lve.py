@@ -73,6 +73,9 @@ class LveProbe(Probe):
             return f"{options.path} does not exist (not a CloudLinux LVE kernel)"
         return None
 
+    def provenance(self) -> tuple[str, tuple[str, ...]]:
+        return f"procfs:{self.options.path}", (self.options.path,)
+
     async def collect(self) -> Sequence[Reading]:
         o: LveOptions = self.options
         text = await anyio.to_thread.run_sync(_read, o.path)

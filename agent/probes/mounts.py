@@ -187,6 +187,9 @@ class MountsProbe(Probe):
             return f"{options.proc_mounts} is not readable"
         return None
 
+    def provenance(self) -> tuple[str, tuple[str, ...]]:
+        return f"procfs:{self.options.proc_mounts}", (self.options.proc_mounts,)
+
     async def collect(self) -> Sequence[Reading]:
         o: MountsOptions = self.options
         self.checker.sweep()

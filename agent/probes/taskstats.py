@@ -183,6 +183,9 @@ class TaskstatsProbe(Probe):
             self._client = TaskstatsClient(window=self.options.window)
         return self._client
 
+    def provenance(self) -> tuple[str, tuple[str, ...]]:
+        return INPUT, ()
+
     async def collect(self) -> Sequence[Reading]:
         o: TaskstatsOptions = self.options
         readings: list[Reading] = []
