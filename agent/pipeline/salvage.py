@@ -75,6 +75,9 @@ class SalvageReport:
     #: files moved aside into ``quarantine/``
     quarantined: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
+    #: undelivered records lost in damaged segments, as far as the segments' names and the intact records tell
+    #: (the end of the last segment cannot be told)
+    damaged: int = 0
 
     @property
     def clean(self) -> bool:
@@ -98,6 +101,9 @@ class _Notes:
     quarantined: list[str] = field(default_factory=list)
     corrupt_bytes: int = 0
     missing: int = 0
+    damaged: int = 0
+    #: the record numbers the last damaged segment still holds
+    kept_numbers: list[int] = field(default_factory=list)
 
     def quarantine(self, path: Path, problem: str, nbytes: int) -> None:
         qdir = path.parent / "quarantine"
@@ -123,11 +129,15 @@ def _scan(base: int, path: Path, after: int, notes: _Notes) -> Segment | None:
     data = path.read_bytes()
     if not data:
         return None
-    if not data.startswith(wal.MAGIC):
-        notes.quarantine(path, f"{path.name}: not a spool segment", len(data))
-        return None
     good: list[wal.Record] = []
     pos, damage, first_problem = len(wal.MAGIC), 0, ""
+    if not data.startswith(wal.MAGIC):
+        # a damaged header, or not a segment at all: only intact records (each has its CRC) tell them apart
+        nxt = wal.resync(data, -1, after=after)
+        if nxt is None:
+            notes.quarantine(path, f"{path.name}: not a spool segment", len(data))
+            return None
+        pos, damage, first_problem = nxt, nxt, f"{path.name}@0: damaged segment header"
     while True:
         parsed = wal.parse(data, pos, after=after)
         good.extend(parsed.records)
@@ -144,6 +154,7 @@ def _scan(base: int, path: Path, after: int, notes: _Notes) -> Segment | None:
     seg = Segment(base, path, count=len(good), last=good[-1].number if good else 0)
     seg.size = len(wal.MAGIC) + sum(r.end - r.start for r in good)
     if damage:
+        notes.kept_numbers = [r.number for r in good]
         notes.quarantine(path, f"{first_problem} ({damage} bytes unreadable, {len(good)} records kept)", damage)
         if good:
             tmp = path.with_name(path.name + ".tmp")
@@ -154,6 +165,12 @@ def _scan(base: int, path: Path, after: int, notes: _Notes) -> Segment | None:
             os.replace(tmp, path)
             fsync_dir(path.parent)
     return seg
+
+
+def _lost_in(first: int, last: int, kept: list[int], committed: int) -> int:
+    """Undelivered record numbers from ``first`` to ``last`` that are not among ``kept``."""
+    lo = max(first, committed + 1)
+    return max(0, last - lo + 1 - sum(1 for n in kept if lo <= n <= last))
 
 
 def _first_undelivered(seg: Segment, committed: int) -> int:
@@ -181,13 +198,19 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False) -> Sa
     last = delivered = 0
     #: the last index the file before accounts for; None when it was damaged (its problem says what was lost)
     held: int | None = None
+    #: the damaged segment before this one: (its base, the record numbers it still holds)
+    hurt: tuple[int, list[int]] | None = None
     for base, path in names:
         if held is not None and held + 1 < base and base - 1 > committed:
             first = max(held + 1, committed + 1)
             notes.missing += base - first
             notes.problems.append(f"{held + 1:020d}.wal missing: records {first} to {base - 1} lost")
+        if hurt is not None:  # it should have held every record up to this segment's first
+            notes.damaged += _lost_in(hurt[0], base - 1, hurt[1], committed)
         damaged = len(notes.problems)
+        notes.kept_numbers = []
         seg = _scan(base, path, last, notes)
+        hurt = (base, notes.kept_numbers) if len(notes.problems) > damaged else None
         held = None if len(notes.problems) > damaged or seg is None else (seg.last if seg.count else base - 1)
         if seg is not None:
             last = max(last, seg.last)
@@ -196,9 +219,11 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False) -> Sa
             path.unlink(missing_ok=True)
             continue
         kept.append(seg)
+    if hurt is not None and hurt[1]:  # the last segment: what it lost before its last intact record
+        notes.damaged += _lost_in(hurt[0], hurt[1][-1], hurt[1], committed)
     read_seg, read_off = (kept[0], _first_undelivered(kept[0], committed)) if kept else (None, 0)
     skipped = read_seg.read if read_seg is not None else 0
     pending = sum(s.count for s in kept) - skipped
     report = SalvageReport(len(kept), pending, delivered + skipped, notes.corrupt_bytes, notes.missing,
-                           tuple(notes.quarantined), tuple(notes.problems))
+                           tuple(notes.quarantined), tuple(notes.problems), notes.damaged)
     return Salvaged(kept, report, read_seg, read_off, last)

@@ -92,6 +92,11 @@ class SinkWorker:
         self._sent_upto = self._spool.handed if self._spool is not None else 0
         #: the spool's count of records lost to damage, as far as it is in ``queue.dropped`` already
         self._lost_seen = self._spool.spool.lost if self._spool is not None else 0
+        if self._spool is not None:  # and what its start-up salvage found lost, counted the same way
+            report = self._spool.spool.report
+            if lost := report.missing + report.damaged:
+                dropped = self._spool.dropped
+                dropped["spool_damaged"] = dropped.get("spool_damaged", 0) + lost
         stats.dropped = queue.dropped  # the queue counts drops by reason; the stats show the same dict
 
     async def _open(self) -> None:

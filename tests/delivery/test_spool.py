@@ -105,9 +105,28 @@ def test_damage_in_the_middle_keeps_the_records_after_it(tmp_path: Path) -> None
     again = Spool(tmp_path)
     assert [e.sequence for e in again.read(100)] == [n for n in range(1, 31) if n != 11]
     assert again.report.corrupt_bytes == wal.record_size(ev(11)) and "CRC" in again.report.problems[0]
+    assert again.report.damaged == 1
     again.close()
     third = Spool(tmp_path)  # the clean copy is clean
     assert third.report.clean and third.report.pending == 29
+    third.close()
+
+
+@pytest.mark.parametrize("at", [0, 5, len(wal.MAGIC) - 1])
+def test_a_damaged_segment_header_keeps_the_records_after_it(tmp_path: Path, at: int) -> None:
+    sp = Spool(tmp_path, fsync="never")
+    sp.append([ev(n) for n in range(1, 21)])
+    seg = segments(tmp_path)[-1]
+    sp.close()
+    data = bytearray(seg.read_bytes())
+    data[at] ^= 0x20
+    seg.write_bytes(bytes(data))
+    again = Spool(tmp_path)
+    assert [e.sequence for e in again.read(100)] == list(range(1, 21))
+    assert "damaged segment header" in again.report.problems[0] and len(again.report.quarantined) == 1
+    again.close()
+    third = Spool(tmp_path)  # rewritten with a good header
+    assert third.report.clean and third.report.pending == 20
     third.close()
 
 

@@ -150,3 +150,30 @@ def test_segments_delivered_and_trimmed_leave_no_gap_to_report(tmp_path: Path) -
     again = Spool(tmp_path)
     assert again.report.clean and again.report.missing == 0 and again.report.pending == 50
     again.close()
+
+
+def test_records_the_start_up_salvage_lost_are_counted_as_dropped(tmp_path: Path) -> None:
+    from agent.pipeline.spoolqueue import SpoolQueue
+    from agent.pipeline.stats import PipelineStats
+    from agent.pipeline.worker import SinkWorker
+    from agent.sinks.memory import MemorySink
+
+    sp = written(tmp_path, 200)
+    sp.close()
+    segs = segments(tmp_path)
+    gone = sequences(segs[1])
+    segs[1].unlink()  # a missing segment: its records are known lost
+    data = bytearray(segs[3].read_bytes())
+    hurt = sequences(segs[3])
+    at = len(wal.MAGIC) + wal.record_size(ev(hurt[0])) + 20
+    data[at : at + 4] = b"\xff" * 4  # the second record of another segment
+    segs[3].write_bytes(bytes(data))
+    again = Spool(tmp_path)
+    assert (again.report.missing, again.report.damaged) == (len(gone), 1)
+    q = SpoolQueue(again)
+    SinkWorker(MemorySink(), q, PipelineStats().sink("mem"))
+    assert q.dropped == {"spool_damaged": len(gone) + 1}
+    again.close()
+    clean = Spool(tmp_path)  # the damaged segment was rewritten: nothing is counted twice
+    assert clean.report.damaged == 0
+    clean.close()
