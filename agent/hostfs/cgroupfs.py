@@ -192,7 +192,7 @@ def read_leaf(cg: CgroupDir, names: Sequence[str] = LEAF_FILES) -> dict[str, str
     try:
         for name in names:
             try:
-                out[name] = read_small(name, dir_fd=dfd).decode("utf-8", "replace")
+                out[name] = read_small(name, dir_fd=dfd, one_read=True).decode("utf-8", "replace")
             except FileNotFoundError:
                 missing = True
             except OSError as exc:

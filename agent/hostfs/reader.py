@@ -21,14 +21,17 @@ _CHUNK = 1 << 16
 _FLAGS = os.O_RDONLY | os.O_CLOEXEC
 
 
-def read_small(path: str, limit: int = 1 << 20, dir_fd: int | None = None) -> bytes:
+def read_small(path: str, limit: int = 1 << 20, dir_fd: int | None = None, *, one_read: bool = False) -> bytes:
     """Read a small (pseudo) file whole with raw ``os`` calls.
 
     ``dir_fd``: ``path`` is relative to this open directory (saves the path
     walk when many files of one directory are read).
 
     /proc and /sys report sizes of 0 or 4096 whatever the content, so this
-    reads until a short read instead of trusting ``st_size``; ``limit`` bounds
+    reads until an empty read instead of trusting ``st_size`` (a table of
+    many records, such as mountinfo, comes a page or so per read).
+    ``one_read``: the file is written whole on every read (a cgroup file,
+    a sysfs attribute), so a short first read is its end. ``limit`` bounds
     memory: a file longer than that is an ``OSError`` (``EFBIG``), never a
     silently cut one. ``OSError`` propagates unchanged (``FileNotFoundError``
     means absent, ``ENODEV`` a cgroup removed while open).
@@ -36,13 +39,11 @@ def read_small(path: str, limit: int = 1 << 20, dir_fd: int | None = None) -> by
     fd = os.open(path, _FLAGS, dir_fd=dir_fd)
     try:
         first = os.read(fd, _CHUNK)
-        if len(first) < _CHUNK and len(first) <= limit:
-            # a short read is end of file for regular files, seq_files (all of cgroupfs and
-            # most of /proc) and sysfs attributes alike: skip the confirming read
-            return first
+        if one_read and len(first) < _CHUNK and len(first) <= limit:
+            return first  # written whole: skip the confirming read
         parts = [first]
         total = len(first)
-        while total <= limit:
+        while first and total <= limit:
             chunk = os.read(fd, _CHUNK)
             if not chunk:
                 break

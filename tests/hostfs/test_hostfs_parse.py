@@ -215,3 +215,30 @@ def test_psi_lines_are_as_the_kernel_writes_them(line: str) -> None:
 def test_psi_fields_a_newer_kernel_may_add_are_left_out() -> None:
     got = parse_psi("some avg10=1.50 avg60=0.25 avg300=0.00 total=77 bogus=3\n")
     assert got == {"some": {"avg10": 1.5, "avg60": 0.25, "avg300": 0.0, "total": 77}}
+
+
+@pytest.mark.root
+def test_a_proc_table_longer_than_a_page_is_read_whole(tmp_path: Path) -> None:
+    """mountinfo comes a page or so per read: a short first read is not its end."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare")
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from agent.hostfs.reader import read_small;"
+        "whole = open('/proc/self/mountinfo', 'rb').read();"
+        "got = read_small('/proc/self/mountinfo', 16 << 20);"
+        "print(len(whole), len(got), got == whole)"
+    )
+    mounts = " && ".join(f"mkdir -p {tmp_path}/m{i} && mount -t tmpfs hs-test-{i} {tmp_path}/m{i}" for i in range(80))
+    root = str(Path(__file__).resolve().parents[2])
+    res = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                          f"{mounts} && {sys.executable} -c \"{script}\" {root}"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    whole, _got, same = res.stdout.split()
+    assert int(whole) > 8192 and same == "True", res.stdout
