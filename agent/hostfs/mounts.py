@@ -105,7 +105,7 @@ def parse_proc_mounts(text: str) -> MountTable:
     """``/proc/mounts`` text; malformed lines are counted, not fatal."""
     out: list[MountEntry] = []
     bad = 0
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines: a path may hold \x1c, \x85 ...
         if not line.strip():
             continue
         parts = line.split(" ")
@@ -122,7 +122,7 @@ def parse_proc_mounts(text: str) -> MountTable:
 
 
 def _looks_like_mountinfo(text: str) -> bool:
-    for line in text.splitlines():
+    for line in text.split("\n"):
         if line.strip():
             head = line.split(" ", 1)[0]
             return head.isdigit() and " - " in line
@@ -137,7 +137,7 @@ def parse_mount_table(text: str, source: str = "") -> MountTable:
         infos, bad = parse_mountinfo(text, source=source), 0
     except ParseError:  # some line is malformed: take the others one by one
         infos, bad = [], 0
-        for line in text.splitlines():
+        for line in text.split("\n"):
             try:
                 infos += parse_mountinfo(line, source=source)
             except ParseError:
@@ -231,7 +231,7 @@ def hint_from_cgroup(text: str) -> ContainerHint | None:
     The unified (``0::``) line is tried first, then ``name=systemd``, then the rest.
     """
     paths: list[tuple[int, str]] = []
-    for line in text.splitlines():
+    for line in text.split("\n"):
         hier, _, rest = line.partition(":")
         controllers, sep, path = rest.partition(":")
         if not sep:

@@ -193,7 +193,7 @@ def unescape_mount_field(field: str) -> str:
 def parse_mountinfo(text: str, source: str = "") -> list[MountInfo]:
     """Every line of a mountinfo file; a malformed line is a :class:`ParseError`."""
     out: list[MountInfo] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(text.split("\n"), 1):  # not splitlines: a path may hold \x1c, \x85 ...
         if not line.strip():
             continue
         parts = line.split(" ")

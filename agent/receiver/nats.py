@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +71,8 @@ class NatsSourceSettings:
             s = cls(endpoint=ep, **{name: conv[name](value) for name, value in q.items()})
         except ValueError as exc:
             raise ConfigError(f"{uri!r}: {exc}", key=key) from None
-        if s.batch < 1 or s.max_inflight < 1 or s.ack_wait <= 0 or not s.stream or not s.durable:
+        if (s.batch < 1 or s.max_inflight < 1 or not 0 < s.ack_wait < math.inf or not s.stream
+                or not s.durable):
             raise ConfigError(f"{uri!r}: batch, max_inflight and ack_wait must be positive; "
                               "stream and durable non-empty", key=key)
         return s

@@ -254,6 +254,7 @@ class NatsSink(Sink):
             self.stats.stored += 1
 
     async def send(self, batch: Sequence[Event]) -> None:
+        self._left_out = []  # a batch sent again after a failure is told of afresh, not twice
         if not batch:
             return
         nc, inbox = await self._ready()

@@ -160,3 +160,11 @@ def test_runtime_from_environ() -> None:
     assert runtime_from_environ(b"PATH=/bin\0container=podman\0") == "podman"
     assert runtime_from_environ(b"PATH=/bin\0") is None
     assert runtime_from_environ(b"container=\0") is None
+
+
+def test_a_mount_path_holding_other_line_breaks_is_one_line() -> None:
+    text = "40 1 0:50 / /srv/a\x1cb rw - tmpfs none rw\n41 1 0:51 / /srv/c\x85d rw - tmpfs none rw\n"
+    table = parse_mount_table(text)
+    assert [e.target for e in table.entries] == ["/srv/a\x1cb", "/srv/c\x85d"] and table.bad_lines == 0
+    plain = parse_mount_table("none /srv/a\u2028b tmpfs rw 0 0\n")
+    assert [e.target for e in plain.entries] == ["/srv/a\u2028b"] and plain.bad_lines == 0

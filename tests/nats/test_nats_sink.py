@@ -221,5 +221,14 @@ async def test_an_event_larger_than_the_server_takes_is_dropped_and_counted_not_
         assert [m.data for m in msgs] == [e.body for e in events]
         stats = rig.stats.sink(sink.uri)
         assert queue.dropped == {"too_large": 1} and stats.sent == 3
+        # a batch sent again (after a failure) tells of what it left out once, not once per attempt
+        again = sink_for(server, "big.x")
+        await again.open()
+        try:
+            await again.send([big])
+            await again.send([big])
+            assert again.take_dropped() == [(big, "too_large")]
+        finally:
+            await again.aclose()
     finally:
         server.kill()

@@ -148,7 +148,8 @@ def test_a_sink_flag_naming_a_configured_sink_is_not_added_twice(tmp_path: Path)
 
 
 @pytest.mark.parametrize("uri", ["stdout:", "vsock:abc", "unix:", "vsock:any:notaport", "fcvsock:/x",
-                                 "nats://127.0.0.1:4222/x.>?foo=1", "nats://127.0.0.1:4222/x.>?batch=-1"])
+                                 "nats://127.0.0.1:4222/x.>?foo=1", "nats://127.0.0.1:4222/x.>?batch=-1",
+                                 "nats://127.0.0.1:4222/x.>?ack_wait=nan", "nats://127.0.0.1:4222/x.>?ack_wait=inf"])
 def test_a_listener_uri_is_checked_when_the_config_is_read(uri: str) -> None:
     import tomllib
 
