@@ -90,7 +90,8 @@ def parse_lve_list(text: str) -> LveTable:
     """Parse the file; never raises for bad rows (they are counted in ``skipped``).
 
     A row is skipped when its cell count differs from the header's, its id is
-    not ``lvp,uid``/``uid``, or a cell is not a decimal integer (empty is 0).
+    not ``lvp,uid``/``uid`` or was listed before, or a cell is not a decimal
+    integer (empty is 0).
     """
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
@@ -110,13 +111,15 @@ def parse_lve_list(text: str) -> LveTable:
         return LveTable(version, tuple(columns), (), skipped=len(lines) - 1)
     id_col = columns.index("LVE")
     rows: list[LveRow] = []
+    seen: set[tuple[int, int]] = set()
     skipped = 0
     for line in lines[1:]:
         cells = _split(line, tabbed)
         ident = _parse_id(cells[id_col]) if len(cells) == len(columns) else None
-        if ident is None:
+        if ident is None or ident in seen:  # an LVE listed twice: the first row stands
             skipped += 1
             continue
+        seen.add(ident)
         values: dict[str, int] = {}
         try:
             for i, (name, cell) in enumerate(zip(columns, cells, strict=True)):

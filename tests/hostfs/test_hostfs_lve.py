@@ -70,3 +70,9 @@ def test_only_plain_decimal_cells_count() -> None:
     assert [(r.uid, r.values["NETO"]) for r in t.rows] == [(1004, 100)]
     assert t.skipped == len(bad)
     assert net_acct(t).as_output()["net_acct_total_neto_bytes"] == 100
+
+
+def test_an_lve_listed_twice_counts_once() -> None:
+    t = parse_lve_list("10:LVE\tEP\tNETO\tNETI\n1004\t1\t100\t200\n1004\t1\t999\t999\n0,1004\t1\t5\t5\n2001\t1\t1\t1\n")
+    assert [(r.lvp, r.uid, r.values["NETO"]) for r in t.rows] == [(0, 1004, 100), (0, 2001, 1)]
+    assert t.skipped == 2
