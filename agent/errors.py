@@ -86,5 +86,9 @@ class SinkError(AgentError):
     """A sink could not take a batch (transient unless stated otherwise)."""
 
 
+class Undeliverable(SinkError):
+    """A sink will never take this event (it is larger than the sink can carry): sending it again cannot help."""
+
+
 class ArchiveError(AgentError):
     """An archive cannot do what was asked (no such event, no checkpoint yet, an unreadable bundle)."""

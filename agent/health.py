@@ -147,6 +147,7 @@ def snapshot(view: AgentView, *, now: float | None = None, pid: int | None = Non
                 "enqueued": s.enqueued,
                 "blocked": s.blocked,
                 "sent": s.stats.sent,
+                "duplicates": s.stats.duplicates,
                 "dropped": dict(s.dropped),
                 "send_errors": s.stats.send_errors,
                 "last_error": s.stats.last_error,

@@ -191,6 +191,9 @@ class AgentCollector(Collector):
                                         | ({"spool_full"} if s.spool_bytes is not None else set()))])
         yield _counter("hoststamp_sink_queue_blocked", "Times a producer waited for room in the queue (block).",
                        ("sink",), [((s.uri,), s.blocked) for s in sinks])
+        yield _counter("hoststamp_sink_events_duplicate",
+                       "Events sent that the destination already had (a NATS server's duplicate ack), stored once.",
+                       ("sink",), [((s.uri,), s.stats.duplicates) for s in sinks])
         yield _counter("hoststamp_sink_send_errors",
                        "Failed sends, flushes and opens, spool reads and cursor writes (each retried).", ("sink",),
                        [((s.uri,), s.stats.send_errors) for s in sinks])

@@ -126,12 +126,21 @@ def to_binary(event: Mapping[str, Any]) -> tuple[dict[str, str], bytes]:
 
 
 def from_binary(headers: Mapping[str, str], payload: bytes) -> dict[str, Any]:
-    """``ce-`` headers and payload -> an event dict; ValueError when a value does not decode."""
+    """``ce-`` headers and payload -> an event dict; ValueError when a value does not decode.
+
+    The data's media type is ``ce-datacontenttype``; a message without one that has a plain ``Content-Type``
+    header (as the HTTP and Kafka bindings carry it in binary mode) takes that instead.
+    """
     event: dict[str, Any] = {}
+    content_type: str | None = None
     for name, value in headers.items():
         low = name.lower()
         if low.startswith(CE_PREFIX) and len(low) > len(CE_PREFIX):
             event[low[len(CE_PREFIX) :]] = pct_decode(value)
+        elif low == "content-type" and value.strip():
+            content_type = value.strip()
+    if content_type is not None and "datacontenttype" not in event:
+        event["datacontenttype"] = content_type
     if payload:
         ctype = event.get("datacontenttype")
         if _is_json(ctype):

@@ -50,8 +50,8 @@ class Receipt:
         if self._pending <= 0 and not self._future.done():
             self._future.set_result(self._result())
 
-    def drop(self, event: Event | None = None) -> None:
-        """One sink will not take ``event``."""
+    def drop(self, event: Event | None = None, why: Any = False) -> None:
+        """One sink will not take ``event`` (``why``: see :meth:`BatchReceipt.drop`)."""
         self.dropped = True
         self.done_one()
 
@@ -72,9 +72,10 @@ class BatchReceipt(Receipt):
 
     def __init__(self, events: Sequence[Event], sinks: int) -> None:
         self.events = events
-        self._dropped_ids: set[int] = set()
-        #: told of each event a sink drops, as it happens (see :meth:`watch`)
-        self._watch: Callable[[int], None] | None = None
+        #: id(event) -> why it was dropped: False (an overflow policy) or an :class:`~agent.errors.Undeliverable`
+        self._dropped_ids: dict[int, Any] = {}
+        #: told of each event a sink drops, and why, as it happens (see :meth:`watch`)
+        self._watch: Callable[[int, Any], None] | None = None
         #: id(event) -> its position, made at the first drop a watcher is told of
         self._index: dict[int, int] | None = None
         super().__init__(len(events) * sinks)
@@ -83,28 +84,30 @@ class BatchReceipt(Receipt):
         if not self.dropped:
             return None
         gone = self._dropped_ids
-        return [id(e) not in gone for e in self.events]
+        return [gone.get(id(e), True) for e in self.events]
 
     def _position(self, event_id: int) -> int:
         if self._index is None:
             self._index = {id(e): i for i, e in enumerate(self.events)}
         return self._index[event_id]
 
-    def watch(self, on_drop: Callable[[int], None]) -> None:
-        """Have ``on_drop(i)`` called as soon as a sink drops ``events[i]`` (once per event, before the batch
+    def watch(self, on_drop: Callable[[int, Any], None]) -> None:
+        """Have ``on_drop(i, why)`` called as soon as a sink drops ``events[i]`` (once per event, before the batch
         completes; at once for those dropped already), so a sender can be told while the rest still waits."""
         self._watch = on_drop
-        for i in sorted(self._position(d) for d in self._dropped_ids):
-            on_drop(i)
+        for i, why in sorted((self._position(d), why) for d, why in self._dropped_ids.items()):
+            on_drop(i, why)
 
-    def drop(self, event: Event | None = None) -> None:
+    def drop(self, event: Event | None = None, why: Any = False) -> None:
+        """A sink will not take ``event``: ``why`` is False (a queue's overflow policy dropped it) or the
+        :class:`~agent.errors.Undeliverable` saying it can never be taken. The first reason given stands."""
         first = event is not None and id(event) not in self._dropped_ids
-        if event is not None:
-            self._dropped_ids.add(id(event))
+        if first:
+            self._dropped_ids[id(event)] = why
         super().drop(event)
         if first and self._watch is not None:
             try:
-                self._watch(self._position(id(event)))
+                self._watch(self._position(id(event)), why)
             except Exception:  # a watcher's failure must not fail the put that dropped the event
                 log.exception("telling of a dropped event failed")
 

@@ -30,7 +30,8 @@ class GuestBatch:
 
     :meth:`outcome` completes when the sinks have taken them, with None when
     every event was taken, else a list with an entry per event in batch
-    order: True (taken), False (dropped by an overflow policy) or the
+    order: True (taken), False (dropped by an overflow policy), an
+    :class:`~agent.errors.Undeliverable` (a sink can never take it) or the
     exception that kept the host from stamping it.
     """
 
@@ -56,11 +57,11 @@ class GuestBatch:
 
     def watch(self, on_refusal: Callable[[int, Any], None], offset: int = 0) -> None:
         """Have ``on_refusal(i, why)`` called as soon as event ``i`` (counted from ``offset``) is known not to be
-        taken: at once with the exception that kept the host from stamping it, or with False when a sink drops it
-        (maybe long before :attr:`future` completes)."""
+        taken: at once with the exception that kept the host from stamping it, or with why a sink dropped it (False,
+        or an :class:`~agent.errors.Undeliverable`), maybe long before :attr:`future` completes."""
         results = self.results
         if results is None:
-            self.receipt.watch(lambda j: on_refusal(offset + j, False))
+            self.receipt.watch(lambda j, why: on_refusal(offset + j, why))
             return
         signed_at = []
         for i, r in enumerate(results):
@@ -68,10 +69,10 @@ class GuestBatch:
                 on_refusal(offset + i, r)
             else:
                 signed_at.append(offset + i)
-        self.receipt.watch(lambda j: on_refusal(signed_at[j], False))
+        self.receipt.watch(lambda j, why: on_refusal(signed_at[j], why))
 
 
-def _merge(taken: list[bool] | None, results: Sequence[Event | Exception]) -> list[Any]:
+def _merge(taken: list[Any] | None, results: Sequence[Event | Exception]) -> list[Any]:
     """The sinks' answer for the signed events, with the stamping errors put back in their places."""
     signed = iter(taken or ())
     return [r if isinstance(r, Exception) else next(signed, True) for r in results]

@@ -24,6 +24,9 @@ class SinkStats:
     send_errors: int = 0
     last_error: str | None = None
     healthy: bool = True
+    #: events sent that the destination said it had already (a NATS server's duplicate ack): sent again after
+    #: a lost ack or a restart, stored once
+    duplicates: int = 0
     #: events dropped by reason (``queue_full``, ``evicted``, ``spool_full``, ``closed``): the queue's own counters
     dropped: dict[str, int] = field(default_factory=dict)
 

@@ -23,7 +23,7 @@ import time
 
 import anyio
 
-from ..errors import AgentError
+from ..errors import AgentError, Undeliverable
 from ..model import Event
 from ..sinks.base import Sink
 from .queue import Receipt, SinkQueue
@@ -37,6 +37,8 @@ log = logging.getLogger("hoststamp.sink")
 #: seconds a closing worker gives its sink to confirm (flush) and close: a sink that is down must not hold
 #: shutdown hostage
 CLOSE_TIMEOUT = 5.0
+#: what a sink's reason for leaving an event out tells its sender
+_LEFT_OUT = {"too_large": "too large"}
 
 
 def backoff_delays(base: float = 0.1, cap: float = 10.0) -> _Backoff:
@@ -173,14 +175,16 @@ class SinkWorker:
                 self._sent_upto = upto
                 self.stats.healthy = True
                 left_out = self._left_out()
+                self.stats.duplicates += self.sink.take_duplicates()
                 self.stats.sent += len(events) - len(left_out)
                 self.stats.batches += 1
                 self._dirty = True
                 for e, r in batch:
                     if r is None:
                         continue
-                    if left_out and id(e) in left_out:
-                        r.drop(e)  # its sender learns it was dropped
+                    if left_out and (reason := left_out.get(id(e))) is not None:
+                        # its sender learns it was dropped for good: sending it again cannot help
+                        r.drop(e, Undeliverable(f"{_LEFT_OUT.get(reason, reason)} for sink {self.sink.uri}"))
                     else:
                         self._unflushed.append(r)
                 if ((self._unflushed or self._spool is not None) and len(self.queue) == 0) or (
@@ -212,13 +216,14 @@ class SinkWorker:
                 self.unconfirmed = self._unconfirmed()
             self.finished = True
 
-    def _left_out(self) -> set[int]:
-        """What the sink left out of the batches it took (too large for it), counted as dropped by reason."""
+    def _left_out(self) -> dict[int, str]:
+        """What the sink left out of the batches it took (too large for it), counted as dropped by reason:
+        id(event) -> reason."""
         left = self.sink.take_dropped()
         dropped = self.queue.dropped
         for _event, reason in left:
             dropped[reason] = dropped.get(reason, 0) + 1
-        return {id(e) for e, _reason in left}
+        return {id(e): reason for e, reason in left}
 
     def _unconfirmed(self) -> int:
         """What the sink holds unconfirmed: its own count when it keeps one, else the events taken since the

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..codec.framing import LengthPrefixedDecoder, encode_frame
-from ..errors import FramingError, TransportError
+from ..errors import FramingError, TransportError, Undeliverable
 from ..transport import Ack, ByteStream, encode_ack
 from ..transport.ack import MAX_REJECTED
 from .dedupe import Key, channel_of
@@ -386,6 +386,8 @@ def _why(res: Any) -> tuple[str, str] | None:
     """``(reason, detail)`` of one event's answer when it was not taken (refused or dropped), else None."""
     if isinstance(res, Rejected):
         return res.reason, res.detail
+    if isinstance(res, Undeliverable):
+        return "dropped", str(res)
     if isinstance(res, Exception):
         return "attributes", str(res)
     if res is False:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..config import ListenerOptions
-from ..errors import SinkError
+from ..errors import SinkError, Undeliverable
 from ..futures import forward
 from .server import Receiver
 from .validate import Rejected
@@ -63,7 +63,8 @@ class PipelineDeliver:
         return fut
 
     def __call__(self, event: dict[str, Any], hostpeer: str) -> asyncio.Future[bool]:
-        """One event: True when taken, False when dropped; raises Rejected when refused."""
+        """One event: True when taken, False when dropped (for now); raises Rejected when refused, or dropped for
+        good (reason ``dropped``: no sink can ever take it)."""
         one: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.many([event], hostpeer).add_done_callback(functools.partial(forward, dst=one, convert=_single))
         return one
@@ -107,6 +108,8 @@ def _single(res: list[Any] | None) -> bool:
     one = True if res is None else res[0]
     if isinstance(one, Rejected):
         raise one
+    if isinstance(one, Undeliverable):
+        raise Rejected("dropped", str(one))
     if isinstance(one, Exception):
         raise Rejected("attributes", str(one))
     return bool(one)

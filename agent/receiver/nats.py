@@ -8,7 +8,7 @@ pipeline. A message is acked only when every local sink has taken its event,
 so a crash or a lost connection leaves it in the stream for redelivery:
 
     fetch -> size guard -> decode (structured | binary) -> validate -> policy -> dedupe -> deliver
-       ack <- receipt resolves              term <- refused          nak(delay) <- dropped or failed
+       ack <- receipt resolves   term <- refused or undeliverable   nak(delay) <- dropped or failed
 
 Settings beyond the common listener keys travel in the URI query:
 ``stream`` (default ``HOSTSTAMP_IN``), ``durable`` (default ``hoststamp``),
@@ -242,8 +242,10 @@ class NatsSource:
                     verdict = "nak"
                 else:
                     self.stats.accepted += counted
-            except Rejected as r:
+            except Rejected as r:  # refused, or dropped for good (a sink can never take it): never redelivered
                 self.reject(peer, r.reason, r.detail)
+                if r.reason == "dropped":
+                    self.stats.dropped += 1
                 verdict = "term"
             except Exception as exc:
                 self.reject(peer, "pipeline", f"delivery failed: {exc}")

@@ -69,3 +69,8 @@ class Sink(ABC):
         call (e.g. larger than a server takes). The worker counts them as dropped, not as sent, and a guest
         that sent one is told it was dropped."""
         return []
+
+    def take_duplicates(self) -> int:
+        """Events sent since the last call that the destination said it already had (stored before, under the
+        same message id): the worker counts them, so that status and /metrics show them."""
+        return 0

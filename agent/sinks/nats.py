@@ -163,6 +163,8 @@ class NatsSink(Sink):
         self.stats = NatsSinkStats()
         #: events left out because the server's max_payload is smaller, not yet told to the worker
         self._left_out: list[tuple[Event, str]] = []
+        #: ``stats.duplicates`` at the last :meth:`take_duplicates`
+        self._duplicates_told = 0
         self._nc: Client | None = None
         self._inbox: _AckInbox | None = None
         self.backoff = Backoff(self.opts.backoff_initial, self.opts.backoff_max)
@@ -242,6 +244,10 @@ class NatsSink(Sink):
                 headers[MSG_ID] = msg_id
                 return subject, headers, payload
         return subject, {CONTENT_TYPE: STRUCTURED, MSG_ID: msg_id}, event.body
+
+    def take_duplicates(self) -> int:
+        n, self._duplicates_told = self.stats.duplicates - self._duplicates_told, self.stats.duplicates
+        return n
 
     def take_dropped(self) -> list[tuple[Event, str]]:
         out, self._left_out = self._left_out, []

@@ -96,6 +96,18 @@ def test_binary_mode_for_other_data_shapes() -> None:
     assert from_binary({"CE-ID": "x", "Ce-Source": "y", "Nats-Msg-Id": "z"}, b"") == {"id": "x", "source": "y"}
 
 
+def test_binary_mode_takes_a_plain_content_type_when_no_ce_datacontenttype() -> None:
+    base = {"ce-specversion": "1.0", "ce-id": "1", "ce-source": "s", "ce-type": "t"}
+    got = from_binary({**base, "Content-Type": "application/json"}, b'{"a": 1}')
+    assert got["datacontenttype"] == "application/json" and got["data"] == {"a": 1}
+    got = from_binary({**base, "content-type": "text/plain; charset=utf-8"}, "h\u00e9".encode())
+    assert got["datacontenttype"] == "text/plain; charset=utf-8" and got["data"] == "h\u00e9"
+    # the ce- attribute, when present, is the event's: the header does not override it
+    got = from_binary({**base, "ce-datacontenttype": "application/octet-stream", "Content-Type": "text/plain"},
+                      b"\x00")
+    assert got["datacontenttype"] == "application/octet-stream" and got["data_base64"] == "AA=="
+
+
 def test_mode_detection() -> None:
     assert is_structured(None) and is_structured({})
     assert is_structured({CONTENT_TYPE: STRUCTURED})

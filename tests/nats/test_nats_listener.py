@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -19,7 +20,10 @@ from agent.receiver.glue import PipelineDeliver
 from agent.receiver.nats import NatsSource
 from agent.receiver.policy import GuestPolicy
 from agent.signing.keys import SigningKey
+from agent.sinks import registry
+from agent.sinks.base import SinkContext
 from agent.sinks.memory import MemorySink
+from agent.sinks.nats import NatsOptions, NatsSink
 from agent.transport import Backoff
 from tests.nats.helpers import Rig, until
 from tests.nats.server import NatsServer
@@ -199,3 +203,32 @@ async def test_a_message_over_max_frame_is_terminated(nats_server: NatsServer) -
     assert (source.acked, source.terminated) == (1, 1)
     assert source.stats.rejected == {"frame": 1}
     assert [orjson.loads(e.body)["id"] for e in sink.events] == ["g-2"]
+
+
+async def test_an_event_no_sink_can_carry_is_terminated_not_redelivered(nats_server: NatsServer,
+                                                                       tmp_path: Path) -> None:
+    """A guest event larger than the sink's server takes is dropped for good: the message is terminated (a
+    nak would bring it back every second, for ever) and counted as dropped, while the others are acked."""
+    from tests.nats.server import find_binary
+
+    binary = find_binary()
+    assert binary is not None
+    small = NatsServer(binary, tmp_path / "small", config="max_payload: 4096")
+    small.start()
+    try:
+        sink = NatsSink(registry.split_uri(f"{small.url}/out.x")[1], NatsOptions(create_stream="OUT"), SinkContext())
+        async with listening(nats_server, sink) as (source, rig):
+            async with publisher(nats_server) as js:
+                await _wait_stream(js)
+                big = guest(1)
+                big["data"] = {"pad": "x" * 8000}
+                await publish(js, [guest(0), big, guest(2)])
+            await until(lambda: source.acked + source.terminated == 3, what="all three settled")
+            assert await settled(nats_server)
+            await asyncio.sleep(1.5)  # past the nak delay: a nak'ed message would have come back by now
+            assert (source.acked, source.terminated, source.naked) == (2, 1, 0)
+            assert source.stats.dropped == 1 and source.stats.accepted == 2
+            assert source.stats.rejected == {"dropped": 1}
+            assert rig.queues[0].dropped == {"too_large": 1}
+    finally:
+        small.kill()

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.anyio
 
 def _view(stats: PipelineStats) -> AgentView:
     sink_stats = stats.sink("file:/x")
-    sink_stats.sent, sink_stats.send_errors, sink_stats.healthy = 40, 2, False
+    sink_stats.sent, sink_stats.send_errors, sink_stats.healthy, sink_stats.duplicates = 40, 2, False, 6
     p = stats.probe("cgroup")
     p.runs, p.failures, p.readings, p.last_duration, p.last_success = 5, 1, 50, 0.25, False
     return AgentView(
@@ -56,6 +56,7 @@ def test_collector_exports_the_counters_read_at_scrape_time() -> None:
     assert s[("hoststamp_probe_failures_total", (("probe", "cgroup"),))] == 1
     assert s[("hoststamp_sink_events_enqueued_total", (("sink", "file:/x"),))] == 47
     assert s[("hoststamp_sink_events_sent_total", (("sink", "file:/x"),))] == 40
+    assert s[("hoststamp_sink_events_duplicate_total", (("sink", "file:/x"),))] == 6
     assert s[("hoststamp_sink_events_dropped_total", (("reason", "queue_full"), ("sink", "file:/x")))] == 3
     assert s[("hoststamp_sink_events_dropped_total", (("reason", "evicted"), ("sink", "file:/x")))] == 0
     assert s[("hoststamp_sink_queue_depth", (("sink", "file:/x"),))] == 7
