@@ -4,13 +4,15 @@ A record whose length is implausible, whose CRC does not match, whose fields
 do not decode or whose index does not go up is damage; parsing resumes at the
 next offset where an intact record with a higher index begins. A segment with
 damage is moved into ``quarantine/`` unchanged and replaced by a clean copy of
-its intact records; a file that is not a segment is quarantined whole.
-Segments whose records were all delivered (at or below the cursor) are
-deleted. Segments are named by their first record index, so a segment file
-removed while the agent was stopped shows as a gap between the records of the
-one before it and the name of the one after: the gap is reported by the missing
-file's name and the records lost with it. :func:`salvage` says what it did in a
-:class:`SalvageReport`.
+its intact records; a file named like a segment that holds no intact record is
+not one, and is quarantined whole (files with other names are not the spool's,
+and are left alone). Segments whose records were all delivered (at or below
+the cursor) are deleted. Segments are named by their first record index, so a
+segment file removed while the agent was stopped shows as a gap between the
+records of the one before it and the name of the one after: the gap is reported
+by the missing file's name and the records lost with it. The segment after a
+gap is then renamed to close it, so that the loss is reported once, not again at
+every start. :func:`salvage` says what it did in a :class:`SalvageReport`.
 """
 
 from __future__ import annotations
@@ -186,6 +188,15 @@ def _first_undelivered(seg: Segment, committed: int) -> int:
     return parsed.records[skipped].start if skipped < len(parsed.records) else len(data)
 
 
+def _close_gap(seg: Segment, base: int) -> None:
+    """Rename ``seg`` to start right after the records kept before it: a gap is reported by the scan that
+    finds it, not again at each start or reload while undelivered records lie before it."""
+    dest = seg.path.with_name(f"{base:020d}.wal")
+    os.replace(seg.path, dest)
+    fsync_dir(dest.parent)
+    seg.base, seg.path = base, dest
+
+
 def salvage(directory: Path, committed: int, cursor_damaged: bool = False) -> Salvaged:
     """Scan ``directory``'s segments given the cursor; see the module docstring."""
     notes = _Notes()
@@ -200,24 +211,32 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False) -> Sa
     held: int | None = None
     #: the damaged segment before this one: (its base, the record numbers it still holds)
     hurt: tuple[int, list[int]] | None = None
+    #: the last record number the files kept so far hold (None before the first)
+    end: int | None = None
     for base, path in names:
+        before = len(notes.problems)
+        notes.kept_numbers = []
+        seg = _scan(base, path, last, notes)
+        damaged = len(notes.problems) > before
+        if seg is None and damaged:
+            continue  # not a segment, only named like one (quarantined whole): it tells nothing of lost records
         if held is not None and held + 1 < base and base - 1 > committed:
             first = max(held + 1, committed + 1)
             notes.missing += base - first
             notes.problems.append(f"{held + 1:020d}.wal missing: records {first} to {base - 1} lost")
         if hurt is not None:  # it should have held every record up to this segment's first
             notes.damaged += _lost_in(hurt[0], base - 1, hurt[1], committed)
-        damaged = len(notes.problems)
-        notes.kept_numbers = []
-        seg = _scan(base, path, last, notes)
-        hurt = (base, notes.kept_numbers) if len(notes.problems) > damaged else None
-        held = None if len(notes.problems) > damaged or seg is None else (seg.last if seg.count else base - 1)
+        hurt = (base, notes.kept_numbers) if damaged else None
+        held = None if hurt is not None or seg is None else (seg.last if seg.count else base - 1)
         if seg is not None:
             last = max(last, seg.last)
         if seg is None or seg.count == 0 or seg.last <= committed:
             delivered += seg.count if seg is not None else 0
             path.unlink(missing_ok=True)
             continue
+        if end is not None and end + 1 < base:
+            _close_gap(seg, end + 1)
+        end = seg.last
         kept.append(seg)
     if hurt is not None and hurt[1]:  # the last segment: what it lost before its last intact record
         notes.damaged += _lost_in(hurt[0], hurt[1][-1], hurt[1], committed)

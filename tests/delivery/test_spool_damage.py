@@ -174,6 +174,45 @@ def test_records_the_start_up_salvage_lost_are_counted_as_dropped(tmp_path: Path
     SinkWorker(MemorySink(), q, PipelineStats().sink("mem"))
     assert q.dropped == {"spool_damaged": len(gone) + 1}
     again.close()
-    clean = Spool(tmp_path)  # the damaged segment was rewritten: nothing is counted twice
-    assert clean.report.damaged == 0
+    clean = Spool(tmp_path)  # the damaged segment was rewritten, the gaps closed: nothing is counted twice
+    assert (clean.report.missing, clean.report.damaged) == (0, 0) and clean.report.clean
+    assert clean.report.pending == 200 - len(gone) - 1
+    assert [e.sequence for e in clean.read(1000)] == [n for n in range(1, 201) if n not in gone and n != hurt[1]]
     clean.close()
+
+
+def test_a_gap_is_reported_once_not_at_every_start(tmp_path: Path) -> None:
+    sp = written(tmp_path, 200)
+    sp.read(30)
+    sp.commit(30)  # the first records were delivered; the ones before the gap are not, all
+    sp.close()
+    segs = segments(tmp_path)
+    gone = sequences(segs[2])
+    segs[2].unlink()
+    first = Spool(tmp_path)
+    assert first.report.missing == len(gone) and first.report.pending == 170 - len(gone)
+    first.close()
+    for _ in range(2):  # a restart, a reload: the records before the gap are still waiting
+        again = Spool(tmp_path)
+        assert again.report.clean and again.report.missing == 0 and again.report.pending == 170 - len(gone)
+        again.close()
+    last = Spool(tmp_path)
+    assert [e.sequence for e in last.read(1000)] == [n for n in range(31, 201) if n not in gone]
+    last.close()
+
+
+@pytest.mark.parametrize("where", ["after the last", "between two"])
+def test_a_foreign_file_named_like_a_segment_is_set_aside_and_loses_nothing(tmp_path: Path, where: str) -> None:
+    sp = written(tmp_path, 200)
+    sp.close()
+    second = int(segments(tmp_path)[1].name.split(".")[0])
+    name = f"{99999 if where == 'after the last' else second - 1:020d}.wal"
+    assert not (tmp_path / name).exists()
+    (tmp_path / name).write_bytes(b"not a spool segment at all\n" * 10)
+    (tmp_path / "notes.txt").write_text("an operator's file")
+    again = Spool(tmp_path)
+    report = again.report
+    assert (report.missing, report.damaged, report.pending) == (0, 0, 200)
+    assert len(report.quarantined) == 1 and "not a spool segment" in report.problems[0]
+    assert (tmp_path / "notes.txt").read_text() == "an operator's file"  # not the spool's: left alone
+    again.close()
