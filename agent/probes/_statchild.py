@@ -38,6 +38,8 @@ __all__ = ["WORKER_SCRIPT", "StatChecker", "StatOutcome"]
 #: the worker program (run as a script, never imported)
 WORKER_SCRIPT = str(Path(__file__).with_name("_statworker.py"))
 _READ = 1 << 16
+#: seconds a new worker may take to start (to say it is ready) before its check fails; not part of ``timeout``
+START_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +69,7 @@ class _WorkerGone(Exception):
 
 
 class _Worker:
-    __slots__ = ("fd_in", "fd_out", "idle_since", "loop", "pidfd", "proc")
+    __slots__ = ("fd_in", "fd_out", "idle_since", "loop", "pidfd", "proc", "ready")
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdin is not None and proc.stdout is not None
@@ -78,6 +80,8 @@ class _Worker:
         self.pidfd: int | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.idle_since = time.monotonic()
+        #: the worker said it started (its first line)
+        self.ready = False
 
     @property
     def pid(self) -> int:
@@ -134,7 +138,8 @@ class StatChecker:
     # -- checking --------------------------------------------------------------------------------
 
     async def check(self, key: str, path: str) -> StatOutcome:
-        """``stat`` then ``statvfs`` of ``path`` in a worker; never longer than ``timeout`` (+ start-up)."""
+        """``stat`` then ``statvfs`` of ``path`` in a worker; never longer than ``timeout``, plus a new worker's
+        start-up (at most :data:`START_TIMEOUT`), which is not counted against it."""
         self.sweep()
         wall = time.time()
         stuck = self._stuck.get(key)
@@ -149,6 +154,18 @@ class StatChecker:
             worker = self._take()
         except OSError as exc:
             return StatOutcome(path=path, started=wall, elapsed=0.0, error=f"cannot start a checker: {exc}")
+        if not worker.ready:  # a new one: its start-up is not the mount's time
+            try:
+                await self._started(loop, worker)
+            except (TimeoutError, _WorkerGone) as exc:
+                self._let_go(worker, loop, kill=True)
+                why = f"did not start within {START_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else str(exc)
+                return StatOutcome(path=path, started=wall, elapsed=0.0, pid=worker.pid,
+                                   error=f"checker failed: {why}")
+            except asyncio.CancelledError:
+                self._let_go(worker, loop, kill=True)
+                raise
+            wall = time.time()
         t0 = time.monotonic()
         try:
             line = await self._ask(loop, worker, path)
@@ -186,6 +203,18 @@ class StatChecker:
                 return await self.check(key, path)
 
         return list(await asyncio.gather(*(one(k, p, lane) for k, p, lane in items)))
+
+    async def _started(self, loop: asyncio.AbstractEventLoop, worker: _Worker) -> None:
+        """Wait for a new worker's ready line."""
+        fut: asyncio.Future[bytes] = loop.create_future()
+        loop.add_reader(worker.fd_out, self._on_readable, worker, bytearray(), fut)
+        try:
+            line = await asyncio.wait_for(fut, START_TIMEOUT)
+        finally:
+            loop.remove_reader(worker.fd_out)
+        if line != b'{"ready": true}':
+            raise _WorkerGone(f"unexpected first line {line[:80]!r}")
+        worker.ready = True
 
     async def _ask(self, loop: asyncio.AbstractEventLoop, worker: _Worker, path: str) -> bytes:
         fut: asyncio.Future[bytes] = loop.create_future()

@@ -1,8 +1,10 @@
 """The child process that touches mounts for the ``mounts`` probe.
 
 Run as a script (``python -I -S _statworker.py``), never imported by the agent:
-it must start fast and import nothing of the package. It reads one JSON string
-(a path) per line on stdin and answers one JSON object per line on stdout:
+it must start fast and import nothing of the package. Once started it writes
+``{"ready": true}``, so that its start-up does not count against the first
+check's deadline. Then it reads one JSON string (a path) per line on stdin and
+answers one JSON object per line on stdout:
 
 * ``{"st_dev": ..., "frsize": ..., "blocks": ..., "bfree": ..., "bavail": ...,
   "files": ..., "ffree": ..., "flag": ...}`` after ``stat`` and ``statvfs``
@@ -57,6 +59,8 @@ def answer(line: bytes) -> dict[str, Any]:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = sys.stdout.buffer
+    out.write(b'{"ready": true}\n')
+    out.flush()
     for line in sys.stdin.buffer:
         out.write(json.dumps(answer(line)).encode() + b"\n")
         out.flush()

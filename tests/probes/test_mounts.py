@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -181,6 +182,44 @@ def test_checker_replaces_a_worker_that_died(tmp_path: Path) -> None:
     first, second = run(go)
     assert second.error is None and second.stats is not None
     assert second.pid != first.pid and checker.spawned == 2
+
+
+def test_a_new_workers_start_up_does_not_count_against_the_deadline(tmp_path: Path) -> None:
+    """A slow start (here half a second, against a deadline of 0.3 s) is not a stale mount."""
+    slow = tmp_path / "slow-python"
+    slow.write_text(f"#!/bin/sh\nsleep 0.5\nexec {sys.executable} \"$@\"\n")
+    slow.chmod(0o755)
+    checker = StatChecker(0.3, python=str(slow))
+
+    async def go() -> StatOutcome:
+        try:
+            return await checker.check("k", str(tmp_path))
+        finally:
+            await checker.aclose()
+
+    got = run(go)
+    assert not got.timed_out and got.error is None and got.stats is not None
+    assert checker.spawned == 1
+
+
+def test_a_worker_that_never_starts_is_an_error_not_a_hang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.probes import _statchild
+
+    monkeypatch.setattr(_statchild, "START_TIMEOUT", 0.5)
+    mute = tmp_path / "mute-python"
+    mute.write_text("#!/bin/sh\nexec sleep 30\n")
+    mute.chmod(0o755)
+    checker = StatChecker(5.0, python=str(mute))
+
+    async def go() -> StatOutcome:
+        try:
+            return await checker.check("k", str(tmp_path))
+        finally:
+            await checker.aclose()
+
+    got = run(go)
+    assert not got.timed_out and got.error == "checker failed: did not start within 0.5 s"
+    assert "k" not in checker.stuck
 
 
 def test_checker_rejects_a_bad_timeout() -> None:
