@@ -263,10 +263,11 @@ class MountsProbe(Probe):
         return Reading(probe=self.name, subject="summary", kind="summary", output=out, inputs=inputs,
                        probe_source=f"procfs:{o.proc_mounts}")
 
-    async def check_mount(self, entry: MountEntry) -> Reading:
-        """Check one host mount now (a new remote mount the watch saw), as a regular reading."""
+    async def check_mount(self, entry: MountEntry, table: str | None = None) -> Reading:
+        """Check one host mount now (a new remote mount the watch saw in ``table``), as a regular reading."""
         o: MountsOptions = self.options
-        t = _Target(f"host:{entry.target}", entry.target, entry, _under(o.rootfs, entry.target), True, o.proc_mounts)
+        t = _Target(f"host:{entry.target}", entry.target, entry, _under(o.rootfs, entry.target), True,
+                    table or o.proc_mounts)
         (outcome,) = await self.checker.check_many([(t.key, t.path, True)])
         return self._reading(t, outcome, False)
 

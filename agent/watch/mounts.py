@@ -23,7 +23,8 @@ from .source import Emit, WatchOptions, WatchSource
 
 __all__ = ["MountChange", "MountWatchOptions", "MountWatcher", "change_output", "diff_mounts", "watch_mounts"]
 
-Check = Callable[[MountEntry], Awaitable[Reading]]
+#: check a new mount now: the entry, and the mount table it was read from (the reading's input)
+Check = Callable[[MountEntry, str], Awaitable[Reading]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +125,7 @@ class MountWatcher:
     async def _check(self, entry: MountEntry) -> None:
         assert self.check is not None
         try:
-            self.source.push(await self.check(entry))
+            self.source.push(await self.check(entry, self.path))
         except Exception as exc:  # a failed check is data
             self.source.push(self.source.reading(entry.target, {}, inputs=(self.path,),
                                                  error=f"check of new mount failed: {exc}"))

@@ -90,6 +90,7 @@ async def test_new_remote_mount_is_checked_at_once(mntns: int, tmp_path: Path, c
     finally:
         await probe.aclose()
     assert checked.output["status"] == "ok" and checked.output["fstype"] == "tmpfs"
+    assert checked.inputs == (f"/proc/{mntns}/mountinfo",)  # the table the mount was seen in
     assert checked.output["capacity"]["size_bytes"] == 1 << 20
     assert checked.type == "io.hoststamp.host.v1.mounts"
 
