@@ -199,7 +199,15 @@ class LinkWatcher:
             self.output[index] = out
             self.names[index] = name
         if changes and notify:
+            if cur is not None and (changes[0] == "created" or "renamed" in changes):
+                self._before(index, name)
             self._note(index, changes)
+
+    def _before(self, index: int, name: str) -> None:
+        """A link now named ``name``: the deletion of another link of that name, still waiting to be told
+        (coalesced), is told first, so that a re-created interface's readings come in the kernel's order."""
+        for other in [i for i in self._seen if i != index and i not in self.state and self.names.get(i) == name]:
+            self.source.flush(("link", other), partial(self._fire, other))
 
     def _note(self, index: int, changes: list[str]) -> None:
         seen = self._seen.setdefault(index, [])

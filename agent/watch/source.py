@@ -294,6 +294,13 @@ class WatchSource:
         else:
             self._timers[key] = loop.call_at(when, self._fire, key, fire)
 
+    def flush(self, key: Hashable, fire: Fire) -> None:
+        """Fire ``key`` now if a firing of it is scheduled (what comes next must not overtake it)."""
+        handle = self._timers.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+            self._fire(key, fire)
+
     def forget(self, key: Hashable) -> None:
         """Drop the coalescing state of ``key`` and any firing scheduled for it."""
         self._throttle.forget(key)
