@@ -45,6 +45,12 @@ def _probe_list(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
+def _leaf_index(text: str) -> int:
+    if not text.isascii() or not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a leaf index (0 or more), got {text!r}")
+    return int(text)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="hoststamp", description="Host telemetry as signed, verifiable CloudEvents.")
     p.add_argument("--log-format", choices=("human", "json"), default=None, help="log line format (default: human)")
@@ -93,6 +99,9 @@ def _build_parser() -> argparse.ArgumentParser:
     prove.add_argument("event_id", metavar="EVENT_ID")
     prove.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     prove.add_argument("--source", metavar="URI", help="the event's source, when its id is not unique in the archive")
+    prove.add_argument("--index", metavar="N", type=_leaf_index,
+                       help="the leaf index of the copy to prove, when the event was archived more than once "
+                            "(default: the first)")
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_verb", metavar="ACTION", parser_class=_Parser)
@@ -272,7 +281,12 @@ def _cmd_send(args: argparse.Namespace) -> int:
 def _cmd_prove(args: argparse.Namespace) -> int:
     from .archive.proof import write_proof
 
-    data = write_proof(Path(args.archive), args.event_id, source=args.source)
+    copies: list[int] = []
+    data = write_proof(Path(args.archive), args.event_id, source=args.source, at=args.index, copies=copies)
+    if len(copies) > 1:
+        chosen = copies[0] if args.index is None else args.index
+        print(f"note: {len(copies)} copies of {args.event_id} are archived (leaves "
+              f"{', '.join(map(str, copies))}); this proves leaf {chosen} (--index picks another)", file=sys.stderr)
     if args.output:
         Path(args.output).write_bytes(data)
     else:

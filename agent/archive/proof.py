@@ -76,8 +76,14 @@ def _matches(body: bytes, event_id: str, source: str | None) -> bool:
     return isinstance(doc, dict) and doc.get("id") == event_id and (source is None or doc.get("source") == source)
 
 
-def make_proof(path: str | os.PathLike[str], event_id: str, *, source: str | None = None) -> dict[str, Any]:
-    """The inclusion proof bundle of event ``event_id`` (and ``source``, if ids repeat across sources)."""
+def make_proof(path: str | os.PathLike[str], event_id: str, *, source: str | None = None, at: int | None = None,
+               copies: list[int] | None = None) -> dict[str, Any]:
+    """The inclusion proof bundle of event ``event_id`` (and ``source``, if ids repeat across sources).
+
+    The same event may be archived more than once (at-least-once delivery: a copy sent again after a lost ack
+    is stamped again). The first copy is proved, or the one at leaf ``at``; ``copies``, when given, is
+    filled with the leaf index of every copy.
+    """
     root = Path(path)
     listing = layout.scan(root)
     note = _newest_checkpoint(listing)
@@ -89,6 +95,7 @@ def make_proof(path: str | os.PathLike[str], event_id: str, *, source: str | Non
     left: CompactRange | None = None
     leaf: tuple[int, int, bytes] | None = None
     right: CompactRange | None = None
+    chosen: bytes | None = None
     index = tree.end
     for n in range(first_seg, max(listing.numbers(), default=0) + 1):
         seg = listing.events.get(n) or listing.gz.get(n)
@@ -99,23 +106,30 @@ def make_proof(path: str | os.PathLike[str], event_id: str, *, source: str | Non
                 break
             body = raw[:-1]
             h = leaf_hash(body)
-            if needle in body and _matches(body, event_id, source):
+            match = needle in body and _matches(body, event_id, source)
+            if match:
                 found.append((index, body, str(orjson.loads(body).get("source"))))
-                if leaf is None:
-                    left, leaf, right = tree, (index, index + 1, h), CompactRange(index + 1)
+            if leaf is None and match and (at is None or index == at):
+                left, leaf, right, chosen = tree, (index, index + 1, h), CompactRange(index + 1), body
             elif right is not None:
                 right.append(h)
-            if leaf is None:
+            else:
                 tree.append(h)
             index += 1
+    if copies is not None:
+        copies[:] = [i for i, _b, _s in found]
     if not found:
         raise ArchiveError(f"no sealed event with id {event_id!r} in {root} (checkpoint size {size})")
-    if len(found) > 1:
-        sources = ", ".join(sorted({s for _i, _b, s in found}))
-        raise ArchiveError(f"{len(found)} events have id {event_id!r} (sources: {sources}); name the source")
-    if index < size or left is None or leaf is None or right is None:
+    sources = sorted({s for _i, _b, s in found})
+    if len(sources) > 1:
+        raise ArchiveError(f"{len(found)} events have id {event_id!r} (sources: {', '.join(sources)}); "
+                           "name the source")
+    if at is not None and chosen is None:
+        leaves = ", ".join(str(i) for i, _b, _s in found)
+        raise ArchiveError(f"leaf {at} is not event {event_id!r} (its copies are leaves {leaves})")
+    if index < size or left is None or leaf is None or right is None or chosen is None:
         raise ArchiveError(f"the checkpoint covers {size} events but the archive holds {index}; run verify")
-    idx, body, _src = found[0]
+    idx, body = leaf[0], chosen
     proof = inclusion_proof(idx, size, NodeTable(left, [leaf], right))
     return {"format": FORMAT, "event": body.decode("utf-8"), "index": idx, "size": size,
             "proof": b64_list(proof), "checkpoint": note}
@@ -203,9 +217,10 @@ def check_proof(bundle: Mapping[str, Any], keys: Mapping[str, VerifyKey]) -> Pro
     return ProofCheck(tuple(problems), event_id, index, size, origin)
 
 
-def write_proof(archive: str | os.PathLike[str], event_id: str, *, source: str | None = None) -> bytes:
+def write_proof(archive: str | os.PathLike[str], event_id: str, *, source: str | None = None,
+                at: int | None = None, copies: list[int] | None = None) -> bytes:
     """``hoststamp prove``: the bundle of one event, as the bytes of a JSON file."""
-    return dump_proof(make_proof(archive, event_id, source=source))
+    return dump_proof(make_proof(archive, event_id, source=source, at=at, copies=copies))
 
 
 def verify_proof_file(path: str | os.PathLike[str], keys: Mapping[str, VerifyKey]) -> ProofCheck:

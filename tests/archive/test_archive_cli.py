@@ -45,3 +45,21 @@ def test_verify_prove_and_check_a_proof(tmp_path: Path) -> None:
     bad = run_cli(["verify", "--pub", pub, str(root)], cwd=tmp_path)
     out = bad.stdout.decode()
     assert bad.returncode == 1 and "root-mismatch" in out and out.strip().splitlines()[-1].startswith("FAILED")
+
+
+def test_prove_a_copy_of_an_event_archived_twice(tmp_path: Path) -> None:
+    from tests.archive.archive_helpers import make_event
+
+    key = generate_keypair(tmp_path / "keys")
+    root = tmp_path / "archive"
+    write_archive(root, key, [[make_event(key, 7), make_event(key, 8)], [make_event(key, 7, pad=1)]])
+    first = run_cli(["prove", str(root), "ev-cgroup-7"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert orjson.loads(first.stdout)["index"] == 0
+    assert b"2 copies of ev-cgroup-7 are archived (leaves 0, 2); this proves leaf 0" in first.stderr
+    second = run_cli(["prove", str(root), "ev-cgroup-7", "--index", "2"], cwd=tmp_path)
+    assert second.returncode == 0 and orjson.loads(second.stdout)["index"] == 2
+    wrong = run_cli(["prove", str(root), "ev-cgroup-7", "--index", "1"], cwd=tmp_path)
+    assert wrong.returncode == 1 and b"leaf 1 is not event" in wrong.stderr
+    bad = run_cli(["prove", str(root), "ev-cgroup-7", "--index", "-1"], cwd=tmp_path)
+    assert bad.returncode == 2 and b"leaf index" in bad.stderr

@@ -89,6 +89,21 @@ def test_unknown_unsealed_and_ambiguous_ids(archive_dir: Path, key: SigningKey, 
     assert check_proof(make_proof(archive_dir, "ev-a-1", source=a), keys).ok
 
 
+def test_an_event_archived_twice_proves_its_first_copy_or_the_one_named(archive_dir: Path, key: SigningKey,
+                                                                       keys: dict[str, VerifyKey]) -> None:
+    """At-least-once delivery archives a copy sent again: same id and source, stamped again (another body)."""
+    first, again = make_event(key, 5), make_event(key, 5, pad=3)
+    write_archive(archive_dir, key, [[make_event(key, 1), first, make_event(key, 2)], [again, make_event(key, 3)]])
+    copies: list[int] = []
+    bundle = make_proof(archive_dir, "ev-cgroup-5", copies=copies)
+    assert copies == [1, 3] and bundle["index"] == 1 and bundle["event"] == first.decode()
+    assert check_proof(bundle, keys).ok
+    second = make_proof(archive_dir, "ev-cgroup-5", at=3)
+    assert second["index"] == 3 and second["event"] == again.decode() and check_proof(second, keys).ok
+    with pytest.raises(ArchiveError, match=r"leaf 2 is not event 'ev-cgroup-5' \(its copies are leaves 1, 3\)"):
+        make_proof(archive_dir, "ev-cgroup-5", at=2)
+
+
 def test_proof_after_retention(archive_dir: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> None:
     evs = events(key, 1, 60)
     write_archive(archive_dir, key, [evs[i:i + 5] for i in range(0, 60, 5)], segment_max_bytes=3000,
