@@ -54,7 +54,8 @@ def verify_lines(lines: Iterable[bytes], keys: Mapping[str, VerifyKey], *, name:
     """Verify every non-blank line; sequence numbers must rise per source within the stream.
 
     Generous in what it reads: a UTF-8 byte order mark before the first line is skipped, CRLF line ends are
-    fine, and a line holding a JSON array (the CloudEvents JSON batch format) counts each event in it.
+    fine, and a line holding a JSON array (the CloudEvents JSON batch format) counts each event in it. A
+    stream with no event at all is a problem: an empty (or emptied) file proves nothing, so it does not pass.
     """
     report = Report()
     last_seq: dict[str, int] = {}
@@ -76,6 +77,8 @@ def verify_lines(lines: Iterable[bytes], keys: Mapping[str, VerifyKey], *, name:
                 _verify_one(report, last_seq, item, f"{where}[{i}]", keys)
         else:
             _verify_one(report, last_seq, doc, where, keys)
+    if report.events == 0:
+        report.problems.append(Problem(name, "no events to verify"))
     return report
 
 

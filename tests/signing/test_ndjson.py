@@ -51,3 +51,10 @@ def test_a_bad_line_is_one_problem_and_the_rest_still_verify(key: SigningKey) ->
     report = verify_lines(io.BytesIO(lines[0] + b"\nnot json\n" + lines[1] + b"\n"), _keys(key), name="f")
     assert (report.events, report.verified, len(report.problems)) == (3, 2, 1)
     assert str(report.problems[0]).startswith("f:2: not JSON")
+
+
+@pytest.mark.parametrize("data", [b"", b"\n\n  \n", b"\xef\xbb\xbf\n"])
+def test_a_stream_without_events_does_not_pass(data: bytes) -> None:
+    report = verify_lines(io.BytesIO(data), _keys(SigningKey.generate()), name="empty.ndjson")
+    assert not report.ok and [str(p) for p in report.problems] == ["empty.ndjson: no events to verify"]
+    assert report.summary() == "FAILED: 0 events, 0 verified, 1 problems"
