@@ -184,20 +184,28 @@ def test_checker_replaces_a_worker_that_died(tmp_path: Path) -> None:
     assert second.pid != first.pid and checker.spawned == 2
 
 
-def test_a_new_workers_start_up_does_not_count_against_the_deadline(tmp_path: Path) -> None:
-    """A slow start (here half a second, against a deadline of 0.3 s) is not a stale mount."""
-    slow = tmp_path / "slow-python"
-    slow.write_text(f"#!/bin/sh\nsleep 0.5\nexec {sys.executable} \"$@\"\n")
-    slow.chmod(0o755)
-    checker = StatChecker(0.3, python=str(slow))
-
+def _check_once(checker: StatChecker, path: Path) -> StatOutcome:
     async def go() -> StatOutcome:
         try:
-            return await checker.check("k", str(tmp_path))
+            return await checker.check("k", str(path))
         finally:
             await checker.aclose()
 
-    got = run(go)
+    return run(go)
+
+
+def _interpreter(tmp_path: Path, script: str) -> str:
+    """A stand-in for the Python that runs the worker, as a shell script."""
+    path = tmp_path / "python"
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_a_new_workers_start_up_does_not_count_against_the_deadline(tmp_path: Path) -> None:
+    """A slow start (here half a second, against a deadline of 0.3 s) is not a stale mount."""
+    checker = StatChecker(0.3, python=_interpreter(tmp_path, f'sleep 0.5\nexec {sys.executable} "$@"'))
+    got = _check_once(checker, tmp_path)
     assert not got.timed_out and got.error is None and got.stats is not None
     assert checker.spawned == 1
 
@@ -206,18 +214,8 @@ def test_a_worker_that_never_starts_is_an_error_not_a_hang(tmp_path: Path, monke
     from agent.probes import _statchild
 
     monkeypatch.setattr(_statchild, "START_TIMEOUT", 0.5)
-    mute = tmp_path / "mute-python"
-    mute.write_text("#!/bin/sh\nexec sleep 30\n")
-    mute.chmod(0o755)
-    checker = StatChecker(5.0, python=str(mute))
-
-    async def go() -> StatOutcome:
-        try:
-            return await checker.check("k", str(tmp_path))
-        finally:
-            await checker.aclose()
-
-    got = run(go)
+    checker = StatChecker(5.0, python=_interpreter(tmp_path, "exec sleep 30"))
+    got = _check_once(checker, tmp_path)
     assert not got.timed_out and got.error == "checker failed: did not start within 0.5 s"
     assert "k" not in checker.stuck
 
