@@ -4,19 +4,23 @@ orjson parses an integer beyond its 64 bits (from 2^64 up, from -2^63 down) as
 a rounded float. :func:`loads_exact` parses with orjson and, only when the result
 holds a float that may be such a rounded integer, parses the same text again
 with the standard library, which keeps integers of any size. Floats written as
-floats (``1e20``) come out as the same floats either way.
+floats (``1e20``) come out as the same floats either way. An integer of 309
+digits or more is beyond even a double: orjson refuses it as "infinity", and
+the standard library parses it instead (a float that large is still refused,
+as are NaN, Infinity and lone surrogates, which orjson refuses too).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import orjson
 
 from .. import _native
 
-__all__ = ["loads_exact", "may_be_rounded", "reparse"]
+__all__ = ["loads_exact", "loads_wide", "may_be_rounded", "reparse"]
 
 #: orjson parses an integer beyond its 64 bits as a rounded float: from 2^64 up, and from -2^63 down
 _ROUNDED_FROM, _ROUNDED_DOWN_FROM = 2.0**64, -(2.0**63)
@@ -50,9 +54,59 @@ def reparse(text: bytes | str, value: Any) -> Any:
         return value
 
 
+class _NotFinite(ValueError):
+    pass
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(text)
+    return value
+
+
+def _constant(text: str) -> Any:
+    raise _NotFinite(text)  # NaN, Infinity, -Infinity: not JSON
+
+
+def _has_lone_surrogate(obj: Any) -> bool:
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        if type(node) is str:
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif type(node) is dict:
+            stack.extend(node)
+            stack.extend(node.values())
+        elif type(node) is list:
+            stack.extend(node)
+    return False
+
+
+def loads_wide(text: bytes | str, refused: orjson.JSONDecodeError) -> Any:
+    """``text``, which orjson ``refused``, parsed again when the reason was a number beyond a double: the
+    value with its integers exact, or ``refused`` raised again when it is not JSON orjson would take but for
+    that (a float that is infinite, NaN, a lone surrogate, nesting deeper than the standard parser goes)."""
+    if "infinity" not in str(refused):
+        raise refused
+    try:
+        value = json.loads(text, parse_float=_finite, parse_constant=_constant)
+    except (ValueError, RecursionError):
+        raise refused from None
+    if _has_lone_surrogate(value):
+        raise refused
+    return value
+
+
 def loads_exact(text: bytes | str) -> Any:
     """``orjson.loads(text)`` with every integer exact; raises orjson.JSONDecodeError as orjson does."""
-    value = orjson.loads(text)
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return loads_wide(text, exc)
     passes = _native.check_passes
     if type(value) is dict and passes is not None and passes(value, _NATIVE_DEPTH):
         return value  # the native walk found no such float (the common case)

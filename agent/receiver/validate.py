@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from .. import _native
-from ..codec.exact import reparse
+from ..codec.exact import loads_wide, reparse
 from ..errors import TransportError
 
 __all__ = ["REASONS", "REQUIRED", "Rejected", "check_attributes", "json_depth", "parse_event"]
@@ -151,7 +151,10 @@ def parse_event(frame: bytes, *, max_depth: int) -> dict[str, Any]:
         detail = str(exc)
         if "depth limit" in detail or "recursion" in detail:  # deeper than orjson itself goes (1024)
             raise Rejected("depth", f"JSON nesting deeper than orjson parses, and than {max_depth}") from None
-        raise Rejected("json", detail[:120]) from None
+        try:
+            event = loads_wide(frame, exc)  # an integer beyond a double: kept exact
+        except orjson.JSONDecodeError:
+            raise Rejected("json", detail[:120]) from None
     if not isinstance(event, dict):
         raise Rejected("json", "frame is not a JSON object")
     if _passes is not None and _passes(event, max_depth):  # the common case, natively: depth, attributes, floats

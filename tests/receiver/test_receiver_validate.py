@@ -180,9 +180,10 @@ def test_deep_events_are_left_to_the_python_count() -> None:
 
 _BIG = (b'{"specversion":"1.0","id":"a","source":"s","type":"t","data":{"a":18446744073709551617,'
         b'"b":-9223372036854775809,"c":[123456789012345678901234567890],"d":1e20,"e":1.8446744073709552e19,'
-        b'"f":18446744073709551615,"g":5}}')
+        b'"f":18446744073709551615,"g":5,"h":1' + b"0" * 400 + b',"i":-1' + b"0" * 309 + b'}}')
 _BIG_DATA = {"a": 18446744073709551617, "b": -9223372036854775809, "c": [123456789012345678901234567890],
-             "d": 1e20, "e": 1.8446744073709552e19, "f": 18446744073709551615, "g": 5}
+             "d": 1e20, "e": 1.8446744073709552e19, "f": 18446744073709551615, "g": 5, "h": 10**400,
+             "i": -(10**309)}
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -209,7 +210,8 @@ def test_integers_beyond_64_bits_reach_the_event_as_their_exact_digits() -> None
     doc = orjson.loads(out.body)
     assert doc["data"] == {"a": "18446744073709551617", "b": "-9223372036854775809",
                            "c": ["123456789012345678901234567890"], "d": "100000000000000000000",
-                           "e": "18446744073709551616", "f": "18446744073709551615", "g": 5}
+                           "e": "18446744073709551616", "f": "18446744073709551615", "g": 5,
+                           "h": "1" + "0" * 400, "i": "-1" + "0" * 309}
     verify_event(doc, {key.keyid: key.verify_key()})
 
 
@@ -262,11 +264,23 @@ def test_every_pipeline_carries_integers_beyond_64_bits_exactly(workers: int, th
     data = asyncio.run(main())
     assert data["a"] == "18446744073709551617" and data["b"] == "-9223372036854775809"
     assert data["c"] == ["123456789012345678901234567890"]
+    assert data["h"] == "1" + "0" * 400 and data["i"] == "-1" + "0" * 309  # beyond even a double
+
+
+@pytest.mark.parametrize("value", [b"1e400", b"-1e309", b"1" + b"0" * 400 + b".0", b"NaN", b"Infinity",
+                                   b'"\\ud800"'])
+def test_what_is_not_json_or_not_finite_is_still_refused_beside_a_huge_integer(value: bytes) -> None:
+    frame = (b'{"specversion":"1.0","id":"a","source":"s","type":"t","data":{"n":1' + b"0" * 400
+             + b',"x":' + value + b"}}")
+    with pytest.raises(Rejected) as exc:
+        parse_event(frame, max_depth=32)
+    assert exc.value.reason == "json"
 
 
 def test_nats_binary_payloads_keep_integers_beyond_64_bits_exact() -> None:
     from agent.codec.nats import from_binary
 
     ev = from_binary({"ce-specversion": "1.0", "ce-id": "a", "ce-source": "s", "ce-type": "t",
-                      "ce-datacontenttype": "application/json"}, b'{"n":18446744073709551617,"f":1e20}')
-    assert ev["data"] == {"n": 18446744073709551617, "f": 1e20} and type(ev["data"]["f"]) is float
+                      "ce-datacontenttype": "application/json"}, b'{"n":18446744073709551617,"f":1e20,"h":1'
+                     + b"0" * 400 + b"}")
+    assert ev["data"] == {"n": 18446744073709551617, "f": 1e20, "h": 10**400} and type(ev["data"]["f"]) is float
