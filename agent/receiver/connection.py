@@ -100,17 +100,8 @@ class Connection:
         dec = LengthPrefixedDecoder(opts.max_frame)
         try:
             while True:
-                while self.received - self.settled >= self.rx.max_inflight or len(self.rejected) >= MAX_UNSENT_REFUSALS:
-                    self.room.clear()
-                    if len(self.rejected) < MAX_UNSENT_REFUSALS:
-                        await self.room.wait()
-                        continue
-                    try:  # only the peer can make room here, by reading its acks: bound the wait like silence
-                        async with asyncio.timeout(opts.idle_timeout):
-                            await self.room.wait()
-                    except TimeoutError:
-                        self.rx.reject(self.peer, "idle", f"acks not read for {opts.idle_timeout}s")
-                        return
+                if not await self._room_for_more():
+                    return
                 try:
                     async with asyncio.timeout(opts.idle_timeout):
                         chunk = await self.stream.receive()
@@ -125,14 +116,46 @@ class Connection:
                     dec.feed(chunk)
                     frames = dec.frames()
                 except FramingError as exc:
-                    self._take(getattr(exc, "frames", []))
+                    if not await self._take_within_limit(getattr(exc, "frames", [])):
+                        return
                     # the bad header starts the next frame: refuse it, so a sender with a larger limit moves on
                     self._refused_now("frame", str(exc))
                     return
-                self._take(frames)
+                if not await self._take_within_limit(frames):
+                    return
         finally:
             self.reading = False
             self.more.set()
+
+    async def _room_for_more(self) -> bool:
+        """Wait until fewer than ``max_inflight`` frames are unsettled and the refusals not yet sent are few;
+        False when the peer does not read its acks for ``idle_timeout`` (the connection is then closed)."""
+        opts = self.rx.options
+        while self.received - self.settled >= self.rx.max_inflight or len(self.rejected) >= MAX_UNSENT_REFUSALS:
+            self.room.clear()
+            if len(self.rejected) < MAX_UNSENT_REFUSALS:
+                await self.room.wait()
+                continue
+            try:  # only the peer can make room here, by reading its acks: bound the wait like silence
+                async with asyncio.timeout(opts.idle_timeout):
+                    await self.room.wait()
+            except TimeoutError:
+                self.rx.reject(self.peer, "idle", f"acks not read for {opts.idle_timeout}s")
+                return False
+        return True
+
+    async def _take_within_limit(self, frames: list[bytes]) -> bool:
+        """Hand ``frames`` (one read's) on, no more at a time than ``max_inflight`` leaves room for."""
+        while frames:
+            if not await self._room_for_more():
+                return False
+            room = self.rx.max_inflight - (self.received - self.settled)
+            if len(frames) <= room:
+                self._take(frames)
+                return True
+            self._take(frames[:room])
+            frames = frames[room:]
+        return True
 
     def _refuse(self, frame: int, reason: str, detail: str) -> None:
         """Count, log and report a refusal of ``frame`` once, however many paths notice it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import struct
@@ -99,6 +100,34 @@ def test_events_are_delivered_in_order_with_hostpeer_and_acked(tmp_path: Path, b
     assert ack == Ack(100)
     assert sink.ids() == [f"id-{i}" for i in range(100)]
     assert {p for _e, p in sink.got} == {ME}
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["single", "batch"])
+def test_no_more_than_max_inflight_frames_are_handed_on_even_from_one_write(tmp_path: Path, batch: bool) -> None:
+    """One write of 100 frames (one read, or a few) with ``max_inflight = 5``: five are handed on, the others
+    wait in the receiver until those settle, then go on five at a time."""
+
+    async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> tuple[list[int], Ack, MemoryDeliver]:
+        sink.hold = True
+        c = await client()
+        await c.send(*[ev(i) for i in range(100)])
+        while len(sink.got) < 5:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # any more handed on from what was read would be by now
+        handed = [len(sink.got)]
+        while len(sink.got) < 100:
+            held, sink.held = sink.held, []
+            for fut in held:
+                fut.set_result(None if batch else True)
+            await asyncio.sleep(0.02)
+            handed.append(len(sink.got))
+        for fut in sink.held:
+            fut.set_result(None if batch else True)
+        return handed, await c.until(100), sink
+
+    handed, ack, sink = run(with_receiver(tmp_path, body, batch=batch, max_inflight=5))
+    assert handed[0] == 5 and all(b - a <= 5 for a, b in itertools.pairwise(handed))
+    assert ack == Ack(100) and sink.ids() == [f"id-{i}" for i in range(100)]
 
 
 @pytest.mark.parametrize("batch", [False, True], ids=["single", "batch"])
