@@ -81,7 +81,10 @@ class SinkWorker:
         self._backoff = backoff or backoff_delays()
         self._opened = False
         self._last_flush = time.monotonic()
-        self._unflushed: list[Receipt] = []
+        #: events taken by the sink, with their receipts, waiting for the next flush to confirm them
+        self._unflushed: list[tuple[Event, Receipt]] = []
+        #: id(event) -> why the sink left it out or its downstream refused it, until the next flush
+        self._left: dict[int, str] = {}
         #: set once the queue is drained and the sink closed (or the worker was cancelled)
         self.finished = False
         #: events taken from the queue that the sink has not accepted yet (a batch being retried)
@@ -174,19 +177,18 @@ class SinkWorker:
                 self.holding = 0
                 self._sent_upto = upto
                 self.stats.healthy = True
-                left_out = self._left_out()
+                left = self._left_out()
                 self.stats.duplicates += self.sink.take_duplicates()
-                self.stats.sent += len(events) - len(left_out)
+                self.stats.sent += len(events) - (sum(1 for e in events if id(e) in left) if left else 0)
                 self.stats.batches += 1
                 self._dirty = True
                 for e, r in batch:
                     if r is None:
                         continue
-                    if left_out and (reason := left_out.get(id(e))) is not None:
-                        # its sender learns it was dropped for good: sending it again cannot help
-                        r.drop(e, Undeliverable(f"{_LEFT_OUT.get(reason, reason)} for sink {self.sink.uri}"))
+                    if left and (reason := left.get(id(e))) is not None:
+                        r.drop(e, self._undeliverable(reason))
                     else:
-                        self._unflushed.append(r)
+                        self._unflushed.append((e, r))
                 if ((self._unflushed or self._spool is not None) and len(self.queue) == 0) or (
                     time.monotonic() - self._last_flush >= self.flush_interval
                 ):
@@ -217,13 +219,20 @@ class SinkWorker:
             self.finished = True
 
     def _left_out(self) -> dict[int, str]:
-        """What the sink left out of the batches it took (too large for it), counted as dropped by reason:
-        id(event) -> reason."""
-        left = self.sink.take_dropped()
+        """What the sink left out of the batches it took (too large for it) or its downstream refused, since
+        the last flush, counted as dropped by reason (``too_large``, ``refused``): id(event) -> reason."""
         dropped = self.queue.dropped
-        for _event, reason in left:
-            dropped[reason] = dropped.get(reason, 0) + 1
-        return {id(e): reason for e, reason in left}
+        for event, reason in self.sink.take_dropped():
+            key = reason.split(":", 1)[0]
+            dropped[key] = dropped.get(key, 0) + 1
+            self._left[id(event)] = reason
+        return self._left
+
+    def _undeliverable(self, reason: str) -> Undeliverable:
+        """What a guest whose event was left out or refused is told: dropped for good, and why."""
+        if reason.startswith("refused: "):
+            return Undeliverable(f"refused by sink {self.sink.uri}: {reason.removeprefix('refused: ')}")
+        return Undeliverable(f"{_LEFT_OUT.get(reason, reason)} for sink {self.sink.uri}")
 
     def _unconfirmed(self) -> int:
         """What the sink holds unconfirmed: its own count when it keeps one, else the events taken since the
@@ -261,6 +270,10 @@ class SinkWorker:
         if failed:  # confirmed and recorded after all
             self.stats.healthy = True
             self._backoff.reset()
-        receipts, self._unflushed = self._unflushed, []
-        for r in receipts:
-            r.done_one()
+        left = self._left_out()  # every refusal of what was flushed has come with its ack
+        taken, self._unflushed, self._left = self._unflushed, [], {}
+        for e, r in taken:
+            if left and (reason := left.get(id(e))) is not None:
+                r.drop(e, self._undeliverable(reason))
+            else:
+                r.done_one()

@@ -72,6 +72,8 @@ class SocketSink(Sink):
         except ConfigError as exc:
             raise SinkError(exc.reason) from None
         self.refused = 0
+        #: refused events not yet taken by :meth:`take_dropped`, with the downstream's reason
+        self._refused: list[tuple[Event, str]] = []
         #: called with the events each ack settles, and the refused ones with reasons (e.g. to trim a spool)
         self.on_settled: Callable[[list[Event], list[tuple[Event, str]]], None] | None = None
         self.sender: AckedSender[Event] = AckedSender(
@@ -84,6 +86,7 @@ class SocketSink(Sink):
         self.refused += len(refused)
         for e, reason in refused[:1]:
             log.debug("%s: event %s refused: %s", self.uri, e.id, reason)
+        self._refused.extend(refused)
         if self.on_settled is not None:
             self.on_settled(done, refused)
 
@@ -107,6 +110,12 @@ class SocketSink(Sink):
             await self.flush()
         finally:
             await self.sender.aclose()
+
+    def take_dropped(self) -> list[tuple[Event, str]]:
+        """The events the downstream refused (or that no frame can carry), as ``refused: <its reason>``: the
+        worker counts them as dropped (``refused``) and tells a guest that sent one why."""
+        out, self._refused = self._refused, []
+        return [(e, f"refused: {reason}") for e, reason in out]
 
     @property
     def unacked(self) -> int:

@@ -164,3 +164,52 @@ def test_events_the_host_cannot_stamp_are_refused_and_not_counted_as_accepted(tm
     assert [orjson.loads(e.body)["id"] for e in out.events] == ["g-0", "g-2", "g-3", "g-5"]
     assert rx.stats.rejected == {"attributes": 2}
     assert rx.stats.accepted == 4
+
+
+def test_a_relay_passes_its_downstreams_refusal_on_to_the_guest(tmp_path: Path) -> None:
+    """guest -> host A (real pipeline, unix sink) -> host B, whose max_depth refuses one of A's events: the
+    guest learns that event was refused (not an ack as taken), and A counts it as dropped.refused."""
+    from agent.codec.framing import LengthPrefixedDecoder, encode_frame
+    from agent.receiver import MemoryBatchDeliver
+    from agent.transport import connect, decode_ack
+
+    async def main() -> tuple[list[tuple[int, str]], int, dict[str, int], list[str], int]:
+        b_path, a_path = tmp_path / "b.sock", tmp_path / "a.sock"
+        b_got = MemoryBatchDeliver()
+        b = asyncio.ensure_future(Receiver.build(ListenerOptions(uri=f"unix:{b_path}", max_depth=4), b_got).serve())
+        queue = SinkQueue(1000)
+        stats = PipelineStats()
+        pipeline = Pipeline(Stamper(SigningKey.generate(), "host-a", SequenceStore(None)), [queue], stats)
+        sink = UnixSink(str(b_path), SocketOptions(backoff_initial=0.01), SinkContext())
+        worker = asyncio.ensure_future(SinkWorker(sink, queue, stats.sink(sink.uri), flush_interval=0.01).run())
+        deliver = PipelineDeliver(pipeline)
+        rx = Receiver.build(ListenerOptions(uri=f"unix:{a_path}"), deliver)
+        a = asyncio.ensure_future(rx.serve())
+        try:
+            while not (a_path.exists() and b_path.exists()):
+                await asyncio.sleep(0.01)
+            deep: Any = {"x": {"y": {"z": {"w": 1}}}}  # within A's max_depth, beyond B's
+            frames = [{"specversion": "1.0", "id": f"r-{i}", "source": "guest://vm/r", "type": "t",
+                       "data": deep if i == 2 else {"i": i}} for i in (1, 2, 3)]
+            stream = await connect(f"unix:{a_path}")
+            await stream.send(b"".join(encode_frame(orjson.dumps(f)) for f in frames))
+            dec, acks = LengthPrefixedDecoder(), []
+            while not acks or acks[-1].count < 3:
+                dec.feed(await stream.receive())
+                acks.extend(decode_ack(f) for f in dec.frames())
+            await stream.aclose()
+            return ([r for ack in acks for r in ack.rejected], rx.stats.accepted, dict(queue.dropped), b_got.ids(),
+                    rx.stats.dropped)
+        finally:
+            for t in (a, b):
+                t.cancel()
+            await asyncio.gather(a, b, return_exceptions=True)
+            await deliver.aclose()
+            pipeline.close()
+            await worker
+
+    refused, accepted, dropped, at_b, rx_dropped = run(main())
+    assert len(refused) == 1 and refused[0][0] == 2
+    assert refused[0][1].startswith(f"dropped: refused by sink unix:{tmp_path / 'b.sock'}: depth: ")
+    assert at_b == ["r-1", "r-3"] and accepted == 2 and rx_dropped == 1
+    assert dropped == {"refused": 1}
