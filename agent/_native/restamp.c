@@ -881,8 +881,8 @@ static PyObject *check_passes(PyObject *Py_UNUSED(module), PyObject *const *args
         if (name_is(name, n, SKIP))
             continue;
         if (name_is(name, n, optional_text)) {
-            if (v != Py_None && !PyUnicode_CheckExact(v))
-                Py_RETURN_FALSE;
+            if (v != Py_None && (!PyUnicode_CheckExact(v) || PyUnicode_GET_LENGTH(v) == 0))
+                Py_RETURN_FALSE; /* an empty one is refused, by Python, with the reason */
             continue;
         }
         if (n == 4 && memcmp(name, "time", 4) == 0) {

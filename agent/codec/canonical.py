@@ -18,8 +18,8 @@ wrong answer.
 
 ``prepare(obj)`` applies the event-data rules of the contract before that:
 integers beyond ±(2^53−1) become decimal strings, integral floats become
-integers, or decimal strings from 2^53 up to 10^21 (JCS writes such a float
-as its digits, which every reader takes for an integer beyond 2^53), and
+integers, or decimal strings from 2^53 up to 10^21 (the digits JCS writes
+for such a float, which every reader takes for an integer beyond 2^53), and
 non-finite floats (which JSON cannot carry) become ``null``. From 10^21 on JCS
 writes a float with an exponent (``1e+21``), which reads back as the same
 float: such a float stays one.
@@ -118,8 +118,9 @@ def _slow_prepare(obj: Any) -> Any:
         if f.is_integer():
             if -MAX_SAFE_INT <= f <= MAX_SAFE_INT:
                 return int(f)
-            # below 10^21 JCS writes it as plain digits, a big integer to every reader: carry it as one
-            return str(int(f)) if -_EXPONENT_FROM < f < _EXPONENT_FROM else f
+            # below 10^21 JCS writes it as plain digits, a big integer to every reader: carry those digits (the
+            # float's shortest form, padded with zeros: 1.2345678901234568e20 is "123456789012345680000")
+            return rfc8785.dumps(f).decode("ascii") if -_EXPONENT_FROM < f < _EXPONENT_FROM else f
         return f
     if isinstance(obj, dict):
         return {str(k): _slow_prepare(v) for k, v in obj.items()}

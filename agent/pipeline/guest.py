@@ -36,6 +36,7 @@ import orjson
 from .. import _native
 from ..codec.canonical import prepare
 from ..model import Event
+from ..signing.dsse import strict_base64
 from ..signing.event import NOT_EXTENSIONS, attr_text, is_json_media, material, normalize_time
 
 if TYPE_CHECKING:
@@ -339,6 +340,8 @@ def _generic(st: Stamper, event: Mapping[str, Any], hostpeer: str, recv: str, se
     for name, v in ev.items():
         if name != "data":
             attr_text(v)
+    if "data_base64" in ev and not (isinstance(ev["data_base64"], str) and strict_base64(ev["data_base64"])):
+        raise ValueError("data_base64 is not base64 (RFC 4648: the standard alphabet, padded)")
     if seq is None:
         seq = st._seq.next(source)
     ev["hostid"] = st.host_id

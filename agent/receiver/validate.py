@@ -16,6 +16,7 @@ import orjson
 from .. import _native
 from ..codec.exact import loads_wide, reparse
 from ..errors import TransportError
+from ..signing.dsse import strict_base64
 
 __all__ = ["REASONS", "REQUIRED", "Rejected", "check_attributes", "json_depth", "parse_event"]
 
@@ -125,10 +126,13 @@ def _check_attributes(event: dict[str, Any]) -> None:
         if kind == _EXT:
             if isinstance(v, (str, bool)) or (isinstance(v, int) and -_INT_MAX <= v <= _INT_MAX):
                 continue
+            if isinstance(v, int):
+                raise _bad(f"extension attribute {name} is an integer beyond ±(2^53-1), which JSON cannot carry "
+                           "exactly: send it as a string")
             raise _bad(f"extension attribute {name} must be a string, boolean or integer")
         if kind == _STR:
-            if not isinstance(v, str):
-                raise _bad(f"{name} must be a string")
+            if not isinstance(v, str) or not v:
+                raise _bad(f"{name} must be a non-empty string")
         elif kind == _TIME:
             if not (isinstance(v, str) and _RFC3339.match(v)):
                 raise _bad("time must be an RFC 3339 timestamp")
@@ -137,6 +141,8 @@ def _check_attributes(event: dict[str, Any]) -> None:
                 raise _bad("data and data_base64 are exclusive")
             if not isinstance(v, str):
                 raise _bad("data_base64 must be a string")
+            if not strict_base64(v):
+                raise _bad("data_base64 is not base64 (RFC 4648: the standard alphabet, padded)")
 
 
 def parse_event(frame: bytes, *, max_depth: int) -> dict[str, Any]:

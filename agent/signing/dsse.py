@@ -32,13 +32,32 @@ from ..errors import VerifyError
 #: the payload type of the CloudEvents verifiability extension
 PAYLOAD_TYPE = "https://cloudevents.io/verifiability/dsse/v0.1"
 
-__all__ = ["PAYLOAD_TYPE", "Envelope", "Signature", "b64d", "encode_envelope", "envelope_parts", "pae",
-           "parse_envelope"]
+__all__ = [
+    "PAYLOAD_TYPE",
+    "Envelope",
+    "Signature",
+    "b64d",
+    "encode_envelope",
+    "envelope_parts",
+    "pae",
+    "parse_envelope",
+    "strict_base64",
+]
 
 
 def pae(payload_type: bytes, body: bytes) -> bytes:
     """``"DSSEv1" SP LEN(type) SP type SP LEN(body) SP body`` with ASCII decimal lengths."""
     return b"DSSEv1 %d %b %d %b" % (len(payload_type), payload_type, len(body), body)
+
+
+def strict_base64(text: str) -> bool:
+    """Whether ``text`` is base64 as CloudEvents' JSON format carries ``data_base64``: RFC 4648's standard
+    alphabet, padded, nothing else (the URL-safe alphabet is not it)."""
+    try:
+        a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
 
 
 def b64d(text: Any, what: str) -> bytes:

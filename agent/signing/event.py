@@ -95,6 +95,8 @@ def _normalize(m: re.Match[str], value: str) -> str:
     except ValueError:
         raise VerifyError(f"time {value!r} is not a valid date and time") from None
     if m.group(9):
+        if int(m.group(10)) > 23 or int(m.group(11)) > 59:
+            raise VerifyError(f"time {value!r} has an offset outside -23:59..+23:59")
         off = timedelta(hours=int(m.group(10)), minutes=int(m.group(11)))
         t = t - off if m.group(9) == "+" else t + off
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")

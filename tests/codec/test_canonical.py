@@ -102,12 +102,20 @@ def test_canonical_refuses_what_json_cannot_carry() -> None:
 
 
 def test_prepare_integral_floats_by_how_jcs_writes_them() -> None:
-    # below 2^53: the integer; up to 10^21 JCS writes plain digits, a big integer to any reader: a string;
-    # from 10^21 on it writes an exponent, which reads back as the same float: kept
-    ready, raw = prepare({"a": 3.0, "b": 2.0**60, "c": -1e20, "d": 1e21, "e": -1.5e300})
-    assert ready == {"a": 3, "b": str(2**60), "c": "-100000000000000000000", "d": 1e21, "e": -1.5e300}
-    assert raw == b'{"a":3,"b":"1152921504606846976","c":"-100000000000000000000","d":1e+21,"e":-1.5e+300}'
+    # below 2^53: the integer; up to 10^21 JCS writes plain digits, a big integer to any reader: a string of
+    # those digits (the float's shortest form, not its exact binary value 1152921504606846976); from 10^21 on
+    # it writes an exponent, which reads back as the same float: kept
+    ready, raw = prepare({"a": 3.0, "b": 2.0**60, "c": -1e20, "d": 1e21, "e": -1.5e300,
+                          "f": 1.2345678901234568e20})
+    assert ready == {"a": 3, "b": "1152921504606847000", "c": "-100000000000000000000", "d": 1e21, "e": -1.5e300,
+                     "f": "123456789012345680000"}
+    assert raw == (b'{"a":3,"b":"1152921504606847000","c":"-100000000000000000000","d":1e+21,"e":-1.5e+300,'
+                   b'"f":"123456789012345680000"}')
     assert canonical(orjson.loads(raw)) == raw
+    # the same number written as an integer by the guest comes out the same
+    assert prepare({"f": 123456789012345680000})[0] == {"f": "123456789012345680000"}
+    for x in (2.0**60, -1e20, 1.2345678901234568e20, 9.999999999999999e20):
+        assert float(prepare(x)[0]) == x  # the digits read back as the very float
 
 
 @settings(max_examples=300, deadline=None)

@@ -62,7 +62,10 @@ def test_a_refused_event_takes_no_sequence_number() -> None:
     st._restamp = None  # the Python path (the native one leaves these events to it)
     for refused in (_ev(2, ratio=0.5), _ev(2, big=2**70), _ev(2, time="2023-02-29T00:00:00Z"),
                     # and on the generic path (a null attribute sends an event there)
-                    _ev(2, time="2023-02-29T00:00:00Z", subject=None), _ev(2, ratio=0.5, subject=None)):
+                    _ev(2, time="2023-02-29T00:00:00Z", subject=None), _ev(2, ratio=0.5, subject=None),
+                    # data_base64 that is not base64, a time zone offset of 24 hours
+                    {**_ev(2), "data": None, "data_base64": "A A=="}, {**_ev(2), "data": None, "data_base64": "-_8="},
+                    _ev(2, time="2024-01-01T10:00:00+24:00")):
         for _ in range(2):  # unplanned, then planned
             out = st.stamp_guests([_ev(1), refused, _ev(3)], "vsock:3")
             assert isinstance(out[1], Exception)

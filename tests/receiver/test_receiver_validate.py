@@ -29,6 +29,12 @@ def test_a_good_event_passes_unchanged() -> None:
     assert parse(ev) == ev
 
 
+def test_standard_base64_data_passes() -> None:
+    for text in ("", "AA==", "+/8=", "aGVsbG8gd29ybGQ="):
+        ev = event(data=..., data_base64=text)
+        assert parse(ev) == ev
+
+
 def test_host_attributes_of_any_type_pass_since_the_host_overwrites_them() -> None:
     ev = event(hostid=5, hostreceivedat=None, sequence=7, hostpeer={"cid": 3}, guestdssematerial=[1])
     assert parse(ev) == ev
@@ -52,7 +58,13 @@ def test_host_attributes_of_any_type_pass_since_the_host_overwrites_them() -> No
         ({"Bad-Name": "x"}, "attribute name"),
         ({"ext": 1.5}, "extension attribute"),
         ({"ext": {"nested": 1}}, "extension attribute"),
-        ({"ext": 2**60}, "extension attribute"),
+        ({"ext": 2**60}, "send it as a string"),
+        ({"subject": ""}, "subject must be a non-empty string"),
+        ({"datacontenttype": ""}, "datacontenttype must be a non-empty string"),
+        ({"dataschema": ""}, "dataschema must be a non-empty string"),
+        ({"data": ..., "data_base64": "-_8="}, "data_base64 is not base64"),
+        ({"data": ..., "data_base64": "AAA"}, "data_base64 is not base64"),
+        ({"data": ..., "data_base64": "A A=="}, "data_base64 is not base64"),
     ],
 )
 def test_attribute_problems(over: dict[str, Any], needle: str) -> None:
@@ -210,7 +222,7 @@ def test_integers_beyond_64_bits_reach_the_event_as_their_exact_digits() -> None
     doc = orjson.loads(out.body)
     assert doc["data"] == {"a": "18446744073709551617", "b": "-9223372036854775809",
                            "c": ["123456789012345678901234567890"], "d": "100000000000000000000",
-                           "e": "18446744073709551616", "f": "18446744073709551615", "g": 5,
+                           "e": "18446744073709552000", "f": "18446744073709551615", "g": 5,
                            "h": "1" + "0" * 400, "i": "-1" + "0" * 309}
     verify_event(doc, {key.keyid: key.verify_key()})
 

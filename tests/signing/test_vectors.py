@@ -78,13 +78,15 @@ def test_cases_3_and_4_time_zones_normalize_alike() -> None:
         ("2020-06-18t17:24:53.123456789z", "2020-06-18T17:24:53Z"),
         ("2020-01-01T00:30:00-01:00", "2020-01-01T01:30:00Z"),
         ("2020-01-01T00:30:00+01:00", "2019-12-31T23:30:00Z"),
+        ("2020-01-01T00:30:00-23:59", "2020-01-02T00:29:00Z"),
     ],
 )
 def test_normalize_time(given: str, expected: str) -> None:
     assert normalize_time(given) == expected
 
 
-@pytest.mark.parametrize("bad", ["2020-06-18", "yesterday", "2020-13-01T00:00:00Z", "2020-06-18T17:24:53"])
+@pytest.mark.parametrize("bad", ["2020-06-18", "yesterday", "2020-13-01T00:00:00Z", "2020-06-18T17:24:53",
+                                 "2024-01-01T10:00:00+24:00", "2024-01-01T10:00:00-00:60"])
 def test_normalize_time_rejects(bad: str) -> None:
     with pytest.raises(VerifyError):
         normalize_time(bad)
