@@ -16,11 +16,23 @@ run's *epoch* (counted up at every start) times 2^32, or, when even the epoch
 is lost, at the current time in microseconds. At most ``max_sources`` sources
 are tracked; a source dropped to make room starts again above every number
 handed out to a dropped one.
+
+One process at a time keeps a state file: it holds an ``flock`` on
+``sequences.lock`` beside it for as long as the store is open. Another process
+started on the same state (``hoststamp probe`` while the agent runs, a second
+agent) does not read or write the file, so it can neither make the first one
+skip numbers nor hand out numbers the first one has handed out, or will: its
+sources start at the current time in microseconds, far above what a running
+agent reaches, and its numbers are not kept (:attr:`SequenceStore.held_by`
+names the holder).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -30,6 +42,8 @@ __all__ = ["SequenceStore"]
 BLOCK = 4096
 MAX_SOURCES = 16384
 EPOCH_SHIFT = 32
+
+log = logging.getLogger("hoststamp.pipeline")
 
 
 class SequenceStore:
@@ -48,12 +62,40 @@ class SequenceStore:
         self._dropped_floor = 0
         #: the previous run did not stop cleanly (or its state was unreadable)
         self.unclean = False
+        #: the process that holds the state file, when another one does (this store then keeps nothing)
+        self.held_by: str | None = None
+        self._lock_fd = -1
+        if path is not None and not self._lock(path):
+            self._path = path = None
+            self._fresh = int(time.time() * 1e6)
         if path is not None:
             self._load(path)
             self._epoch += 1
             if self.unclean:
                 self._fresh = max(self._fresh, self._epoch << EPOCH_SHIFT)
             self._save(clean=False)
+
+    def _lock(self, path: Path) -> bool:
+        """Take the state's lock (kept until :meth:`close`); False when another process holds it."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = path.with_name("sequences.lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            self.held_by = f"pid {holder}" if holder.isdigit() else "another process"
+            log.warning("sequence state %s is held by %s: this process's sequence numbers start at the current "
+                        "time in microseconds and are not kept", path, self.held_by)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+        return True
 
     def _load(self, path: Path) -> None:
         try:
@@ -101,9 +143,15 @@ class SequenceStore:
         return self._last.get(source, 0)
 
     def close(self) -> None:
-        """Record exact positions: the next start continues without a gap."""
-        if self._path is not None:
-            self._save(clean=True)
+        """Record exact positions: the next start continues without a gap. Then let the state go."""
+        try:
+            if self._path is not None:
+                self._save(clean=True)
+        finally:
+            if self._lock_fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(self._lock_fd)  # the lock goes with the descriptor
+                self._lock_fd = -1
 
     def _save(self, *, clean: bool) -> None:
         assert self._path is not None

@@ -1,9 +1,17 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 from pathlib import Path
 
 from agent.pipeline.sequence import SequenceStore
+
+
+def killed(s: SequenceStore) -> None:
+    """What a process's death does to its store: the lock goes with its descriptor; nothing more is written."""
+    os.close(s._lock_fd)
+    s._lock_fd = -1
 
 
 def test_counts_per_source(tmp_path: Path) -> None:
@@ -25,7 +33,7 @@ def test_crash_skips_ahead_never_repeats(tmp_path: Path) -> None:
     path = tmp_path / "seq.json"
     s = SequenceStore(path, block=100)
     seen = [s.next("a") for _ in range(150)]
-    # no close(): as if killed. The next run starts above anything handed out.
+    killed(s)  # no close(): the next run starts above anything handed out
     s2 = SequenceStore(path, block=100)
     n = s2.next("a")
     assert n > max(seen) and s2.unclean
@@ -65,8 +73,10 @@ def test_a_crash_before_a_new_source_was_written_never_repeats(tmp_path: Path) -
     handed = [s.next("new") for _ in range(50)]  # below the first reservation: never written
     assert "new" not in json.loads(path.read_text())["sources"]
     # killed here; twice, to see the epoch move on
+    killed(s)
     s2 = SequenceStore(path, block=100)
     n2 = [s2.next("new") for _ in range(50)]
+    killed(s2)
     s3 = SequenceStore(path, block=100)
     n3 = s3.next("new")
     assert s2.unclean and min(n2) > max(handed) and n3 > max(n2)
@@ -97,5 +107,43 @@ def test_another_writers_temp_file_is_left_alone(tmp_path: Path) -> None:
     assert s.next("a") == 1
     s.close()
     assert theirs.read_text() == "another writer's half-written state"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["seq.json", "seq.json.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seq.json", "seq.json.tmp", "sequences.lock"]
     assert SequenceStore(path).next("a") == 2
+
+
+def test_a_second_process_on_held_state_neither_disturbs_nor_repeats(tmp_path: Path) -> None:
+    """``hoststamp probe`` while the agent runs: the agent's numbers go on without a gap, the probe's are its
+    own (from the time in microseconds), and the state file is the agent's alone."""
+    path = tmp_path / "seq.json"
+    agent = SequenceStore(path, block=10)
+    first = [agent.next("a") for _ in range(5)]
+    before = path.read_bytes()
+    probe = SequenceStore(path, block=10)
+    assert probe.held_by == f"pid {os.getpid()}"
+    theirs = [probe.next("a") for _ in range(30)]  # past a block: a store that kept state would write now
+    probe.close()
+    assert path.read_bytes() == before
+    assert min(theirs) > 1_000_000_000_000_000 and theirs == sorted(set(theirs))
+    assert [agent.next("a") for _ in range(20)] == list(range(6, 26)) and first == [1, 2, 3, 4, 5]
+    agent.close()
+    again = SequenceStore(path)
+    assert again.held_by is None and again.next("a") == 26
+    again.close()
+
+
+def _numbers(path: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    s = SequenceStore(Path(path))
+    out.put([s.next("hoststamp://h/lve") for _ in range(3)])
+    s.close()
+
+
+def test_processes_started_at_once_on_one_state_never_share_a_number(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_numbers, args=(str(tmp_path / "seq.json"), out)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    got = [n for _ in procs for n in out.get(timeout=30)]
+    for p in procs:
+        p.join(30)
+    assert len(got) == 24 and len(set(got)) == 24
