@@ -103,17 +103,31 @@ class SinkWorker:
                 dropped = self._spool.dropped
                 dropped["spool_damaged"] = dropped.get("spool_damaged", 0) + lost
         stats.dropped = queue.dropped  # the queue counts drops by reason; the stats show the same dict
+        #: the sink reported a failure it retries by itself and not yet its recovery: not healthy meanwhile,
+        #: whatever a send that only queued says
+        self._troubled = False
+        sink.on_trouble = self._trouble
 
     async def _open(self) -> None:
         while not self._opened:
             try:
                 await self.sink.open()
                 self._opened = True
-                self.stats.healthy = True
+                self.stats.healthy = not self._troubled
             except Exception as exc:  # any failure of one sink is retried, never the end of the agent
                 self._failed(exc, "open")
                 await anyio.sleep(self._backoff.next())
         self._backoff.reset()
+
+    def _trouble(self, error: str | None) -> None:
+        """The sink's own report of a failure it retries in the background (it logged it), or of recovery."""
+        self._troubled = error is not None
+        if error is None:
+            self.stats.healthy = True
+            return
+        self.stats.send_errors += 1
+        self.stats.healthy = False
+        self.stats.last_error = error
 
     def _failed(self, exc: Exception, action: str) -> None:
         self.stats.send_errors += 1
@@ -176,7 +190,7 @@ class SinkWorker:
                 self._backoff.reset()
                 self.holding = 0
                 self._sent_upto = upto
-                self.stats.healthy = True
+                self.stats.healthy = not self._troubled
                 left = self._left_out()
                 self.stats.duplicates += self.sink.take_duplicates()
                 self.stats.sent += len(events) - (sum(1 for e in events if id(e) in left) if left else 0)
@@ -268,7 +282,7 @@ class SinkWorker:
                     raise
                 await anyio.sleep(self._backoff.next())
         if failed:  # confirmed and recorded after all
-            self.stats.healthy = True
+            self.stats.healthy = not self._troubled
             self._backoff.reset()
         left = self._left_out()  # every refusal of what was flushed has come with its ack
         taken, self._unflushed, self._left = self._unflushed, [], {}

@@ -10,7 +10,7 @@ acknowledgement for sockets); ``aclose`` flushes and releases.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,6 +45,15 @@ class Sink(ABC):
         self.target = target
         self.options = options
         self.ctx = ctx
+        #: set by the sink's worker: told of a failure the sink retries by itself in the background (a failed
+        #: connect, a broken connection), with what went wrong, and of its recovery (None), so that the sink's
+        #: health and error count show it before a send or flush fails
+        self.on_trouble: Callable[[str | None], None] | None = None
+
+    def trouble(self, error: str | None) -> None:
+        """Tell the worker of a failure retried in the background (``error``) or of the recovery (None)."""
+        if self.on_trouble is not None:
+            self.on_trouble(error)
 
     @property
     def uri(self) -> str:

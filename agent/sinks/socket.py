@@ -79,7 +79,8 @@ class SocketSink(Sink):
         self.sender: AckedSender[Event] = AckedSender(
             dialer(self.endpoint, timeout=opts.connect_timeout), _body, name=self.uri,
             max_unacked=opts.max_unacked, max_frame=opts.max_frame, ack_timeout=opts.ack_timeout,
-            backoff=Backoff(opts.backoff_initial, opts.backoff_max), on_settled=self._settled)
+            backoff=Backoff(opts.backoff_initial, opts.backoff_max), on_settled=self._settled,
+            on_trouble=self.trouble)
 
     def _settled(self, done: list[Event], refused: list[tuple[Event, str]]) -> None:
         # the downstream refused these for good (invalid, bad signature, dropped): sending again cannot help

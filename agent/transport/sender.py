@@ -74,7 +74,7 @@ class AckedSender(Generic[T]):
     def __init__(self, dial: Dialer, payload: Callable[[T], bytes], *, name: str,
                  max_unacked: int = 10000, max_frame: int = DEFAULT_MAX_FRAME, ack_timeout: float = 30.0,
                  backoff: Backoff | None = None, on_settled: OnSettled[T] | None = None,
-                 write_batch: int = 256) -> None:
+                 write_batch: int = 256, on_trouble: Callable[[str | None], None] | None = None) -> None:
         if max_unacked < 1:
             raise ValueError("max_unacked must be at least 1")
         self.name = name
@@ -85,6 +85,8 @@ class AckedSender(Generic[T]):
         self.ack_timeout = ack_timeout
         self.backoff = backoff or Backoff()
         self._on_settled = on_settled
+        #: told of each connection failure (what went wrong) and of each connect after one (None)
+        self._on_trouble = on_trouble
         self._write_batch = write_batch
         self._outbox: Outbox[T] = Outbox()
         self._wake = asyncio.Event()
@@ -188,6 +190,8 @@ class AckedSender(Generic[T]):
             if self._failing:
                 log.info("%s: connected", self.name)
                 self._failing = False
+                if self._on_trouble is not None:
+                    self._on_trouble(None)
             await self._serve(stream)
             self.stats.disconnects += 1
             if self._acked_on_conn:
@@ -197,6 +201,8 @@ class AckedSender(Generic[T]):
 
     def _note_failure(self, error: str) -> None:
         self.last_error = error
+        if self._on_trouble is not None:
+            self._on_trouble(error)
         if not self._failing:
             log.warning("%s: %s (retrying with backoff)", self.name, error)
             self._failing = True
@@ -219,8 +225,10 @@ class AckedSender(Generic[T]):
                 elif exc is not None:
                     log.error("%s: sending failed unexpectedly", self.name, exc_info=exc)
                     self.last_error = repr(exc)
-                else:
+                elif self._outbox:
                     self._note_failure(f"{stream.peer}: connection closed by peer")
+                else:  # nothing owed: a downstream closing an idle connection is no failure
+                    log.debug("%s: %s closed the idle connection", self.name, stream.peer)
         finally:
             self.connected = False
             for t in (writer, reader):

@@ -121,3 +121,35 @@ def test_flush_fails_when_nobody_acks(tmp_path: Path) -> None:
         await lst.aclose()
 
     run(main())
+
+
+def test_a_sink_that_cannot_connect_is_down_at_once_and_up_again_once_connected(tmp_path: Path) -> None:
+    """Failed connects are retried by the sender itself, while send only queues: the worker still shows the sink
+    down (and counts each failure) as they happen, not when a flush times out ``ack_timeout`` later."""
+    from agent.pipeline import PipelineStats, SinkQueue, SinkWorker
+
+    path = tmp_path / "later.sock"
+
+    async def main() -> tuple[bool, int, str | None, bool, list[str]]:
+        sink = UnixSink(str(path), SocketOptions(backoff_initial=0.02, backoff_max=0.05, ack_timeout=60),
+                        SinkContext())
+        queue = SinkQueue(100)
+        stats = PipelineStats().sink(sink.uri)
+        worker = asyncio.ensure_future(SinkWorker(sink, queue, stats, flush_interval=0.01).run())
+        await queue.put_many(events(3))
+        while stats.send_errors < 3:
+            await asyncio.sleep(0.01)
+        down = (stats.healthy, stats.send_errors, stats.last_error)
+        got = MemoryDeliver()
+        rx = asyncio.ensure_future(Receiver.build(ListenerOptions(uri=f"unix:{path}"), got).serve())
+        while len(got.got) < 3 or not stats.healthy:
+            await asyncio.sleep(0.01)
+        queue.close()
+        await worker
+        rx.cancel()
+        await asyncio.gather(rx, return_exceptions=True)
+        return (*down, stats.healthy, got.ids())
+
+    healthy, errors, last_error, healthy_after, ids = run(main())
+    assert not healthy and errors >= 3 and last_error is not None and "cannot connect" in last_error
+    assert healthy_after and ids == ["e-0", "e-1", "e-2"]
