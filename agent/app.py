@@ -39,6 +39,7 @@ from .pipeline import PipelineStats, ProbeRunner, SequenceStore, SinkQueue, Sink
 from .pipeline.parallel import build_pipeline
 from .pipeline.spoolqueue import SpoolQueue
 from .probes.base import Probe
+from .receiver.dedupe import DedupeWindow
 from .sdnotify import Notifier, watchdog_period
 from .signing.keys import SigningKey
 from .sinks import SinkContext
@@ -78,6 +79,8 @@ class Agent:
         self.pipeline = build_pipeline(self.stamper, self.gen.queues, self.stats, self.cfg.agent.sign_workers,
                                        self.cfg.agent.sign_threads)
         self._retiring: list[Generation] = []
+        #: each listener's duplicate window, by (uri, dedupe_window): kept across reloads while configured
+        self._dedupe: dict[tuple[str, int], DedupeWindow] = {}
         #: events the drains could not deliver: left in queues at the deadline, kept in spools, taken by a sink
         #: that did not confirm them, or dropped by a queue (``run --once`` fails when this is not 0)
         self.undelivered = 0
@@ -152,11 +155,19 @@ class Agent:
         from .receiver.nats import NatsSource
 
         kind: type[Receiver] | type[NatsSource] = NatsSource if opts.uri.lower().startswith("nats:") else Receiver
+        # a listener kept across a reload keeps its duplicate window: a guest re-sending what the old one took
+        # is still recognized
+        wanted = {(o.uri, o.dedupe_window) for o in gen.cfg.listeners}
+        for k in [k for k in self._dedupe if k not in wanted]:
+            del self._dedupe[k]
+        window = self._dedupe.get((opts.uri, opts.dedupe_window))
+        if window is None:
+            window = self._dedupe[(opts.uri, opts.dedupe_window)] = DedupeWindow(opts.dedupe_window)
         try:
             await self.pipeline.start()  # signing workers, if any, start with the first listener
             deliver = PipelineDeliver(self.pipeline)
             try:
-                source = kind.build(opts, deliver)
+                source = kind.build(opts, deliver, dedupe=window)
                 gen.receivers[opts.uri] = source.stats  # read by /metrics and the status file
                 await source.serve()
             finally:

@@ -108,8 +108,9 @@ class NatsSource:
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def build(cls, options: ListenerOptions, deliver: Deliver) -> NatsSource:
-        return cls(options, deliver, policy=GuestPolicy.load(options.guest_signatures, options.trusted_keys))
+    def build(cls, options: ListenerOptions, deliver: Deliver, *, dedupe: DedupeWindow | None = None) -> NatsSource:
+        return cls(options, deliver, policy=GuestPolicy.load(options.guest_signatures, options.trusted_keys),
+                   dedupe=dedupe)
 
     async def serve(self) -> None:
         """Consume until cancelled; a lost server is retried with full-jitter backoff."""

@@ -225,6 +225,29 @@ def test_listeners_are_rebuilt_on_sighup(workdir: Path, signing: str) -> None:
     assert guest_ids(workdir / "out" / "b.ndjson") == ["g3", "g4", "g5", "g6"]
 
 
+def test_a_listener_kept_across_a_reload_keeps_its_duplicate_window(workdir: Path) -> None:
+    """A guest that sends again what it sent before a reload (its acks were lost) is recognized: not taken twice."""
+    cfg = workdir / "hoststamp.toml"
+    listener = '[[listeners]]\nuri = "unix:in.sock"\n'
+    cfg.write_text(_config_text(["file:out/a.ndjson"], extra=listener, interval=60))
+    with AgentProcess(workdir, cfg) as agent:
+        agent.wait_ready()
+        wait_for(lambda: (workdir / "in.sock").exists(), what="the listener's socket")
+        assert run_cli(["send", "--to", "unix:in.sock", "--timeout", "10"], cwd=workdir,
+                       stdin=_guest_events(3)).returncode == 0
+        cfg.write_text(_config_text(["file:out/a.ndjson"], extra=listener, interval=61))
+        agent.signal(signal.SIGHUP)
+        wait_for(lambda: agent.status()["generation"] == 2, what="the reload")
+        assert run_cli(["send", "--to", "unix:in.sock", "--timeout", "10"], cwd=workdir,
+                       stdin=_guest_events(4)).returncode == 0
+        wait_for(lambda: agent.status()["listeners"][0]["accepted"] == 4, what="the new event taken")
+        assert agent.status()["listeners"][0]["duplicates"] == 3
+        assert agent.stop() == 0
+    ids = [e["id"] for e in map(orjson.loads, (workdir / "out" / "a.ndjson").read_bytes().splitlines())
+           if e["source"].startswith("guest")]
+    assert ids == ["g0", "g1", "g2", "g3"]
+
+
 def test_a_sink_kept_across_reloads_sees_its_events_in_order(workdir: Path) -> None:
     cfg = workdir / "hoststamp.toml"
     a = workdir / "out" / "a.ndjson"
