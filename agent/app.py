@@ -65,6 +65,8 @@ class Agent:
     #: re-reads the configuration on SIGHUP; None: SIGHUP only logs that there is nothing to re-read
     reload_config: Callable[[], Config] | None = None
     notifier: Notifier = field(default_factory=Notifier)
+    #: called once the agent runs: after the workers started (``once``), or once every listener listens
+    announce: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         state = Path(self.cfg.agent.state_dir)
@@ -179,6 +181,12 @@ class Agent:
             # at start a listener that cannot listen ends the agent (cleanly: queues drain), as a bad config would
             self._fatal = exc if isinstance(exc, AgentError) else AgentError(f"{opts.uri}: {exc}")
             self._stop.set()
+
+    async def _listening(self, gen: Generation, timeout: float = 10.0) -> None:
+        """Wait (up to ``timeout``) until every listener of ``gen`` listens, or one failed and stops the agent."""
+        with anyio.move_on_after(timeout):
+            while not self._stop.is_set() and any(o.uri not in gen.receivers for o in gen.cfg.listeners):
+                await anyio.sleep(0.005)
 
     async def _stop_producers(self, gen: Generation) -> None:
         """Cancel; a submit blocked on a full queue gets ``drain_timeout``, then the queues close under it."""
@@ -380,6 +388,8 @@ class Agent:
                 self._tg = tg
                 await self._start_workers(self.gen)
                 if self.once:
+                    if self.announce is not None:
+                        self.announce()
                     async with anyio.create_task_group() as once:
                         for r in self.gen.runners:
                             once.start_soon(r.run_once)
@@ -388,10 +398,14 @@ class Agent:
                     if self.metrics is not None:
                         tg.start_soon(self.metrics.serve)
                     await self._start_producers(self.gen)
-                    tg.start_soon(self._housekeeping)
-                    if status is not None:
-                        tg.start_soon(status.run)
-                    self.notifier.ready(self._status_text())
+                    await self._listening(self.gen)
+                    if not self._stop.is_set():
+                        if self.announce is not None:
+                            self.announce()
+                        tg.start_soon(self._housekeeping)
+                        if status is not None:
+                            tg.start_soon(status.run)
+                        self.notifier.ready(self._status_text())
                     await self._stop.wait()
                     self.notifier.stopping()
                 async with self._lock:

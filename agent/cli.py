@@ -7,6 +7,7 @@ or bad configuration (the message names the file and the key).
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -145,16 +146,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _run_config(args)
     # [agent] log_format and log_level, unless the command line said otherwise
+    json_logs = (args.log_format or cfg.agent.log_format) == "json"
     _setup_logging(args.log_format or cfg.agent.log_format, args.verbose, cfg.agent.log_level)
     key = load_signing_key(_key_path(args.key, cfg))
     agent = Agent(cfg, key, once=args.once, reload_config=lambda: _run_config(args))
     status = StatusLine(agent.stats, [(ep.uri, q) for ep, q in zip(cfg.sinks, agent.queues, strict=True)])
-    status.startup([pc.name for pc, _ in agent.probes], [ep.uri for ep in cfg.sinks],
-                   [lo.uri for lo in cfg.listeners], key.keyid)
+    # said once every listener is listening (a listener that cannot listen ends the agent before it)
+    agent.announce = functools.partial(status.startup, [pc.name for pc, _ in agent.probes],
+                                       [ep.uri for ep in cfg.sinks], [lo.uri for lo in cfg.listeners], key.keyid,
+                                       as_log=json_logs)
     anyio.run(agent.run, None if args.once else status)
     if args.once and agent.undelivered:
-        print(f"hoststamp run --once: {agent.undelivered} events not delivered to every sink (dropped, or not "
-              "confirmed: see the log above)", file=sys.stderr)
+        what = (f"{agent.undelivered} events not delivered to every sink (dropped, or not confirmed: see the log "
+                "above)")
+        if json_logs:
+            logging.getLogger("hoststamp").error("run --once: %s", what)
+        else:
+            print(f"hoststamp run --once: {what}", file=sys.stderr)
         return EXIT_FAIL
     return EXIT_OK
 

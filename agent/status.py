@@ -56,12 +56,17 @@ class StatusLine:
         )
         return f"hoststamp: {self.stats.signed} events ({rate:.1f}/s) | {sinks} | probe errors {errors}"
 
-    def startup(self, probes: Sequence[str], sinks: Sequence[str], listeners: Sequence[str], keyid: str) -> None:
-        line = (
-            f"hoststamp: running; probes={','.join(probes) or 'none'} sinks={','.join(sinks) or 'none'}"
+    def startup(self, probes: Sequence[str], sinks: Sequence[str], listeners: Sequence[str], keyid: str, *,
+                as_log: bool = False) -> None:
+        """The line that says the agent runs: printed, or a log record when logs are JSON (every line JSON)."""
+        what = (
+            f"running; probes={','.join(probes) or 'none'} sinks={','.join(sinks) or 'none'}"
             f"{' listeners=' + ','.join(listeners) if listeners else ''} keyid={keyid}"
         )
-        print(line, file=self.stream, flush=True)
+        if as_log:
+            logging.getLogger("hoststamp").info("%s", what)
+        else:
+            print(f"hoststamp: {what}", file=self.stream, flush=True)
 
     async def run(self, period: float = 1.0) -> None:
         if not self.live:

@@ -128,6 +128,11 @@ def test_run_once_fails_when_a_queue_dropped_events(tmp_path: Path) -> None:
     every = (tmp_path / "all.ndjson").read_bytes().splitlines()
     assert len(every) > 1 and len((tmp_path / "one.ndjson").read_bytes().splitlines()) < len(every)
     assert res.returncode == 1 and b"not delivered" in res.stderr, res.stderr
+    # with JSON logs every line on stderr is JSON, the start and the verdict included
+    res = run_cli(["--log-format", "json", "run", "--config", str(cfg), "--once", "--probes", "cgroup"], cwd=tmp_path)
+    records = [orjson.loads(line) for line in res.stderr.splitlines()]
+    assert res.returncode == 1 and records[0]["msg"].startswith("running; probes=cgroup")
+    assert any("not delivered" in r["msg"] for r in records)
 
 
 def test_sequence_rises_across_restarts(tmp_path: Path) -> None:

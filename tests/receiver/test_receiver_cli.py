@@ -41,15 +41,21 @@ def test_send_to_a_running_agent(tmp_path: Path) -> None:
         assert bad.returncode == 1
         err = bad.stderr.decode()
         assert "line 2: not JSON" in err and "line 3: attributes:" in err
+        # a second agent on the same socket fails, and says so without first saying it runs
+        second = run_cli(["run", "--probes", "none", "--key", "keys/host.key", "--listen", f"unix:{sock}",
+                          "--sink", f"file:{tmp_path / 'other.ndjson'}"], cwd=tmp_path)
     finally:
         agent.send_signal(signal.SIGTERM)
         try:
-            agent.communicate(timeout=30)
+            agent_err = agent.communicate(timeout=30)[1]
         except subprocess.TimeoutExpired:
             agent.kill()
-            agent.communicate()
+            agent_err = agent.communicate()[1]
     events = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     assert [e["id"] for e in events] == ["a", "b", "c"]
+    assert second.returncode == 1 and b"another process is listening there" in second.stderr
+    assert b"hoststamp: running;" not in second.stderr  # it never said it was running
+    assert agent.returncode == 0 and b"hoststamp: running;" in agent_err
     assert all(e["hostid"] != "forged" and e["hostpeer"].startswith(f"unix:uid={os.getuid()},pid=") for e in events)
     assert not sock.exists()
 
