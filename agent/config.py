@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import schema
-from .errors import ConfigError, SigningError
+from .errors import ConfigError, SigningError, SinkError
 from .probes import registry as probe_registry
 from .sinks import registry as sink_registry
+from .sinks.base import SinkContext
 
 __all__ = [
     "AgentSettings",
@@ -94,6 +95,10 @@ class ProbeConfig:
         return probe_registry.get(self.name).unavailable(self.options) is None
 
 
+#: the smallest spool (``spool_max_bytes``): one segment
+SPOOL_MIN_BYTES = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class SinkCommon:
     """Keys every ``[[sinks]]`` entry accepts besides its scheme's own."""
@@ -112,6 +117,8 @@ class SinkCommon:
             raise ValueError("queue_size must be at least 1")
         if self.batch_max < 1:
             raise ValueError("batch_max must be at least 1")
+        if self.spool_max_bytes < SPOOL_MIN_BYTES:
+            raise ValueError(f"spool_max_bytes must be at least {SPOOL_MIN_BYTES}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +256,9 @@ def _sink_identity(ep: EndpointConfig) -> tuple[str, str]:
 
 
 def endpoint(table: Mapping[str, Any], *, prefix: str, file: str | None) -> EndpointConfig:
+    """One ``[[sinks]]`` entry (or ``--sink URI``), its target checked by the sink itself, as ``run`` builds it."""
+    if not isinstance(table, Mapping):
+        schema.build(SinkCommon, table, prefix=prefix, file=file)  # raises: "expected a table, got ..."
     common_keys = set(schema.field_names(SinkCommon))
     common = schema.build(SinkCommon, {k: v for k, v in table.items() if k in common_keys}, prefix=prefix, file=file)
     try:
@@ -258,6 +268,11 @@ def endpoint(table: Mapping[str, Any], *, prefix: str, file: str | None) -> Endp
         raise ConfigError(exc.reason, key=f"{prefix}.uri" if prefix != "--sink" else prefix, file=file) from None
     rest = {k: v for k, v in table.items() if k not in common_keys}
     options = schema.build(cls.Options, rest, prefix=prefix, file=file, also=common_keys)
+    uri_key = prefix if prefix.startswith("--") else f"{prefix}.uri"
+    try:  # what the sink cannot take is found now (config check), not when run builds it
+        cls(target, options, SinkContext())
+    except (SinkError, ValueError) as exc:
+        raise ConfigError(str(exc), key=uri_key, file=file) from None
     return EndpointConfig(uri=common.uri, scheme=scheme, target=target, common=common, options=options,
                           key=prefix if prefix.startswith("--") else f"{prefix}.uri")
 

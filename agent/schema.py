@@ -52,7 +52,11 @@ def build(cls: type[T], table: Mapping[str, Any], *, prefix: str, file: str | No
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:  # __post_init__ checks
-        raise ConfigError(str(exc), key=prefix or None, file=file) from None
+        # a check that names its field first ("queue_size must be at least 1") is that key's problem
+        msg = str(exc)
+        first = msg.split(" ", 1)[0]
+        named = (f"{prefix}.{first}" if prefix else first) if first in fields else prefix or None
+        raise ConfigError(msg, key=named, file=file) from None
 
 
 def _tname(v: Any) -> str:

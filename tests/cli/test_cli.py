@@ -62,7 +62,8 @@ def test_a_sink_target_it_cannot_take_is_a_config_error_naming_where_it_came_fro
     cfg = _config(tmp_path, config)
     res = run_cli(["run", "--once", "--probes", "none", "--config", str(cfg), *args], cwd=tmp_path)
     assert res.returncode == 2, res.stderr
-    assert f"configuration error: {key}:".encode() in res.stderr
+    where = f"{cfg}: {key}" if key.startswith("sinks[") else key  # a key of the file comes with the file's name
+    assert f"configuration error: {where}:".encode() in res.stderr
 
 
 def test_a_missing_key_says_how_to_make_one(tmp_path: Path) -> None:

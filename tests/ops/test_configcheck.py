@@ -37,6 +37,18 @@ uri = "file:out.ndjson"
 queue_size = "big"
 overflow = "explode"
 
+[[sinks]]
+uri = "stdout:x"
+
+[[sinks]]
+uri = "file:spooled.ndjson"
+spool = "spool"
+spool_max_bytes = 100
+batch_max = 0
+queue_size = -1
+
+sinks_too = [1]
+
 [[listeners]]
 uri = "vsock:seven:5000"
 
@@ -47,6 +59,8 @@ listen = "localhost"
 EXPECTED_KEYS = {
     "colour", "agent.drain_timeout", "agent.bogus", "probes.cgroup.interval", "probes.nope", "probes.lve.top_n",
     "probes.lve.shiny", "sinks[0].uri", "sinks[1].queue_size", "sinks[1].overflow", "listeners[0].uri", "metrics",
+    # a target the sink refuses, and every bad common key of one table (checks that name their key)
+    "sinks[2].uri", "sinks[3].spool_max_bytes", "sinks[3].batch_max", "sinks[3].queue_size", "sinks[3].sinks_too",
 }
 
 
@@ -191,3 +205,13 @@ def test_a_guest_signature_policy_needs_trust_it_can_read(tmp_path: Path) -> Non
     path.write_text(f'[[sinks]]\nuri = "stdout:"\n[[listeners]]\nuri = "unix:{tmp_path}/rx.sock"\n'
                     f'guest_signatures = "require"\ntrusted_keys = ["{pub}"]\n')
     assert not [p for p in check_file(path) if p.severity == "error"]
+
+
+@pytest.mark.parametrize("body", ["sinks = [1]\n", "sinks = [\"file:x\"]\n"])
+def test_a_sink_that_is_not_a_table_is_a_problem_not_a_crash(tmp_path: Path, body: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(body)
+    assert [(p.key, p.reason.split(",")[0]) for p in check_file(path)] == [("sinks[0]", "expected a table")]
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert info.value.key == "sinks[0]"
