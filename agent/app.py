@@ -51,7 +51,7 @@ __all__ = ["Agent", "build_probe", "build_sink", "host_id"]
 log = logging.getLogger("hoststamp")
 
 #: ``[agent]`` keys a reload cannot change (the signer, sequences and state stay)
-RESTART_ONLY = ("host_id", "key", "state_dir", "sign_workers", "sign_threads")
+RESTART_ONLY = ("host_id", "key", "state_dir", "sign_workers", "sign_threads", "log_format", "log_level")
 
 
 @dataclass

@@ -118,8 +118,9 @@ def _check_private_mode(path: Path) -> None:
     except OSError as exc:
         raise SigningError(f"{path}: cannot read private key: {exc.strerror or exc}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        what = "readable" if mode & (stat.S_IRGRP | stat.S_IROTH) else "open"
         raise SigningError(
-            f"{path}: private key is readable by group or others (mode {stat.S_IMODE(mode):04o}); "
+            f"{path}: private key is {what} to group or others (mode {stat.S_IMODE(mode):04o}); "
             f"fix it with: chmod 600 {path}"
         )
 

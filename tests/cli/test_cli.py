@@ -73,8 +73,9 @@ def test_a_missing_key_says_how_to_make_one(tmp_path: Path) -> None:
     assert "keys/host.key" in err and "hoststamp keys generate --dir keys" in err
 
 
-@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644])
-def test_group_or_other_readable_key_is_refused(tmp_path: Path, mode: int) -> None:
+@pytest.mark.parametrize(("mode", "said"), [(0o640, "readable"), (0o604, "readable"), (0o644, "readable"),
+                                           (0o620, "open"), (0o601, "open")])
+def test_group_or_other_readable_key_is_refused(tmp_path: Path, mode: int, said: str) -> None:
     assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
     key = tmp_path / "keys" / "host.key"
     os.chmod(key, mode)
@@ -82,6 +83,7 @@ def test_group_or_other_readable_key_is_refused(tmp_path: Path, mode: int) -> No
     assert res.returncode == 2
     err = res.stderr.decode()
     assert "keys/host.key" in err and "chmod 600" in err
+    assert f"private key is {said} to group or others (mode {mode:04o})" in err
 
 
 def test_run_once_emits_verifiable_cloudevents(tmp_path: Path) -> None:
