@@ -25,7 +25,7 @@ from tests.helpers import ROOT
 DEPLOY = ROOT / "deploy"
 UNIT = DEPLOY / "hoststamp.service"
 EXAMPLE = DEPLOY / "hoststamp.toml"
-INSTALLED = "/opt/hoststamp/.venv/bin/hoststamp"
+INSTALLED = "/opt/hoststamp/bin/hoststamp"
 
 
 def _unit_entries(text: str) -> dict[str, dict[str, list[str]]]:
@@ -134,8 +134,10 @@ def test_example_config_loads_and_exercises_every_key(monkeypatch: pytest.Monkey
     assert cfg.metrics.listen and cfg.sinks and cfg.listeners
     doc = tomllib.loads(EXAMPLE.read_text())
     missing = [f"[agent] {k}" for k in _fields(config.AgentSettings, "") if k not in doc["agent"]]
+    # a key shown commented out (one that needs more than the shipped unit allows, with a note why) counts
+    commented = set(re.findall(r"^#(\w+) = ", EXAMPLE.read_text(), re.M))
     for name in probe_registry.names():
-        have = _keys_of(doc["probes"].get(name, {}))
+        have = _keys_of(doc["probes"].get(name, {})) | commented
         missing += [f"[probes.{name}] {k}" for k in _fields(probe_registry.get(name).Options, "") if k not in have]
     have_common = set().union(*(_keys_of(t) for t in doc["probes"].values()))
     missing += [f"[probes.*] {k}" for k in _fields(config.ProbeCommon, "") if k not in have_common]
