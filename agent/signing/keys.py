@@ -176,13 +176,16 @@ def load_verify_keys(paths: list[str] | tuple[str, ...]) -> dict[str, VerifyKey]
 
 
 def generate_keypair(directory: str | os.PathLike[str], *, overwrite: bool = False) -> SigningKey:
-    """Write ``DIR/host.key`` (0600) and ``DIR/host.pub``; return the key."""
+    """Write ``DIR/host.key`` (0600) and ``DIR/host.pub`` (0644), whatever the umask; a directory made here is
+    0700. Return the key."""
     d = Path(directory)
     key_path, pub_path = d / KEY_NAME, d / PUB_NAME
     if key_path.exists() and not overwrite:
         raise SigningError(f"{key_path}: a key already exists; remove it first to make a new one")
     try:
-        d.mkdir(parents=True, exist_ok=True)
+        if not d.is_dir():
+            d.mkdir(parents=True, exist_ok=True)
+            os.chmod(d, 0o700)  # not left to the umask: it holds the private key
         key = SigningKey.generate()
         tmp = key_path.with_name(KEY_NAME + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -194,6 +197,7 @@ def generate_keypair(directory: str | os.PathLike[str], *, overwrite: bool = Fal
             os.close(fd)
         os.replace(tmp, key_path)
         pub_path.write_bytes(key.public_pem())
+        os.chmod(pub_path, 0o644)
     except OSError as exc:  # a runtime failure (exit 1), not a usage error
         raise AgentError(f"{d}: cannot write keys: {exc.strerror or exc}") from None
     key.path = key_path

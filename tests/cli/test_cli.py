@@ -45,6 +45,18 @@ def test_keys_generate(tmp_path: Path) -> None:
     assert again.returncode != 0 and b"already exists" in again.stderr
 
 
+def test_keys_generate_sets_modes_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        assert run_cli(["keys", "generate", "--dir", "k/deeper"], cwd=tmp_path).returncode == 0
+    finally:
+        os.umask(old)
+    d = tmp_path / "k" / "deeper"
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    assert stat.S_IMODE((d / "host.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((d / "host.pub").stat().st_mode) == 0o644
+
+
 def test_keys_that_cannot_be_written_are_a_runtime_failure(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     res = run_cli(["keys", "generate", "--dir", "file/keys"], cwd=tmp_path)
