@@ -18,6 +18,7 @@ positions so the next start continues without a gap.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -370,7 +371,15 @@ class Agent:
                     assert self._tg is not None
                     self._tg.start_soon(self.reload)
                     continue
-                log.info("received %s, stopping", signal.Signals(signum).name)
+                name = signal.Signals(signum).name
+                if self._stop.is_set():
+                    # a second SIGINT/SIGTERM while draining: the operator wants out now. A spool keeps what it
+                    # holds (it is crash-safe); without one, what was not delivered is lost, as the log says
+                    log.error("received %s again while stopping: exiting now, without draining (undelivered "
+                              "events stay in spools, or are lost without one)", name)
+                    logging.shutdown()
+                    os._exit(1)
+                log.info("received %s, stopping (again to exit at once)", name)
                 self._stop.set()
 
     async def run(self, status: StatusLine | None = None) -> None:

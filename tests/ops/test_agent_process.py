@@ -328,3 +328,20 @@ def test_sighup_moves_the_metrics_endpoint(workdir: Path) -> None:
         with pytest.raises(urllib.error.URLError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
         assert agent.stop() == 0
+
+
+def test_a_second_sigterm_while_draining_exits_at_once(workdir: Path) -> None:
+    """The first SIGTERM drains (here for up to a minute: a socket sink that nobody listens to holds events);
+    a second one ends the agent now, with exit 1 and a log line that says what that means."""
+    cfg = workdir / "hoststamp.toml"
+    text = config_text([f"unix:{workdir / 'nobody.sock'}"]).replace("drain_timeout = 5.0", "drain_timeout = 60.0")
+    cfg.write_text(text)
+    with AgentProcess(workdir, cfg) as agent:
+        agent.wait_ready()
+        wait_for(lambda: (agent.status()["sinks"][0]["enqueued"] or 0) > 0, what="events for the dead sink")
+        agent.signal(signal.SIGTERM)
+        wait_for(lambda: "stopping" in agent.log(), what="the first SIGTERM taken")
+        assert agent.proc.poll() is None  # draining
+        agent.signal(signal.SIGTERM)
+        assert agent.proc.wait(20) == 1
+        assert "again while stopping: exiting now" in agent.log()
