@@ -177,6 +177,8 @@ class ListenerOptions:
 
 def split_hostport(text: str) -> tuple[str, int]:
     """``"127.0.0.1:9464"``, ``"[::1]:9464"``, ``":9464"`` (every address) -> (host, port); ValueError if not."""
+    if "://" in text:
+        raise ValueError(f"expected HOST:PORT (no scheme, no path), got {text!r}")
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected HOST:PORT, got {text!r}")

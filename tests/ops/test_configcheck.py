@@ -135,6 +135,11 @@ def test_metrics_listen_rejects_the_rest(listen: str) -> None:
         config.parse({"metrics": {"listen": listen}}, env={})
 
 
+def test_metrics_listen_given_as_a_url_says_so() -> None:
+    with pytest.raises(ConfigError, match=r"no scheme, no path"):
+        config.parse({"metrics": {"listen": "http://127.0.0.1:9464"}}, env={})
+
+
 @pytest.mark.parametrize(
     ("body", "key", "named"),
     [
