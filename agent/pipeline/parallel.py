@@ -233,7 +233,7 @@ class ParallelPipeline(OffloadPipeline[Job]):
                         clean = False
                     else:
                         ok = next(taken, True)
-                        clean = clean and ok
+                        clean = clean and ok is True
                         answer.append(ok)
             sub.future.set_result(None if clean else answer)
 

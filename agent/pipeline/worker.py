@@ -83,8 +83,9 @@ class SinkWorker:
         self._last_flush = time.monotonic()
         #: events taken by the sink, with their receipts, waiting for the next flush to confirm them
         self._unflushed: list[tuple[Event, Receipt]] = []
-        #: id(event) -> why the sink left it out or its downstream refused it, until the next flush
-        self._left: dict[int, str] = {}
+        #: id(event) -> the event (held, so that its id is not reused meanwhile) and why the sink left it out or
+        #: its downstream refused it, until the next flush
+        self._left: dict[int, tuple[Event, str]] = {}
         #: set once the queue is drained and the sink closed (or the worker was cancelled)
         self.finished = False
         #: events taken from the queue that the sink has not accepted yet (a batch being retried)
@@ -193,13 +194,15 @@ class SinkWorker:
                 self.stats.healthy = not self._troubled
                 left = self._left_out()
                 self.stats.duplicates += self.sink.take_duplicates()
-                self.stats.sent += len(events) - (sum(1 for e in events if id(e) in left) if left else 0)
+                # what the sink left out of this very batch was not sent (a refusal that comes later with an
+                # ack was: it counts as sent and as dropped.refused)
+                self.stats.sent += len(events) - (sum(1 for e in events if _left_of(left, e)) if left else 0)
                 self.stats.batches += 1
                 self._dirty = True
                 for e, r in batch:
                     if r is None:
                         continue
-                    if left and (reason := left.get(id(e))) is not None:
+                    if left and (reason := _left_of(left, e)) is not None:
                         r.drop(e, self._undeliverable(reason))
                     else:
                         self._unflushed.append((e, r))
@@ -232,14 +235,14 @@ class SinkWorker:
                 self.unconfirmed = self._unconfirmed()
             self.finished = True
 
-    def _left_out(self) -> dict[int, str]:
+    def _left_out(self) -> dict[int, tuple[Event, str]]:
         """What the sink left out of the batches it took (too large for it) or its downstream refused, since
-        the last flush, counted as dropped by reason (``too_large``, ``refused``): id(event) -> reason."""
+        the last flush, counted as dropped by reason (``too_large``, ``refused``): id(event) -> (event, reason)."""
         dropped = self.queue.dropped
         for event, reason in self.sink.take_dropped():
             key = reason.split(":", 1)[0]
             dropped[key] = dropped.get(key, 0) + 1
-            self._left[id(event)] = reason
+            self._left[id(event)] = (event, reason)
         return self._left
 
     def _undeliverable(self, reason: str) -> Undeliverable:
@@ -287,7 +290,13 @@ class SinkWorker:
         left = self._left_out()  # every refusal of what was flushed has come with its ack
         taken, self._unflushed, self._left = self._unflushed, [], {}
         for e, r in taken:
-            if left and (reason := left.get(id(e))) is not None:
+            if left and (reason := _left_of(left, e)) is not None:
                 r.drop(e, self._undeliverable(reason))
             else:
                 r.done_one()
+
+
+def _left_of(left: dict[int, tuple[Event, str]], event: Event) -> str | None:
+    """Why ``event`` was left out or refused, if it was."""
+    entry = left.get(id(event))
+    return entry[1] if entry is not None and entry[0] is event else None

@@ -74,9 +74,10 @@ class Sink(ABC):
         await self.flush()
 
     def take_dropped(self) -> list[tuple[Event, str]]:
-        """Events of the batches sent so far that the sink had to leave out, with the reason, since the last
-        call (e.g. larger than a server takes). The worker counts them as dropped, not as sent, and a guest
-        that sent one is told it was dropped."""
+        """Events of the batches sent so far that the sink had to leave out (e.g. larger than a server takes)
+        or that its destination refused, with the reason, since the last call. The worker counts them as
+        dropped by reason (those left out of a batch as it was sent are not counted as sent), and a guest that
+        sent one is told it was dropped for good."""
         return []
 
     def take_duplicates(self) -> int:

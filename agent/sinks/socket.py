@@ -19,6 +19,7 @@ from ..codec.framing import DEFAULT_MAX_FRAME
 from ..errors import ConfigError, SinkError, TransportError
 from ..model import Event
 from ..transport import AckedSender, Backoff, dialer, parse_endpoint
+from ..transport.sender import TOO_LARGE
 from .base import Sink, SinkContext
 from .registry import register
 
@@ -113,10 +114,10 @@ class SocketSink(Sink):
             await self.sender.aclose()
 
     def take_dropped(self) -> list[tuple[Event, str]]:
-        """The events the downstream refused (or that no frame can carry), as ``refused: <its reason>``: the
-        worker counts them as dropped (``refused``) and tells a guest that sent one why."""
+        """The events the downstream refused, as ``refused: <its reason>``, and those no frame can carry, as
+        ``too_large``: the worker counts them as dropped by that reason and tells a guest that sent one why."""
         out, self._refused = self._refused, []
-        return [(e, f"refused: {reason}") for e, reason in out]
+        return [(e, TOO_LARGE if reason.startswith(f"{TOO_LARGE}:") else f"refused: {reason}") for e, reason in out]
 
     @property
     def unacked(self) -> int:

@@ -24,6 +24,9 @@ from .base import ByteStream, Dialer
 
 __all__ = ["AckedSender", "Backoff", "SenderStats"]
 
+#: the reason word of an item no frame can carry (refused here, not by the downstream)
+TOO_LARGE = "too_large"
+
 log = logging.getLogger("agent.transport.sender")
 
 T = TypeVar("T")
@@ -115,7 +118,9 @@ class AckedSender(Generic[T]):
         """Take ``items``, waiting (up to ``timeout``) while ``max_unacked`` are unsettled.
 
         A payload that is empty or over ``max_frame`` can never be delivered: it
-        is settled at once as refused instead of being queued.
+        is settled as refused (reason ``too_large: ...``) instead of being queued,
+        once the others are taken (a put that times out takes nothing, so the same
+        items put again are not refused twice).
         """
         self.start()
         ok: list[T] = []
@@ -125,16 +130,15 @@ class AckedSender(Generic[T]):
             if 1 <= n <= self.max_frame:
                 ok.append(item)
             else:
-                refused.append((item, f"frame of {n} bytes outside 1..{self.max_frame}"))
+                refused.append((item, f"{TOO_LARGE}: frame of {n} bytes outside 1..{self.max_frame}"))
+        if ok:
+            await self._wait_for(lambda: not self._outbox or len(self._outbox) + len(ok) <= self.max_unacked,
+                                 timeout, "no room: downstream is not acknowledging")
+            self._outbox.add(ok)
+            self._wake.set()
         if refused:
             self.stats.too_large += len(refused)
             self._settled([], refused)
-        if not ok:
-            return
-        await self._wait_for(lambda: not self._outbox or len(self._outbox) + len(ok) <= self.max_unacked,
-                             timeout, "no room: downstream is not acknowledging")
-        self._outbox.add(ok)
-        self._wake.set()
 
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until every item taken so far is settled; TransportError after ``timeout``."""

@@ -107,7 +107,8 @@ def test_oversized_payload_is_refused_at_once() -> None:
         return n
 
     assert run(main()) == 0
-    assert [r for _i, r in refused] == ["frame of 9 bytes outside 1..8", "frame of 0 bytes outside 1..8"]
+    assert [r for _i, r in refused] == ["too_large: frame of 9 bytes outside 1..8",
+                                        "too_large: frame of 0 bytes outside 1..8"]
 
 
 def test_put_times_out_when_nobody_acks() -> None:
