@@ -21,10 +21,12 @@ One process at a time keeps a state file: it holds an ``flock`` on
 ``sequences.lock`` beside it for as long as the store is open. Another process
 started on the same state (``hoststamp probe`` while the agent runs, a second
 agent) does not read or write the file, so it can neither make the first one
-skip numbers nor hand out numbers the first one has handed out, or will: its
-sources start at the current time in microseconds, far above what a running
-agent reaches, and its numbers are not kept (:attr:`SequenceStore.held_by`
-names the holder).
+skip numbers nor hand out numbers the first one has handed out, or will: it
+borrows blocks of numbers from the current time in microseconds on, far above
+what a running agent reaches, each above every block any such process borrowed
+before (``sequences.borrowed``, under an flock), so that two of them never
+hand out the same number either. Its numbers are not kept
+(:attr:`SequenceStore.held_by` names the holder).
 """
 
 from __future__ import annotations
@@ -65,15 +67,21 @@ class SequenceStore:
         #: the process that holds the state file, when another one does (this store then keeps nothing)
         self.held_by: str | None = None
         self._lock_fd = -1
+        #: where the processes that do not hold the state take their blocks of numbers from (see :meth:`_borrow`)
+        self._borrowed: Path | None = None
         if path is not None and not self._lock(path):
+            self._borrowed = path.with_name("sequences.borrowed")
             self._path = path = None
-            self._fresh = int(time.time() * 1e6)
         if path is not None:
-            self._load(path)
-            self._epoch += 1
-            if self.unclean:
-                self._fresh = max(self._fresh, self._epoch << EPOCH_SHIFT)
-            self._save(clean=False)
+            try:
+                self._load(path)
+                self._epoch += 1
+                if self.unclean:
+                    self._fresh = max(self._fresh, self._epoch << EPOCH_SHIFT)
+                self._save(clean=False)
+            except BaseException:
+                self._unlock()
+                raise
 
     def _lock(self, path: Path) -> bool:
         """Take the state's lock (kept until :meth:`close`); False when another process holds it."""
@@ -124,15 +132,40 @@ class SequenceStore:
             last = max(self._fresh, self._dropped_floor)
             if len(self._last) >= self._max_sources:
                 self._drop_one()
-            # a new source needs no write now: after a crash it would start above this run's numbers anyway
-            self._ceiling[source] = last + 1 + self._block
+            if self._borrowed is not None:
+                last = self._borrow(last + 1) - 1
+                self._ceiling[source] = last + self._block
+            else:
+                # a new source needs no write now: after a crash it would start above this run's numbers anyway
+                self._ceiling[source] = last + 1 + self._block
         n = last + 1
         self._last[source] = n
         if n > self._ceiling[source]:
-            self._ceiling[source] = n + self._block
-            if self._path is not None:
-                self._save(clean=False)
+            if self._borrowed is not None:
+                n = self._last[source] = self._borrow(n)
+                self._ceiling[source] = n + self._block - 1
+            else:
+                self._ceiling[source] = n + self._block
+                if self._path is not None:
+                    self._save(clean=False)
         return n
+
+    def _borrow(self, at_least: int) -> int:
+        """The first of ``block`` numbers no other process on this state has been or will be handed: from the
+        current time in microseconds (far above what the process that holds the state reaches), above every
+        block borrowed before (``sequences.borrowed``, under an flock), and at least ``at_least``."""
+        assert self._borrowed is not None
+        fd = os.open(self._borrowed, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read and a write
+            raw = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            used = int(raw) if raw.isdigit() else 0
+            start = max(used + 1, int(time.time() * 1e6), at_least)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{start + self._block - 1}\n".encode(), 0)
+            return start
+        finally:
+            os.close(fd)
 
     def _drop_one(self) -> None:
         oldest = next(iter(self._last))
@@ -148,10 +181,13 @@ class SequenceStore:
             if self._path is not None:
                 self._save(clean=True)
         finally:
-            if self._lock_fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(self._lock_fd)  # the lock goes with the descriptor
-                self._lock_fd = -1
+            self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)  # the lock goes with the descriptor
+            self._lock_fd = -1
 
     def _save(self, *, clean: bool) -> None:
         assert self._path is not None

@@ -147,3 +147,21 @@ def test_processes_started_at_once_on_one_state_never_share_a_number(tmp_path: P
     for p in procs:
         p.join(30)
     assert len(got) == 24 and len(set(got)) == 24
+
+
+def test_processes_that_borrow_numbers_never_repeat_each_others(tmp_path: Path) -> None:
+    """The agent holds the state; two probes run beside it, each handing out many numbers for one source:
+    their numbers are blocks borrowed one above the other, never the same number twice."""
+    path = tmp_path / "seq.json"
+    agent = SequenceStore(path, block=100)
+    a, b = SequenceStore(path, block=100), SequenceStore(path, block=100)
+    assert a.held_by and b.held_by
+    got_a, got_b = [], []
+    for _ in range(1000):  # interleaved, across many blocks
+        got_a.append(a.next("hoststamp://h/lve"))
+        got_b.append(b.next("hoststamp://h/lve"))
+    assert got_a == sorted(got_a) and got_b == sorted(got_b)
+    assert not set(got_a) & set(got_b)
+    assert [agent.next("hoststamp://h/lve") for _ in range(3)] == [1, 2, 3]
+    for s in (a, b, agent):
+        s.close()
