@@ -11,8 +11,9 @@ the cursor) are deleted. Segments are named by their first record index, so a
 segment file removed while the agent was stopped shows as a gap between the
 records of the one before it and the name of the one after: the gap is reported
 by the missing file's name and the records lost with it. The segment after a
-gap is then renamed to close it, so that the loss is reported once, not again at
-every start. :func:`salvage` says what it did in a :class:`SalvageReport`.
+gap is then renamed to close it (:func:`close_gap`, once the report is out), so
+that the loss is reported once, not again at every start. :func:`salvage` says
+what it did in a :class:`SalvageReport`.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from pathlib import Path
 
 from . import wal
 
-__all__ = ["SEGMENT", "SalvageReport", "Salvaged", "Segment", "decode_cursor", "encode_cursor", "fsync_dir",
-           "salvage"]
+__all__ = ["SEGMENT", "SalvageReport", "Salvaged", "Segment", "close_gap", "decode_cursor", "encode_cursor",
+           "fsync_dir", "salvage"]
 
 SEGMENT = re.compile(r"^(\d{20})\.wal$")
 _CURSOR = struct.Struct(">QI")
@@ -95,6 +96,8 @@ class Salvaged:
     read_offset: int
     #: the highest record index seen, delivered or not
     last_index: int
+    #: gaps to close (:func:`close_gap`) once the report is out: until then, a start that fails finds them again
+    gaps: list[tuple[Segment, int]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -188,7 +191,7 @@ def _first_undelivered(seg: Segment, committed: int) -> int:
     return parsed.records[skipped].start if skipped < len(parsed.records) else len(data)
 
 
-def _close_gap(seg: Segment, base: int) -> None:
+def close_gap(seg: Segment, base: int) -> None:
     """Rename ``seg`` to start right after the records kept before it: a gap is reported by the scan that
     finds it, not again at each start or reload while undelivered records lie before it."""
     dest = seg.path.with_name(f"{base:020d}.wal")
@@ -213,6 +216,8 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False) -> Sa
     hurt: tuple[int, list[int]] | None = None
     #: the last record number the files kept so far hold (None before the first)
     end: int | None = None
+    #: segments to rename once the loss is reported: (segment, the base that closes the gap before it)
+    gaps: list[tuple[Segment, int]] = []
     for base, path in names:
         before = len(notes.problems)
         notes.kept_numbers = []
@@ -235,7 +240,7 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False) -> Sa
             path.unlink(missing_ok=True)
             continue
         if end is not None and end + 1 < base:
-            _close_gap(seg, end + 1)
+            gaps.append((seg, end + 1))
         end = seg.last
         kept.append(seg)
     if hurt is not None and hurt[1]:  # the last segment: what it lost before its last intact record
@@ -245,4 +250,4 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False) -> Sa
     pending = sum(s.count for s in kept) - skipped
     report = SalvageReport(len(kept), pending, delivered + skipped, notes.corrupt_bytes, notes.missing,
                            tuple(notes.quarantined), tuple(notes.problems), notes.damaged)
-    return Salvaged(kept, report, read_seg, read_off, last)
+    return Salvaged(kept, report, read_seg, read_off, last, gaps)

@@ -41,7 +41,7 @@ from typing import Any, Literal
 from ..errors import SinkError
 from ..model import Event
 from . import wal
-from .salvage import SalvageReport, Segment, decode_cursor, encode_cursor, fsync_dir, salvage
+from .salvage import SalvageReport, Segment, close_gap, decode_cursor, encode_cursor, fsync_dir, salvage
 from .spoolread import SpoolReader
 
 __all__ = ["FsyncPolicy", "SalvageReport", "Spool"]
@@ -124,6 +124,12 @@ class Spool(SpoolReader):
         if not report.clean:
             log.warning("spool %s: salvaged %d pending records; %s; quarantined: %s", self.dir, report.pending,
                         "; ".join(report.problems), ", ".join(report.quarantined) or "nothing")
+        for seg, base in found.gaps:  # reported now: the next start need not report them again
+            try:
+                close_gap(seg, base)
+            except OSError as exc:  # left open: reported again at the next start, nothing lost
+                log.warning("spool %s: cannot close the gap before %s: %s", self.dir, seg.path.name,
+                            exc.strerror or exc)
         return report
 
     # --- writing -----------------------------------------------------------------------------------
