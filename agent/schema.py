@@ -52,10 +52,10 @@ def build(cls: type[T], table: Mapping[str, Any], *, prefix: str, file: str | No
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:  # __post_init__ checks
-        # a check that names its field first ("queue_size must be at least 1") is that key's problem
+        # a check that names first a field the table set ("queue_size must be at least 1") is that key's problem
         msg = str(exc)
         first = msg.split(" ", 1)[0]
-        named = (f"{prefix}.{first}" if prefix else first) if first in fields else prefix or None
+        named = (f"{prefix}.{first}" if prefix else first) if first in kwargs else prefix or None
         raise ConfigError(msg, key=named, file=file) from None
 
 

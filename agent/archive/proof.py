@@ -121,7 +121,7 @@ def make_proof(path: str | os.PathLike[str], event_id: str, *, source: str | Non
     if not found:
         raise ArchiveError(f"no sealed event with id {event_id!r} in {root} (checkpoint size {size})")
     sources = sorted({s for _i, _b, s in found})
-    if len(sources) > 1:
+    if len(sources) > 1 and (at is None or chosen is None):  # a leaf named by its index is one event
         raise ArchiveError(f"{len(found)} events have id {event_id!r} (sources: {', '.join(sources)}); "
                            "name the source")
     if at is not None and chosen is None:

@@ -20,7 +20,7 @@ import orjson
 
 from .. import _native
 
-__all__ = ["loads_exact", "loads_wide", "may_be_rounded", "reparse"]
+__all__ = ["TooDeep", "loads_exact", "loads_wide", "may_be_rounded", "reparse"]
 
 #: orjson parses an integer beyond its 64 bits as a rounded float: from 2^64 up, and from -2^63 down
 _ROUNDED_FROM, _ROUNDED_DOWN_FROM = 2.0**64, -(2.0**63)
@@ -58,6 +58,13 @@ class _NotFinite(ValueError):
     pass
 
 
+class TooDeep(json.JSONDecodeError):
+    """Nesting deeper than the standard library's parser goes (a JSONDecodeError, as orjson's errors are)."""
+
+    def __init__(self, doc: str) -> None:
+        super().__init__("nesting deeper than the parser goes", doc, 0)
+
+
 def _finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
@@ -89,12 +96,15 @@ def _has_lone_surrogate(obj: Any) -> bool:
 def loads_wide(text: bytes | str, refused: orjson.JSONDecodeError) -> Any:
     """``text``, which orjson ``refused``, parsed again when the reason was a number beyond a double: the
     value with its integers exact, or ``refused`` raised again when it is not JSON orjson would take but for
-    that (a float that is infinite, NaN, a lone surrogate, nesting deeper than the standard parser goes)."""
+    that (a float that is infinite, NaN, a lone surrogate); :class:`TooDeep` for nesting deeper than the
+    standard parser goes."""
     if "infinity" not in str(refused):
         raise refused
     try:
         value = json.loads(text, parse_float=_finite, parse_constant=_constant)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        raise TooDeep("") from None
+    except ValueError:
         raise refused from None
     if _has_lone_surrogate(value):
         raise refused

@@ -146,15 +146,16 @@ class Connection:
 
     async def _take_within_limit(self, frames: list[bytes]) -> bool:
         """Hand ``frames`` (one read's) on, no more at a time than ``max_inflight`` leaves room for."""
-        while frames:
+        start, end = 0, len(frames)
+        while start < end:
             if not await self._room_for_more():
                 return False
             room = self.rx.max_inflight - (self.received - self.settled)
-            if len(frames) <= room:
-                self._take(frames)
+            if start == 0 and end <= room:
+                self._take(frames)  # the common case: all of it at once, no copy
                 return True
-            self._take(frames[:room])
-            frames = frames[room:]
+            self._take(frames[start : start + room])
+            start += room
         return True
 
     def _refuse(self, frame: int, reason: str, detail: str) -> None:

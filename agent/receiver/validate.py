@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from .. import _native
-from ..codec.exact import loads_wide, reparse
+from ..codec.exact import TooDeep, loads_wide, reparse
 from ..errors import TransportError
 from ..signing.dsse import strict_base64
 
@@ -159,6 +159,8 @@ def parse_event(frame: bytes, *, max_depth: int) -> dict[str, Any]:
             raise Rejected("depth", f"JSON nesting deeper than orjson parses, and than {max_depth}") from None
         try:
             event = loads_wide(frame, exc)  # an integer beyond a double: kept exact
+        except TooDeep:
+            raise Rejected("depth", f"JSON nesting deeper than the parser goes, and than {max_depth}") from None
         except orjson.JSONDecodeError:
             raise Rejected("json", detail[:120]) from None
     if not isinstance(event, dict):

@@ -233,13 +233,13 @@ class LinkWatcher:
     def _resync(self) -> None:
         """After an overrun: a fresh dump, compared with what is known; links gone are deleted."""
         msgs = dump_links(self.req, seq=self.overruns + 1)
-        present = set()
-        for msg in msgs:
-            present.add(int(msg["index"]))
-            self._apply(msg, notify=True)
+        present = {int(msg["index"]) for msg in msgs}
+        # links gone first: a link re-created under an old one's name is then told after the old one's deletion
         for index in [i for i in self.state if i not in present]:
             self.state.pop(index)
             self._note(index, ["deleted"])
+        for msg in msgs:
+            self._apply(msg, notify=True)
         self.source.push(self.source.reading("rtnetlink", {"change": "overrun", "overruns": self.overruns},
                                              error="link notifications lost (ENOBUFS); state taken again by a dump"))
 

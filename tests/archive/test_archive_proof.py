@@ -104,6 +104,16 @@ def test_an_event_archived_twice_proves_its_first_copy_or_the_one_named(archive_
         make_proof(archive_dir, "ev-cgroup-5", at=2)
 
 
+def test_a_leaf_index_picks_one_of_two_sources_sharing_an_id(archive_dir: Path, key: SigningKey,
+                                                              keys: dict[str, VerifyKey]) -> None:
+    a, b = "hoststamp://h/probe/a", "hoststamp://other/probe/a"  # both make the id "ev-a-1"
+    write_archive(archive_dir, key, [[make_event(key, 1, source=a), make_event(key, 1, source=b)]])
+    with pytest.raises(ArchiveError, match="name the source"):
+        make_proof(archive_dir, "ev-a-1")
+    bundle = make_proof(archive_dir, "ev-a-1", at=1)
+    assert bundle["index"] == 1 and orjson.loads(bundle["event"])["source"] == b and check_proof(bundle, keys).ok
+
+
 def test_proof_after_retention(archive_dir: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> None:
     evs = events(key, 1, 60)
     write_archive(archive_dir, key, [evs[i:i + 5] for i in range(0, 60, 5)], segment_max_bytes=3000,

@@ -220,3 +220,14 @@ def test_a_sink_that_is_not_a_table_is_a_problem_not_a_crash(tmp_path: Path, bod
     with pytest.raises(ConfigError) as info:
         config.load(path)
     assert info.value.key == "sinks[0]"
+
+
+def test_a_check_names_the_key_only_when_the_table_set_it() -> None:
+    """"backoff_max must not be less than backoff_initial": only backoff_initial was written, so the
+    problem is the table's, not a key the user never wrote."""
+    with pytest.raises(ConfigError) as info:
+        config.parse({"sinks": [{"uri": "unix:/run/x.sock", "backoff_initial": 60}]}, env={})
+    assert info.value.key == "sinks[0]"
+    with pytest.raises(ConfigError) as info:
+        config.parse({"sinks": [{"uri": "unix:/run/x.sock", "backoff_max": 0.01}]}, env={})
+    assert info.value.key == "sinks[0].backoff_max"

@@ -296,3 +296,11 @@ def test_nats_binary_payloads_keep_integers_beyond_64_bits_exact() -> None:
                       "ce-datacontenttype": "application/json"}, b'{"n":18446744073709551617,"f":1e20,"h":1'
                      + b"0" * 400 + b"}")
     assert ev["data"] == {"n": 18446744073709551617, "f": 1e20, "h": 10**400} and type(ev["data"]["f"]) is float
+
+
+def test_nesting_too_deep_beside_a_huge_integer_is_a_depth_refusal() -> None:
+    frame = (b'{"specversion":"1.0","id":"a","source":"s","type":"t","data":{"n":1' + b"0" * 400
+             + b',"x":' + b"[" * 5000 + b"]" * 5000 + b"}}")
+    with pytest.raises(Rejected) as exc:
+        parse_event(frame, max_depth=32)
+    assert exc.value.reason == "depth"
