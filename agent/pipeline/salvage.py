@@ -29,7 +29,7 @@ from pathlib import Path
 from . import wal
 
 __all__ = ["SEGMENT", "SalvageReport", "Salvaged", "Segment", "close_gap", "decode_cursor", "encode_cursor",
-           "fsync_dir", "salvage"]
+           "first_undelivered", "fsync_dir", "salvage"]
 
 SEGMENT = re.compile(r"^(\d{20})\.wal$")
 _CURSOR = struct.Struct(">QI")
@@ -178,7 +178,7 @@ def _lost_in(first: int, last: int, kept: list[int], committed: int) -> int:
     return max(0, last - lo + 1 - sum(1 for n in kept if lo <= n <= last))
 
 
-def _first_undelivered(seg: Segment, committed: int) -> int:
+def first_undelivered(seg: Segment, committed: int) -> int:
     """Offset of the first record above ``committed`` in ``seg``; sets ``seg.read`` to the ones before it."""
     data = seg.path.read_bytes()
     parsed = wal.parse(data, len(wal.MAGIC))
@@ -245,7 +245,7 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False) -> Sa
         kept.append(seg)
     if hurt is not None and hurt[1]:  # the last segment: what it lost before its last intact record
         notes.damaged += _lost_in(hurt[0], hurt[1][-1], hurt[1], committed)
-    read_seg, read_off = (kept[0], _first_undelivered(kept[0], committed)) if kept else (None, 0)
+    read_seg, read_off = (kept[0], first_undelivered(kept[0], committed)) if kept else (None, 0)
     skipped = read_seg.read if read_seg is not None else 0
     pending = sum(s.count for s in kept) - skipped
     report = SalvageReport(len(kept), pending, delivered + skipped, notes.corrupt_bytes, notes.missing,

@@ -41,7 +41,16 @@ from typing import Any, Literal
 from ..errors import SinkError
 from ..model import Event
 from . import wal
-from .salvage import SalvageReport, Segment, close_gap, decode_cursor, encode_cursor, fsync_dir, salvage
+from .salvage import (
+    SalvageReport,
+    Segment,
+    close_gap,
+    decode_cursor,
+    encode_cursor,
+    first_undelivered,
+    fsync_dir,
+    salvage,
+)
 from .spoolread import SpoolReader
 
 __all__ = ["FsyncPolicy", "SalvageReport", "Spool"]
@@ -272,6 +281,33 @@ class Spool(SpoolReader):
             self._advance()
             freed += self._drop_head()
         return freed
+
+    def rewind(self) -> int:
+        """Hand out again what was handed out and not committed: a reader that ended without its sink
+        confirming (a reload whose old sink was down) leaves those records to the next one, which reads from
+        the first record after the cursor. Returns how many records that is."""
+        n = self.outstanding
+        if n <= 0:
+            return 0
+        self._close_reader()
+        first = next((s for s in self._segments if s.count and s.last > self.committed), None)
+        if first is None:
+            return 0
+        for seg in self._segments:
+            if seg is first or seg.base > first.base:
+                seg.read = 0
+        try:
+            offset = first_undelivered(first, self.committed)  # sets first.read to the records before it
+        except OSError as exc:  # read from its start: what the reader cannot read is counted lost then
+            log.warning("spool %s: cannot find the first undelivered record in %s: %s", self.dir, first.path.name,
+                        exc.strerror or exc)
+            offset = len(wal.MAGIC)
+        self._read_seg, self._read_off = first, offset
+        self.unread += n
+        self.outstanding = 0
+        self._handed.clear()
+        self.last_read = self.committed
+        return n
 
     def _drop_head(self) -> int:
         seg = self._segments.popleft()

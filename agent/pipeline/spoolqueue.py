@@ -237,6 +237,13 @@ class SpoolQueue(SinkQueue):
             self._not_empty.clear()
             await self._not_empty.wait()
 
+    def read_again(self) -> int:
+        """A new reader starts here: what an earlier reader was handed and its sink did not confirm is read
+        again (see :meth:`Spool.rewind`); returns how many records that is."""
+        n = self.spool.rewind()
+        self.handed = self.spool.last_read
+        return n
+
     def commit(self, index: int) -> None:
         """The sink has taken and flushed every record up to ``index``: trim the spool."""
         if self.spool.commit(index):

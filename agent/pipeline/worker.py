@@ -95,7 +95,8 @@ class SinkWorker:
         self._dirty = False
         # with a spool, records are trimmed only once the sink has taken and flushed them
         self._spool = queue if isinstance(queue, SpoolQueue) else None
-        self._sent_upto = self._spool.handed if self._spool is not None else 0
+        #: the spool records up to here were sent (and are committed at the next flush)
+        self._sent_upto = self._spool.spool.committed if self._spool is not None else 0
         #: the spool's count of records lost to damage, as far as it is in ``queue.dropped`` already
         self._lost_seen = self._spool.spool.lost if self._spool is not None else 0
         if self._spool is not None:  # and what its start-up salvage found lost, counted the same way
@@ -167,6 +168,11 @@ class SinkWorker:
 
     async def run(self) -> None:
         """Until the queue is closed and drained; then flush and close the sink."""
+        if self._spool is not None:  # what a reader before this one sent without confirmation is sent again
+            if again := self._spool.read_again():
+                log.info("sink %s: %d spooled events sent before and not confirmed are sent again", self.sink.uri,
+                         again)
+            self._sent_upto = self._spool.spool.committed
         try:
             await self._open()
             while True:
