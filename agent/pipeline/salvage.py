@@ -225,6 +225,11 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False) -> Sa
         damaged = len(notes.problems) > before
         if seg is None and damaged:
             continue  # not a segment, only named like one (quarantined whole): it tells nothing of lost records
+        if not damaged and (seg is None or seg.count == 0):
+            # empty, or a header alone: holds nothing, and its name tells nothing either (a crash right after
+            # a new segment was made leaves one named after the last record)
+            path.unlink(missing_ok=True)
+            continue
         if held is not None and held + 1 < base and base - 1 > committed:
             first = max(held + 1, committed + 1)
             notes.missing += base - first

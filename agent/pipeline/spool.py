@@ -98,6 +98,8 @@ class Spool(SpoolReader):
         #: records handed out and not yet committed, and the read batches they came in: (first, last index, count)
         self.outstanding = 0
         self._handed: deque[tuple[int, int, int]] = deque()
+        #: the start-up salvage's losses are counted (by the first sink worker reading this spool)
+        self.salvage_counted = False
         #: counters since start
         self.evicted = 0
         self.read_errors = 0

@@ -99,7 +99,9 @@ class SinkWorker:
         self._sent_upto = self._spool.spool.committed if self._spool is not None else 0
         #: the spool's count of records lost to damage, as far as it is in ``queue.dropped`` already
         self._lost_seen = self._spool.spool.lost if self._spool is not None else 0
-        if self._spool is not None:  # and what its start-up salvage found lost, counted the same way
+        if self._spool is not None and not self._spool.spool.salvage_counted:
+            # and what its start-up salvage found lost, counted the same way, once (a reload's queue shares it)
+            self._spool.spool.salvage_counted = True
             report = self._spool.spool.report
             if lost := report.missing + report.damaged:
                 dropped = self._spool.dropped

@@ -173,6 +173,9 @@ def test_records_the_start_up_salvage_lost_are_counted_as_dropped(tmp_path: Path
     q = SpoolQueue(again)
     SinkWorker(MemorySink(), q, PipelineStats().sink("mem"))
     assert q.dropped == {"spool_damaged": len(gone) + 1}
+    reloaded = SpoolQueue(again)  # a reload's queue on the same spool: the start-up loss is counted already
+    SinkWorker(MemorySink(), reloaded, PipelineStats().sink("mem"))
+    assert reloaded.dropped == {}
     again.close()
     clean = Spool(tmp_path)  # the damaged segment was rewritten, the gaps closed: nothing is counted twice
     assert (clean.report.missing, clean.report.damaged) == (0, 0) and clean.report.clean
@@ -235,4 +238,15 @@ def test_a_gap_found_by_a_start_that_then_fails_is_reported_by_the_next(tmp_path
     last.write_bytes(data)
     again = Spool(tmp_path)
     assert again.report.missing == len(gone)
+    again.close()
+
+
+@pytest.mark.parametrize("content", [b"", wal.MAGIC], ids=["empty", "header-only"])
+def test_an_empty_segment_named_far_ahead_loses_nothing(tmp_path: Path, content: bytes) -> None:
+    sp = written(tmp_path, 200)
+    sp.close()
+    (tmp_path / f"{88888:020d}.wal").write_bytes(content)
+    again = Spool(tmp_path)
+    assert (again.report.missing, again.report.damaged, again.report.pending) == (0, 0, 200)
+    assert not (tmp_path / f"{88888:020d}.wal").exists()
     again.close()
