@@ -170,11 +170,69 @@ class Spool(SpoolReader):
         self._dir_dirty = self.fsync != "never"  # synced by the next sync job, in its thread
 
     def append(self, events: Sequence[Event]) -> int:
-        """Write ``events`` as records at the tail; returns the last index. SinkError if the disk refuses."""
+        """Write ``events`` as records at the tail, starting a new segment whenever the tail reaches
+        ``segment_bytes`` (a burst is spread over segments, so that ``drop_oldest`` evicts a segment's worth);
+        returns the last index. SinkError if the disk refuses."""
         if not events:
             return self.next_index - 1
+        start = 0
+        while start < len(events):
+            if self._tail.count and self._tail.size + wal.record_size(events[start]) > self.segment_bytes:
+                self._rotate = True  # the next record would take the tail past its size: a new segment
+                room = self.segment_bytes - len(wal.MAGIC)
+            else:
+                room = self.segment_bytes - self._tail.size
+            end, size = start, 0
+            while end < len(events) and (end == start or size + wal.record_size(events[end]) <= room):
+                size += wal.record_size(events[end])
+                end += 1
+            self._append(events[start:end] if start or end < len(events) else events)
+            start = end
+        return self._tail.last
+
+    def _restore_tail(self) -> None:
+        """The segment being written was removed: write what it holds back under its name (from the open
+        descriptor) and go on writing there, so that what was written to it, and what is acknowledged from
+        now on, is on disk under a name a restart finds. OSError if that cannot be done."""
+        tail = self._tail
+        src = os.open(f"/proc/self/fd/{self._tail_fd}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.pread(src, tail.size, 0)
+        finally:
+            os.close(src)
+        tmp = tail.path.with_name(tail.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            view, done = memoryview(data), 0
+            while done < len(data):
+                done += os.write(fd, view[done:])
+            if self.fsync != "never":
+                os.fsync(fd)
+            os.replace(tmp, tail.path)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        old, self._tail_fd = self._tail_fd, fd
+        os.close(old)
+        if self._read_seg is tail:
+            self._close_reader()  # the reader opens it again by name
+        self._dir_dirty = self.fsync != "never"
+        log.warning("spool %s: %s was removed while being written; its %d records are written back under its "
+                    "name", self.dir, tail.path.name, tail.count)
+
+    def _tail_removed(self) -> bool:
+        """The segment being written was removed from the directory (its records would go nowhere durable)."""
+        try:
+            return os.fstat(self._tail_fd).st_nlink == 0
+        except OSError:
+            return False
+
+    def _append(self, events: Sequence[Event]) -> int:
         data = wal.encode_many(self.next_index, events)
         try:
+            if self._tail_fd >= 0 and self._tail_removed():
+                self._restore_tail()  # before anything more is written, or the tail is retired, unnamed
             if self._rotate or (self._tail.size >= self.segment_bytes and self._tail.count):
                 self._new_tail()
         except OSError as exc:
@@ -321,16 +379,31 @@ class Spool(SpoolReader):
         return seg.size
 
     def evict_oldest(self) -> int | None:
-        """Delete the oldest segment whatever its state (``drop_oldest``); unread records lost, or None."""
-        if len(self._segments) == 1:
-            if not self._tail.count:
-                return None
+        """Delete the oldest segment the reader has not started (``drop_oldest``): its records are lost
+        (returned, counted). A segment holding records handed to the sink and not yet confirmed is kept: they
+        are in flight, and their durable copy with them. 0 when every segment on disk is in that state; None
+        when nothing is on disk at all."""
+        if len(self._segments) == 1 and not self._tail.count:
+            return None
+        flying = self.last_read > self.committed  # records handed out and not confirmed: (committed, last_read]
+
+        def in_flight(s: Segment) -> bool:
+            return flying and s.last > self.committed and s.base <= self.last_read
+
+        seg = next((s for s in self._segments if s.count and not in_flight(s)), None)
+        if seg is None:
+            return 0
+        if seg is self._tail:
             self._new_tail()
-        seg = self._segments[0]
-        lost = seg.count - seg.read
         if seg is self._read_seg:
             self._advance()
-        self._drop_head()
+        lost = seg.count - seg.read
+        self._segments.remove(seg)
+        try:
+            seg.path.unlink(missing_ok=True)
+        except OSError as exc:  # its records are given up either way: a restart's salvage deletes it
+            log.warning("spool %s: cannot delete %s: %s", self.dir, seg.path.name, exc.strerror or exc)
+        self.bytes -= seg.size
         self.unread -= lost
         self.evicted += lost
         return lost

@@ -94,8 +94,9 @@ class SpoolQueue(SinkQueue):
                 return False
             if lost is None:
                 return True  # only unwritten events left: accept, the cap is exceeded briefly
-            if lost:
-                self.dropped["evicted"] = self.dropped.get("evicted", 0) + lost
+            if lost == 0:
+                return False  # all that is on disk is in flight to the sink: the newcomer is what is dropped
+            self.dropped["evicted"] = self.dropped.get("evicted", 0) + lost
         return True
 
     def put_nowait(self, event: Event, receipt: Receipt | None = None) -> bool:

@@ -142,15 +142,38 @@ def test_garbage_files_and_a_bad_cursor_never_stop_a_start(tmp_path: Path) -> No
     sp.close()
 
 
-def test_evict_oldest_counts_unread_records(tmp_path: Path) -> None:
-    sp = Spool(tmp_path, max_bytes=8192, segment_bytes=4096)
+def test_a_burst_is_spread_over_segments_of_their_size(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=4096)
     per = wal.record_size(ev(1))
-    n = 4096 // per + 1
-    sp.append([ev(i) for i in range(1, n + 1)])
-    sp.append([ev(n + 1)])  # rotates: the first segment is full
-    sp.read(3)
-    assert sp.evict_oldest() == n - 3 and sp.evicted == n - 3
-    assert [e.sequence for e in sp.read(10)] == [n + 1]
+    sp.append([ev(i) for i in range(1, 301)])  # one group commit of about seven segments' worth
+    sizes = [p.stat().st_size for p in sorted(tmp_path.glob("*.wal"))]
+    assert len(sizes) >= 300 * per // 4096 and max(sizes) <= 4096
+    assert [e.sequence for e in sp.read(1000)] == list(range(1, 301))
+    sp.close()
+
+
+def test_evict_oldest_counts_unread_records_and_keeps_what_is_in_flight(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=4096)
+    sp.append([ev(i) for i in range(1, 201)])
+    counts = [len(wal.parse(p.read_bytes(), len(wal.MAGIC)).records) for p in sorted(tmp_path.glob("*.wal"))]
+    assert len(counts) >= 3
+    sp.read(3)  # handed to the sink, not confirmed: in flight
+    assert sp.evict_oldest() == counts[1] and sp.evicted == counts[1]  # the oldest not in flight
+    sp.commit(3)  # confirmed: what is left of the first segment may go now
+    assert sp.evict_oldest() == counts[0] - 3
+    first_kept = sum(counts[:2]) + 1
+    assert [e.sequence for e in sp.read(1000)] == list(range(first_kept, 201))
+    sp.close()
+
+
+def test_evict_oldest_evicts_nothing_when_everything_is_in_flight(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=4096)
+    sp.append([ev(i) for i in range(1, 6)])
+    sp.read(10)
+    assert sp.evict_oldest() == 0 and sp.evicted == 0 and sp.pending == 5
+    kept = [n for p in sorted(tmp_path.glob("*.wal")) for n in
+            (r.event.sequence for r in wal.parse(p.read_bytes(), len(wal.MAGIC)).records)]
+    assert kept == [1, 2, 3, 4, 5]  # their durable copy stays until the sink confirms them
     sp.close()
 
 
@@ -183,7 +206,7 @@ def test_a_new_segment_that_cannot_be_made_is_a_sink_error_and_nothing_is_lost(t
     """The spool queue retries a SinkError; an OSError from a segment rollover would end the sink's worker."""
     sp = Spool(tmp_path, max_bytes=1 << 20, fsync="batch", segment_bytes=4096)
     n = 0
-    while sp._tail.size < sp.segment_bytes:
+    while sp._tail.size + wal.record_size(ev(n + 1)) <= sp.segment_bytes:  # until the next record needs a new one
         n += 1
         sp.append([ev(n)])
     blocker = tmp_path / f"{sp.next_index:020d}.wal"

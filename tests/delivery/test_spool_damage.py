@@ -92,13 +92,30 @@ def test_the_segment_being_written_removed_is_read_from_the_open_file(tmp_path: 
     sp = written(tmp_path, 60)
     tail = segments(tmp_path)[-1]
     tail.unlink()
-    sp.append([ev(61)])  # into the removed file, still open
-    assert [e.sequence for e in sp.read(1000)] == list(range(1, 62)) and sp.lost == 0
-    sp.append([ev(62)])  # into a new segment, with a name
-    assert [e.sequence for e in sp.read(1000)] == [62]
-    assert sequences(segments(tmp_path)[-1]) == [62]
+    assert [e.sequence for e in sp.read(1000)] == list(range(1, 61)) and sp.lost == 0  # from the open file
+    sp.append([ev(61)])  # goes into a new segment, with a name
+    assert [e.sequence for e in sp.read(1000)] == [61]
+    assert sequences(segments(tmp_path)[-1]) == [61]
     sp.commit(sp.last_read)
     sp.close()
+
+
+def test_the_segment_being_written_removed_unread_is_written_back_before_more_is_appended(tmp_path: Path) -> None:
+    """With the sink down the reader is not there to notice: the next append does, and puts the segment back
+    under its name, so that what is acknowledged from then on survives a crash."""
+    sp = written(tmp_path, 60)
+    tail = segments(tmp_path)[-1]
+    in_it = sequences(tail)
+    tail.unlink()
+    sp.append([ev(61)])
+    assert sequences(tail)[: len(in_it)] == in_it  # on disk again, under its name (61 there or after it)
+    sp.sync()
+    os.close(sp._lock_fd)  # the process dies here: nothing more is written
+    sp._lock_fd = -1
+    again = Spool(tmp_path)
+    assert again.report.missing == 0 and again.report.pending == 61
+    assert [e.sequence for e in again.read(1000)] == list(range(1, 62))
+    again.close()
 
 
 def test_a_cursor_that_cannot_be_written_trims_nothing_and_is_retried(tmp_path: Path) -> None:
