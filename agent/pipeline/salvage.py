@@ -61,6 +61,8 @@ class Segment:
     last: int = 0
     #: records of this segment the reader has passed (handed out, or delivered before start)
     read: int = 0
+    #: damage while running made the reader give up on the rest of it (its loss is counted): never read again
+    given_up: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -170,25 +170,11 @@ class Spool(SpoolReader):
         self._dir_dirty = self.fsync != "never"  # synced by the next sync job, in its thread
 
     def append(self, events: Sequence[Event]) -> int:
-        """Write ``events`` as records at the tail, starting a new segment whenever the tail reaches
-        ``segment_bytes`` (a burst is spread over segments, so that ``drop_oldest`` evicts a segment's worth);
-        returns the last index. SinkError if the disk refuses."""
+        """Write ``events`` as records at the tail, all or nothing; returns the last index. SinkError if the
+        disk refuses."""
         if not events:
             return self.next_index - 1
-        start = 0
-        while start < len(events):
-            if self._tail.count and self._tail.size + wal.record_size(events[start]) > self.segment_bytes:
-                self._rotate = True  # the next record would take the tail past its size: a new segment
-                room = self.segment_bytes - len(wal.MAGIC)
-            else:
-                room = self.segment_bytes - self._tail.size
-            end, size = start, 0
-            while end < len(events) and (end == start or size + wal.record_size(events[end]) <= room):
-                size += wal.record_size(events[end])
-                end += 1
-            self._append(events[start:end] if start or end < len(events) else events)
-            start = end
-        return self._tail.last
+        return self._append(events)
 
     def _restore_tail(self) -> None:
         """The segment being written was removed: write what it holds back under its name (from the open
@@ -200,21 +186,23 @@ class Spool(SpoolReader):
             data = os.pread(src, tail.size, 0)
         finally:
             os.close(src)
-        tmp = tail.path.with_name(tail.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        # written straight under its name (free: it was removed): a crash midway leaves a torn segment, whose
+        # intact records the start-up salvage keeps, as after any crash while writing
+        fd = os.open(tail.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             view, done = memoryview(data), 0
             while done < len(data):
                 done += os.write(fd, view[done:])
-            if self.fsync != "never":
-                os.fsync(fd)
-            os.replace(tmp, tail.path)
         except BaseException:
             os.close(fd)
-            tmp.unlink(missing_ok=True)
+            tail.path.unlink(missing_ok=True)
             raise
         old, self._tail_fd = self._tail_fd, fd
-        os.close(old)
+        if self.fsync == "never" and not self._users.get(old):
+            os.close(old)
+        else:
+            self._retired.append(old)  # closed once no sync job uses it
+
         if self._read_seg is tail:
             self._close_reader()  # the reader opens it again by name
         self._dir_dirty = self.fsync != "never"
@@ -349,19 +337,23 @@ class Spool(SpoolReader):
         n = self.outstanding
         if n <= 0:
             return 0
-        self._close_reader()
         first = next((s for s in self._segments if s.count and s.last > self.committed), None)
         if first is None:
             return 0
-        for seg in self._segments:
-            if seg is first or seg.base > first.base:
-                seg.read = 0
+        read_before = first.read
         try:
+            if first is self._tail and self._tail_fd >= 0 and self._tail_removed():
+                self._restore_tail()  # removed while being written: back under its name, to be read again
             offset = first_undelivered(first, self.committed)  # sets first.read to the records before it
-        except OSError as exc:  # read from its start: what the reader cannot read is counted lost then
-            log.warning("spool %s: cannot find the first undelivered record in %s: %s", self.dir, first.path.name,
-                        exc.strerror or exc)
-            offset = len(wal.MAGIC)
+        except OSError as exc:  # left where it is: those records stay in the spool for the next start
+            first.read = read_before
+            log.warning("spool %s: cannot read %s again to send what was not confirmed: %s", self.dir,
+                        first.path.name, exc.strerror or exc)
+            return 0
+        self._close_reader()
+        for seg in self._segments:
+            if seg.base > first.base:  # damage met before is skipped again, not counted again
+                seg.read = 0
         self._read_seg, self._read_off = first, offset
         self.unread += n
         self.outstanding = 0
@@ -379,25 +371,23 @@ class Spool(SpoolReader):
         return seg.size
 
     def evict_oldest(self) -> int | None:
-        """Delete the oldest segment the reader has not started (``drop_oldest``): its records are lost
-        (returned, counted). A segment holding records handed to the sink and not yet confirmed is kept: they
-        are in flight, and their durable copy with them. 0 when every segment on disk is in that state; None
-        when nothing is on disk at all."""
-        if len(self._segments) == 1 and not self._tail.count:
-            return None
+        """Delete the oldest segment none of whose records the sink holds unconfirmed (``drop_oldest``):
+        returns its records not yet delivered (lost, counted), maybe 0. Records handed to the sink and not
+        confirmed are in flight: their segment, their durable copy, is kept. None when no segment may go (none
+        on disk, or all in flight)."""
         flying = self.last_read > self.committed  # records handed out and not confirmed: (committed, last_read]
 
         def in_flight(s: Segment) -> bool:
             return flying and s.last > self.committed and s.base <= self.last_read
 
-        seg = next((s for s in self._segments if s.count and not in_flight(s)), None)
+        i, seg = next(((i, s) for i, s in enumerate(self._segments) if s.count and not in_flight(s)), (-1, None))
         if seg is None:
-            return 0
+            return None
         if seg is self._tail:
             self._new_tail()
         if seg is self._read_seg:
             self._advance()
-        lost = seg.count - seg.read
+        lost = max(seg.count - seg.read, 0)
         self._segments.remove(seg)
         try:
             seg.path.unlink(missing_ok=True)
@@ -406,11 +396,24 @@ class Spool(SpoolReader):
         self.bytes -= seg.size
         self.unread -= lost
         self.evicted += lost
+        if i > 0 and i < len(self._segments):
+            # not the first: the next one takes its name, or a restart would take the gap for a removed segment
+            try:
+                close_gap(self._segments[i], seg.base)
+            except OSError as exc:  # a restart then reports the evicted records as missing too
+                log.warning("spool %s: cannot rename %s: %s", self.dir, self._segments[i].path.name,
+                            exc.strerror or exc)
         return lost
 
     def close(self) -> None:
         """Make what was written durable and release the directory (reopening salvages it)."""
         try:
+            if self._tail_fd >= 0 and self._tail.count and self._tail_removed():
+                try:
+                    self._restore_tail()
+                except OSError as exc:
+                    log.error("spool %s: %s was removed while being written and cannot be written back: %s",
+                              self.dir, self._tail.path.name, exc.strerror or exc)
             self.sync()
         finally:
             self._close_fds()

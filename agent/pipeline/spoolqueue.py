@@ -17,7 +17,7 @@ for the disk. With ``batch`` a sync also happens at least every
 
 The overflow policy applies when the spool reaches ``spool_max_bytes``:
 ``block`` waits for the worker to free room, ``drop_newest`` refuses the event
-(counted as ``spool_full``), ``drop_oldest`` deletes the oldest segment
+(counted as ``spool_full``), ``drop_oldest`` deletes the oldest segment the sink holds nothing of unconfirmed
 (its unsent records counted as ``evicted``).
 """
 
@@ -93,10 +93,11 @@ class SpoolQueue(SinkQueue):
                 self._write_error = msg
                 return False
             if lost is None:
-                return True  # only unwritten events left: accept, the cap is exceeded briefly
-            if lost == 0:
-                return False  # all that is on disk is in flight to the sink: the newcomer is what is dropped
-            self.dropped["evicted"] = self.dropped.get("evicted", 0) + lost
+                # nothing on disk may go: with records in flight to the sink the newcomer is what is dropped;
+                # with only unwritten events left it is taken (the cap is exceeded briefly)
+                return self.spool.outstanding == 0
+            if lost:
+                self.dropped["evicted"] = self.dropped.get("evicted", 0) + lost
         return True
 
     def put_nowait(self, event: Event, receipt: Receipt | None = None) -> bool:

@@ -138,9 +138,21 @@ class SpoolReader:
                 data = os.pread(self._read_fd, want, self._read_off)
         return data, len(data) < want and os.fstat(self._read_fd).st_size < self._read_off + want
 
+    def _restore_tail(self) -> None:
+        """Write the removed segment being written back under its name (the writer's)."""
+        raise NotImplementedError
+
     def _gone(self, seg: Segment) -> None:
-        """``seg``'s file was removed: read it through the descriptor writing it, or count it lost."""
+        """``seg``'s file was removed: the one being written is written back under its name (else read through
+        the descriptor writing it); any other is counted lost."""
         if seg is self._tail and self._tail_fd >= 0:
+            try:
+                self._restore_tail()
+            except OSError as exc:
+                log.warning("spool %s: %s was removed while being written and cannot be written back: %s",
+                            self.dir, seg.path.name, exc.strerror or exc)
+            else:
+                return  # read again by its name
             try:  # the file lives on while the spool holds it open; /proc reaches it without a name
                 self._read_fd = os.open(f"/proc/self/fd/{self._tail_fd}", os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
@@ -154,12 +166,18 @@ class SpoolReader:
         self._skip_damage(seg, "removed")
 
     def _skip_damage(self, seg: Segment, problem: str) -> None:
-        """Give up on the rest of ``seg``: count and name what is lost, never read it again."""
+        """Give up on the rest of ``seg``: count and name what is lost, never read it again (a reader after a
+        rewind, meeting damage its predecessor gave up on, skips it without counting it again)."""
+        if seg.given_up:
+            seg.read = seg.count
+            self._read_off = seg.size
+            return
         lost = max(seg.count - seg.read, 0)
         self.read_errors += 1
         self.lost += lost
         log.error("spool %s: segment %s: %s; %d records in it lost", self.dir, seg.path.name, problem, lost)
         seg.read = seg.count
+        seg.given_up = True
         self.unread -= lost
         self._read_off = seg.size
         if seg is self._tail:

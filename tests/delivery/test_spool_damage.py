@@ -88,16 +88,28 @@ def test_a_segment_removed_before_the_reader_gets_there_is_skipped_and_counted(
     again.close()
 
 
-def test_the_segment_being_written_removed_is_read_from_the_open_file(tmp_path: Path) -> None:
+def test_the_segment_being_written_removed_is_written_back_when_the_reader_finds_it(tmp_path: Path) -> None:
     sp = written(tmp_path, 60)
     tail = segments(tmp_path)[-1]
+    in_it = sequences(tail)
     tail.unlink()
-    assert [e.sequence for e in sp.read(1000)] == list(range(1, 61)) and sp.lost == 0  # from the open file
-    sp.append([ev(61)])  # goes into a new segment, with a name
+    assert [e.sequence for e in sp.read(1000)] == list(range(1, 61)) and sp.lost == 0
+    assert sequences(tail) == in_it  # back under its name, from the open file
+    sp.append([ev(61)])
     assert [e.sequence for e in sp.read(1000)] == [61]
-    assert sequences(segments(tmp_path)[-1]) == [61]
     sp.commit(sp.last_read)
     sp.close()
+
+
+def test_the_segment_being_written_removed_is_written_back_at_a_clean_stop(tmp_path: Path) -> None:
+    sp = written(tmp_path, 60)
+    sp.sync()
+    tail = segments(tmp_path)[-1]
+    tail.unlink()
+    sp.close()
+    again = Spool(tmp_path)
+    assert again.report.pending == 60 and again.report.missing == 0
+    again.close()
 
 
 def test_the_segment_being_written_removed_unread_is_written_back_before_more_is_appended(tmp_path: Path) -> None:
@@ -266,4 +278,54 @@ def test_an_empty_segment_named_far_ahead_loses_nothing(tmp_path: Path, content:
     again = Spool(tmp_path)
     assert (again.report.missing, again.report.damaged, again.report.pending) == (0, 0, 200)
     assert not (tmp_path / f"{88888:020d}.wal").exists()
+    again.close()
+
+
+def test_a_rewind_after_damage_does_not_count_the_loss_again(tmp_path: Path) -> None:
+    """A reload's new reader reads again what the old one was handed, not the damage the old one gave up on."""
+    sp = written(tmp_path, 120)
+    first = segments(tmp_path)[0]
+    os.truncate(first, first.stat().st_size // 2)
+    got = [e.sequence for e in sp.read(1000)]
+    lost = sp.lost
+    assert lost > 0 and sp.unread == 0
+    assert sp.rewind() == len(got)
+    again = [e.sequence for e in sp.read(1000)]
+    assert again == got and sp.lost == lost and sp.unread == 0 and sp.pending == len(got)
+    sp.close()
+
+
+def test_a_rewind_after_the_segment_being_written_was_removed_reads_it_again(tmp_path: Path) -> None:
+    sp = written(tmp_path, 60)
+    sp.read(3)
+    sp.commit(3)
+    got = [e.sequence for e in sp.read(1000)]
+    segments(tmp_path)[-1].unlink()
+    assert sp.rewind() == len(got)
+    assert [e.sequence for e in sp.read(1000)] == got and sp.lost == 0
+    sp.close()
+
+
+def test_evicting_a_segment_behind_the_one_in_flight_is_not_reported_missing_at_the_next_start(
+        tmp_path: Path) -> None:
+    sp = written(tmp_path, 120)
+    sp.read(5)  # the sink holds 1..5, unconfirmed
+    evicted = sp.evict_oldest()
+    assert evicted and sp.evicted == evicted
+    sp.close()
+    again = Spool(tmp_path)
+    assert again.report.missing == 0 and again.report.pending == 120 - evicted
+    again.close()
+
+
+def test_writing_back_a_removed_segment_leaves_a_running_sync_its_descriptor(tmp_path: Path) -> None:
+    sp = written(tmp_path, 20)
+    job, fds = sp.sync_begin()
+    segments(tmp_path)[-1].unlink()
+    sp.append([ev(21)])  # written back under its name; the old descriptor stays open for the job
+    job()
+    sp.sync_end(fds)
+    sp.close()
+    again = Spool(tmp_path)
+    assert again.report.pending == 21
     again.close()
