@@ -175,6 +175,7 @@ class SinkWorker:
                 log.info("sink %s: %d spooled events sent before and not confirmed are sent again", self.sink.uri,
                          again)
             self._sent_upto = self._spool.spool.committed
+            self._lost_seen = self._spool.spool.lost  # what a reader before this one lost, it counted
         try:
             await self._open()
             while True:
