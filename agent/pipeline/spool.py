@@ -47,7 +47,6 @@ from .salvage import (
     close_gap,
     decode_cursor,
     encode_cursor,
-    first_undelivered,
     fsync_dir,
     salvage,
 )
@@ -176,46 +175,6 @@ class Spool(SpoolReader):
             return self.next_index - 1
         return self._append(events)
 
-    def _restore_tail(self) -> None:
-        """The segment being written was removed: write what it holds back under its name (from the open
-        descriptor) and go on writing there, so that what was written to it, and what is acknowledged from
-        now on, is on disk under a name a restart finds. OSError if that cannot be done."""
-        tail = self._tail
-        src = os.open(f"/proc/self/fd/{self._tail_fd}", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            data = os.pread(src, tail.size, 0)
-        finally:
-            os.close(src)
-        # written straight under its name (free: it was removed): a crash midway leaves a torn segment, whose
-        # intact records the start-up salvage keeps, as after any crash while writing
-        fd = os.open(tail.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            view, done = memoryview(data), 0
-            while done < len(data):
-                done += os.write(fd, view[done:])
-        except BaseException:
-            os.close(fd)
-            tail.path.unlink(missing_ok=True)
-            raise
-        old, self._tail_fd = self._tail_fd, fd
-        if self.fsync == "never" and not self._users.get(old):
-            os.close(old)
-        else:
-            self._retired.append(old)  # closed once no sync job uses it
-
-        if self._read_seg is tail:
-            self._close_reader()  # the reader opens it again by name
-        self._dir_dirty = self.fsync != "never"
-        log.warning("spool %s: %s was removed while being written; its %d records are written back under its "
-                    "name", self.dir, tail.path.name, tail.count)
-
-    def _tail_removed(self) -> bool:
-        """The segment being written was removed from the directory (its records would go nowhere durable)."""
-        try:
-            return os.fstat(self._tail_fd).st_nlink == 0
-        except OSError:
-            return False
-
     def _append(self, events: Sequence[Event]) -> int:
         data = wal.encode_many(self.next_index, events)
         try:
@@ -329,37 +288,6 @@ class Spool(SpoolReader):
             self._advance()
             freed += self._drop_head()
         return freed
-
-    def rewind(self) -> int:
-        """Hand out again what was handed out and not committed: a reader that ended without its sink
-        confirming (a reload whose old sink was down) leaves those records to the next one, which reads from
-        the first record after the cursor. Returns how many records that is."""
-        n = self.outstanding
-        if n <= 0:
-            return 0
-        first = next((s for s in self._segments if s.count and s.last > self.committed), None)
-        if first is None:
-            return 0
-        read_before = first.read
-        try:
-            if first is self._tail and self._tail_fd >= 0 and self._tail_removed():
-                self._restore_tail()  # removed while being written: back under its name, to be read again
-            offset = first_undelivered(first, self.committed)  # sets first.read to the records before it
-        except OSError as exc:  # left where it is: those records stay in the spool for the next start
-            first.read = read_before
-            log.warning("spool %s: cannot read %s again to send what was not confirmed: %s", self.dir,
-                        first.path.name, exc.strerror or exc)
-            return 0
-        self._close_reader()
-        for seg in self._segments:
-            if seg.base > first.base:  # damage met before is skipped again, not counted again
-                seg.read = 0
-        self._read_seg, self._read_off = first, offset
-        self.unread += n
-        self.outstanding = 0
-        self._handed.clear()
-        self.last_read = self.committed
-        return n
 
     def _drop_head(self) -> int:
         seg = self._segments.popleft()

@@ -21,7 +21,11 @@ file by name again. Removing the unreadable segment is how an operator gives up
 on it; the reader then counts its records as lost and moves on.
 
 What was handed out is remembered per read batch (``_handed``) so that the
-spool's commit can tell how many records are still outstanding.
+spool's commit can tell how many records are still outstanding, and so that a
+new reader (a reload's) can start over at the first record not confirmed
+(:meth:`SpoolReader.rewind`). A segment being written that was removed is
+written back under its name before anything more goes to it
+(:meth:`SpoolReader._restore_tail`), whichever side finds it first.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from pathlib import Path
 from ..errors import SinkError
 from ..model import Event
 from . import wal
-from .salvage import Segment
+from .salvage import Segment, first_undelivered
 
 __all__ = ["SpoolReader"]
 
@@ -65,6 +69,13 @@ class SpoolReader:
     lost: int
     #: the segment being written was damaged or removed: the next append starts a new one
     _rotate: bool
+    #: the cursor: records up to it are delivered
+    committed: int
+    fsync: str
+    #: old tail descriptors, closed once no sync job uses them
+    _retired: list[int]
+    _users: dict[int, int]
+    _dir_dirty: bool
 
     def _new_tail(self) -> None:
         """Start a segment (the writer's); an OSError leaves the current tail as it was."""
@@ -138,10 +149,6 @@ class SpoolReader:
                 data = os.pread(self._read_fd, want, self._read_off)
         return data, len(data) < want and os.fstat(self._read_fd).st_size < self._read_off + want
 
-    def _restore_tail(self) -> None:
-        """Write the removed segment being written back under its name (the writer's)."""
-        raise NotImplementedError
-
     def _gone(self, seg: Segment) -> None:
         """``seg``'s file was removed: the one being written is written back under its name (else read through
         the descriptor writing it); any other is counted lost."""
@@ -203,6 +210,79 @@ class SpoolReader:
         self._close_reader()
         i = next(i for i, seg in enumerate(self._segments) if seg is self._read_seg)
         self._read_seg, self._read_off = self._segments[i + 1], len(wal.MAGIC)
+
+    # --- a segment being written that was removed, and a reader that starts over ---------------------
+
+    def _restore_tail(self) -> None:
+        """The segment being written was removed: write what it holds back under its name (from the open
+        descriptor) and go on writing there, so that what was written to it, and what is acknowledged from
+        now on, is on disk under a name a restart finds. OSError if that cannot be done."""
+        tail = self._tail
+        src = os.open(f"/proc/self/fd/{self._tail_fd}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.pread(src, tail.size, 0)
+        finally:
+            os.close(src)
+        # written straight under its name (free: it was removed): a crash midway leaves a torn segment, whose
+        # intact records the start-up salvage keeps, as after any crash while writing
+        fd = os.open(tail.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            view, done = memoryview(data), 0
+            while done < len(data):
+                done += os.write(fd, view[done:])
+        except BaseException:
+            os.close(fd)
+            tail.path.unlink(missing_ok=True)
+            raise
+        old, self._tail_fd = self._tail_fd, fd
+        if self.fsync == "never" and not self._users.get(old):
+            os.close(old)
+        else:
+            self._retired.append(old)  # closed once no sync job uses it
+
+        if self._read_seg is tail:
+            self._close_reader()  # the reader opens it again by name
+        self._dir_dirty = self.fsync != "never"
+        log.warning("spool %s: %s was removed while being written; its %d records are written back under its "
+                    "name", self.dir, tail.path.name, tail.count)
+
+    def _tail_removed(self) -> bool:
+        """The segment being written was removed from the directory (its records would go nowhere durable)."""
+        try:
+            return os.fstat(self._tail_fd).st_nlink == 0
+        except OSError:
+            return False
+
+    def rewind(self) -> int:
+        """Hand out again what was handed out and not committed: a reader that ended without its sink
+        confirming (a reload whose old sink was down) leaves those records to the next one, which reads from
+        the first record after the cursor. Returns how many records that is."""
+        n = self.outstanding
+        if n <= 0:
+            return 0
+        first = next((s for s in self._segments if s.count and s.last > self.committed), None)
+        if first is None:
+            return 0
+        read_before = first.read
+        try:
+            if first is self._tail and self._tail_fd >= 0 and self._tail_removed():
+                self._restore_tail()  # removed while being written: back under its name, to be read again
+            offset = first_undelivered(first, self.committed)  # sets first.read to the records before it
+        except OSError as exc:  # left where it is: those records stay in the spool for the next start
+            first.read = read_before
+            log.warning("spool %s: cannot read %s again to send what was not confirmed: %s", self.dir,
+                        first.path.name, exc.strerror or exc)
+            return 0
+        self._close_reader()
+        for seg in self._segments:
+            if seg.base > first.base:  # damage met before is skipped again, not counted again
+                seg.read = 0
+        self._read_seg, self._read_off = first, offset
+        self.unread += n
+        self.outstanding = 0
+        self._handed.clear()
+        self.last_read = self.committed
+        return n
 
     @property
     def pending(self) -> int:
