@@ -26,14 +26,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..codec.framing import LengthPrefixedDecoder, encode_frame
-from ..errors import FramingError, TransportError, Undeliverable
+from ..errors import FramingError, TransportError
 from ..transport import Ack, ByteStream, encode_ack
 from ..transport.ack import MAX_REJECTED
+from .answers import all_taken, call, refusal, why
 from .dedupe import Key, channel_of
 from .validate import Rejected, parse_event
 
 if TYPE_CHECKING:
-    from .server import Deliver, Receiver
+    from .server import Receiver
 
 __all__ = ["MAX_UNSENT_REFUSALS", "Connection"]
 
@@ -215,7 +216,7 @@ class Connection:
                 rx.stats.duplicates += 1
                 fates.append(here[key])
             elif many is None:
-                fut = _call(rx.deliver, event, self.peer)
+                fut = call(rx.deliver, event, self.peer)
                 dedupe.add(key, fut)
                 fut.add_done_callback(functools.partial(self._taken, 1))
                 fates.append((fut, -1, 1))
@@ -283,18 +284,18 @@ class Connection:
     def _forget_runs(self, fut: asyncio.Future[Any]) -> None:
         self._runs.pop(fut, None)  # settled now: what is left to report comes with the answer
 
-    def _told(self, box: list[asyncio.Future[Any]], pos: int, why: Any) -> None:
+    def _told(self, box: list[asyncio.Future[Any]], pos: int, answer: Any) -> None:
         """The delivery of the batch in ``box`` will not take its event ``pos``: refuse its frames now, while
         the rest of the batch still waits (a queue dropped it, or the host could not stamp it)."""
         runs = self._runs.get(box[0]) if box else None
         if not runs:
             return
-        refusal = _why(why)
-        if refusal is None:
+        said = why(answer)
+        if said is None:
             return
         for p, count, first in runs:
             if p <= pos < p + count and (frame := first + pos - p) > self.settled:
-                self._refuse(frame, *refusal)
+                self._refuse(frame, *said)
 
     def _queue(self, fut: asyncio.Future[Any] | None, pos: int, count: int) -> None:
         """``count`` frames whose fate ``fut`` decides, from ``pos`` in its answer."""
@@ -312,11 +313,11 @@ class Connection:
             fut.add_done_callback(functools.partial(self._early, first, pos, count))
 
     def _early(self, first: int, pos: int, count: int, fut: asyncio.Future[Any]) -> None:
-        if first + count - 1 <= self.settled or _all_taken(fut):
+        if first + count - 1 <= self.settled or all_taken(fut):
             return
         for k in range(count):
-            if first + k > self.settled and (refusal := _refusal(fut, pos + k if pos >= 0 else -1)) is not None:
-                self._refuse(first + k, *refusal)
+            if first + k > self.settled and (said := refusal(fut, pos + k if pos >= 0 else -1)) is not None:
+                self._refuse(first + k, *said)
 
     async def _settle(self) -> None:
         inflight = self.inflight
@@ -336,10 +337,10 @@ class Connection:
                     failure = "cancelled" if fut.cancelled() else str(fut.exception())
                     self.rx.reject(self.peer, "pipeline", f"delivery failed: {failure}")
                     raise _Delivery(failure)
-                if not _all_taken(fut):
+                if not all_taken(fut):
                     for k in range(count):
-                        if (refusal := _refusal(fut, pos + k if pos >= 0 else -1)) is not None:
-                            self._refuse(first + k, *refusal)
+                        if (said := refusal(fut, pos + k if pos >= 0 else -1)) is not None:
+                            self._refuse(first + k, *said)
             inflight.popleft()
             if self.reported:
                 for k in range(count):
@@ -369,51 +370,3 @@ class Connection:
                     if not self.inflight:
                         continue
                 await self._send_ack()
-
-
-def _call(deliver: Deliver, event: dict[str, Any], peer: str) -> asyncio.Future[Any]:
-    try:
-        return asyncio.ensure_future(deliver(event, peer))
-    except Exception as exc:
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_exception(exc)
-        return fut
-
-
-def _all_taken(fut: asyncio.Future[Any]) -> bool:
-    """A settled future whose answer takes every frame it decides (the common case, checked first)."""
-    if fut.cancelled() or fut.exception() is not None:
-        return False
-    res = fut.result()
-    return res is None or res is True
-
-
-def _refusal(fut: asyncio.Future[Any], pos: int = -1) -> tuple[str, str] | None:
-    """``(reason, detail)`` when a settled delivery refused or dropped the frame; None when taken or failed.
-
-    ``pos`` is the frame's place in a batch's answer (a list), -1 when the answer is the frame's alone.
-    """
-    if fut.cancelled():
-        return None
-    exc = fut.exception()
-    if isinstance(exc, Rejected):
-        return exc.reason, exc.detail
-    if exc is not None:
-        return None
-    res = fut.result()
-    if pos >= 0 and type(res) is list:
-        res = res[pos]
-    return _why(res)
-
-
-def _why(res: Any) -> tuple[str, str] | None:
-    """``(reason, detail)`` of one event's answer when it was not taken (refused or dropped), else None."""
-    if isinstance(res, Rejected):
-        return res.reason, res.detail
-    if isinstance(res, Undeliverable):
-        return "dropped", str(res)
-    if isinstance(res, Exception):
-        return "attributes", str(res)
-    if res is False:
-        return "dropped", "the host's queue overflow policy dropped it"
-    return None
