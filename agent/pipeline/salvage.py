@@ -193,12 +193,14 @@ def first_undelivered(seg: Segment, committed: int) -> int:
     return parsed.records[skipped].start if skipped < len(parsed.records) else len(data)
 
 
-def close_gap(seg: Segment, base: int) -> None:
+def close_gap(seg: Segment, base: int, *, sync: bool = True) -> None:
     """Rename ``seg`` to start right after the records kept before it: a gap is reported by the scan that
-    finds it, not again at each start or reload while undelivered records lie before it."""
+    finds it, not again at each start or reload while undelivered records lie before it. ``sync``: make the
+    rename durable now (else the caller has it done later, off the event loop)."""
     dest = seg.path.with_name(f"{base:020d}.wal")
     os.replace(seg.path, dest)
-    fsync_dir(dest.parent)
+    if sync:
+        fsync_dir(dest.parent)
     seg.base, seg.path = base, dest
 
 

@@ -97,6 +97,8 @@ class Spool(SpoolReader):
         #: records handed out and not yet committed, and the read batches they came in: (first, last index, count)
         self.outstanding = 0
         self._handed: deque[tuple[int, int, int]] = deque()
+        #: a rewind could not read again what was not confirmed: the cursor stays until the next start
+        self.hold_cursor = False
         #: the start-up salvage's losses are counted (by the first sink worker reading this spool)
         self.salvage_counted = False
         #: counters since start
@@ -179,7 +181,13 @@ class Spool(SpoolReader):
         data = wal.encode_many(self.next_index, events)
         try:
             if self._tail_fd >= 0 and self._tail_removed():
-                self._restore_tail()  # before anything more is written, or the tail is retired, unnamed
+                try:
+                    self._restore_tail()  # before anything more is written, or the tail is retired, unnamed
+                except OSError as exc:
+                    log.error("spool %s: %s was removed while being written and cannot be written back (%s); "
+                              "new records go to a new segment", self.dir, self._tail.path.name,
+                              exc.strerror or exc)
+                    self._rotate = True
             if self._rotate or (self._tail.size >= self.segment_bytes and self._tail.count):
                 self._new_tail()
         except OSError as exc:
@@ -256,7 +264,7 @@ class Spool(SpoolReader):
         A cursor that cannot be written is a :class:`SinkError` and changes
         nothing: calling again (with the same ``index`` or a later one) retries.
         """
-        if index <= self.committed:
+        if index <= self.committed or self.hold_cursor:
             return 0
         try:
             os.pwrite(self._cursor_fd, encode_cursor(index), 0)
@@ -327,7 +335,8 @@ class Spool(SpoolReader):
         if i > 0 and i < len(self._segments):
             # not the first: the next one takes its name, or a restart would take the gap for a removed segment
             try:
-                close_gap(self._segments[i], seg.base)
+                close_gap(self._segments[i], seg.base, sync=False)
+                self._dir_dirty = self.fsync != "never"  # the rename is made durable by the next sync job
             except OSError as exc:  # a restart then reports the evicted records as missing too
                 log.warning("spool %s: cannot rename %s: %s", self.dir, self._segments[i].path.name,
                             exc.strerror or exc)

@@ -30,6 +30,7 @@ written back under its name before anything more goes to it
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import struct
@@ -76,6 +77,8 @@ class SpoolReader:
     _retired: list[int]
     _users: dict[int, int]
     _dir_dirty: bool
+    #: a rewind failed: commits move the cursor no further (see :meth:`rewind`)
+    hold_cursor: bool
 
     def _new_tail(self) -> None:
         """Start a segment (the writer's); an OSError leaves the current tail as it was."""
@@ -223,6 +226,8 @@ class SpoolReader:
             data = os.pread(src, tail.size, 0)
         finally:
             os.close(src)
+        if len(data) != tail.size:  # cut short as well: its records are judged by the reader, as damage
+            raise OSError(errno.EIO, f"{tail.path.name} holds {len(data)} of its {tail.size} bytes")
         # written straight under its name (free: it was removed): a crash midway leaves a torn segment, whose
         # intact records the start-up salvage keeps, as after any crash while writing
         fd = os.open(tail.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -268,14 +273,20 @@ class SpoolReader:
             if first is self._tail and self._tail_fd >= 0 and self._tail_removed():
                 self._restore_tail()  # removed while being written: back under its name, to be read again
             offset = first_undelivered(first, self.committed)  # sets first.read to the records before it
-        except OSError as exc:  # left where it is: those records stay in the spool for the next start
+        except OSError as exc:
+            # it cannot be read again: the cursor stays where it is, so that what was not confirmed is not
+            # committed over by the next reader; those records are sent at the next start
             first.read = read_before
-            log.warning("spool %s: cannot read %s again to send what was not confirmed: %s", self.dir,
-                        first.path.name, exc.strerror or exc)
+            self.hold_cursor = True
+            log.error("spool %s: cannot read %s again to send what was not confirmed (%s); the spool keeps it "
+                      "and everything after it until the next start", self.dir, first.path.name,
+                      exc.strerror or exc)
             return 0
+        if first.given_up:
+            first.read = first.count  # its loss is counted: re-reading it changes no count
         self._close_reader()
         for seg in self._segments:
-            if seg.base > first.base:  # damage met before is skipped again, not counted again
+            if seg.base > first.base and not seg.given_up:  # a given-up one keeps its count (loss counted)
                 seg.read = 0
         self._read_seg, self._read_off = first, offset
         self.unread += n

@@ -329,3 +329,41 @@ def test_writing_back_a_removed_segment_leaves_a_running_sync_its_descriptor(tmp
     again = Spool(tmp_path)
     assert again.report.pending == 21
     again.close()
+
+
+def test_a_rewind_that_cannot_read_again_keeps_the_cursor_so_nothing_is_committed_over(tmp_path: Path) -> None:
+    sp = written(tmp_path, 120)
+    segments(tmp_path)[0].unlink()  # removed before the old reader got there: its records are lost
+    handed = [e.sequence for e in sp.read(1000)]
+    assert sp.rewind() == 0  # the new reader cannot start where the cursor is
+    sp.append([ev(k) for k in range(121, 126)])
+    assert [e.sequence for e in sp.read(1000)] == list(range(121, 126))
+    sp.commit(sp.last_read)  # held: what the old sink never confirmed is not committed over
+    sp.close()
+    again = Spool(tmp_path)
+    assert [e.sequence for e in again.read(1000)] == [*handed, *range(121, 126)]
+    again.close()
+
+
+def test_a_segment_being_written_replaced_under_its_name_sends_new_records_to_a_new_one(tmp_path: Path) -> None:
+    sp = written(tmp_path, 20)
+    tail = segments(tmp_path)[-1]
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"not ours")
+    os.replace(junk, tail)  # the open file loses its name, and the name is taken: it cannot be written back
+    sp.append([ev(21)])  # goes on, in a new segment
+    assert sequences(segments(tmp_path)[-1]) == [21]
+    sp.close()
+
+
+def test_a_segment_being_written_cut_short_and_removed_is_not_written_back_wrongly(tmp_path: Path) -> None:
+    sp = written(tmp_path, 20)
+    sp.read(5)
+    sp.commit(5)
+    tail = segments(tmp_path)[-1]
+    os.truncate(tail, tail.stat().st_size - 30)  # the last record cut
+    tail.unlink()
+    sp.append([ev(k) for k in range(21, 31)])
+    got = [e.sequence for e in sp.read(1000)]
+    assert got[-10:] == list(range(21, 31)) and sp.lost == 1
+    sp.close()
