@@ -34,13 +34,13 @@ from .childsignals import children_keep_their_signals
 from .config import Config, ProbeConfig
 from .errors import AgentError
 from .generation import Counts, Generation, build_probe, build_sink, host_id
+from .listeners import ListenerSet
 from .metrics import LatencySampler, MetricsServer, TimedStamper, build_registry, replace_server
 from .model import Event, Reading
 from .pipeline import PipelineStats, ProbeRunner, SequenceStore, SinkQueue, SinkWorker
 from .pipeline.parallel import build_pipeline
 from .pipeline.spoolqueue import SpoolQueue
 from .probes.base import Probe
-from .receiver.dedupe import DedupeWindow
 from .sdnotify import Notifier, watchdog_period
 from .signing.keys import SigningKey
 from .sinks import SinkContext
@@ -82,8 +82,7 @@ class Agent:
         self.pipeline = build_pipeline(self.stamper, self.gen.queues, self.stats, self.cfg.agent.sign_workers,
                                        self.cfg.agent.sign_threads)
         self._retiring: list[Generation] = []
-        #: each listener's duplicate window, by (uri, dedupe_window): kept across reloads while configured
-        self._dedupe: dict[tuple[str, int], DedupeWindow] = {}
+        self.listeners = ListenerSet(self.pipeline)
         #: events the drains could not deliver: left in queues at the deadline, kept in spools, taken by a sink
         #: that did not confirm them, or dropped by a queue (``run --once`` fails when this is not 0)
         self.undelivered = 0
@@ -154,27 +153,8 @@ class Agent:
 
     async def _listen(self, gen: Generation, opts: Any) -> None:
         """One listener; on a reload a listener that cannot start is logged, not fatal."""
-        from .receiver import PipelineDeliver, Receiver
-        from .receiver.nats import NatsSource
-
-        kind: type[Receiver] | type[NatsSource] = NatsSource if opts.uri.lower().startswith("nats:") else Receiver
-        # a listener kept across a reload keeps its duplicate window: a guest re-sending what the old one took
-        # is still recognized
-        wanted = {(o.uri, o.dedupe_window) for o in gen.cfg.listeners}
-        for k in [k for k in self._dedupe if k not in wanted]:
-            del self._dedupe[k]
-        window = self._dedupe.get((opts.uri, opts.dedupe_window))
-        if window is None:
-            window = self._dedupe[(opts.uri, opts.dedupe_window)] = DedupeWindow(opts.dedupe_window)
         try:
-            await self.pipeline.start()  # signing workers, if any, start with the first listener
-            deliver = PipelineDeliver(self.pipeline)
-            try:
-                source = kind.build(opts, deliver, dedupe=window)
-                gen.receivers[opts.uri] = source.stats  # read by /metrics and the status file
-                await source.serve()
-            finally:
-                await deliver.aclose()
+            await self.listeners.serve(gen, opts)
         except (AgentError, OSError) as exc:
             if gen.number > 1:
                 log.error("listener %s: %s (not listening until the next reload)", opts.uri, exc)
@@ -186,7 +166,7 @@ class Agent:
     async def _listening(self, gen: Generation, timeout: float = 10.0) -> None:
         """Wait (up to ``timeout``) until every listener of ``gen`` listens, or one failed and stops the agent."""
         with anyio.move_on_after(timeout):
-            while not self._stop.is_set() and any(o.uri not in gen.receivers for o in gen.cfg.listeners):
+            while not self._stop.is_set() and not self.listeners.all_listening(gen):
                 await anyio.sleep(0.005)
 
     async def _stop_producers(self, gen: Generation) -> None:
