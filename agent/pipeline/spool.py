@@ -180,14 +180,8 @@ class Spool(SpoolReader):
     def _append(self, events: Sequence[Event]) -> int:
         data = wal.encode_many(self.next_index, events)
         try:
-            if self._tail_fd >= 0 and self._tail_removed():
-                try:
-                    self._restore_tail()  # before anything more is written, or the tail is retired, unnamed
-                except OSError as exc:
-                    log.error("spool %s: %s was removed while being written and cannot be written back (%s); "
-                              "new records go to a new segment", self.dir, self._tail.path.name,
-                              exc.strerror or exc)
-                    self._rotate = True
+            if not self._tail_named():  # checked before anything more is written, or the tail is retired
+                self._rotate = True  # new records go to a new segment
             if self._rotate or (self._tail.size >= self.segment_bytes and self._tail.count):
                 self._new_tail()
         except OSError as exc:
@@ -345,12 +339,7 @@ class Spool(SpoolReader):
     def close(self) -> None:
         """Make what was written durable and release the directory (reopening salvages it)."""
         try:
-            if self._tail_fd >= 0 and self._tail.count and self._tail_removed():
-                try:
-                    self._restore_tail()
-                except OSError as exc:
-                    log.error("spool %s: %s was removed while being written and cannot be written back: %s",
-                              self.dir, self._tail.path.name, exc.strerror or exc)
+            self._tail_named()
             self.sync()
         finally:
             self._close_fds()

@@ -251,6 +251,19 @@ class SpoolReader:
         log.warning("spool %s: %s was removed while being written; its %d records are written back under its "
                     "name", self.dir, tail.path.name, tail.count)
 
+    def _tail_named(self) -> bool:
+        """Whether the segment being written has its name: it was not removed, or is written back now (see
+        :meth:`_restore_tail`); False, logged, when it cannot be."""
+        if self._tail_fd < 0 or not self._tail_removed():
+            return True
+        try:
+            self._restore_tail()
+        except OSError as exc:
+            log.error("spool %s: %s was removed while being written and cannot be written back: %s", self.dir,
+                      self._tail.path.name, exc.strerror or exc)
+            return False
+        return True
+
     def _tail_removed(self) -> bool:
         """The segment being written was removed from the directory (its records would go nowhere durable)."""
         try:

@@ -206,25 +206,26 @@ class StatChecker:
 
     async def _started(self, loop: asyncio.AbstractEventLoop, worker: _Worker) -> None:
         """Wait for a new worker's ready line."""
-        fut: asyncio.Future[bytes] = loop.create_future()
-        loop.add_reader(worker.fd_out, self._on_readable, worker, bytearray(), fut)
-        try:
-            line = await asyncio.wait_for(fut, START_TIMEOUT)
-        finally:
-            loop.remove_reader(worker.fd_out)
+        line = await self._line(loop, worker, None, START_TIMEOUT)
         if line != b'{"ready": true}':
             raise _WorkerGone(f"unexpected first line {line[:80]!r}")
         worker.ready = True
 
     async def _ask(self, loop: asyncio.AbstractEventLoop, worker: _Worker, path: str) -> bytes:
+        return await self._line(loop, worker, json.dumps(path).encode() + b"\n", self.timeout)
+
+    async def _line(self, loop: asyncio.AbstractEventLoop, worker: _Worker, request: bytes | None,
+                    timeout: float) -> bytes:
+        """Send ``request`` (if any) and wait up to ``timeout`` for the worker's next line."""
         fut: asyncio.Future[bytes] = loop.create_future()
         loop.add_reader(worker.fd_out, self._on_readable, worker, bytearray(), fut)
         try:
-            try:
-                os.write(worker.fd_in, json.dumps(path).encode() + b"\n")
-            except OSError as exc:
-                raise _WorkerGone(f"request not delivered: {exc.strerror or exc}") from None
-            return await asyncio.wait_for(fut, self.timeout)
+            if request is not None:
+                try:
+                    os.write(worker.fd_in, request)
+                except OSError as exc:
+                    raise _WorkerGone(f"request not delivered: {exc.strerror or exc}") from None
+            return await asyncio.wait_for(fut, timeout)
         finally:
             loop.remove_reader(worker.fd_out)
 
