@@ -96,7 +96,7 @@ class Agent:
         self.last_reload_error: str | None = None
         self.metrics: MetricsServer | None = None
         self._registry = build_registry(self.view, self.sign_latency)
-        self._status_failed = False
+        self._status_file = health.StatusFile(state)
         self._fatal: AgentError | None = None
         if self.cfg.metrics.listen and not self.once:
             self.metrics = MetricsServer(self.cfg.metrics.listen, self._registry)
@@ -315,16 +315,8 @@ class Agent:
         return f"{self.stats.signed} events signed" + (f"; sinks down: {', '.join(down)}" if down else "")
 
     def write_status(self, *, running: bool = True) -> None:
-        """``STATE_DIR/status.json`` for ``hoststamp status``; a failure is logged once until it works again."""
-        path = self.state_dir / health.STATUS_FILE
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            health.write_status(path, {**health.snapshot(self.view()), "running": running})
-            self._status_failed = False
-        except OSError as exc:
-            if not self._status_failed:
-                log.warning("cannot write %s: %s", path, exc.strerror or exc)
-            self._status_failed = True
+        """``STATE_DIR/status.json`` for ``hoststamp status``."""
+        self._status_file.write(self.view(), running=running)
 
     async def _housekeeping(self) -> None:
         """Every second the status file; every half watchdog period WATCHDOG=1 (a stuck loop sends none)."""

@@ -9,6 +9,7 @@ reader sees the previous or the next version, never half of one.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import Counter
@@ -23,12 +24,15 @@ from . import _native
 from .pipeline.queue import SinkQueue
 from .pipeline.stats import PipelineStats, SinkStats
 
+log = logging.getLogger("hoststamp")
+
 __all__ = [
     "STATUS_FILE",
     "AgentView",
     "ListenerView",
     "QueueCounts",
     "SinkView",
+    "StatusFile",
     "StatusReport",
     "dir_bytes",
     "listener_view",
@@ -176,6 +180,24 @@ def write_status(path: Path, doc: Mapping[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
     os.replace(tmp, path)
+
+
+class StatusFile:
+    """``STATE_DIR/status.json``, rewritten as the agent runs; a failure is logged once until it works again."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / STATUS_FILE
+        self._failed = False
+
+    def write(self, view: AgentView, *, running: bool = True) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_status(self.path, {**snapshot(view), "running": running})
+            self._failed = False
+        except OSError as exc:
+            if not self._failed:
+                log.warning("cannot write %s: %s", self.path, exc.strerror or exc)
+            self._failed = True
 
 
 def read_status(path: Path) -> dict[str, Any]:
