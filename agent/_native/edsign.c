@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define DIGEST_LEN 32
@@ -227,6 +229,11 @@ static PyTypeObject SignerType = {
  * returns the finished jobs' envelopes. A Python thread would need the GIL back to return its results and would
  * wait for it while the loop's thread runs; these threads only take the pool's own mutex, for a few pointer
  * moves.
+ *
+ * With nice=N the threads run N nice steps below their creator: the event loop that feeds them and settles what
+ * they return then gets its core whenever it has work, and the signatures take every cycle it leaves. At the same
+ * priority the scheduler shares a core evenly between the loop and a signing thread; the loop falls behind, the
+ * signing threads run out of batches, and a core idles while both wait on each other.
  * ------------------------------------------------------------------------------------------------------------- */
 
 typedef struct Job {
@@ -252,6 +259,7 @@ typedef struct {
     pid_t owner;    /* the process the threads run in (a forked child has none of them) */
     int stopping;
     int locks_ready;
+    int nice;       /* how much lower than their creator's the threads' priority is (0: the same) */
     pthread_t *threads;
 } SignPool;
 
@@ -266,9 +274,26 @@ static void job_free(Job *j)
     }
 }
 
+/* Lower the calling thread's priority by `by` nice steps (Linux keeps a nice value per thread). Best effort: at
+ * nice 19 already, or where the kernel refuses, the thread simply runs as it is. */
+static void lower_priority(int by)
+{
+    if (by <= 0)
+        return;
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    errno = 0;
+    int now = getpriority(PRIO_PROCESS, (id_t)tid);
+    if (now == -1 && errno != 0)
+        return;
+    int want = now + by > 19 ? 19 : now + by;
+    if (want > now)
+        (void)setpriority(PRIO_PROCESS, (id_t)tid, want);
+}
+
 static void *pool_thread(void *arg)
 {
     SignPool *p = arg;
+    lower_priority(p->nice);
     unsigned char *msg = malloc(p->head_len + DIGEST_LEN);
     unsigned char *env = malloc(p->env_len);
     for (;;) {
@@ -358,18 +383,18 @@ static void pool_stop(SignPool *p)
 
 static int SignPool_init(SignPool *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"signer", "pae_head", "env_head", "env_mid", "tail", "threads", NULL};
+    static char *kwlist[] = {"signer", "pae_head", "env_head", "env_mid", "tail", "threads", "nice", NULL};
     PyObject *signer;
     Py_buffer head, env_head, env_mid, tail;
-    int threads = 1, rc = -1;
+    int threads = 1, nice = 0, rc = -1;
     if (!self->locks_ready)
         self->efd = -1;
     if (self->locks_ready || self->closing) {
         PyErr_SetString(PyExc_RuntimeError, "a SignPool is set up once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!y*y*y*y*|i", kwlist, &SignerType, &signer, &head, &env_head,
-                                     &env_mid, &tail, &threads))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!y*y*y*y*|ii", kwlist, &SignerType, &signer, &head, &env_head,
+                                     &env_mid, &tail, &threads, &nice))
         return -1;
     if (!((Signer *)signer)->ready) {
         PyErr_SetString(PyExc_ValueError, "the signer has no key");
@@ -379,6 +404,11 @@ static int SignPool_init(SignPool *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "threads must be between 1 and 64");
         goto out;
     }
+    if (nice < 0 || nice > 39) {
+        PyErr_SetString(PyExc_ValueError, "nice must be between 0 and 39 (steps below the creator's priority)");
+        goto out;
+    }
+    self->nice = nice;
     if (head.len > MAX_PART || env_head.len > MAX_PART || env_mid.len > MAX_PART || tail.len > MAX_PART) {
         PyErr_SetString(PyExc_ValueError, "a PAE head or envelope part is too long");
         goto out;
@@ -577,7 +607,7 @@ static PyMethodDef SignPool_methods[] = {
 static PyTypeObject SignPoolType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "agent._native.edsign.SignPool",
-    .tp_doc = "SignPool(signer, pae_head, env_head, env_mid, tail, threads=1): native threads that sign batches "
+    .tp_doc = "SignPool(signer, pae_head, env_head, env_mid, tail, threads=1, nice=0): native threads that sign batches "
               "of digests without ever taking the GIL",
     .tp_basicsize = sizeof(SignPool),
     .tp_flags = Py_TPFLAGS_DEFAULT,

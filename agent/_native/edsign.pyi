@@ -9,7 +9,8 @@ class Signer:
 
 class SignPool:
     def __init__(
-        self, signer: Signer, pae_head: bytes, env_head: bytes, env_mid: bytes, tail: bytes, threads: int = 1
+        self, signer: Signer, pae_head: bytes, env_head: bytes, env_mid: bytes, tail: bytes, threads: int = 1,
+        nice: int = 0
     ) -> None: ...
     def submit(self, digests: Sequence[bytes], /) -> int: ...
     def collect(self) -> list[tuple[int, list[bytes] | None]]: ...

@@ -11,6 +11,13 @@ JSON is finished in the loop once the signatures are back, and the batches go
 into the sink queues in submission order. Every event is byte for byte what
 :class:`~.router.Pipeline` makes.
 
+The signing threads run :data:`SIGN_NICE` nice steps below the agent: the loop
+thread feeds them and settles what they return, so it gets its core whenever it
+has work and the signatures take the rest. At equal priority the scheduler
+shares a core evenly between the loop and a signing thread, the loop falls
+behind, the signing threads run out of batches, and a core goes idle
+(``benchmarks/bench_receiver.py`` measures both).
+
 Unlike :class:`~.parallel.ParallelPipeline` (worker processes) nothing is
 copied between processes and no frame is parsed twice. A pool of Python threads
 would not do: a thread needs the GIL to hand its results back, and gets it only
@@ -36,9 +43,12 @@ from .stats import PipelineStats
 if TYPE_CHECKING:
     from .._native.edsign import SignPool
 
-__all__ = ["ThreadedPipeline"]
+__all__ = ["SIGN_NICE", "ThreadedPipeline"]
 
 log = logging.getLogger("hoststamp.pipeline")
+
+#: how many nice steps the signing threads run below the agent's own priority
+SIGN_NICE = 5
 
 
 def _settle(dst: asyncio.Future[Any], src: asyncio.Future[Any]) -> None:
@@ -76,13 +86,14 @@ class ThreadedPipeline(OffloadPipeline[_Batch]):
     """A Pipeline that signs guest batches in ``threads`` native threads. Call :meth:`aclose` at the end."""
 
     def __init__(self, stamper: Stamper, queues: Sequence[SinkQueue], stats: PipelineStats | None = None, *,
-                 threads: int = 1, max_pending: int = 8192) -> None:
+                 threads: int = 1, max_pending: int = 8192, nice: int = SIGN_NICE) -> None:
         super().__init__(stamper, queues, stats, max_pending=max_pending)
         if threads < 1:
             raise ValueError("a ThreadedPipeline needs at least one thread")
         if stamper._native is None:
             raise ValueError("a ThreadedPipeline needs the native signer")
         self.threads = threads
+        self.nice = nice
         self._signer = stamper._native
         #: the native threads, from :meth:`start` (or the first batch) to :meth:`aclose`
         self._pool: SignPool | None = None
@@ -100,7 +111,8 @@ class ThreadedPipeline(OffloadPipeline[_Batch]):
         from .._native.edsign import SignPool
 
         st = self.stamper
-        self._pool = SignPool(self._signer, _PAE_HEAD, st._env_head, st._env_mid, _ENV_TAIL, self.threads)
+        self._pool = SignPool(self._signer, _PAE_HEAD, st._env_head, st._env_mid, _ENV_TAIL, self.threads,
+                              self.nice)
         asyncio.get_running_loop().add_reader(self._pool.fileno(), self._collect)
 
     def _collect(self) -> None:

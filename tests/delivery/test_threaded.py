@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,8 @@ from agent.errors import SinkError
 from agent.pipeline import PipelineStats, SequenceStore, SinkQueue, SinkWorker, Stamper
 from agent.pipeline.parallel import build_pipeline
 from agent.pipeline.router import Pipeline
-from agent.pipeline.threaded import ThreadedPipeline
+from agent.pipeline.stamp import _ENV_TAIL, _PAE_HEAD
+from agent.pipeline.threaded import SIGN_NICE, ThreadedPipeline
 from agent.signing.event import verify_event
 from agent.signing.keys import SigningKey, generate_keypair
 from agent.sinks.memory import MemorySink
@@ -137,6 +141,68 @@ async def test_the_signing_threads_start_and_end_with_the_pipeline() -> None:
     assert pipeline.stats.signed == 1  # what was submitted before closing reached the queue
     with pytest.raises(SinkError, match="closed"):
         await pipeline.submit_guests([guest(1, "vm/0")], "vsock:3")
+
+
+def _nice_of_new_threads(before: set[str], count: int) -> list[int]:
+    """The nice values of the threads started since ``before``, once each has set its own (they do it first)."""
+    for _ in range(500):
+        new = set(os.listdir("/proc/self/task")) - before
+        nice = sorted(os.getpriority(os.PRIO_PROCESS, int(t)) for t in new)
+        if len(new) == count and all(n != os.getpriority(os.PRIO_PROCESS, 0) for n in nice):
+            return nice
+        time.sleep(0.01)
+    return nice
+
+
+@native
+@pytest.mark.anyio
+async def test_the_signing_threads_run_below_the_loops_priority() -> None:
+    """The loop feeds and drains the signing threads: it must get its core whenever it has work."""
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    before = set(os.listdir("/proc/self/task"))
+    pipeline = ThreadedPipeline(Stamper(SigningKey.generate(), "h", SequenceStore(None)), [SinkQueue(100)],
+                                threads=2)
+    await pipeline.start()
+    try:
+        assert _nice_of_new_threads(before, 2) == [min(19, own + SIGN_NICE)] * 2
+        assert os.getpriority(os.PRIO_PROCESS, 0) == own  # the loop's thread keeps its own
+        await pipeline.submit_guests([guest(0, "vm/0")], "vsock:3")
+    finally:
+        await pipeline.aclose()
+    assert pipeline.stats.signed == 1
+
+
+@native
+def test_a_pools_priority_is_lowered_at_most_to_19_and_never_raised() -> None:
+    from agent._native.edsign import SignPool
+
+    assert _native.Signer is not None
+    signer = _native.Signer(os.urandom(32))
+    for bad in (-1, 40):
+        with pytest.raises(ValueError, match="nice"):
+            SignPool(signer, _PAE_HEAD, b"{", b"}", _ENV_TAIL, 1, bad)
+    # in a child already at nice 17, five steps down stop at 19; nice=0 leaves the threads at the creator's
+    code = (
+        "import os, sys, time\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from tests.delivery.test_threaded import _nice_of_new_threads\n"
+        "from agent import _native\n"
+        "from agent._native.edsign import SignPool\n"
+        "from agent.pipeline.stamp import _ENV_TAIL, _PAE_HEAD\n"
+        "os.nice(17)\n"
+        "before = set(os.listdir('/proc/self/task'))\n"
+        "p = SignPool(_native.Signer(os.urandom(32)), _PAE_HEAD, b'{', b'}', _ENV_TAIL, 2, 5)\n"
+        "print(_nice_of_new_threads(before, 2), os.getpriority(os.PRIO_PROCESS, 0))\n"
+        "p.close()\n"
+        "before = set(os.listdir('/proc/self/task'))\n"
+        "p = SignPool(_native.Signer(os.urandom(32)), _PAE_HEAD, b'{', b'}', _ENV_TAIL, 1, 0)\n"
+        "time.sleep(0.2)\n"
+        "print([os.getpriority(os.PRIO_PROCESS, int(t)) for t in set(os.listdir('/proc/self/task')) - before])\n"
+        "p.close()\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    out = subprocess.run([sys.executable, "-c", code, root], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.split("\n")[:2] == ["[19, 19] 17", "[17]"]
 
 
 @pytest.mark.anyio
