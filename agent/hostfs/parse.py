@@ -40,6 +40,8 @@ __all__ = [
 
 #: the word cgroup v2 writes for "no limit" in single-value files
 UNLIMITED = "max"
+#: the most digits a counter may have (a 64-bit counter has 20; beyond a few thousand Python refuses to convert)
+MAX_DIGITS = 1000
 
 
 def _where(source: str, lineno: int) -> str:
@@ -50,6 +52,9 @@ def _to_int(value: str, source: str, lineno: int, key: str) -> int:
     """A counter as the kernel writes it: ASCII decimal digits only (``int()`` alone would also take a sign,
     ``_`` separators and other scripts' digits)."""
     if value.isascii() and value.isdigit():
+        if len(value) > MAX_DIGITS:
+            raise ParseError(f"{_where(source, lineno)}: value of {len(value)} digits for {key!r} (at most "
+                             f"{MAX_DIGITS} are read)")
         return int(value, 10)
     raise ParseError(f"{_where(source, lineno)}: non-numeric value {value[:40]!r} for {key!r}")
 
@@ -70,7 +75,7 @@ def parse_flat_keyed(text: str, source: str = "") -> dict[str, int]:
     lines = text.splitlines()
     try:
         fast = {key: int(value) for key, value in (line.split() for line in lines)
-                if value.isdigit() and value.isascii()}
+                if value.isdigit() and value.isascii() and len(value) <= MAX_DIGITS}
     except ValueError:
         pass
     else:
@@ -105,6 +110,8 @@ def parse_single_value(text: str, source: str = "") -> int | None:
 
 
 _PSI_LINES = ("some", "full")
+#: a PSI average is a share of time in percent (the kernel writes 0.00 to 100.00)
+MAX_PERCENT = 100.0
 _PSI_AVERAGES = ("avg10", "avg60", "avg300")
 
 
@@ -121,10 +128,11 @@ def parse_psi(text: str, source: str = "") -> dict[str, dict[str, float | int]]:
             kind, a10, a60, a300, total = line.split()
             if (kind not in _PSI_LINES or kind in out or a10[:6] != "avg10=" or a60[:6] != "avg60="
                     or a300[:7] != "avg300=" or total[:6] != "total=" or not line.isascii()
-                    or not total[6:].isdigit()):
+                    or not total[6:].isdigit() or len(total) > 6 + MAX_DIGITS):
                 raise ValueError(line)
             avg10, avg60, avg300 = float(a10[6:]), float(a60[6:]), float(a300[7:])
-            if not (_is_decimal(a10[6:]) and _is_decimal(a60[6:]) and _is_decimal(a300[7:])):
+            if not (_is_decimal(a10[6:]) and _is_decimal(a60[6:]) and _is_decimal(a300[7:])
+                    and max(avg10, avg60, avg300) <= MAX_PERCENT):
                 raise ValueError(line)
             out[kind] = {"avg10": avg10, "avg60": avg60, "avg300": avg300, "total": int(total[6:])}
         return out
@@ -155,7 +163,9 @@ def _psi_checked(text: str, source: str) -> dict[str, dict[str, float | int]]:
             elif key in _PSI_AVERAGES:
                 if not _is_decimal(value):
                     raise ParseError(f"{_where(source, lineno)}: non-numeric value {value[:40]!r} for {key!r}")
-                fields[key] = float(value)
+                if (number := float(value)) > MAX_PERCENT:
+                    raise ParseError(f"{_where(source, lineno)}: {key} {value[:40]!r} is not a percentage")
+                fields[key] = number
             # a field this agent does not know (a newer kernel's) is left out
         missing = [k for k in (*_PSI_AVERAGES, "total") if k not in fields]
         if missing:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
 
 from .parse import MountInfo, find_cgroup2_mount, parse_mountinfo
@@ -18,7 +19,8 @@ from .parse import MountInfo, find_cgroup2_mount, parse_mountinfo
 __all__ = ["HostFS", "read_small"]
 
 _CHUNK = 1 << 16
-_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+#: O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, for ever (regular files ignore it)
+_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 
 
 def read_small(path: str, limit: int = 1 << 20, dir_fd: int | None = None, *, one_read: bool = False) -> bytes:
@@ -35,9 +37,15 @@ def read_small(path: str, limit: int = 1 << 20, dir_fd: int | None = None, *, on
     memory: a file longer than that is an ``OSError`` (``EFBIG``), never a
     silently cut one. ``OSError`` propagates unchanged (``FileNotFoundError``
     means absent, ``ENODEV`` a cgroup removed while open).
+
+    Only a regular file is read (/proc and /sys files are regular files): a
+    FIFO, a socket or a device is an ``OSError`` (``EINVAL``), since reading
+    one could wait for ever or never end, and a probe's round with it.
     """
     fd = os.open(path, _FLAGS, dir_fd=dir_fd)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device is never read)", path)
         first = os.read(fd, _CHUNK)
         if one_read and len(first) < _CHUNK and len(first) <= limit:
             return first  # written whole: skip the confirming read

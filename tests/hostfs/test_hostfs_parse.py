@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,17 @@ def test_flat_keyed_rejects_malformed(text: str) -> None:
         parse_flat_keyed(text)
 
 
+@pytest.mark.parametrize("digits", [1001, 5000])
+def test_a_counter_of_too_many_digits_is_a_parse_error_naming_file_and_key(digits: int) -> None:
+    """Not the ValueError Python's int() raises beyond 4300 digits, which is no reading's error."""
+    for parse, text in ((parse_flat_keyed, f"ok 1\nusage_usec {'9' * digits}\n"),
+                        (parse_single_value, "9" * digits),
+                        (parse_psi, f"some avg10=0.00 avg60=0.00 avg300=0.00 total={'9' * digits}\n")):
+        with pytest.raises(ParseError, match=r"x/cpu\.stat:\d: value of \d+ digits"):
+            parse(text, source="x/cpu.stat")  # type: ignore[operator]
+    assert parse_flat_keyed(f"a {'9' * 1000}\n") == {"a": int("9" * 1000)}
+
+
 def test_flat_keyed_blank_lines_and_big_values() -> None:
     assert parse_flat_keyed("\nusage_usec 18446744073709551615\n\n") == {"usage_usec": 2**64 - 1}
     assert parse_flat_keyed("") == {}
@@ -74,6 +86,10 @@ def test_psi_fixture() -> None:
     assert isinstance(out["some"]["total"], int) and isinstance(out["some"]["avg10"], float)
 
 
+def test_psi_takes_a_full_100_percent() -> None:
+    assert parse_psi("full avg10=100.00 avg60=99.50 avg300=0.00 total=5\n")["full"]["avg10"] == 100.0
+
+
 def test_psi_without_full_line() -> None:
     assert parse_psi("some avg10=0.00 avg60=0.00 avg300=0.00 total=5\n") == {
         "some": {"avg10": 0.0, "avg60": 0.0, "avg300": 0.0, "total": 5}}
@@ -89,6 +105,8 @@ def test_psi_without_full_line() -> None:
     "some avg10 total=1\n",
     "some avg10=0.00\n",
     "some total=1\nsome total=2\n",
+    f"some avg10={'9' * 400}.00 avg60=0.00 avg300=0.00 total=1\n",  # would be inf, then null
+    "some avg10=100.01 avg60=0.00 avg300=0.00 total=1\n",
 ])
 def test_psi_rejects(text: str) -> None:
     with pytest.raises(ParseError):
@@ -139,6 +157,41 @@ def test_real_host_cgroup_files_parse() -> None:
     for kind in ("cpu", "memory", "io"):
         psi = parse_psi(read_small(f"{root}/{kind}.pressure").decode())
         assert "some" in psi and psi["some"]["total"] >= 0
+
+
+def test_read_small_refuses_a_fifo_a_socket_and_a_device_rather_than_wait_or_read_for_ever(tmp_path: Path) -> None:
+    """A FIFO with no writer would block the reading thread (and the probe's round, and the agent's stop) for ever;
+    /dev/zero would never end. Run in a child so that a regression fails by its timeout instead of hanging."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    os.mkfifo(tmp_path / "fifo")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock"))
+    code = (
+        "import sys\n"
+        "from agent.hostfs.reader import read_small\n"
+        "for p in sys.argv[1:]:\n"
+        "    try:\n"
+        "        read_small(p)\n"
+        "        print(p, 'read')\n"
+        "    except OSError as exc:\n"
+        "        print(p, exc.errno, exc.strerror)\n"
+    )
+    paths = [str(tmp_path / "fifo"), str(tmp_path / "sock"), "/dev/zero"]
+    try:
+        out = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=60,
+                             cwd=Path(__file__).resolve().parents[2])
+    finally:
+        sock.close()
+    lines = out.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == paths, out.stderr
+    fifo, sock_, zero = lines
+    for line in (fifo, zero):
+        assert line.split()[1] == str(errno.EINVAL) and "not a regular file" in line
+    assert sock_.split()[1] == str(errno.ENXIO)  # the kernel's own answer: a socket cannot be opened
 
 
 def test_read_small_reads_past_the_first_chunk(tmp_path: Path) -> None:
