@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal
 import anyio
 
 from ..errors import ProbeError
+from ..hostfs.reader import read_small
 from ..model import Reading
 from ..netlink import (
     CgroupV2Unsupported,
@@ -120,18 +121,27 @@ def exit_output(rec: ExitRecord) -> dict[str, Any]:
     return out
 
 
-def _read_words(path: Path) -> list[str] | None:
+def _pid(word: str) -> int | None:
+    """A pid as /proc and cgroup.procs write it, or None for anything else (a name above :data:`_PID_MAX` would
+    not even fit the netlink request)."""
+    if word.isascii() and word.isdigit() and len(word) <= 10 and 0 < (pid := int(word)) <= _PID_MAX:
+        return pid
+    return None
+
+
+def _read_words(path: Path) -> list[str] | str:
+    """The words of a small file, or why it could not be read."""
     try:
-        return path.read_text().split()
-    except OSError:
-        return None
+        return read_small(str(path)).decode("utf-8", "replace").split()
+    except OSError as exc:
+        return exc.strerror or str(exc)
 
 
 def select_pids(options: TaskstatsOptions) -> tuple[list[int], list[str]]:
     """The pids a round reads, sorted (every process, or those the options name), and what could not be read."""
     proc = Path(options.proc)
     try:
-        listed = [int(n) for n in os.listdir(proc) if n.isdigit()]
+        listed = [pid for n in os.listdir(proc) if (pid := _pid(n)) is not None]
     except OSError as exc:
         raise ProbeError(f"{proc}: {exc.strerror or exc}") from None
     if not (options.pids or options.cgroups or options.commands):
@@ -140,15 +150,15 @@ def select_pids(options: TaskstatsOptions) -> tuple[list[int], list[str]]:
     problems: list[str] = []
     for d in options.cgroups:
         procs = _read_words(Path(d) / "cgroup.procs")
-        if procs is None:
-            problems.append(f"cannot read {Path(d) / 'cgroup.procs'}")
+        if isinstance(procs, str):
+            problems.append(f"cannot read {Path(d) / 'cgroup.procs'}: {procs}")
             continue
-        chosen.update(int(x) for x in procs if x.isdigit())
+        chosen.update(pid for x in procs if (pid := _pid(x)) is not None)
     if options.commands:
         wanted = set(options.commands)
         for pid in listed:
-            comm = _read_words(proc / str(pid) / "comm")  # None: the process just ended
-            if comm and " ".join(comm) in wanted:
+            comm = _read_words(proc / str(pid) / "comm")  # a reason: the process just ended
+            if isinstance(comm, list) and " ".join(comm) in wanted:
                 chosen.add(pid)
     return sorted(chosen), problems
 

@@ -104,7 +104,18 @@ def test_select_pids_reads_an_injected_proc(tmp_path: Path) -> None:
     assert select_pids(TaskstatsOptions(proc=str(tmp_path))) == ([10, 11, 12], [])
     assert select_pids(TaskstatsOptions(proc=str(tmp_path), commands=("alpha",), pids=(99,))) == ([10, 12, 99], [])
     pids, problems = select_pids(TaskstatsOptions(proc=str(tmp_path), cgroups=(str(tmp_path / "nocg"),)))
-    assert pids == [] and problems == [f"cannot read {tmp_path / 'nocg' / 'cgroup.procs'}"]
+    assert pids == [] and problems == [f"cannot read {tmp_path / 'nocg' / 'cgroup.procs'}: No such file or directory"]
+
+
+def test_select_pids_passes_over_names_no_process_can_have(tmp_path: Path) -> None:
+    """A pid beyond what the kernel gives (or the netlink request holds) was a crash of the whole round."""
+    for name in ("7", "99999999999999999999", "4194305", "0", "٣"):
+        (tmp_path / name).mkdir()
+    cg = tmp_path / "cg"
+    cg.mkdir()
+    (cg / "cgroup.procs").write_text("8\n99999999999999999999999\n-1\n4194304\nabc\n")
+    assert select_pids(TaskstatsOptions(proc=str(tmp_path))) == ([7], [])
+    assert select_pids(TaskstatsOptions(proc=str(tmp_path), cgroups=(str(cg),))) == ([8, 4194304], [])
 
 
 def test_output_keeps_kernel_names_and_json_safe_integers() -> None:
