@@ -314,6 +314,8 @@ def _probe(name: str, table: Mapping[str, Any], file: str | None, present: bool)
     cls = probe_registry.get(name)
     common_keys = set(schema.field_names(ProbeCommon))
     prefix = f"probes.{name}"
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"expected a table ([{prefix}]), got {schema.kind_of(table)}", key=prefix, file=file)
     common = schema.build(ProbeCommon, {k: v for k, v in table.items() if k in common_keys}, prefix=prefix, file=file)
     options = schema.build(cls.Options, {k: v for k, v in table.items() if k not in common_keys},
                            prefix=prefix, file=file, also=common_keys)

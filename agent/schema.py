@@ -35,7 +35,7 @@ def build(cls: type[T], table: Mapping[str, Any], *, prefix: str, file: str | No
     with these when a key is unknown.
     """
     if not isinstance(table, Mapping):
-        raise ConfigError(f"expected a table, got {_tname(table)}", key=prefix or None, file=file)
+        raise ConfigError(f"expected a table, got {kind_of(table)}", key=prefix or None, file=file)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
@@ -59,7 +59,7 @@ def build(cls: type[T], table: Mapping[str, Any], *, prefix: str, file: str | No
         raise ConfigError(msg, key=named, file=file) from None
 
 
-def _tname(v: Any) -> str:
+def kind_of(v: Any) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
             list: "an array", dict: "a table"}.get(type(v), type(v).__name__)
 
@@ -86,31 +86,31 @@ def _convert(tp: Any, value: Any, key: str, file: str | None) -> Any:
         return value
     if origin is tuple:
         if not isinstance(value, list):
-            raise ConfigError(f"expected an array, got {_tname(value)}", key=key, file=file)
+            raise ConfigError(f"expected an array, got {kind_of(value)}", key=key, file=file)
         (item_t, *_rest) = get_args(tp)
         return tuple(_convert(item_t, v, f"{key}[{i}]", file) for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"expected a table, got {_tname(value)}", key=key, file=file)
+            raise ConfigError(f"expected a table, got {kind_of(value)}", key=key, file=file)
         _k, val_t = get_args(tp)
         return {str(k): _convert(val_t, v, f"{key}.{k}", file) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return build(tp, value, prefix=key, file=file)  # type: ignore[arg-type]
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"expected true or false, got {_tname(value)}", key=key, file=file)
+            raise ConfigError(f"expected true or false, got {kind_of(value)}", key=key, file=file)
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"expected an integer, got {_tname(value)}", key=key, file=file)
+            raise ConfigError(f"expected an integer, got {kind_of(value)}", key=key, file=file)
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"expected a finite number, got {_tname(value)}", key=key, file=file)
+            raise ConfigError(f"expected a finite number, got {kind_of(value)}", key=key, file=file)
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"expected a string, got {_tname(value)}", key=key, file=file)
+            raise ConfigError(f"expected a string, got {kind_of(value)}", key=key, file=file)
         return value
     if tp is Any:
         return value

@@ -222,6 +222,20 @@ def test_a_sink_that_is_not_a_table_is_a_problem_not_a_crash(tmp_path: Path, bod
     assert info.value.key == "sinks[0]"
 
 
+@pytest.mark.parametrize(("body", "kind"), [("[probes]\ncgroup = 1\n", "an integer"),
+                                           ("[[probes.cgroup]]\ninterval = 5\n", "an array"),
+                                           ('[probes]\nlve = "on"\n', "a string")])
+def test_a_probe_that_is_not_a_table_is_a_problem_not_a_crash(tmp_path: Path, body: str, kind: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(body + '[[sinks]]\nuri = "stdout:"\n')
+    name = "lve" if "lve" in body else "cgroup"
+    assert [(p.key, p.reason) for p in check_file(path)] == [
+        (f"probes.{name}", f"expected a table ([probes.{name}]), got {kind}")]
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert info.value.key == f"probes.{name}"
+
+
 def test_a_check_names_the_key_only_when_the_table_set_it() -> None:
     """"backoff_max must not be less than backoff_initial": only backoff_initial was written, so the
     problem is the table's, not a key the user never wrote."""
