@@ -193,7 +193,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
             await probe.aclose()
         out = sys.stdout.buffer
         for r in readings:
-            out.write(stamper.stamp(r).body + b"\n")
+            out.write(stamper.stamp_or_error(r)[0].body + b"\n")
         out.flush()
 
     try:

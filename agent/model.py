@@ -4,10 +4,41 @@ from __future__ import annotations
 
 import time as _time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["Event", "Reading", "event_type"]
+__all__ = ["Event", "Reading", "escape_text", "event_type"]
+
+
+def escape_text(text: str) -> str:
+    """``text`` as valid Unicode: each byte of a name the kernel gave that is not UTF-8 (which Python holds as a
+    lone surrogate) becomes ``\\xNN``; any other lone surrogate becomes ``\\uNNNN``. Valid text is returned as it
+    is."""
+    try:
+        text.encode()
+        return text
+    except UnicodeEncodeError:
+        pass
+    out = []
+    for ch in text:
+        if 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte os.fsdecode kept (surrogateescape)
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif 0xD800 <= ord(ch) <= 0xDFFF:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _escaped(value: Any) -> Any:
+    """``value`` with every string in it (keys too) passed through :func:`escape_text`."""
+    if isinstance(value, str):
+        return escape_text(value)
+    if isinstance(value, Mapping):
+        return {escape_text(k) if isinstance(k, str) else k: _escaped(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_escaped(v) for v in value]
+    return value
 
 
 def event_type(domain: str, probe: str, kind: str = "") -> str:
@@ -41,6 +72,14 @@ class Reading:
     @property
     def type(self) -> str:
         return event_type(self.domain, self.probe, self.kind)
+
+    def escaped(self) -> Reading:
+        """This reading with its text made valid Unicode (:func:`escape_text`): what the kernel names in bytes
+        that are not UTF-8 (a cgroup directory, a mount point, a link) can then be signed."""
+        return replace(self, subject=escape_text(self.subject), output=_escaped(self.output),
+                       inputs=tuple(escape_text(i) for i in self.inputs), probe_source=escape_text(self.probe_source),
+                       kind=escape_text(self.kind),
+                       error=None if self.error is None else escape_text(self.error))
 
     def data(self) -> dict[str, Any]:
         """The CloudEvent ``data`` object for this reading."""

@@ -87,17 +87,11 @@ class Pipeline:
         self.stats = stats if stats is not None else PipelineStats()
 
     def _stamp(self, reading: Reading) -> Event | None:
-        try:
-            return self.stamper.stamp(reading)
-        except (ValueError, TypeError) as exc:
-            # data a probe produced that JSON cannot carry: becomes an error reading
+        event, problem = self.stamper.stamp_or_error(reading)
+        if problem is not None:  # data a probe produced that JSON cannot carry: it became an error reading
             self.stats.rejected += 1
-            log.error("probe %s produced unserializable data: %s", reading.probe, exc)
-            return self.stamper.stamp(
-                Reading(probe=reading.probe, subject=reading.subject, output={}, inputs=reading.inputs,
-                        probe_source=reading.probe_source, kind=reading.kind,
-                        error=f"unserializable reading: {exc}", time=reading.time, domain=reading.domain)
-            )
+            log.error("probe %s produced unserializable data: %s", reading.probe, problem)
+        return event
 
     async def submit(self, reading: Reading) -> Event | None:
         """Stamp, sign and enqueue one reading on every sink."""

@@ -15,7 +15,7 @@ import os
 import time
 from binascii import b2a_base64
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -23,7 +23,7 @@ import orjson
 
 from .. import _native
 from ..codec.canonical import prepare
-from ..model import Event, Reading
+from ..model import Event, Reading, escape_text
 from ..signing.dsse import pae
 from ..signing.event import PAYLOAD_TYPE, attr_text
 from ..signing.keys import SigningKey
@@ -200,13 +200,14 @@ class Stamper:
     def stamp(self, reading: Reading) -> Event:
         """A probe reading as a signed event."""
         route = self._route(reading)
+        # what may refuse the reading comes before its sequence number: a refused reading leaves no gap
+        _data, data = prepare(reading.data())
+        subj_json, h_subj = self._subject(reading.subject)
         seq = self._seq.next(route.source)
         seq_b = b"%d" % seq
         ev_id = route.id_prefix + seq_b
         recv, _ = self._recv_clock.render(self._now())
         t, h_t = self._time_clock.render(reading.time)
-        _data, data = prepare(reading.data())
-        subj_json, h_subj = self._subject(reading.subject)
         digest = _sha(
             b"".join(
                 (
@@ -248,6 +249,26 @@ class Stamper:
             )
         )
         return Event(ev_id.decode(), route.source, route.type, seq, body)
+
+    def stamp_or_error(self, reading: Reading) -> tuple[Event, str | None]:
+        """A reading as a signed event, whatever it holds, and what was wrong with it (None: nothing).
+
+        Text that is not valid Unicode (a name the kernel gave in bytes that are not UTF-8) is signed escaped
+        (:meth:`~agent.model.Reading.escaped`): that is still the reading. A reading that JSON cannot carry even
+        then (a NaN, an object that is not JSON) becomes an error reading of the same probe and subject, with
+        what was wrong."""
+        try:
+            return self.stamp(reading), None
+        except (ValueError, TypeError) as exc:
+            problem = exc
+        clean = reading.escaped()
+        if clean != reading:
+            try:
+                return self.stamp(clean), None
+            except (ValueError, TypeError) as exc:
+                problem = exc
+        error = escape_text(f"unserializable reading: {problem}")
+        return self.stamp(replace(clean, output={}, error=error)), error
 
     def stamp_guests(self, events: Sequence[Mapping[str, Any]], hostpeer: str, *, received: float | None = None,
                      sequences: Sequence[int] | None = None, owned: bool = False) -> list[Event | Exception]:
