@@ -253,6 +253,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if args.proof:
         from .archive.proof import verify_proof_file
 
+        if args.path is not None:  # a bundle carries its own event: a PATH beside it would go unchecked
+            raise UsageError("hoststamp verify: --proof FILE checks the bundle alone; give either it or PATH")
+
         return _print_report(verify_proof_file(args.proof, keys), args.json)
     if args.path is None:
         raise UsageError("hoststamp verify: PATH is required (a file, '-' for stdin, or an archive directory)")
@@ -289,14 +292,21 @@ def _cmd_send(args: argparse.Namespace) -> int:
 def _cmd_prove(args: argparse.Namespace) -> int:
     from .archive.proof import write_proof
 
+    archive = Path(args.archive)
+    if not archive.is_dir():
+        what = "no such directory" if not archive.exists() else "not a directory"
+        raise UsageError(f"hoststamp prove: {archive}: {what} (ARCHIVE is an archive: sink's directory)")
     copies: list[int] = []
-    data = write_proof(Path(args.archive), args.event_id, source=args.source, at=args.index, copies=copies)
+    data = write_proof(archive, args.event_id, source=args.source, at=args.index, copies=copies)
     if len(copies) > 1:
         chosen = copies[0] if args.index is None else args.index
         print(f"note: {len(copies)} copies of {args.event_id} are archived (leaves "
               f"{', '.join(map(str, copies))}); this proves leaf {chosen} (--index picks another)", file=sys.stderr)
     if args.output:
-        Path(args.output).write_bytes(data)
+        try:
+            Path(args.output).write_bytes(data)
+        except OSError as exc:
+            raise UsageError(f"hoststamp prove: -o {args.output}: {exc.strerror or exc}") from None
     else:
         sys.stdout.buffer.write(data)
     return EXIT_OK

@@ -87,7 +87,8 @@ def make_proof(path: str | os.PathLike[str], event_id: str, *, source: str | Non
     root = Path(path)
     listing = layout.scan(root)
     note = _newest_checkpoint(listing)
-    size = parse_checkpoint(note).size
+    checkpoint = parse_checkpoint(note)
+    size = checkpoint.size
     first_seg, tree = _start(listing)
     needle = event_id.encode()
     found: list[tuple[int, bytes, str]] = []
@@ -131,6 +132,10 @@ def make_proof(path: str | os.PathLike[str], event_id: str, *, source: str | Non
         raise ArchiveError(f"the checkpoint covers {size} events but the archive holds {index}; run verify")
     idx, body = leaf[0], chosen
     proof = inclusion_proof(idx, size, NodeTable(left, [leaf], right))
+    if not verify_inclusion(leaf[2], idx, size, proof, checkpoint.root):
+        # the events as they are now do not make the tree the checkpoint signed: no proof of them can hold
+        raise ArchiveError(f"the archived events do not match the checkpoint of {size} events (changed after they "
+                           "were sealed?); no proof written, run verify")
     return {"format": FORMAT, "event": body.decode("utf-8"), "index": idx, "size": size,
             "proof": b64_list(proof), "checkpoint": note}
 

@@ -63,3 +63,33 @@ def test_prove_a_copy_of_an_event_archived_twice(tmp_path: Path) -> None:
     assert wrong.returncode == 1 and b"leaf 1 is not event" in wrong.stderr
     bad = run_cli(["prove", str(root), "ev-cgroup-7", "--index", "-1"], cwd=tmp_path)
     assert bad.returncode == 2 and b"leaf index" in bad.stderr
+
+
+def test_prove_refuses_what_it_cannot_prove_and_bad_paths_with_a_message(tmp_path: Path) -> None:
+    key = generate_keypair(tmp_path / "keys")
+    pub = str(tmp_path / "keys" / "host.pub")
+    root = tmp_path / "archive"
+    evs = events(key, 1, 30)
+    write_archive(root, key, [evs[:10], evs[10:20], evs[20:]], segment_max_bytes=9000)
+    (tmp_path / "file").write_text("x")
+    for args, words in (([str(tmp_path / "nope"), "ev-cgroup-3"], b"no such directory"),
+                        ([str(tmp_path / "file"), "ev-cgroup-3"], b"not a directory"),
+                        ([str(root), "ev-cgroup-3", "-o", str(tmp_path / "no" / "dir" / "p.json")],
+                         b"No such file or directory")):
+        out = run_cli(["prove", *args], cwd=tmp_path)
+        assert out.returncode == 2 and words in out.stderr and b"Traceback" not in out.stderr, out.stderr
+    # an archive changed after it was sealed: no proof of it can verify, so none is written
+    seg = layout.events_path(root, 2)
+    lines = seg.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b'"specversion"', b'"evil":"x","specversion"', 1)
+    seg.write_bytes(b"".join(lines))
+    made = run_cli(["prove", str(root), "ev-cgroup-3", "-o", str(tmp_path / "p.json")], cwd=tmp_path)
+    assert made.returncode == 1 and b"do not match the checkpoint" in made.stderr
+    assert not (tmp_path / "p.json").exists()
+    # and a bundle is checked alone: a PATH beside it is a usage error, not silently skipped
+    ok_root = tmp_path / "ok"
+    write_archive(ok_root, key, [evs[:10]])
+    assert run_cli(["prove", str(ok_root), "ev-cgroup-3", "-o", str(tmp_path / "p.json")],
+                   cwd=tmp_path).returncode == 0
+    both = run_cli(["verify", "--pub", pub, "--proof", str(tmp_path / "p.json"), str(seg)], cwd=tmp_path)
+    assert both.returncode == 2 and b"either" in both.stderr
