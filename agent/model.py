@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time as _time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -10,21 +11,33 @@ from typing import Any
 __all__ = ["Event", "Reading", "escape_text", "event_type"]
 
 
-def escape_text(text: str) -> str:
+#: what a CloudEvents String may not hold besides surrogates: the control characters and the noncharacters
+_NOT_IN_ATTRIBUTES = re.compile("[\x00-\x1f\x7f-\x9f\ufdd0-\ufdef"
+                                + "".join(f"{chr(p + 0xFFFE)}{chr(p + 0xFFFF)}" for p in range(0, 0x110000, 0x10000))
+                                + "]")
+
+
+def escape_text(text: str, *, attribute: bool = False) -> str:
     """``text`` as valid Unicode: each byte of a name the kernel gave that is not UTF-8 (which Python holds as a
-    lone surrogate) becomes ``\\xNN``; any other lone surrogate becomes ``\\uNNNN``. Valid text is returned as it
-    is."""
+    lone surrogate) becomes ``\\xNN``; any other lone surrogate becomes ``\\uNNNN``. With ``attribute``, also
+    what a CloudEvents attribute may not hold (a newline in a directory name, say): a control character becomes
+    ``\\xNN`` (``\\u00NN`` above ``\\x7f``), a noncharacter ``\\uNNNN``. Text with nothing to escape is
+    returned as it is."""
     try:
         text.encode()
-        return text
+        if not attribute or _NOT_IN_ATTRIBUTES.search(text) is None:
+            return text
     except UnicodeEncodeError:
         pass
     out = []
     for ch in text:
-        if 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte os.fsdecode kept (surrogateescape)
-            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
-        elif 0xD800 <= ord(ch) <= 0xDFFF:
-            out.append(f"\\u{ord(ch):04x}")
+        c = ord(ch)
+        if 0xDC80 <= c <= 0xDCFF:  # a byte os.fsdecode kept (surrogateescape)
+            out.append(f"\\x{c - 0xDC00:02x}")
+        elif 0xD800 <= c <= 0xDFFF:
+            out.append(f"\\u{c:04x}")
+        elif attribute and _NOT_IN_ATTRIBUTES.match(ch):
+            out.append(f"\\x{c:02x}" if c < 0x80 else f"\\u{c:04x}")
         else:
             out.append(ch)
     return "".join(out)
@@ -76,7 +89,7 @@ class Reading:
     def escaped(self) -> Reading:
         """This reading with its text made valid Unicode (:func:`escape_text`): what the kernel names in bytes
         that are not UTF-8 (a cgroup directory, a mount point, a link) can then be signed."""
-        return replace(self, subject=escape_text(self.subject), output=_escaped(self.output),
+        return replace(self, subject=escape_text(self.subject, attribute=True), output=_escaped(self.output),
                        inputs=tuple(escape_text(i) for i in self.inputs), probe_source=escape_text(self.probe_source),
                        kind=escape_text(self.kind),
                        error=None if self.error is None else escape_text(self.error))

@@ -775,10 +775,33 @@ static int name_is(const char *s, Py_ssize_t n, const char *const *names)
     return 0;
 }
 
-/* a non-empty exact str */
+/* a str holding no character a CloudEvents String excludes (validate._FORBIDDEN): the control characters
+ * U+0000-U+001F and U+007F-U+009F, surrogates, and the noncharacters */
+static int allowed_text(PyObject *v)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(v);
+    if (PyUnicode_IS_ASCII(v)) {
+        const unsigned char *s = (const unsigned char *)PyUnicode_DATA(v);
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (s[i] < 0x20 || s[i] == 0x7f)
+                return 0;
+        return 1;
+    }
+    int kind = PyUnicode_KIND(v);
+    const void *data = PyUnicode_DATA(v);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c < 0x20 || (c >= 0x7f && c <= 0x9f) || (c >= 0xd800 && c <= 0xdfff) || (c >= 0xfdd0 && c <= 0xfdef) ||
+            (c & 0xfffe) == 0xfffe)
+            return 0;
+    }
+    return 1;
+}
+
+/* a non-empty exact str of allowed characters */
 static int some_text(PyObject *v)
 {
-    return v != NULL && PyUnicode_CheckExact(v) && PyUnicode_GET_LENGTH(v) > 0;
+    return v != NULL && PyUnicode_CheckExact(v) && PyUnicode_GET_LENGTH(v) > 0 && allowed_text(v);
 }
 
 /* validate._RFC3339: YYYY-MM-DD[Tt ]HH:MM:SS[.digits](Z|z|+HH:MM|-HH:MM), ASCII digits, nothing after */
@@ -881,8 +904,8 @@ static PyObject *check_passes(PyObject *Py_UNUSED(module), PyObject *const *args
         if (name_is(name, n, SKIP))
             continue;
         if (name_is(name, n, optional_text)) {
-            if (v != Py_None && (!PyUnicode_CheckExact(v) || PyUnicode_GET_LENGTH(v) == 0))
-                Py_RETURN_FALSE; /* an empty one is refused, by Python, with the reason */
+            if (v != Py_None && !some_text(v))
+                Py_RETURN_FALSE; /* an empty one (or a control character) is refused, by Python, with the reason */
             continue;
         }
         if (n == 4 && memcmp(name, "time", 4) == 0) {
@@ -897,8 +920,13 @@ static PyObject *check_passes(PyObject *Py_UNUSED(module), PyObject *const *args
         for (Py_ssize_t i = 0; i < n; i++)
             if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9')))
                 Py_RETURN_FALSE;
-        if (v == Py_None || PyUnicode_CheckExact(v) || PyBool_Check(v))
+        if (v == Py_None || PyBool_Check(v))
             continue;
+        if (PyUnicode_CheckExact(v)) {
+            if (!allowed_text(v))
+                Py_RETURN_FALSE;
+            continue;
+        }
         if (!PyLong_CheckExact(v))
             Py_RETURN_FALSE;
         long long x;

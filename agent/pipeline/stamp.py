@@ -162,7 +162,8 @@ class Stamper:
         if hit is None:
             if len(self._subjects) > 16384:
                 self._subjects.clear()
-            hit = self._subjects[subject] = (orjson.dumps(subject), _sha(subject.encode()).digest())
+            text = escape_text(subject, attribute=True)  # a CloudEvents attribute: no control character
+            hit = self._subjects[subject] = (orjson.dumps(text), _sha(text.encode()).digest())
         return hit
 
     def _hash_text(self, value: Any) -> bytes:

@@ -31,6 +31,11 @@ _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]
 _SKIP = frozenset((*REQUIRED, "data", "hostid", "hostreceivedat", "sequence", "hostpeer", "guestdssematerial",
                    "guestsignedextattrs"))
 _INT_MAX = (1 << 53) - 1
+#: what a CloudEvents String may not hold (the spec's type system): the control characters, surrogates and the
+#: noncharacters; a guest's attribute holding one is refused (printed by a verifier or a log, a newline or an
+#: escape sequence would forge lines)
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
+                        + "".join(f"{chr(p + 0xFFFE)}{chr(p + 0xFFFF)}" for p in range(0, 0x110000, 0x10000)) + "]")
 
 
 class Rejected(TransportError):
@@ -61,6 +66,13 @@ def json_depth(obj: Any) -> int:
 
 def _bad(detail: str) -> Rejected:
     return Rejected("attributes", detail)
+
+
+def _text(name: str, value: str) -> None:
+    """Refuse a string attribute holding a character CloudEvents strings exclude."""
+    if (m := _FORBIDDEN.search(value)) is not None:
+        raise _bad(f"{name} holds U+{ord(m.group()):04X}, a character CloudEvents strings exclude (control "
+                   "characters and noncharacters)")
 
 
 _STR, _TIME, _B64, _EXT = range(4)
@@ -106,15 +118,11 @@ def _check_attributes(event: dict[str, Any]) -> None:
     """:func:`check_attributes` in Python: what the native check cannot pass, with the reason when it fails."""
     if event.get("specversion") != "1.0":
         raise _bad(f"specversion must be \"1.0\", got {event.get('specversion')!r:.40}")
-    v = event.get("id")
-    if not isinstance(v, str) or not v:
-        raise _bad("id must be a non-empty string")
-    v = event.get("source")
-    if not isinstance(v, str) or not v:
-        raise _bad("source must be a non-empty string")
-    v = event.get("type")
-    if not isinstance(v, str) or not v:
-        raise _bad("type must be a non-empty string")
+    for name in ("id", "source", "type"):
+        v = event.get(name)
+        if not isinstance(v, str) or not v:
+            raise _bad(f"{name} must be a non-empty string")
+        _text(name, v)
     shape = tuple(event)
     plan = _PLANS.get(shape)
     if plan is None:
@@ -124,7 +132,10 @@ def _check_attributes(event: dict[str, Any]) -> None:
         if v is None:
             continue
         if kind == _EXT:
-            if isinstance(v, (str, bool)) or (isinstance(v, int) and -_INT_MAX <= v <= _INT_MAX):
+            if isinstance(v, str):
+                _text(name, v)
+                continue
+            if isinstance(v, bool) or (isinstance(v, int) and -_INT_MAX <= v <= _INT_MAX):
                 continue
             if isinstance(v, int):
                 raise _bad(f"extension attribute {name} is an integer beyond ±(2^53-1), which JSON cannot carry "
@@ -133,6 +144,7 @@ def _check_attributes(event: dict[str, Any]) -> None:
         if kind == _STR:
             if not isinstance(v, str) or not v:
                 raise _bad(f"{name} must be a non-empty string")
+            _text(name, v)
         elif kind == _TIME:
             if not (isinstance(v, str) and _RFC3339.match(v)):
                 raise _bad("time must be an RFC 3339 timestamp")

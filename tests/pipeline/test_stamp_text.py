@@ -101,3 +101,16 @@ def test_probe_cgroup_reports_a_cgroup_named_in_bytes_that_are_not_utf8(tmp_path
     verified = run_cli(["verify", "--pub", str(tmp_path / "keys" / "host.pub"), str(tmp_path / "ev.ndjson")],
                        cwd=tmp_path)
     assert verified.returncode == 0, verified.stdout.decode() + verified.stderr.decode()
+
+
+def test_a_subject_is_a_cloudevents_string_whatever_the_name_it_comes_from() -> None:
+    """A directory may be named with a newline or an escape: the subject attribute may not hold them (the data
+    may, JSON escapes them there)."""
+    stamper, key = _stamper()
+    event, problem = stamper.stamp_or_error(Reading(probe="mounts", subject="/mnt/a\nOK\x1b[1A\x85",
+                                                    output={"target": "/mnt/a\nOK"}))
+    body = orjson.loads(event.body)
+    verify_event(body, {key.keyid: key.verify_key()})
+    assert problem is None and body["subject"] == "/mnt/a\\x0aOK\\x1b[1A\\u0085"
+    assert body["data"]["output"] == {"target": "/mnt/a\nOK"}
+    assert escape_text("tab\there", attribute=True) == "tab\\x09here" and escape_text("tab\there") == "tab\there"

@@ -74,6 +74,27 @@ def test_attribute_problems(over: dict[str, Any], needle: str) -> None:
     assert needle in info.value.detail
 
 
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize(("name", "value", "char"), [
+    ("id", "evil\nOK: 1 events", "000A"), ("source", "guest://vm/\x1b[1Aapp", "001B"), ("type", "t\x00", "0000"),
+    ("subject", "x\x7f", "007F"), ("datacontenttype", "application/json\r", "000D"), ("dataschema", "s\x85", "0085"),
+    ("region", "eu\ufdd0", "FDD0"), ("region", "eu\U0010fffe", "10FFFE"),
+])
+def test_characters_cloudevents_strings_exclude_are_refused(name: str, value: str, char: str, native: bool,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Control characters and noncharacters (the spec's String type excludes them): an id with a newline or an
+    escape sequence would forge lines wherever it is printed."""
+    from agent.receiver import validate
+
+    if not native:
+        monkeypatch.setattr(validate, "_passes", None)
+    with pytest.raises(Rejected) as info:
+        parse(event(**{name: value}))
+    assert info.value.reason == "attributes" and f"{name} holds U+{char}" in info.value.detail
+    fine = value.replace(chr(int(char, 16)), "é")
+    assert parse(event(**{name: fine}))[name] == fine
+
+
 @pytest.mark.parametrize("frame", [b"not json", b"[1,2]", b'"str"', b"\xff\xfe", b'{"a":1'])
 def test_not_an_object(frame: bytes) -> None:
     with pytest.raises(Rejected) as info:
