@@ -239,9 +239,13 @@ def _print_report(report: _Report, as_json: bool) -> int:
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(report.as_dict()) + b"\n")
     else:
+        from .model import escape_text
+
+        # what an event holds is printed escaped: a newline or a terminal escape in it would forge a line
         for prob in report.problems:
-            print(prob)
-        print(report.summary())
+            print(escape_text(str(prob), attribute=True))
+        for line in report.summary().split("\n"):
+            print(escape_text(line, attribute=True))
     return EXIT_OK if report.ok else EXIT_FAIL
 
 

@@ -61,9 +61,11 @@ class Findings:
 
     def _add(self, into: list[Finding], f: Finding) -> None:
         if len(self.problems) + len(self.notes) >= MAX_FINDINGS:
-            self.omitted += 1
-            if into is self.problems and not any(p.code == "omitted" for p in self.problems):
-                self.problems.append(Finding("omitted", "-", "more findings were left out"))
+            if into is self.problems:  # counted, so that the summary still tells how many (notes are not)
+                self.omitted += 1
+                if not any(p.code == "omitted" for p in self.problems):
+                    self.problems.append(Finding("omitted", "-", "more problems were left out (counted in the "
+                                                                 "summary)"))
             return
         into.append(f)
 
@@ -91,7 +93,8 @@ class Report:
             parts.append(f"{s.cuts} torn records cut")
         if s.retained_from:
             parts.append(f"{s.retained_from} earlier events removed by retention")
-        parts.append(f"{len(self.problems)} problems")
+        problems = sum(p.code != "omitted" for p in self.problems) + self.omitted
+        parts.append(f"{problems} problem{'' if problems == 1 else 's'}")
         return ", ".join(parts)
 
     def summary(self) -> str:

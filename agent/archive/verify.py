@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from ..errors import VerifyError
+from ..signing.audit import Tally, audit
 from ..signing.event import verify_event
 from ..signing.keys import VerifyKey
 from . import layout
@@ -38,6 +39,8 @@ class _Verifier:
     def __init__(self, root: Path, keys: Mapping[str, VerifyKey]) -> None:
         self.root, self.keys = root, keys
         self.f = Findings()
+        #: notes of what the events' signatures do not cover, each once
+        self.tally = Tally()
         self.c = dict.fromkeys(("events", "signed_ok", "checkpoints", "cuts", "retained_from"), 0)
         self.listing = layout.scan(root)
         self.tree: CompactRange | None = CompactRange(0)
@@ -89,6 +92,8 @@ class _Verifier:
         if unsealed:
             self.f.problem("unsealed", layout.seg_stem(end),
                            f"{unsealed} events after the last checkpoint (leaves {ck}..{size - 1}) are not sealed")
+        for code, where, message in self.tally.lines():
+            self.f.note(code, where, message)
         summary = Summary(segments=len(numbers), tree_size=size, unsealed=unsealed, origin=self.origin or "",
                           sealed=self.sealed_count, **self.c)
         return Report(str(self.root), tuple(self.f.problems), tuple(self.f.notes), summary, self.f.omitted)
@@ -330,6 +335,11 @@ class _Verifier:
             self.f.problem("event-signature", where, f"id={doc.get('id')}: {exc}")
             return
         self.c["signed_ok"] += 1
+        for finding in audit(doc, event, self.keys):  # its signature holds: its sequence is still followed
+            if finding.problem:
+                self.f.problem(finding.code, where, f"id={doc.get('id')}: {finding.message}")
+            else:
+                self.tally.add(where, finding)
         source, seq_text = event.get("source"), event.get("sequence")
         if not isinstance(source, str) or not isinstance(seq_text, str) or not seq_text.isdigit():
             return

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from ..errors import VerifyError
+from .audit import Tally, audit
 from .event import verify_event
 from .keys import VerifyKey
 
@@ -27,19 +28,42 @@ class Problem:
         return f"{self.where}:{ident} {self.reason}"
 
 
+#: problems listed at most; the rest are counted (a file of a million bad lines is one screen, not a million)
+MAX_PROBLEMS = 1000
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 @dataclass(slots=True)
 class Report:
     events: int = 0
     verified: int = 0
     problems: list[Problem] = field(default_factory=list)
+    #: problems beyond :data:`MAX_PROBLEMS`, counted only
+    omitted: int = 0
+    #: what is worth knowing but no failure (an attribute the signature does not cover, a guest signature not
+    #: checked), each message once with how many events it concerns
+    notes: Tally = field(default_factory=Tally)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    def add(self, problem: Problem) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(problem)
+        else:
+            self.omitted += 1
+
     def summary(self) -> str:
         verdict = "OK" if self.ok else "FAILED"
-        return f"{verdict}: {self.events} events, {self.verified} verified, {len(self.problems)} problems"
+        total = len(self.problems) + self.omitted
+        unlisted = f" ({self.omitted} not listed)" if self.omitted else ""
+        notes = [f"note: {where}: {message}" for _code, where, message in self.notes.lines()]
+        return "\n".join([*notes, f"{verdict}: {_n(self.events, 'event')}, {self.verified} verified, "
+                                   f"{_n(total, 'problem')}{unlisted}"])
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -47,6 +71,9 @@ class Report:
             "events": self.events,
             "verified": self.verified,
             "problems": [{"where": p.where, "id": p.event_id, "reason": p.reason} for p in self.problems],
+            "omitted": self.omitted,
+            "notes": [{"code": code, "where": where, "message": message}
+                      for code, where, message in self.notes.lines()],
         }
 
 
@@ -70,7 +97,7 @@ def verify_lines(lines: Iterable[bytes], keys: Mapping[str, VerifyKey], *, name:
             doc = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             report.events += 1
-            report.problems.append(Problem(where, f"not JSON: {exc}"))
+            report.add(Problem(where, f"not JSON: {exc}"))
             continue
         if isinstance(doc, list):
             for i, item in enumerate(doc):
@@ -78,7 +105,7 @@ def verify_lines(lines: Iterable[bytes], keys: Mapping[str, VerifyKey], *, name:
         else:
             _verify_one(report, last_seq, doc, where, keys)
     if report.events == 0:
-        report.problems.append(Problem(name, "no events to verify"))
+        report.add(Problem(name, "no events to verify"))
     return report
 
 
@@ -86,20 +113,28 @@ def _verify_one(report: Report, last_seq: dict[str, int], doc: object, where: st
                 keys: Mapping[str, VerifyKey]) -> None:
     report.events += 1
     if not isinstance(doc, dict):
-        report.problems.append(Problem(where, "not a JSON object"))
+        report.add(Problem(where, "not a JSON object"))
         return
     ev_id = doc.get("id") if isinstance(doc.get("id"), str) else None
     try:
         verified = verify_event(doc, keys)
     except VerifyError as exc:
-        report.problems.append(Problem(where, str(exc), ev_id))
+        report.add(Problem(where, str(exc), ev_id))
         return
+    failed = False
+    for finding in audit(doc, verified, keys):  # its signature holds: its sequence is still followed
+        if finding.problem:
+            report.add(Problem(where, finding.message, ev_id))
+            failed = True
+        else:
+            report.notes.add(where, finding)
     seq_text, source = verified.get("sequence"), verified.get("source")
     if isinstance(seq_text, str) and isinstance(source, str) and seq_text.isdigit():
         seq = int(seq_text)
         prev = last_seq.get(source)
         if prev is not None and seq <= prev:
-            report.problems.append(Problem(where, f"sequence {seq} does not follow {prev} for {source}", ev_id))
+            report.add(Problem(where, f"sequence {seq} does not follow {prev} for {source}", ev_id))
             return
         last_seq[source] = seq
-    report.verified += 1
+    if not failed:
+        report.verified += 1

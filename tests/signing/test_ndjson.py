@@ -57,4 +57,4 @@ def test_a_bad_line_is_one_problem_and_the_rest_still_verify(key: SigningKey) ->
 def test_a_stream_without_events_does_not_pass(data: bytes) -> None:
     report = verify_lines(io.BytesIO(data), _keys(SigningKey.generate()), name="empty.ndjson")
     assert not report.ok and [str(p) for p in report.problems] == ["empty.ndjson: no events to verify"]
-    assert report.summary() == "FAILED: 0 events, 0 verified, 1 problems"
+    assert report.summary() == "FAILED: 0 events, 0 verified, 1 problem"

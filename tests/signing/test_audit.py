@@ -1,0 +1,122 @@
+"""``verify`` beyond an event's own signature: attributes it does not cover, and a guest's signature."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agent.model import Reading
+from agent.pipeline import SequenceStore, Stamper
+from agent.signing.event import sign_event
+from agent.signing.keys import SigningKey, VerifyKey, generate_keypair
+from agent.signing.ndjson import MAX_PROBLEMS, verify_lines
+from tests.archive.archive_helpers import make_event, write_archive
+from tests.helpers import run_cli
+
+
+def _keys(*keys: SigningKey) -> dict[str, VerifyKey]:
+    return {k.keyid: k.verify_key() for k in keys}
+
+
+def _host_events(key: SigningKey, n: int) -> list[dict[str, Any]]:
+    stamper = Stamper(key, "h", SequenceStore(None))
+    return [orjson.loads(stamper.stamp(Reading(probe="lve", subject="s", output={"i": i})).body) for i in range(n)]
+
+
+def _lines(events: list[dict[str, Any]]) -> list[bytes]:
+    return [orjson.dumps(e) + b"\n" for e in events]
+
+
+def _guest(guest: SigningKey | None, **over: Any) -> dict[str, Any]:
+    ev: dict[str, Any] = {"specversion": "1.0", "id": "g-1", "source": "guest://vm/app", "type": "io.example.v1",
+                          "time": "2026-11-22T02:00:00Z", "data": {"n": 1}}
+    names = [n for n in over if n not in ev]
+    ev.update(over)
+    if guest is not None:
+        sign_event(ev, guest, names)
+    return ev
+
+
+def test_an_attribute_the_signature_does_not_cover_is_a_note_once_for_all_events() -> None:
+    key = SigningKey.generate()
+    events = _host_events(key, 3)
+    for e in events:
+        e["annotation"] = "added later"
+    report = verify_lines(_lines(events), _keys(key), name="f")
+    assert report.ok and report.verified == 3
+    assert report.summary().splitlines() == [
+        "note: f:1: attribute 'annotation' is not covered by the signature (3 events; the first here)",
+        "OK: 3 events, 3 verified, 0 problems"]
+
+
+def test_a_host_stamp_attribute_outside_the_signature_is_a_problem() -> None:
+    """A host reading dressed up as a guest's: hostpeer added after signing."""
+    key = SigningKey.generate()
+    (event,) = _host_events(key, 1)
+    event["hostpeer"] = "vsock:7"
+    report = verify_lines(_lines([event]), _keys(key), name="f")
+    assert not report.ok and report.verified == 0
+    assert "hostpeer is on the event but not signed" in str(report.problems[0])
+
+
+def test_a_guests_signature_is_checked_when_its_key_is_given() -> None:
+    host, guest = SigningKey.generate(), SigningKey.generate()
+    stamper = Stamper(host, "h", SequenceStore(None))
+    signed = orjson.loads(stamper.stamp_guest(_guest(guest), "vsock:9").body)
+    # only the host's key: verified, and the guest signature is noted as not checked
+    alone = verify_lines(_lines([signed]), _keys(host), name="f")
+    assert alone.ok and "guest signature not checked: no trusted key for it" in alone.summary()
+    both = verify_lines(_lines([signed]), _keys(host, guest), name="f")
+    assert both.ok and "note" not in both.summary()
+    # a guest that changed its event after signing it (a host with guest_signatures = "off" takes it)
+    forged = _guest(guest)
+    forged["data"] = {"n": 2}
+    stamped = orjson.loads(stamper.stamp_guest(forged, "vsock:9").body)
+    bad = verify_lines(_lines([stamped]), _keys(host, guest), name="f")
+    assert not bad.ok and "guest signature: event does not match its signature" in str(bad.problems[0])
+    assert verify_lines(_lines([stamped]), _keys(host), name="f").ok  # without the guest's key: a note only
+
+
+def test_a_guest_signature_over_what_the_host_overwrites_is_noted_not_failed() -> None:
+    host, guest = SigningKey.generate(), SigningKey.generate()
+    stamper = Stamper(host, "h", SequenceStore(None))
+    signed = orjson.loads(stamper.stamp_guest(_guest(guest, hostid="claimed"), "vsock:9").body)
+    report = verify_lines(_lines([signed]), _keys(host, guest), name="f")
+    assert report.ok and "the guest signed hostid, which the host overwrites" in report.summary()
+
+
+def test_problems_beyond_the_limit_are_counted_not_listed() -> None:
+    key = SigningKey.generate()
+    report = verify_lines([b"not json\n"] * (MAX_PROBLEMS + 200), _keys(key), name="f")
+    assert len(report.problems) == MAX_PROBLEMS and report.omitted == 200
+    assert report.summary().endswith(f"{MAX_PROBLEMS + 200} problems (200 not listed)")
+    assert report.as_dict()["omitted"] == 200
+
+
+def test_an_archive_says_the_same(tmp_path: Path) -> None:
+    key = generate_keypair(tmp_path / "keys")
+    events = [orjson.loads(make_event(key, s)) for s in range(1, 5)]
+    events[1]["hostpeer"] = "vsock:7"  # changed before it reached the archive: its own signature still holds
+    events[2]["note"] = "x"
+    write_archive(tmp_path / "a", key, [[orjson.dumps(e) for e in events]])
+    out = run_cli(["verify", "--pub", str(tmp_path / "keys" / "host.pub"), str(tmp_path / "a")], cwd=tmp_path)
+    text = out.stdout.decode()
+    assert out.returncode == 1, text
+    assert "unsigned-stamp" in text and "hostpeer is on the event but not signed" in text
+    assert "attribute 'note' is not covered by the signature" in text
+    assert text.strip().splitlines()[-1].endswith("1 problem")
+
+
+def test_verify_prints_what_events_hold_escaped(tmp_path: Path) -> None:
+    """An id with a newline and a cursor-up escape (an older agent took it) cannot forge a line of the output."""
+    key = generate_keypair(tmp_path / "keys")
+    event = orjson.loads(make_event(key, 1))
+    event["id"] = "evil\nOK: 1 events, 1 verified, 0 problems\x1b[1A"
+    (tmp_path / "f.ndjson").write_bytes(orjson.dumps(event) + b"\n")
+    out = run_cli(["verify", "--pub", str(tmp_path / "keys" / "host.pub"), str(tmp_path / "f.ndjson")], cwd=tmp_path)
+    lines = out.stdout.decode().splitlines()
+    assert out.returncode == 1 and len(lines) == 2, lines
+    assert "evil\\x0aOK: 1 events" in lines[0] and "\\x1b[1A" in lines[0] and "\x1b" not in out.stdout.decode()
+    assert lines[1].startswith("FAILED")
