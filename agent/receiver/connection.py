@@ -85,7 +85,9 @@ class Connection:
         try:
             # the reader ends at EOF or a bad header; the settler ends early only when delivery failed
             await asyncio.wait({reader, settler}, return_when=asyncio.FIRST_COMPLETED)
-            if not settler.done():
+            # a peer done sending still waits for its acks; one that hung up cannot read them: its slot (and fd)
+            # are freed now, and what it sent settles in the pipeline all the same
+            if not settler.done() and not self.stream.hung_up():
                 await asyncio.wait({settler}, timeout=self.rx.drain_timeout)
             if settler.done() and not settler.cancelled() and settler.exception() is None and self.dirty.is_set():
                 with contextlib.suppress(TimeoutError, TransportError):
@@ -130,12 +132,18 @@ class Connection:
 
     async def _room_for_more(self) -> bool:
         """Wait until fewer than ``max_inflight`` frames are unsettled and the refusals not yet sent are few;
-        False when the peer does not read its acks for ``idle_timeout`` (the connection is then closed)."""
+        False when the peer does not read its acks for ``idle_timeout``, or hung up (the connection is then
+        closed)."""
         opts = self.rx.options
         while self.received - self.settled >= self.rx.max_inflight or len(self.rejected) >= MAX_UNSENT_REFUSALS:
             self.room.clear()
             if len(self.rejected) < MAX_UNSENT_REFUSALS:
-                await self.room.wait()
+                try:  # the pipeline makes room, however long a sink is down; meanwhile the peer may hang up
+                    async with asyncio.timeout(self.rx.heartbeat):
+                        await self.room.wait()
+                except TimeoutError:
+                    if self.stream.hung_up():
+                        return False
                 continue
             try:  # only the peer can make room here, by reading its acks: bound the wait like silence
                 async with asyncio.timeout(opts.idle_timeout):

@@ -35,6 +35,11 @@ class ByteStream(ABC):
     async def aclose(self) -> None:
         """Close both directions; never raises."""
 
+    def hung_up(self) -> bool:
+        """Whether the peer is gone both ways (closed, not only done sending): nothing sent to it can arrive.
+        False when the transport cannot tell."""
+        return False
+
 
 class Listener(ABC):
     """A bound, listening endpoint that hands out accepted streams."""

@@ -9,6 +9,7 @@ AF_VSOCK with ENOPROTOOPT). OS errors are translated to TransportError here.
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -69,6 +70,18 @@ class SocketStream(ByteStream):
             self._writer.transport.abort()
         except (OSError, RuntimeError):
             pass
+
+    def hung_up(self) -> bool:
+        # a peer that only shut down its sending side still reads (POLLRDHUP alone); one that closed is POLLHUP
+        sock: Any = self._writer.get_extra_info("socket")
+        if sock is None or self._writer.transport.is_closing():
+            return self._writer.transport.is_closing()
+        try:
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN | select.POLLRDHUP)
+            return any(ev & (select.POLLHUP | select.POLLERR) for _fd, ev in poller.poll(0))
+        except (OSError, ValueError):
+            return False
 
     @property
     def socket(self) -> socket.socket | None:

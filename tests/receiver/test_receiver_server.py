@@ -566,3 +566,46 @@ def test_a_failed_batch_closes_the_connection_unacked_and_is_taken_when_sent_aga
     c, sink = run(with_receiver(tmp_path, body, batch=True))
     assert max((a.count for a in c.acks), default=0) == 0
     assert sink.ids() == ["id-1", "id-2", "id-3"]  # the failed batch left no copy behind to be skipped
+
+
+@pytest.mark.parametrize("frames", [1, 12], ids=["pending", "reader-blocked-on-max-inflight"])
+def test_a_peer_that_hung_up_frees_its_slot_while_its_frames_wait_on_a_sink(tmp_path: Path, frames: int) -> None:
+    """With a sink down, guests that send and hang up (a cron job's `hoststamp send`, a guest restarting) must not
+    keep their connection slots until the sink is back: the next guests would all be refused. A guest that only
+    shut down its sending side still waits for its acks, and gets them."""
+    path = tmp_path / "rx.sock"
+    sink = MemoryBatchDeliver()
+    sink.hold = True
+    rx = Receiver.build(replace(ListenerOptions(uri=f"unix:{path}"), max_connections=2), sink,
+                        drain_timeout=3600.0, heartbeat=0.05, max_inflight=5)
+
+    async def body() -> Ack:
+        server = asyncio.ensure_future(rx.serve())
+        try:
+            for i in range(4):  # twice the limit, one after another, each hanging up at once
+                c = Client(await connect(f"unix:{path}"))
+                await c.send(*[ev(f"{i}-{j}") for j in range(frames)])
+                while len(sink.got) < (i + 1) * min(frames, 5):
+                    await asyncio.sleep(0.01)
+                await c.stream.aclose()
+                while rx.stats.connections_open:  # no timing: without the fix this never ends (run's timeout)
+                    await asyncio.sleep(0.01)
+            assert rx.stats.rejected.get("connections", 0) == 0
+            # half-closed: still served, and acked once the sink takes its frame
+            c = Client(await connect(f"unix:{path}"))
+            await c.send(ev("half"))
+            while len(sink.got) < 4 * min(frames, 5) + 1:
+                await asyncio.sleep(0.01)
+            raw: Any = c.stream
+            raw._writer.write_eof()  # shutdown(SHUT_WR)
+            await asyncio.sleep(0.2)  # several heartbeats: time to close it, were it taken for hung up
+            assert rx.stats.connections_open == 1
+            for fut in sink.held:
+                if not fut.done():
+                    fut.set_result(None)
+            return await c.until(1)
+        finally:
+            server.cancel()
+            await asyncio.gather(server, return_exceptions=True)
+
+    assert run(body(), timeout=30) == Ack(1)
