@@ -243,8 +243,15 @@ class Config:
         return replace(self, sinks=tuple(sinks))
 
     def with_listeners(self, uris: Sequence[str]) -> Config:
-        extra = tuple(listener({"uri": u}, prefix="--listen", file=None) for u in uris)
-        return replace(self, listeners=self.listeners + extra)
+        """The config's listeners and those of ``--listen``; an address given twice is one listener (the
+        config's, with its options)."""
+        seen = {opts.uri for opts in self.listeners}
+        extra = []
+        for u in uris:
+            if u not in seen:
+                seen.add(u)
+                extra.append(listener({"uri": u}, prefix="--listen", file=None))
+        return replace(self, listeners=self.listeners + tuple(extra))
 
 
 _PATH_SCHEMES = frozenset(("file", "archive"))
@@ -365,6 +372,11 @@ def parse(doc: Mapping[str, Any], *, file: str | None = None, env: Mapping[str, 
     if not isinstance(listeners_doc, list):
         raise ConfigError("expected an array of tables ([[listeners]])", key="listeners", file=file)
     listeners = tuple(listener(t, prefix=f"listeners[{i}]", file=file) for i, t in enumerate(listeners_doc))
+    uris = [opts.uri for opts in listeners]
+    for i, uri in enumerate(uris):
+        if uri in uris[:i]:  # the second could never listen: the first holds the address
+            raise ConfigError(f"{uri!r} is also listeners[{uris.index(uri)}]: an address takes one listener",
+                              key=f"listeners[{i}].uri", file=file)
     metrics = schema.build(MetricsConfig, doc.get("metrics", {}), prefix="metrics", file=file)
     return Config(agent=agent, probes=probes, sinks=sinks, listeners=listeners, metrics=metrics, path=file)
 

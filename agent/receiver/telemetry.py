@@ -12,6 +12,8 @@ import logging
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
+from .dedupe import channel_of
+
 __all__ = ["ReceiverStats", "RejectLog"]
 
 log = logging.getLogger("agent.receiver")
@@ -39,12 +41,13 @@ class RejectLog:
 
     def __call__(self, peer: str, reason: str, detail: str) -> None:
         self.stats.rejected[reason] += 1
-        key = (peer, reason)
+        # one line per channel: a unix peer's uid, not its pid (a guest that forks a sender per event is one)
+        key = (channel_of(peer), reason)
         if key in self._seen:
             self._seen.move_to_end(key)
             return
         self._seen[key] = None
         if len(self._seen) > self.max_peers:
             self._seen.popitem(last=False)
-        self._log.warning("%s: refused from %s: %s: %s (further refusals of this kind from this peer are "
-                          "only counted)", self.listener, peer, reason, detail)
+        self._log.warning("%s: refused from %s: %s: %s (further refusals of this kind from %s are only counted)",
+                          self.listener, peer, reason, detail, key[0])

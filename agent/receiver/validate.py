@@ -94,6 +94,8 @@ def _plan(shape: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
             plan.append((name, _B64))
         else:
             if not _EXT_NAME.match(name):
+                if len(name) > 64 and name.isascii() and name.isalnum() and name.islower():
+                    raise _bad(f"attribute name {name[:40]!r}... is {len(name)} characters long (at most 64)")
                 raise _bad(f"attribute name {name[:40]!r} is not lower-case letters and digits")
             plan.append((name, _EXT))
     out = tuple(plan)
@@ -154,7 +156,8 @@ def _check_attributes(event: dict[str, Any]) -> None:
             if not isinstance(v, str):
                 raise _bad("data_base64 must be a string")
             if not strict_base64(v):
-                raise _bad("data_base64 is not base64 (RFC 4648: the standard alphabet, padded)")
+                raise _bad("data_base64 is not base64 (RFC 4648: the standard alphabet, padded, the padding bits "
+                           "zero)")
 
 
 def parse_event(frame: bytes, *, max_depth: int) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from binascii import a2b_base64
+from binascii import a2b_base64, b2a_base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,12 +52,13 @@ def pae(payload_type: bytes, body: bytes) -> bytes:
 
 def strict_base64(text: str) -> bool:
     """Whether ``text`` is base64 as CloudEvents' JSON format carries ``data_base64``: RFC 4648's standard
-    alphabet, padded, nothing else (the URL-safe alphabet is not it)."""
+    alphabet, padded, nothing else (the URL-safe alphabet is not it), and canonical: the bits padding leaves
+    over are zero (``aGk=``, not ``aGl=``, for ``hi``), so that one value has one spelling."""
     try:
-        a2b_base64(text, strict_mode=True)
+        raw = a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
         return False
-    return True
+    return not text.endswith("=") or b2a_base64(raw, newline=False) == text.encode("ascii")
 
 
 def b64d(text: Any, what: str) -> bytes:

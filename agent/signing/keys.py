@@ -146,7 +146,8 @@ def verify_key_from_pem(data: bytes, *, where: str = "public key") -> VerifyKey:
     try:
         pub = serialization.load_pem_public_key(data)
     except (ValueError, TypeError) as exc:
-        raise SigningError(f"{where}: not a SubjectPublicKeyInfo PEM public key ({exc})") from None
+        said = str(exc).split(". See https://", 1)[0]  # cryptography's message, without its FAQ link
+        raise SigningError(f"{where}: not a SubjectPublicKeyInfo PEM public key ({said})") from None
     if isinstance(pub, ed25519.Ed25519PublicKey):
         return VerifyKey(pub)
     if isinstance(pub, ec.EllipticCurvePublicKey) and isinstance(pub.curve, ec.SECP256R1):

@@ -236,6 +236,23 @@ def test_a_probe_that_is_not_a_table_is_a_problem_not_a_crash(tmp_path: Path, bo
     assert info.value.key == f"probes.{name}"
 
 
+def test_two_listeners_on_one_address_are_refused_and_a_repeated_listen_is_one(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    sock = tmp_path / "rx.sock"
+    path.write_text(f'[[sinks]]\nuri = "stdout:"\n[[listeners]]\nuri = "unix:{sock}"\n'
+                    f'[[listeners]]\nuri = "unix:{tmp_path}/other.sock"\n[[listeners]]\nuri = "unix:{sock}"\n')
+    problems = [p for p in check_file(path) if p.severity == "error"]
+    assert [(p.key, p.reason) for p in problems] == [
+        ("listeners[2].uri", f"'unix:{sock}' is also listeners[0]: an address takes one listener")]
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert info.value.key == "listeners[2].uri"
+    path.write_text(f'[[sinks]]\nuri = "stdout:"\n[[listeners]]\nuri = "unix:{sock}"\nmax_connections = 3\n')
+    cfg = config.load(path).with_listeners([f"unix:{sock}", f"unix:{tmp_path}/b.sock", f"unix:{tmp_path}/b.sock"])
+    assert [(li.uri, li.max_connections) for li in cfg.listeners] == [
+        (f"unix:{sock}", 3), (f"unix:{tmp_path}/b.sock", 256)]
+
+
 def test_a_check_names_the_key_only_when_the_table_set_it() -> None:
     """"backoff_max must not be less than backoff_initial": only backoff_initial was written, so the
     problem is the table's, not a key the user never wrote."""

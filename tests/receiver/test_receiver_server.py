@@ -291,10 +291,25 @@ def test_log_memory_is_bounded() -> None:
     from agent.receiver import ReceiverStats, RejectLog
 
     rl = RejectLog(ReceiverStats(), listener="t", max_peers=8, logger=logging.getLogger("test.quiet"))
-    for pid in range(1000):
-        rl(f"unix:uid=0,pid={pid}", "json", "x")
+    for uid in range(1000):
+        rl(f"unix:uid={uid},pid=7", "json", "x")
     assert len(rl._seen) == 8
     assert rl.stats.rejected["json"] == 1000
+
+
+def test_a_guest_forking_a_sender_per_event_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """The log keys on the channel (a unix peer's uid), not on each process: 100 pids are one line."""
+    from agent.receiver import ReceiverStats, RejectLog
+
+    rl = RejectLog(ReceiverStats(), listener="t")
+    with caplog.at_level(logging.WARNING):
+        for pid in range(100):
+            rl(f"unix:uid=1000,pid={pid}", "json", "x")
+        rl("unix:uid=1001,pid=5", "json", "x")
+        rl("vsock:3", "json", "x")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and "from unix:uid=1000,pid=0: json" in lines[0] and "from unix:uid=1000 are" in lines[0]
+    assert rl.stats.rejected["json"] == 102
 
 
 @pytest.mark.skipif(not vsock_available(), reason="AF_VSOCK not available")

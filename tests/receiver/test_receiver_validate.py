@@ -30,7 +30,7 @@ def test_a_good_event_passes_unchanged() -> None:
 
 
 def test_standard_base64_data_passes() -> None:
-    for text in ("", "AA==", "+/8=", "aGVsbG8gd29ybGQ="):
+    for text in ("", "AA==", "+/8=", "aGVsbG8gd29ybGQ=", "aGk=", "aGVsbG8h"):
         ev = event(data=..., data_base64=text)
         assert parse(ev) == ev
 
@@ -65,6 +65,10 @@ def test_host_attributes_of_any_type_pass_since_the_host_overwrites_them() -> No
         ({"data": ..., "data_base64": "-_8="}, "data_base64 is not base64"),
         ({"data": ..., "data_base64": "AAA"}, "data_base64 is not base64"),
         ({"data": ..., "data_base64": "A A=="}, "data_base64 is not base64"),
+        ({"data": ..., "data_base64": "aGl="}, "the padding bits zero"),  # "hi" is aGk=
+        ({"data": ..., "data_base64": "AB=="}, "the padding bits zero"),  # b"\x00" is AA==
+        ({"e" * 65: 1}, "is 65 characters long (at most 64)"),
+        ({"E" * 65: 1}, "is not lower-case letters and digits"),
     ],
 )
 def test_attribute_problems(over: dict[str, Any], needle: str) -> None:

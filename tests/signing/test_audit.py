@@ -120,3 +120,12 @@ def test_verify_prints_what_events_hold_escaped(tmp_path: Path) -> None:
     assert out.returncode == 1 and len(lines) == 2, lines
     assert "evil\\x0aOK: 1 events" in lines[0] and "\\x1b[1A" in lines[0] and "\x1b" not in out.stdout.decode()
     assert lines[1].startswith("FAILED")
+
+
+def test_a_pub_that_is_no_key_is_a_usage_error_with_a_short_message(tmp_path: Path) -> None:
+    (tmp_path / "junk.pem").write_text("not a key\n")
+    (tmp_path / "f.ndjson").write_text("{}\n")
+    out = run_cli(["verify", "--pub", str(tmp_path / "junk.pem"), str(tmp_path / "f.ndjson")], cwd=tmp_path)
+    err = out.stderr.decode()
+    assert out.returncode == 2 and "junk.pem: not a SubjectPublicKeyInfo PEM public key" in err
+    assert "https://" not in err
