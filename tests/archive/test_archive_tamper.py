@@ -123,6 +123,21 @@ def test_deleted_middle_segment(arc: Path, keys: dict[str, VerifyKey]) -> None:
     assert {"missing-segment", "sequence-gap"} <= found
     report = verify_archive(arc, keys)
     assert report.totals.events == 35, "the segments after the gap are still checked"
+    assert report.totals.sealed > 20, "from the next segment's signed start on, against the checkpoints too"
+
+
+@pytest.mark.parametrize("gone", [1, 3])
+def test_after_a_deleted_segment_the_rest_is_still_checked_against_the_checkpoints(
+        arc: Path, keys: dict[str, VerifyKey], gone: int) -> None:
+    """A second change, after the deleted segment, that leaves every event's signature valid (an attribute added
+    to a signed event) is still found: the tree resumes from the next segment's signed start."""
+    layout.events_path(arc, gone).unlink()
+    layout.log_path(arc, gone).unlink()
+    lines = ev_lines(arc, 5)
+    doc = orjson.loads(lines[0])
+    doc["evil"] = "x"
+    put_lines(arc, 5, [orjson.dumps(doc) + b"\n", *lines[1:]])
+    assert {"missing-segment", "root-mismatch"} <= problems(arc, keys)
 
 
 def test_deleted_newest_segment(arc: Path, keys: dict[str, VerifyKey]) -> None:
@@ -253,3 +268,20 @@ def test_inconsistent_checkpoint_signed_by_the_host_key(arc: Path, key: SigningK
 def test_checkpoint_with_wrong_previous_size(arc: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> None:
     resign_checkpoint(arc, 3, key, {"prev_size": 1})
     assert "checkpoint-chain" in problems(arc, keys)
+
+
+def test_a_segment_that_appears_while_verifying_is_a_note_not_a_deletion(arc: Path,
+                                                                         keys: dict[str, VerifyKey]) -> None:
+    """A running writer rotates between the directory listing and the read of the newest segment's log: the
+    listing ends at a closed segment, yet nothing was deleted (the directory has the next one by then)."""
+    from agent.archive.verify import _Verifier
+
+    v = _Verifier(arc, keys)
+    for table in (v.listing.logs, v.listing.events, v.listing.gz):
+        table.pop(5, None)  # the listing as it was just before segment 5 was made
+    report = v.run()
+    assert report.ok, report.lines()
+    assert "grew" in {n.code for n in report.notes}
+    layout.events_path(arc, 5).unlink()
+    layout.log_path(arc, 5).unlink()
+    assert problems(arc, keys) == {"ends-closed"}  # gone for good: still the deletion it was
