@@ -11,12 +11,15 @@ JSON is finished in the loop once the signatures are back, and the batches go
 into the sink queues in submission order. Every event is byte for byte what
 :class:`~.router.Pipeline` makes.
 
-The signing threads run :data:`SIGN_NICE` nice steps below the agent: the loop
-thread feeds them and settles what they return, so it gets its core whenever it
-has work and the signatures take the rest. At equal priority the scheduler
-shares a core evenly between the loop and a signing thread, the loop falls
-behind, the signing threads run out of batches, and a core goes idle
-(``benchmarks/bench_receiver.py`` measures both).
+When the signing threads and the loop's thread are more than the cores this
+process may run on, the signing threads run :data:`SIGN_NICE` nice steps below
+the agent: the loop thread feeds them and settles what they return, so it gets
+a core whenever it has work and the signatures take the rest. At equal priority
+the scheduler shares a core evenly between the loop and a signing thread, the
+loop falls behind, the signing threads run out of batches, and a core goes idle.
+With a core for each (one signing thread on two cores) the signing thread is
+the busier side and keeps its priority (``benchmarks/bench_receiver.py``
+measures both).
 
 Unlike :class:`~.parallel.ParallelPipeline` (worker processes) nothing is
 copied between processes and no frame is parsed twice. A pool of Python threads
@@ -29,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -86,14 +90,16 @@ class ThreadedPipeline(OffloadPipeline[_Batch]):
     """A Pipeline that signs guest batches in ``threads`` native threads. Call :meth:`aclose` at the end."""
 
     def __init__(self, stamper: Stamper, queues: Sequence[SinkQueue], stats: PipelineStats | None = None, *,
-                 threads: int = 1, max_pending: int = 8192, nice: int = SIGN_NICE) -> None:
+                 threads: int = 1, max_pending: int = 8192, nice: int | None = None) -> None:
         super().__init__(stamper, queues, stats, max_pending=max_pending)
         if threads < 1:
             raise ValueError("a ThreadedPipeline needs at least one thread")
         if stamper._native is None:
             raise ValueError("a ThreadedPipeline needs the native signer")
         self.threads = threads
-        self.nice = nice
+        #: how far below the agent the signing threads run (None: :data:`SIGN_NICE` when they and the loop are
+        #: more than the cores, else 0)
+        self.nice = nice if nice is not None else (SIGN_NICE if threads + 1 > len(os.sched_getaffinity(0)) else 0)
         self._signer = stamper._native
         #: the native threads, from :meth:`start` (or the first batch) to :meth:`aclose`
         self._pool: SignPool | None = None

@@ -159,17 +159,23 @@ def _nice_of_new_threads(before: set[str], count: int) -> list[int]:
 async def test_the_signing_threads_run_below_the_loops_priority() -> None:
     """The loop feeds and drains the signing threads: it must get its core whenever it has work."""
     own = os.getpriority(os.PRIO_PROCESS, 0)
+    cores = len(os.sched_getaffinity(0))
     before = set(os.listdir("/proc/self/task"))
     pipeline = ThreadedPipeline(Stamper(SigningKey.generate(), "h", SequenceStore(None)), [SinkQueue(100)],
-                                threads=2)
+                                threads=cores)  # with the loop's thread, one more than the cores
     await pipeline.start()
     try:
-        assert _nice_of_new_threads(before, 2) == [min(19, own + SIGN_NICE)] * 2
+        assert pipeline.nice == SIGN_NICE
+        assert _nice_of_new_threads(before, cores) == [min(19, own + SIGN_NICE)] * cores
         assert os.getpriority(os.PRIO_PROCESS, 0) == own  # the loop's thread keeps its own
         await pipeline.submit_guests([guest(0, "vm/0")], "vsock:3")
     finally:
         await pipeline.aclose()
     assert pipeline.stats.signed == 1
+    if cores > 1:  # a core each for the loop and the signing threads: they keep the agent's priority
+        fewer = ThreadedPipeline(Stamper(SigningKey.generate(), "h", SequenceStore(None)), [SinkQueue(100)],
+                                 threads=cores - 1)
+        assert fewer.nice == 0
 
 
 @native
