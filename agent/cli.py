@@ -43,7 +43,10 @@ class _Parser(argparse.ArgumentParser):
 def _probe_list(text: str) -> list[str]:
     if text.strip().lower() == "none":
         return []
-    return [p.strip() for p in text.split(",") if p.strip()]
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names:  # an empty list is more likely an unset shell variable than a wish for no probes
+        raise argparse.ArgumentTypeError("no probe named (to run none, say 'none')")
+    return names
 
 
 def _leaf_index(text: str) -> int:

@@ -97,6 +97,11 @@ class LinkOptions:
     #: change events (``[probes.link.watch]``): created, deleted, up, down, carrier, renamed, mtu
     watch: LinkWatchOptions = field(default_factory=LinkWatchOptions)
 
+    def __post_init__(self) -> None:
+        if self.netns is not None and (self.netns in ("", ".", "..") or "/" in self.netns or "\0" in self.netns):
+            raise ValueError(f"netns must be the name of a namespace in /run/netns (as `ip netns` lists), got "
+                             f"{self.netns!r}")
+
 
 @register
 class LinkProbe(Probe):

@@ -83,6 +83,8 @@ class TaskstatsOptions:
     window: int = 128
 
     def __post_init__(self) -> None:
+        if not self.proc:
+            raise ValueError("proc must not be empty")
         if self.exit_buffer < 1:
             raise ValueError("exit_buffer must be at least 1")
         if not 1 <= self.window <= 4096:

@@ -238,3 +238,10 @@ def test_help_for_every_verb(tmp_path: Path) -> None:
     for verb in (["run"], ["probe"], ["keys", "generate"], ["verify"], ["send"]):
         res = run_cli([*verb, "--help"], cwd=tmp_path)
         assert res.returncode == 0 and b"usage:" in res.stdout
+
+
+@pytest.mark.parametrize("value", ["", " , ,"])
+def test_an_empty_probe_list_is_a_usage_error_not_a_run_without_probes(tmp_path: Path, value: str) -> None:
+    """`--probes "$PROBES"` with the variable unset must not quietly run no probe; 'none' says that."""
+    res = run_cli(["run", "--once", "--probes", value, "--sink", "stdout:"], cwd=tmp_path)
+    assert res.returncode == 2 and b"no probe named (to run none, say 'none')" in res.stderr

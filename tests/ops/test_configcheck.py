@@ -262,3 +262,21 @@ def test_a_check_names_the_key_only_when_the_table_set_it() -> None:
     with pytest.raises(ConfigError) as info:
         config.parse({"sinks": [{"uri": "unix:/run/x.sock", "backoff_max": 0.01}]}, env={})
     assert info.value.key == "sinks[0].backoff_max"
+
+
+@pytest.mark.parametrize(("body", "key"), [
+    ('[probes.cgroup]\nroot = ""\n', "probes.cgroup.root"),
+    ('[probes.lve]\npath = ""\n', "probes.lve.path"),
+    ('[probes.mounts]\nproc_mounts = ""\n', "probes.mounts.proc_mounts"),
+    ('[probes.taskstats]\nproc = ""\n', "probes.taskstats.proc"),
+    ('[probes.link]\nnetns = ""\n', "probes.link.netns"),
+    ('[probes.link]\nnetns = "../../etc/passwd"\n', "probes.link.netns"),
+])
+def test_an_empty_input_path_or_a_namespace_that_is_no_name_is_refused(tmp_path: Path, body: str, key: str) -> None:
+    """Not a run whose probe reads the agent's working directory, or its own namespace, instead."""
+    path = tmp_path / "c.toml"
+    path.write_text(body + '[[sinks]]\nuri = "stdout:"\n')
+    assert [p.key for p in check_file(path) if p.severity == "error"] == [key]
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert info.value.key == key
