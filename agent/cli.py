@@ -90,7 +90,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "Exit 0: all verified; 1: a problem was found; 2: usage error.",
     )
     ver.add_argument("path", metavar="PATH|-", nargs="?")
-    ver.add_argument("--pub", metavar="FILE", action="append", default=[], help="trusted public key (repeatable)")
+    ver.add_argument("--pub", metavar="FILE", action="append", default=[],
+                     help="a trusted host public key (repeatable; default keys/host.pub)")
+    ver.add_argument("--guest-pub", metavar="FILE", action="append", default=[],
+                     help="a guest's public key: checks the guest signatures events carry, and nothing else "
+                          "(repeatable)")
     ver.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     ver.add_argument("--proof", metavar="FILE", help="check an inclusion proof bundle instead")
 
@@ -233,7 +237,9 @@ class _Report(Protocol):
     @property
     def problems(self) -> Sequence[object]: ...
 
-    def summary(self) -> str: ...
+    def verdict(self) -> str: ...
+
+    def note_lines(self) -> list[str]: ...
 
     def as_dict(self) -> Mapping[str, object]: ...
 
@@ -244,17 +250,20 @@ def _print_report(report: _Report, as_json: bool) -> int:
     else:
         from .model import escape_text
 
-        # what an event holds is printed escaped: a newline or a terminal escape in it would forge a line
+        # what an event holds is printed escaped: a newline or a terminal escape in it would forge a line.
+        # stdout: one line per problem, then the verdict; notes (no failure) go to stderr
+        for line in report.note_lines():
+            print(escape_text(line, attribute=True), file=sys.stderr)
         for prob in report.problems:
             print(escape_text(str(prob), attribute=True))
-        for line in report.summary().split("\n"):
-            print(escape_text(line, attribute=True))
+        print(escape_text(report.verdict(), attribute=True))
     return EXIT_OK if report.ok else EXIT_FAIL
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     try:
         keys = _trusted_keys(args.pub)
+        guest_keys = load_verify_keys(list(args.guest_pub))
     except SigningError as exc:
         raise UsageError(f"hoststamp verify: {exc}") from None
     if args.proof:
@@ -267,18 +276,18 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if args.path is None:
         raise UsageError("hoststamp verify: PATH is required (a file, '-' for stdin, or an archive directory)")
     if args.path == "-":
-        return _print_report(verify_lines(sys.stdin.buffer, keys, name="<stdin>"), args.json)
+        return _print_report(verify_lines(sys.stdin.buffer, keys, name="<stdin>", guest_keys=guest_keys), args.json)
     path = Path(args.path)
     if path.is_dir():
         from .archive.verify import verify_archive
 
-        return _print_report(verify_archive(path, keys), args.json)
+        return _print_report(verify_archive(path, keys, guest_keys), args.json)
     try:
         f = path.open("rb")
     except OSError as exc:
         raise UsageError(f"hoststamp verify: {path}: {exc.strerror or exc}") from None
     with f:
-        return _print_report(verify_lines(f, keys, name=str(path)), args.json)
+        return _print_report(verify_lines(f, keys, name=str(path), guest_keys=guest_keys), args.json)
 
 
 def _cmd_send(args: argparse.Namespace) -> int:

@@ -180,11 +180,17 @@ class ProofCheck:
             out.append(f"OK: event {self.event_id} is leaf {self.index} of the {self.size}-event tree "
                        f"signed by {self.origin}")
         else:
-            out.append(f"FAILED: {len(self.problems)} problems")
+            out.append(f"FAILED: {len(self.problems)} problem{'' if len(self.problems) == 1 else 's'}")
         return out
 
     def summary(self) -> str:
         return self.lines()[-1]
+
+    def verdict(self) -> str:
+        return self.summary()
+
+    def note_lines(self) -> list[str]:
+        return []
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "problems": list(self.problems), "id": self.event_id, "index": self.index,

@@ -97,9 +97,12 @@ class Report:
         parts.append(f"{problems} problem{'' if problems == 1 else 's'}")
         return ", ".join(parts)
 
+    def note_lines(self) -> list[str]:
+        return [f"note: {n}" for n in self.notes]
+
     def summary(self) -> str:
         """One line per note, then the verdict line with the totals."""
-        return "\n".join([*(f"note: {n}" for n in self.notes), self.verdict()])
+        return "\n".join([*self.note_lines(), self.verdict()])
 
     def lines(self) -> list[str]:
         """One line per problem, one per note, then the verdict."""

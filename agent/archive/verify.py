@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from ..errors import VerifyError
-from ..signing.audit import Tally, audit
+from ..signing.audit import Tally, audit, duplicate_name
 from ..signing.event import verify_event
 from ..signing.keys import VerifyKey
 from . import layout
@@ -36,8 +36,9 @@ __all__ = ["verify_archive"]
 
 
 class _Verifier:
-    def __init__(self, root: Path, keys: Mapping[str, VerifyKey]) -> None:
-        self.root, self.keys = root, keys
+    def __init__(self, root: Path, keys: Mapping[str, VerifyKey],
+                 guest_keys: Mapping[str, VerifyKey] | None = None) -> None:
+        self.root, self.keys, self.guest_keys = root, keys, guest_keys
         self.f = Findings()
         #: notes of what the events' signatures do not cover, each once
         self.tally = Tally()
@@ -336,13 +337,17 @@ class _Verifier:
         if not isinstance(doc, dict):
             self.f.problem("bad-event", where, "not a JSON object")
             return
+        if (name := duplicate_name(body)) is not None:
+            self.f.problem("duplicate-name", where, f"member name {name!r} appears twice in one object (readers "
+                                                    "disagree on which value counts; nothing signed both)")
+            return
         try:
             event = verify_event(doc, self.keys)
         except VerifyError as exc:
             self.f.problem("event-signature", where, f"id={doc.get('id')}: {exc}")
             return
         self.c["signed_ok"] += 1
-        for finding in audit(doc, event, self.keys):  # its signature holds: its sequence is still followed
+        for finding in audit(doc, event, self.guest_keys):  # its signature holds: its sequence is still followed
             if finding.problem:
                 self.f.problem(finding.code, where, f"id={doc.get('id')}: {finding.message}")
             else:
@@ -367,9 +372,11 @@ class _Verifier:
             self.f.problem("sequence-gap", where, f"{source}: sequence {prev} then {seq} ({seq - prev - 1} missing)")
 
 
-def verify_archive(path: str | os.PathLike[str], keys: Mapping[str, VerifyKey]) -> Report:
-    """Verify the archive in directory ``path`` against trusted ``keys`` (key id -> key)."""
+def verify_archive(path: str | os.PathLike[str], keys: Mapping[str, VerifyKey],
+                   guest_keys: Mapping[str, VerifyKey] | None = None) -> Report:
+    """Verify the archive in directory ``path`` against trusted ``keys`` (key id -> key); ``guest_keys`` check
+    the guest signatures its events carry, and nothing else."""
     root = Path(path)
     if not root.is_dir():
         raise VerifyError(f"{root}: not a directory")
-    return _Verifier(root, keys).run()
+    return _Verifier(root, keys, guest_keys).run()

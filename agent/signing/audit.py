@@ -9,13 +9,18 @@ is not covered. :func:`audit` names those:
   ``signedextattrs`` was put there after signing (a host reading made to look
   like a guest's, say), which is a problem;
 - any other uncovered attribute is a note: it may be legitimate (a consumer's
-  own annotation), but nothing vouches for it.
+  own annotation), but nothing vouches for it;
+- a member name twice in one object (:func:`duplicate_name`) is a problem:
+  readers disagree on which of the two values they take.
 
 An event received from a guest keeps the guest's signature material
-(``guestdssematerial``). With the guest's key among the trusted ones, that
+(``guestdssematerial``). Given the guest's key (``--guest-pub``: guest keys
+are trusted for guest signatures only, never for the host's own), that
 signature is checked on the event with the host's attributes taken away (what
 the guest sent): a failure is a problem. Without the key, or when the guest
-signed attributes the host overwrites, it is noted as not checked.
+signed attributes the host overwrites, it is noted as not checked; so is a
+mismatch of data in which the host carried big integers as strings, as the
+receiver documents it does (the guest signed the number).
 
 :class:`Tally` folds notes that repeat on every event into one line each.
 """
@@ -23,6 +28,7 @@ signed attributes the host overwrites, it is noted as not checked.
 from __future__ import annotations
 
 import binascii
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,11 +38,10 @@ from .checker import verify_event
 from .dsse import b64d, envelope_parts
 from .keys import VerifyKey
 
-__all__ = ["ALWAYS_SIGNED", "Finding", "Tally", "audit", "guest_event"]
+__all__ = ["ALWAYS_SIGNED", "Finding", "Tally", "audit", "duplicate_name", "guest_event"]
 
 #: attributes the host always lists in ``signedextattrs`` when it writes them
 ALWAYS_SIGNED = ("hostid", "hostreceivedat", "sequence", "hostpeer", "guestdssematerial", "guestsignedextattrs")
-_HOST_STAMP = ALWAYS_SIGNED[:4]
 _MATERIAL = ("dssematerial", "signedextattrs")
 
 
@@ -46,6 +51,38 @@ class Finding:
     problem: bool
     code: str
     message: str
+
+
+class _Duplicate(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for name, _value in pairs:
+            if name in seen:
+                raise _Duplicate(name)
+            seen.add(name)
+    return out
+
+
+def duplicate_name(raw: bytes) -> str | None:
+    """A member name that appears twice in one object of the JSON text ``raw`` (at any depth), or None.
+
+    A JSON parser keeps one of the two, and parsers differ in which: the signature was checked on the last
+    (what this verifier's parser keeps), while a reader that keeps the first would see values nothing signed.
+    RFC 8785 takes I-JSON, which has no duplicate names. ``raw`` must be valid JSON (parsed once already)."""
+    try:
+        json.loads(raw, object_pairs_hook=_unique)
+    except _Duplicate as dup:
+        return dup.name
+    except ValueError:  # what the standard library reads differently from the first parser: not this check's
+        return None
+    return None
 
 
 def guest_event(event: Mapping[str, Any]) -> dict[str, Any]:
@@ -64,28 +101,50 @@ def _guest_keyids(material: Any) -> list[str] | None:
         return None
 
 
-def _check_guest(event: Mapping[str, Any], keys: Mapping[str, VerifyKey]) -> Finding | None:
+_BIG = 1 << 53
+
+
+def _big_digits(value: Any) -> bool:
+    """Whether ``value`` (data) holds a string of the digits of an integer beyond ±(2^53-1): what the receiver
+    makes of such a number (and of an integral float from 2^53 on) that a guest sent."""
+    if isinstance(value, str):
+        digits = value[1:] if value.startswith("-") else value
+        return 16 <= len(digits) <= 400 and digits.isascii() and digits.isdigit() and int(digits) >= _BIG
+    if isinstance(value, Mapping):
+        return any(_big_digits(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_big_digits(v) for v in value)
+    return False
+
+
+def _check_guest(event: Mapping[str, Any], guest_keys: Mapping[str, VerifyKey]) -> Finding | None:
     keyids = _guest_keyids(event["guestdssematerial"])
     if keyids is None:
         return Finding(False, "guest-unchecked", "guest signature not checked: its material is not a DSSE envelope")
-    if not any(k in keys for k in keyids):
+    if not any(k in guest_keys for k in keyids):
         named = ", ".join(k[:16] for k in keyids) or "none"
-        return Finding(False, "guest-unchecked", f"guest signature not checked: no trusted key for it (signed by: "
-                                                 f"{named}; give its public key with --pub)")
+        return Finding(False, "guest-unchecked", f"guest signature not checked: no guest key for it (signed by: "
+                                                 f"{named}; give its public key with --guest-pub)")
     names = event.get("guestsignedextattrs")
-    overwritten = [n for n in _HOST_STAMP if isinstance(names, str) and n in names.split(",")]
+    overwritten = [n for n in ALWAYS_SIGNED if isinstance(names, str) and n in names.split(",")]
     if overwritten:
         return Finding(False, "guest-unchecked", f"guest signature not checked: the guest signed "
                                                  f"{', '.join(overwritten)}, which the host overwrites")
     try:
-        verify_event(guest_event(event), keys)
+        verify_event(guest_event(event), guest_keys)
     except VerifyError as exc:
+        if "modified after signing" in str(exc) and _big_digits(event.get("data")):
+            return Finding(False, "guest-unchecked", "guest signature not checked: the host carries integers "
+                                                     "beyond 2^53 in data as strings, which the guest signed as "
+                                                     "numbers (docs/protocol.md)")
         return Finding(True, "guest-signature", f"guest signature: {exc}")
     return None
 
 
-def audit(event: Mapping[str, Any], covered: Mapping[str, Any], keys: Mapping[str, VerifyKey]) -> list[Finding]:
-    """What to say of ``event``, whose own signature verified and covers ``covered`` (:func:`verify_event`)."""
+def audit(event: Mapping[str, Any], covered: Mapping[str, Any],
+          guest_keys: Mapping[str, VerifyKey] | None = None) -> list[Finding]:
+    """What to say of ``event``, whose own signature verified and covers ``covered`` (:func:`verify_event`);
+    ``guest_keys`` check guest signatures."""
     found: list[Finding] = []
     for name in event:
         if name in covered or name in _MATERIAL:
@@ -95,7 +154,7 @@ def audit(event: Mapping[str, Any], covered: Mapping[str, Any], keys: Mapping[st
                                                          "signedextattrs): it was added after signing"))
         else:
             found.append(Finding(False, "unsigned", f"attribute {name!r} is not covered by the signature"))
-    if "guestdssematerial" in covered and (guest := _check_guest(event, keys)) is not None:
+    if "guestdssematerial" in covered and (guest := _check_guest(event, guest_keys or {})) is not None:
         found.append(guest)
     return found
 

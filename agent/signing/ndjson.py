@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from ..errors import VerifyError
-from .audit import Tally, audit
+from .audit import Tally, audit, duplicate_name
 from .event import verify_event
 from .keys import VerifyKey
 
@@ -57,13 +57,18 @@ class Report:
         else:
             self.omitted += 1
 
-    def summary(self) -> str:
-        verdict = "OK" if self.ok else "FAILED"
+    def verdict(self) -> str:
         total = len(self.problems) + self.omitted
         unlisted = f" ({self.omitted} not listed)" if self.omitted else ""
-        notes = [f"note: {where}: {message}" for _code, where, message in self.notes.lines()]
-        return "\n".join([*notes, f"{verdict}: {_n(self.events, 'event')}, {self.verified} verified, "
-                                   f"{_n(total, 'problem')}{unlisted}"])
+        return (f"{'OK' if self.ok else 'FAILED'}: {_n(self.events, 'event')}, {self.verified} verified, "
+                f"{_n(total, 'problem')}{unlisted}")
+
+    def note_lines(self) -> list[str]:
+        return [f"note: {where}: {message}" for _code, where, message in self.notes.lines()]
+
+    def summary(self) -> str:
+        """The notes, then the verdict line."""
+        return "\n".join([*self.note_lines(), self.verdict()])
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -77,7 +82,8 @@ class Report:
         }
 
 
-def verify_lines(lines: Iterable[bytes], keys: Mapping[str, VerifyKey], *, name: str = "-") -> Report:
+def verify_lines(lines: Iterable[bytes], keys: Mapping[str, VerifyKey], *, name: str = "-",
+                 guest_keys: Mapping[str, VerifyKey] | None = None) -> Report:
     """Verify every non-blank line; sequence numbers must rise per source within the stream.
 
     Generous in what it reads: a UTF-8 byte order mark before the first line is skipped, CRLF line ends are
@@ -99,18 +105,23 @@ def verify_lines(lines: Iterable[bytes], keys: Mapping[str, VerifyKey], *, name:
             report.events += 1
             report.add(Problem(where, f"not JSON: {exc}"))
             continue
+        if (dup := duplicate_name(line)) is not None:
+            report.events += len(doc) if isinstance(doc, list) else 1
+            report.add(Problem(where, f"member name {dup!r} appears twice in one object (readers disagree on "
+                                      "which value counts; nothing signed both)"))
+            continue
         if isinstance(doc, list):
             for i, item in enumerate(doc):
-                _verify_one(report, last_seq, item, f"{where}[{i}]", keys)
+                _verify_one(report, last_seq, item, f"{where}[{i}]", keys, guest_keys)
         else:
-            _verify_one(report, last_seq, doc, where, keys)
+            _verify_one(report, last_seq, doc, where, keys, guest_keys)
     if report.events == 0:
         report.add(Problem(name, "no events to verify"))
     return report
 
 
 def _verify_one(report: Report, last_seq: dict[str, int], doc: object, where: str,
-                keys: Mapping[str, VerifyKey]) -> None:
+                keys: Mapping[str, VerifyKey], guest_keys: Mapping[str, VerifyKey] | None) -> None:
     report.events += 1
     if not isinstance(doc, dict):
         report.add(Problem(where, "not a JSON object"))
@@ -122,7 +133,7 @@ def _verify_one(report: Report, last_seq: dict[str, int], doc: object, where: st
         report.add(Problem(where, str(exc), ev_id))
         return
     failed = False
-    for finding in audit(doc, verified, keys):  # its signature holds: its sequence is still followed
+    for finding in audit(doc, verified, guest_keys):  # its signature holds: its sequence is still followed
         if finding.problem:
             report.add(Problem(where, finding.message, ev_id))
             failed = True

@@ -67,23 +67,50 @@ def test_a_guests_signature_is_checked_when_its_key_is_given() -> None:
     signed = orjson.loads(stamper.stamp_guest(_guest(guest), "vsock:9").body)
     # only the host's key: verified, and the guest signature is noted as not checked
     alone = verify_lines(_lines([signed]), _keys(host), name="f")
-    assert alone.ok and "guest signature not checked: no trusted key for it" in alone.summary()
-    both = verify_lines(_lines([signed]), _keys(host, guest), name="f")
+    assert alone.ok and "guest signature not checked: no guest key for it" in alone.summary()
+    both = verify_lines(_lines([signed]), _keys(host), name="f", guest_keys=_keys(guest))
     assert both.ok and "note" not in both.summary()
     # a guest that changed its event after signing it (a host with guest_signatures = "off" takes it)
     forged = _guest(guest)
     forged["data"] = {"n": 2}
     stamped = orjson.loads(stamper.stamp_guest(forged, "vsock:9").body)
-    bad = verify_lines(_lines([stamped]), _keys(host, guest), name="f")
+    bad = verify_lines(_lines([stamped]), _keys(host), name="f", guest_keys=_keys(guest))
     assert not bad.ok and "guest signature: event does not match its signature" in str(bad.problems[0])
     assert verify_lines(_lines([stamped]), _keys(host), name="f").ok  # without the guest's key: a note only
+
+
+def test_a_guest_key_never_vouches_for_a_host_event() -> None:
+    """Guest keys check guest signatures only: an event a guest signed itself, dressed up with the host's
+    stamp, is not the host's."""
+    host, guest = SigningKey.generate(), SigningKey.generate()
+    (real,) = _host_events(host, 1)
+    fake = {k: v for k, v in real.items() if k not in ("dssematerial", "signedextattrs")}
+    fake["data"] = {"probeSource": "x", "inputs": [], "output": {"i": 666}}
+    sign_event(fake, guest, ["hostid", "hostreceivedat", "sequence"])
+    report = verify_lines(_lines([real, fake]), _keys(host), name="f", guest_keys=_keys(guest))
+    assert not report.ok and report.verified == 1
+    assert "f:2" in str(report.problems[0]) and "no signature by a trusted key" in str(report.problems[0])
+
+
+def test_data_the_host_rewrote_as_big_integer_strings_is_noted_not_failed() -> None:
+    """The receiver carries integers beyond 2^53 (and integral floats from 2^53 on) as decimal strings, as
+    docs/protocol.md says; the guest signed the number, so its signature cannot match: not the guest's fault."""
+    host, guest = SigningKey.generate(), SigningKey.generate()
+    stamper = Stamper(host, "h", SequenceStore(None))
+    ev = _guest(None)
+    ev["data"] = {"a": 2.0**60}
+    sign_event(ev, guest)
+    stamped = orjson.loads(stamper.stamp_guest(ev, "vsock:9").body)
+    assert stamped["data"]["a"].isdigit()  # JCS's digits of the float
+    report = verify_lines(_lines([stamped]), _keys(host), name="f", guest_keys=_keys(guest))
+    assert report.ok and "integers beyond 2^53 in data as strings" in report.summary()
 
 
 def test_a_guest_signature_over_what_the_host_overwrites_is_noted_not_failed() -> None:
     host, guest = SigningKey.generate(), SigningKey.generate()
     stamper = Stamper(host, "h", SequenceStore(None))
     signed = orjson.loads(stamper.stamp_guest(_guest(guest, hostid="claimed"), "vsock:9").body)
-    report = verify_lines(_lines([signed]), _keys(host, guest), name="f")
+    report = verify_lines(_lines([signed]), _keys(host), name="f", guest_keys=_keys(guest))
     assert report.ok and "the guest signed hostid, which the host overwrites" in report.summary()
 
 
@@ -105,8 +132,9 @@ def test_an_archive_says_the_same(tmp_path: Path) -> None:
     text = out.stdout.decode()
     assert out.returncode == 1, text
     assert "unsigned-stamp" in text and "hostpeer is on the event but not signed" in text
-    assert "attribute 'note' is not covered by the signature" in text
-    assert text.strip().splitlines()[-1].endswith("1 problem")
+    # stdout is one line per problem and the verdict; a note, which fails nothing, goes to stderr
+    assert len(text.strip().splitlines()) == 2 and text.strip().splitlines()[-1].endswith("1 problem")
+    assert "attribute 'note' is not covered by the signature" in out.stderr.decode()
 
 
 def test_verify_prints_what_events_hold_escaped(tmp_path: Path) -> None:
@@ -129,3 +157,24 @@ def test_a_pub_that_is_no_key_is_a_usage_error_with_a_short_message(tmp_path: Pa
     err = out.stderr.decode()
     assert out.returncode == 2 and "junk.pem: not a SubjectPublicKeyInfo PEM public key" in err
     assert "https://" not in err
+
+
+def test_a_member_name_twice_in_one_object_is_a_problem(tmp_path: Path) -> None:
+    """A reader that keeps the first of two values would see data and a time nothing signed."""
+    key = SigningKey.generate()
+    (event,) = _host_events(key, 1)
+    body = orjson.dumps(event)
+    forged = b'{"data":{"n":666},"time":"1999-01-01T00:00:00Z",' + body[1:]
+    nested = body.replace(b'"output":{', b'"output":{"i":7,', 1)
+    escaped = body.replace(b'{"specversion"', b'{"\\u0069d":"forged","specversion"', 1)
+    for line, names in ((forged, ("data", "time")), (nested, ("i",)), (escaped, ("id",))):
+        report = verify_lines([line + b"\n"], _keys(key), name="f")
+        assert not report.ok and report.verified == 0
+        assert any(f"f:1: member name {n!r} appears twice" in str(report.problems[0]) for n in names)
+    assert verify_lines([body + b"\n"], _keys(key), name="f").ok
+    # and in an archive
+    akey = generate_keypair(tmp_path / "keys")
+    good = make_event(akey, 1)
+    write_archive(tmp_path / "a", akey, [[b'{"data":{"n":666},' + good[1:]]])
+    out = run_cli(["verify", "--pub", str(tmp_path / "keys" / "host.pub"), str(tmp_path / "a")], cwd=tmp_path)
+    assert out.returncode == 1 and b"duplicate-name" in out.stdout
