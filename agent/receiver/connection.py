@@ -75,6 +75,8 @@ class Connection:
         self.reported: set[int] = set()
         self.more = asyncio.Event()
         self.room = asyncio.Event()
+        #: the reader waits for room (frames of this peer may wait unread meanwhile)
+        self.waiting = False
         self.dirty = asyncio.Event()
         self.reading = True
 
@@ -83,12 +85,15 @@ class Connection:
         acker = asyncio.ensure_future(self._ack())
         reader = asyncio.ensure_future(self._read())
         try:
-            # the reader ends at EOF or a bad header; the settler ends early only when delivery failed
-            await asyncio.wait({reader, settler}, return_when=asyncio.FIRST_COMPLETED)
+            # the reader ends at EOF or a bad header; the settler ends early only when delivery failed; the acker
+            # only when an ack cannot be sent (the peer is gone)
+            await asyncio.wait({reader, settler, acker}, return_when=asyncio.FIRST_COMPLETED)
             # a peer done sending still waits for its acks; one that hung up cannot read them: its slot (and fd)
-            # are freed now, and what it sent settles in the pipeline all the same
+            # are freed now, and what it sent settles in the pipeline all the same. Where the socket cannot
+            # tell a hang-up from a half-close (vsock), the acker's next heartbeat failing tells it
             if not settler.done() and not self.stream.hung_up():
-                await asyncio.wait({settler}, timeout=self.rx.drain_timeout)
+                await asyncio.wait({settler, acker}, timeout=self.rx.drain_timeout,
+                                   return_when=asyncio.FIRST_COMPLETED)
             if settler.done() and not settler.cancelled() and settler.exception() is None and self.dirty.is_set():
                 with contextlib.suppress(TimeoutError, TransportError):
                     async with asyncio.timeout(1.0):
@@ -131,20 +136,28 @@ class Connection:
             self.more.set()
 
     async def _room_for_more(self) -> bool:
-        """Wait until fewer than ``max_inflight`` frames are unsettled and the refusals not yet sent are few;
-        False when the peer does not read its acks for ``idle_timeout``, or hung up (the connection is then
-        closed)."""
+        """Wait until fewer than ``max_inflight`` frames are unsettled here, and fewer than the listener's
+        ``max_unsettled`` in all, and the refusals not yet sent are few; False when the peer does not read its
+        acks for ``idle_timeout``, or hung up (the connection is then closed)."""
         opts = self.rx.options
-        while self.received - self.settled >= self.rx.max_inflight or len(self.rejected) >= MAX_UNSENT_REFUSALS:
-            self.room.clear()
+        rx = self.rx
+        while (self.received - self.settled >= rx.max_inflight or len(self.rejected) >= MAX_UNSENT_REFUSALS
+               or rx.unsettled >= rx.max_unsettled):
             if len(self.rejected) < MAX_UNSENT_REFUSALS:
-                try:  # the pipeline makes room, however long a sink is down; meanwhile the peer may hang up
-                    async with asyncio.timeout(self.rx.heartbeat):
-                        await self.room.wait()
+                # the pipeline makes room, however long a sink is down; meanwhile the peer may hang up
+                room = self.room if self.received - self.settled >= rx.max_inflight else rx.unsettled_room
+                room.clear()
+                self.waiting = True
+                try:
+                    async with asyncio.timeout(rx.heartbeat):
+                        await room.wait()
                 except TimeoutError:
                     if self.stream.hung_up():
                         return False
+                finally:
+                    self.waiting = False
                 continue
+            self.room.clear()
             try:  # only the peer can make room here, by reading its acks: bound the wait like silence
                 async with asyncio.timeout(opts.idle_timeout):
                     await self.room.wait()
@@ -225,6 +238,7 @@ class Connection:
                 fates.append(here[key])
             elif many is None:
                 fut = call(rx.deliver, event, self.peer)
+                rx.hold(fut, 1)
                 dedupe.add(key, fut)
                 fut.add_done_callback(functools.partial(self._taken, 1))
                 fates.append((fut, -1, 1))
@@ -249,6 +263,7 @@ class Connection:
             except Exception as exc:
                 batch = asyncio.get_running_loop().create_future()
                 batch.set_exception(exc)
+            rx.hold(batch, len(events))
             dedupe.add_many(keys, batch)
             batch.add_done_callback(functools.partial(self._taken, len(events)))
         inflight = self.inflight
@@ -367,7 +382,8 @@ class Connection:
         await self.stream.send(b"".join(frames))
 
     async def _ack(self) -> None:
-        """Send acks as frames settle; while frames wait on the pipeline, repeat the last one as a heartbeat."""
+        """Send acks as frames settle; while frames wait on the pipeline (or, unread, for room in it), repeat the
+        last one as a heartbeat."""
         heartbeat = self.rx.heartbeat
         with contextlib.suppress(TransportError):
             while True:
@@ -375,6 +391,6 @@ class Connection:
                     async with asyncio.timeout(heartbeat):
                         await self.dirty.wait()
                 except TimeoutError:
-                    if not self.inflight:
+                    if not self.inflight and not self.waiting:
                         continue
                 await self._send_ack()

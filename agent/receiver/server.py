@@ -33,6 +33,7 @@ so the sender sends it again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -75,6 +76,21 @@ class Receiver:
         self.reject = RejectLog(self.stats, listener=options.uri)
         self._listener = listener
         self._conns: set[asyncio.Task[None]] = set()
+        #: frames handed on and not settled yet, of all connections, those that have ended included (a guest
+        #: that hangs up leaves its frames to settle): at ``max_unsettled`` no connection is read further
+        self.unsettled = 0
+        self.max_unsettled = self.options.max_connections * self.max_inflight
+        self.unsettled_room = asyncio.Event()
+
+    def hold(self, fut: asyncio.Future[Any], frames: int) -> None:
+        """``frames`` handed on, unsettled until ``fut`` is done."""
+        self.unsettled += frames
+        fut.add_done_callback(functools.partial(self._settled, frames))
+
+    def _settled(self, frames: int, _fut: asyncio.Future[Any]) -> None:
+        self.unsettled -= frames
+        if self.unsettled < self.max_unsettled:
+            self.unsettled_room.set()
 
     @classmethod
     def build(cls, options: ListenerOptions, deliver: Deliver, **kw: Any) -> Receiver:

@@ -583,16 +583,26 @@ def test_a_failed_batch_closes_the_connection_unacked_and_is_taken_when_sent_aga
     assert sink.ids() == ["id-1", "id-2", "id-3"]  # the failed batch left no copy behind to be skipped
 
 
+@pytest.mark.parametrize("told", ["poll", "heartbeat"])
 @pytest.mark.parametrize("frames", [1, 12], ids=["pending", "reader-blocked-on-max-inflight"])
-def test_a_peer_that_hung_up_frees_its_slot_while_its_frames_wait_on_a_sink(tmp_path: Path, frames: int) -> None:
+def test_a_peer_that_hung_up_frees_its_slot_while_its_frames_wait_on_a_sink(tmp_path: Path, frames: int, told: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """With a sink down, guests that send and hang up (a cron job's `hoststamp send`, a guest restarting) must not
-    keep their connection slots until the sink is back: the next guests would all be refused. A guest that only
-    shut down its sending side still waits for its acks, and gets them."""
+    keep their connection slots until the sink is back: the next guests would all be refused. What they left
+    still counts against the listener's bound on unsettled frames (max_connections x max_inflight), so guests
+    that connect, send and leave cannot pile up frames without end. A guest that only shut down its sending
+    side still waits for its acks, and gets them. ``heartbeat``: a socket that cannot tell a hang-up from a
+    half-close (vsock), where the failing heartbeat ack tells it."""
+    if told == "heartbeat":
+        from agent.transport.stream import SocketStream
+
+        monkeypatch.setattr(SocketStream, "hung_up", lambda self: False)
     path = tmp_path / "rx.sock"
     sink = MemoryBatchDeliver()
     sink.hold = True
     rx = Receiver.build(replace(ListenerOptions(uri=f"unix:{path}"), max_connections=2), sink,
                         drain_timeout=3600.0, heartbeat=0.05, max_inflight=5)
+    assert rx.max_unsettled == 10
 
     async def body() -> Ack:
         server = asyncio.ensure_future(rx.serve())
@@ -600,21 +610,25 @@ def test_a_peer_that_hung_up_frees_its_slot_while_its_frames_wait_on_a_sink(tmp_
             for i in range(4):  # twice the limit, one after another, each hanging up at once
                 c = Client(await connect(f"unix:{path}"))
                 await c.send(*[ev(f"{i}-{j}") for j in range(frames)])
-                while len(sink.got) < (i + 1) * min(frames, 5):
+                while len(sink.got) < min((i + 1) * min(frames, 5), 10):
                     await asyncio.sleep(0.01)
                 await c.stream.aclose()
                 while rx.stats.connections_open:  # no timing: without the fix this never ends (run's timeout)
                     await asyncio.sleep(0.01)
             assert rx.stats.rejected.get("connections", 0) == 0
+            assert rx.unsettled == len(sink.got) <= rx.max_unsettled
             # half-closed: still served, and acked once the sink takes its frame
             c = Client(await connect(f"unix:{path}"))
             await c.send(ev("half"))
-            while len(sink.got) < 4 * min(frames, 5) + 1:
-                await asyncio.sleep(0.01)
             raw: Any = c.stream
             raw._writer.write_eof()  # shutdown(SHUT_WR)
             await asyncio.sleep(0.2)  # several heartbeats: time to close it, were it taken for hung up
             assert rx.stats.connections_open == 1
+            while not any(e["id"] == "id-half" for e, _p in sink.got):
+                for fut in sink.held:
+                    if not fut.done():
+                        fut.set_result(None)
+                await asyncio.sleep(0.01)
             for fut in sink.held:
                 if not fut.done():
                     fut.set_result(None)
