@@ -21,8 +21,8 @@ def escape_text(text: str, *, attribute: bool = False) -> str:
     """``text`` as valid Unicode: each byte of a name the kernel gave that is not UTF-8 (which Python holds as a
     lone surrogate) becomes ``\\xNN``; any other lone surrogate becomes ``\\uNNNN``. With ``attribute``, also
     what a CloudEvents attribute may not hold (a newline in a directory name, say): a control character becomes
-    ``\\xNN`` (``\\u00NN`` above ``\\x7f``), a noncharacter ``\\uNNNN``. Text with nothing to escape is
-    returned as it is."""
+    ``\\xNN`` (``\\u00NN`` above ``\\x7f``), a noncharacter ``\\uNNNN`` (``\\UNNNNNNNN`` above U+FFFF).
+    Text with nothing to escape is returned as it is."""
     try:
         text.encode()
         if not attribute or _NOT_IN_ATTRIBUTES.search(text) is None:
@@ -37,7 +37,7 @@ def escape_text(text: str, *, attribute: bool = False) -> str:
         elif 0xD800 <= c <= 0xDFFF:
             out.append(f"\\u{c:04x}")
         elif attribute and _NOT_IN_ATTRIBUTES.match(ch):
-            out.append(f"\\x{c:02x}" if c < 0x80 else f"\\u{c:04x}")
+            out.append(f"\\x{c:02x}" if c < 0x80 else f"\\u{c:04x}" if c <= 0xFFFF else f"\\U{c:08x}")
         else:
             out.append(ch)
     return "".join(out)
@@ -90,8 +90,8 @@ class Reading:
         """This reading with its text made valid Unicode (:func:`escape_text`): what the kernel names in bytes
         that are not UTF-8 (a cgroup directory, a mount point, a link) can then be signed."""
         return replace(self, subject=escape_text(self.subject, attribute=True), output=_escaped(self.output),
-                       inputs=tuple(escape_text(i) for i in self.inputs), probe_source=escape_text(self.probe_source),
-                       kind=escape_text(self.kind),
+                       inputs=tuple(escape_text(str(i)) for i in self.inputs),
+                       probe_source=escape_text(self.probe_source), kind=escape_text(self.kind),
                        error=None if self.error is None else escape_text(self.error))
 
     def data(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ JSON as they are, so the bytes that were hashed are the bytes that are emitted.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 from binascii import b2a_base64
@@ -204,11 +205,11 @@ class Stamper:
         # what may refuse the reading comes before its sequence number: a refused reading leaves no gap
         _data, data = prepare(reading.data())
         subj_json, h_subj = self._subject(reading.subject)
+        t, h_t = self._time_clock.render(reading.time)
         seq = self._seq.next(route.source)
         seq_b = b"%d" % seq
         ev_id = route.id_prefix + seq_b
         recv, _ = self._recv_clock.render(self._now())
-        t, h_t = self._time_clock.render(reading.time)
         digest = _sha(
             b"".join(
                 (
@@ -260,14 +261,16 @@ class Stamper:
         what was wrong."""
         try:
             return self.stamp(reading), None
-        except (ValueError, TypeError) as exc:
-            problem = exc
+        except (ValueError, TypeError, OverflowError) as exc:
+            problem: Exception = exc
         clean = reading.escaped()
         if clean != reading:
             try:
                 return self.stamp(clean), None
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, OverflowError) as exc:
                 problem = exc
+        if not math.isfinite(clean.time) or not 0 <= clean.time < 253402300800:  # no time RFC 3339 can write
+            clean = replace(clean, time=time.time())
         error = escape_text(f"unserializable reading: {problem}")
         return self.stamp(replace(clean, output={}, error=error)), error
 

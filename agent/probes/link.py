@@ -98,9 +98,10 @@ class LinkOptions:
     watch: LinkWatchOptions = field(default_factory=LinkWatchOptions)
 
     def __post_init__(self) -> None:
-        if self.netns is not None and (self.netns in ("", ".", "..") or "/" in self.netns or "\0" in self.netns):
-            raise ValueError(f"netns must be the name of a namespace in /run/netns (as `ip netns` lists), got "
-                             f"{self.netns!r}")
+        ns = self.netns
+        if ns is not None and (ns in ("", ".", "..") or "\0" in ns or ("/" in ns and not ns.startswith("/"))):
+            raise ValueError(f"netns must be the name of a namespace in /run/netns (as `ip netns` lists) or an "
+                             f"absolute path to one (/proc/PID/ns/net), got {ns!r}")
 
 
 @register

@@ -160,6 +160,8 @@ async def test_the_signing_threads_run_below_the_loops_priority() -> None:
     """The loop feeds and drains the signing threads: it must get its core whenever it has work."""
     own = os.getpriority(os.PRIO_PROCESS, 0)
     cores = len(os.sched_getaffinity(0))
+    if cores > 64:
+        pytest.skip("a pool has at most 64 threads")
     before = set(os.listdir("/proc/self/task"))
     pipeline = ThreadedPipeline(Stamper(SigningKey.generate(), "h", SequenceStore(None)), [SinkQueue(100)],
                                 threads=cores)  # with the loop's thread, one more than the cores
@@ -195,7 +197,7 @@ def test_a_pools_priority_is_lowered_at_most_to_19_and_never_raised() -> None:
         "from agent import _native\n"
         "from agent._native.edsign import SignPool\n"
         "from agent.pipeline.stamp import _ENV_TAIL, _PAE_HEAD\n"
-        "os.nice(17)\n"
+        "os.nice(max(0, 17 - os.getpriority(os.PRIO_PROCESS, 0)))\n"
         "before = set(os.listdir('/proc/self/task'))\n"
         "p = SignPool(_native.Signer(os.urandom(32)), _PAE_HEAD, b'{', b'}', _ENV_TAIL, 2, 5)\n"
         "print(_nice_of_new_threads(before, 2), os.getpriority(os.PRIO_PROCESS, 0))\n"
@@ -208,7 +210,8 @@ def test_a_pools_priority_is_lowered_at_most_to_19_and_never_raised() -> None:
     )
     root = str(Path(__file__).resolve().parents[2])
     out = subprocess.run([sys.executable, "-c", code, root], capture_output=True, text=True, check=True, timeout=60)
-    assert out.stdout.split("\n")[:2] == ["[19, 19] 17", "[17]"]
+    own = max(17, os.getpriority(os.PRIO_PROCESS, 0))  # a runner already below 17 stays where it is
+    assert out.stdout.split("\n")[:2] == [f"[19, 19] {own}", f"[{own}]"]
 
 
 @pytest.mark.anyio

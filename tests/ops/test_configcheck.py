@@ -280,3 +280,11 @@ def test_an_empty_input_path_or_a_namespace_that_is_no_name_is_refused(tmp_path:
     with pytest.raises(ConfigError) as info:
         config.load(path)
     assert info.value.key == key
+
+
+def test_a_link_netns_may_be_an_absolute_path(tmp_path: Path) -> None:
+    """/proc/PID/ns/net or a runtime's own namespace file: opened as it is, as before."""
+    path = tmp_path / "c.toml"
+    path.write_text('[probes.link]\nnetns = "/proc/1/ns/net"\n[[sinks]]\nuri = "stdout:"\n')
+    assert not [p for p in check_file(path) if p.severity == "error"]
+    assert config.load(path).probe("link").options.netns == "/proc/1/ns/net"

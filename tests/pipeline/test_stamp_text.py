@@ -12,6 +12,7 @@ leave a gap in the sequence.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from pathlib import Path
 
@@ -114,3 +115,19 @@ def test_a_subject_is_a_cloudevents_string_whatever_the_name_it_comes_from() -> 
     assert problem is None and body["subject"] == "/mnt/a\\x0aOK\\x1b[1A\\u0085"
     assert body["data"]["output"] == {"target": "/mnt/a\nOK"}
     assert escape_text("tab\there", attribute=True) == "tab\\x09here" and escape_text("tab\there") == "tab\there"
+
+
+def test_a_reading_whose_time_no_timestamp_can_write_is_an_error_reading_without_a_gap() -> None:
+    stamper, key = _stamper()
+    for n, when in enumerate((math.nan, math.inf, 1e20, -1.0), 1):
+        event, problem = stamper.stamp_or_error(Reading(probe="lve", subject="s", output={}, time=when,
+                                                        inputs=(Path("/proc/lve/list"),)))  # type: ignore[arg-type]
+        body = orjson.loads(event.body)
+        verify_event(body, {key.keyid: key.verify_key()})
+        assert event.sequence == n
+        if when == -1.0:  # 1969 is a time RFC 3339 writes: nothing wrong with it
+            assert problem is None and body["time"].startswith("1969-12-31T23:59:59")
+        else:
+            assert problem is not None and body["data"]["error"] == problem
+        assert body["data"]["inputs"] == ["/proc/lve/list"]
+    assert escape_text("\U0010fffe", attribute=True) == "\\U0010fffe"
