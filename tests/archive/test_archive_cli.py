@@ -7,17 +7,22 @@ from pathlib import Path
 import orjson
 
 from agent.archive import layout
-from agent.signing.keys import generate_keypair
+from agent.signing.keys import SigningKey, generate_keypair
 from tests.archive.archive_helpers import events, write_archive
 from tests.helpers import run_cli
 
 
-def test_verify_prove_and_check_a_proof(tmp_path: Path) -> None:
+def _three_segments(tmp_path: Path) -> tuple[SigningKey, str, Path, list[bytes]]:
+    """A key, its public key's path, and an archive of 30 events in three segments."""
     key = generate_keypair(tmp_path / "keys")
-    pub = str(tmp_path / "keys" / "host.pub")
     root = tmp_path / "archive"
     evs = events(key, 1, 30)
     write_archive(root, key, [evs[:10], evs[10:20], evs[20:]], segment_max_bytes=9000)
+    return key, str(tmp_path / "keys" / "host.pub"), root, evs
+
+
+def test_verify_prove_and_check_a_proof(tmp_path: Path) -> None:
+    _key, pub, root, _evs = _three_segments(tmp_path)
 
     ok = run_cli(["verify", "--pub", pub, str(root)], cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
@@ -66,11 +71,7 @@ def test_prove_a_copy_of_an_event_archived_twice(tmp_path: Path) -> None:
 
 
 def test_prove_refuses_what_it_cannot_prove_and_bad_paths_with_a_message(tmp_path: Path) -> None:
-    key = generate_keypair(tmp_path / "keys")
-    pub = str(tmp_path / "keys" / "host.pub")
-    root = tmp_path / "archive"
-    evs = events(key, 1, 30)
-    write_archive(root, key, [evs[:10], evs[10:20], evs[20:]], segment_max_bytes=9000)
+    key, pub, root, evs = _three_segments(tmp_path)
     (tmp_path / "file").write_text("x")
     for args, words in (([str(tmp_path / "nope"), "ev-cgroup-3"], b"no such directory"),
                         ([str(tmp_path / "file"), "ev-cgroup-3"], b"not a directory"),
