@@ -31,12 +31,21 @@ __all__ = [
     "SigningError",
     "SinkError",
     "TransportError",
+    "UsageError",
     "VerifyError",
 ]
+
+#: the command line's exit codes (not errors, so not in ``__all__``): ok; a failure found (verify) or a runtime
+#: failure; bad usage or configuration
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 class AgentError(Exception):
     """Root of every error hoststamp raises on purpose."""
+
+
+class UsageError(AgentError):
+    """Bad command-line usage: exit 2."""
 
 
 class ConfigError(AgentError):

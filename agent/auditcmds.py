@@ -1,0 +1,115 @@
+"""The auditor's verbs: ``verify`` (a file, stdin, an archive or a proof bundle) and ``prove``.
+
+What an event holds is printed escaped; stdout has one line per problem and the verdict, notes go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import orjson
+
+from .errors import EXIT_FAIL, EXIT_OK, SigningError, UsageError
+from .signing.keys import VerifyKey, load_verify_keys
+from .signing.ndjson import verify_lines
+
+__all__ = ["DEFAULT_PUB", "cmd_prove", "cmd_verify", "print_report", "trusted_keys"]
+
+DEFAULT_PUB = "keys/host.pub"
+
+
+def trusted_keys(pubs: Sequence[str]) -> dict[str, VerifyKey]:
+    if pubs:
+        return load_verify_keys(list(pubs))
+    if Path(DEFAULT_PUB).exists():
+        return load_verify_keys([DEFAULT_PUB])
+    raise UsageError(f"hoststamp verify: no public key given and {DEFAULT_PUB} does not exist; pass --pub FILE")
+
+
+class _Report(Protocol):
+    """What every verification report offers: file, archive and proof checks alike."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def problems(self) -> Sequence[object]: ...
+
+    def verdict(self) -> str: ...
+
+    def note_lines(self) -> list[str]: ...
+
+    def as_dict(self) -> Mapping[str, object]: ...
+
+
+def print_report(report: _Report, as_json: bool) -> int:
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(report.as_dict()) + b"\n")
+    else:
+        from .model import escape_text
+
+        # what an event holds is printed escaped: a newline or a terminal escape in it would forge a line.
+        # stdout: one line per problem, then the verdict; notes (no failure) go to stderr
+        for line in report.note_lines():
+            print(escape_text(line, attribute=True), file=sys.stderr)
+        for prob in report.problems:
+            print(escape_text(str(prob), attribute=True))
+        print(escape_text(report.verdict(), attribute=True))
+    return EXIT_OK if report.ok else EXIT_FAIL
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    try:
+        keys = trusted_keys(args.pub)
+        guest_keys = load_verify_keys(list(args.guest_pub))
+    except SigningError as exc:
+        raise UsageError(f"hoststamp verify: {exc}") from None
+    if args.proof:
+        from .archive.proof import verify_proof_file
+
+        if args.path is not None:  # a bundle carries its own event: a PATH beside it would go unchecked
+            raise UsageError("hoststamp verify: --proof FILE checks the bundle alone; give either it or PATH")
+
+        return print_report(verify_proof_file(args.proof, keys), args.json)
+    if args.path is None:
+        raise UsageError("hoststamp verify: PATH is required (a file, '-' for stdin, or an archive directory)")
+    if args.path == "-":
+        return print_report(verify_lines(sys.stdin.buffer, keys, name="<stdin>", guest_keys=guest_keys), args.json)
+    path = Path(args.path)
+    if path.is_dir():
+        from .archive.verify import verify_archive
+
+        return print_report(verify_archive(path, keys, guest_keys), args.json)
+    try:
+        f = path.open("rb")
+    except OSError as exc:
+        raise UsageError(f"hoststamp verify: {path}: {exc.strerror or exc}") from None
+    with f:
+        return print_report(verify_lines(f, keys, name=str(path), guest_keys=guest_keys), args.json)
+
+
+def cmd_prove(args: argparse.Namespace) -> int:
+    from .archive.proof import write_proof
+
+    archive = Path(args.archive)
+    if not archive.is_dir():
+        what = "no such directory" if not archive.exists() else "not a directory"
+        raise UsageError(f"hoststamp prove: {archive}: {what} (ARCHIVE is an archive: sink's directory)")
+    copies: list[int] = []
+    data = write_proof(archive, args.event_id, source=args.source, at=args.index, copies=copies)
+    if len(copies) > 1:
+        chosen = copies[0] if args.index is None else args.index
+        print(f"note: {len(copies)} copies of {args.event_id} are archived (leaves "
+              f"{', '.join(map(str, copies))}); this proves leaf {chosen} (--index picks another)", file=sys.stderr)
+    if args.output:
+        try:
+            Path(args.output).write_bytes(data)
+        except OSError as exc:
+            raise UsageError(f"hoststamp prove: -o {args.output}: {exc.strerror or exc}") from None
+    else:
+        sys.stdout.buffer.write(data)
+    return EXIT_OK
