@@ -6,6 +6,7 @@ What an event holds is printed escaped; stdout has one line per problem and the 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,10 +15,11 @@ from typing import Protocol
 import orjson
 
 from .errors import EXIT_FAIL, EXIT_OK, SigningError, UsageError
+from .model import escape_text
 from .signing.keys import VerifyKey, load_verify_keys
 from .signing.ndjson import verify_lines
 
-__all__ = ["DEFAULT_PUB", "cmd_prove", "cmd_verify", "print_report", "trusted_keys"]
+__all__ = ["DEFAULT_PUB", "cmd_prove", "cmd_verify", "print_report", "printable", "trusted_keys"]
 
 DEFAULT_PUB = "keys/host.pub"
 
@@ -50,16 +52,25 @@ def print_report(report: _Report, as_json: bool) -> int:
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(report.as_dict()) + b"\n")
     else:
-        from .model import escape_text
-
-        # what an event holds is printed escaped: a newline or a terminal escape in it would forge a line.
         # stdout: one line per problem, then the verdict; notes (no failure) go to stderr
         for line in report.note_lines():
-            print(escape_text(line, attribute=True), file=sys.stderr)
+            print(printable(line), file=sys.stderr)
         for prob in report.problems:
-            print(escape_text(str(prob), attribute=True))
-        print(escape_text(report.verdict(), attribute=True))
+            print(printable(str(prob)))
+        print(printable(report.verdict()))
     return EXIT_OK if report.ok else EXIT_FAIL
+
+
+#: what would break or reorder a line on a terminal or for a Unicode-aware reader besides the control characters
+#: (which escape_text takes): the line and paragraph separators, and the bidirectional formatting characters
+_LAYOUT = re.compile("[\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\u061c]")
+
+
+def printable(text: str) -> str:
+    """``text`` as one line that shows what it holds: what an event holds (an id, a file name) cannot forge a
+    line of the report, or reorder one."""
+    text = escape_text(text, attribute=True)
+    return _LAYOUT.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if _LAYOUT.search(text) else text
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

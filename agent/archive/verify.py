@@ -263,9 +263,11 @@ class _Verifier:
             self.f.problem("frontier", where, "the tree state at the segment start does not match the events before")
         else:
             return
-        # from here on the events are checked against the checkpoints again, from the tree state signed here
+        # from here on the events are checked against the checkpoints again, from the tree state signed here;
+        # what precedes it and is not here was reported (missing), not to be counted again as unsealed
         self.tree, self.last_ck = CompactRange.from_frontier(first, frontier), None
         self.sealed_from = first
+        self.sealed = max(self.sealed, first)
 
     def _checkpoint(self, rec: dict[str, Any], where: str, ev: SegmentEvents) -> None:
         self.c["checkpoints"] += 1

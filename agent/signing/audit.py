@@ -17,10 +17,10 @@ An event received from a guest keeps the guest's signature material
 (``guestdssematerial``). Given the guest's key (``--guest-pub``: guest keys
 are trusted for guest signatures only, never for the host's own), that
 signature is checked on the event with the host's attributes taken away (what
-the guest sent): a failure is a problem. Without the key, or when the guest
-signed attributes the host overwrites, it is noted as not checked; so is a
-mismatch of data in which the host carried big integers as strings, as the
-receiver documents it does (the guest signed the number).
+the guest sent), and where the host wrote the guest's big integers as strings
+(as the receiver documents it does), also with them read back as numbers: when
+neither form matches, it is a problem. Without the key, or when the guest
+signed attributes the host overwrites, it is noted as not checked.
 
 :class:`Tally` folds notes that repeat on every event into one line each.
 """
@@ -104,17 +104,34 @@ def _guest_keyids(material: Any) -> list[str] | None:
 _BIG = 1 << 53
 
 
-def _big_digits(value: Any) -> bool:
-    """Whether ``value`` (data) holds a string of the digits of an integer beyond ±(2^53-1): what the receiver
-    makes of such a number (and of an integral float from 2^53 on) that a guest sent."""
+def _as_number(text: str) -> float | None:
+    """The number a guest's JCS signed, when ``text`` is digits the receiver writes as a string (beyond
+    ±(2^53-1), no leading zero), else None. A double, as JCS reads every JSON number: the float the guest sent
+    comes back exactly, and an integer beyond 2^53 as the double its signer hashed."""
+    digits = text[1:] if text.startswith("-") else text
+    if not (16 <= len(digits) <= 400 and digits.isascii() and digits.isdigit() and digits[0] != "0"):
+        return None
+    if int(digits) < _BIG or (n := float(digits)) >= 1e21:  # from 10^21 on the receiver keeps the float
+        return None
+    return -n if text.startswith("-") else n
+
+
+def _numbers_back(value: Any) -> Any:
+    """``value`` (data) with every such string read back as the number the guest sent, or None if none is."""
     if isinstance(value, str):
-        digits = value[1:] if value.startswith("-") else value
-        return 16 <= len(digits) <= 400 and digits.isascii() and digits.isdigit() and int(digits) >= _BIG
-    if isinstance(value, Mapping):
-        return any(_big_digits(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_big_digits(v) for v in value)
-    return False
+        return _as_number(value)
+    if isinstance(value, (Mapping, list)):
+        items = list(value.items()) if isinstance(value, Mapping) else list(enumerate(value))
+        changed = False
+        out: dict[Any, Any] = {}
+        for k, v in items:
+            back = _numbers_back(v)
+            out[k] = v if back is None else back
+            changed = changed or back is not None
+        if not changed:
+            return None
+        return out if isinstance(value, Mapping) else list(out.values())
+    return None
 
 
 def _check_guest(event: Mapping[str, Any], guest_keys: Mapping[str, VerifyKey]) -> Finding | None:
@@ -130,13 +147,19 @@ def _check_guest(event: Mapping[str, Any], guest_keys: Mapping[str, VerifyKey]) 
     if overwritten:
         return Finding(False, "guest-unchecked", f"guest signature not checked: the guest signed "
                                                  f"{', '.join(overwritten)}, which the host overwrites")
+    guest = guest_event(event)
     try:
-        verify_event(guest_event(event), guest_keys)
+        verify_event(guest, guest_keys)
     except VerifyError as exc:
-        if "modified after signing" in str(exc) and _big_digits(event.get("data")):
-            return Finding(False, "guest-unchecked", "guest signature not checked: the host carries integers "
-                                                     "beyond 2^53 in data as strings, which the guest signed as "
-                                                     "numbers (docs/protocol.md)")
+        # the receiver writes integers beyond 2^53 (and integral floats from 2^53 on) as their digits in a
+        # string (docs/protocol.md): the guest signed the numbers, so check that form too
+        back = _numbers_back(event.get("data")) if "modified after signing" in str(exc) else None
+        if back is not None:
+            try:
+                verify_event({**guest, "data": back}, guest_keys)
+                return None
+            except VerifyError:
+                pass
         return Finding(True, "guest-signature", f"guest signature: {exc}")
     return None
 

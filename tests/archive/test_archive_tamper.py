@@ -285,3 +285,17 @@ def test_a_segment_that_appears_while_verifying_is_a_note_not_a_deletion(arc: Pa
     layout.events_path(arc, 5).unlink()
     layout.log_path(arc, 5).unlink()
     assert problems(arc, keys) == {"ends-closed"}  # gone for good: still the deletion it was
+
+
+def test_a_deleted_segment_is_reported_once_not_again_as_unsealed(archive_dir: Path, key: SigningKey,
+                                                                 keys: dict[str, VerifyKey]) -> None:
+    """The last closed segment deleted, the open one after it still empty: its events are missing, once."""
+    evs = events(key, 1, 40)
+    write_archive(archive_dir, key, [evs[i:i + 10] for i in range(0, 40, 10)], segment_max_bytes=SEGMENT_BYTES,
+                  compression="none", checkpoint_every=7)
+    assert layout.scan(archive_dir).numbers() == [1, 2, 3, 4, 5] and not ev_lines(archive_dir, 5)
+    layout.events_path(archive_dir, 4).unlink()
+    layout.log_path(archive_dir, 4).unlink()
+    report = verify_archive(archive_dir, keys)
+    codes = [p.code for p in report.problems]
+    assert "missing-segment" in codes and "unsealed" not in codes, report.lines()

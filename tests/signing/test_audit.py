@@ -92,18 +92,29 @@ def test_a_guest_key_never_vouches_for_a_host_event() -> None:
     assert "f:2" in str(report.problems[0]) and "no signature by a trusted key" in str(report.problems[0])
 
 
-def test_data_the_host_rewrote_as_big_integer_strings_is_noted_not_failed() -> None:
+def test_data_the_host_rewrote_as_big_integer_strings_is_checked_as_the_guest_signed_it() -> None:
     """The receiver carries integers beyond 2^53 (and integral floats from 2^53 on) as decimal strings, as
-    docs/protocol.md says; the guest signed the number, so its signature cannot match: not the guest's fault."""
+    docs/protocol.md says; the guest signed the numbers, which the check reads back. A digit string is no excuse
+    for data the guest did not sign."""
     host, guest = SigningKey.generate(), SigningKey.generate()
     stamper = Stamper(host, "h", SequenceStore(None))
-    ev = _guest(None)
-    ev["data"] = {"a": 2.0**60}
-    sign_event(ev, guest)
-    stamped = orjson.loads(stamper.stamp_guest(ev, "vsock:9").body)
-    assert stamped["data"]["a"].isdigit()  # JCS's digits of the float
-    report = verify_lines(_lines([stamped]), _keys(host), name="f", guest_keys=_keys(guest))
-    assert report.ok and "integers beyond 2^53 in data as strings" in report.summary()
+
+    def stamped(data: Any, after: Any = None) -> dict[str, Any]:
+        ev = _guest(None)
+        ev["data"] = data
+        sign_event(ev, guest)
+        if after is not None:
+            ev["data"] = after  # changed after the guest signed (a host with guest_signatures = "off" takes it)
+        return orjson.loads(stamper.stamp_guest(ev, "vsock:9").body)  # type: ignore[no-any-return]
+
+    good = [stamped({"a": 2.0**60, "b": [-(2.0**62)], "s": "text"}), stamped({"a": 1e20})]
+    assert good[0]["data"]["a"].isdigit() and good[0]["data"]["b"][0].lstrip("-").isdigit()  # JCS digits
+    report = verify_lines(_lines(good), _keys(host), name="f", guest_keys=_keys(guest))
+    assert report.ok and "note" not in report.summary()
+    bad = [stamped({"v": 1}, {"v": 2, "big": "9007199254740993"}),
+           stamped({"a": 2.0**60, "v": 1}, {"a": 2.0**60, "v": 2}), stamped({"a": 2.0**60}, {"a": 2.0**61})]
+    report = verify_lines(_lines(bad), _keys(host), name="f", guest_keys=_keys(guest))
+    assert len(report.problems) == 3 and all("guest signature" in str(p) for p in report.problems)
 
 
 def test_a_guest_signature_over_what_the_host_overwrites_is_noted_not_failed() -> None:
@@ -178,3 +189,11 @@ def test_a_member_name_twice_in_one_object_is_a_problem(tmp_path: Path) -> None:
     write_archive(tmp_path / "a", akey, [[b'{"data":{"n":666},' + good[1:]]])
     out = run_cli(["verify", "--pub", str(tmp_path / "keys" / "host.pub"), str(tmp_path / "a")], cwd=tmp_path)
     assert out.returncode == 1 and b"duplicate-name" in out.stdout
+
+
+def test_line_separators_and_bidi_controls_are_printed_escaped() -> None:
+    from agent.auditcmds import printable
+
+    line = printable("f:1: id=x\u2028OK: 9 events\u202eevil\u2066 \x85 é")
+    assert line == "f:1: id=x\\u2028OK: 9 events\\u202eevil\\u2066 \\u0085 é"
+    assert len(line.splitlines()) == 1
