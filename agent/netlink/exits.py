@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import ParseError, ProbeError
+from ..hostfs.reader import read_small
 from .client import resolve_family
 from .codec import Message
 from .nlsocket import NETLINK_GENERIC, NetlinkSocket
@@ -28,13 +29,18 @@ from .taskstats import build_deregister, build_register, parse_taskstats
 __all__ = ["ExitRecord", "ExitStream", "Overrun", "possible_cpus"]
 
 
+#: a cpulist as the kernel writes it: ranges and single CPUs, comma-separated
+_CPULIST = re.compile(r"\d{1,5}(?:-\d{1,5})?(?:,\d{1,5}(?:-\d{1,5})?)*")
+
+
 def possible_cpus(path: str | os.PathLike[str] = "/sys/devices/system/cpu/possible") -> str:
-    """The cpulist of possible CPUs (``0-3``), the mask the kernel accepts; ``0-(n-1)`` if unreadable."""
+    """The cpulist of possible CPUs (``0-3``), the mask the kernel accepts; ``0-(n-1)`` if unreadable, or not a
+    cpulist (a regular file only: a FIFO there would block the start)."""
     try:
-        text = Path(path).read_text().strip()
+        text = read_small(str(path), 4096).decode("ascii", "replace").strip()
     except OSError:
         text = ""
-    return text or f"0-{max(1, os.cpu_count() or 1) - 1}"
+    return text if _CPULIST.fullmatch(text) else f"0-{max(1, os.cpu_count() or 1) - 1}"
 
 
 @dataclass(frozen=True, slots=True)

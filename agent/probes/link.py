@@ -14,11 +14,11 @@ one decoded message into output and does no I/O.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Any, ClassVar
 
 from pyroute2 import AsyncIPRoute
@@ -27,7 +27,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from ..errors import ProbeError
 from ..hostfs import DeltaTracker
 from ..model import Reading
-from ..watch.links import LinkWatchOptions, watch_links
+from ..watch.links import LinkWatchOptions, netns_problem, watch_links
 from .base import Emit, Probe, ProbeContext
 from .registry import register
 
@@ -62,7 +62,9 @@ def link_output(msg: Any) -> tuple[str, int, dict[str, Any]]:
     ``msg`` is anything with pyroute2's accessors: ``msg["index"]``,
     ``msg["flags"]`` and ``msg.get(name)`` for attributes.
     """
-    name = str(msg.get("ifname") or "")
+    raw = msg.get("ifname") or ""
+    # a name that is not UTF-8 comes as bytes: held as Python holds file names (its bytes are escaped when signed)
+    name = os.fsdecode(raw) if isinstance(raw, bytes) else str(raw)
     index = int(msg["index"])
     stats = msg.get("stats64") or msg.get("stats") or {}
     counters = {k: int(stats.get(k, 0)) for k in COUNTERS}
@@ -115,9 +117,7 @@ class LinkProbe(Probe):
 
     @classmethod
     def unavailable(cls, options: Any) -> str | None:
-        if options.netns is not None and not Path("/run/netns", options.netns).exists():
-            return f"network namespace {options.netns!r} does not exist"
-        return None
+        return netns_problem(options.netns) if options.netns is not None else None
 
     def _wanted(self, name: str) -> bool:
         o: LinkOptions = self.options
@@ -125,6 +125,8 @@ class LinkProbe(Probe):
 
     async def _dump(self) -> list[Any]:
         netns = self.options.netns
+        if netns is not None and (problem := netns_problem(netns)) is not None:
+            raise ProbeError(problem)
         try:
             # flags=0: never create the namespace (pyroute2's default is O_CREAT)
             async with AsyncIPRoute(netns=netns, flags=0) if netns else AsyncIPRoute() as ipr:

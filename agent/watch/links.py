@@ -18,6 +18,7 @@ import ctypes
 import errno
 import os
 import socket
+import stat
 import struct
 import threading
 from collections.abc import Callable
@@ -87,16 +88,38 @@ def link_changes(prev: LinkState | None, cur: LinkState | None) -> list[str]:
     return out
 
 
+def netns_path(netns: str) -> str:
+    """Where a configured namespace is: an ``ip netns`` name (``/run/netns/NAME``) or an absolute path."""
+    return netns if netns.startswith("/") else f"/run/netns/{netns}"
+
+
+def netns_problem(netns: str) -> str | None:
+    """Why ``netns`` cannot be entered, or None. A namespace file is a regular file (nsfs); anything else (a FIFO
+    would block whoever opens it) is refused before it is opened."""
+    path = netns_path(netns)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return f"network namespace {netns!r} does not exist"
+    except OSError as exc:
+        return f"network namespace {netns!r}: {exc.strerror or exc}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"network namespace {netns!r}: {path} is not a namespace file"
+    return None
+
+
 def _in_netns(netns: str | None, fn: Callable[[], T]) -> T:
-    """``fn()`` in network namespace ``netns`` (``/run/netns/NAME``), on a fresh thread that ends with it."""
+    """``fn()`` in network namespace ``netns`` (:func:`netns_path`), on a fresh thread that ends with it."""
     if netns is None:
         return fn()
+    if (problem := netns_problem(netns)) is not None:
+        raise OSError(errno.EINVAL, problem)
     result: list[T] = []
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
-            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(netns_path(netns), os.O_RDONLY | os.O_CLOEXEC)
             try:
                 libc = ctypes.CDLL(None, use_errno=True)
                 if libc.setns(fd, _CLONE_NEWNET) != 0:

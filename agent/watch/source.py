@@ -34,9 +34,11 @@ reached. Requires the asyncio backend (the agent's).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import select
+import stat
 import threading
 import weakref
 from collections import deque
@@ -233,12 +235,15 @@ class WatchSource:
         if not self.reserve(key if isinstance(key, str) else path):
             return None
         try:
-            flags = (os.O_RDWR | os.O_NONBLOCK if write is not None else os.O_RDONLY) | os.O_CLOEXEC
+            # O_NONBLOCK: a FIFO put where a cgroup file should be would block the event loop's thread in open
+            flags = (os.O_RDWR if write is not None else os.O_RDONLY) | os.O_NONBLOCK | os.O_CLOEXEC
             fd = os.open(path, flags)
         except OSError:
             self.release()
             raise
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a kernel file is a regular one; write into no other
+                raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device is never watched)", path)
             if write is not None:
                 os.write(fd, write)
             if first is not None:

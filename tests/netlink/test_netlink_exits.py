@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 
 import pytest
@@ -126,5 +127,15 @@ def test_possible_cpus(tmp_path: object) -> None:
     p.write_text("0-3\n")
     assert possible_cpus(p) == "0-3"
     assert possible_cpus(Path(str(tmp_path)) / "missing").startswith("0-")
+    # not a cpulist, not text, or a FIFO (which would block the exit stream's start): the fallback
+    fallback = possible_cpus(Path(str(tmp_path)) / "missing")
+    for name, content in (("junk", b"0-1,\xe9\n"), ("empty", b""), ("words", b"all of them\n")):
+        (Path(str(tmp_path)) / name).write_bytes(content)
+        assert possible_cpus(Path(str(tmp_path)) / name) == fallback
+    os.mkfifo(Path(str(tmp_path)) / "fifo")
+    assert possible_cpus(Path(str(tmp_path)) / "fifo") == fallback
+    assert possible_cpus(Path(str(tmp_path)) / "possible") == "0-3"
+    (Path(str(tmp_path)) / "many").write_text("0,2-5,7\n")
+    assert possible_cpus(Path(str(tmp_path)) / "many") == "0,2-5,7"
     with pytest.raises(ValueError):
         ExitStream(buffer=0)

@@ -157,9 +157,25 @@ def test_unavailable_and_failing_namespace() -> None:
     missing = LinkOptions(netns=f"hs-none-{os.getpid()}")
     assert "does not exist" in (LinkProbe.unavailable(missing) or "")
     assert LinkProbe.unavailable(LinkOptions()) is None
-    with pytest.raises(ProbeError, match="rtnetlink link dump in netns"):
+    with pytest.raises(ProbeError, match="does not exist"):
         asyncio.run(LinkProbe(missing).collect())
     assert not os.path.exists(f"/run/netns/{missing.netns}")  # a probe never creates a namespace
+
+
+def test_a_namespace_path_that_is_no_namespace_is_refused_before_it_is_opened(tmp_path: Path) -> None:
+    """A FIFO there would block the probe's round (and, in the watch, a thread) for ever."""
+    os.mkfifo(tmp_path / "ns")
+    fifo = LinkOptions(netns=str(tmp_path / "ns"))
+    assert "is not a namespace file" in (LinkProbe.unavailable(fifo) or "")
+    with pytest.raises(ProbeError, match="is not a namespace file"):
+        asyncio.run(asyncio.wait_for(LinkProbe(fifo).collect(), 30))
+
+
+def test_a_link_named_in_bytes_that_are_not_utf8_keeps_its_name() -> None:
+    """pyroute2 hands such a name over as bytes: it is the name (matched by include), not its repr."""
+    msg = FakeMsg({"index": 9, "flags": 0x1}, {"ifname": b"veth\xe9a", "stats": {}})
+    name, _index, _out = link_output(msg)
+    assert name == os.fsdecode(b"veth\xe9a") and name.startswith("veth")
 
 
 class FakeMsg:

@@ -146,3 +146,33 @@ def test_inotify_reports_directories_made_and_removed(tmp_path: Path) -> None:
             ino.add(str(tmp_path / "absent"), IN_CREATE)
     finally:
         ino.close()
+
+
+def test_a_fifo_where_a_watched_file_should_be_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """Opened on the event loop's thread: a FIFO with no writer would stop every probe and the agent's stop.
+    A child runs it, so that a regression fails by its timeout instead of hanging the suite. A regular file
+    that is a device is refused too."""
+    import subprocess
+    import sys
+
+    os.mkfifo(tmp_path / "memory.events")
+    code = (
+        "import asyncio, sys\n"
+        "from agent.watch import WatchSource\n"
+        "async def main():\n"
+        "    src = WatchSource('cgroup')\n"
+        "    with src:\n"
+        "        for path, write in ((sys.argv[1], None), (sys.argv[1], b'some 1 2'), ('/dev/null', None)):\n"
+        "            try:\n"
+        "                src.watch_file(path, path, lambda c: [], write=write)\n"
+        "                print('watched')\n"
+        "            except OSError as exc:\n"
+        "                print(exc.errno, exc.strerror)\n"
+        "        print(src.stats.watches)\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "memory.events")], capture_output=True,
+                         text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    lines = out.stdout.splitlines()
+    assert lines[:3] == ["22 not a regular file (a FIFO, socket or device is never watched)"] * 3, out.stderr
+    assert lines[3] == "0"  # each refusal gave its place in the budget back
