@@ -13,7 +13,9 @@ into an fsync. Its numbers start at 1 after a clean start; after an unclean one
 (the file says the previous run did not stop cleanly, or is unreadable) a new
 source starts above anything the lost run can have handed out to it: at the
 run's *epoch* (counted up at every start) times 2^32, or, when even the epoch
-is lost, at the current time in microseconds. At most ``max_sources`` sources
+is lost, at the current time in microseconds. That start (``floor``) is kept
+in the file through later clean runs: a source the lost run numbered but never
+wrote down may come back after them. At most ``max_sources`` sources
 are tracked; a source dropped to make room starts again above every number
 handed out to a dropped one.
 
@@ -120,6 +122,9 @@ class SequenceStore:
         clean = bool(doc.get("clean", False))
         self.unclean = not clean
         self._epoch = int(doc.get("epoch", 0))
+        # where new sources start stays where an unclean run put it, through clean runs after it: the lost run
+        # may have numbered sources this file never named
+        self._fresh = max(self._fresh, int(doc.get("floor", 0)))
         for source, entry in dict(doc.get("sources", {})).items():
             last, reserved = int(entry.get("last", 0)), int(entry.get("reserved", 0))
             start = last if clean else max(last, reserved)
@@ -194,6 +199,7 @@ class SequenceStore:
         doc = {
             "clean": clean,
             "epoch": self._epoch,
+            "floor": max(self._fresh, self._dropped_floor),
             "sources": {
                 s: {"last": self._last.get(s, 0), "reserved": self._last.get(s, 0) if clean else self._ceiling[s]}
                 for s in self._ceiling

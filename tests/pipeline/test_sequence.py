@@ -82,6 +82,22 @@ def test_a_crash_before_a_new_source_was_written_never_repeats(tmp_path: Path) -
     assert s2.unclean and min(n2) > max(handed) and n3 > max(n2)
 
 
+def test_a_source_a_crashed_run_numbered_never_repeats_after_clean_runs_of_others(tmp_path: Path) -> None:
+    """The agent numbers a new source (no write yet) and is killed; `probe lve` then runs and stops cleanly;
+    `probe cgroup` must not start the cgroup source at 1 again."""
+    path = tmp_path / "seq.json"
+    s = SequenceStore(path)
+    first = s.next("cgroup")
+    killed(s)
+    other = SequenceStore(path)
+    other.next("lve")
+    other.close()
+    again = SequenceStore(path)
+    assert not again.unclean and again.next("cgroup") > first
+    again.close()
+    assert SequenceStore(path).next("brand-new") > first
+
+
 def test_dropped_sources_never_repeat(tmp_path: Path) -> None:
     s = SequenceStore(tmp_path / "seq.json", max_sources=4)
     seen: dict[str, list[int]] = {}
