@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from .parse import MAX_DIGITS
+
 __all__ = [
     "DEFAULT_LVE",
     "LveRow",
@@ -73,6 +75,8 @@ def _decimal(cell: str) -> int:
     ``_`` separators, spaces and non-ASCII digits)."""
     if not (cell.isascii() and cell.isdigit()):
         raise ValueError(f"not a decimal integer: {cell!r}")
+    if len(cell) > MAX_DIGITS:
+        raise ValueError(f"a value of {len(cell)} digits (at most {MAX_DIGITS} are read)")
     return int(cell, 10)
 
 

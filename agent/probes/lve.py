@@ -40,8 +40,8 @@ class LveOptions:
     top_n: int = 0
 
     def __post_init__(self) -> None:
-        if not self.path:
-            raise ValueError("path must not be empty")
+        if not self.path or "\0" in self.path:
+            raise ValueError("path must be a path (not empty, no NUL character)")
         if self.top_n < 0:
             raise ValueError("top_n must be 0 (all) or more")
 

@@ -71,8 +71,8 @@ class MountsOptions:
     watch: MountWatchOptions = field(default_factory=MountWatchOptions)
 
     def __post_init__(self) -> None:
-        if not self.proc_mounts:
-            raise ValueError("proc_mounts must not be empty")
+        if not self.proc_mounts or "\0" in self.proc_mounts:
+            raise ValueError("proc_mounts must be a path (not empty, no NUL character)")
         if not self.stat_timeout > 0:
             raise ValueError("stat_timeout must be greater than 0")
         if self.cache_ttl < 0:

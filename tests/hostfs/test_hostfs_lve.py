@@ -76,3 +76,12 @@ def test_an_lve_listed_twice_counts_once() -> None:
     t = parse_lve_list("10:LVE\tEP\tNETO\tNETI\n1004\t1\t100\t200\n1004\t1\t999\t999\n0,1004\t1\t5\t5\n2001\t1\t1\t1\n")
     assert [(r.lvp, r.uid, r.values["NETO"]) for r in t.rows] == [(0, 1004, 100), (0, 2001, 1)]
     assert t.skipped == 2
+
+
+def test_a_counter_of_more_than_1000_digits_skips_its_row() -> None:
+    """As a cgroup file's counter: 1000 digits are read, more make the row one that does not parse."""
+    head = "8:LVE\tEP\tNETO\tNETI\n"
+    ok = parse_lve_list(head + f"1004\t0\t{'9' * 1000}\t1\n1010\t0\t5\t1\n")
+    assert ok.skipped == 0 and ok.rows[0].values["NETO"] == int("9" * 1000)
+    over = parse_lve_list(head + f"1004\t0\t{'9' * 1001}\t1\n1010\t0\t5\t1\n")
+    assert over.skipped == 1 and [(r.uid, r.values["NETO"]) for r in over.rows] == [(1010, 5)]

@@ -288,3 +288,18 @@ def test_a_link_netns_may_be_an_absolute_path(tmp_path: Path) -> None:
     path.write_text('[probes.link]\nnetns = "/proc/1/ns/net"\n[[sinks]]\nuri = "stdout:"\n')
     assert not [p for p in check_file(path) if p.severity == "error"]
     assert config.load(path).probe("link").options.netns == "/proc/1/ns/net"
+
+
+@pytest.mark.parametrize(("body", "key"), [
+    ('[probes.cgroup]\nroot = "/tmp/a\\u0000b"\n', "probes.cgroup.root"),
+    ('[probes.lve]\npath = "/tmp/a\\u0000b"\n', "probes.lve.path"),
+    ('[probes.mounts]\nproc_mounts = "/tmp/a\\u0000b"\n', "probes.mounts.proc_mounts"),
+    ('[probes.taskstats]\nproc = "/tmp/a\\u0000b"\n', "probes.taskstats.proc"),
+    ('[probes.taskstats]\ncgroups = ["/sys/fs/cgroup/x", "/tmp/a\\u0000b"]\n', "probes.taskstats.cgroups"),
+    ('[probes.taskstats]\ncgroupstats = [""]\n', "probes.taskstats.cgroupstats"),
+])
+def test_a_probe_path_holding_a_nul_or_an_empty_one_in_a_list_is_refused(tmp_path: Path, body: str,
+                                                                         key: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(body + '[[sinks]]\nuri = "stdout:"\n')
+    assert [p.key for p in check_file(path) if p.severity == "error"] == [key]
