@@ -55,6 +55,12 @@ class Receipt:
         self.dropped = True
         self.done_one()
 
+    def fail(self, exc: BaseException) -> None:
+        """A sink stopped without confirming the event, which may or may not have reached it: not taken, not
+        dropped for good either (the sender sends it again). Nothing once the receipt completed."""
+        if not self._future.done():
+            self._future.set_exception(exc)
+
     async def wait(self) -> Any:
         """True when every sink took the event, False when one dropped it."""
         return await asyncio.shield(self._future)
@@ -207,6 +213,13 @@ class SinkQueue:
         """Put an unsent batch back at the head (may exceed maxsize briefly)."""
         self._items.extendleft(reversed(batch))
         self._not_empty.set()
+
+    def take_all(self) -> list[tuple[Event, Receipt | None]]:
+        """Everything queued, now (what a stopped sink worker leaves)."""
+        items = list(self._items)
+        self._items.clear()
+        self._not_full.set()
+        return items
 
     def close(self) -> None:
         """No more puts; waiting getters and putters wake up."""

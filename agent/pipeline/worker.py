@@ -23,7 +23,7 @@ import time
 
 import anyio
 
-from ..errors import AgentError, Undeliverable
+from ..errors import AgentError, SinkError, Undeliverable
 from ..model import Event
 from ..sinks.base import Sink
 from .queue import Receipt, SinkQueue
@@ -176,10 +176,11 @@ class SinkWorker:
                          again)
             self._sent_upto = self._spool.spool.committed
             self._lost_seen = self._spool.spool.lost  # what a reader before this one lost, it counted
+        batch: list[tuple[Event, Receipt | None]] | None = None
         try:
             await self._open()
             while True:
-                batch: list[tuple[Event, Receipt | None]] | None = None
+                batch = None
                 with anyio.move_on_after(self.flush_interval if self._dirty else math.inf):
                     batch = await self._get_batch()
                 if batch is None:  # idle with unflushed data: make it durable now
@@ -242,7 +243,19 @@ class SinkWorker:
                     log.error("sink %s: not confirmed within %gs of closing; %s may be lost", self.sink.uri,
                               CLOSE_TIMEOUT, what)
                 self.unconfirmed = self._unconfirmed()
+            if self._spool is None:  # with a spool, what is left is kept in it, its senders acked already
+                self._fail_unconfirmed(batch)
             self.finished = True
+
+    def _fail_unconfirmed(self, batch: list[tuple[Event, Receipt | None]] | None) -> None:
+        """The worker stops (a shutdown, a reload) with events it never had confirmed: taken unconfirmed, being
+        sent, or still queued. Their senders are told it failed (they send them again), rather than being left
+        waiting, and their duplicates with them, on a receipt nothing will ever complete."""
+        why = SinkError(f"sink {self.sink.uri} stopped before confirming the event")
+        for _event, receipt in [*self._unflushed, *(batch or ()), *self.queue.take_all()]:
+            if receipt is not None:
+                receipt.fail(why)
+        self._unflushed = []
 
     def _left_out(self) -> dict[int, tuple[Event, str]]:
         """What the sink left out of the batches it took (too large for it) or its downstream refused, since
