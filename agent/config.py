@@ -155,13 +155,15 @@ class ListenerOptions:
     dedupe_window: int = 65536
     #: frames per connection handed on and not yet durable, at most (then the connection is not read)
     max_inflight: int = 1024
+    #: bytes of frames handed on and not yet durable, of all the listener's connections, at most
+    max_unsettled_bytes: int = 64 << 20
     #: permission bits of a unix or Firecracker socket file (e.g. 0o660); default: as the umask leaves them
     mode: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_frame <= 0xFFFFFFFF:
             raise ValueError("max_frame must be between 1 and 4294967295")
-        for key in ("max_connections", "max_depth", "max_inflight"):
+        for key in ("max_connections", "max_depth", "max_inflight", "max_unsettled_bytes"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1")
         if self.max_depth > MAX_JSON_DEPTH:

@@ -49,7 +49,9 @@ class ListenerSet:
         await self.pipeline.start()  # signing workers, if any, start with the first listener
         deliver = PipelineDeliver(self.pipeline)
         try:
-            source = kind.build(opts, deliver, dedupe=window)
+            # a guest done sending waits for its acks up to the agent's drain_timeout (docs/protocol.md)
+            extra = {"drain_timeout": gen.cfg.agent.drain_timeout} if kind is Receiver else {}
+            source = kind.build(opts, deliver, dedupe=window, **extra)
             gen.receivers[opts.uri] = source.stats  # read by /metrics and the status file
             await source.serve()
         finally:

@@ -42,6 +42,8 @@ log = logging.getLogger("agent.receiver")
 
 #: refusals waiting to be sent at which a connection stops being read (a guest that never reads its acks)
 MAX_UNSENT_REFUSALS = 4096
+#: seconds between looks at whether a peer whose connection is not being read has hung up
+HANGUP_POLL = 0.25
 
 
 class _Delivery(TransportError):
@@ -142,14 +144,15 @@ class Connection:
         opts = self.rx.options
         rx = self.rx
         while (self.received - self.settled >= rx.max_inflight or len(self.rejected) >= MAX_UNSENT_REFUSALS
-               or rx.unsettled >= rx.max_unsettled):
+               or rx.saturated):
             if len(self.rejected) < MAX_UNSENT_REFUSALS:
-                # the pipeline makes room, however long a sink is down; meanwhile the peer may hang up
+                # the pipeline makes room, however long a sink is down; meanwhile the peer may hang up, which
+                # is looked for every HANGUP_POLL seconds (the socket is not read, so nothing else tells)
                 room = self.room if self.received - self.settled >= rx.max_inflight else rx.unsettled_room
                 room.clear()
                 self.waiting = True
                 try:
-                    async with asyncio.timeout(rx.heartbeat):
+                    async with asyncio.timeout(min(rx.heartbeat, HANGUP_POLL)):
                         await room.wait()
                 except TimeoutError:
                     if self.stream.hung_up():
@@ -167,17 +170,27 @@ class Connection:
         return True
 
     async def _take_within_limit(self, frames: list[bytes]) -> bool:
-        """Hand ``frames`` (one read's) on, no more at a time than ``max_inflight`` leaves room for."""
+        """Hand ``frames`` (one read's) on, no more at a time than ``max_inflight`` and the listener's
+        ``max_unsettled_bytes`` leave room for (one frame at least)."""
+        rx = self.rx
         start, end = 0, len(frames)
         while start < end:
             if not await self._room_for_more():
                 return False
-            room = self.rx.max_inflight - (self.received - self.settled)
-            if start == 0 and end <= room:
+            room = rx.max_inflight - (self.received - self.settled)
+            space = rx.options.max_unsettled_bytes - rx.unsettled_bytes
+            if start == 0 and end <= room and (end * rx.options.max_frame <= space or sum(map(len, frames)) <= space):
                 self._take(frames)  # the common case: all of it at once, no copy
                 return True
-            self._take(frames[start : start + room])
-            start += room
+            stop = min(end, start + room)
+            size = len(frames[start])
+            for i in range(start + 1, stop):  # as many as the bytes leave room for
+                size += len(frames[i])
+                if size > space:
+                    stop = i
+                    break
+            self._take(frames[start:stop])
+            start = stop
         return True
 
     def _refuse(self, frame: int, reason: str, detail: str) -> None:
@@ -238,7 +251,7 @@ class Connection:
                 fates.append(here[key])
             elif many is None:
                 fut = call(rx.deliver, event, self.peer)
-                rx.hold(fut, 1)
+                rx.hold(fut, 1, len(frame))
                 dedupe.add(key, fut)
                 fut.add_done_callback(functools.partial(self._taken, 1))
                 fates.append((fut, -1, 1))
@@ -263,7 +276,7 @@ class Connection:
             except Exception as exc:
                 batch = asyncio.get_running_loop().create_future()
                 batch.set_exception(exc)
-            rx.hold(batch, len(events))
+            rx.hold(batch, len(events), sum(map(len, raw)))
             dedupe.add_many(keys, batch)
             batch.add_done_callback(functools.partial(self._taken, len(events)))
         inflight = self.inflight

@@ -80,16 +80,25 @@ class Receiver:
         #: that hangs up leaves its frames to settle): at ``max_unsettled`` no connection is read further
         self.unsettled = 0
         self.max_unsettled = self.options.max_connections * self.max_inflight
+        #: and their bytes, at most ``max_unsettled_bytes`` (frames may be up to ``max_frame`` each)
+        self.unsettled_bytes = 0
         self.unsettled_room = asyncio.Event()
 
-    def hold(self, fut: asyncio.Future[Any], frames: int) -> None:
-        """``frames`` handed on, unsettled until ``fut`` is done."""
-        self.unsettled += frames
-        fut.add_done_callback(functools.partial(self._settled, frames))
+    @property
+    def saturated(self) -> bool:
+        """The listener holds as many unsettled frames, or bytes of them, as it may: no connection is read."""
+        return self.unsettled >= self.max_unsettled or self.unsettled_bytes >= self.options.max_unsettled_bytes
 
-    def _settled(self, frames: int, _fut: asyncio.Future[Any]) -> None:
+    def hold(self, fut: asyncio.Future[Any], frames: int, size: int) -> None:
+        """``frames`` of ``size`` bytes handed on, unsettled until ``fut`` is done."""
+        self.unsettled += frames
+        self.unsettled_bytes += size
+        fut.add_done_callback(functools.partial(self._settled, frames, size))
+
+    def _settled(self, frames: int, size: int, _fut: asyncio.Future[Any]) -> None:
         self.unsettled -= frames
-        if self.unsettled < self.max_unsettled:
+        self.unsettled_bytes -= size
+        if not self.saturated:
             self.unsettled_room.set()
 
     @classmethod

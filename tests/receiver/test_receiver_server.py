@@ -600,8 +600,9 @@ def test_a_peer_that_hung_up_frees_its_slot_while_its_frames_wait_on_a_sink(tmp_
     path = tmp_path / "rx.sock"
     sink = MemoryBatchDeliver()
     sink.hold = True
+    # "poll": heartbeats far apart, so that only looking at the socket can find the peer gone in time
     rx = Receiver.build(replace(ListenerOptions(uri=f"unix:{path}"), max_connections=2), sink,
-                        drain_timeout=3600.0, heartbeat=0.05, max_inflight=5)
+                        drain_timeout=3600.0, heartbeat=0.05 if told == "heartbeat" else 3600.0, max_inflight=5)
     assert rx.max_unsettled == 10
 
     async def body() -> Ack:
@@ -622,7 +623,7 @@ def test_a_peer_that_hung_up_frees_its_slot_while_its_frames_wait_on_a_sink(tmp_
             await c.send(ev("half"))
             raw: Any = c.stream
             raw._writer.write_eof()  # shutdown(SHUT_WR)
-            await asyncio.sleep(0.2)  # several heartbeats: time to close it, were it taken for hung up
+            await asyncio.sleep(0.6)  # several looks: time to close it, were it taken for hung up
             assert rx.stats.connections_open == 1
             while not any(e["id"] == "id-half" for e, _p in sink.got):
                 for fut in sink.held:
@@ -638,3 +639,40 @@ def test_a_peer_that_hung_up_frees_its_slot_while_its_frames_wait_on_a_sink(tmp_
             await asyncio.gather(server, return_exceptions=True)
 
     assert run(body(), timeout=30) == Ack(1)
+
+
+def test_the_bytes_a_listener_holds_unsettled_are_bounded(tmp_path: Path) -> None:
+    """Frames may be up to max_frame each: a bound in frames alone leaves memory unbounded while a sink is down.
+    Frames of about 900 bytes, a bound of 4 KiB: the listener holds just enough to reach it, however many one
+    write brings."""
+    path = tmp_path / "rx.sock"
+    sink = MemoryBatchDeliver()
+    sink.hold = True
+    rx = Receiver.build(replace(ListenerOptions(uri=f"unix:{path}"), max_unsettled_bytes=4096), sink,
+                        heartbeat=0.05)
+
+    async def body() -> tuple[int, int, Ack]:
+        server = asyncio.ensure_future(rx.serve())
+        try:
+            c = Client(await connect(f"unix:{path}"))
+            await c.send(*[ev(i, pad="x" * 900) for i in range(40)])
+            while len(sink.got) < 4:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # several polls: time to take more, were the bound not kept
+            held, size = len(sink.got), rx.unsettled_bytes
+            while len(sink.got) < 40:  # the sink takes them: the rest flows, a few at a time
+                for fut in sink.held:
+                    if not fut.done():
+                        fut.set_result(None)
+                await asyncio.sleep(0.01)
+            for fut in sink.held:
+                if not fut.done():
+                    fut.set_result(None)
+            return held, size, await c.until(40)
+        finally:
+            server.cancel()
+            await asyncio.gather(server, return_exceptions=True)
+
+    held, size, ack = run(body(), timeout=30)
+    one = len(frame(ev(10, pad="x" * 900)))  # the frames differ by a digit or two at most
+    assert held == -(-4096 // one) and 4096 <= size < 4096 + one + 4 and ack == Ack(40)
