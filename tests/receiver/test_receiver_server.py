@@ -583,6 +583,18 @@ def test_a_failed_batch_closes_the_connection_unacked_and_is_taken_when_sent_aga
     assert sink.ids() == ["id-1", "id-2", "id-3"]  # the failed batch left no copy behind to be skipped
 
 
+async def _release_until(sink: MemoryBatchDeliver, done: Callable[[], bool]) -> None:
+    """Let the held deliveries complete, again as more come, until ``done()``; then the last of them."""
+    while True:
+        finished = done()
+        for fut in sink.held:
+            if not fut.done():
+                fut.set_result(None)
+        if finished:
+            return
+        await asyncio.sleep(0.01)
+
+
 @pytest.mark.parametrize("told", ["poll", "heartbeat"])
 @pytest.mark.parametrize("frames", [1, 12], ids=["pending", "reader-blocked-on-max-inflight"])
 def test_a_peer_that_hung_up_frees_its_slot_while_its_frames_wait_on_a_sink(tmp_path: Path, frames: int, told: str,
@@ -625,14 +637,7 @@ def test_a_peer_that_hung_up_frees_its_slot_while_its_frames_wait_on_a_sink(tmp_
             raw._writer.write_eof()  # shutdown(SHUT_WR)
             await asyncio.sleep(0.6)  # several looks: time to close it, were it taken for hung up
             assert rx.stats.connections_open == 1
-            while not any(e["id"] == "id-half" for e, _p in sink.got):
-                for fut in sink.held:
-                    if not fut.done():
-                        fut.set_result(None)
-                await asyncio.sleep(0.01)
-            for fut in sink.held:
-                if not fut.done():
-                    fut.set_result(None)
+            await _release_until(sink, lambda: any(e["id"] == "id-half" for e, _p in sink.got))
             return await c.until(1)
         finally:
             server.cancel()
@@ -660,14 +665,7 @@ def test_the_bytes_a_listener_holds_unsettled_are_bounded(tmp_path: Path) -> Non
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.2)  # several polls: time to take more, were the bound not kept
             held, size = len(sink.got), rx.unsettled_bytes
-            while len(sink.got) < 40:  # the sink takes them: the rest flows, a few at a time
-                for fut in sink.held:
-                    if not fut.done():
-                        fut.set_result(None)
-                await asyncio.sleep(0.01)
-            for fut in sink.held:
-                if not fut.done():
-                    fut.set_result(None)
+            await _release_until(sink, lambda: len(sink.got) >= 40)  # the rest flows, a few at a time
             return held, size, await c.until(40)
         finally:
             server.cancel()
