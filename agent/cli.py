@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,6 +41,16 @@ def _probe_list(text: str) -> list[str]:
     if not names:  # an empty list is more likely an unset shell variable than a wish for no probes
         raise argparse.ArgumentTypeError("no probe named (to run none, say 'none')")
     return names
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected seconds (a number above 0), got {text!r}")
+    return value
 
 
 def _leaf_index(text: str) -> int:
@@ -93,7 +104,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     send = sub.add_parser("send", help="ship NDJSON CloudEvents from stdin, framed, to URI")
     send.add_argument("--to", metavar="URI", required=True)
-    send.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for acknowledgements")
+    send.add_argument("--timeout", type=_seconds, default=30.0, help="seconds to wait for acknowledgements")
 
     prove = sub.add_parser("prove", help="write an inclusion proof bundle for one archived event")
     prove.add_argument("archive", metavar="DIR")

@@ -245,3 +245,9 @@ def test_an_empty_probe_list_is_a_usage_error_not_a_run_without_probes(tmp_path:
     """`--probes "$PROBES"` with the variable unset must not quietly run no probe; 'none' says that."""
     res = run_cli(["run", "--once", "--probes", value, "--sink", "stdout:"], cwd=tmp_path)
     assert res.returncode == 2 and b"no probe named (to run none, say 'none')" in res.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_send_timeout_must_be_seconds_above_zero(tmp_path: Path, value: str) -> None:
+    res = run_cli(["send", "--to", f"unix:{tmp_path}/none.sock", "--timeout", value], cwd=tmp_path, stdin=b"")
+    assert res.returncode == 2 and b"expected seconds (a number above 0)" in res.stderr
