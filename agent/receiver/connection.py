@@ -172,23 +172,15 @@ class Connection:
     async def _take_within_limit(self, frames: list[bytes]) -> bool:
         """Hand ``frames`` (one read's) on, no more at a time than ``max_inflight`` and the listener's
         ``max_unsettled_bytes`` leave room for (one frame at least)."""
-        rx = self.rx
         start, end = 0, len(frames)
         while start < end:
             if not await self._room_for_more():
                 return False
-            room = rx.max_inflight - (self.received - self.settled)
-            space = rx.options.max_unsettled_bytes - rx.unsettled_bytes
-            if start == 0 and end <= room and (end * rx.options.max_frame <= space or sum(map(len, frames)) <= space):
+            room = self.rx.max_inflight - (self.received - self.settled)
+            stop = self.rx.fitting(frames, start, min(end, start + room))
+            if start == 0 and stop == end:
                 self._take(frames)  # the common case: all of it at once, no copy
                 return True
-            stop = min(end, start + room)
-            size = len(frames[start])
-            for i in range(start + 1, stop):  # as many as the bytes leave room for
-                size += len(frames[i])
-                if size > space:
-                    stop = i
-                    break
             self._take(frames[start:stop])
             start = stop
         return True

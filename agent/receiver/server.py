@@ -89,6 +89,19 @@ class Receiver:
         """The listener holds as many unsettled frames, or bytes of them, as it may: no connection is read."""
         return self.unsettled >= self.max_unsettled or self.unsettled_bytes >= self.options.max_unsettled_bytes
 
+    def fitting(self, frames: list[bytes], start: int, stop: int) -> int:
+        """Where the run of ``frames`` from ``start`` (up to ``stop``) that ``max_unsettled_bytes`` leaves room
+        for ends: one frame at least."""
+        space = self.options.max_unsettled_bytes - self.unsettled_bytes
+        if (stop - start) * self.options.max_frame <= space:  # the common case: no need to add them up
+            return stop
+        size = len(frames[start])
+        for i in range(start + 1, stop):
+            size += len(frames[i])
+            if size > space:
+                return i
+        return stop
+
     def hold(self, fut: asyncio.Future[Any], frames: int, size: int) -> None:
         """``frames`` of ``size`` bytes handed on, unsettled until ``fut`` is done."""
         self.unsettled += frames
