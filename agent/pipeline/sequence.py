@@ -78,8 +78,8 @@ class SequenceStore:
             try:
                 self._load(path)
                 self._epoch += 1
-                if self.unclean:
-                    self._fresh = max(self._fresh, self._epoch << EPOCH_SHIFT)
+                if self.unclean:  # above where the lost run started new sources, by more than it can have used
+                    self._fresh = max(self._fresh + (1 << EPOCH_SHIFT), self._epoch << EPOCH_SHIFT)
                 self._save(clean=False)
             except BaseException:
                 self._unlock()

@@ -216,6 +216,7 @@ class SinkWorker:
                         r.drop(e, self._undeliverable(reason))
                     else:
                         self._unflushed.append((e, r))
+                batch = None  # its receipts are settled or in _unflushed now
                 if ((self._unflushed or self._spool is not None) and len(self.queue) == 0) or (
                     time.monotonic() - self._last_flush >= self.flush_interval
                 ):

@@ -70,13 +70,14 @@ class PipelineDeliver:
         return one
 
     async def aclose(self) -> None:
+        # first, before anything that waits (the cancellation closing the listener may cut any await short):
+        # what was handed on and not submitted fails, so its guests, and copies waiting on it, send it again
+        while self._pending:
+            _fail(self._pending.popleft()[3])
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        while self._pending:
-            fut = self._pending.popleft()[3]
-            fut.cancel()
 
     async def _run(self) -> None:
         pending = self._pending
@@ -90,6 +91,9 @@ class PipelineDeliver:
                 continue
             try:
                 batch = await self.pipeline.submit_guests(events, hostpeer, frames)
+            except asyncio.CancelledError:  # closed while a full queue held the batch back
+                _fail(fut)
+                raise
             except Exception as exc:
                 # events the host cannot stamp are refused one by one in the answer; what fails a whole batch is
                 # transient (no signing worker, a sink queue) or a bug: its connection closes unacknowledged,
@@ -101,6 +105,11 @@ class PipelineDeliver:
             batch.future.add_done_callback(functools.partial(forward, dst=fut))
             if on_refusal is not None and (watch := getattr(batch, "watch", None)) is not None:
                 watch(on_refusal)
+
+
+def _fail(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(SinkError("the listener closed before the pipeline took the batch"))
 
 
 def _single(res: list[Any] | None) -> bool:

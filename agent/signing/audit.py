@@ -28,8 +28,10 @@ signed attributes the host overwrites, it is noted as not checked.
 from __future__ import annotations
 
 import binascii
+import functools
 import json
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,22 +118,51 @@ def _as_number(text: str) -> float | None:
     return -n if text.startswith("-") else n
 
 
-def _numbers_back(value: Any) -> Any:
-    """``value`` (data) with every such string read back as the number the guest sent, or None if none is."""
+#: digit strings whose every combination is tried, at most; up to _MAX_TRIED, each alone and all but each; beyond
+#: that, only all of them together
+_MAX_COMBINED = 6
+_MAX_TRIED = 12
+
+
+def _numbers_back(value: Any, pick: Callable[[int], bool], seen: list[int]) -> Any:
+    """``value`` (data) with such strings read back as the numbers the guest sent: those whose position (in
+    document order, counted in ``seen``) ``pick`` takes."""
     if isinstance(value, str):
-        return _as_number(value)
-    if isinstance(value, (Mapping, list)):
-        items = list(value.items()) if isinstance(value, Mapping) else list(enumerate(value))
-        changed = False
-        out: dict[Any, Any] = {}
-        for k, v in items:
-            back = _numbers_back(v)
-            out[k] = v if back is None else back
-            changed = changed or back is not None
-        if not changed:
-            return None
-        return out if isinstance(value, Mapping) else list(out.values())
-    return None
+        number = _as_number(value)
+        if number is None:
+            return value
+        seen[0] += 1
+        return number if pick(seen[0] - 1) else value
+    if isinstance(value, Mapping):
+        return {k: _numbers_back(v, pick, seen) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers_back(v, pick, seen) for v in value]
+    return value
+
+
+def _in_mask(mask: int, i: int) -> bool:
+    return bool(mask >> i & 1)
+
+
+def _read_back(data: Any) -> list[Any]:
+    """The forms of ``data`` the guest may have signed, when it holds digit strings the receiver may have written
+    for numbers (a guest may also send big numbers as strings itself): all read back first; then, for a few, every
+    combination; for more, each alone and all but each."""
+    seen = [0]
+    every = _numbers_back(data, lambda _i: True, seen)
+    n = seen[0]
+    if n == 0:
+        return []
+    forms = [every]
+    if 1 < n <= _MAX_COMBINED:
+        for mask in range((1 << n) - 2, 0, -1):  # every proper, non-empty subset read back
+            forms.append(_numbers_back(data, functools.partial(_in_mask, mask), [0]))
+    elif n <= _MAX_TRIED:
+        for i in range(n):
+            forms.append(_numbers_back(data, functools.partial(operator.eq, i), [0]))
+            if n > 2:
+                forms.append(_numbers_back(data, functools.partial(operator.ne, i), [0]))
+    return forms
 
 
 def _check_guest(event: Mapping[str, Any], guest_keys: Mapping[str, VerifyKey]) -> Finding | None:
@@ -153,13 +184,12 @@ def _check_guest(event: Mapping[str, Any], guest_keys: Mapping[str, VerifyKey]) 
     except VerifyError as exc:
         # the receiver writes integers beyond 2^53 (and integral floats from 2^53 on) as their digits in a
         # string (docs/protocol.md): the guest signed the numbers, so check that form too
-        back = _numbers_back(event.get("data")) if "modified after signing" in str(exc) else None
-        if back is not None:
+        for data in _read_back(event.get("data")) if "modified after signing" in str(exc) else ():
             try:
-                verify_event({**guest, "data": back}, guest_keys)
+                verify_event({**guest, "data": data}, guest_keys)
                 return None
             except VerifyError:
-                pass
+                continue
         return Finding(True, "guest-signature", f"guest signature: {exc}")
     return None
 

@@ -181,3 +181,21 @@ def test_processes_that_borrow_numbers_never_repeat_each_others(tmp_path: Path) 
     assert [agent.next("hoststamp://h/lve") for _ in range(3)] == [1, 2, 3]
     for s in (a, b, agent):
         s.close()
+
+
+def test_after_an_unreadable_state_crashed_runs_never_repeat_each_others_new_sources(tmp_path: Path) -> None:
+    """The floor taken from the clock (the file was unreadable) is kept; each unclean start must still go above
+    what the run before it can have handed a source it never wrote down."""
+    path = tmp_path / "seq.json"
+    path.write_text("{not json")
+    handed: list[int] = []
+    for _run in range(3):
+        s = SequenceStore(path, block=100)
+        nums = [s.next("x") for _ in range(5)]
+        assert not handed or min(nums) > max(handed), (handed, nums)
+        handed += nums
+        killed(s)
+    clean = SequenceStore(path, block=100)
+    clean.close()
+    s = SequenceStore(path, block=100)
+    assert s.next("x") > max(handed)

@@ -213,3 +213,37 @@ def test_a_relay_passes_its_downstreams_refusal_on_to_the_guest(tmp_path: Path) 
     assert refused[0][1].startswith(f"dropped: refused by sink unix:{tmp_path / 'b.sock'}: depth: ")
     assert at_b == ["r-1", "r-3"] and accepted == 2 and rx_dropped == 1
     assert dropped == {"refused": 1}
+
+
+def test_closing_fails_what_the_pipeline_never_took_even_when_the_close_is_cut_short() -> None:
+    """A reload closes a listener under a cancellation that interrupts every await: batches still waiting to be
+    submitted (a full `block` queue holds the one being submitted) must fail at once, or they and every later
+    copy of their events (the duplicate window outlives the reload) would wait for ever."""
+    from agent.errors import SinkError
+
+    class Stuck:
+        async def submit_guests(self, events: Any, hostpeer: str, frames: Any = None) -> Any:
+            await asyncio.sleep(3600)  # a full block queue
+
+    async def main() -> list[BaseException | None]:
+        deliver = PipelineDeliver(Stuck())
+        futs = [deliver.many([{"id": f"e{i}"}], "unix:uid=0,pid=1") for i in range(3)]
+        await asyncio.sleep(0.05)  # the first is being submitted, the others wait
+
+        async def listener() -> None:
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                await deliver.aclose()
+
+        task = asyncio.ensure_future(listener())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.sleep(0)
+        task.cancel()  # again, inside aclose: as a cancelled scope does to every await
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.sleep(0.05)
+        return [f.exception() if f.done() else None for f in futs]
+
+    outcomes = asyncio.run(asyncio.wait_for(main(), 30))
+    assert all(isinstance(e, SinkError) for e in outcomes), outcomes

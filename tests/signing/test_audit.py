@@ -197,3 +197,15 @@ def test_line_separators_and_bidi_controls_are_printed_escaped() -> None:
     line = printable("f:1: id=x\u2028OK: 9 events\u202eevil\u2066 \x85 é")
     assert line == "f:1: id=x\\u2028OK: 9 events\\u202eevil\\u2066 \\u0085 é"
     assert len(line.splitlines()) == 1
+
+
+def test_a_guests_own_digit_string_beside_a_number_the_host_rewrote_still_verifies() -> None:
+    """"Account as a string, the same as a number": one string is the guest's, the other the receiver's."""
+    host, guest = SigningKey.generate(), SigningKey.generate()
+    stamper = Stamper(host, "h", SequenceStore(None))
+    ev = _guest(None)
+    ev["data"] = {"acct": "12345678901234567890", "big": 2.0**60, "more": [2.0**61, "98765432109876543210"]}
+    sign_event(ev, guest)
+    stamped = orjson.loads(stamper.stamp_guest(ev, "vsock:9").body)
+    report = verify_lines(_lines([stamped]), _keys(host), name="f", guest_keys=_keys(guest))
+    assert report.ok and "note" not in report.summary(), report.summary()
