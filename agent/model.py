@@ -8,13 +8,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["Event", "Reading", "escape_text", "event_type"]
+__all__ = ["NOT_IN_STRINGS", "Event", "Reading", "escape_text", "event_type"]
 
 
-#: what a CloudEvents String may not hold besides surrogates: the control characters and the noncharacters
-_NOT_IN_ATTRIBUTES = re.compile("[\x00-\x1f\x7f-\x9f\ufdd0-\ufdef"
-                                + "".join(f"{chr(p + 0xFFFE)}{chr(p + 0xFFFF)}" for p in range(0, 0x110000, 0x10000))
-                                + "]")
+#: what a CloudEvents String may not hold (the spec's type system): the control characters U+0000-U+001F and
+#: U+007F-U+009F, surrogates, and the noncharacters
+NOT_IN_STRINGS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
+                            + "".join(f"{chr(p + 0xFFFE)}{chr(p + 0xFFFF)}" for p in range(0, 0x110000, 0x10000))
+                            + "]")
 
 
 def escape_text(text: str, *, attribute: bool = False) -> str:
@@ -25,7 +26,7 @@ def escape_text(text: str, *, attribute: bool = False) -> str:
     Text with nothing to escape is returned as it is."""
     try:
         text.encode()
-        if not attribute or _NOT_IN_ATTRIBUTES.search(text) is None:
+        if not attribute or NOT_IN_STRINGS.search(text) is None:
             return text
     except UnicodeEncodeError:
         pass
@@ -36,7 +37,7 @@ def escape_text(text: str, *, attribute: bool = False) -> str:
             out.append(f"\\x{c - 0xDC00:02x}")
         elif 0xD800 <= c <= 0xDFFF:
             out.append(f"\\u{c:04x}")
-        elif attribute and _NOT_IN_ATTRIBUTES.match(ch):
+        elif attribute and NOT_IN_STRINGS.match(ch):
             out.append(f"\\x{c:02x}" if c < 0x80 else f"\\u{c:04x}" if c <= 0xFFFF else f"\\U{c:08x}")
         else:
             out.append(ch)

@@ -775,7 +775,7 @@ static int name_is(const char *s, Py_ssize_t n, const char *const *names)
     return 0;
 }
 
-/* a str holding no character a CloudEvents String excludes (validate._FORBIDDEN): the control characters
+/* a str holding no character a CloudEvents String excludes (model.NOT_IN_STRINGS): the control characters
  * U+0000-U+001F and U+007F-U+009F, surrogates, and the noncharacters */
 static int allowed_text(PyObject *v)
 {

@@ -16,6 +16,7 @@ import orjson
 from .. import _native
 from ..codec.exact import TooDeep, loads_wide, reparse
 from ..errors import TransportError
+from ..model import NOT_IN_STRINGS
 from ..signing.dsse import strict_base64
 
 __all__ = ["REASONS", "REQUIRED", "Rejected", "check_attributes", "json_depth", "parse_event"]
@@ -31,11 +32,6 @@ _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]
 _SKIP = frozenset((*REQUIRED, "data", "hostid", "hostreceivedat", "sequence", "hostpeer", "guestdssematerial",
                    "guestsignedextattrs"))
 _INT_MAX = (1 << 53) - 1
-#: what a CloudEvents String may not hold (the spec's type system): the control characters, surrogates and the
-#: noncharacters; a guest's attribute holding one is refused (printed by a verifier or a log, a newline or an
-#: escape sequence would forge lines)
-_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
-                        + "".join(f"{chr(p + 0xFFFE)}{chr(p + 0xFFFF)}" for p in range(0, 0x110000, 0x10000)) + "]")
 
 
 class Rejected(TransportError):
@@ -69,8 +65,9 @@ def _bad(detail: str) -> Rejected:
 
 
 def _text(name: str, value: str) -> None:
-    """Refuse a string attribute holding a character CloudEvents strings exclude."""
-    if (m := _FORBIDDEN.search(value)) is not None:
+    """Refuse a string attribute holding a character CloudEvents strings exclude (printed by a verifier or a log,
+    a newline or an escape sequence would forge lines)."""
+    if (m := NOT_IN_STRINGS.search(value)) is not None:
         raise _bad(f"{name} holds U+{ord(m.group()):04X}, a character CloudEvents strings exclude (control "
                    "characters and noncharacters)")
 
