@@ -21,6 +21,7 @@ from .errors import ConfigError, SigningError, SinkError
 from .probes import registry as probe_registry
 from .sinks import registry as sink_registry
 from .sinks.base import SinkContext
+from .transport.uri import split_hostport
 
 __all__ = [
     "AgentSettings",
@@ -177,20 +178,6 @@ class ListenerOptions:
             raise ValueError("mode must be permission bits, e.g. 0o660")
 
 
-def split_hostport(text: str) -> tuple[str, int]:
-    """``"127.0.0.1:9464"``, ``"[::1]:9464"``, ``":9464"`` (every address) -> (host, port); ValueError if not."""
-    if "://" in text:
-        raise ValueError(f"expected HOST:PORT (no scheme, no path), got {text!r}")
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"an IPv6 address needs brackets: [ADDR]:PORT, got {text!r}")
-    return host, int(port)
-
-
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
     """``[metrics]``: ``listen = "HOST:PORT"`` serves Prometheus text at ``/metrics`` (off when absent)."""
@@ -319,6 +306,12 @@ def listener(table: Mapping[str, Any], *, prefix: str, file: str | None) -> List
     return opts
 
 
+def repeated_addresses(uris: Sequence[str | None]) -> list[tuple[str, str]]:
+    """(key, reason) of each listener whose address an earlier one has: it could never listen."""
+    return [(f"listeners[{i}].uri", f"{uri!r} is also listeners[{uris.index(uri)}]: an address takes one listener")
+            for i, uri in enumerate(uris) if uri is not None and uri in uris[:i]]
+
+
 def _probe(name: str, table: Mapping[str, Any], file: str | None, present: bool) -> ProbeConfig:
     cls = probe_registry.get(name)
     common_keys = set(schema.field_names(ProbeCommon))
@@ -374,11 +367,8 @@ def parse(doc: Mapping[str, Any], *, file: str | None = None, env: Mapping[str, 
     if not isinstance(listeners_doc, list):
         raise ConfigError("expected an array of tables ([[listeners]])", key="listeners", file=file)
     listeners = tuple(listener(t, prefix=f"listeners[{i}]", file=file) for i, t in enumerate(listeners_doc))
-    uris = [opts.uri for opts in listeners]
-    for i, uri in enumerate(uris):
-        if uri in uris[:i]:  # the second could never listen: the first holds the address
-            raise ConfigError(f"{uri!r} is also listeners[{uris.index(uri)}]: an address takes one listener",
-                              key=f"listeners[{i}].uri", file=file)
+    for key, reason in repeated_addresses([opts.uri for opts in listeners]):
+        raise ConfigError(reason, key=key, file=file)
     metrics = schema.build(MetricsConfig, doc.get("metrics", {}), prefix="metrics", file=file)
     return Config(agent=agent, probes=probes, sinks=sinks, listeners=listeners, metrics=metrics, path=file)
 

@@ -115,10 +115,7 @@ def check_document(doc: Mapping[str, Any], *, file: str | None = None,
         for i, table in enumerate(listeners):
             _unit(problems, table, f"listeners[{i}]", file, partial(_listener, prefix=f"listeners[{i}]", file=file))
         addresses = [t.get("uri") if isinstance(t, Mapping) else None for t in listeners]
-        for i, uri in enumerate(addresses):
-            if uri is not None and uri in addresses[:i]:
-                problems.append(Problem(file, f"listeners[{i}].uri", f"{uri!r} is also listeners"
-                                        f"[{addresses.index(uri)}]: an address takes one listener"))
+        problems.extend(Problem(file, key, reason) for key, reason in config_mod.repeated_addresses(addresses))
     else:
         problems.append(Problem(file, "listeners", "expected an array of tables ([[listeners]])"))
 

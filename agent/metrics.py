@@ -32,11 +32,11 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import __version__
-from .config import split_hostport
 from .health import AgentView
 from .logs import OncePerKey
 from .model import Event, Reading
 from .pipeline.stamp import Stamper
+from .transport.uri import split_hostport
 
 __all__ = [
     "AgentCollector",

@@ -13,8 +13,16 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 
-__all__ = ["SCHEMES", "VMADDR_CID_ANY", "Endpoint", "FcVsockEndpoint", "UnixEndpoint", "VsockEndpoint",
-           "parse_endpoint"]
+__all__ = [
+    "SCHEMES",
+    "VMADDR_CID_ANY",
+    "Endpoint",
+    "FcVsockEndpoint",
+    "UnixEndpoint",
+    "VsockEndpoint",
+    "parse_endpoint",
+    "split_hostport",
+]
 
 SCHEMES = ("unix", "vsock", "fcvsock")
 VMADDR_CID_ANY = 0xFFFFFFFF
@@ -101,3 +109,17 @@ def parse_endpoint(uri: str, *, listen: bool = False) -> Endpoint:
             raise ConfigError(f"vsock:any: is for listening; a client needs a CID: {uri!r}", key="uri")
         return VsockEndpoint(None, port)
     return VsockEndpoint(_u32(head, "CID", uri), port)
+
+
+def split_hostport(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:9464"``, ``"[::1]:9464"``, ``":9464"`` (every address) -> (host, port); ValueError if not."""
+    if "://" in text:
+        raise ValueError(f"expected HOST:PORT (no scheme, no path), got {text!r}")
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"an IPv6 address needs brackets: [ADDR]:PORT, got {text!r}")
+    return host, int(port)

@@ -20,6 +20,7 @@ from agent import config
 from agent.probes import registry as probe_registry
 from agent.signing.keys import generate_keypair
 from agent.sinks import registry as sink_registry
+from agent.transport.uri import split_hostport
 from tests.helpers import ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -240,6 +241,6 @@ def test_daemonset_host_pid_read_only_host_trees_and_one_capability(tmp_path: Pa
     assert env["HOSTSTAMP_HOST_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert env["HOSTSTAMP_KEY"]["value"].startswith(cfg.agent.state_dir + "/")
     assert cfg.metrics.listen is not None
-    port = config.split_hostport(cfg.metrics.listen)[1]
+    port = split_hostport(cfg.metrics.listen)[1]
     assert [p["containerPort"] for p in agent["ports"]] == [port]
     assert agent["livenessProbe"]["httpGet"]["path"] == "/healthz"
