@@ -9,18 +9,38 @@ worker-thread hop.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import stat
+import struct
 from pathlib import Path
 
 from .parse import MountInfo, find_cgroup2_mount, parse_mountinfo
 
-__all__ = ["HostFS", "read_small"]
+__all__ = ["CGROUP2_SUPER_MAGIC", "PROC_SUPER_MAGIC", "HostFS", "fs_magic", "read_small"]
 
 _CHUNK = 1 << 16
 #: O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, for ever (regular files ignore it)
 _FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+#: ``f_type`` of a cgroup2 file system and of procfs (linux/magic.h)
+CGROUP2_SUPER_MAGIC = 0x63677270
+PROC_SUPER_MAGIC = 0x9FA0
+
+_libc = ctypes.CDLL(None, use_errno=True)
+#: room for ``struct statfs`` (120 bytes on 64-bit Linux), whose first member is ``f_type``, a C long
+_STATFS_SIZE = 256
+
+
+def fs_magic(fd: int) -> int:
+    """The ``f_type`` of the file system ``fd`` is on (``fstatfs(2)``): which kind of file system it is."""
+    buf = ctypes.create_string_buffer(_STATFS_SIZE)
+    if _libc.fstatfs(fd, buf) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int(struct.unpack_from("l", buf.raw)[0]) & 0xFFFFFFFF
 
 
 def read_small(path: str, limit: int = 1 << 20, dir_fd: int | None = None, *, one_read: bool = False) -> bytes:

@@ -46,6 +46,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from types import TracebackType
 from typing import Any
 
+from ..hostfs.reader import CGROUP2_SUPER_MAGIC, PROC_SUPER_MAGIC, fs_magic
 from ..model import Reading
 from .coalesce import Throttle
 from .options import WatchOptions, WatchStats, ensure_nofile
@@ -245,6 +246,10 @@ class WatchSource:
             if not stat.S_ISREG(os.fstat(fd).st_mode):  # a kernel file is a regular one; write into no other
                 raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device is never watched)", path)
             if write is not None:
+                # a trigger goes into the kernel's pressure files only: a root pointed at an ordinary directory
+                # (or a link out of cgroupfs) must not make the agent write into whatever file is there
+                if fs_magic(fd) not in (CGROUP2_SUPER_MAGIC, PROC_SUPER_MAGIC):
+                    raise OSError(errno.EPERM, "not a file of a cgroup2 file system: nothing written", path)
                 os.write(fd, write)
             if first is not None:
                 first(fd)

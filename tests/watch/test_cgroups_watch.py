@@ -201,3 +201,21 @@ async def test_probe_watch_reports_a_missing_root(collector: Collector, tmp_path
         await probe.watch(collector)
     assert collector.readings[0].error and "not started" in collector.readings[0].error
     assert collector.readings[0].type == "io.hoststamp.host.v1.cgroup.change"
+
+
+async def test_psi_trigger_is_never_written_outside_a_cgroup2_file_system(collector: Collector,
+                                                                          tmp_path: Path) -> None:
+    # a root pointed at an ordinary tree (by mistake, or by whoever can write the configuration): its
+    # cpu.pressure, here a link to a file elsewhere, must not receive the trigger line from the agent
+    (tmp_path / "busy").mkdir()
+    for d in (tmp_path, tmp_path / "busy"):
+        (d / "cgroup.events").write_text("populated 0\nfrozen 0\n")
+    victim = tmp_path / "precious"
+    victim.write_text("keep me\n")
+    (tmp_path / "busy" / "cpu.pressure").symlink_to(victim)
+    options = CgroupWatchOptions(psi_triggers=("cpu some 50000 2000000",), psi_paths=("/busy",))
+    async with watching(tmp_path, collector, options) as w:
+        assert not w.cgroups["/busy"].psi
+    assert victim.read_text() == "keep me\n"
+    refused = [r.error for r in collector.readings if r.error and "PSI trigger" in r.error]
+    assert refused and "not a file of a cgroup2 file system" in refused[0]
