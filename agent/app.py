@@ -248,6 +248,15 @@ class Agent:
         log.error("reload failed, keeping the running configuration (generation %d): %s", self.gen.number, reason)
         return False
 
+    async def _unbuild(self, new: Generation, reason: str) -> bool:
+        """Close what was built of ``new`` (a reload that cannot go on) and report the failure."""
+        await self._close_probes(new)
+        for q in new.queues:
+            if isinstance(q, SpoolQueue):  # a spool the running generation may share: drop our reference
+                q.close()
+                await q.aclose()
+        return self._reload_failed(reason)
+
     async def _reload(self) -> bool:
         if self.reload_config is None:
             return self._reload_failed("started without a configuration file; nothing to re-read")
@@ -261,13 +270,17 @@ class Agent:
         except Exception as exc:  # a probe or sink that cannot be built must not take the running agent down
             if not isinstance(exc, (AgentError, OSError, ValueError)):
                 log.exception("reload: building generation %d failed", new.number)
-            await self._close_probes(new)  # what was built before the failure
-            for q in new.queues:
-                if isinstance(q, SpoolQueue):  # a spool the running generation may share: drop our reference
-                    q.close()
-                    await q.aclose()
-            return self._reload_failed(str(exc))
+            return await self._unbuild(new, str(exc))
         old = self.gen
+        if cfg.metrics.listen != old.cfg.metrics.listen and not self.once:
+            server, problem = await replace_server(self.metrics, cfg.metrics.listen, self._registry)
+            if server is not self.metrics:
+                self.metrics = server
+                if server is not None:
+                    assert self._tg is not None
+                    self._tg.start_soon(server.serve)
+            if problem is not None:  # the running configuration stays, metrics where they were
+                return await self._unbuild(new, problem)
         for k in RESTART_ONLY:
             if getattr(cfg.agent, k) != getattr(old.cfg.agent, k):
                 log.warning("reload: agent.%s changed; that takes effect at the next restart", k)
@@ -286,11 +299,6 @@ class Agent:
         self._retiring.remove(old)
         self._counts.retire(old)
         await self._start_workers(new)
-        if cfg.metrics.listen != old.cfg.metrics.listen:
-            self.metrics = await replace_server(self.metrics, cfg.metrics.listen, self._registry)
-            if self.metrics is not None:
-                assert self._tg is not None
-                self._tg.start_soon(self.metrics.serve)
         self.reloads_ok += 1
         self.last_reload_error = None
         log.info("reloaded: probes=%s sinks=%s", ",".join(pc.name for pc, _ in new.probes) or "none",

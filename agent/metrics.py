@@ -356,25 +356,38 @@ class MetricsServer:
 
 
 async def replace_server(old: MetricsServer | None, listen: str | None,
-                         registry: CollectorRegistry) -> MetricsServer | None:
-    """A started server at ``listen`` in place of ``old`` (closed); None if there is no address or it is taken.
+                         registry: CollectorRegistry) -> tuple[MetricsServer | None, str | None]:
+    """A started server at ``listen`` in place of ``old`` (closed), or None for no address: ``(server, None)``.
 
-    If the new address is taken, the old server is freed first (it may hold the same port) and binding is retried.
+    If ``listen`` cannot be bound, ``(server, reason)``, where ``server`` serves where ``old`` did: ``old``
+    itself, or (when it had to free its port for a retry, as it may hold the same one) a new server started at
+    its address. The caller then keeps the running configuration.
     """
-    new = MetricsServer(listen, registry) if listen else None
-    if new is not None:
+    if not listen:
+        if old is not None:
+            old.close()
+        return None, None
+    new = MetricsServer(listen, registry)
+    try:
+        await new.start()
+    except OSError as exc:
+        if old is None:
+            return None, f"metrics.listen: cannot listen on {listen}: {exc.strerror or exc}"
+        port = old.address[1] if old.address is not None else old.port  # the port it had (chosen, if 0)
+        before = f"[{old.host}]:{port}" if ":" in old.host else f"{old.host}:{port}"
+        old.close()
         try:
             await new.start()
-        except OSError:
-            if old is not None:
-                old.close()
-                old = None
+        except OSError as again:
+            reason = f"metrics.listen: cannot listen on {listen}: {again.strerror or again}"
+            back = MetricsServer(before, registry)
             try:
-                await new.start()
-            except OSError as exc:
-                log.error("reload: metrics.listen: cannot listen on %s: %s; no metrics until the next reload",
-                          listen, exc.strerror or exc)
-                new = None
+                await back.start()
+            except OSError as lost:
+                log.error("metrics: cannot listen on %s again either: %s; no metrics until the next reload",
+                          before, lost.strerror or lost)
+                return None, reason
+            return back, reason
     if old is not None:
         old.close()
-    return new
+    return new, None

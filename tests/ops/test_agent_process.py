@@ -117,6 +117,37 @@ def test_bad_config_on_sighup_keeps_the_old_one_running(workdir: Path) -> None:
     assert _contiguous(sequences(a))
 
 
+def test_a_metrics_address_that_cannot_be_bound_fails_the_reload_and_keeps_metrics(workdir: Path) -> None:
+    cfg = workdir / "hoststamp.toml"
+    cfg.write_text(config_text(["file:out/a.ndjson"]))
+    a = workdir / "out" / "a.ndjson"
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        with AgentProcess(workdir, cfg) as agent:
+            agent.wait_ready()
+            wait_for(lambda: len(sequences(a)) >= 8, what="events before the reload")
+            url = agent.metrics_url()
+            port = taken.getsockname()[1]
+            cfg.write_text(config_text(["file:out/b.ndjson"], metrics=False)
+                           + f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+            agent.signal(signal.SIGHUP)
+            wait_for(lambda: "reload failed" in agent.log(), what="the reload failure in the log")
+            assert f"127.0.0.1:{port}" in agent.log() and "metrics.listen" in agent.log()
+            assert agent.metrics_url() == url
+            text = agent.scrape()  # still served where it was
+            assert metric(text, "hoststamp_config_reloads_total", result="failure") == 1.0
+            assert metric(text, "hoststamp_config_last_reload_successful") == 0.0
+            assert metric(text, "hoststamp_config_generation") == 1.0
+            seen = len(sequences(a))
+            wait_for(lambda: len(sequences(a)) >= seen + 8, what="events still flowing to the old sink")
+            assert not (workdir / "out" / "b.ndjson").exists()
+            assert agent.stop() == 0
+    finally:
+        taken.close()
+
+
 def test_sd_notify_ready_and_watchdog(workdir: Path) -> None:
     sock_path = workdir / "notify.sock"
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
