@@ -21,8 +21,9 @@ from typing import Any
 
 import orjson
 
+from ..codec.exact import duplicate_name
 from ..errors import VerifyError
-from ..signing.audit import Tally, audit, duplicate_name
+from ..signing.audit import Tally, audit
 from ..signing.event import verify_event
 from ..signing.keys import VerifyKey
 from . import layout

@@ -20,7 +20,7 @@ import orjson
 
 from .. import _native
 
-__all__ = ["TooDeep", "loads_exact", "loads_wide", "may_be_rounded", "reparse"]
+__all__ = ["TooDeep", "duplicate_name", "loads_exact", "loads_wide", "may_be_rounded", "reparse"]
 
 #: orjson parses an integer beyond its 64 bits as a rounded float: from 2^64 up, and from -2^63 down
 _ROUNDED_FROM, _ROUNDED_DOWN_FROM = 2.0**64, -(2.0**63)
@@ -121,3 +121,35 @@ def loads_exact(text: bytes | str) -> Any:
     if type(value) is dict and passes is not None and passes(value, _NATIVE_DEPTH):
         return value  # the native walk found no such float (the common case)
     return reparse(text, value)
+
+
+class _Duplicate(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for name, _value in pairs:
+            if name in seen:
+                raise _Duplicate(name)
+            seen.add(name)
+    return out
+
+
+def duplicate_name(raw: bytes) -> str | None:
+    """A member name that appears twice in one object of the JSON text ``raw`` (at any depth), or None.
+
+    A JSON parser keeps one of the two, and parsers differ in which: the signature was checked on the last
+    (what this verifier's parser keeps), while a reader that keeps the first would see values nothing signed.
+    RFC 8785 takes I-JSON, which has no duplicate names. ``raw`` must be valid JSON (parsed once already)."""
+    try:
+        json.loads(raw, object_pairs_hook=_unique)
+    except _Duplicate as dup:
+        return dup.name
+    except ValueError:  # what the standard library reads differently from the first parser: not this check's
+        return None
+    return None

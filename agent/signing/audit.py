@@ -10,7 +10,7 @@ is not covered. :func:`audit` names those:
   like a guest's, say), which is a problem;
 - any other uncovered attribute is a note: it may be legitimate (a consumer's
   own annotation), but nothing vouches for it;
-- a member name twice in one object (:func:`duplicate_name`) is a problem:
+- a member name twice in one object (:func:`~agent.codec.exact.duplicate_name`) is a problem:
   readers disagree on which of the two values they take.
 
 An event received from a guest keeps the guest's signature material
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import binascii
 import functools
-import json
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from .checker import verify_event
 from .dsse import b64d, envelope_parts
 from .keys import VerifyKey
 
-__all__ = ["ALWAYS_SIGNED", "Finding", "Tally", "audit", "duplicate_name", "guest_event"]
+__all__ = ["ALWAYS_SIGNED", "Finding", "Tally", "audit", "guest_event"]
 
 #: attributes the host always lists in ``signedextattrs`` when it writes them
 ALWAYS_SIGNED = ("hostid", "hostreceivedat", "sequence", "hostpeer", "guestdssematerial", "guestsignedextattrs")
@@ -53,38 +52,6 @@ class Finding:
     problem: bool
     code: str
     message: str
-
-
-class _Duplicate(Exception):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen: set[str] = set()
-        for name, _value in pairs:
-            if name in seen:
-                raise _Duplicate(name)
-            seen.add(name)
-    return out
-
-
-def duplicate_name(raw: bytes) -> str | None:
-    """A member name that appears twice in one object of the JSON text ``raw`` (at any depth), or None.
-
-    A JSON parser keeps one of the two, and parsers differ in which: the signature was checked on the last
-    (what this verifier's parser keeps), while a reader that keeps the first would see values nothing signed.
-    RFC 8785 takes I-JSON, which has no duplicate names. ``raw`` must be valid JSON (parsed once already)."""
-    try:
-        json.loads(raw, object_pairs_hook=_unique)
-    except _Duplicate as dup:
-        return dup.name
-    except ValueError:  # what the standard library reads differently from the first parser: not this check's
-        return None
-    return None
 
 
 def guest_event(event: Mapping[str, Any]) -> dict[str, Any]:

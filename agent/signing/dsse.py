@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from ..codec.exact import duplicate_name
 from ..errors import VerifyError
 
 #: the payload type of the CloudEvents verifiability extension
@@ -152,6 +153,8 @@ def _parsed_parts(raw: bytes) -> tuple[str, bytes, list[tuple[str, bytes]]]:
         raise VerifyError("verification material is not a JSON DSSE envelope") from None
     if not isinstance(doc, Mapping):
         raise VerifyError("verification material is not a JSON object")
+    if (name := duplicate_name(raw)) is not None:  # which of the two a reader takes is up to its parser
+        raise VerifyError(f"DSSE envelope has the member {name!r} twice")
     ptype = doc.get("payloadType")
     if not isinstance(ptype, str):
         raise VerifyError("DSSE envelope has no payloadType")

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from ..codec.exact import duplicate_name
 from ..errors import VerifyError
-from .audit import Tally, audit, duplicate_name
+from .audit import Tally, audit
 from .event import verify_event
 from .keys import VerifyKey
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +210,19 @@ def test_a_guests_own_digit_string_beside_a_number_the_host_rewrote_still_verifi
     stamped = orjson.loads(stamper.stamp_guest(ev, "vsock:9").body)
     report = verify_lines(_lines([stamped]), _keys(host), name="f", guest_keys=_keys(guest))
     assert report.ok and "note" not in report.summary(), report.summary()
+
+
+def test_an_envelope_with_a_member_name_twice_is_a_problem() -> None:
+    """Readers of a DSSE envelope whose ``payload`` appears twice disagree on what was signed: the parser here
+    takes the last (signed) one, another may take the first; verify refuses the envelope rather than pick."""
+    key = SigningKey.generate()
+    (event,) = _host_events(key, 1)
+    env = orjson.loads(base64.b64decode(event["dssematerial"]))
+    forged = base64.b64encode(bytes(32)).decode()
+    raw = (b'{"payloadType":' + orjson.dumps(env["payloadType"]) + b',"payload":"' + forged.encode()
+           + b'","payload":' + orjson.dumps(env["payload"]) + b',"signatures":' + orjson.dumps(env["signatures"])
+           + b"}")
+    event["dssematerial"] = base64.b64encode(raw).decode()
+    report = verify_lines(_lines([event]), _keys(key), name="f")
+    assert not report.ok and report.verified == 0
+    assert [p.reason for p in report.problems] == ["DSSE envelope has the member 'payload' twice"]
