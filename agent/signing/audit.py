@@ -136,8 +136,8 @@ def _check_guest(event: Mapping[str, Any], guest_keys: Mapping[str, VerifyKey]) 
     keyids = _guest_keyids(event["guestdssematerial"])
     if keyids is None:
         return Finding(False, "guest-unchecked", "guest signature not checked: its material is not a DSSE envelope")
-    if not any(k in guest_keys for k in keyids):
-        named = ", ".join(k[:16] for k in keyids) or "none"
+    if not any(k in guest_keys or (not k and guest_keys) for k in keyids):  # no key id: every key is tried
+        named = ", ".join(k[:16] or "(no key id)" for k in keyids) or "none"
         return Finding(False, "guest-unchecked", f"guest signature not checked: no guest key for it (signed by: "
                                                  f"{named}; give its public key with --guest-pub)")
     names = event.get("guestsignedextattrs")

@@ -58,7 +58,7 @@ from .dsse import _T_HEAD, _T_MID, _T_SIG, _T_TAIL, PAYLOAD_TYPE, b64d, envelope
 from .event import _EMPTY, _PT, CORE_ATTRIBUTES, attr_text, data_bytes, normalize_time, signed_ext_names
 from .keys import VerifyKey
 
-__all__ = ["EventChecker", "check_event", "verify_event"]
+__all__ = ["MAX_CHECKS", "EventChecker", "check_event", "verify_event"]
 
 #: the pre-authentication encoding of a 32-byte payload, up to the payload
 _PAE32_HEAD = pae(_PT, bytes(32))[:-32]
@@ -80,12 +80,13 @@ def _signature_check(key: VerifyKey) -> _SignatureCheck:
     return check
 
 
-def _trusted_in(keys: Mapping[str, VerifyKey]) -> Callable[[str], _SignatureCheck | None]:
-    def trusted(keyid: str) -> _SignatureCheck | None:
-        key = keys.get(keyid)
-        return None if key is None else _signature_check(key)
+def _trusted_in(keys: Mapping[str, VerifyKey]) -> dict[str, _SignatureCheck]:
+    return {keyid: _signature_check(key) for keyid, key in keys.items()}
 
-    return trusted
+
+#: signature checks made for one event at most: an envelope of thousands of signatures (or of signatures
+#: without a key id, each tried with every trusted key) must not make one event cost seconds
+MAX_CHECKS = 16
 
 
 _sha256 = hashlib.sha256
@@ -146,13 +147,13 @@ class EventChecker:
         """Return if ``event`` verifies; raise :class:`VerifyError` with the reason otherwise."""
         if self._native is not None and self._native.verifies(event):
             return
-        self._names(event, self._trusted.get)
+        self._names(event, self._trusted)
 
     def verify(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """As :func:`verify_event`: what the signature covers."""
-        return _covered(event, self._names(event, self._trusted.get))
+        return _covered(event, self._names(event, self._trusted))
 
-    def _names(self, event: Mapping[str, Any], trusted: Callable[[str], _SignatureCheck | None]) -> Sequence[str]:
+    def _names(self, event: Mapping[str, Any], trusted: Mapping[str, _SignatureCheck]) -> Sequence[str]:
         try:
             return self._checked_names(event, trusted)
         except UnicodeEncodeError:  # a string with a lone surrogate (JSON parsers refuse them; other decoders may not)
@@ -162,11 +163,36 @@ class EventChecker:
         """Entries held now: (value digests, context digests, ``signedextattrs`` strings)."""
         return len(self._texts), len(self._contexts), len(self._ext)
 
-    def _checked_names(self, event: Mapping[str, Any],
-                       trusted: Callable[[str], _SignatureCheck | None]) -> Sequence[str]:
+    @staticmethod
+    def _signed(sigs: Sequence[tuple[str, bytes]], msg: bytes, trusted: Mapping[str, _SignatureCheck]) -> bool:
+        """Whether a trusted key made one of ``sigs`` over ``msg``; False if no trusted key could have (none is
+        named, and none without a key id); VerifyError when one could have and none did."""
+        tried = 0
+        for keyid, sig in sigs:
+            if keyid:
+                check = trusted.get(keyid)
+                checks: Sequence[_SignatureCheck] = () if check is None else (check,)
+            else:
+                checks = tuple(trusted.values())
+            for check in checks:
+                if tried == MAX_CHECKS:
+                    raise VerifyError(f"signature does not verify (gave up after {MAX_CHECKS} checks)")
+                tried += 1
+                try:
+                    check(sig, msg)
+                except (InvalidSignature, ValueError):
+                    continue
+                return True
+        if tried:
+            raise VerifyError("signature does not verify")
+        return False
+
+    def _checked_names(self, event: Mapping[str, Any], trusted: Mapping[str, _SignatureCheck]) -> Sequence[str]:
         """Every check of the verifiability extension; the signed extension names, or VerifyError.
 
-        ``trusted(keyid)`` is the signature check of a trusted key, None for any other key.
+        ``trusted`` maps the key id of each trusted key to its signature check. A signature without a key id
+        (DSSE makes it an optional hint) is tried with every trusted key; no more than :data:`MAX_CHECKS`
+        checks are made.
         """
         raw = event.get("dssematerial")
         if not raw:
@@ -179,21 +205,8 @@ class EventChecker:
         if ptype != PAYLOAD_TYPE:
             raise VerifyError(f"unknown verification payload type {ptype!r}")
         msg = _PAE32_HEAD + payload if len(payload) == 32 else pae(_PT, payload)
-        known = False
-        for keyid, sig in sigs:
-            check = trusted(keyid)
-            if check is None:
-                continue
-            known = True
-            try:
-                check(sig, msg)
-            except (InvalidSignature, ValueError):
-                continue
-            break
-        else:
-            if known:
-                raise VerifyError("signature does not verify")
-            ids = ", ".join(keyid[:16] for keyid, _ in sigs) or "none"
+        if not self._signed(sigs, msg, trusted):
+            ids = ", ".join(keyid[:16] or "(no key id)" for keyid, _ in sigs) or "none"
             raise VerifyError(f"no signature by a trusted key (signed by: {ids})")
         if len(payload) != 32:
             raise VerifyError("verification material is not a 32-byte digest")

@@ -226,3 +226,18 @@ def test_an_envelope_with_a_member_name_twice_is_a_problem() -> None:
     report = verify_lines(_lines([event]), _keys(key), name="f")
     assert not report.ok and report.verified == 0
     assert [p.reason for p in report.problems] == ["DSSE envelope has the member 'payload' twice"]
+
+
+def test_a_guest_signature_without_a_key_id_is_checked_with_the_guest_keys() -> None:
+    host, guest = SigningKey.generate(), SigningKey.generate()
+    ev = _guest(guest)
+    env = orjson.loads(base64.b64decode(ev["dssematerial"]))
+    del env["signatures"][0]["keyid"]
+    ev["dssematerial"] = base64.b64encode(orjson.dumps(env)).decode()
+    signed = orjson.loads(Stamper(host, "h", SequenceStore(None)).stamp_guest(ev, "vsock:9").body)
+    checked = verify_lines(_lines([signed]), _keys(host), name="f", guest_keys=_keys(guest))
+    assert checked.ok and "note" not in checked.summary()
+    other = verify_lines(_lines([signed]), _keys(host), name="f", guest_keys=_keys(SigningKey.generate()))
+    assert not other.ok and "guest signature: signature does not verify" in str(other.problems[0])
+    alone = verify_lines(_lines([signed]), _keys(host), name="f")
+    assert alone.ok and "signed by: (no key id)" in alone.summary()

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.errors import VerifyError
+from agent.signing.checker import MAX_CHECKS
 from agent.signing.dsse import encode_envelope, pae
 from agent.signing.event import (
     CORE_ATTRIBUTES,
@@ -70,12 +71,14 @@ def reference_verify(event: Mapping[str, Any], keys: Mapping[str, VerifyKey]) ->
     if ptype != PAYLOAD_TYPE:
         raise VerifyError(f"unknown verification payload type {ptype!r}")
     msg = pae(ptype.encode(), payload)
-    candidates = [(k, sig) for k, sig in sigs if k in keys]
+    # a signature without a key id is tried with every trusted key; MAX_CHECKS checks at most
+    candidates = [(key, sig) for k, sig in sigs for key in ([keys[k]] if k in keys else [] if k else keys.values())]
     if not candidates:
-        ids = ", ".join(k[:16] for k, _ in sigs) or "none"
+        ids = ", ".join(k[:16] or "(no key id)" for k, _ in sigs) or "none"
         raise VerifyError(f"no signature by a trusted key (signed by: {ids})")
-    if not any(keys[k].verify(sig, msg) for k, sig in candidates):
-        raise VerifyError("signature does not verify")
+    if not any(key.verify(sig, msg) for key, sig in candidates[:MAX_CHECKS]):
+        raise VerifyError("signature does not verify" if len(candidates) <= MAX_CHECKS else
+                          f"signature does not verify (gave up after {MAX_CHECKS} checks)")
     if len(payload) != 32:
         raise VerifyError("verification material is not a 32-byte digest")
     names = signed_ext_names(event)
@@ -406,3 +409,32 @@ def test_a_lone_surrogate_is_a_refusal_not_a_crash() -> None:
     ev["app"] = "\udc80"
     with pytest.raises(VerifyError, match="not valid Unicode"):
         CHECKER.check(ev)
+
+
+def test_a_signature_without_a_key_id_is_tried_with_every_trusted_key() -> None:
+    """DSSE makes ``keyid`` an optional hint: a signer that leaves it out is still verified."""
+    ev = guest_event()
+    env = _envelope(ev)
+    for sig in env["signatures"]:
+        del sig["keyid"]
+    ok = _with_envelope(ev, env)
+    assert assert_same_answer(ok)[0] == "ok"
+    many = EventChecker({OTHER.keyid: OTHER.verify_key(), GUEST.keyid: GUEST.verify_key()})
+    many.check(ok)
+    only_other = EventChecker({OTHER.keyid: OTHER.verify_key()})
+    with pytest.raises(VerifyError, match="^signature does not verify$"):
+        only_other.check(ok)
+    env["signatures"][0]["keyid"] = ""
+    assert assert_same_answer(_with_envelope(ev, env))[0] == "ok"
+
+
+def test_checks_per_event_are_bounded() -> None:
+    ev = guest_event()
+    env = _envelope(ev)
+    good = env["signatures"][0]
+    bad = {**good, "sig": base64.b64encode(bytes(64)).decode()}
+    env["signatures"] = [bad] * MAX_CHECKS + [good]
+    assert assert_same_answer(_with_envelope(ev, env)) == (
+        "refused", f"signature does not verify (gave up after {MAX_CHECKS} checks)")
+    env["signatures"] = [bad] * (MAX_CHECKS - 1) + [good]
+    assert assert_same_answer(_with_envelope(ev, env))[0] == "ok"
