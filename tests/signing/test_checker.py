@@ -422,7 +422,7 @@ def test_a_signature_without_a_key_id_is_tried_with_every_trusted_key() -> None:
     many = EventChecker({OTHER.keyid: OTHER.verify_key(), GUEST.keyid: GUEST.verify_key()})
     many.check(ok)
     only_other = EventChecker({OTHER.keyid: OTHER.verify_key()})
-    with pytest.raises(VerifyError, match="^signature does not verify$"):
+    with pytest.raises(VerifyError, match=r"^signature does not verify$"):
         only_other.check(ok)
     env["signatures"][0]["keyid"] = ""
     assert assert_same_answer(_with_envelope(ev, env))[0] == "ok"
