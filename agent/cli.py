@@ -192,7 +192,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         raise UsageError(f"hoststamp probe: unknown probe {args.name!r} (known: {known})") from None
     key = load_signing_key(_key_path(args.key, cfg))
     state = Path(cfg.agent.state_dir)
-    seqs = SequenceStore(state / "sequences.json")
+    seqs = SequenceStore(state / "sequences.json", keep=False)  # never a number of the agent's sequence
     stamper = Stamper(key, host_id(cfg.agent.host_id), seqs)
     probe = build_probe(pc, state)
 

@@ -57,7 +57,10 @@ class _Verifier:
         self.seq: dict[str, int] = {}
         self.reported_root: set[str] = set()
         #: leaf index of the last restart after an unclean stop, and the sources seen since
-        self.unclean_from: int | None = None
+        #: the tree size at the last resume (a writer opening the archive again), and whether the one before
+        #: it stopped cleanly; the sources seen since
+        self.resumed_from: int | None = None
+        self.resumed_clean = True
         self.seen_since: set[str] = set()
 
     # -- the walk ------------------------------------------------------------------------------------------------
@@ -240,10 +243,12 @@ class _Verifier:
         elif kind == "close":
             self._close(rec, where, ev)
             return True
-        elif kind == "resume" and rec["clean"] is not True:
-            self.unclean_from, self.seen_since = int(rec["size"]), set()
-            self.f.note("unclean-restart", where, f"the writer restarted after an unclean stop, at event "
-                                                  f"{rec['size']} ({rec.get('time', '?')})")
+        elif kind == "resume":
+            self.resumed_from, self.seen_since = int(rec["size"]), set()
+            self.resumed_clean = rec["clean"] is True
+            if not self.resumed_clean:
+                self.f.note("unclean-restart", where, f"the writer restarted after an unclean stop, at event "
+                                                      f"{rec['size']} ({rec.get('time', '?')})")
         return False
 
     def _open(self, rec: dict[str, Any], i: int, where: str) -> None:
@@ -360,15 +365,19 @@ class _Verifier:
             return
         seq, prev = int(seq_text), self.seq.get(source)
         self.seq[source] = seq
-        first_since_crash = False
-        if self.unclean_from is not None and index >= self.unclean_from and source not in self.seen_since:
+        first_since_resume = False
+        if self.resumed_from is not None and index >= self.resumed_from and source not in self.seen_since:
             self.seen_since.add(source)
-            first_since_crash = True
+            first_since_resume = True
         if prev is None or seq == prev + 1:
             return
-        if seq > prev and first_since_crash:
+        if seq > prev and first_since_resume and not self.resumed_clean:
             self.f.note("sequence-gap-after-crash", where, f"{source}: sequence {prev} then {seq}: numbers "
                                                            "reserved or events lost by the writer that crashed")
+        elif seq > prev and first_since_resume:
+            self.f.note("sequence-gap-between-runs", where, f"{source}: sequence {prev} then {seq}: numbered "
+                                                            "while the archive was closed (events of a run that "
+                                                            "wrote to other sinks only)")
         elif seq <= prev:
             self.f.problem("sequence-order", where, f"{source}: sequence {seq} after {prev}")
         else:

@@ -53,7 +53,11 @@ log = logging.getLogger("hoststamp.pipeline")
 class SequenceStore:
     """``next(source)`` returns increasing numbers per source; persisted when ``path`` is given."""
 
-    def __init__(self, path: Path | None, *, block: int = BLOCK, max_sources: int = MAX_SOURCES) -> None:
+    def __init__(self, path: Path | None, *, block: int = BLOCK, max_sources: int = MAX_SOURCES,
+                 keep: bool = True) -> None:
+        """``keep=False``: borrow numbers (as a process that finds the state held does) without trying to hold
+        the state: for a one-off such as ``hoststamp probe``, whose events must not take numbers from the
+        agent's own sequence (its sinks, an archive, would see a gap)."""
         self._path = path
         self._block = block
         self._max_sources = max_sources
@@ -71,6 +75,10 @@ class SequenceStore:
         self._lock_fd = -1
         #: where the processes that do not hold the state take their blocks of numbers from (see :meth:`_borrow`)
         self._borrowed: Path | None = None
+        if path is not None and not keep:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._borrowed = path.with_name("sequences.borrowed")
+            self._path = path = None
         if path is not None and not self._lock(path):
             self._borrowed = path.with_name("sequences.borrowed")
             self._path = path = None

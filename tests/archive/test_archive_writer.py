@@ -249,8 +249,8 @@ def test_compressed_segments_are_plain_gzip(archive_dir: Path, key: SigningKey) 
         assert f.read() == b"".join(e + b"\n" for e in evs)
 
 
-def test_sequence_jump_after_a_crash_is_a_note_not_after_a_clean_stop(archive_dir: Path, key: SigningKey,
-                                                                       keys: dict[str, VerifyKey]) -> None:
+def test_sequence_jump_after_a_restart_is_a_note_and_within_a_run_a_problem(archive_dir: Path, key: SigningKey,
+                                                                             keys: dict[str, VerifyKey]) -> None:
     w = ArchiveWriter(archive_dir, key)
     w.open()
     w.append(events(key, 1, 5))
@@ -260,7 +260,13 @@ def test_sequence_jump_after_a_crash_is_a_note_not_after_a_clean_stop(archive_di
     report = verify_archive(archive_dir, keys)
     assert report.ok, report.lines()
     assert [n.code for n in report.notes] == ["unclean-restart", "sequence-gap-after-crash"]
+    # after a clean stop: numbers a run that wrote to other sinks only used meanwhile
     write_archive(archive_dir, key, [events(key, 201, 1)])
+    report = verify_archive(archive_dir, keys)
+    assert report.ok, report.lines()
+    assert [n.code for n in report.notes][-1] == "sequence-gap-between-runs"
+    # within one run, every number the archive did not get is missing from it
+    write_archive(archive_dir, key, [events(key, 202, 2), events(key, 301, 1)])
     assert codes(verify_archive(archive_dir, keys)) == ["sequence-gap"]
 
 

@@ -234,6 +234,23 @@ def test_probe_verb_prints_signed_ndjson(tmp_path: Path) -> None:
     assert run_cli(["probe", "nosuch"], cwd=tmp_path).returncode == 2
 
 
+def test_the_probe_verb_takes_no_number_of_the_agents_sequence(tmp_path: Path) -> None:
+    """`hoststamp probe` between two runs: the archive the runs write has no gap, and verifies."""
+    root = _fixture_root()
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    cfg = _config(tmp_path, f'[probes.cgroup]\nroot = "{root}"\n[[sinks]]\nuri = "archive:arch"\n')
+    run = ["run", "--once", "--probes", "cgroup", "--config", str(cfg)]
+    assert run_cli(run, cwd=tmp_path).returncode == 0
+    probed = run_cli(["probe", "cgroup", "--config", str(cfg)], cwd=tmp_path)
+    assert probed.returncode == 0, probed.stderr
+    assert run_cli(run, cwd=tmp_path).returncode == 0
+    res = run_cli(["verify", "arch"], cwd=tmp_path)
+    assert res.returncode == 0 and b"sequence-gap" not in res.stdout + res.stderr, res.stdout + res.stderr
+    # its numbers are still unique: above the agent's
+    lines = [orjson.loads(x) for x in probed.stdout.splitlines()]
+    assert all(int(e["sequence"]) > 1 << 40 for e in lines)
+
+
 def test_help_for_every_verb(tmp_path: Path) -> None:
     for verb in (["run"], ["probe"], ["keys", "generate"], ["verify"], ["send"]):
         res = run_cli([*verb, "--help"], cwd=tmp_path)
