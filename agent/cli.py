@@ -7,12 +7,16 @@ or bad configuration (the message names the file and the key).
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
+import io
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import orjson
@@ -20,7 +24,9 @@ import orjson
 from . import config as config_mod
 from .auditcmds import cmd_prove, cmd_verify
 from .errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, AgentError, ConfigError, SigningError, UsageError
+from .logs import JsonFormatter
 from .signing.keys import generate_keypair, load_signing_key
+from .sinks.stdout import stdout_closed_at_start
 
 __all__ = ["main"]
 
@@ -292,29 +298,91 @@ def _setup_logging(fmt: str | None, verbose: bool, level: str = "info") -> None:
     configure(fmt or "human", logging.DEBUG if verbose else logging.getLevelName(level.upper()))
 
 
+class _ClosedOutput(io.RawIOBase):
+    """What ``sys.stdout`` writes to when fd 1 was closed at start: every write is an error, not a loss."""
+
+    #: the failure was reported: what is left is dropped (the interpreter's flush at exit must not fail again)
+    discard = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self.discard:
+            return len(data)
+        raise OSError(errno.EBADF, "standard output is closed")
+
+
+def _guard_standard_fds() -> None:
+    """Put ``/dev/null`` on fds 0-2 that were closed at start, so that no file the agent opens later takes one
+    of them (events meant for stdout written into an archive, say); writes meant for a closed stdout fail."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            if fd == 1:
+                stdout_closed_at_start()
+                sys.stdout = io.TextIOWrapper(io.BufferedWriter(_ClosedOutput()))
+
+
+def _fatal(text: str) -> None:
+    """Say why the command failed: a log record where logs are JSON (one object per line, as promised), else a
+    plain line on stderr."""
+    if any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger("hoststamp").handlers):
+        logging.getLogger("hoststamp").error(text)
+    else:
+        print(text, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _guard_standard_fds()
     parser = _build_parser()
+    args: argparse.Namespace | None = None
     try:
         args = parser.parse_args(argv)
         _setup_logging(args.log_format, args.verbose)
-        return _VERBS[args.verb](args)
+        code = _VERBS[args.verb](args)
+        sys.stdout.flush()  # a write error (a full disk behind a redirect) is reported here, not lost at exit
+        return code
     except UsageError as exc:
-        print(exc, file=sys.stderr)
+        _fatal(str(exc))
         return EXIT_USAGE
     except ConfigError as exc:
-        print(f"hoststamp: configuration error: {exc}", file=sys.stderr)
+        _fatal(f"hoststamp: configuration error: {exc}")
         return EXIT_USAGE
     except SigningError as exc:
         # an unusable host key is a set-up problem, like a bad config
-        print(f"hoststamp: key error: {exc}", file=sys.stderr)
-        return EXIT_USAGE if args.verb in ("run", "probe", "keys") else EXIT_FAIL
+        _fatal(f"hoststamp: key error: {exc}")
+        return EXIT_USAGE if args is not None and args.verb in ("run", "probe", "keys") else EXIT_FAIL
     except AgentError as exc:
-        print(f"hoststamp: {exc}", file=sys.stderr)
+        _fatal(f"hoststamp: {exc}")
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # a reader that had enough (``| head``)
+        _silence_stdout()
         return EXIT_OK
+    except OSError as exc:  # writing the output failed: said plainly, never a traceback
+        where = f" ({exc.filename})" if exc.filename else " (standard output)"
+        _fatal(f"hoststamp: cannot write the output{where}: {exc.strerror or exc}")
+        _silence_stdout()
+        return EXIT_FAIL
+
+
+def _silence_stdout() -> None:
+    """Drop what ``sys.stdout`` still buffers for a descriptor that cannot take it, so that the interpreter's
+    own flush at exit does not fail again (with a message and exit status of its own)."""
+    _ClosedOutput.discard = True
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

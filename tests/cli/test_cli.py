@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -268,3 +270,49 @@ def test_an_empty_probe_list_is_a_usage_error_not_a_run_without_probes(tmp_path:
 def test_send_timeout_must_be_seconds_above_zero(tmp_path: Path, value: str) -> None:
     res = run_cli(["send", "--to", f"unix:{tmp_path}/none.sock", "--timeout", value], cwd=tmp_path, stdin=b"")
     assert res.returncode == 2 and b"expected seconds (a number above 0)" in res.stderr
+
+
+def _run_with_stdout(args: list[str], cwd: Path, stdout: int | None) -> subprocess.CompletedProcess[bytes]:
+    """``python -m agent ARGS`` with fd 1 as given (None: closed)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    close = () if stdout is not None else (1,)
+    return subprocess.run([sys.executable, "-c", "import os, sys, runpy\n"
+                           + "".join(f"os.close({fd})\n" for fd in close)
+                           + "sys.argv = ['hoststamp', *sys.argv[1:]]\nrunpy.run_module('agent', run_name='__main__')",
+                           *args], cwd=cwd, stdout=stdout, stderr=subprocess.PIPE, timeout=60, env=env, check=False)
+
+
+@pytest.mark.parametrize("where", ["closed", "/dev/full"])
+def test_output_that_cannot_be_written_is_a_clear_failure(tmp_path: Path, where: str) -> None:
+    root = _fixture_root()
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    cfg = _config(tmp_path, f'[probes.cgroup]\nroot = "{root}"\n')
+    with open(os.devnull if where == "closed" else where, "wb") as out:
+        res = _run_with_stdout(["probe", "cgroup", "--config", str(cfg)], tmp_path,
+                               None if where == "closed" else out.fileno())
+    err = res.stderr.decode()
+    assert res.returncode == 1, err
+    assert "Traceback" not in err and "Exception ignored" not in err
+    reason = "standard output is closed" if where == "closed" else "No space left on device"
+    assert err.strip().splitlines() == [f"hoststamp: cannot write the output (standard output): {reason}"]
+
+
+def test_a_stdout_sink_on_a_closed_stdout_never_writes_into_a_file_that_took_fd_1(tmp_path: Path) -> None:
+    root = _fixture_root()
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    cfg = _config(tmp_path, f'[probes.cgroup]\nroot = "{root}"\n[[sinks]]\nuri = "stdout:"\n'
+                            '[[sinks]]\nuri = "file:out.ndjson"\n')
+    res = _run_with_stdout(["run", "--once", "--probes", "cgroup", "--config", str(cfg)], tmp_path, None)
+    err = res.stderr.decode()
+    assert res.returncode == 1 and "standard output was closed when the agent started" in err, err
+    lines = (tmp_path / "out.ndjson").read_bytes().splitlines()
+    assert lines and all(orjson.loads(x)["type"].startswith("io.hoststamp.") for x in lines)
+    assert run_cli(["verify", "out.ndjson"], cwd=tmp_path).returncode == 0
+
+
+def test_fatal_errors_are_json_where_logs_are(tmp_path: Path) -> None:
+    res = run_cli(["--log-format", "json", "run", "--once", "--key", "nosuch.key"], cwd=tmp_path)
+    assert res.returncode == 2
+    (line,) = res.stderr.decode().splitlines()
+    doc = orjson.loads(line)
+    assert doc["level"] == "error" and "key error" in doc["msg"] and "nosuch.key" in doc["msg"]
