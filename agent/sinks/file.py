@@ -19,6 +19,7 @@ for hosts where a dedicated thread per sink is unwanted.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import queue
 import threading
@@ -38,6 +39,8 @@ from .base import Sink, SinkContext
 from .registry import register
 
 __all__ = ["FileOptions", "FileSink"]
+
+log = logging.getLogger("hoststamp.sink.file")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,16 @@ class _WriterThread:
         os.close(self._fd)
 
 
+def _ends_torn(path: Path) -> bool:
+    """Whether the file at ``path`` is not empty and its last byte is not a newline."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        size = os.fstat(fd).st_size
+        return size > 0 and os.pread(fd, 1, size - 1) not in (b"\n", b"")
+    finally:
+        os.close(fd)
+
+
 @register
 class FileSink(Sink):
     scheme = "file"
@@ -122,6 +135,7 @@ class FileSink(Sink):
         self.path = Path(target)
         self._thread: _WriterThread | None = None
         self._af: AsyncBufferedIOBase | None = None
+        self._torn = False
 
     async def open(self) -> None:
         try:
@@ -130,13 +144,22 @@ class FileSink(Sink):
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._af = await aiofiles.open(self.path, "ab")
+            # a writer that died mid-line (here or anywhere) left a torn last line: the first event written now
+            # starts a line of its own, so that it stays readable and the torn line stays one bad line
+            self._torn = _ends_torn(self.path)
         except OSError as exc:
             raise SinkError(f"{self.path}: {exc.strerror or exc}") from exc
+        if self._torn:
+            log.warning("file %s ends in a line without a newline (a torn write): the next event starts a new line",
+                        self.path)
 
     async def send(self, batch: Sequence[Event]) -> None:
         if not batch:
             return
         data = b"\n".join([e.body for e in batch]) + b"\n"
+        if self._torn:
+            data = b"\n" + data
+            self._torn = False
         if self._thread is not None:
             if self._thread.error is not None:
                 await self.flush()  # retries what failed, raises if it still fails

@@ -50,3 +50,24 @@ async def test_full_disk_is_a_sink_error(writer: str) -> None:
         await sink.flush()  # still failing: the bytes are kept, not dropped
     with pytest.raises(SinkError):
         await sink.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("writer", ["thread", "aiofiles"])
+async def test_a_torn_last_line_is_ended_before_new_events(tmp_path: Path, writer: str) -> None:
+    path = tmp_path / "ev.ndjson"
+    path.write_bytes(b'{"n":0}\n{"n":1,"cut')  # a writer died mid-line
+    sink = FileSink(str(path), FileOptions(writer=writer), SinkContext())  # type: ignore[arg-type]
+    await sink.open()
+    await sink.send(events(2, 4))
+    await sink.send(events(4, 5))
+    await sink.aclose()
+    assert path.read_bytes().split(b"\n") == [b'{"n":0}', b'{"n":1,"cut', b'{"n":2}', b'{"n":3}', b'{"n":4}', b""]
+    # a whole last line, or an empty file, gets nothing added
+    for before in (b"", b'{"n":0}\n'):
+        path.write_bytes(before)
+        sink = FileSink(str(path), FileOptions(writer=writer), SinkContext())  # type: ignore[arg-type]
+        await sink.open()
+        await sink.send(events(1, 2))
+        await sink.aclose()
+        assert path.read_bytes() == before + b'{"n":1}\n'
