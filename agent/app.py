@@ -156,7 +156,8 @@ class Agent:
         try:
             await self.listeners.serve(gen, opts)
         except (AgentError, OSError) as exc:
-            if gen.number > 1:
+            if gen.number > 1:  # the reload that started it counts as failed (see _reload)
+                gen.failed_listeners[opts.uri] = str(exc)
                 log.error("listener %s: %s (not listening until the next reload)", opts.uri, exc)
                 return
             # at start a listener that cannot listen ends the agent (cleanly: queues drain), as a bad config would
@@ -242,10 +243,16 @@ class Agent:
                 self.write_status()
                 self.notifier.ready(self._status_text())
 
-    def _reload_failed(self, reason: str) -> bool:
+    def _reload_failed(self, reason: str, *, applied: bool = False) -> bool:
+        """Count and log a failed reload: the running configuration kept, or (``applied``) the new one running
+        without what ``reason`` names."""
         self.reloads_failed += 1
         self.last_reload_error = reason
-        log.error("reload failed, keeping the running configuration (generation %d): %s", self.gen.number, reason)
+        if applied:
+            log.error("reload failed: generation %d runs without: %s", self.gen.number, reason)
+        else:
+            log.error("reload failed, keeping the running configuration (generation %d): %s", self.gen.number,
+                      reason)
         return False
 
     async def _unbuild(self, new: Generation, reason: str) -> bool:
@@ -293,12 +300,16 @@ class Agent:
         if self._status is not None:
             self._status.queues = [(ep.uri, q) for ep, q in zip(cfg.sinks, new.queues, strict=True)]
         await self._start_producers(new)
+        await self._listening(new)
         # old events still being signed (in workers or threads) go to the old queues
         await self.pipeline.drain(cfg.agent.drain_timeout)
         await self._drain(old)
         self._retiring.remove(old)
         self._counts.retire(old)
         await self._start_workers(new)
+        if new.failed_listeners:  # applied, but not whole: said the same way as a reload that failed
+            return self._reload_failed("; ".join(f"listener {uri}: {why}" for uri, why in
+                                                 new.failed_listeners.items()), applied=True)
         self.reloads_ok += 1
         self.last_reload_error = None
         log.info("reloaded: probes=%s sinks=%s", ",".join(pc.name for pc, _ in new.probes) or "none",

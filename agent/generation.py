@@ -72,6 +72,8 @@ class Generation:
     runners: list[ProbeRunner] = field(default_factory=list)
     #: listener URI -> the receiver's counters (objects shaped like ReceiverStats)
     receivers: dict[str, Any] = field(default_factory=dict)
+    #: listeners of a reloaded generation that could not listen, with why (by uri)
+    failed_listeners: dict[str, str] = field(default_factory=dict)
     producer_tasks: TaskSet = field(default_factory=TaskSet)
     worker_tasks: TaskSet = field(default_factory=TaskSet)
     probes_closed: bool = False

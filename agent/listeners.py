@@ -59,4 +59,4 @@ class ListenerSet:
 
     @staticmethod
     def all_listening(gen: Generation) -> bool:
-        return all(o.uri in gen.receivers for o in gen.cfg.listeners)
+        return all(o.uri in gen.receivers or o.uri in gen.failed_listeners for o in gen.cfg.listeners)

@@ -148,6 +148,26 @@ def test_a_metrics_address_that_cannot_be_bound_fails_the_reload_and_keeps_metri
         taken.close()
 
 
+def test_a_listener_that_cannot_listen_after_a_reload_fails_the_reload(workdir: Path) -> None:
+    cfg = workdir / "hoststamp.toml"
+    cfg.write_text(config_text(["file:out/a.ndjson"]))
+    (workdir / "plain").write_text("a regular file, where a directory should be")
+    with AgentProcess(workdir, cfg) as agent:
+        agent.wait_ready()
+        cfg.write_text(config_text(["file:out/b.ndjson"]) + '[[listeners]]\nuri = "unix:plain/x.sock"\n')
+        agent.signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in agent.log(), what="the reload failure in the log")
+        assert "unix:plain/x.sock" in agent.log()
+        text = agent.scrape()
+        assert metric(text, "hoststamp_config_reloads_total", result="failure") == 1.0
+        assert metric(text, "hoststamp_config_reloads_total", result="success") == 0.0
+        assert metric(text, "hoststamp_config_last_reload_successful") == 0.0
+        wait_for(lambda: agent.status()["reloads"]["last_ok"] is False, what="the failure in the status file")
+        # the rest of the new configuration runs
+        wait_for(lambda: len(sequences(workdir / "out" / "b.ndjson")) >= 8, what="events in the new sink")
+        assert agent.stop() == 0
+
+
 def test_sd_notify_ready_and_watchdog(workdir: Path) -> None:
     sock_path = workdir / "notify.sock"
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
