@@ -42,6 +42,7 @@ class Problem:
 
 
 _SEGMENT = re.compile(r"([^.\[]+)")
+_PART = re.compile(r"[^.\[\]]+")
 
 
 def _direct_key(prefix: str, key: str | None) -> str | None:
@@ -63,7 +64,7 @@ def _unit(problems: list[Problem], table: Any, prefix: str, file: str | None,
         return
     left = dict(table)
     seen: set[str | None] = set()
-    for _ in range(len(table) + 1):
+    for _ in range(_count_keys(table) + 1):
         try:
             build(left)
             return
@@ -72,10 +73,33 @@ def _unit(problems: list[Problem], table: Any, prefix: str, file: str | None,
                 return
             seen.add(exc.key)
             problems.append(Problem(file, exc.key, exc.reason))
-            bad = _direct_key(prefix, exc.key)
-            if bad is None or bad not in left:
+            if not _set_aside(left, prefix, exc.key):
                 return
-            del left[bad]
+
+
+def _count_keys(table: Mapping[str, Any]) -> int:
+    """Keys in ``table`` and in the tables nested in it: how many can be set aside, at most."""
+    return sum(1 + (_count_keys(v) if isinstance(v, Mapping) else 0) for v in table.values())
+
+
+def _set_aside(left: dict[str, Any], prefix: str, key: str | None) -> bool:
+    """Remove ``key`` (under ``prefix``) from ``left``, at whatever depth of nested tables it is (each table on
+    the way copied, never changed in place); False if it is not there."""
+    first = _direct_key(prefix, key)
+    if first is None or key is None:
+        return False
+    parts = _PART.findall(key[len(prefix) + 1:])  # "watch.psi_paths[2]" -> watch, psi_paths, 2
+    node = left
+    for i, part in enumerate(parts):
+        if part not in node:
+            return False
+        below = node[part]
+        if i == len(parts) - 1 or not isinstance(below, Mapping) or parts[i + 1] not in below:
+            del node[part]
+            return True
+        node[part] = dict(below)
+        node = node[part]
+    return False
 
 
 def check_document(doc: Mapping[str, Any], *, file: str | None = None,

@@ -53,8 +53,11 @@ def build(cls: type[T], table: Mapping[str, Any], *, prefix: str, file: str | No
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:  # __post_init__ checks
         # a check that names first a field the table set ("queue_size must be at least 1") is that key's problem
+        # ("listen: expected HOST:PORT" names it with a colon, and the rest is the reason)
         msg = str(exc)
-        first = msg.split(" ", 1)[0]
+        first, _, rest = msg.partition(" ")
+        if first.endswith(":") and first[:-1] in kwargs and rest:
+            first, msg = first[:-1], rest
         named = (f"{prefix}.{first}" if prefix else first) if first in kwargs else prefix or None
         raise ConfigError(msg, key=named, file=file) from None
 

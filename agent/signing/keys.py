@@ -155,23 +155,27 @@ def verify_key_from_pem(data: bytes, *, where: str = "public key") -> VerifyKey:
     raise SigningError(f"{where}: unsupported key type {type(pub).__name__} (Ed25519 or ECDSA P-256 only)")
 
 
-def load_verify_key(path: str | os.PathLike[str]) -> VerifyKey:
-    """A public key from a PEM file; a private key file yields its public half."""
+def load_verify_key(path: str | os.PathLike[str], *, public_only: bool = False) -> VerifyKey:
+    """A public key from a PEM file; a private key file yields its public half, unless ``public_only`` (a
+    trust store: a private key there is a key the host should never hold, refused)."""
     p = Path(path)
     try:
         data = p.read_bytes()
     except OSError as exc:
         raise SigningError(f"{p}: cannot read key: {exc.strerror or exc}") from None
     if b"PRIVATE KEY" in data:
+        if public_only:
+            raise SigningError(f"{p}: a private key; a trust store takes public keys only (the .pub file made "
+                               "beside it)")
         return load_signing_key(p).verify_key()
     return verify_key_from_pem(data, where=str(p))
 
 
-def load_verify_keys(paths: list[str] | tuple[str, ...]) -> dict[str, VerifyKey]:
+def load_verify_keys(paths: list[str] | tuple[str, ...], *, public_only: bool = False) -> dict[str, VerifyKey]:
     """Key id -> key, for a trust store."""
     out: dict[str, VerifyKey] = {}
     for path in paths:
-        k = load_verify_key(path)
+        k = load_verify_key(path, public_only=public_only)
         out[k.keyid] = k
     return out
 

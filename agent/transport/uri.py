@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..errors import ConfigError
@@ -111,15 +112,24 @@ def parse_endpoint(uri: str, *, listen: bool = False) -> Endpoint:
     return VsockEndpoint(_u32(head, "CID", uri), port)
 
 
+#: a host name or IPv4 address (empty: every address), and an IPv6 address with an optional zone
+_HOST = re.compile(r"[A-Za-z0-9._-]*")
+_HOST6 = re.compile(r"[0-9A-Fa-f:.]+(%[A-Za-z0-9._-]+)?")
+
+
 def split_hostport(text: str) -> tuple[str, int]:
     """``"127.0.0.1:9464"``, ``"[::1]:9464"``, ``":9464"`` (every address) -> (host, port); ValueError if not."""
     if "://" in text:
         raise ValueError(f"expected HOST:PORT (no scheme, no path), got {text!r}")
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected HOST:PORT, got {text!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+        if not _HOST6.fullmatch(host):
+            raise ValueError(f"not an IPv6 address in [ADDR]:PORT: {text!r}")
     elif ":" in host:
         raise ValueError(f"an IPv6 address needs brackets: [ADDR]:PORT, got {text!r}")
+    elif not _HOST.fullmatch(host):
+        raise ValueError(f"expected HOST:PORT with HOST a name or an address (no spaces), got {text!r}")
     return host, int(port)

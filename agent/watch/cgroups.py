@@ -71,7 +71,10 @@ class CgroupWatchOptions(WatchOptions):
     def __post_init__(self) -> None:
         WatchOptions.__post_init__(self)
         for text in self.psi_triggers:
-            parse_trigger(text)
+            try:
+                parse_trigger(text)
+            except ValueError as exc:
+                raise ValueError(f"psi_triggers: {exc}") from None
         if self.max_watches < 1 or self.buffer < 1:
             raise ValueError("max_watches and buffer must be at least 1")
         if not self.rescan > 0:

@@ -9,6 +9,7 @@ import pytest
 from agent import config
 from agent.configcheck import check_file
 from agent.errors import ConfigError
+from agent.signing.keys import generate_keypair
 from tests.helpers import run_cli
 
 MANY_PROBLEMS = """\
@@ -58,7 +59,8 @@ listen = "localhost"
 
 EXPECTED_KEYS = {
     "colour", "agent.drain_timeout", "agent.bogus", "probes.cgroup.interval", "probes.nope", "probes.lve.top_n",
-    "probes.lve.shiny", "sinks[0].uri", "sinks[1].queue_size", "sinks[1].overflow", "listeners[0].uri", "metrics",
+    "probes.lve.shiny", "sinks[0].uri", "sinks[1].queue_size", "sinks[1].overflow", "listeners[0].uri",
+    "metrics.listen",
     # a target the sink refuses, and every bad common key of one table (checks that name their key)
     "sinks[2].uri", "sinks[3].spool_max_bytes", "sinks[3].batch_max", "sinks[3].queue_size", "sinks[3].sinks_too",
 }
@@ -72,7 +74,7 @@ def test_every_problem_is_reported_with_file_and_key(tmp_path: Path) -> None:
     assert all(p.file == str(path) and p.reason and p.severity == "error" for p in problems)
     by_key = {p.key: p.reason for p in problems}
     assert "unknown key" in by_key["agent.bogus"] and "unknown probe" in by_key["probes.nope"]
-    assert "explode" in by_key["sinks[1].overflow"] and "HOST:PORT" in by_key["metrics"]
+    assert "explode" in by_key["sinks[1].overflow"] and "HOST:PORT" in by_key["metrics.listen"]
     # the agent itself refuses the file at the first of them
     with pytest.raises(ConfigError) as exc:
         config.load(path)
@@ -129,10 +131,33 @@ def test_metrics_listen_accepts_host_port(listen: str) -> None:
     assert config.parse({"metrics": {"listen": listen}}, env={}).metrics.listen == listen
 
 
-@pytest.mark.parametrize("listen", ["9464", "::1:9464", "host:port", "h:70000", "h:"])
+@pytest.mark.parametrize("listen", ["9464", "::1:9464", "host:port", "h:70000", "h:", " 127.0.0.1:9464",
+                                    "127.0.0.1 :9464", "127.0.0.1:\u0662\u0669\u0664\u0667\u0661", "[x y]:1"])
 def test_metrics_listen_rejects_the_rest(listen: str) -> None:
-    with pytest.raises(ConfigError, match=r"HOST:PORT|brackets"):
+    """What `run` could not bind is refused by the check too (a space, digits of another script)."""
+    with pytest.raises(ConfigError, match=r"HOST:PORT|brackets|\]:PORT") as exc:
         config.parse({"metrics": {"listen": listen}}, env={})
+    assert exc.value.key == "metrics.listen"
+
+
+def test_every_bad_key_of_a_nested_table_is_listed(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[probes.cgroup.watch]\nbogus = 1\ncoalesce = -0.1\nrescan = -1\n'
+                   'psi_triggers = ["memory sometimes 1 2"]\n[[sinks]]\nuri = "stdout:"\n')
+    keys = [p.key for p in check_file(cfg)]
+    assert keys == ["probes.cgroup.watch.bogus", "probes.cgroup.watch.coalesce", "probes.cgroup.watch.psi_triggers",
+                    "probes.cgroup.watch.rescan"]
+
+
+def test_a_private_key_is_no_trusted_key(tmp_path: Path) -> None:
+    generate_keypair(tmp_path / "g")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[[sinks]]\nuri = "stdout:"\n[[listeners]]\nuri = "unix:{tmp_path}/x.sock"\n'
+                   f'guest_signatures = "require"\ntrusted_keys = ["{tmp_path}/g/host.key"]\n')
+    (problem,) = check_file(cfg)
+    assert problem.key == "listeners[0].trusted_keys" and "a private key" in problem.reason
+    cfg.write_text(cfg.read_text().replace("host.key", "host.pub"))
+    assert check_file(cfg) == []
 
 
 def test_metrics_listen_given_as_a_url_says_so() -> None:
