@@ -155,7 +155,9 @@ class Agent:
         """One listener; on a reload a listener that cannot start is logged, not fatal."""
         try:
             await self.listeners.serve(gen, opts)
-        except (AgentError, OSError) as exc:
+        except Exception as exc:  # one listener's failure, foreseen or not, never takes the agent down with it
+            if not isinstance(exc, (AgentError, OSError)):
+                log.error("listener %s: failed unexpectedly", opts.uri, exc_info=exc)
             if gen.number > 1:  # the reload that started it counts as failed (see _reload)
                 gen.failed_listeners[opts.uri] = str(exc)
                 log.error("listener %s: %s (not listening until the next reload)", opts.uri, exc)

@@ -33,7 +33,15 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from ..codec.nats import from_binary, is_structured
 from ..config import ListenerOptions
 from ..errors import ConfigError, TransportError
-from ..transport.nats import NatsEndpoint, connect, ensure_stream, nats_errors, parse_nats_uri
+from ..transport.nats import (
+    NatsEndpoint,
+    connect,
+    ensure_stream,
+    name_problem,
+    nats_errors,
+    parse_nats_uri,
+    subject_problem,
+)
 from ..transport.sender import Backoff
 from .dedupe import DedupeWindow, channel_of
 from .glue import GuestPipeline, PipelineDeliver
@@ -71,10 +79,12 @@ class NatsSourceSettings:
             s = cls(endpoint=ep, **{name: conv[name](value) for name, value in q.items()})
         except ValueError as exc:
             raise ConfigError(f"{uri!r}: {exc}", key=key) from None
-        if (s.batch < 1 or s.max_inflight < 1 or not 0 < s.ack_wait < math.inf or not s.stream
-                or not s.durable):
-            raise ConfigError(f"{uri!r}: batch, max_inflight and ack_wait must be positive; "
-                              "stream and durable non-empty", key=key)
+        if s.batch < 1 or s.max_inflight < 1 or not 0 < s.ack_wait < math.inf:
+            raise ConfigError(f"{uri!r}: batch, max_inflight and ack_wait must be positive", key=key)
+        for problem in (name_problem(s.stream, "stream"), name_problem(s.durable, "durable consumer"),
+                        subject_problem(ep.subject)):
+            if problem is not None:
+                raise ConfigError(f"{uri!r}: {problem}", key=key)
         return s
 
 

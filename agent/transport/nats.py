@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,8 +35,10 @@ __all__ = [
     "connect",
     "describe",
     "ensure_stream",
+    "name_problem",
     "nats_errors",
     "parse_nats_uri",
+    "subject_problem",
 ]
 
 log = logging.getLogger("agent.transport.nats")
@@ -59,8 +62,37 @@ class NatsEndpoint:
         return f"nats://{parts.hostname}:{parts.port}"
 
 
+#: what a stream or consumer name may not hold (the server refuses these, and only when it is asked)
+_NAME_BAD = re.compile(r"[\s.*>/\\]")
+
+
+def name_problem(name: str, what: str) -> str | None:
+    """Why ``name`` cannot name a JetStream stream or consumer (``what``), or None."""
+    if not name:
+        return f"{what} name is empty"
+    if _NAME_BAD.search(name) or not name.isprintable():
+        return f"{what} name {name!r} may not hold white space, '.', '*', '>', '/' or '\\'"
+    return None
+
+
+def subject_problem(subject: str) -> str | None:
+    """Why ``subject`` cannot be subscribed to (tokens separated by dots, ``*`` a whole token, ``>`` a whole
+    last one, no white space), or None."""
+    tokens = subject.split(".")
+    for i, token in enumerate(tokens):
+        if not token:
+            return f"subject {subject!r} has an empty token"
+        if any(c.isspace() for c in token) or not token.isprintable():
+            return f"subject {subject!r} holds white space"
+        if ("*" in token and token != "*") or (">" in token and (token != ">" or i != len(tokens) - 1)):
+            return f"subject {subject!r}: '*' is a whole token, '>' a whole last token"
+    return None
+
+
 def parse_nats_uri(uri: str, *, key: str = "uri", params: tuple[str, ...] = ()) -> NatsEndpoint:
     """Split a ``nats://`` URI; ``params`` lists the query keys allowed (others are errors)."""
+    if any(c.isspace() for c in uri):  # urlsplit would drop a tab or a line break without a word
+        raise ConfigError(f"{uri!r}: white space in a nats:// URI (percent-encode it where it is meant)", key=key)
     try:
         parts = urlsplit(uri)
         port = parts.port

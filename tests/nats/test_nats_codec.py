@@ -144,7 +144,8 @@ def test_uri_parsing() -> None:
     assert ep.server == "nats://u:p@nats.example:5000" and ep.params == {"stream": "S"}
     assert ep.display == "nats://nats.example:5000"
     assert parse_nats_uri("nats://h/x").server == "nats://h:4222"
-    for bad in ("nats://h:1/", "nats:h:1/x", "nats://:1/x", "nats://h:99999/x", "nats://h:1/x?zzz=1"):
+    for bad in ("nats://h:1/", "nats:h:1/x", "nats://:1/x", "nats://h:99999/x", "nats://h:1/x?zzz=1",
+                "nats://h:1/a.x\tb", "nats://h:1/a\n"):
         with pytest.raises(ConfigError):
             parse_nats_uri(bad)
 
@@ -153,9 +154,16 @@ def test_listener_settings_from_the_uri() -> None:
     s = NatsSourceSettings.from_uri("nats://h:1/guests.>?stream=G&durable=d&create=1&batch=10&ack_wait=2.5")
     assert (s.stream, s.durable, s.create, s.batch, s.ack_wait) == ("G", "d", True, 10, 2.5)
     assert NatsSourceSettings.from_uri("nats://h:1/g").stream == "HOSTSTAMP_IN"
-    for bad in ("batch=0", "batch=x", "create=maybe", "ack_wait=-1", "stream=", "other=1"):
+    for bad in ("batch=0", "batch=x", "create=maybe", "ack_wait=-1", "stream=", "other=1", "stream=R.L",
+                "stream=a%20b", "durable=a.b", "durable=x*", "durable=a/b"):
         with pytest.raises(ConfigError):
             NatsSourceSettings.from_uri(f"nats://h:1/g?{bad}")
+    # what the server refuses only when asked, and the agent then died of: refused by the configuration
+    for subject in ("g..x", ">.g", "g.>x", "g.a*", ".g", "g."):
+        with pytest.raises(ConfigError, match="subject"):
+            NatsSourceSettings.from_uri(f"nats://h:1/{subject}")
+    for subject in ("g.*.x", "g.>", ">", "*"):
+        assert NatsSourceSettings.from_uri(f"nats://h:1/{subject}").endpoint.subject == subject
 
 
 def test_sink_refuses_bad_targets_and_options() -> None:
@@ -164,7 +172,8 @@ def test_sink_refuses_bad_targets_and_options() -> None:
     with pytest.raises(SinkError):
         NatsSink("//h:1/", NatsOptions(), SinkContext())
     assert NatsSink("//h:1/a.{type}", None, SinkContext()).uri == "nats://h:1/a.{type}"
-    for bad in ({"max_inflight": 0}, {"ack_timeout": 0}, {"backoff_initial": 2.0, "backoff_max": 1.0}):
+    for bad in ({"max_inflight": 0}, {"ack_timeout": 0}, {"backoff_initial": 2.0, "backoff_max": 1.0},
+                {"create_stream": "A.B"}, {"create_stream": ""}, {"create_stream": "A B"}, {"create_stream": "A*"}):
         with pytest.raises(ValueError):
             NatsOptions(**bad)
 
