@@ -23,6 +23,7 @@ import orjson
 from . import _native
 from .pipeline.queue import SinkQueue
 from .pipeline.stats import PipelineStats, SinkStats
+from .transport.uri import redact
 
 log = logging.getLogger("hoststamp")
 
@@ -311,7 +312,7 @@ def sink_views(
     out = []
     for uri, (counts, a) in acc.items():
         old = retired.get(uri, QueueCounts())
-        out.append(SinkView(uri, a["depth"], a["capacity"], counts.enqueued + old.enqueued,
+        out.append(SinkView(redact(uri), a["depth"], a["capacity"], counts.enqueued + old.enqueued,
                             dict(counts.dropped + old.dropped), stats.sink(uri), a["spool"], a["draining"],
                             counts.blocked + old.blocked))
     return tuple(out)
@@ -329,4 +330,4 @@ def listener_view(uri: str, live: Iterable[Any], retired: ListenerView | None = 
         conns += s.connections
         open_ += s.connections_open
         rejected.update(s.rejected)
-    return ListenerView(uri, accepted, dup, dropped, conns, open_, dict(rejected))
+    return ListenerView(redact(uri), accepted, dup, dropped, conns, open_, dict(rejected))

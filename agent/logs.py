@@ -10,6 +10,8 @@ from collections.abc import Hashable
 
 import orjson
 
+from .transport.uri import redact
+
 __all__ = ["JsonFormatter", "OncePerKey", "configure"]
 
 
@@ -68,8 +70,20 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc).decode()
 
 
+class _Redact(logging.Filter):
+    """Passwords of ``scheme://user:password@`` URIs never reach a log line (a NATS sink configured with one
+    names its URI in many messages)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "@" in text and (clean := redact(text)) != text:
+            record.msg, record.args = clean, None
+        return True
+
+
 def configure(fmt: str = "human", level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_Redact())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -12,6 +12,7 @@ import anyio
 
 from .pipeline.queue import SinkQueue
 from .pipeline.stats import PipelineStats
+from .transport.uri import redact
 
 __all__ = ["StatusLine"]
 
@@ -66,7 +67,7 @@ class StatusLine:
         if as_log:
             logging.getLogger("hoststamp").info("%s", what)
         else:
-            print(f"hoststamp: {what}", file=self.stream, flush=True)
+            print(f"hoststamp: {redact(what)}", file=self.stream, flush=True)
 
     async def run(self, period: float = 1.0) -> None:
         if not self.live:

@@ -174,3 +174,24 @@ async def test_port_in_use_raises_at_start() -> None:
         await anyio.sleep(0)
         tg.cancel_scope.cancel()
 
+
+
+def test_a_password_in_a_uri_is_shown_nowhere(capsys: pytest.CaptureFixture[str]) -> None:
+    """A NATS sink configured as nats://user:password@host/...: metrics labels, the status and log lines show
+    the URI without its password."""
+    from agent.health import listener_view, sink_views
+    from agent.logs import configure
+    from agent.pipeline import SinkQueue
+
+    secret = "nats://alice:s3cr3t@127.0.0.1:4222/a.b"
+    stats = PipelineStats()
+    (sink,) = sink_views([(secret, SinkQueue(10), None, False)], stats, {})
+    listener = listener_view(secret.replace("a.b", "in.>"), [])
+    assert sink.uri == "nats://alice:***@127.0.0.1:4222/a.b" and "s3cr3t" not in listener.uri
+    configure("json")
+    try:
+        logging.getLogger("hoststamp.test").warning("sink %s: Authorization Violation", secret)
+    finally:
+        configure()
+    err = capsys.readouterr().err
+    assert "s3cr3t" not in err and "alice:***@127.0.0.1" in err
