@@ -36,7 +36,15 @@ from nats.aio.msg import Msg
 from ..codec.nats import CONTENT_TYPE, MSG_ID, STRUCTURED, SubjectTemplate, msg_id, to_binary, wire_size
 from ..errors import ConfigError, SinkError, TransportError
 from ..model import Event
-from ..transport.nats import connect, describe, ensure_stream, name_problem, nats_errors, parse_nats_uri
+from ..transport.nats import (
+    connect,
+    creds_problem,
+    describe,
+    ensure_stream,
+    name_problem,
+    nats_errors,
+    parse_nats_uri,
+)
 from ..transport.sender import Backoff
 from .base import Sink, SinkContext
 from .registry import register
@@ -82,6 +90,8 @@ class NatsOptions:
                 raise ValueError(f"{name} must be greater than 0")
         if self.backoff_max < self.backoff_initial:
             raise ValueError("backoff_max must not be less than backoff_initial")
+        if self.creds is not None and (problem := creds_problem(self.creds)) is not None:
+            raise ValueError(f"creds: {problem}")
         if self.create_stream is not None and (problem := name_problem(self.create_stream, "stream")) is not None:
             raise ValueError(f"create_stream: {problem} (leave the key out to create no stream)")
 

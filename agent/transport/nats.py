@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -33,6 +34,7 @@ __all__ = [
     "FOREIGN_ERRORS",
     "NatsEndpoint",
     "connect",
+    "creds_problem",
     "describe",
     "ensure_stream",
     "name_problem",
@@ -72,6 +74,21 @@ def name_problem(name: str, what: str) -> str | None:
         return f"{what} name is empty"
     if _NAME_BAD.search(name) or not name.isprintable():
         return f"{what} name {name!r} may not hold white space, '.', '*', '>', '/' or '\\'"
+    return None
+
+
+def creds_problem(path: str) -> str | None:
+    """Why the credentials file ``path`` cannot be used to connect, or None: it must be a readable file, and
+    the client needs the ``nkeys`` package to sign with it."""
+    if not path:
+        return "empty path (leave the key out to connect without credentials)"
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    if importlib.util.find_spec("nkeys") is None:
+        return "a credentials file needs the nkeys package (pip install nkeys), which is not installed"
     return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 import nats.errors
@@ -216,3 +217,19 @@ def test_sink_options_come_from_the_config_file_strictly() -> None:
         parse({"sinks": [{"uri": "nats://h:1/x", "bogus": 1}]})
     with pytest.raises(ConfigError, match="mode"):
         parse({"sinks": [{"uri": "nats://h:1/x", "mode": "batch"}]})
+
+
+def test_a_credentials_file_is_checked_with_the_configuration(tmp_path: Path) -> None:
+    import importlib.util
+
+    with pytest.raises(ValueError, match=r"creds: .*No such file"):
+        NatsOptions(creds=str(tmp_path / "absent.creds"))
+    with pytest.raises(ValueError, match="creds: empty path"):
+        NatsOptions(creds="")
+    (tmp_path / "x.creds").write_text("-----BEGIN NATS USER JWT-----\n")
+    if importlib.util.find_spec("nkeys") is None:  # the client cannot sign with it: said now, not at every retry
+        with pytest.raises(ValueError, match="needs the nkeys package"):
+            NatsOptions(creds=str(tmp_path / "x.creds"))
+    else:
+        assert NatsOptions(creds=str(tmp_path / "x.creds")).creds == str(tmp_path / "x.creds")
+
