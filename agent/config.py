@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from . import schema
 from .errors import ConfigError, SigningError, SinkError
+from .model import NOT_IN_STRINGS
 from .probes import registry as probe_registry
 from .sinks import registry as sink_registry
 from .sinks.base import SinkContext
@@ -63,6 +64,9 @@ class AgentSettings:
     sign_threads: int = 0
 
     def __post_init__(self) -> None:
+        if self.host_id is not None and NOT_IN_STRINGS.search(self.host_id):
+            raise ValueError("host_id: holds a control character or a noncharacter, which a CloudEvents string "
+                             f"may not: {self.host_id!r}")
         if self.drain_timeout < 0:
             raise ValueError("drain_timeout must not be negative")
         for key in ("sign_workers", "sign_threads"):
@@ -347,7 +351,10 @@ def parse(doc: Mapping[str, Any], *, file: str | None = None, env: Mapping[str, 
     if env.get(ENV_KEY):
         agent = replace(agent, key=env[ENV_KEY])
     if env.get(ENV_HOST_ID):
-        agent = replace(agent, host_id=env[ENV_HOST_ID])
+        try:
+            agent = replace(agent, host_id=env[ENV_HOST_ID])
+        except ValueError as exc:
+            raise ConfigError(f"{ENV_HOST_ID}: {str(exc).removeprefix('host_id: ')}") from None
 
     probes_doc = doc.get("probes", {})
     if not isinstance(probes_doc, Mapping):

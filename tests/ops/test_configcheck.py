@@ -328,3 +328,12 @@ def test_a_probe_path_holding_a_nul_or_an_empty_one_in_a_list_is_refused(tmp_pat
     path = tmp_path / "c.toml"
     path.write_text(body + '[[sinks]]\nuri = "stdout:"\n')
     assert [p.key for p in check_file(path) if p.severity == "error"] == [key]
+
+
+def test_a_host_id_with_control_characters_is_refused_from_the_file_and_the_environment() -> None:
+    with pytest.raises(ConfigError, match="control character") as exc:
+        config.parse({"agent": {"host_id": "web\x07\n01"}}, env={})
+    assert exc.value.key == "agent.host_id"
+    with pytest.raises(ConfigError, match=f"{config.ENV_HOST_ID}: holds a control character"):
+        config.parse({}, env={config.ENV_HOST_ID: "a\nb"})
+    assert config.parse({}, env={config.ENV_HOST_ID: "node-7 (rack 3)"}).agent.host_id == "node-7 (rack 3)"
