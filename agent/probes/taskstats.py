@@ -199,7 +199,8 @@ class TaskstatsProbe(Probe):
         return self._client
 
     def provenance(self) -> tuple[str, tuple[str, ...]]:
-        return INPUT, ()
+        # a failed round still says what it read: the netlink family, and the /proc it selects tasks in
+        return INPUT, (INPUT, self.options.proc)
 
     async def collect(self) -> Sequence[Reading]:
         o: TaskstatsOptions = self.options

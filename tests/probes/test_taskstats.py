@@ -246,3 +246,25 @@ def test_in_a_user_namespace_the_kernel_refusal_is_one_clear_reading() -> None:
     assert capable is True  # so the refusal came from the kernel, not from the capability check
     assert readings == [["io.hoststamp.host.v1.taskstats", NEEDS_CAP],
                         ["io.hoststamp.host.v1.taskstats.exit", NEEDS_CAP]]
+
+
+async def test_a_failed_round_says_what_it_read() -> None:
+    """The runner's error reading for a round that failed (a /proc that is not there) names its inputs."""
+    from agent.config import ProbeConfig
+    from agent.pipeline.runner import ProbeRunner
+    from agent.pipeline.stats import ProbeStats
+
+    probe = TaskstatsProbe(TaskstatsOptions(proc="/nonexistent", exits=False))
+    got: list[Reading] = []
+
+    async def submit(readings: object) -> None:
+        got.extend(readings)  # type: ignore[arg-type]
+
+    cfg = ProbeConfig(name="taskstats", enabled=True, interval=60.0, timeout=5.0, jitter=0.0, options=probe.options)
+    try:
+        readings = await ProbeRunner(probe, cfg, submit, ProbeStats()).collect_once()
+    finally:
+        await probe.aclose()
+    (r,) = readings
+    assert r.error and "/nonexistent" in r.error
+    assert r.inputs == ("genetlink:TASKSTATS", "/nonexistent") and r.probe_source == "genetlink:TASKSTATS"
