@@ -57,7 +57,8 @@ def test_a_taskstats_error_reading_names_its_netlink_family() -> None:
 
     probe.collect = broken  # type: ignore[method-assign]
     source, inputs, error = _failed_round(probe)
-    assert error == "netlink is gone" and source == "genetlink:TASKSTATS" and inputs == ()
+    assert error == "netlink is gone" and source == "genetlink:TASKSTATS"
+    assert inputs == ("genetlink:TASKSTATS", "/proc")  # what it reads, as a reading of the probe says
 
 
 @pytest.mark.parametrize("cls", [LveProbe, CgroupProbe, LinkProbe, MountsProbe, TaskstatsProbe])
