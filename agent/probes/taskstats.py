@@ -277,11 +277,17 @@ class TaskstatsProbe(Probe):
                                 kind="exit", error="exit records lost: the kernel's socket queue overran"
                                 f" {item.kernel_overruns} times, {item.dropped} dropped from a full buffer")
             return
-        if not o.exit_threads and item.stats.get("ac_tgid") not in (None, 0, item.pid):
-            return
+        subject = item.pid
+        if not o.exit_threads and (tgid := item.stats.get("ac_tgid")) not in (None, 0, item.pid):
+            # a thread's exit: left out, unless the group ended with it (its main thread ended first). Then it
+            # carries what only the process's last exit knows: the group's totals, and the status of an exit
+            # that ended the whole group. It is the process's exit, under the process's id
+            if item.group is None or not isinstance(tgid, int):
+                return
+            subject = tgid
         if o.commands and item.stats.get("ac_comm") not in o.commands:
             return
-        yield self._reading(str(item.pid), exit_output(item), kind="exit")
+        yield self._reading(str(subject), exit_output(item), kind="exit")
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -174,6 +174,58 @@ async def test_watch_streams_exits() -> None:
     assert r.output["ac_comm"] == "sh"
 
 
+#: a process whose main thread ends first (the raw exit system call ends one thread, not the group), and whose
+#: other thread then ends the group with status 6: the group's totals come with that thread's exit record
+MAIN_THREAD_FIRST = (
+    "import ctypes, os, threading, time\n"
+    "def last():\n"
+    "    time.sleep(0.3)\n"
+    "    os._exit(6)\n"
+    "threading.Thread(target=last).start()\n"
+    "ctypes.CDLL(None).syscall(60, 0)\n"
+)
+
+
+@needs_admin
+async def test_a_process_whose_main_thread_ends_first_still_reports_its_end() -> None:
+    got: list[Reading] = []
+    arrived = asyncio.Event()
+    child_pid: list[int] = []
+
+    async def emit(r: Reading) -> None:
+        got.append(r)
+        if child_pid and r.subject == str(child_pid[0]) and "group" in r.output:
+            arrived.set()
+
+    probe = TaskstatsProbe(TaskstatsOptions(exits=True))
+    watcher = asyncio.create_task(probe.watch(emit))
+    try:
+        async with asyncio.timeout(15):
+            while not got and not watcher.done():
+                child = await asyncio.create_subprocess_exec("true")
+                await child.wait()
+                await asyncio.sleep(0.05)
+            child = await asyncio.create_subprocess_exec(sys.executable, "-c", MAIN_THREAD_FIRST)
+            child_pid.append(child.pid)
+            assert await child.wait() == 6
+            await arrived.wait()
+    finally:
+        watcher.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watcher
+        await probe.aclose()
+    mine = [r for r in got if r.subject == str(child_pid[0])]
+    # the main thread's own exit (status 0), then the thread that ended the group, under the process's id
+    assert [r.output["ac_pid"] == child_pid[0] for r in mine] == [True, False]
+    main, last = mine
+    assert "group" not in main.output and main.output["exit_code"] == 0
+    assert last.output["exit_code"] == 6 and last.output["ac_tgid"] == child_pid[0]
+    assert last.output["group"]["tgid"] == child_pid[0]
+    # threads that end while others go on stay out of the stream
+    threads = [r for r in got if r.output.get("ac_tgid") not in (None, 0, r.output.get("ac_pid"))]
+    assert all("group" in r.output and r.subject == str(r.output["ac_tgid"]) for r in threads)
+
+
 async def test_watch_does_nothing_when_exits_are_off() -> None:
     got: list[Reading] = []
 
