@@ -96,6 +96,38 @@ def _flag(text: str) -> bool:
     raise ValueError(f"expected 1 or 0, got {text!r}")
 
 
+async def _ensure_consumer(js: Any, s: NatsSourceSettings) -> None:
+    """The durable consumer as the settings say: created when missing. One left by an earlier run with another
+    ``ack_wait``, ``max_inflight`` or subject is updated to these (JetStream lets them change); one that does not
+    ack explicitly cannot be used: TransportError, naming it."""
+    what = f"consumer {s.durable} on {s.stream}"
+    with nats_errors(what):
+        try:
+            have = (await js.consumer_info(s.stream, s.durable)).config
+        except nats.js.errors.NotFoundError:
+            have = None
+        if have is None:
+            await js.add_consumer(s.stream, config=ConsumerConfig(
+                name=s.durable, durable_name=s.durable, ack_policy=AckPolicy.EXPLICIT, ack_wait=s.ack_wait,
+                max_ack_pending=s.max_inflight, filter_subject=s.endpoint.subject))
+            return
+        if have.ack_policy != AckPolicy.EXPLICIT:
+            raise TransportError(f"{what} acks {getattr(have.ack_policy, 'value', have.ack_policy)}, not explicitly:"
+                                 " name another durable, or delete this one")
+        changes: dict[str, Any] = {}
+        if have.ack_wait is None or not math.isclose(have.ack_wait, s.ack_wait, rel_tol=1e-6):
+            changes["ack_wait"] = s.ack_wait
+        if have.max_ack_pending != s.max_inflight:
+            changes["max_ack_pending"] = s.max_inflight
+        if not have.filter_subjects and have.filter_subject != s.endpoint.subject:
+            changes["filter_subject"] = s.endpoint.subject
+        if changes:
+            was = {k: getattr(have, k) for k in changes}
+            await js.add_consumer(s.stream, config=have.evolve(**changes))
+            log.info("%s: updated %s (was %s)", what,
+                     ", ".join(f"{k} {v}" for k, v in changes.items()), ", ".join(f"{k} {v}" for k, v in was.items()))
+
+
 class NatsSource:
     """One ``nats://`` listener: reconnects with backoff until cancelled."""
 
@@ -145,10 +177,9 @@ class NatsSource:
             js = nc.jetstream()
             if s.create:
                 await ensure_stream(js, s.stream, [s.endpoint.subject])
-            config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=s.ack_wait,
-                                    max_ack_pending=s.max_inflight)
+            await _ensure_consumer(js, s)
             with nats_errors(f"consumer {s.durable} on {s.stream}"):
-                sub = await js.pull_subscribe(s.endpoint.subject, durable=s.durable, stream=s.stream, config=config)
+                sub = await js.pull_subscribe_bind(durable=s.durable, stream=s.stream)
             self._backoff.reset()
             log.info("nats %s: consuming %s from stream %s as %s", s.endpoint.display, s.endpoint.subject,
                      s.stream, s.durable)

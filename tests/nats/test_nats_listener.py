@@ -232,3 +232,38 @@ async def test_an_event_no_sink_can_carry_is_terminated_not_redelivered(nats_ser
             assert rig.queues[0].dropped == {"too_large": 1}
     finally:
         small.kill()
+
+
+async def test_a_durable_left_with_other_settings_is_brought_to_the_configured_ones(nats_server: NatsServer) -> None:
+    """A consumer an earlier run made with another ack wait, limit of unacked messages and subject is updated
+    (it used to keep its old settings, silently), and consumes what the listener's subject names."""
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    async with publisher(nats_server) as js:
+        await js.add_stream(name="IN", subjects=["guests.>"])
+        await js.add_consumer("IN", config=ConsumerConfig(
+            name="hoststamp", durable_name="hoststamp", ack_policy=AckPolicy.EXPLICIT, ack_wait=5.0,
+            max_ack_pending=7, filter_subject="guests.old"))
+        await publish(js, [guest(i) for i in range(5)])
+    sink = MemorySink()
+    async with listening(nats_server, sink, "stream=IN&ack_wait=12&max_inflight=64") as (source, _rig):
+        await until(lambda: source.acked == 5, what="five acks")
+        async with publisher(nats_server) as js:
+            config = (await js.consumer_info("IN", "hoststamp")).config
+    assert (config.ack_wait, config.max_ack_pending, config.filter_subject) == (12.0, 64, "guests.>")
+    assert sorted(orjson.loads(e.body)["id"] for e in sink.events) == [f"g-{i}" for i in range(5)]
+
+
+async def test_a_durable_that_does_not_ack_explicitly_is_refused_by_name(nats_server: NatsServer) -> None:
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    from agent.errors import TransportError
+    from agent.receiver.nats import NatsSourceSettings, _ensure_consumer
+
+    async with publisher(nats_server) as js:
+        await js.add_stream(name="IN", subjects=["guests.>"])
+        await js.add_consumer("IN", config=ConsumerConfig(name="hoststamp", durable_name="hoststamp",
+                                                          ack_policy=AckPolicy.NONE))
+        settings = NatsSourceSettings.from_uri(f"{nats_server.url}/guests.>?stream=IN")
+        with pytest.raises(TransportError, match="consumer hoststamp on IN acks none, not explicitly"):
+            await _ensure_consumer(js, settings)
