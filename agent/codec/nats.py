@@ -151,7 +151,8 @@ def from_binary(headers: Mapping[str, str], payload: bytes) -> dict[str, Any]:
     """``ce-`` headers and payload -> an event dict; ValueError when a value does not decode.
 
     The data's media type is ``ce-datacontenttype``; a message without one that has a plain ``Content-Type``
-    header (as the HTTP and Kafka bindings carry it in binary mode) takes that instead.
+    header (as the HTTP and Kafka bindings carry it in binary mode) takes that instead. Without either, a
+    payload that is JSON is the data, and any other is carried as ``data_base64``.
     """
     event: dict[str, Any] = {}
     content_type: str | None = None
@@ -169,7 +170,10 @@ def from_binary(headers: Mapping[str, str], payload: bytes) -> dict[str, Any]:
             try:
                 event["data"] = loads_exact(payload)
             except orjson.JSONDecodeError as exc:
-                raise ValueError(f"payload is not JSON: {str(exc)[:80]}") from None
+                if ctype is not None:
+                    raise ValueError(f"payload is not JSON: {str(exc)[:80]}") from None
+                # no media type said: JSON if it is, else the bytes as they are
+                event["data_base64"] = base64.b64encode(payload).decode("ascii")
         elif isinstance(ctype, str) and ctype.lower().startswith("text/"):
             event["data"] = payload.decode("utf-8")
         else:

@@ -92,8 +92,12 @@ def test_binary_mode_for_other_data_shapes() -> None:
     assert "data" not in from_binary(h, p)
     with pytest.raises(ValueError):
         to_binary({**base, "datacontenttype": "application/xml", "data": {"not": "a string"}})
-    with pytest.raises(ValueError):
-        from_binary({"ce-id": "1"}, b"{not json")
+    with pytest.raises(ValueError, match="payload is not JSON"):  # said to be JSON, and is not
+        from_binary({"ce-id": "1", "ce-datacontenttype": "application/json"}, b"{not json")
+    # no media type said: JSON when it is, the bytes as they are when not (refused before)
+    assert from_binary({"ce-id": "1"}, b'{"a": 1}') == {"id": "1", "data": {"a": 1}}
+    assert from_binary({"ce-id": "1"}, b"{not json") == {"id": "1", "data_base64": "e25vdCBqc29u"}
+    assert from_binary({"ce-id": "1"}, b"\xff\x00") == {"id": "1", "data_base64": "/wA="}
     assert from_binary({"CE-ID": "x", "Ce-Source": "y", "Nats-Msg-Id": "z"}, b"") == {"id": "x", "source": "y"}
 
 
