@@ -132,6 +132,10 @@ def to_binary(event: Mapping[str, Any]) -> tuple[dict[str, str], bytes]:
     """An event dict -> (``ce-`` headers, payload) in binary mode."""
     headers = {CE_PREFIX + name: _header_value(v) for name, v in event.items() if name not in _DATA_ATTRS}
     if "data_base64" in event:
+        if _is_json(event.get("datacontenttype")):
+            # a receiver takes a payload with no media type (or a JSON one) that parses as JSON for JSON data:
+            # these bytes would not come back as they were
+            raise ValueError("data_base64 without a non-JSON datacontenttype has no exact binary form")
         try:
             payload = base64.b64decode(event["data_base64"], validate=True)
         except (binascii.Error, TypeError) as exc:

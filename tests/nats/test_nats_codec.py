@@ -87,6 +87,8 @@ def test_binary_mode_for_other_data_shapes() -> None:
     assert p == "h\u00e9llo".encode() and from_binary(h, p)["data"] == "h\u00e9llo"
     h, p = to_binary({**base, "datacontenttype": "application/octet-stream", "data_base64": "AAEC"})
     assert p == b"\x00\x01\x02" and from_binary(h, p)["data_base64"] == "AAEC"
+    with pytest.raises(ValueError, match="no exact binary form"):  # b'{}' would come back as JSON data
+        to_binary({**base, "data_base64": "e30="})
     h, p = to_binary({**base, "flag": True, "count": 7})
     assert p == b"" and h["ce-flag"] == "true" and h["ce-count"] == "7"
     assert "data" not in from_binary(h, p)
