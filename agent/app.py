@@ -172,12 +172,13 @@ class Agent:
             while not self._stop.is_set() and not self.listeners.all_listening(gen):
                 await anyio.sleep(0.005)
 
-    async def _stop_producers(self, gen: Generation) -> None:
-        """Cancel; a submit blocked on a full queue gets ``drain_timeout``, then the queues close under it."""
+    async def _stop_producers(self, gen: Generation, by: float | None = None) -> None:
+        """Cancel; a submit blocked on a full queue gets until ``by`` (default: ``drain_timeout`` from now), then
+        the queues close under it."""
         if gen.producer_tasks.scope is None:
             return
         gen.producer_tasks.scope.cancel()
-        if not await gen.producer_tasks.wait(gen.cfg.agent.drain_timeout):
+        if not await gen.producer_tasks.wait(_left(gen, by)):
             log.warning("producers still blocked on full queues; closing them (the rest is counted as dropped)")
             for q in gen.queues:
                 q.close()
@@ -205,13 +206,17 @@ class Agent:
         assert self._tg is not None
         await self._tg.start(gen.worker_tasks.run, start)
 
-    async def _drain(self, gen: Generation) -> None:
-        """Close the queues; let the workers empty them into the sinks and close those, within the deadline."""
+    async def _drain(self, gen: Generation, by: float | None = None) -> None:
+        """Close the queues; let the workers empty them into the sinks and close those, by the deadline ``by``
+        (default: ``drain_timeout`` from now)."""
         for q in gen.queues:
             q.close()
         if gen.worker_tasks.scope is None:
             return
-        if not await gen.worker_tasks.wait(gen.cfg.agent.drain_timeout):
+        by = time.monotonic() + gen.cfg.agent.drain_timeout if by is None else by
+        for w in gen.workers:
+            w.close_by = by  # a sink's last attempt to confirm and close ends with the deadline too
+        if not await gen.worker_tasks.wait(_left(gen, by)):
             # what is still queued, and the batches workers hold while they retry a sink that is down
             left = sum(len(q) + w.holding for w, q in zip(gen.workers, gen.queues, strict=True)
                        if not isinstance(q, SpoolQueue))
@@ -411,10 +416,12 @@ class Agent:
                     await self._stop.wait()
                     self.notifier.stopping()
                 async with self._lock:
-                    await self._stop_producers(self.gen)
+                    # one deadline for all of it: blocked producers, what is being signed, the queues, the sinks
+                    by = time.monotonic() + self.gen.cfg.agent.drain_timeout
+                    await self._stop_producers(self.gen, by)
                     # events still being signed reach the queues first
-                    await self.pipeline.aclose(self.cfg.agent.drain_timeout)
-                    await self._drain(self.gen)
+                    await self.pipeline.aclose(_left(self.gen, by))
+                    await self._drain(self.gen, by)
                 tg.cancel_scope.cancel()
         finally:
             await self._close_probes(self.gen)
@@ -424,3 +431,8 @@ class Agent:
             self.notifier.close()
         if self._fatal is not None:
             raise self._fatal
+
+
+def _left(gen: Generation, by: float | None) -> float:
+    """Seconds until the deadline ``by`` (none left: 0), or ``gen``'s whole ``drain_timeout`` without one."""
+    return gen.cfg.agent.drain_timeout if by is None else max(0.0, by - time.monotonic())

@@ -37,6 +37,8 @@ log = logging.getLogger("hoststamp.sink")
 #: seconds a closing worker gives its sink to confirm (flush) and close: a sink that is down must not hold
 #: shutdown hostage
 CLOSE_TIMEOUT = 5.0
+#: seconds a sink has to close when the drain's deadline has passed already
+CLOSE_LAST_MOMENT = 0.25
 #: what a sink's reason for leaving an event out tells its sender
 _LEFT_OUT = {"too_large": "too large"}
 
@@ -92,6 +94,8 @@ class SinkWorker:
         self.holding = 0
         #: events the sink took but did not confirm when it was closed (at least 1 when it cannot tell how many)
         self.unconfirmed = 0
+        #: the drain's deadline (``time.monotonic()``), when one is set: the sink's last attempt to close ends by it
+        self.close_by: float | None = None
         self._dirty = False
         # with a spool, records are trimmed only once the sink has taken and flushed them
         self._spool = queue if isinstance(queue, SpoolQueue) else None
@@ -222,8 +226,12 @@ class SinkWorker:
                 ):
                     await self._flush()
         finally:
-            # one bounded attempt: a sink that is down must not hold shutdown hostage
-            with anyio.move_on_after(CLOSE_TIMEOUT, shield=True) as closing:
+            # one bounded attempt: a sink that is down must not hold shutdown hostage. It ends with the drain's
+            # deadline, but for a last moment to close what is open
+            close_in = CLOSE_TIMEOUT
+            if self.close_by is not None:
+                close_in = min(CLOSE_TIMEOUT, max(CLOSE_LAST_MOMENT, self.close_by - time.monotonic()))
+            with anyio.move_on_after(close_in, shield=True) as closing:
                 if self._opened:
                     try:
                         await self._flush(retry=False)
@@ -239,10 +247,10 @@ class SinkWorker:
                 what = f"{unconfirmed} events" if isinstance(unconfirmed, int) else "what it took"
                 if self._spool is not None:
                     log.warning("sink %s: not confirmed within %gs of closing; %s stay in the spool and are sent "
-                                "again at the next start", self.sink.uri, CLOSE_TIMEOUT, what)
+                                "again at the next start", self.sink.uri, close_in, what)
                 else:
                     log.error("sink %s: not confirmed within %gs of closing; %s may be lost", self.sink.uri,
-                              CLOSE_TIMEOUT, what)
+                              close_in, what)
                 self.unconfirmed = self._unconfirmed()
             if self._spool is None:  # with a spool, what is left is kept in it, its senders acked already
                 self._fail_unconfirmed(batch)

@@ -191,6 +191,24 @@ async def test_a_sink_that_never_confirms_at_close_is_reported(
     assert "not confirmed within 0.1s of closing; 2 events may be lost" in caplog.text
 
 
+@pytest.mark.anyio
+async def test_the_last_attempt_to_close_ends_with_the_drain_deadline(caplog: pytest.LogCaptureFixture) -> None:
+    """A drain whose deadline has passed leaves a sink a last moment to close, not the whole close timeout on
+    top of the deadline."""
+    import time
+
+    from agent.pipeline import worker as worker_mod
+
+    sink = NeverConfirms()
+    _pipeline, workers = make_pipeline(sink)
+    workers[0].close_by = time.monotonic() - 1.0
+    workers[0].queue.close()
+    with anyio.fail_after(5):
+        await workers[0].run()
+    assert workers[0].finished
+    assert f"not confirmed within {worker_mod.CLOSE_LAST_MOMENT:g}s of closing; 2 events may be lost" in caplog.text
+
+
 class Buggy(MemorySink):
     """Its first ``n`` sends raise something other than SinkError, as a bug in a sink would."""
 
