@@ -395,6 +395,9 @@ class Agent:
                 self._tg = tg
                 await self._start_workers(self.gen)
                 if self.once:
+                    if self.cfg.listeners:
+                        log.warning("--once: one round of the probes only; the listeners (%s) are not started",
+                                    ", ".join(ep.uri for ep in self.cfg.listeners))
                     if self.announce is not None:
                         self.announce()
                     async with anyio.create_task_group() as once:

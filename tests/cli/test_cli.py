@@ -122,6 +122,16 @@ def test_run_once_emits_verifiable_cloudevents(tmp_path: Path) -> None:
     assert b"OK:" in ver.stdout
 
 
+def test_run_once_says_it_does_not_start_listeners(tmp_path: Path) -> None:
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    sock = tmp_path / "in.sock"
+    res = run_cli(["run", "--once", "--probes", "none", "--sink", "file:out.ndjson", "--listen", f"unix:{sock}"],
+                  cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert f"--once: one round of the probes only; the listeners (unix:{sock}) are not started" in res.stderr.decode()
+    assert not sock.exists()
+
+
 @pytest.mark.parametrize("sink", ["file:/proc/no-such-dir/events.ndjson", "unix:{tmp}/nobody-listens.sock"])
 def test_run_once_fails_when_a_sink_did_not_get_every_event(tmp_path: Path, sink: str) -> None:
     root = _fixture_root()
