@@ -110,8 +110,11 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "kind": "archive",
             "path": self.path,
             "ok": self.ok,
+            "events": self.totals.events,
+            "verified": self.totals.signed_ok,
             "summary": asdict(self.totals),
             "problems": [asdict(p) for p in self.problems],
             "notes": [asdict(n) for n in self.notes],

@@ -39,6 +39,8 @@ def _n(count: int, word: str) -> str:
 
 @dataclass(slots=True)
 class Report:
+    #: what was read: a file's name, or ``<stdin>``
+    path: str = "-"
     events: int = 0
     verified: int = 0
     problems: list[Problem] = field(default_factory=list)
@@ -72,11 +74,17 @@ class Report:
         return "\n".join([*self.note_lines(), self.verdict()])
 
     def as_dict(self) -> dict[str, object]:
+        """The report as ``verify --json`` prints it; what an archive's report has too (``kind``, ``path``,
+        ``ok``, ``events``, ``verified``, ``problems`` with ``where`` and ``message``, ``notes``, ``omitted``)
+        means the same in both."""
         return {
+            "kind": "file",
+            "path": self.path,
             "ok": self.ok,
             "events": self.events,
             "verified": self.verified,
-            "problems": [{"where": p.where, "id": p.event_id, "reason": p.reason} for p in self.problems],
+            "problems": [{"where": p.where, "id": p.event_id, "reason": p.reason, "message": p.reason}
+                         for p in self.problems],
             "omitted": self.omitted,
             "notes": [{"code": code, "where": where, "message": message}
                       for code, where, message in self.notes.lines()],
@@ -91,7 +99,7 @@ def verify_lines(lines: Iterable[bytes], keys: Mapping[str, VerifyKey], *, name:
     fine, and a line holding a JSON array (the CloudEvents JSON batch format) counts each event in it. A
     stream with no event at all is a problem: an empty (or emptied) file proves nothing, so it does not pass.
     """
-    report = Report()
+    report = Report(path=name)
     last_seq: dict[str, int] = {}
     for lineno, raw in enumerate(lines, 1):
         line = raw.strip()

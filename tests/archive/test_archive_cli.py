@@ -52,6 +52,26 @@ def test_verify_prove_and_check_a_proof(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "root-mismatch" in out and out.strip().splitlines()[-1].startswith("FAILED")
 
 
+def test_verify_json_of_a_file_and_of_an_archive_share_their_common_members(tmp_path: Path) -> None:
+    """An auditor's script reads ``kind``, ``path``, ``ok``, ``events``, ``verified`` and each problem's
+    ``where`` and ``message`` the same way whatever it verified."""
+    _key, pub, root, evs = _three_segments(tmp_path)
+    (tmp_path / "ev.ndjson").write_bytes(b"\n".join(evs) + b"\n{not json\n")
+    seg = layout.events_path(root, 2)
+    seg.write_bytes(b"\n".join(seg.read_bytes().splitlines()[::-1]) + b"\n")
+    docs = {}
+    for kind, path in (("file", str(tmp_path / "ev.ndjson")), ("archive", str(root))):
+        res = run_cli(["verify", "--json", "--pub", pub, path], cwd=tmp_path)
+        assert res.returncode == 1, res.stderr
+        doc = docs[kind] = orjson.loads(res.stdout)
+        assert (doc["kind"], doc["path"], doc["ok"]) == (kind, path, False)
+        assert {"events", "verified", "problems", "notes", "omitted"} <= set(doc)
+        assert doc["problems"] and all(type(p["where"]) is str and type(p["message"]) is str for p in doc["problems"])
+    assert (docs["file"]["events"], docs["file"]["verified"]) == (31, 30)  # every line read counts
+    assert (docs["archive"]["events"], docs["archive"]["verified"]) == (30, 30)
+    assert any("not JSON" in p["message"] for p in docs["file"]["problems"])
+
+
 def test_prove_a_copy_of_an_event_archived_twice(tmp_path: Path) -> None:
     from tests.archive.archive_helpers import make_event
 
