@@ -143,13 +143,25 @@ class Agent:
         def start(tg: TaskGroup) -> None:
             for r in gen.runners:
                 tg.start_soon(r.run)
-            for _pc, p in gen.probes:
-                tg.start_soon(p.watch, self._submit)
+            for pc, p in gen.probes:
+                tg.start_soon(self._watch, pc.name, p)
             for opts in gen.cfg.listeners:
                 tg.start_soon(self._listen, gen, opts)
 
         assert self._tg is not None
         await self._tg.start(gen.producer_tasks.run, start)
+
+    async def _watch(self, name: str, probe: Probe) -> None:
+        """One probe's change events. Their failure is an error reading of that probe, and the end of its change
+        events, never of the agent: its rounds and the other probes go on."""
+        try:
+            await probe.watch(self._submit)
+        except Exception as exc:
+            if isinstance(exc, (AgentError, OSError)):
+                log.warning("probe %s: change events stopped: %s", name, exc)
+            else:  # not a foreseen failure: a bug, worth a traceback
+                log.error("probe %s: change events failed unexpectedly", name, exc_info=exc)
+            await self._submit(probe.error_reading(f"change events stopped: {str(exc) or type(exc).__name__}"))
 
     async def _listen(self, gen: Generation, opts: Any) -> None:
         """One listener; on a reload a listener that cannot start is logged, not fatal."""

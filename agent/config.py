@@ -343,6 +343,8 @@ _TOP_KEYS = ("agent", "probes", "sinks", "listeners", "metrics")
 
 def parse(doc: Mapping[str, Any], *, file: str | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Build a :class:`Config` from a parsed TOML document."""
+    if (where := _nul_at(doc, "")) is not None:  # a path, name or URI never holds one: refused wherever it is
+        raise ConfigError("must not hold a NUL character", key=where, file=file)
     for key in doc:
         if key not in _TOP_KEYS:
             raise ConfigError(f"unknown key (allowed at top level: {', '.join(_TOP_KEYS)})", key=key, file=file)
@@ -378,6 +380,24 @@ def parse(doc: Mapping[str, Any], *, file: str | None = None, env: Mapping[str, 
         raise ConfigError(reason, key=key, file=file)
     metrics = schema.build(MetricsConfig, doc.get("metrics", {}), prefix="metrics", file=file)
     return Config(agent=agent, probes=probes, sinks=sinks, listeners=listeners, metrics=metrics, path=file)
+
+
+def _nul_at(value: Any, where: str) -> str | None:
+    """The key of the first string (a key, or a value) in ``value`` that holds a NUL character, if any."""
+    if isinstance(value, str):
+        return where if "\0" in value else None
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            key = f"{where}.{k}" if where else str(k)
+            if "\0" in str(k):
+                return key
+            if (found := _nul_at(v, key)) is not None:
+                return found
+    elif isinstance(value, list):  # a table in an array is named by its index (sinks[1]), a value by its key
+        for i, v in enumerate(value):
+            if (found := _nul_at(v, f"{where}[{i}]" if isinstance(v, Mapping) else where)) is not None:
+                return found
+    return None
 
 
 def load(path: str | os.PathLike[str]) -> Config:

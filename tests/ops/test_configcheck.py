@@ -337,3 +337,27 @@ def test_a_host_id_with_control_characters_is_refused_from_the_file_and_the_envi
     with pytest.raises(ConfigError, match=f"{config.ENV_HOST_ID}: holds a control character"):
         config.parse({}, env={config.ENV_HOST_ID: "a\nb"})
     assert config.parse({}, env={config.ENV_HOST_ID: "node-7 (rack 3)"}).agent.host_id == "node-7 (rack 3)"
+
+
+@pytest.mark.parametrize(("doc", "key"), [
+    ({"probes": {"cgroup": {"mountinfo": "/proc/self/mountinfo\0x"}}}, "probes.cgroup.mountinfo"),
+    ({"probes": {"mounts": {"watch": {"mountinfo": "\0"}}}}, "probes.mounts.watch.mountinfo"),
+    ({"probes": {"mounts": {"proc_root": "/proc\0"}}}, "probes.mounts.proc_root"),
+    ({"probes": {"cgroup": {"include": ["/a", "/b\0"]}}}, "probes.cgroup.include"),
+    ({"sinks": [{"uri": "stdout:"}, {"uri": "file:/x\0"}]}, "sinks[1].uri"),
+    ({"agent": {"state_dir\0": "x"}}, "agent.state_dir\0"),
+])
+def test_a_nul_character_anywhere_is_refused_naming_its_key(tmp_path: Path, doc: dict[str, object], key: str) -> None:
+    """A path, name or URI never holds one, and deep in a probe it made a reading, or the agent, fail late."""
+    with pytest.raises(ConfigError) as exc:
+        config.parse(doc)
+    assert exc.value.key == key and "NUL" in exc.value.reason
+
+
+def test_a_nul_character_fails_run_and_config_check_with_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "nul.toml"
+    path.write_text('[probes.cgroup]\nmountinfo = "/tmp\\u0000x"\n')
+    for args in (["run", "--once", "--config", str(path)], ["config", "check", str(path)]):
+        res = run_cli(args, cwd=tmp_path)
+        assert res.returncode == 2, res.stderr
+        assert b"probes.cgroup.mountinfo: must not hold a NUL character" in res.stderr + res.stdout
