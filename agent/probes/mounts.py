@@ -160,11 +160,23 @@ def reusable(outcome: StatOutcome, now: float, ttl: float) -> bool:
     return not is_stale(outcome) and now - outcome.started < ttl
 
 
+#: failures that are the file system's own answer: the mount responds
+_ANSWERS = frozenset((errno.EACCES, errno.EPERM))
+
+
 def verdict(entry: MountEntry, outcome: StatOutcome) -> dict[str, Any]:
-    """``status`` (stale wins over readonly), ``readonly``, ``error`` and ``capacity`` of one check."""
+    """``status`` (stale, then failed, then readonly, then ok), ``readonly``, ``error`` and ``capacity`` of one
+    check. A check that failed otherwise than a dead mount fails, and without an answer of the file system
+    (no such target, a name too long, no checker), says nothing of the mount's health: ``failed``, never
+    ``ok``. A refusal (EACCES, EPERM) is an answer: the mount is alive."""
     stats = outcome.stats
     readonly = entry.readonly or bool(stats and stats.get("flag", 0) & os.ST_RDONLY)
-    status = "stale" if is_stale(outcome) else "readonly" if readonly else "ok"
+    if is_stale(outcome):
+        status = "stale"
+    elif outcome.error and outcome.errno not in _ANSWERS:
+        status = "failed"
+    else:
+        status = "readonly" if readonly else "ok"
     error = outcome.error
     if error and outcome.op and not outcome.timed_out:
         error = f"{outcome.op}: {error}"
@@ -248,6 +260,7 @@ class MountsProbe(Probe):
             "ok_total": statuses.count("ok"),
             "readonly_total": statuses.count("readonly"),
             "stale_total": statuses.count("stale"),
+            "failed_total": statuses.count("failed"),
             "errors_total": sum(1 for r in readings if r.output["error"]),
             "proxmox_managed_total": sum(1 for r in readings if r.output["proxmox_managed"]),
             "containers": len(scan.containers) if scan else 0,

@@ -260,7 +260,13 @@ def test_verdicts() -> None:
     for code in (errno.ESTALE, errno.ENOTCONN, errno.EIO, errno.EHOSTDOWN):
         assert verdict(RW, outcome(errno=code, error=os.strerror(code), op="statvfs"))["status"] == "stale"
     denied = verdict(RW, outcome(errno=errno.EACCES, error="Permission denied", op="stat"))
-    assert denied["status"] == "ok" and denied["error"] == "stat: Permission denied"
+    assert denied["status"] == "ok" and denied["error"] == "stat: Permission denied"  # the mount answered
+    # no answer from the mount at all: its health is not known, and it is not counted as ok
+    for code, op, error in ((errno.ENOENT, "stat", "No such file or directory"),
+                            (errno.ENAMETOOLONG, "stat", "File name too long"),
+                            (None, "", "checker failed: worker exited")):
+        failed = verdict(RO, outcome(errno=code, error=error, op=op))
+        assert failed["status"] == "failed" and failed["readonly"] and failed["capacity"] is None
 
 
 def test_only_fresh_and_healthy_results_are_reused() -> None:
