@@ -198,7 +198,9 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         raise UsageError(f"hoststamp probe: unknown probe {args.name!r} (known: {known})") from None
     key = load_signing_key(_key_path(args.key, cfg))
     state = Path(cfg.agent.state_dir)
-    seqs = SequenceStore(state / "sequences.json", keep=False)  # never a number of the agent's sequence
+    # the agent's own sequence when no agent holds it, so that numbers rise across runs and probes alike; while
+    # one runs, numbers borrowed above its own (docs/operating.md)
+    seqs = SequenceStore(state / "sequences.json")
     stamper = Stamper(key, host_id(cfg.agent.host_id), seqs)
     probe = build_probe(pc, state)
 

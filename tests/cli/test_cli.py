@@ -246,21 +246,29 @@ def test_probe_verb_prints_signed_ndjson(tmp_path: Path) -> None:
     assert run_cli(["probe", "nosuch"], cwd=tmp_path).returncode == 2
 
 
-def test_the_probe_verb_takes_no_number_of_the_agents_sequence(tmp_path: Path) -> None:
-    """`hoststamp probe` between two runs: the archive the runs write has no gap, and verifies."""
+def test_the_probe_verb_numbers_rise_with_the_agents_across_runs(tmp_path: Path) -> None:
+    """`hoststamp probe` between two runs: per source, every number is above the first run's and below the
+    second's (the contract's strictly increasing sequence), and the archive the runs write verifies: the
+    numbers the probe took are a gap between two runs, a note and no problem."""
     root = _fixture_root()
     assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
     cfg = _config(tmp_path, f'[probes.cgroup]\nroot = "{root}"\n[[sinks]]\nuri = "archive:arch"\n')
-    run = ["run", "--once", "--probes", "cgroup", "--config", str(cfg)]
-    assert run_cli(run, cwd=tmp_path).returncode == 0
-    probed = run_cli(["probe", "cgroup", "--config", str(cfg)], cwd=tmp_path)
-    assert probed.returncode == 0, probed.stderr
-    assert run_cli(run, cwd=tmp_path).returncode == 0
+    outs = []
+    for i, verb in enumerate(("run", "probe", "run")):
+        args = (["run", "--once", "--probes", "cgroup", "--sink", f"file:out{i}.ndjson"] if verb == "run"
+                else ["probe", "cgroup"])
+        res = run_cli([*args, "--config", str(cfg)], cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        body = res.stdout if verb == "probe" else (tmp_path / f"out{i}.ndjson").read_bytes()
+        outs.append(body)
+    (tmp_path / "all.ndjson").write_bytes(b"".join(outs))
+    assert run_cli(["verify", "all.ndjson"], cwd=tmp_path).returncode == 0  # rising per source throughout
+    seqs = [{e["source"]: int(e["sequence"]) for e in map(orjson.loads, o.splitlines())} for o in outs]
+    assert seqs[0] and seqs[0].keys() == seqs[1].keys() == seqs[2].keys()
+    assert all(seqs[0][s] < seqs[1][s] < seqs[2][s] for s in seqs[0])
     res = run_cli(["verify", "arch"], cwd=tmp_path)
-    assert res.returncode == 0 and b"sequence-gap" not in res.stdout + res.stderr, res.stdout + res.stderr
-    # its numbers are still unique: above the agent's
-    lines = [orjson.loads(x) for x in probed.stdout.splitlines()]
-    assert all(int(e["sequence"]) > 1 << 40 for e in lines)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert b"sequence-gap-between-runs" in res.stdout + res.stderr
 
 
 def test_help_for_every_verb(tmp_path: Path) -> None:
