@@ -56,8 +56,7 @@ class SequenceStore:
     def __init__(self, path: Path | None, *, block: int = BLOCK, max_sources: int = MAX_SOURCES,
                  keep: bool = True) -> None:
         """``keep=False``: borrow numbers (as a process that finds the state held does) without trying to hold
-        the state: for a one-off such as ``hoststamp probe``, whose events must not take numbers from the
-        agent's own sequence (its sinks, an archive, would see a gap)."""
+        the state: for a one-off whose events must not take numbers from the agent's own sequence."""
         self._path = path
         self._block = block
         self._max_sources = max_sources
