@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .parse import MountInfo, find_cgroup2_mount, parse_mountinfo
 
-__all__ = ["CGROUP2_SUPER_MAGIC", "PROC_SUPER_MAGIC", "HostFS", "fs_magic", "read_small"]
+__all__ = ["CGROUP2_SUPER_MAGIC", "CGROUP_SUPER_MAGIC", "PROC_SUPER_MAGIC", "HostFS", "fs_magic", "read_small"]
 
 _CHUNK = 1 << 16
 #: O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, for ever (regular files ignore it)
@@ -27,6 +27,8 @@ _FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 
 #: ``f_type`` of a cgroup2 file system and of procfs (linux/magic.h)
 CGROUP2_SUPER_MAGIC = 0x63677270
+#: a cgroup v1 hierarchy (one controller's, as /sys/fs/cgroup/cpu in hybrid mode)
+CGROUP_SUPER_MAGIC = 0x27E0EB
 PROC_SUPER_MAGIC = 0x9FA0
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -15,6 +15,7 @@ that does not parse, becomes an error reading for that leaf alone.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import anyio.to_thread
 
 from ..errors import ParseError, ProbeError
 from ..hostfs import COUNTER_KEYS, DeltaTracker, HostFS, LeafScan, scan_cgroups
+from ..hostfs.reader import CGROUP_SUPER_MAGIC, fs_magic
 from ..model import Reading
 from ..watch.cgroups import CgroupWatchOptions, watch_cgroups
 from .base import Emit, Probe, ProbeContext
@@ -65,6 +67,20 @@ class CgroupOptions:
             raise ValueError("max_leaves must be at least 1")
 
 
+def _is_cgroup_v1(root: str) -> bool:
+    """Whether ``root`` is on a cgroup v1 file system (anything that cannot be opened is left to the scan)."""
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return fs_magic(fd) == CGROUP_SUPER_MAGIC
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def resolve_root(options: CgroupOptions) -> str | None:
     """The root to walk: ``options.root``, else the cgroup2 mount from mountinfo (``None`` if none)."""
     if options.root is not None:
@@ -100,6 +116,9 @@ class CgroupProbe(Probe):
             root = resolve_root(self.options)
             if root is None:
                 raise ProbeError(f"no cgroup2 mount in {self.options.mountinfo}")
+            if _is_cgroup_v1(root):  # its files have other names and units: never read them as v2's
+                raise ProbeError(f"{root} is a cgroup v1 hierarchy; the cgroup probe reads cgroup v2 (the unified "
+                                 "hierarchy: /sys/fs/cgroup, or /sys/fs/cgroup/unified in hybrid mode)")
             self._root = root
         return self._root
 

@@ -150,6 +150,25 @@ def test_missing_root_fails_the_collection(tmp_path: Path) -> None:
         asyncio.run(CgroupProbe(CgroupOptions(root=str(tmp_path / "gone"))).collect())
 
 
+def _v1_hierarchy() -> Path | None:
+    """A cgroup v1 controller's hierarchy mounted on this host (hybrid mode), if there is one."""
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == "cgroup":
+            return Path(fields[1])
+    return None
+
+
+def test_a_cgroup_v1_hierarchy_as_root_is_refused_not_read_as_v2() -> None:
+    """Its files have other names and other units (``throttled_time`` in ns): each round is one error reading
+    that says so, never v1 values under the v2 names."""
+    v1 = _v1_hierarchy()
+    if v1 is None:
+        pytest.skip("no cgroup v1 hierarchy mounted here")
+    with pytest.raises(Exception, match=f"{v1} is a cgroup v1 hierarchy; the cgroup probe reads cgroup v2"):
+        asyncio.run(CgroupProbe(CgroupOptions(root=str(v1))).collect())
+
+
 # --- the real cgroup2 mount -------------------------------------------------------------------------------
 
 @pytest.fixture
