@@ -192,12 +192,14 @@ def read_leaf(cg: CgroupDir, names: Sequence[str] = LEAF_FILES) -> dict[str, str
     try:
         for name in names:
             try:
-                out[name] = read_small(name, dir_fd=dfd, one_read=True).decode("utf-8", "replace")
+                out[name] = read_small(name, dir_fd=dfd, one_read=True, nofollow=True).decode("utf-8", "replace")
             except FileNotFoundError:
                 missing = True
             except OSError as exc:
                 if exc.errno == errno.ENODEV:
                     raise ProbeError("cgroup vanished during scan") from None
+                if exc.errno == errno.ELOOP:  # cgroupfs holds no links: one leads out of the tree, never read
+                    raise ProbeError(f"{base}/{name}: a symbolic link, not followed") from None
                 raise ProbeError(f"{base}/{name}: {exc.strerror or exc}") from None
     finally:
         os.close(dfd)

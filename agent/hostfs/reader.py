@@ -45,7 +45,8 @@ def fs_magic(fd: int) -> int:
     return int(struct.unpack_from("l", buf.raw)[0]) & 0xFFFFFFFF
 
 
-def read_small(path: str, limit: int = 1 << 20, dir_fd: int | None = None, *, one_read: bool = False) -> bytes:
+def read_small(path: str, limit: int = 1 << 20, dir_fd: int | None = None, *, one_read: bool = False,
+               nofollow: bool = False) -> bytes:
     """Read a small (pseudo) file whole with raw ``os`` calls.
 
     ``dir_fd``: ``path`` is relative to this open directory (saves the path
@@ -63,8 +64,10 @@ def read_small(path: str, limit: int = 1 << 20, dir_fd: int | None = None, *, on
     Only a regular file is read (/proc and /sys files are regular files): a
     FIFO, a socket or a device is an ``OSError`` (``EINVAL``), since reading
     one could wait for ever or never end, and a probe's round with it.
+    ``nofollow``: a symbolic link is not followed (``OSError`` ``ELOOP``): a tree the kernel makes holds none,
+    so one there leads out of it.
     """
-    fd = os.open(path, _FLAGS, dir_fd=dir_fd)
+    fd = os.open(path, _FLAGS | os.O_NOFOLLOW if nofollow else _FLAGS, dir_fd=dir_fd)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device is never read)", path)

@@ -56,6 +56,21 @@ def test_fixture_readings(tree: Path) -> None:
     assert sum(1 for r in got.values() if r.error) == 1
 
 
+def test_a_link_in_the_tree_is_not_followed_nor_its_target_quoted(tree: Path, tmp_path: Path) -> None:
+    """cgroupfs holds no symbolic links: one in a tree leads out of it. Its target is neither read nor quoted
+    into a signed event; the other leaves go on."""
+    secret = tmp_path / "secret"
+    secret.write_text("root:hunter2:20228:0:99999:7:::\n")
+    events = tree / "system.slice/nginx.service/memory.events"
+    events.unlink()
+    events.symlink_to(secret)
+    got = collect(CgroupProbe(CgroupOptions(root=str(tree))))
+    nginx = got["/system.slice/nginx.service"]
+    assert nginx.error == f"{events}: a symbolic link, not followed" and nginx.output == {}
+    assert all("hunter2" not in str(r.data()) for r in got.values())
+    assert sum(1 for r in got.values() if r.error) == 2  # with the fixture's broken.service
+
+
 def test_deltas_show_an_oom_kill_in_the_last_interval(tree: Path) -> None:
     probe = CgroupProbe(CgroupOptions(root=str(tree), include=("/system.slice/*",)))
     collect(probe)
