@@ -61,6 +61,8 @@ class CgroupOptions:
             raise ValueError("root must not be empty (leave it out to find the cgroup v2 mount)")
         if self.root is not None and "\0" in self.root:
             raise ValueError("root must not hold a NUL character")
+        if not self.mountinfo:
+            raise ValueError("mountinfo must not be empty")
         if self.max_depth is not None and self.max_depth < 0:
             raise ValueError("max_depth must be 0 or more")
         if self.max_leaves < 1:

@@ -44,6 +44,8 @@ class LveOptions:
             raise ValueError("path must be a path (not empty, no NUL character)")
         if self.top_n < 0:
             raise ValueError("top_n must be 0 (all) or more")
+        if any(uid < 0 or uid > 0xFFFFFFFF for uid in self.skip_user_ids):
+            raise ValueError("skip_user_ids must be user ids (0 to 4294967295)")
 
 
 #: the most of /proc/lve/list read (a row is 100 to 300 bytes: room for a few hundred thousand LVEs)

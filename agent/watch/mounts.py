@@ -36,6 +36,10 @@ class MountWatchOptions(WatchOptions):
     #: check a newly added remote mount at once (a regular ``mounts`` reading)
     check_new: bool = True
 
+    def __post_init__(self) -> None:
+        if not self.mountinfo:
+            raise ValueError("mountinfo must not be empty")
+
 
 @dataclass(frozen=True, slots=True)
 class MountChange:

@@ -322,6 +322,9 @@ def test_a_link_netns_may_be_an_absolute_path(tmp_path: Path) -> None:
     ('[probes.taskstats]\nproc = "/tmp/a\\u0000b"\n', "probes.taskstats.proc"),
     ('[probes.taskstats]\ncgroups = ["/sys/fs/cgroup/x", "/tmp/a\\u0000b"]\n', "probes.taskstats.cgroups"),
     ('[probes.taskstats]\ncgroupstats = [""]\n', "probes.taskstats.cgroupstats"),
+    ('[probes.cgroup]\nmountinfo = ""\n', "probes.cgroup.mountinfo"),
+    ('[probes.mounts.watch]\nmountinfo = ""\n', "probes.mounts.watch.mountinfo"),
+    ('[probes.lve]\nskip_user_ids = [1000, -1]\n', "probes.lve.skip_user_ids"),
 ])
 def test_a_probe_path_holding_a_nul_or_an_empty_one_in_a_list_is_refused(tmp_path: Path, body: str,
                                                                          key: str) -> None:
