@@ -121,7 +121,8 @@ def parse_record(line: bytes) -> dict[str, Any]:
         raise VerifyError(f"record is not JSON: {exc}") from None
     if not isinstance(rec, dict):
         raise VerifyError("record is not a JSON object")
-    if rec.get("v") != 1 or rec.get("kind") not in KINDS:
+    kind = rec.get("kind")
+    if rec.get("v") != 1 or not isinstance(kind, str) or kind not in KINDS:
         raise VerifyError(f"not a version 1 record of a known kind (kind={rec.get('kind')!r})")
     if not isinstance(rec.get("seg"), int) or not isinstance(rec.get("prev"), str):
         raise VerifyError("record lacks seg or prev")

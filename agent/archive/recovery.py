@@ -12,20 +12,25 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import os
 import shutil
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ..errors import SinkError, VerifyError
+from ..signing.keys import VerifyKey
 from . import layout
 from .merkle import leaf_hash
-from .records import b64, chain_hash, parse_record, unb64, unb64_list
+from .records import b64, chain_hash, parse_record, unb64, unb64_list, verify_record
 
 __all__ = ["GZIP_LEVEL", "Cut", "Resume", "apply_cut", "compress_segment", "fsync_dir", "read_records", "recover"]
+
+log = logging.getLogger("hoststamp.sink")
 
 #: zlib level 3: on event NDJSON within 10 % of level 9's size at three times its speed
 GZIP_LEVEL = 3
@@ -135,21 +140,33 @@ def compress_segment(root: Path, n: int, expected_sha: bytes | None, *, sync: bo
         fsync_dir(root)
 
 
-def _retention_hi(listing: layout.Listing) -> int:
+def _retention_hi(listing: layout.Listing, keys: Mapping[str, VerifyKey] | None) -> int:
+    """The highest segment a retention the newest log records removed (0: none), to finish removing what a
+    crash left of it. Only a record of the writer's own is acted on: in the newest log (a retention is
+    recorded in the segment just opened, then carried out), signed by a trusted key, chained to the record
+    before it, naming its own segment and older ones only. Anything else is left for ``hoststamp verify``."""
+    n = max(listing.logs)
+    path = listing.logs[n]
+    data = path.read_bytes()
+    if b'"retention"' not in data or not keys:
+        return 0
     hi = 0
-    for path in listing.logs.values():
-        data = path.read_bytes()
-        if b'"retention"' not in data:
-            continue
-        for line in layout.split_tail(data)[0].split(b"\n")[:-1]:
-            if b'"retention"' in line:
-                try:
-                    rec = parse_record(line)
-                except VerifyError:
-                    continue
+    prev: str | None = None
+    for line in layout.split_tail(data)[0].split(b"\n")[:-1]:
+        try:
+            rec = parse_record(line)
+            if rec["kind"] == "retention":
+                verify_record(rec, keys)
                 seg = rec.get("segments")
-                if rec["kind"] == "retention" and isinstance(seg, list) and len(seg) == 2:
-                    hi = max(hi, int(seg[1]))
+                if (prev is None or rec["prev"] != prev or rec["seg"] != n or not isinstance(seg, list)
+                        or len(seg) != 2 or not all(type(x) is int for x in seg) or not 1 <= seg[0] <= seg[1] < n):
+                    raise VerifyError("not a retention of this segment's")
+                hi = max(hi, seg[1])
+        except VerifyError as exc:
+            if b'"retention"' in line:
+                log.warning("%s: a retention record not acted on (%s); check the archive with hoststamp verify",
+                            path, exc)
+        prev = chain_hash(line)
     return hi
 
 
@@ -160,8 +177,9 @@ def _opened_at(rec: dict[str, Any]) -> float | None:
         return None
 
 
-def recover(root: Path, *, sync: bool = True) -> Resume:
-    """Inspect (and minimally repair) ``root``; return where to continue."""
+def recover(root: Path, *, sync: bool = True, keys: Mapping[str, VerifyKey] | None = None) -> Resume:
+    """Inspect (and minimally repair) ``root``; return where to continue. ``keys``: the writer's own, which a
+    record must be signed with for recovery to act on it (a retention that removes segments)."""
     listing = layout.scan(root)
     for tmp in listing.tmp:
         tmp.unlink()
@@ -169,7 +187,7 @@ def recover(root: Path, *, sync: bool = True) -> Resume:
         if listing.events or listing.gz:
             raise _damaged(root / "seg-*.log", "event segments without their record logs")
         return Resume(seg=1, create=True, first=0, frontier=[])
-    hi = _retention_hi(listing)
+    hi = _retention_hi(listing, keys)
     for n in [n for n in listing.numbers() if n <= hi]:
         for table in (listing.logs, listing.events, listing.gz):
             p = table.pop(n, None)
@@ -211,6 +229,12 @@ def recover(root: Path, *, sync: bool = True) -> Resume:
     leaves = [leaf_hash(line) for line in complete.split(b"\n")[:-1]]
     if ck_size > first + len(leaves):
         raise _damaged(ev, f"a checkpoint covers {ck_size} events but the archive holds {first + len(leaves)}")
+    stop = records[-1] if records[-1]["kind"] == "stop" else None
+    if stop is not None and not cut and int(stop["size"]) != first + len(leaves):
+        # a clean stop seals every event it counts: lines beyond them were not written by the writer, and
+        # sealing them now would vouch for them
+        raise _damaged(ev, f"the writer stopped cleanly with {stop['size']} events, and the archive now holds "
+                           f"{first + len(leaves)}: events were added after it stopped")
     sha = hashlib.sha256(complete)
     return Resume(seg=n, create=False, first=first, frontier=frontier, origin=origin, leaves=leaves,
                   events_bytes=len(complete), events_sha=sha, ck_size=ck_size, prev=prev,

@@ -60,6 +60,8 @@ class _Verifier:
         #: the tree size at the last resume (a writer opening the archive again), and whether the one before
         #: it stopped cleanly; the sources seen since
         self.resumed_from: int | None = None
+        #: the size the last clean stop recorded, until the writer resumes
+        self.stopped_at: int | None = None
         self.resumed_clean = True
         self.seen_since: set[str] = set()
 
@@ -243,7 +245,14 @@ class _Verifier:
         elif kind == "close":
             self._close(rec, where, ev)
             return True
+        elif kind == "stop":
+            self.stopped_at = int(rec["size"])
         elif kind == "resume":
+            if rec["clean"] is True and self.stopped_at is not None and int(rec["size"]) != self.stopped_at:
+                self.f.problem("resume-size", where, f"the writer resumed at {rec['size']} events but stopped "
+                                                     f"cleanly at {self.stopped_at}: events added or removed "
+                                                     "while it was stopped")
+            self.stopped_at = None
             self.resumed_from, self.seen_since = int(rec["size"]), set()
             self.resumed_clean = rec["clean"] is True
             if not self.resumed_clean:

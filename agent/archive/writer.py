@@ -21,7 +21,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
 from ..errors import SinkError
+from ..signing.keys import VerifyKey
 from . import layout, retention
 from .merkle import CompactRange, NodeTable, consistency_proof, leaf_hash
 from .note import checkpoint_text, sign_note
@@ -107,7 +110,7 @@ class ArchiveWriter:
         except OSError as exc:
             self._release()
             raise SinkError(f"{self.root}: cannot open the archive: {exc.strerror or exc}") from None
-        except SinkError:
+        except BaseException:  # whatever failed, the lock is not kept: a retry must not find itself the holder
             self._release()
             raise
 
@@ -124,7 +127,8 @@ class ArchiveWriter:
         self._lock_fd = fd
 
     def _resume(self) -> None:
-        r = recover(self.root, sync=self._sync)
+        own = VerifyKey(ed25519.Ed25519PublicKey.from_public_bytes(self.key.public_raw))
+        r = recover(self.root, sync=self._sync, keys={own.keyid: own})
         self.origin = r.origin or self.options.origin or f"hoststamp/{self.key.keyid[:16]}/{secrets.token_hex(4)}"
         if self.options.origin and self.options.origin != self.origin:
             raise SinkError(f"{self.root}: the archive's origin is {self.origin!r}, the options say "

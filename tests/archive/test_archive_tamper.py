@@ -12,7 +12,7 @@ import pytest
 from agent.archive import layout
 from agent.archive.records import encode_record, parse_record
 from agent.archive.verify import verify_archive
-from agent.errors import VerifyError
+from agent.errors import SinkError, VerifyError
 from agent.signing.keys import SigningKey, VerifyKey
 from tests.archive.archive_helpers import events, write_archive
 
@@ -299,3 +299,68 @@ def test_a_deleted_segment_is_reported_once_not_again_as_unsealed(archive_dir: P
     report = verify_archive(archive_dir, keys)
     codes = [p.code for p in report.problems]
     assert "missing-segment" in codes and "unsealed" not in codes, report.lines()
+
+
+# --- what the writer itself does with a tampered archive when it starts -------------------------------------
+
+def _retention(key: SigningKey, seg: int, segments: list[int], prev: str) -> bytes:
+    return encode_record({"kind": "retention", "seg": seg, "segments": segments, "size": 0, "frontier": [],
+                          "chain": "", "checkpoint": "", "removed_bytes": 1, "reason": "retain_bytes",
+                          "prev": prev, "time": "2026-01-01T00:00:00.000000Z"}, key)
+
+
+@pytest.mark.parametrize("where", ["oldest", "newest"])
+@pytest.mark.parametrize("forged", ["unsigned", "signed-unchained"])
+def test_a_forged_retention_record_removes_nothing_when_the_writer_starts(
+        arc: Path, key: SigningKey, keys: dict[str, VerifyKey], where: str, forged: str) -> None:
+    """Recovery finishes a retention a crash interrupted; a record it cannot authenticate and chain (one line
+    appended by anyone, or a validly signed one from elsewhere) must not make it delete evidence."""
+    if forged == "unsigned":
+        line = orjson.dumps({**orjson.loads(_retention(key, 1, [1, 4], "")), "sig": "AAAA"})
+    else:  # signed by the right key, but it follows no record of this archive
+        line = _retention(key, 5, [1, 4], "not-the-chain")
+    n = 1 if where == "oldest" else 5
+    log = layout.log_path(arc, n)
+    log.write_bytes(log.read_bytes() + line + b"\n")
+    write_archive(arc, key, [], compression="none")  # a start and a clean stop
+    assert sorted(layout.scan(arc).numbers()) == [1, 2, 3, 4, 5]
+    assert problems(arc, keys) & {"record-signature", "chain", "wrong-segment", "after-close", "bad-record"}
+
+
+def test_events_added_after_a_clean_stop_are_not_sealed_by_the_next_start(
+        arc: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> None:
+    """A clean stop seals every event it counts. Lines appended later were not written by the writer: it
+    refuses to start rather than vouch for them, and leaves everything as it found it for verify."""
+    more = events(key, 46, 3)
+    ev = layout.events_path(arc, 5)
+    before_log = layout.log_path(arc, 5).read_bytes()
+    ev.write_bytes(ev.read_bytes() + b"".join(e + b"\n" for e in more))
+    with pytest.raises(SinkError, match="stopped cleanly with 45 events, and the archive now holds 48"):
+        write_archive(arc, key, [], compression="none")
+    assert layout.log_path(arc, 5).read_bytes() == before_log
+    assert "unsealed" in problems(arc, keys)
+
+
+def test_a_resume_that_does_not_start_where_the_clean_stop_ended_is_a_problem(
+        arc: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> None:
+    log = layout.log_path(arc, 5)
+    lines = log.read_bytes().splitlines()
+    stop = parse_record(lines[-1])
+    assert stop["kind"] == "stop" and stop["size"] == 45
+    forged = encode_record({"kind": "resume", "seg": 5, "size": 48, "clean": True, "prev": "",
+                            "time": "2026-01-01T00:00:00.000000Z"}, key)
+    from agent.archive.records import chain_hash
+
+    forged = encode_record({**orjson.loads(forged), "prev": chain_hash(lines[-1])}, key)
+    log.write_bytes(log.read_bytes() + forged + b"\n")
+    assert "resume-size" in problems(arc, keys)
+
+
+@pytest.mark.parametrize("kind", [b"[]", b"{}", b"1"])
+def test_a_record_kind_that_is_not_a_string_is_a_problem_not_a_crash(
+        arc: Path, key: SigningKey, keys: dict[str, VerifyKey], kind: bytes) -> None:
+    log = layout.log_path(arc, 1)
+    log.write_bytes(log.read_bytes().replace(b'"kind":"open"', b'"kind":' + kind, 1))
+    with pytest.raises(VerifyError, match="known kind"):
+        parse_record(log.read_bytes().splitlines()[0])
+    assert "bad-record" in problems(arc, keys)

@@ -300,3 +300,19 @@ def test_a_cut_is_never_made_without_being_recorded(archive_dir: Path, key: Sign
     assert len(w.cuts) == 1
     report = verify_archive(archive_dir, keys)
     assert report.ok and report.totals.cuts == 1
+
+
+def test_an_open_that_fails_unexpectedly_releases_the_lock(archive_dir: Path, key: SigningKey,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retry must meet the real failure again, not itself as 'another writer'."""
+    from agent.archive import writer as writer_mod
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise ValueError("max() arg is an empty sequence")
+
+    monkeypatch.setattr(writer_mod, "recover", broken)
+    w = ArchiveWriter(archive_dir, key)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="empty sequence"):
+            w.open()
+    assert not w.is_open
