@@ -364,3 +364,22 @@ def test_a_record_kind_that_is_not_a_string_is_a_problem_not_a_crash(
     with pytest.raises(VerifyError, match="known kind"):
         parse_record(log.read_bytes().splitlines()[0])
     assert "bad-record" in problems(arc, keys)
+
+
+def test_a_newest_segment_just_begun_without_its_events_file_is_a_note(
+        arc: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> None:
+    """A crash just after a rotation leaves the new log's open record and no events file yet: nothing sealed
+    is missing. Without the open record alone (anything sealed or stopped there), it stays a problem."""
+    from agent.archive.writer import ArchiveWriter
+
+    w = ArchiveWriter(arc, key)
+    w.open()
+    w.rotate()
+    n = max(layout.scan(arc).numbers())
+    w._release()  # killed: no checkpoint, no stop
+    layout.events_path(arc, n).unlink()
+    report = verify_archive(arc, keys)
+    assert report.ok, report.lines()
+    assert "events-not-created" in {x.code for x in report.notes}
+    layout.events_path(arc, 3).unlink()  # an older segment's: a problem as before
+    assert "missing-events" in problems(arc, keys)
