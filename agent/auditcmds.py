@@ -6,18 +6,19 @@ What an event holds is printed escaped; stdout has one line per problem and the 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import orjson
 
 from .errors import EXIT_FAIL, EXIT_OK, SigningError, UsageError
 from .model import escape_text
 from .signing.keys import VerifyKey, load_verify_keys
-from .signing.ndjson import verify_lines
+from .signing.ndjson import Problem, verify_lines
 
 __all__ = ["DEFAULT_PUB", "cmd_prove", "cmd_verify", "print_report", "printable", "trusted_keys"]
 
@@ -84,7 +85,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
         if args.path is not None:  # a bundle carries its own event: a PATH beside it would go unchecked
             raise UsageError("hoststamp verify: --proof FILE checks the bundle alone; give either it or PATH")
-
+        if not os.access(args.proof, os.R_OK) or os.path.isdir(args.proof):  # as a PATH that cannot be read
+            raise UsageError(f"hoststamp verify: {args.proof}: cannot read the proof bundle")
         return print_report(verify_proof_file(args.proof, keys), args.json)
     if args.path is None:
         raise UsageError("hoststamp verify: PATH is required (a file, '-' for stdin, or an archive directory)")
@@ -100,7 +102,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"hoststamp verify: {path}: {exc.strerror or exc}") from None
     with f:
-        return print_report(verify_lines(f, keys, name=str(path), guest_keys=guest_keys), args.json)
+        if f.peek(2)[:2] != b"\x1f\x8b":
+            return print_report(verify_lines(f, keys, name=str(path), guest_keys=guest_keys), args.json)
+        # gzip (an archive's closed segment, a rotated log): read through it; damage ends the reading, a problem
+        failed: list[str] = []
+        report = verify_lines(_gunzip_lines(f, failed), keys, name=str(path), guest_keys=guest_keys)
+        for why in failed:
+            report.add(Problem(str(path), f"not readable as gzip after what was read: {why}"))
+        return print_report(report, args.json)
+
+
+def _gunzip_lines(f: BinaryIO, failed: list[str]) -> Iterator[bytes]:
+    """The lines of gzip data; what stops the decompression is put in ``failed``, and the lines end there."""
+    import gzip
+    import zlib
+
+    try:
+        with gzip.GzipFile(fileobj=f) as gz:
+            yield from gz
+    except (OSError, EOFError, zlib.error) as exc:
+        failed.append(str(exc) or type(exc).__name__)
 
 
 def cmd_prove(args: argparse.Namespace) -> int:

@@ -194,6 +194,29 @@ def test_verify_reports_each_problem_and_exits_1(tmp_path: Path) -> None:
     assert res2.returncode == 1 and len(orjson.loads(res2.stdout)["problems"]) == 2
 
 
+def test_verify_reads_a_gzip_file_through_and_reports_damage_in_it(tmp_path: Path) -> None:
+    """A closed archive segment (``seg-N.ndjson.gz``) or a rotated log verifies as the lines it holds."""
+    import gzip
+
+    root = _fixture_root()
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    cfg = _config(tmp_path, f'[probes.cgroup]\nroot = "{root}"\n[[sinks]]\nuri = "file:ev.ndjson"\n')
+    assert run_cli(["run", "--config", str(cfg), "--once", "--probes", "cgroup"], cwd=tmp_path).returncode == 0
+    plain = (tmp_path / "ev.ndjson").read_bytes()
+    packed = gzip.compress(plain)
+    (tmp_path / "ev.ndjson.gz").write_bytes(packed)
+    lines = plain.count(b"\n")
+    res = run_cli(["verify", "ev.ndjson.gz"], cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout.decode().splitlines()[-1].startswith(f"OK: {lines} events"), (
+        res.stdout + res.stderr)
+    (tmp_path / "cut.gz").write_bytes(packed[: len(packed) // 2])
+    res = run_cli(["verify", "cut.gz"], cwd=tmp_path)
+    assert res.returncode == 1 and b"not readable as gzip after what was read" in res.stdout, res.stdout
+    assert b"Traceback" not in res.stderr
+    missing = run_cli(["verify", "--proof", "no-such-bundle.json"], cwd=tmp_path)
+    assert missing.returncode == 2 and b"cannot read the proof bundle" in missing.stderr
+
+
 def test_verify_usage_errors_exit_2(tmp_path: Path) -> None:
     assert run_cli(["verify", "nothing.ndjson", "--pub", "nope.pub"], cwd=tmp_path).returncode == 2
     assert run_cli(["verify", "x.ndjson"], cwd=tmp_path).returncode == 2  # no key at all
