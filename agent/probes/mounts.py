@@ -117,13 +117,16 @@ def _read_table(path: str) -> MountTable:
         raise ProbeError(str(exc)) from None
 
 
-def _gather(o: MountsOptions) -> tuple[list[_Target], MountTable, NamespaceScan | None]:
-    """Every mount to report (host remote mounts, container mounts), one per key."""
+def _gather(o: MountsOptions) -> tuple[list[_Target], MountTable, NamespaceScan | None, int]:
+    """Every mount to report (host remote mounts, container mounts), one per key; and how many were left out
+    because a later mount on the same target hides them (a check reaches only the top one)."""
     host = _read_table(o.proc_mounts)
     targets: dict[str, _Target] = {}
+    shadowed = 0
     for e in host.entries:
         if fstype_matches(e.fstype, o.fstypes):
             key = f"host:{e.target}"
+            shadowed += key in targets
             targets[key] = _Target(key, e.target, e, _under(o.rootfs, e.target), True, o.proc_mounts)
     scan = scan_namespaces(o.proc_root) if o.containers else None
     for c in scan.containers if scan else ():
@@ -134,8 +137,9 @@ def _gather(o: MountsOptions) -> tuple[list[_Target], MountTable, NamespaceScan 
                 continue
             key = f"mnt:[{c.mntns}]:{e.target}"
             path = f"{o.proc_root}/{c.pid}/root{'' if e.target == '/' else e.target}"
+            shadowed += key in targets
             targets[key] = _Target(key, f"{ident}:{e.target}", e, path, remote, c.source, c)
-    return list(targets.values()), host, scan
+    return list(targets.values()), host, scan, shadowed
 
 
 def capacity(stats: Any) -> dict[str, Any]:
@@ -207,7 +211,7 @@ class MountsProbe(Probe):
     async def collect(self) -> Sequence[Reading]:
         o: MountsOptions = self.options
         self.checker.sweep()
-        targets, host, scan = await anyio.to_thread.run_sync(_gather, o)
+        targets, host, scan, shadowed = await anyio.to_thread.run_sync(_gather, o)
         now = time.time()
         outcomes: dict[str, tuple[StatOutcome, bool]] = {}
         todo: list[_Target] = []
@@ -224,7 +228,7 @@ class MountsProbe(Probe):
         for key in set(self._cache) - set(outcomes):
             del self._cache[key]
         readings = [self._reading(t, *outcomes[t.key]) for t in targets]
-        readings.append(self._summary(readings, host, scan, len(todo), o))
+        readings.append(self._summary(readings, host, scan, len(todo), o, shadowed))
         return readings
 
     def _reading(self, t: _Target, outcome: StatOutcome, cached: bool) -> Reading:
@@ -252,7 +256,7 @@ class MountsProbe(Probe):
                        probe_source=f"procfs:{t.input}")
 
     def _summary(self, readings: list[Reading], host: MountTable, scan: NamespaceScan | None, started: int,
-                 o: MountsOptions) -> Reading:
+                 o: MountsOptions, shadowed: int = 0) -> Reading:
         statuses = [r.output["status"] for r in readings]
         out: dict[str, Any] = {
             "mounts_total": len(readings),
@@ -261,6 +265,7 @@ class MountsProbe(Probe):
             "readonly_total": statuses.count("readonly"),
             "stale_total": statuses.count("stale"),
             "failed_total": statuses.count("failed"),
+            "shadowed_total": shadowed,
             "errors_total": sum(1 for r in readings if r.output["error"]),
             "proxmox_managed_total": sum(1 for r in readings if r.output["proxmox_managed"]),
             "containers": len(scan.containers) if scan else 0,

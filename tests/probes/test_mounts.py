@@ -109,6 +109,19 @@ def test_only_configured_fstypes() -> None:
     assert [r.subject for r in readings] == ["/", "/srv/share", "summary"]
 
 
+def test_a_mount_hidden_under_a_later_one_on_its_target_is_counted(tmp_path: Path) -> None:
+    """Two mounts on one target: a check reaches only the top one, which is reported; the hidden one is
+    counted in the summary rather than dropped without a word."""
+    (tmp_path / "mnt").mkdir()
+    table = tmp_path / "mounts"
+    table.write_text(f"srv:/old {tmp_path}/mnt nfs4 rw 0 0\nsrv:/new {tmp_path}/mnt nfs4 rw 0 0\n"
+                     f"srv:/other {tmp_path} nfs4 rw 0 0\n")
+    [readings] = collect(MountsProbe(MountsOptions(proc_mounts=str(table), containers=False)))
+    summary = readings[-1].output
+    assert (summary["mounts_total"], summary["shadowed_total"]) == (2, 1)
+    assert {r.output["source"] for r in readings[:-1]} == {"srv:/new", "srv:/other"}
+
+
 def test_container_fixture() -> None:
     opts = MountsOptions(proc_mounts=str(CT / "proc-mounts"), proc_root=str(CT / "proc"))
     [readings] = collect(MountsProbe(opts))
