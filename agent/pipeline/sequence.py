@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -44,6 +45,8 @@ from pathlib import Path
 __all__ = ["SequenceStore"]
 
 BLOCK = 4096
+#: the longest source name kept as it is; a longer one is kept as its SHA-256 (its numbers are the same)
+MAX_NAME = 256
 MAX_SOURCES = 16384
 EPOCH_SHIFT = 32
 
@@ -139,6 +142,8 @@ class SequenceStore:
             self._ceiling[source] = start
 
     def next(self, source: str) -> int:
+        if len(source) > MAX_NAME:  # kept (in memory and in the file) as its digest: a guest names its sources
+            source = "#sha256:" + hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
         last = self._last.get(source)
         if last is None:
             last = max(self._fresh, self._dropped_floor)

@@ -30,7 +30,7 @@ from ..errors import FramingError, TransportError
 from ..transport import Ack, ByteStream, encode_ack
 from ..transport.ack import MAX_REJECTED
 from .answers import all_taken, call, refusal, why
-from .dedupe import Key, channel_of
+from .dedupe import MAX_KEPT, Key, channel_of, key_of
 from .validate import Rejected, parse_event
 
 if TYPE_CHECKING:
@@ -228,7 +228,8 @@ class Connection:
             except Rejected as r:
                 fates.append((r.reason, r.detail))
                 continue
-            key = (channel, event["source"], event["id"])
+            source, ident = event["source"], event["id"]
+            key = (channel, source, ident) if len(source) + len(ident) <= MAX_KEPT else key_of(channel, source, ident)
             first = seen.get(key, _NEW)
             if first is not _NEW:
                 try:

@@ -43,7 +43,7 @@ from ..transport.nats import (
     subject_problem,
 )
 from ..transport.sender import Backoff
-from .dedupe import DedupeWindow, channel_of
+from .dedupe import DedupeWindow, channel_of, key_of
 from .glue import GuestPipeline, PipelineDeliver
 from .policy import GuestPolicy
 from .server import Deliver
@@ -233,7 +233,7 @@ class NatsSource:
             self.reject(peer, r.reason, r.detail)
             self._spawn(self._finish(msg, None, peer, refused=True))
             return
-        key = (channel_of(peer), event["source"], event["id"])
+        key = key_of(channel_of(peer), event["source"], event["id"])
         counted = False
         if key in self.dedupe:
             self.stats.duplicates += 1

@@ -199,3 +199,17 @@ def test_after_an_unreadable_state_crashed_runs_never_repeat_each_others_new_sou
     clean.close()
     s = SequenceStore(path, block=100)
     assert s.next("x") > max(handed)
+
+
+def test_a_long_source_is_kept_as_its_digest(tmp_path: Path) -> None:
+    """A guest names its sources: one of 800 kB must not be written into the state file whole."""
+    path = tmp_path / "sequences.json"
+    long_a, long_b = "guest://vm/" + "a" * 800_000, "guest://vm/" + "a" * 799_999 + "b"
+    st = SequenceStore(path, block=2)
+    assert [st.next(long_a), st.next(long_a), st.next(long_b), st.next(long_a)] == [1, 2, 1, 3]
+    st.close()
+    assert path.stat().st_size < 4096
+    again = SequenceStore(path, block=2)
+    assert again.next(long_a) == 4 and again.next(long_b) == 2
+    again.close()
+

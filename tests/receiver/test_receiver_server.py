@@ -178,6 +178,24 @@ def test_duplicates_are_dropped_counted_and_acked(tmp_path: Path, batch: bool) -
     assert rx.stats.duplicates == 2
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["single", "batch"])
+def test_the_duplicate_window_keeps_long_names_as_digests(tmp_path: Path, batch: bool) -> None:
+    """A guest's megabyte-long ids and sources cost the window a digest each, not their length; events that
+    differ only at the end of a long name stay apart, and a copy of one is still a duplicate."""
+    long_id, long_source = "i" * 200_000, "guest://vm/" + "s" * 200_000
+
+    async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> tuple[Receiver, MemoryDeliver]:
+        c = await client()
+        await c.send(ev(long_id + "a"), ev(long_id + "b"), ev(1, source=long_source + "x"),
+                     ev(1, source=long_source + "y"), ev(long_id + "a"), ev(1, source=long_source + "y"))
+        await c.until(6)
+        assert all(len(part) <= 300 for key in rx.dedupe.entries for part in key)
+        return rx, sink
+
+    rx, sink = run(with_receiver(tmp_path, body, batch=batch))
+    assert len(sink.ids()) == 4 and rx.stats.duplicates == 2
+
+
 def test_a_duplicate_of_a_pending_event_waits_for_it(tmp_path: Path) -> None:
     async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> list[int]:
         sink.hold = True
