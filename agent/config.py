@@ -206,6 +206,13 @@ class Config:
     #: the file this came from, if any
     path: str | None = None
 
+    def __post_init__(self) -> None:
+        own = {_unix_address(ln.uri[len("unix:"):]) for ln in self.listeners if ln.uri.startswith("unix:")}
+        for ep in self.sinks:
+            if ep.scheme == "unix" and _unix_address(ep.target) in own:
+                raise ConfigError(f"{ep.uri!r} is this agent's own listener: what it sends there would come back "
+                                  "to it as a guest's, and wait on itself", key=ep.key, file=self.path)
+
     def probe(self, name: str) -> ProbeConfig:
         for p in self.probes:
             if p.name == name:
@@ -248,6 +255,11 @@ class Config:
 
 
 _PATH_SCHEMES = frozenset(("file", "archive"))
+
+
+def _unix_address(target: str) -> str:
+    """A unix socket's address as the kernel knows it: an abstract name as is, a path made absolute."""
+    return target if target.startswith("@") else os.path.normpath(os.path.abspath(target))
 
 
 def _sink_identity(ep: EndpointConfig) -> tuple[str, str]:

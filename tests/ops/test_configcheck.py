@@ -364,3 +364,17 @@ def test_a_nul_character_fails_run_and_config_check_with_exit_2(tmp_path: Path) 
         res = run_cli(args, cwd=tmp_path)
         assert res.returncode == 2, res.stderr
         assert b"probes.cgroup.mountinfo: must not hold a NUL character" in res.stderr + res.stdout
+
+
+def test_a_sink_on_the_agents_own_listener_is_refused(tmp_path: Path) -> None:
+    """Each event it sent would come back as a guest's copy of itself, and wait on itself for ever."""
+    sock = tmp_path / "in.sock"
+    with pytest.raises(ConfigError, match="is this agent's own listener") as exc:
+        config.parse({"sinks": [{"uri": "stdout:"}, {"uri": f"unix:{sock}"}],
+                      "listeners": [{"uri": f"unix:{tmp_path}/./in.sock"}]})
+    assert exc.value.key == "sinks[1].uri"
+    with pytest.raises(ConfigError, match="own listener") as exc:
+        config.parse({"listeners": [{"uri": "unix:@hoststamp-in"}]}).with_sinks(["unix:@hoststamp-in"])
+    assert exc.value.key == "--sink"
+    # another socket is fine
+    config.parse({"sinks": [{"uri": f"unix:{tmp_path}/out.sock"}], "listeners": [{"uri": f"unix:{sock}"}]})
