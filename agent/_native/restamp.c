@@ -804,7 +804,8 @@ static int some_text(PyObject *v)
     return v != NULL && PyUnicode_CheckExact(v) && PyUnicode_GET_LENGTH(v) > 0 && allowed_text(v);
 }
 
-/* validate._RFC3339: YYYY-MM-DD[Tt ]HH:MM:SS[.digits](Z|z|+HH:MM|-HH:MM), ASCII digits, nothing after */
+/* validate._RFC3339 without its space: YYYY-MM-DD[Tt]HH:MM:SS[.digits](Z|z|+HH:MM|-HH:MM), ASCII digits, nothing
+   after (a space between date and time is the receiver's to refuse, with its reason) */
 static int rfc3339(const char *s, Py_ssize_t n)
 {
     static const char shape[] = "dddd-dd-ddTdd:dd:dd";
@@ -812,8 +813,7 @@ static int rfc3339(const char *s, Py_ssize_t n)
         return 0;
     for (int i = 0; i < 19; i++) {
         char c = s[i];
-        if (shape[i] == 'd' ? (c < '0' || c > '9') : shape[i] == 'T' ? (c != 'T' && c != 't' && c != ' ')
-                                                                       : c != shape[i])
+        if (shape[i] == 'd' ? (c < '0' || c > '9') : shape[i] == 'T' ? (c != 'T' && c != 't') : c != shape[i])
             return 0;
     }
     Py_ssize_t i = 19;

@@ -147,6 +147,8 @@ def _check_attributes(event: dict[str, Any]) -> None:
         elif kind == _TIME:
             if not (isinstance(v, str) and _RFC3339.match(v)):
                 raise _bad("time must be an RFC 3339 timestamp")
+            if v[10] == " ":  # RFC 3339 lets readers take it; its grammar, and strict SDKs, do not: never passed on
+                raise _bad("time must be an RFC 3339 timestamp (a T between date and time, not a space)")
         else:
             if "data" in event:
                 raise _bad("data and data_base64 are exclusive")

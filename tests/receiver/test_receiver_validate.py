@@ -53,6 +53,7 @@ def test_host_attributes_of_any_type_pass_since_the_host_overwrites_them() -> No
         ({"datacontenttype": ["x"]}, "datacontenttype"),
         ({"time": "yesterday"}, "time"),
         ({"time": 1700000000}, "time"),
+        ({"time": "2026-01-01 10:00:00Z"}, "a T between date and time, not a space"),
         ({"data_base64": "AA=="}, "exclusive"),
         ({"data": ..., "data_base64": 5}, "data_base64"),
         ({"Bad-Name": "x"}, "attribute name"),
