@@ -87,6 +87,18 @@ def _u32(text: str, what: str, uri: str) -> int:
     return n
 
 
+#: the most bytes of a unix socket address (``sun_path`` is 108 bytes with its terminating NUL)
+MAX_UNIX_PATH = 107
+
+
+def _fits(path: str, uri: str) -> None:
+    """A socket path the kernel can bind or connect to (an abstract name has no terminating NUL)."""
+    size = len(path.encode("utf-8", "surrogateescape")) - (1 if path.startswith("@") else 0)
+    if size > (MAX_UNIX_PATH + 1 if path.startswith("@") else MAX_UNIX_PATH):
+        raise ConfigError(f"socket path {path!r} is {size} bytes, beyond the {MAX_UNIX_PATH} a unix socket "
+                          f"address holds: {uri!r}", key="uri")
+
+
 def parse_endpoint(uri: str, *, listen: bool = False) -> Endpoint:
     """Parse a stream endpoint URI; ``listen`` allows ``vsock:any:PORT``."""
     scheme, sep, rest = uri.partition(":")
@@ -96,6 +108,7 @@ def parse_endpoint(uri: str, *, listen: bool = False) -> Endpoint:
     if scheme == "unix":
         if not rest or rest == "@" or "\0" in rest:
             raise ConfigError(f"unix: needs a socket path: {uri!r}", key="uri")
+        _fits(rest, uri)
         return UnixEndpoint(rest)
     head, sep, port_text = rest.rpartition(":")
     if not sep or not head:
@@ -105,7 +118,9 @@ def parse_endpoint(uri: str, *, listen: bool = False) -> Endpoint:
     if scheme == "fcvsock":
         if "\0" in head:
             raise ConfigError(f"bad socket path in {uri!r}", key="uri")
-        return FcVsockEndpoint(head, port)
+        ep = FcVsockEndpoint(head, port)
+        _fits(ep.listen_path if listen else head, uri)
+        return ep
     if head.lower() == "any":
         if not listen:
             raise ConfigError(f"vsock:any: is for listening; a client needs a CID: {uri!r}", key="uri")

@@ -6,6 +6,7 @@ import pytest
 
 from agent.errors import ConfigError
 from agent.transport import FcVsockEndpoint, UnixEndpoint, VsockEndpoint, parse_endpoint
+from agent.transport.uri import MAX_UNIX_PATH
 
 
 @pytest.mark.parametrize(
@@ -46,3 +47,18 @@ def test_abstract_address_and_fc_listen_path() -> None:
     assert UnixEndpoint("@name").address == "\0name"
     assert UnixEndpoint("/p").address == "/p"
     assert FcVsockEndpoint("/srv/v.sock", 52).listen_path == "/srv/v.sock_52"
+
+
+def test_a_socket_path_longer_than_a_unix_address_holds_is_refused_with_the_uri() -> None:
+    """Refused when the configuration is read (exit 2, naming the key), not found by bind or connect later."""
+    fits = "/tmp/" + "x" * (MAX_UNIX_PATH - 5)
+    assert parse_endpoint(f"unix:{fits}") == UnixEndpoint(fits)
+    assert parse_endpoint(f"unix:@{'n' * (MAX_UNIX_PATH)}").path.startswith("@")  # no terminating NUL there
+    for uri in (f"unix:{fits}x", f"unix:/tmp/{'é' * 60}"):
+        with pytest.raises(ConfigError, match="beyond the 107 a unix socket address holds"):
+            parse_endpoint(uri)
+    # a Firecracker listener binds UDS_PATH_PORT: that is the path that must fit
+    near = "/tmp/" + "y" * (MAX_UNIX_PATH - 7)
+    assert parse_endpoint(f"fcvsock:{near}:5000") == FcVsockEndpoint(near, 5000)
+    with pytest.raises(ConfigError, match="_5000' is 110 bytes"):
+        parse_endpoint(f"fcvsock:{near}:5000", listen=True)
