@@ -204,6 +204,7 @@ class AckedSender(Generic[T]):
                 await asyncio.sleep(self.backoff.next())
 
     def _note_failure(self, error: str) -> None:
+        error = error.removeprefix(f"{self.name}: ")  # said once, by the log line's own prefix
         self.last_error = error
         if self._on_trouble is not None:
             self._on_trouble(error)

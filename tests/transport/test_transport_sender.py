@@ -169,6 +169,7 @@ def test_unreachable_then_reachable_unix_socket(tmp_path: Path) -> None:
 
     sender = run(main())
     assert sender.last_error is not None and "cannot connect" in sender.last_error
+    assert not sender.last_error.startswith(f"{sender.name}:")  # logged after the name: not said twice
     assert os.path.exists(path) is False
 
 
