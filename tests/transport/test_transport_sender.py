@@ -152,7 +152,7 @@ def test_unreachable_then_reachable_unix_socket(tmp_path: Path) -> None:
     path = tmp_path / "later.sock"
 
     async def main() -> AckedSender[bytes]:
-        sender: AckedSender[bytes] = AckedSender(dialer(f"unix:{path}"), lambda b: b, name="unix",
+        sender: AckedSender[bytes] = AckedSender(dialer(f"unix:{path}"), lambda b: b, name=f"unix:{path}",
                                                  backoff=Backoff(0.001, 0.02))
         await sender.put(items(10))
         while sender.stats.connect_failures < 3:
