@@ -433,6 +433,8 @@ class Agent:
                 async with self._lock:
                     # one deadline for all of it: blocked producers, what is being signed, the queues, the sinks
                     by = time.monotonic() + self.gen.cfg.agent.drain_timeout
+                    # guests get the acks of what the listeners took, as it is delivered, before they close
+                    await self.listeners.finish(self.gen, _left(self.gen, by))
                     await self._stop_producers(self.gen, by)
                     # events still being signed reach the queues first
                     await self.pipeline.aclose(_left(self.gen, by))

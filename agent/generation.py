@@ -72,6 +72,8 @@ class Generation:
     runners: list[ProbeRunner] = field(default_factory=list)
     #: listener URI -> the receiver's counters (objects shaped like ReceiverStats)
     receivers: dict[str, Any] = field(default_factory=dict)
+    #: listener URI -> what serves it (a Receiver or a NatsSource), for a shutdown to let it finish
+    sources: dict[str, Any] = field(default_factory=dict)
     #: listeners of a reloaded generation that could not listen, with why (by uri)
     failed_listeners: dict[str, str] = field(default_factory=dict)
     producer_tasks: TaskSet = field(default_factory=TaskSet)

@@ -9,6 +9,7 @@ with which duplicate window, and where its counters go. What a listener that can
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from .config import ListenerOptions
@@ -53,9 +54,20 @@ class ListenerSet:
             extra = {"drain_timeout": gen.cfg.agent.drain_timeout} if kind is Receiver else {}
             source = kind.build(opts, deliver, dedupe=window, **extra)
             gen.receivers[opts.uri] = source.stats  # read by /metrics and the status file
+            gen.sources[opts.uri] = source
             await source.serve()
         finally:
             await deliver.aclose()
+
+    @staticmethod
+    async def finish(gen: Generation, timeout: float) -> None:
+        """Shutting down: every listener of ``gen`` stops taking (no new connection, nothing more read), and
+        what it took settles and is acknowledged to its guests, for up to ``timeout`` seconds in all; then they
+        may be cancelled. Without this, a guest whose events are delivered during the drain gets no ack for
+        them and sends them again at the next start."""
+        finishing = [f(timeout) for s in gen.sources.values() if (f := getattr(s, "finish", None)) is not None]
+        if finishing:
+            await asyncio.gather(*finishing)
 
     @staticmethod
     def all_listening(gen: Generation) -> bool:

@@ -81,11 +81,22 @@ class Connection:
         self.waiting = False
         self.dirty = asyncio.Event()
         self.reading = True
+        self._reader: asyncio.Future[None] | None = None
+        self._stopped = False
+
+    def stop_reading(self) -> None:
+        """Read nothing more (the agent is shutting down): what was taken settles and is acked, as after the
+        guest's end of input; frames not taken yet are not acked, and the guest sends them again."""
+        self._stopped = True
+        if self._reader is not None:
+            self._reader.cancel()
 
     async def run(self) -> None:
         settler = asyncio.ensure_future(self._settle())
         acker = asyncio.ensure_future(self._ack())
-        reader = asyncio.ensure_future(self._read())
+        reader = self._reader = asyncio.ensure_future(self._read())
+        if self._stopped:
+            reader.cancel()
         try:
             # the reader ends at EOF or a bad header; the settler ends early only when delivery failed; the acker
             # only when an ack cannot be sent (the peer is gone)

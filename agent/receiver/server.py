@@ -76,6 +76,9 @@ class Receiver:
         self.reject = RejectLog(self.stats, listener=options.uri)
         self._listener = listener
         self._conns: set[asyncio.Task[None]] = set()
+        self._connections: set[Connection] = set()
+        #: shutting down: no connection is taken, nothing more is read (see :meth:`finish`)
+        self._finishing = False
         #: frames handed on and not settled yet, of all connections, those that have ended included (a guest
         #: that hangs up leaves its frames to settle): at ``max_unsettled`` no connection is read further
         self.unsettled = 0
@@ -138,6 +141,9 @@ class Receiver:
                     log.warning("%s", exc)
                     await asyncio.sleep(0.5)
                     continue
+                if self._finishing:  # shutting down: a new guest sends to the next start
+                    await stream.aclose()
+                    continue
                 if len(self._conns) >= self.options.max_connections:
                     self.reject(stream.peer, "connections", f"limit of {self.options.max_connections} reached")
                     await stream.aclose()
@@ -148,6 +154,16 @@ class Receiver:
                 task.add_done_callback(self._conns.discard)
         finally:
             await self.aclose()
+
+    async def finish(self, timeout: float) -> None:
+        """Stop taking: no new connection, no connection read further. What the connections took settles and
+        is acknowledged (each connection then ends, as at its guest's end of input), for up to ``timeout``
+        seconds; what is left then is cancelled by :meth:`aclose`, unacknowledged, and sent again."""
+        self._finishing = True
+        for c in list(self._connections):
+            c.stop_reading()
+        if self._conns:
+            await asyncio.wait(set(self._conns), timeout=timeout)
 
     async def aclose(self) -> None:
         # the address first, before anything that waits: under a cancelled task group every later await is
@@ -160,10 +176,15 @@ class Receiver:
 
     async def _handle(self, stream: ByteStream) -> None:
         self.stats.connections_open += 1
+        conn = Connection(self, stream)
+        self._connections.add(conn)
         try:
-            await Connection(self, stream).run()
+            if self._finishing:
+                conn.stop_reading()
+            await conn.run()
         except Exception:  # a bug must not end the accept loop or other connections
             log.exception("%s: connection from %s failed", self.address, stream.peer)
         finally:
+            self._connections.discard(conn)
             self.stats.connections_open -= 1
             await stream.aclose()
