@@ -216,11 +216,14 @@ def scan_cgroups(root: str, *, include: Sequence[str] = (), exclude: Sequence[st
     leaves, vanished = walk_cgroups(root, include=include, exclude=exclude, max_depth=max_depth, limit=limit)
     out = [LeafScan(path, 0, (), None, reason) for path, reason in vanished]
     for cg in leaves:
+        files: dict[str, str] = {}
         try:
             files = read_leaf(cg, names)
             inputs = tuple(f"{cg.dir}/{n}" for n in files)
             out.append(LeafScan(cg.path, cg.inode, inputs, parse_cgroup_leaf(files, cg.dir)))
         except ProbeError as exc:
-            out.append(LeafScan(cg.path, cg.inode, (), None, str(exc)))
+            # what it read (a file that did not parse), or else what it tried to read: an error names its inputs
+            tried = tuple(f"{cg.dir}/{n}" for n in (files or names))
+            out.append(LeafScan(cg.path, cg.inode, tried, None, str(exc)))
     out.sort(key=lambda s: s.path)
     return out

@@ -53,6 +53,9 @@ def test_fixture_readings(tree: Path) -> None:
     assert data["output"]["psi"]["io"]["full"]["total"] == 43008
     broken = got["/system.slice/broken.service"]
     assert broken.error is not None and "non-numeric" in broken.error and broken.output == {}
+    # an error reading still names what it read: the files of the leaf, the one that did not parse among them
+    assert broken.inputs and all(i.startswith(f"{tree}/system.slice/broken.service/") for i in broken.inputs)
+    assert any(broken.error.startswith(i) or i.rsplit("/", 1)[1] in broken.error for i in broken.inputs)
     assert sum(1 for r in got.values() if r.error) == 1
 
 
