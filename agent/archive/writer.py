@@ -14,6 +14,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import json
+import logging
 import os
 import secrets
 import time
@@ -44,6 +46,9 @@ class HostKey(Protocol):
     def sign(self, data: bytes, /) -> bytes: ...
 
 
+log = logging.getLogger("hoststamp.sink")
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -54,8 +59,12 @@ class ArchiveWriter:
     """Appends event lines to ``root``, seals them with signed checkpoints."""
 
     def __init__(self, root: str | os.PathLike[str], key: HostKey, options: ArchiveOptions | None = None,
-                 *, clock: Callable[[], float] = time.time) -> None:
+                 *, clock: Callable[[], float] = time.time, witness: Path | None = None) -> None:
+        """``witness``: a file outside the archive (in the agent's state) where the writer notes the newest
+        segment and size it has written, so that a start finding fewer (the newest segments removed while it
+        was stopped, which the archive alone cannot show) refuses to go on."""
         self.root = Path(root)
+        self.witness = witness
         self.key = key
         self.options = options or ArchiveOptions()
         self.clock = clock
@@ -149,6 +158,7 @@ class ArchiveWriter:
         self._tree = tree
         self._ck_time = self.clock()
         self._retain_at = self._ck_time
+        self._check_witness(r.seg - 1 if r.create else r.seg)
         if r.create:
             self._start_segment(r.seg, r.first)
         else:
@@ -167,6 +177,49 @@ class ArchiveWriter:
             self.checkpoint()
         elif self._sync:
             os.fsync(self._log_fd)
+        self._note_witness()
+
+    # -- the witness ---------------------------------------------------------------------------------------------
+
+    def _check_witness(self, newest: int) -> None:
+        """Refuse an archive of this origin that ends before what the witness says was written here."""
+        seen = self._read_witness()
+        if seen is None:
+            return
+        if seen.get("origin") != self.origin:  # started afresh (or replaced): said, and the new one noted from now
+            log.warning("%s: this host wrote archive %s here, up to segment %s; the directory now holds %s",
+                        self.root, seen.get("origin"), seen.get("segment"), self.origin)
+            return
+        seg, size = seen.get("segment"), seen.get("size")
+        if type(seg) is int and type(size) is int and (newest < seg or self._tree.end < size):
+            self._broken = (f"this host wrote up to segment {seg} and {size} events here, and the archive now "
+                            f"ends at segment {newest} with {self._tree.end}: its newest part was removed")
+            raise SinkError(f"{self.root}: {self._broken}; the archive was left as it is (check it with: hoststamp "
+                            f"verify {self.root}; {self.witness} holds what was written)")
+
+    def _read_witness(self) -> dict[str, Any] | None:
+        if self.witness is None or not self._sync:
+            return None
+        try:
+            seen = json.loads(self.witness.read_bytes())
+        except (OSError, ValueError):  # none yet, or unreadable: nothing to hold the archive to
+            return None
+        return seen if isinstance(seen, dict) and seen.get("root") == str(self.root.resolve()) else None
+
+    def _note_witness(self) -> None:
+        """What is durable in the archive now: its newest segment (its open record synced) and sealed size.
+        Never more than is on disk (not with ``fsync = "never"``, where the disk may keep less)."""
+        if self.witness is None or not self._sync:
+            return
+        data = json.dumps({"root": str(self.root.resolve()), "origin": self.origin, "segment": self._seg,
+                           "size": self._ck_size}).encode()
+        try:
+            self.witness.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.witness.with_name(self.witness.name + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, self.witness)
+        except OSError as exc:  # the archive itself is fine: the check is only weaker until the next note
+            log.warning("%s: cannot note the archive's head in %s: %s", self.root, self.witness, exc.strerror or exc)
 
     def close(self) -> None:
         """Seal what is unsealed, sync and release the lock. Idempotent."""
@@ -177,6 +230,7 @@ class ArchiveWriter:
                 self.checkpoint()
                 self._record({"kind": "stop", "size": self._tree.end})
                 self.sync()
+                self._note_witness()
         finally:
             self._release()
 
@@ -327,6 +381,7 @@ class ArchiveWriter:
         if self.options.compression == "gzip":
             self._guard(compress_segment, self.root, n, digest)
         self._start_segment(n + 1, self._tree.end)
+        self._note_witness()
         self.retain()
 
     def retain(self) -> list[int]:

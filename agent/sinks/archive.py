@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -65,7 +66,11 @@ class ArchiveSink(Sink):
             return self._writer
         if self.ctx.key is None:
             raise SinkError(f"{self.uri}: the archive needs the host signing key")
-        w = ArchiveWriter(self.path, self.ctx.key, self.options)
+        witness = None
+        if self.ctx.state_dir is not None:  # outside the archive: what this host last wrote there
+            name = hashlib.sha256(str(Path(self.path).resolve()).encode()).hexdigest()[:16]
+            witness = Path(self.ctx.state_dir) / "archive-witness" / f"{name}.json"
+        w = ArchiveWriter(self.path, self.ctx.key, self.options, witness=witness)
         await self._run(w.open)
         for cut in w.cuts:
             log.warning("%s: cut a torn last line from %s at offset %d (%d bytes); recorded in the archive",

@@ -316,3 +316,58 @@ def test_an_open_that_fails_unexpectedly_releases_the_lock(archive_dir: Path, ke
         with pytest.raises(ValueError, match="empty sequence"):
             w.open()
     assert not w.is_open
+
+
+def test_the_witness_keeps_a_start_from_hiding_removed_newest_segments(archive_dir: Path, key: SigningKey,
+                                                                       keys: dict[str, VerifyKey],
+                                                                       tmp_path: Path) -> None:
+    """The archive alone cannot show its newest segments removed after a clean stop: the next start would
+    take the closed one before them for a crash in a rotation. The witness, outside the archive, can."""
+    witness = tmp_path / "state" / "archive-witness" / "a.json"
+    evs = events(key, 1, 30)
+    w = ArchiveWriter(archive_dir, key, ArchiveOptions(segment_max_bytes=9000, compression="none"), witness=witness)
+    w.open()
+    for b in (evs[:10], evs[10:20], evs[20:]):
+        w.append(b)
+    w.close()
+    newest = max(layout.scan(archive_dir).numbers())
+    assert newest >= 2 and witness.exists()
+    # a crash just after a rotation is no removal: the witness notes a segment only once it exists
+    again = ArchiveWriter(archive_dir, key, ArchiveOptions(compression="none"), witness=witness)
+    again.open()
+    again.rotate()
+    crash(again)
+    third = ArchiveWriter(archive_dir, key, ArchiveOptions(compression="none"), witness=witness)
+    third.open()
+    third.close()
+    # the newest segment removed while no writer had the archive
+    newest = max(layout.scan(archive_dir).numbers())
+    for p in (layout.log_path(archive_dir, newest), layout.events_path(archive_dir, newest)):
+        p.unlink(missing_ok=True)
+    before = sorted(p.name for p in archive_dir.iterdir())
+    with pytest.raises(SinkError, match=f"this host wrote up to segment {newest} .* its newest part was removed"):
+        ArchiveWriter(archive_dir, key, ArchiveOptions(compression="none"), witness=witness).open()
+    assert sorted(p.name for p in archive_dir.iterdir()) == before
+    # without the witness (another state directory) it is only what the archive shows
+    blind = ArchiveWriter(archive_dir, key, ArchiveOptions(compression="none"))
+    blind.open()
+    blind.close()
+
+
+def test_an_archive_started_afresh_in_the_same_place_is_no_removal(archive_dir: Path, key: SigningKey,
+                                                                  tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    witness = tmp_path / "w.json"
+    first = ArchiveWriter(archive_dir, key, witness=witness)
+    first.open()
+    first.append(events(key, 1, 10))
+    first.close()
+    assert witness.exists()
+    for p in archive_dir.iterdir():
+        p.unlink()
+    w = ArchiveWriter(archive_dir, key, witness=witness)
+    w.open()  # a new origin: the witness of the old one does not apply, and the change is said
+    w.append(events(key, 11, 2))
+    w.close()
+    assert f"this host wrote archive {first.origin} here, up to segment 1; the directory now holds {w.origin}" \
+        in caplog.text
