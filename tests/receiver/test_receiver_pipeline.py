@@ -166,6 +166,23 @@ def test_events_the_host_cannot_stamp_are_refused_and_not_counted_as_accepted(tm
     assert rx.stats.accepted == 4
 
 
+def test_a_guest_cannot_speak_for_the_host(tmp_path: Path) -> None:
+    """An event whose source names this host's own probes would, signed by the host, pass for its own reading
+    and take a number of the host's own sequence: refused, in any case of the scheme and host."""
+    path = tmp_path / "rx.sock"
+    events = guest_events(5)
+    for i, source in ((1, "hoststamp://host-1/cgroup"), (3, "HostStamp://HOST-1/link")):
+        ev = orjson.loads(events[i].body)
+        ev["source"] = source
+        events[i] = Event(ev["id"], source, ev["type"], i, orjson.dumps(ev))
+    ev = orjson.loads(events[4].body)
+    ev["source"] = "hoststamp://host-10/cgroup"  # another host's name: a guest may relay it
+    events[4] = Event(ev["id"], ev["source"], ev["type"], 4, orjson.dumps(ev))
+    out, rx, refused = run(through_a_host(ListenerOptions(uri=f"unix:{path}"), SigningKey.generate(), events))
+    assert refused == 2 and rx.stats.rejected == {"attributes": 2}
+    assert [orjson.loads(e.body)["id"] for e in out.events] == ["g-0", "g-2", "g-4"]
+
+
 def test_a_relay_passes_its_downstreams_refusal_on_to_the_guest(tmp_path: Path) -> None:
     """guest -> host A (real pipeline, unix sink) -> host B, whose max_depth refuses one of A's events: the
     guest learns that event was refused (not an ack as taken), and A counts it as dropped.refused."""
