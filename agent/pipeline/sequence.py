@@ -45,6 +45,8 @@ from pathlib import Path
 __all__ = ["SequenceStore"]
 
 BLOCK = 4096
+#: numbers left to the holder of the state above what it took over from borrowers, below any later borrower's
+HOLDER_ROOM = 1 << 32
 #: the longest source name kept as it is; a longer one is kept as its SHA-256 (its numbers are the same)
 MAX_NAME = 256
 MAX_SOURCES = 16384
@@ -90,6 +92,7 @@ class SequenceStore:
                 self._epoch += 1
                 if self.unclean:  # above where the lost run started new sources, by more than it can have used
                     self._fresh = max(self._fresh + (1 << EPOCH_SHIFT), self._epoch << EPOCH_SHIFT)
+                self._absorb_borrowed(path.with_name("sequences.borrowed"))
                 self._save(clean=False)
             except BaseException:
                 self._unlock()
@@ -150,7 +153,7 @@ class SequenceStore:
             if len(self._last) >= self._max_sources:
                 self._drop_one()
             if self._borrowed is not None:
-                last = self._borrow(last + 1) - 1
+                last = self._borrow(last + 1, source) - 1
                 self._ceiling[source] = last + self._block
             else:
                 # a new source needs no write now: after a crash it would start above this run's numbers anyway
@@ -159,7 +162,7 @@ class SequenceStore:
         self._last[source] = n
         if n > self._ceiling[source]:
             if self._borrowed is not None:
-                n = self._last[source] = self._borrow(n)
+                n = self._last[source] = self._borrow(n, source)
                 self._ceiling[source] = n + self._block - 1
             else:
                 self._ceiling[source] = n + self._block
@@ -167,22 +170,40 @@ class SequenceStore:
                     self._save(clean=False)
         return n
 
-    def _borrow(self, at_least: int) -> int:
+    def _borrow(self, at_least: int, source: str) -> int:
         """The first of ``block`` numbers no other process on this state has been or will be handed: from the
         current time in microseconds (far above what the process that holds the state reaches), above every
-        block borrowed before (``sequences.borrowed``, under an flock), and at least ``at_least``."""
+        block borrowed before (``sequences.borrowed``, under an flock), and at least ``at_least``. The block's
+        end is noted for ``source`` there too: the next process to hold the state continues above it."""
         assert self._borrowed is not None
-        fd = os.open(self._borrowed, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read and a write
-            raw = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-            used = int(raw) if raw.isdigit() else 0
-            start = max(used + 1, int(time.time() * 1e6), at_least)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{start + self._block - 1}\n".encode(), 0)
+        with _Borrowed(self._borrowed) as doc:
+            start = max(doc.ceiling + 1, int(time.time() * 1e6), at_least)
+            doc.ceiling = start + self._block - 1
+            doc.sources.pop(source, None)
+            doc.sources[source] = doc.ceiling
+            while len(doc.sources) > self._max_sources:  # forget the oldest; new sources start above it
+                doc.floor = max(doc.floor, doc.sources.pop(next(iter(doc.sources))))
             return start
-        finally:
-            os.close(fd)
+
+    def _absorb_borrowed(self, path: Path) -> None:
+        """Continue above what processes that borrowed numbers while another held the state handed out (a
+        ``hoststamp probe`` during a run): per source, and for new sources above what the notes lost."""
+        if not path.exists():
+            return
+        with _Borrowed(path) as doc:
+            if not doc.sources and not doc.floor:
+                return
+            for source, end in doc.sources.items():
+                if end > self._last.get(source, 0):
+                    if source not in self._last and len(self._last) >= self._max_sources:
+                        self._drop_one()
+                    self._last[source] = end
+                    self._ceiling[source] = end  # its next number reserves a block, written down first
+            self._fresh = max(self._fresh, doc.floor)
+            # those sources now count on from among the borrowed numbers: later borrowers start this far above,
+            # so no number of theirs is one this state hands out
+            doc.ceiling += HOLDER_ROOM
+            doc.sources, doc.floor = {}, 0  # kept in this state from now on
 
     def _drop_one(self) -> None:
         oldest = next(iter(self._last))
@@ -229,3 +250,49 @@ class SequenceStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+
+class _Borrowed:
+    """``sequences.borrowed`` under its flock, read on entry and written back on a clean exit: the end of the
+    last block any process borrowed (``ceiling``), and per source the end of its last block (``sources``, at
+    most ``max_sources``; ``floor``: above the ends forgotten). A file of the older form holds the ceiling
+    alone."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = -1
+        self.ceiling = 0
+        self.floor = 0
+        self.sources: dict[str, int] = {}
+
+    def __enter__(self) -> _Borrowed:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)  # held for a read and a write
+            raw = b""
+            while chunk := os.pread(self.fd, 1 << 16, len(raw)):
+                raw += chunk
+            text = raw.decode("utf-8", "replace").strip()
+            if text.isdigit():
+                self.ceiling = int(text)
+            elif text:
+                doc = json.loads(text)
+                self.ceiling, self.floor = int(doc.get("ceiling", 0)), int(doc.get("floor", 0))
+                self.sources = {str(k): int(v) for k, v in dict(doc.get("sources", {})).items()}
+        except (ValueError, TypeError, AttributeError):  # damaged: uniqueness still holds from the clock on
+            pass
+        except BaseException:
+            os.close(self.fd)
+            raise
+        return self
+
+    def __exit__(self, kind: object, *_rest: object) -> None:
+        try:
+            if kind is None:
+                data = json.dumps({"ceiling": self.ceiling, "floor": self.floor, "sources": self.sources},
+                                  separators=(",", ":")).encode()
+                os.ftruncate(self.fd, 0)
+                os.pwrite(self.fd, data, 0)
+        finally:
+            os.close(self.fd)
+

@@ -143,7 +143,11 @@ def test_a_second_process_on_held_state_neither_disturbs_nor_repeats(tmp_path: P
     assert [agent.next("a") for _ in range(20)] == list(range(6, 26)) and first == [1, 2, 3, 4, 5]
     agent.close()
     again = SequenceStore(path)
-    assert again.held_by is None and again.next("a") == 26
+    # the next holder continues above what the probe handed out: numbers rise across the processes in turn
+    assert again.held_by is None and again.next("a") == max(theirs) + 1
+    late = SequenceStore(path)  # borrows while `again` holds the state: above both, with room for `again`
+    assert late.held_by and late.next("a") > again.next("a") + 1_000_000
+    late.close()
     again.close()
 
 
