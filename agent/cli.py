@@ -25,7 +25,7 @@ from . import config as config_mod
 from .auditcmds import cmd_prove, cmd_verify
 from .errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, AgentError, ConfigError, SigningError, UsageError
 from .logs import JsonFormatter
-from .signing.keys import generate_keypair, load_signing_key
+from .signing.keys import SigningKey, generate_keypair, load_signing_key
 from .sinks.stdout import stdout_closed_at_start
 
 __all__ = ["main"]
@@ -145,6 +145,19 @@ def _key_path(arg: str | None, cfg: config_mod.Config) -> str:
     return arg or cfg.agent.key or DEFAULT_KEY
 
 
+def _host_key(arg: str | None, cfg: config_mod.Config) -> SigningKey:
+    """The host key of ``--key``, else of the configuration (``HOSTSTAMP_KEY`` or ``[agent] key``, named as
+    such when it cannot be used), else the default."""
+    try:
+        return load_signing_key(_key_path(arg, cfg))
+    except SigningError as exc:
+        if arg or not cfg.agent.key:
+            raise
+        if os.environ.get(config_mod.ENV_KEY):
+            raise ConfigError(f"{config_mod.ENV_KEY}: {exc}") from None
+        raise ConfigError(str(exc), key="agent.key", file=cfg.path) from None
+
+
 def _run_config(args: argparse.Namespace) -> config_mod.Config:
     """The file (or the default) with the command line's additions; read again on SIGHUP."""
     cfg = _load_config(args.config)
@@ -165,7 +178,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # [agent] log_format and log_level, unless the command line said otherwise
     json_logs = (args.log_format or cfg.agent.log_format) == "json"
     _setup_logging(args.log_format or cfg.agent.log_format, args.verbose, cfg.agent.log_level)
-    key = load_signing_key(_key_path(args.key, cfg))
+    key = _host_key(args.key, cfg)
     agent = Agent(cfg, key, once=args.once, reload_config=lambda: _run_config(args))
     status = StatusLine(agent.stats, [(ep.uri, q) for ep, q in zip(cfg.sinks, agent.queues, strict=True)])
     # said once every listener is listening (a listener that cannot listen ends the agent before it)
@@ -196,7 +209,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     except KeyError:
         known = ", ".join(p.name for p in cfg.probes)
         raise UsageError(f"hoststamp probe: unknown probe {args.name!r} (known: {known})") from None
-    key = load_signing_key(_key_path(args.key, cfg))
+    key = _host_key(args.key, cfg)
     state = Path(cfg.agent.state_dir)
     # the agent's own sequence when no agent holds it, so that numbers rise across runs and probes alike; while
     # one runs, numbers borrowed above its own (docs/operating.md)

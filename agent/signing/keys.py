@@ -113,8 +113,9 @@ def _check_private_mode(path: Path) -> None:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
+        made = "" if path.name == "host.key" else f", which writes {path.parent / 'host.key'}: name that one"
         raise SigningError(f"{path}: cannot read private key: no such file (make one with: hoststamp keys generate "
-                           f"--dir {path.parent})") from None
+                           f"--dir {path.parent}{made})") from None
     except OSError as exc:
         raise SigningError(f"{path}: cannot read private key: {exc.strerror or exc}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):

@@ -217,6 +217,17 @@ def test_verify_reads_a_gzip_file_through_and_reports_damage_in_it(tmp_path: Pat
     assert missing.returncode == 2 and b"cannot read the proof bundle" in missing.stderr
 
 
+def test_a_configured_key_that_cannot_be_used_names_its_key_and_file(tmp_path: Path) -> None:
+    """Bad configuration: exit 2 with the key and the file (the contract), and a hint that makes that key."""
+    cfg = _config(tmp_path, '[agent]\nkey = "k/node.key"\n[[sinks]]\nuri = "stdout:"\n')
+    res = run_cli(["run", "--once", "--probes", "none", "--config", str(cfg)], cwd=tmp_path)
+    err = res.stderr.decode()
+    assert res.returncode == 2 and f"{cfg}: agent.key: k/node.key: cannot read private key" in err, err
+    assert "hoststamp keys generate --dir k, which writes k/host.key: name that one" in err
+    res = run_cli(["probe", "lve", "--config", str(cfg)], cwd=tmp_path, env={"HOSTSTAMP_KEY": "elsewhere.key"})
+    assert res.returncode == 2 and b"HOSTSTAMP_KEY: elsewhere.key: cannot read private key" in res.stderr
+
+
 def test_verify_usage_errors_exit_2(tmp_path: Path) -> None:
     assert run_cli(["verify", "nothing.ndjson", "--pub", "nope.pub"], cwd=tmp_path).returncode == 2
     assert run_cli(["verify", "x.ndjson"], cwd=tmp_path).returncode == 2  # no key at all
