@@ -127,8 +127,11 @@ class SequenceStore:
                 raise ValueError("not an object")
         except FileNotFoundError:
             return
-        except (OSError, ValueError):
+        except (OSError, ValueError) as exc:
             # nothing known: start new sources above any earlier run's numbers
+            log.warning("sequence state %s is unreadable (%s): it is replaced, and sources are numbered from the "
+                        "current time in microseconds, above anything an earlier run handed out", path,
+                        getattr(exc, "strerror", None) or exc)
             self.unclean = True
             self._fresh = int(time.time() * 1e6)
             return

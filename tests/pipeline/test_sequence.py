@@ -5,6 +5,8 @@ import multiprocessing
 import os
 from pathlib import Path
 
+import pytest
+
 from agent.pipeline.sequence import SequenceStore
 
 
@@ -48,12 +50,15 @@ def test_reservation_written_before_numbers_are_used(tmp_path: Path) -> None:
     assert doc["clean"] is False and doc["sources"]["a"]["reserved"] >= 25
 
 
-def test_corrupt_state_is_survivable_and_starts_above_any_earlier_run(tmp_path: Path) -> None:
+def test_corrupt_state_is_survivable_and_starts_above_any_earlier_run(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "seq.json"
     path.write_text("{not json")
     s = SequenceStore(path)
     # nothing is known, so new numbers start at the time in microseconds: above any earlier run's
     assert s.next("a") > 1_000_000_000_000_000 and s.unclean
+    assert f"sequence state {path} is unreadable" in caplog.text  # and the operator is told
+    s.close()
 
 
 def test_a_new_source_costs_no_write(tmp_path: Path) -> None:
