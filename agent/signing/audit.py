@@ -134,7 +134,9 @@ def _read_back(data: Any) -> list[Any]:
 
 def _check_guest(event: Mapping[str, Any], guest_keys: Mapping[str, VerifyKey]) -> Finding | None:
     keyids = _guest_keyids(event["guestdssematerial"])
-    if keyids is None:
+    if keyids is None:  # no one's signature: given guest keys to check it with, it fails the check
+        if guest_keys:
+            return Finding(True, "guest-signature", "guest signature: its material is not a DSSE envelope")
         return Finding(False, "guest-unchecked", "guest signature not checked: its material is not a DSSE envelope")
     if not any(k in guest_keys or (not k and guest_keys) for k in keyids):  # no key id: every key is tried
         named = ", ".join(k[:16] or "(no key id)" for k in keyids) or "none"

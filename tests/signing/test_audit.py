@@ -241,3 +241,16 @@ def test_a_guest_signature_without_a_key_id_is_checked_with_the_guest_keys() -> 
     assert not other.ok and "guest signature: signature does not verify" in str(other.problems[0])
     alone = verify_lines(_lines([signed]), _keys(host), name="f")
     assert alone.ok and "signed by: (no key id)" in alone.summary()
+
+
+def test_guest_material_that_is_no_envelope_fails_the_check_when_guest_keys_are_given() -> None:
+    """A host with guest_signatures = "off" takes any material; asked to check guest signatures, verify finds
+    none there: a problem. Without guest keys it stays a note."""
+    host, guest = SigningKey.generate(), SigningKey.generate()
+    stamper = Stamper(host, "h", SequenceStore(None))
+    stamped = orjson.loads(stamper.stamp_guest(_guest(None, dssematerial="garbage!!"), "vsock:9").body)
+    assert stamped["guestdssematerial"] == "garbage!!"
+    checked = verify_lines(_lines([stamped]), _keys(host), name="f", guest_keys=_keys(guest))
+    assert not checked.ok and "guest signature: its material is not a DSSE envelope" in str(checked.problems[0])
+    alone = verify_lines(_lines([stamped]), _keys(host), name="f")
+    assert alone.ok and "guest signature not checked: its material is not a DSSE envelope" in alone.summary()
