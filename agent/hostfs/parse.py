@@ -190,14 +190,18 @@ class MountInfo:
     super_options: str
 
 
-_ESCAPE = re.compile(r"\\([0-7]{3})")
+_ESCAPE = re.compile(rb"\\([0-3][0-7]{2})")
 
 
 def unescape_mount_field(field: str) -> str:
-    """Undo the kernel's octal escapes (``\\040`` space, ``\\011`` tab, ``\\012``, ``\\134``)."""
+    """Undo the kernel's octal escapes (``\\040`` space, ``\\011`` tab, ``\\012``, ``\\134``). Each stands
+    for one byte of the name: escapes of bytes beyond ASCII decode together, as UTF-8 (``\\303\\251`` is
+    ``é``), and a byte that is no UTF-8 stays the surrogate a raw one in the table reads as. ``\\400`` and up
+    are no byte, and stay as written."""
     if "\\" not in field:
         return field
-    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+    raw = field.encode("utf-8", "surrogateescape")
+    return _ESCAPE.sub(lambda m: bytes((int(m.group(1), 8),)), raw).decode("utf-8", "surrogateescape")
 
 
 def parse_mountinfo(text: str, source: str = "") -> list[MountInfo]:

@@ -144,6 +144,12 @@ def test_mountinfo_rejects_line_without_separator() -> None:
 
 def test_unescape_mount_field() -> None:
     assert unescape_mount_field(r"/mnt/a\040b\011c\134d") == "/mnt/a b\tc\\d"
+    # an escape stands for a byte of the name: together they are UTF-8, and a byte that is none reads as the
+    # raw byte in the table would (its surrogate), not as the code point of its value
+    assert unescape_mount_field(r"/mnt/caf\303\251") == "/mnt/caf\u00e9"
+    raw = b"/mnt/caf\xe9".decode("utf-8", "surrogateescape")
+    assert unescape_mount_field(r"/mnt/caf\351") == "/mnt/caf\udce9" == raw
+    assert unescape_mount_field(r"/mnt/x\777") == r"/mnt/x\777"  # no byte: as written
 
 
 def test_real_host_mountinfo_names_the_unified_mount() -> None:
