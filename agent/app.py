@@ -55,6 +55,10 @@ log = logging.getLogger("hoststamp")
 RESTART_ONLY = ("host_id", "key", "state_dir", "sign_workers", "sign_threads", "log_format", "log_level")
 
 
+#: seconds within which a second SIGINT/SIGTERM is the same request sent twice, not a request to exit at once
+SAME_SIGNAL = 0.25
+
+
 @dataclass
 class Agent:
     """One running agent. ``run()`` returns when stopped (signal, ``stop()``, or ``once``)."""
@@ -373,6 +377,7 @@ class Agent:
     async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         children_keep_their_signals()
         # kept open until the end, so a late SIGHUP never falls back to its default (terminate)
+        stopping_since = 0.0
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             task_status.started()
             async for signum in signals:
@@ -382,6 +387,11 @@ class Agent:
                     self._tg.start_soon(self.reload)
                     continue
                 name = signal.Signals(signum).name
+                if self._stop.is_set() and time.monotonic() - stopping_since < SAME_SIGNAL:
+                    # one signal sent twice at once (GNU timeout signals the agent and its process group; a
+                    # terminal's Ctrl-C reaches every process of the group): not an operator asking twice
+                    log.debug("received %s again at once: taken as the same request", name)
+                    continue
                 if self._stop.is_set():
                     # a second SIGINT/SIGTERM while draining: the operator wants out now. A spool keeps what it
                     # holds (it is crash-safe); without one, what was not delivered is lost, as the log says
@@ -390,6 +400,7 @@ class Agent:
                     logging.shutdown()
                     os._exit(1)
                 log.info("received %s, stopping (again to exit at once)", name)
+                stopping_since = time.monotonic()
                 self._stop.set()
 
     async def run(self, status: StatusLine | None = None) -> None:

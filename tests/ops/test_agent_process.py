@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import signal
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from agent.app import SAME_SIGNAL
 from tests.helpers import run_cli
 from tests.ops.agentproc import AgentProcess, config_text, metric, sequences, wait_for
 from tests.ops.agentproc import config_text as _config_text
@@ -392,6 +394,7 @@ def test_a_second_sigterm_while_draining_exits_at_once(workdir: Path) -> None:
         wait_for(lambda: (agent.status()["sinks"][0]["enqueued"] or 0) > 0, what="events for the dead sink")
         agent.signal(signal.SIGTERM)
         wait_for(lambda: "stopping" in agent.log(), what="the first SIGTERM taken")
+        time.sleep(SAME_SIGNAL + 0.2)  # a second one at once would be the same request sent twice
         assert agent.proc.poll() is None  # draining
         agent.signal(signal.SIGTERM)
         assert agent.proc.wait(20) == 1
