@@ -140,14 +140,14 @@ async def test_closing_stops_every_worker_and_later_submits_fail_as_transient() 
         await pipeline.submit_guests([guest(1, "vm/0")], "vsock:9")
 
 
-@pytest.mark.anyio
-async def test_an_event_of_a_date_that_does_not_exist_takes_no_sequence_number() -> None:
-    key = SigningKey.generate()
+async def _one_batch(events: list[dict[str, object]]) -> tuple[list[object], list[dict[str, object]],
+                                                                 ParallelPipeline]:
+    """``events`` through a pipeline with one signing worker into memory: the batch's answer, what the sink
+    got, and the (closed) pipeline."""
     q = SinkQueue(100)
     stats = PipelineStats()
     sink = MemorySink()
-    pipeline = ParallelPipeline(Stamper(key, "h", SequenceStore(None)), [q], stats, workers=1)
-    events = [guest(0, "vm/0"), {**guest(1, "vm/0"), "time": "2024-02-30T00:00:00Z"}, guest(2, "vm/0")]
+    pipeline = ParallelPipeline(Stamper(SigningKey.generate(), "h", SequenceStore(None)), [q], stats, workers=1)
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(SinkWorker(sink, q, stats.sink("m"), flush_interval=0.01).run)
@@ -157,34 +157,24 @@ async def test_an_event_of_a_date_that_does_not_exist_takes_no_sequence_number()
             pipeline.close()
     finally:
         await pipeline.aclose()
+    return answer, [orjson.loads(e.body) for e in sink.events], pipeline
+
+
+@pytest.mark.anyio
+async def test_an_event_of_a_date_that_does_not_exist_takes_no_sequence_number() -> None:
+    events = [guest(0, "vm/0"), {**guest(1, "vm/0"), "time": "2024-02-30T00:00:00Z"}, guest(2, "vm/0")]
+    answer, docs, _pipeline = await _one_batch(events)
     assert answer[0] is True and answer[2] is True and "2024-02-30" in str(answer[1])
-    docs = [orjson.loads(e.body) for e in sink.events]
     assert [(d["id"], d["sequence"]) for d in docs] == [("g0", "1"), ("g2", "2")]  # no gap where g1 was refused
 
 
 @pytest.mark.anyio
 async def test_an_event_naming_the_hosts_own_source_is_refused_before_it_is_numbered() -> None:
-    key = SigningKey.generate()
-    q = SinkQueue(100)
-    stats = PipelineStats()
-    sink = MemorySink()
-    pipeline = ParallelPipeline(Stamper(key, "h", SequenceStore(None)), [q], stats, workers=1)
-    events = [guest(0, "vm/0"), guest(1, "hoststamp://h/cgroup"), guest(2, "vm/0")]
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(SinkWorker(sink, q, stats.sink("m"), flush_interval=0.01).run)
-            with anyio.fail_after(60):
-                sub = await pipeline.submit_guests(events, "vsock:9")
-                answer = await sub.future
-            pipeline.close()
-    finally:
-        await pipeline.aclose()
-    assert answer[0] is True and answer[2] is True and "names this host's own probes" in str(answer[1])
-    docs = [orjson.loads(e.body) for e in sink.events]
-    assert [(d["id"], d["sequence"]) for d in docs] == [("g0", "1"), ("g2", "2")]
-    # it took no number of the host's own sequence: the host's next cgroup reading is its first
     from agent.model import Reading
 
+    answer, docs, pipeline = await _one_batch([guest(0, "vm/0"), guest(1, "hoststamp://h/cgroup"), guest(2, "vm/0")])
+    assert answer[0] is True and answer[2] is True and "names this host's own probes" in str(answer[1])
+    assert [(d["id"], d["sequence"]) for d in docs] == [("g0", "1"), ("g2", "2")]
+    # it took no number of the host's own sequence: the host's next cgroup reading is its first
     own, _problem = pipeline.stamper.stamp_or_error(Reading(probe="cgroup", subject="/", output={}))
     assert (own.source, own.sequence) == ("hoststamp://h/cgroup", 1)
-

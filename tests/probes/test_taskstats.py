@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -140,37 +141,45 @@ async def test_cgroupstats_readings() -> None:
     assert v2.output == {} and v2.error is not None and "unsupported on cgroup v2" in v2.error
 
 
-@needs_admin
-async def test_watch_streams_exits() -> None:
+async def exits_of(argv: list[str], done: Callable[[Reading], bool], status: int,
+                   timeout: float = 15) -> tuple[list[Reading], int]:
+    """Run the exit stream, start ``argv`` once it is live (exits of children show that), and collect until
+    a reading of that child's pid satisfies ``done``; every reading, and the child's pid."""
     got: list[Reading] = []
     arrived = asyncio.Event()
     child_pid: list[int] = []
 
     async def emit(r: Reading) -> None:
         got.append(r)
-        if child_pid and r.subject == str(child_pid[0]):
+        if child_pid and r.subject == str(child_pid[0]) and done(r):
             arrived.set()
 
     probe = TaskstatsProbe(TaskstatsOptions(exits=True))
     watcher = asyncio.create_task(probe.watch(emit))
     try:
-        async with asyncio.timeout(10):
-            while not got and not watcher.done():  # exits of children until one shows the stream is live
+        async with asyncio.timeout(timeout):
+            while not got and not watcher.done():
                 child = await asyncio.create_subprocess_exec("true")
                 await child.wait()
                 await asyncio.sleep(0.05)
-            child = await asyncio.create_subprocess_exec("sh", "-c", "exit 4")
+            child = await asyncio.create_subprocess_exec(*argv)
             child_pid.append(child.pid)
-            await child.wait()
+            assert await child.wait() == status
             await arrived.wait()
     finally:
         watcher.cancel()
         with pytest.raises(asyncio.CancelledError):
             await watcher
         await probe.aclose()
-    (r,) = [r for r in got if r.subject == str(child_pid[0])]
+    return got, child_pid[0]
+
+
+@needs_admin
+async def test_watch_streams_exits() -> None:
+    got, pid = await exits_of(["sh", "-c", "exit 4"], lambda r: True, 4)
+    (r,) = [r for r in got if r.subject == str(pid)]
     assert r.type == "io.hoststamp.host.v1.taskstats.exit" and r.kind == "exit"
-    assert r.output["ac_pid"] == child_pid[0] and r.output["exit_code"] == 4 and r.output["exit_signal"] == 0
+    assert r.output["ac_pid"] == pid and r.output["exit_code"] == 4 and r.output["exit_signal"] == 0
     assert r.output["ac_comm"] == "sh"
 
 
@@ -188,39 +197,14 @@ MAIN_THREAD_FIRST = (
 
 @needs_admin
 async def test_a_process_whose_main_thread_ends_first_still_reports_its_end() -> None:
-    got: list[Reading] = []
-    arrived = asyncio.Event()
-    child_pid: list[int] = []
-
-    async def emit(r: Reading) -> None:
-        got.append(r)
-        if child_pid and r.subject == str(child_pid[0]) and "group" in r.output:
-            arrived.set()
-
-    probe = TaskstatsProbe(TaskstatsOptions(exits=True))
-    watcher = asyncio.create_task(probe.watch(emit))
-    try:
-        async with asyncio.timeout(15):
-            while not got and not watcher.done():
-                child = await asyncio.create_subprocess_exec("true")
-                await child.wait()
-                await asyncio.sleep(0.05)
-            child = await asyncio.create_subprocess_exec(sys.executable, "-c", MAIN_THREAD_FIRST)
-            child_pid.append(child.pid)
-            assert await child.wait() == 6
-            await arrived.wait()
-    finally:
-        watcher.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await watcher
-        await probe.aclose()
-    mine = [r for r in got if r.subject == str(child_pid[0])]
+    got, pid = await exits_of([sys.executable, "-c", MAIN_THREAD_FIRST], lambda r: "group" in r.output, 6)
+    mine = [r for r in got if r.subject == str(pid)]
     # the main thread's own exit (status 0), then the thread that ended the group, under the process's id
-    assert [r.output["ac_pid"] == child_pid[0] for r in mine] == [True, False]
+    assert [r.output["ac_pid"] == pid for r in mine] == [True, False]
     main, last = mine
     assert "group" not in main.output and main.output["exit_code"] == 0
-    assert last.output["exit_code"] == 6 and last.output["ac_tgid"] == child_pid[0]
-    assert last.output["group"]["tgid"] == child_pid[0]
+    assert last.output["exit_code"] == 6 and last.output["ac_tgid"] == pid
+    assert last.output["group"]["tgid"] == pid
     # threads that end while others go on stay out of the stream
     threads = [r for r in got if r.output.get("ac_tgid") not in (None, 0, r.output.get("ac_pid"))]
     assert all("group" in r.output and r.subject == str(r.output["ac_tgid"]) for r in threads)
