@@ -206,11 +206,7 @@ def prepare_guests(
     ready: list[tuple[int, _Stamped]] = []
     digests: list[bytes] = []
     ev: Any
-    speaks_for_host = st.speaks_for_host
     for i, ev in enumerate(events):
-        if (own := speaks_for_host(ev.get("source"))) is not None:
-            out.append(own)
-            continue
         if native is not None and (sequences is None or type(sequences[i]) is int):
             try:
                 got = native(ev, None if sequences is None else sequences[i], head, host_json)

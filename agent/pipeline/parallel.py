@@ -151,9 +151,6 @@ class ParallelPipeline(OffloadPipeline[Job]):
                         meta.append(exc)
                         continue
                 source = ev.get("source")
-                if (own := self.stamper.speaks_for_host(source)) is not None:
-                    meta.append(own)
-                    continue
                 source = source if type(source) is str else str(source or "")
                 seq = next_seq(source)
                 ev_id, ev_type = ev.get("id"), ev.get("type")

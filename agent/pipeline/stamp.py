@@ -24,7 +24,6 @@ import orjson
 
 from .. import _native
 from ..codec.canonical import prepare
-from ..errors import VerifyError
 from ..model import Event, Reading, escape_text
 from ..signing.dsse import pae
 from ..signing.event import PAYLOAD_TYPE, attr_text
@@ -125,17 +124,6 @@ class Stamper:
         #: the native planned guest path when it was built (see :mod:`.guest`); same bytes as the Python path
         self._restamp = (_native.Restamper(self._shapes, self._texts, sequences.next).stamp
                          if _native.Restamper is not None else None)
-        #: the start of every source of this host's own readings, lower-case (see :meth:`speaks_for_host`)
-        self._own = self.source_for("").lower()
-
-    def speaks_for_host(self, source: object) -> VerifyError | None:
-        """Why a guest's event with this ``source`` cannot be taken, if it names this host's own probes
-        (``hoststamp://HOST/...``, in any case): signed by the host, it would pass for the host's own reading,
-        under the numbers of the host's own sequence."""
-        if type(source) is str and source[:len(self._own)].lower() == self._own:
-            return VerifyError(f"source {source[:80]!r} names this host's own probes: a guest cannot speak for "
-                               "the host")
-        return None
 
     def source_for(self, probe: str) -> str:
         """``hoststamp://HOST/PROBE``: the host id percent-encoded where a URI's host part cannot hold it as it

@@ -166,15 +166,3 @@ async def test_an_event_of_a_date_that_does_not_exist_takes_no_sequence_number()
     answer, docs, _pipeline = await _one_batch(events)
     assert answer[0] is True and answer[2] is True and "2024-02-30" in str(answer[1])
     assert [(d["id"], d["sequence"]) for d in docs] == [("g0", "1"), ("g2", "2")]  # no gap where g1 was refused
-
-
-@pytest.mark.anyio
-async def test_an_event_naming_the_hosts_own_source_is_refused_before_it_is_numbered() -> None:
-    from agent.model import Reading
-
-    answer, docs, pipeline = await _one_batch([guest(0, "vm/0"), guest(1, "hoststamp://h/cgroup"), guest(2, "vm/0")])
-    assert answer[0] is True and answer[2] is True and "names this host's own probes" in str(answer[1])
-    assert [(d["id"], d["sequence"]) for d in docs] == [("g0", "1"), ("g2", "2")]
-    # it took no number of the host's own sequence: the host's next cgroup reading is its first
-    own, _problem = pipeline.stamper.stamp_or_error(Reading(probe="cgroup", subject="/", output={}))
-    assert (own.source, own.sequence) == ("hoststamp://h/cgroup", 1)
