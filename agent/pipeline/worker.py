@@ -242,6 +242,12 @@ class SinkWorker:
                         await self.sink.aclose()
                     except Exception as exc:
                         log.error("sink %s: close failed: %s", self.sink.uri, exc)
+            if closing.cancelled_caught and self._opened:
+                # cut short, maybe before the sink's own close was reached: what it runs (a sender that
+                # reconnects for ever) is stopped now, not left behind a reload or a shutdown
+                abort = getattr(self.sink, "abort", None)
+                if abort is not None:
+                    abort()
             if closing.cancelled_caught:
                 unconfirmed = getattr(self.sink, "unacked", None)
                 what = f"{unconfirmed} events" if isinstance(unconfirmed, int) else "what it took"

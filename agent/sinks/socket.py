@@ -113,6 +113,10 @@ class SocketSink(Sink):
         finally:
             await self.sender.aclose()
 
+    def abort(self) -> None:
+        """Stop the sender now, without waiting (a close that was cut short)."""
+        self.sender.abort()
+
     def take_dropped(self) -> list[tuple[Event, str]]:
         """The events the downstream refused, as ``refused: <its reason>``, and those no frame can carry, as
         ``too_large``: the worker counts them as dropped by that reason and tells a guest that sent one why."""

@@ -146,6 +146,12 @@ class AckedSender(Generic[T]):
             self.start()
             await self._wait_for(lambda: not self._outbox, timeout, "not acknowledged")
 
+    def abort(self) -> None:
+        """Stop without waiting: the sending task is cancelled and ends by itself; unsettled items are dropped."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+
     async def aclose(self) -> None:
         """Stop at once; unsettled items are dropped (drain first to keep them)."""
         self._closing = True

@@ -209,6 +209,30 @@ async def test_the_last_attempt_to_close_ends_with_the_drain_deadline(caplog: py
     assert f"not confirmed within {worker_mod.CLOSE_LAST_MOMENT:g}s of closing; 2 events may be lost" in caplog.text
 
 
+class RunsSomething(NeverConfirms):
+    """A sink with work of its own (a socket sink's sender) that only its close, or an abort, stops."""
+
+    aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+@pytest.mark.anyio
+async def test_a_close_cut_short_aborts_what_the_sink_runs() -> None:
+    """The flush was cut short before the sink's own close was reached: without the abort, a reload or a
+    shutdown left the sink's sender reconnecting for ever beside the next generation's."""
+    import time
+
+    sink = RunsSomething()
+    _pipeline, workers = make_pipeline(sink)
+    workers[0].close_by = time.monotonic() - 1.0
+    workers[0].queue.close()
+    with anyio.fail_after(5):
+        await workers[0].run()
+    assert workers[0].finished and sink.aborted
+
+
 class Buggy(MemorySink):
     """Its first ``n`` sends raise something other than SinkError, as a bug in a sink would."""
 

@@ -223,3 +223,18 @@ def test_a_caller_cancelled_while_closing_the_sender_stays_cancelled() -> None:
         return closing.cancelled()
 
     assert run(main())
+
+
+def test_abort_stops_the_sender_without_waiting(tmp_path: Path) -> None:
+    async def main() -> AckedSender[bytes]:
+        sender: AckedSender[bytes] = AckedSender(dialer(f"unix:{tmp_path}/nobody.sock"), lambda b: b,
+                                                 name="unix:nobody", backoff=Backoff(0.001, 0.02))
+        await sender.put(items(3))
+        while sender.stats.connect_failures < 2:
+            await asyncio.sleep(0.005)
+        sender.abort()  # no await: what a cut-short close can still do
+        await asyncio.sleep(0.05)
+        return sender
+
+    sender = run(main())
+    assert sender._task is not None and sender._task.done()
