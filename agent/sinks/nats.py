@@ -323,6 +323,17 @@ class NatsSink(Sink):
     async def aclose(self) -> None:
         await self._drop()
 
+    def abort(self) -> None:
+        """A close cut short: the connection is closed in the background rather than left open."""
+        if self._nc is not None:
+            task = asyncio.get_running_loop().create_task(self._drop())
+            _CLOSING.add(task)
+            task.add_done_callback(_CLOSING.discard)
+
+
+#: connections being closed in the background (held so that their tasks are not collected midway)
+_CLOSING: set[asyncio.Task[None]] = set()
+
 
 async def _close(nc: Client) -> None:
     try:

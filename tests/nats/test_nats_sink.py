@@ -346,3 +346,17 @@ async def test_events_the_server_already_has_are_counted_as_duplicates(nats_serv
         assert (stats.sent, stats.duplicates) == (5, 0 if attempt == 0 else 5)
     msgs = await stream_messages(nats_server.url, "DUP")
     assert len(msgs) == 5
+
+
+async def test_an_abort_closes_the_connection_in_the_background(nats_server: NatsServer) -> None:
+    """What a worker does when the sink's last close was cut short: the connection must not stay open."""
+    sink = sink_for(nats_server, "x.y", create_stream="AB")
+    await sink.open()
+    nc = sink._nc
+    assert nc is not None and nc.is_connected
+    sink.abort()
+    for _ in range(200):
+        if nc.is_closed:
+            break
+        await asyncio.sleep(0.01)
+    assert nc.is_closed and sink._nc is None
