@@ -302,6 +302,8 @@ class Agent:
                 log.exception("reload: building generation %d failed", new.number)
             return await self._unbuild(new, str(exc))
         old = self.gen
+        if (stranded := _stranded(old, new)) is not None:
+            return await self._unbuild(new, stranded)
         if cfg.metrics.listen != old.cfg.metrics.listen and not self.once:
             server, problem = await replace_server(self.metrics, cfg.metrics.listen, self._registry)
             if server is not self.metrics:
@@ -464,3 +466,16 @@ class Agent:
 def _left(gen: Generation, by: float | None) -> float:
     """Seconds until the deadline ``by`` (none left: 0), or ``gen``'s whole ``drain_timeout`` without one."""
     return gen.cfg.agent.drain_timeout if by is None else max(0.0, by - time.monotonic())
+
+
+def _stranded(old: Generation, new: Generation) -> str | None:
+    """Why ``new`` cannot replace ``old``: a spool holding events not delivered yet that no sink of ``new``
+    reads (removed or moved), so they would stay there for good; None when there is none."""
+    for ep, q in zip(old.cfg.sinks, old.queues, strict=True):
+        if not isinstance(q, SpoolQueue) or not q.pending:
+            continue
+        if not any(isinstance(n, SpoolQueue) and n.spool is q.spool for n in new.queues):
+            return (f"sink {ep.uri}: its spool {q.spool.dir} holds {q.pending} events not delivered yet, which no "
+                    "sink of the new configuration reads; keep the spool until they are delivered")
+    return None
+

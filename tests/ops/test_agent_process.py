@@ -399,3 +399,22 @@ def test_a_second_sigterm_while_draining_exits_at_once(workdir: Path) -> None:
         agent.signal(signal.SIGTERM)
         assert agent.proc.wait(20) == 1
         assert "again while stopping: exiting now" in agent.log()
+
+
+def test_a_reload_that_would_strand_spooled_events_fails_and_keeps_the_spool(workdir: Path) -> None:
+    """The sink's downstream is down, so its spool holds events already acknowledged upstream. A configuration
+    without that spool (removed, or moved) would leave them there for good: the reload fails, says why, and the
+    running configuration keeps the spool."""
+    cfg = workdir / "hoststamp.toml"
+    down = workdir / "down.sock"
+    spooled = config_text([f"unix:{down}"], sink_keys='spool = "spool"\nbackoff_max = 0.2\n')
+    cfg.write_text(spooled)
+    with AgentProcess(workdir, cfg) as agent:
+        agent.wait_ready()
+        wait_for(lambda: (agent.status()["sinks"][0]["enqueued"] or 0) > 3, what="events in the spool")
+        cfg.write_text(config_text([f"unix:{down}"], sink_keys="backoff_max = 0.2\n"))
+        agent.signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in agent.log(), what="the reload refused")
+        assert "its spool" in agent.log() and "no sink of the new configuration reads" in agent.log()
+        assert agent.proc.poll() is None
+        assert agent.stop() == 0
