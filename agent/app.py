@@ -222,9 +222,10 @@ class Agent:
         assert self._tg is not None
         await self._tg.start(gen.worker_tasks.run, start)
 
-    async def _drain(self, gen: Generation, by: float | None = None) -> None:
+    async def _drain(self, gen: Generation, by: float | None = None, successor: Generation | None = None) -> None:
         """Close the queues; let the workers empty them into the sinks and close those, by the deadline ``by``
-        (default: ``drain_timeout`` from now)."""
+        (default: ``drain_timeout`` from now). A reload's ``successor``: what is still queued at the deadline
+        for a sink it has too goes to that sink's new queue, ahead of what came since, rather than being lost."""
         for q in gen.queues:
             q.close()
         if gen.worker_tasks.scope is None:
@@ -233,6 +234,8 @@ class Agent:
         for w in gen.workers:
             w.close_by = by  # a sink's last attempt to confirm and close ends with the deadline too
         if not await gen.worker_tasks.wait(_left(gen, by)):
+            if successor is not None:
+                _hand_on(gen, successor)
             # what is still queued, and the batches workers hold while they retry a sink that is down
             left = sum(len(q) + w.holding for w, q in zip(gen.workers, gen.queues, strict=True)
                        if not isinstance(q, SpoolQueue))
@@ -328,7 +331,7 @@ class Agent:
         await self._listening(new)
         # old events still being signed (in workers or threads) go to the old queues
         await self.pipeline.drain(cfg.agent.drain_timeout)
-        await self._drain(old)
+        await self._drain(old, successor=new)
         self._retiring.remove(old)
         self._counts.retire(old)
         await self._start_workers(new)
@@ -478,4 +481,18 @@ def _stranded(old: Generation, new: Generation) -> str | None:
             return (f"sink {ep.uri}: its spool {q.spool.dir} holds {q.pending} events not delivered yet, which no "
                     "sink of the new configuration reads; keep the spool until they are delivered")
     return None
+
+
+def _hand_on(old: Generation, new: Generation) -> None:
+    """What the in-memory queues of ``old`` still hold, moved to the queue of the same sink in ``new`` (a spool
+    shared by both needs nothing: the new reader reads it)."""
+    successors = {ep.uri: q for ep, q in zip(new.cfg.sinks, new.queues, strict=True)
+                  if not isinstance(q, SpoolQueue)}
+    for ep, q, w in zip(old.cfg.sinks, old.queues, old.workers, strict=True):
+        if isinstance(q, SpoolQueue) or (after := successors.get(ep.uri)) is None:
+            continue
+        items = [*w.take_in_hand(), *q.take_all()]  # the batch being retried came first
+        if items:
+            after.requeue_front(items)
+            log.info("sink %s: %d events not yet delivered handed to the reloaded sink", ep.uri, len(items))
 

@@ -96,6 +96,9 @@ class SinkWorker:
         self.unconfirmed = 0
         #: the drain's deadline (``time.monotonic()``), when one is set: the sink's last attempt to close ends by it
         self.close_by: float | None = None
+        #: the batch being sent (retried while the sink is down), and whether :meth:`take_in_hand` took it
+        self._in_hand: list[tuple[Event, Receipt | None]] | None = None
+        self._handed_on = False
         self._dirty = False
         # with a spool, records are trimmed only once the sink has taken and flushed them
         self._spool = queue if isinstance(queue, SpoolQueue) else None
@@ -195,6 +198,7 @@ class SinkWorker:
                 events = [e for e, _r in batch]
                 upto = self._spool.handed if self._spool is not None else 0
                 self.holding = len(events)
+                self._in_hand = batch
                 while True:
                     try:
                         await self.sink.send(events)
@@ -204,6 +208,7 @@ class SinkWorker:
                         await anyio.sleep(self._backoff.next())
                 self._backoff.reset()
                 self.holding = 0
+                self._in_hand = None
                 self._sent_upto = upto
                 self.stats.healthy = not self._troubled
                 left = self._left_out()
@@ -259,8 +264,23 @@ class SinkWorker:
                               close_in, what)
                 self.unconfirmed = self._unconfirmed()
             if self._spool is None:  # with a spool, what is left is kept in it, its senders acked already
-                self._fail_unconfirmed(batch)
+                self._fail_unconfirmed(None if self._handed_on else batch)
             self.finished = True
+
+    def take_in_hand(self) -> list[tuple[Event, Receipt | None]]:
+        """What this worker's sink took and was never acknowledged, then the batch it is still trying to send (no
+        spool: nowhere else holds them), taken away to be sent by another (a reload's successor); the worker,
+        stopped next, leaves them alone."""
+        taken = getattr(self.sink, "take_unsent", None)
+        unsent: list[Event] = taken() if taken is not None else []  # taken by the sink, never acknowledged
+        receipts = {id(e): r for e, r in self._unflushed}
+        if unsent:
+            moved = {id(e) for e in unsent}
+            self._unflushed = [(e, r) for e, r in self._unflushed if id(e) not in moved]
+        batch, self._in_hand = self._in_hand or [], None
+        self._handed_on = True
+        self.holding = 0
+        return [*((e, receipts.get(id(e))) for e in unsent), *batch]
 
     def _fail_unconfirmed(self, batch: list[tuple[Event, Receipt | None]] | None) -> None:
         """The worker stops (a shutdown, a reload) with events it never had confirmed: taken unconfirmed, being

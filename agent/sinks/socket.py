@@ -117,6 +117,10 @@ class SocketSink(Sink):
         """Stop the sender now, without waiting (a close that was cut short)."""
         self.sender.abort()
 
+    def take_unsent(self) -> list[Event]:
+        """Stop, and hand over what the downstream has not acknowledged (a reload's successor sends it)."""
+        return self.sender.take_unsettled()
+
     def take_dropped(self) -> list[tuple[Event, str]]:
         """The events the downstream refused, as ``refused: <its reason>``, and those no frame can carry, as
         ``too_large``: the worker counts them as dropped by that reason and tells a guest that sent one why."""

@@ -112,6 +112,15 @@ class Outbox(Generic[T]):
     def add(self, items: Iterable[T]) -> None:
         self._items.extend(_Entry(i) for i in items)
 
+    def take_all(self) -> list[T]:
+        """Every unsettled item, in order, taken away (refused ones are settled already): for a sender that
+        stopped and hands what it held to another."""
+        items = [e.item for e in self._items if not e.refused]
+        self._items.clear()
+        self._conn.clear()
+        self._sent = self._acked = 0
+        return items
+
     def reconnected(self) -> None:
         """A new connection: everything unsettled goes out again, numbered from 1."""
         self._sent = 0

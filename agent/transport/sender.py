@@ -146,6 +146,13 @@ class AckedSender(Generic[T]):
             self.start()
             await self._wait_for(lambda: not self._outbox, timeout, "not acknowledged")
 
+    def take_unsettled(self) -> list[T]:
+        """Stop (:meth:`abort`) and hand over every item taken and not settled, in order."""
+        self.abort()
+        items = self._outbox.take_all()
+        self._progress.set()
+        return items
+
     def abort(self) -> None:
         """Stop without waiting: the sending task is cancelled and ends by itself; unsettled items are dropped."""
         self._closing = True
