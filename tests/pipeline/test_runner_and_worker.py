@@ -195,17 +195,9 @@ async def test_a_sink_that_never_confirms_at_close_is_reported(
 async def test_the_last_attempt_to_close_ends_with_the_drain_deadline(caplog: pytest.LogCaptureFixture) -> None:
     """A drain whose deadline has passed leaves a sink a last moment to close, not the whole close timeout on
     top of the deadline."""
-    import time
-
     from agent.pipeline import worker as worker_mod
 
-    sink = NeverConfirms()
-    _pipeline, workers = make_pipeline(sink)
-    workers[0].close_by = time.monotonic() - 1.0
-    workers[0].queue.close()
-    with anyio.fail_after(5):
-        await workers[0].run()
-    assert workers[0].finished
+    await _closed_past_the_deadline(NeverConfirms())
     assert f"not confirmed within {worker_mod.CLOSE_LAST_MOMENT:g}s of closing; 2 events may be lost" in caplog.text
 
 
@@ -222,15 +214,21 @@ class RunsSomething(NeverConfirms):
 async def test_a_close_cut_short_aborts_what_the_sink_runs() -> None:
     """The flush was cut short before the sink's own close was reached: without the abort, a reload or a
     shutdown left the sink's sender reconnecting for ever beside the next generation's."""
+    sink = RunsSomething()
+    await _closed_past_the_deadline(sink)
+    assert sink.aborted
+
+
+async def _closed_past_the_deadline(sink: MemorySink) -> None:
+    """Run a worker of ``sink`` with nothing to send, closing when the drain's deadline has passed already."""
     import time
 
-    sink = RunsSomething()
     _pipeline, workers = make_pipeline(sink)
     workers[0].close_by = time.monotonic() - 1.0
     workers[0].queue.close()
     with anyio.fail_after(5):
         await workers[0].run()
-    assert workers[0].finished and sink.aborted
+    assert workers[0].finished
 
 
 class Buggy(MemorySink):
