@@ -14,8 +14,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
-import json
-import logging
 import os
 import secrets
 import time
@@ -33,6 +31,7 @@ from .note import checkpoint_text, sign_note
 from .policy import ArchiveOptions
 from .records import b64, b64_list, chain_hash, encode_record, rfc3339
 from .recovery import Cut, apply_cut, compress_segment, fsync_dir, recover
+from .witness import Witness
 
 __all__ = ["ArchiveWriter", "HostKey"]
 
@@ -44,9 +43,6 @@ class HostKey(Protocol):
     public_raw: bytes
 
     def sign(self, data: bytes, /) -> bytes: ...
-
-
-log = logging.getLogger("hoststamp.sink")
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -179,47 +175,19 @@ class ArchiveWriter:
             os.fsync(self._log_fd)
         self._note_witness()
 
-    # -- the witness ---------------------------------------------------------------------------------------------
+    # -- the witness (see :mod:`.witness`; not with ``fsync = "never"``, where the disk may keep less) ---------------
 
     def _check_witness(self, newest: int) -> None:
-        """Refuse an archive of this origin that ends before what the witness says was written here."""
-        seen = self._read_witness()
-        if seen is None:
-            return
-        if seen.get("origin") != self.origin:  # started afresh (or replaced): said, and the new one noted from now
-            log.warning("%s: this host wrote archive %s here, up to segment %s; the directory now holds %s",
-                        self.root, seen.get("origin"), seen.get("segment"), self.origin)
-            return
-        seg, size = seen.get("segment"), seen.get("size")
-        if type(seg) is int and type(size) is int and (newest < seg or self._tree.end < size):
-            self._broken = (f"this host wrote up to segment {seg} and {size} events here, and the archive now "
-                            f"ends at segment {newest} with {self._tree.end}: its newest part was removed")
-            raise SinkError(f"{self.root}: {self._broken}; the archive was left as it is (check it with: hoststamp "
-                            f"verify {self.root}; {self.witness} holds what was written)")
-
-    def _read_witness(self) -> dict[str, Any] | None:
-        if self.witness is None or not self._sync:
-            return None
-        try:
-            seen = json.loads(self.witness.read_bytes())
-        except (OSError, ValueError):  # none yet, or unreadable: nothing to hold the archive to
-            return None
-        return seen if isinstance(seen, dict) and seen.get("root") == str(self.root.resolve()) else None
+        if self.witness is not None and self._sync:
+            try:
+                Witness(self.witness, self.root).check(self.origin, newest, self._tree.end)
+            except SinkError as exc:
+                self._broken = str(exc)
+                raise
 
     def _note_witness(self) -> None:
-        """What is durable in the archive now: its newest segment (its open record synced) and sealed size.
-        Never more than is on disk (not with ``fsync = "never"``, where the disk may keep less)."""
-        if self.witness is None or not self._sync:
-            return
-        data = json.dumps({"root": str(self.root.resolve()), "origin": self.origin, "segment": self._seg,
-                           "size": self._ck_size}).encode()
-        try:
-            self.witness.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.witness.with_name(self.witness.name + ".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, self.witness)
-        except OSError as exc:  # the archive itself is fine: the check is only weaker until the next note
-            log.warning("%s: cannot note the archive's head in %s: %s", self.root, self.witness, exc.strerror or exc)
+        if self.witness is not None and self._sync:
+            Witness(self.witness, self.root).note(self.origin, self._seg, self._ck_size)
 
     def close(self) -> None:
         """Seal what is unsealed, sync and release the lock. Idempotent."""
