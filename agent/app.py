@@ -33,7 +33,7 @@ from . import gctune, health
 from .childsignals import children_keep_their_signals
 from .config import Config, ProbeConfig
 from .errors import AgentError
-from .generation import Counts, Generation, build_probe, build_sink, host_id
+from .generation import Counts, Generation, build_probe, build_sink, hand_on, host_id, stranded, time_left
 from .listeners import ListenerSet
 from .metrics import LatencySampler, MetricsServer, TimedStamper, build_registry, replace_server
 from .model import Event, Reading
@@ -194,7 +194,7 @@ class Agent:
         if gen.producer_tasks.scope is None:
             return
         gen.producer_tasks.scope.cancel()
-        if not await gen.producer_tasks.wait(_left(gen, by)):
+        if not await gen.producer_tasks.wait(time_left(gen, by)):
             log.warning("producers still blocked on full queues; closing them (the rest is counted as dropped)")
             for q in gen.queues:
                 q.close()
@@ -233,9 +233,9 @@ class Agent:
         by = time.monotonic() + gen.cfg.agent.drain_timeout if by is None else by
         for w in gen.workers:
             w.close_by = by  # a sink's last attempt to confirm and close ends with the deadline too
-        if not await gen.worker_tasks.wait(_left(gen, by)):
+        if not await gen.worker_tasks.wait(time_left(gen, by)):
             if successor is not None:
-                _hand_on(gen, successor)
+                hand_on(gen, successor)
             # what is still queued, and the batches workers hold while they retry a sink that is down
             left = sum(len(q) + w.holding for w, q in zip(gen.workers, gen.queues, strict=True)
                        if not isinstance(q, SpoolQueue))
@@ -305,8 +305,8 @@ class Agent:
                 log.exception("reload: building generation %d failed", new.number)
             return await self._unbuild(new, str(exc))
         old = self.gen
-        if (stranded := _stranded(old, new)) is not None:
-            return await self._unbuild(new, stranded)
+        if (why := stranded(old, new)) is not None:
+            return await self._unbuild(new, why)
         if cfg.metrics.listen != old.cfg.metrics.listen and not self.once:
             server, problem = await replace_server(self.metrics, cfg.metrics.listen, self._registry)
             if server is not self.metrics:
@@ -450,10 +450,10 @@ class Agent:
                     # one deadline for all of it: blocked producers, what is being signed, the queues, the sinks
                     by = time.monotonic() + self.gen.cfg.agent.drain_timeout
                     # guests get the acks of what the listeners took, as it is delivered, before they close
-                    await self.listeners.finish(self.gen, _left(self.gen, by))
+                    await self.listeners.finish(self.gen, time_left(self.gen, by))
                     await self._stop_producers(self.gen, by)
                     # events still being signed reach the queues first
-                    await self.pipeline.aclose(_left(self.gen, by))
+                    await self.pipeline.aclose(time_left(self.gen, by))
                     await self._drain(self.gen, by)
                 tg.cancel_scope.cancel()
         finally:
@@ -464,35 +464,3 @@ class Agent:
             self.notifier.close()
         if self._fatal is not None:
             raise self._fatal
-
-
-def _left(gen: Generation, by: float | None) -> float:
-    """Seconds until the deadline ``by`` (none left: 0), or ``gen``'s whole ``drain_timeout`` without one."""
-    return gen.cfg.agent.drain_timeout if by is None else max(0.0, by - time.monotonic())
-
-
-def _stranded(old: Generation, new: Generation) -> str | None:
-    """Why ``new`` cannot replace ``old``: a spool holding events not delivered yet that no sink of ``new``
-    reads (removed or moved), so they would stay there for good; None when there is none."""
-    for ep, q in zip(old.cfg.sinks, old.queues, strict=True):
-        if not isinstance(q, SpoolQueue) or not q.pending:
-            continue
-        if not any(isinstance(n, SpoolQueue) and n.spool is q.spool for n in new.queues):
-            return (f"sink {ep.uri}: its spool {q.spool.dir} holds {q.pending} events not delivered yet, which no "
-                    "sink of the new configuration reads; keep the spool until they are delivered")
-    return None
-
-
-def _hand_on(old: Generation, new: Generation) -> None:
-    """What the in-memory queues of ``old`` still hold, moved to the queue of the same sink in ``new`` (a spool
-    shared by both needs nothing: the new reader reads it)."""
-    successors = {ep.uri: q for ep, q in zip(new.cfg.sinks, new.queues, strict=True)
-                  if not isinstance(q, SpoolQueue)}
-    for ep, q, w in zip(old.cfg.sinks, old.queues, old.workers, strict=True):
-        if isinstance(q, SpoolQueue) or (after := successors.get(ep.uri)) is None:
-            continue
-        items = [*w.take_in_hand(), *q.take_all()]  # the batch being retried came first
-        if items:
-            after.requeue_front(items)
-            log.info("sink %s: %d events not yet delivered handed to the reloaded sink", ep.uri, len(items))
-

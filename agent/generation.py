@@ -10,7 +10,9 @@ gone, per URI, so the counters ``/metrics`` exports never go back on a reload.
 
 from __future__ import annotations
 
+import logging
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from .config import Config, ProbeConfig
 from .errors import ConfigError, SinkError
 from .pipeline import PipelineStats, ProbeRunner, SinkQueue, SinkWorker
 from .pipeline.runner import Submit
-from .pipeline.spoolqueue import queue_for
+from .pipeline.spoolqueue import SpoolQueue, queue_for
 from .probes import ProbeContext
 from .probes import registry as probe_registry
 from .probes.base import Probe
@@ -32,7 +34,10 @@ from .sinks import SinkContext
 from .sinks import registry as sink_registry
 from .sinks.base import Sink
 
-__all__ = ["Counts", "Generation", "TaskSet", "build_probe", "build_sink", "host_id"]
+__all__ = ["Counts", "Generation", "TaskSet", "build_probe", "build_sink", "hand_on", "host_id", "stranded",
+           "time_left"]
+
+log = logging.getLogger("hoststamp")
 
 
 @dataclass(eq=False)
@@ -159,3 +164,35 @@ class Counts:
             health.listener_view(u, [g.receivers[u] for g in gens if u in g.receivers], self.listeners.get(u))
             for u in uris
         )
+
+
+def time_left(gen: Generation, by: float | None) -> float:
+    """Seconds until the deadline ``by`` (none left: 0), or ``gen``'s whole ``drain_timeout`` without one."""
+    return gen.cfg.agent.drain_timeout if by is None else max(0.0, by - time.monotonic())
+
+
+def stranded(old: Generation, new: Generation) -> str | None:
+    """Why ``new`` cannot replace ``old``: a spool holding events not delivered yet that no sink of ``new``
+    reads (removed or moved), so they would stay there for good; None when there is none."""
+    for ep, q in zip(old.cfg.sinks, old.queues, strict=True):
+        if not isinstance(q, SpoolQueue) or not q.pending:
+            continue
+        if not any(isinstance(n, SpoolQueue) and n.spool is q.spool for n in new.queues):
+            return (f"sink {ep.uri}: its spool {q.spool.dir} holds {q.pending} events not delivered yet, which no "
+                    "sink of the new configuration reads; keep the spool until they are delivered")
+    return None
+
+
+def hand_on(old: Generation, new: Generation) -> None:
+    """What the in-memory queues of ``old`` still hold, moved to the queue of the same sink in ``new`` (a spool
+    shared by both needs nothing: the new reader reads it)."""
+    successors = {ep.uri: q for ep, q in zip(new.cfg.sinks, new.queues, strict=True)
+                  if not isinstance(q, SpoolQueue)}
+    for ep, q, w in zip(old.cfg.sinks, old.queues, old.workers, strict=True):
+        if isinstance(q, SpoolQueue) or (after := successors.get(ep.uri)) is None:
+            continue
+        items = [*w.take_in_hand(), *q.take_all()]  # the batch being retried came first
+        if items:
+            after.requeue_front(items)
+            log.info("sink %s: %d events not yet delivered handed to the reloaded sink", ep.uri, len(items))
+
