@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time as _time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["NOT_IN_STRINGS", "Event", "Reading", "escape_text", "event_type"]
+__all__ = ["MAX_KEPT_NAME", "NOT_IN_STRINGS", "Event", "Reading", "bounded_name", "escape_text", "event_type"]
+
+#: the longest name a guest chooses (a ``source``, an ``id``) that is kept as it is; longer ones by their digest
+MAX_KEPT_NAME = 256
+
+
+def bounded_name(text: str) -> str:
+    """``text`` as a key kept in memory or in a file: itself up to :data:`MAX_KEPT_NAME` characters, else its
+    SHA-256 (so a guest's megabyte-long names cost the host a few bytes each, and stay told apart)."""
+    if len(text) <= MAX_KEPT_NAME:
+        return text
+    return "#sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 #: what a CloudEvents String may not hold (the spec's type system): the control characters U+0000-U+001F and

@@ -35,20 +35,19 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
 import time
 from pathlib import Path
 
+from ..model import MAX_KEPT_NAME, bounded_name
+
 __all__ = ["SequenceStore"]
 
 BLOCK = 4096
 #: numbers left to the holder of the state above what it took over from borrowers, below any later borrower's
 HOLDER_ROOM = 1 << 32
-#: the longest source name kept as it is; a longer one is kept as its SHA-256 (its numbers are the same)
-MAX_NAME = 256
 MAX_SOURCES = 16384
 EPOCH_SHIFT = 32
 
@@ -58,10 +57,7 @@ log = logging.getLogger("hoststamp.pipeline")
 class SequenceStore:
     """``next(source)`` returns increasing numbers per source; persisted when ``path`` is given."""
 
-    def __init__(self, path: Path | None, *, block: int = BLOCK, max_sources: int = MAX_SOURCES,
-                 keep: bool = True) -> None:
-        """``keep=False``: borrow numbers (as a process that finds the state held does) without trying to hold
-        the state: for a one-off whose events must not take numbers from the agent's own sequence."""
+    def __init__(self, path: Path | None, *, block: int = BLOCK, max_sources: int = MAX_SOURCES) -> None:
         self._path = path
         self._block = block
         self._max_sources = max_sources
@@ -79,10 +75,6 @@ class SequenceStore:
         self._lock_fd = -1
         #: where the processes that do not hold the state take their blocks of numbers from (see :meth:`_borrow`)
         self._borrowed: Path | None = None
-        if path is not None and not keep:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._borrowed = path.with_name("sequences.borrowed")
-            self._path = path = None
         if path is not None and not self._lock(path):
             self._borrowed = path.with_name("sequences.borrowed")
             self._path = path = None
@@ -148,8 +140,8 @@ class SequenceStore:
             self._ceiling[source] = start
 
     def next(self, source: str) -> int:
-        if len(source) > MAX_NAME:  # kept (in memory and in the file) as its digest: a guest names its sources
-            source = "#sha256:" + hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
+        if len(source) > MAX_KEPT_NAME:  # kept (in memory and in the file) by its digest: guests name sources
+            source = bounded_name(source)
         last = self._last.get(source)
         if last is None:
             last = max(self._fresh, self._dropped_floor)

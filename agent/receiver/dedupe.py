@@ -12,32 +12,23 @@ count, so its re-sent copy is offered again rather than acked as taken.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
+
+from ..model import MAX_KEPT_NAME, bounded_name
 
 __all__ = ["MAX_KEPT", "DedupeWindow", "Entry", "Key", "channel_of", "key_of", "taken"]
 
 Key = tuple[str, str, str]
 
-#: the longest ``source`` and ``id`` kept as they are in the window; longer ones are kept as their digest, so a
-#: guest sending megabyte-long names makes the window hold 64 bytes per event, not megabytes
-MAX_KEPT = 256
+#: the longest ``source`` and ``id`` kept as they are in the window (longer ones as their digest)
+MAX_KEPT = MAX_KEPT_NAME
 
 
 def key_of(channel: str, source: str, ident: str) -> Key:
-    """The window's key of an event: its channel, source and id (each beyond :data:`MAX_KEPT` characters as
-    its SHA-256)."""
-    if len(source) > MAX_KEPT:
-        source = _digest(source)
-    if len(ident) > MAX_KEPT:
-        ident = _digest(ident)
-    return channel, source, ident
-
-
-def _digest(text: str) -> str:
-    return "#sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    """The window's key of an event: its channel, source and id (see :func:`~agent.model.bounded_name`)."""
+    return channel, bounded_name(source), bounded_name(ident)
 
 
 def channel_of(peer: str) -> str:
