@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import struct
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import wal
 
 __all__ = ["SEGMENT", "SalvageReport", "Salvaged", "Segment", "close_gap", "decode_cursor", "encode_cursor",
-           "first_undelivered", "fsync_dir", "salvage"]
+           "first_undelivered", "fsync_dir", "not_a_file", "salvage", "set_aside"]
 
 SEGMENT = re.compile(r"^(\d{20})\.wal$")
 _CURSOR = struct.Struct(">QI")
@@ -113,13 +115,35 @@ class _Notes:
     kept_numbers: list[int] = field(default_factory=list)
 
     def quarantine(self, path: Path, problem: str, nbytes: int) -> None:
-        qdir = path.parent / "quarantine"
-        qdir.mkdir(exist_ok=True)
-        dest = qdir / f"{path.name}.{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.{os.getpid()}"
-        os.replace(path, dest)
         self.problems.append(problem)
-        self.quarantined.append(str(dest))
+        self.quarantined.append(set_aside(path))
         self.corrupt_bytes += nbytes
+
+
+def set_aside(path: Path) -> str:
+    """Move ``path`` (a file, or whatever else has the name) into ``quarantine/`` beside it, unchanged; returns
+    where it went."""
+    qdir = path.parent / "quarantine"
+    qdir.mkdir(exist_ok=True)
+    dest = qdir / f"{path.name}.{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.{os.getpid()}"
+    os.replace(path, dest)
+    return str(dest)
+
+
+def not_a_file(path: Path) -> str | None:
+    """What ``path`` is when it exists and is not a regular file (a directory, a link, a FIFO that would block
+    the read for good, ...), else None."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in ((stat.S_ISDIR, "directory"), (stat.S_ISLNK, "symbolic link"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return kind
+    return "device"
 
 
 def fsync_dir(path: Path) -> None:
@@ -204,14 +228,30 @@ def close_gap(seg: Segment, base: int, *, sync: bool = True) -> None:
     seg.base, seg.path = base, dest
 
 
-def salvage(directory: Path, committed: int, cursor_damaged: bool = False) -> Salvaged:
-    """Scan ``directory``'s segments given the cursor; see the module docstring."""
+def salvage(directory: Path, committed: int, cursor_damaged: bool = False,
+            set_apart: Sequence[tuple[str, str]] = ()) -> Salvaged:
+    """Scan ``directory``'s segments given the cursor; see the module docstring. ``set_apart``: the spool's own
+    entries already moved aside, as (problem, where to)."""
     notes = _Notes()
+    for problem, dest in set_apart:
+        notes.problems.append(problem)
+        notes.quarantined.append(dest)
     if cursor_damaged:
         notes.problems.append("cursor damaged: every intact record will be sent again")
     for tmp in directory.glob("*.wal.tmp"):
+        if (kind := not_a_file(tmp)) not in (None, "symbolic link"):
+            notes.quarantine(tmp, f"{tmp.name}: not a file (a {kind})", 0)
+            continue
         tmp.unlink(missing_ok=True)  # an interrupted rewrite; the original is still there
-    names = sorted((int(m.group(1)), p) for p in directory.iterdir() if (m := SEGMENT.match(p.name)))
+    names = []
+    for p in directory.iterdir():
+        if (m := SEGMENT.match(p.name)) is None:
+            continue
+        if (kind := not_a_file(p)) is not None:  # not the spool's: set aside, never read (a FIFO would block)
+            notes.quarantine(p, f"{p.name}: not a spool segment (a {kind})", 0)
+            continue
+        names.append((int(m.group(1)), p))
+    names.sort()
     kept: list[Segment] = []
     last = delivered = 0
     #: the last index the file before accounts for; None when it was damaged (its problem says what was lost)

@@ -48,7 +48,9 @@ from .salvage import (
     decode_cursor,
     encode_cursor,
     fsync_dir,
+    not_a_file,
     salvage,
+    set_aside,
 )
 from .spoolread import SpoolReader
 
@@ -71,6 +73,9 @@ class Spool(SpoolReader):
         self.fsync: FsyncPolicy = fsync
         self.segment_bytes = segment_bytes or max(4096, min(16 << 20, max_bytes // 16))
         self.dir.mkdir(parents=True, exist_ok=True)
+        #: the spool's own entries that were not files (moved aside): (problem, where to)
+        self._set_apart = [(f"{name}: not a file (a {kind}); moved aside", set_aside(self.dir / name))
+                           for name in ("lock", "cursor") if (kind := not_a_file(self.dir / name)) is not None]
         self._lock_fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -125,7 +130,9 @@ class Spool(SpoolReader):
     def _salvage(self) -> SalvageReport:
         committed = decode_cursor(os.pread(self._cursor_fd, 16, 0))
         self.committed = committed or 0
-        found = salvage(self.dir, self.committed, cursor_damaged=committed is None)
+        cursor_gone = any(p.startswith("cursor:") for p, _ in self._set_apart)
+        found = salvage(self.dir, self.committed, cursor_damaged=committed is None or cursor_gone,
+                        set_apart=self._set_apart)
         self._segments.extend(found.segments)
         self.bytes = sum(seg.size for seg in found.segments)
         self._read_seg, self._read_off = found.read_segment, found.read_offset

@@ -183,13 +183,15 @@ def test_a_finished_segment_is_freed_on_commit_before_the_reader_moves_on(tmp_pa
 def test_a_start_that_fails_releases_the_directory(tmp_path: Path) -> None:
     """An OS error while opening must not leave the lock held: the next attempt (a reload) has to succeed."""
     d = tmp_path / "spool"
-    blocker = d / f"{1:020d}.wal"
-    blocker.mkdir(parents=True)  # a segment name that is a directory: reading it fails
+    d.mkdir()
+    (d / f"{1:020d}.wal").write_bytes(b"not a segment")
+    blocker = d / "quarantine"
+    blocker.write_text("a file where the damaged segment would be moved: moving it aside fails")
     fds = len(os.listdir("/proc/self/fd"))
     with pytest.raises(OSError):
         Spool(d)
     assert len(os.listdir("/proc/self/fd")) == fds
-    blocker.rmdir()
+    blocker.unlink()
     Spool(d).close()
 
 

@@ -251,19 +251,20 @@ def test_a_foreign_file_named_like_a_segment_is_set_aside_and_loses_nothing(tmp_
 
 
 def test_a_gap_found_by_a_start_that_then_fails_is_reported_by_the_next(tmp_path: Path) -> None:
-    """The gap is closed only once reported: a start whose scan fails further on (here an unreadable entry named
-    like a segment) leaves it for the next start to report."""
+    """The gap is closed only once reported: a start whose scan fails further on (here a damaged segment that
+    cannot be moved aside, a file being where the quarantine directory goes) leaves it for the next start to
+    report."""
     sp = written(tmp_path, 200)
     sp.close()
     segs = segments(tmp_path)
     gone = sequences(segs[2])
     segs[2].unlink()
     last, data = segs[-1], segs[-1].read_bytes()
-    last.unlink()
-    last.mkdir()
+    last.write_bytes(data[:-3] + b"\xff\xff\xff")
+    (tmp_path / "quarantine").write_text("in the way")
     with pytest.raises(OSError):
         Spool(tmp_path)
-    last.rmdir()
+    (tmp_path / "quarantine").unlink()
     last.write_bytes(data)
     again = Spool(tmp_path)
     assert again.report.missing == len(gone)
@@ -367,3 +368,43 @@ def test_a_segment_being_written_cut_short_and_removed_is_not_written_back_wrong
     got = [e.sequence for e in sp.read(1000)]
     assert got[-10:] == list(range(21, 31)) and sp.lost == 1
     sp.close()
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "dangling link", "link to a segment"])
+def test_an_entry_named_like_a_segment_that_is_not_a_file_is_set_aside_and_the_spool_starts(
+        tmp_path: Path, kind: str) -> None:
+    """Never refusing to start: what is not a regular file is moved aside unread (a FIFO would block the read for
+    good), and every record of the real segments is still there."""
+    sp = written(tmp_path, 200)
+    sp.close()
+    name = tmp_path / f"{99999:020d}.wal"
+    if kind == "directory":
+        name.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(name)
+    elif kind == "dangling link":
+        name.symlink_to(tmp_path / "nowhere")
+    else:
+        name.symlink_to(segments(tmp_path)[0])
+    (tmp_path / "x.wal.tmp").mkdir()  # where an interrupted rewrite leaves a file
+    again = Spool(tmp_path)
+    report = again.report
+    assert (report.missing, report.damaged, report.pending) == (0, 0, 200)
+    assert len(report.quarantined) == 2 and not name.exists() and not name.is_symlink()
+    assert any("not a spool segment" in p for p in report.problems)
+    assert [e.sequence for e in again.read(1000)] == list(range(1, 201))
+    again.close()
+
+
+@pytest.mark.parametrize("entry", ["lock", "cursor"])
+def test_the_spools_own_files_as_directories_are_set_aside_and_the_spool_starts(tmp_path: Path, entry: str) -> None:
+    sp = written(tmp_path, 50)
+    sp.close()
+    (tmp_path / entry).unlink()
+    (tmp_path / entry).mkdir()
+    again = Spool(tmp_path)
+    assert any(p.startswith(f"{entry}: not a file") for p in again.report.problems)
+    if entry == "cursor":
+        assert any("cursor damaged" in p for p in again.report.problems)
+    assert [e.sequence for e in again.read(1000)] == list(range(1, 51))
+    again.close()
