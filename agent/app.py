@@ -17,9 +17,8 @@ positions so the next start continues without a gap.
 
 from __future__ import annotations
 
+import functools
 import logging
-import os
-import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,13 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskGroup
 
 from . import gctune, health
-from .childsignals import children_keep_their_signals
 from .config import Config, ProbeConfig
 from .errors import AgentError
-from .generation import Counts, Generation, build_probe, build_sink, hand_on, host_id, stranded, time_left
+from .generation import Counts, Generation, build_probe, build_sink, drain, host_id, stranded, time_left
 from .listeners import ListenerSet
 from .metrics import LatencySampler, MetricsServer, TimedStamper, build_registry, replace_server
 from .model import Event, Reading
@@ -42,6 +40,7 @@ from .pipeline.parallel import build_pipeline
 from .pipeline.spoolqueue import SpoolQueue
 from .probes.base import Probe
 from .sdnotify import Notifier, watchdog_period
+from .signals import handle_signals
 from .signing.keys import SigningKey
 from .sinks import SinkContext
 from .sinks.base import Sink
@@ -54,9 +53,6 @@ log = logging.getLogger("hoststamp")
 #: ``[agent]`` keys a reload cannot change (the signer, sequences and state stay)
 RESTART_ONLY = ("host_id", "key", "state_dir", "sign_workers", "sign_threads", "log_format", "log_level")
 
-
-#: seconds within which a second SIGINT/SIGTERM is the same request sent twice, not a request to exit at once
-SAME_SIGNAL = 0.25
 
 
 @dataclass
@@ -223,37 +219,7 @@ class Agent:
         await self._tg.start(gen.worker_tasks.run, start)
 
     async def _drain(self, gen: Generation, by: float | None = None, successor: Generation | None = None) -> None:
-        """Close the queues; let the workers empty them into the sinks and close those, by the deadline ``by``
-        (default: ``drain_timeout`` from now). A reload's ``successor``: what is still queued at the deadline
-        for a sink it has too goes to that sink's new queue, ahead of what came since, rather than being lost."""
-        for q in gen.queues:
-            q.close()
-        if gen.worker_tasks.scope is None:
-            return
-        by = time.monotonic() + gen.cfg.agent.drain_timeout if by is None else by
-        for w in gen.workers:
-            w.close_by = by  # a sink's last attempt to confirm and close ends with the deadline too
-        if not await gen.worker_tasks.wait(time_left(gen, by)):
-            if successor is not None:
-                hand_on(gen, successor)
-            # what is still queued, and the batches workers hold while they retry a sink that is down
-            left = sum(len(q) + w.holding for w, q in zip(gen.workers, gen.queues, strict=True)
-                       if not isinstance(q, SpoolQueue))
-            kept = sum(q.pending for q in gen.queues if isinstance(q, SpoolQueue))
-            log.warning("drain deadline reached; %d events not delivered, %d kept in spools", left, kept)
-            self.undelivered += left + kept
-            gen.worker_tasks.scope.cancel()
-            await gen.worker_tasks.done.wait()
-        self.undelivered += sum(w.unconfirmed for w in gen.workers)
-        # and what a queue dropped on the way (its overflow policy, a damaged spool, a put after closing)
-        self.undelivered += sum(sum(q.dropped.values()) for q in gen.queues)
-        for ep, q in zip(gen.cfg.sinks, gen.queues, strict=True):
-            if isinstance(q, SpoolQueue):
-                with anyio.CancelScope(shield=True):
-                    await q.aclose()  # what is left stays in the spool for the next start
-            drops = "".join(f" dropped.{k}={v}" for k, v in sorted(q.dropped.items()))
-            log.info("sink %s: sent=%d%s blocked=%d %s=%d", ep.uri, self.stats.sink(ep.uri).sent, drops, q.blocked,
-                     *(("spooled", q.pending) if isinstance(q, SpoolQueue) else ("queued", len(q))))
+        self.undelivered += await drain(gen, self.stats, by, successor)
 
     # --- reload ---------------------------------------------------------------------------------
 
@@ -379,34 +345,9 @@ class Agent:
                 self.write_status()
             await anyio.sleep(tick)
 
-    async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        children_keep_their_signals()
-        # kept open until the end, so a late SIGHUP never falls back to its default (terminate)
-        stopping_since = 0.0
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-            task_status.started()
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    log.info("received SIGHUP, reloading")
-                    assert self._tg is not None
-                    self._tg.start_soon(self.reload)
-                    continue
-                name = signal.Signals(signum).name
-                if self._stop.is_set() and time.monotonic() - stopping_since < SAME_SIGNAL:
-                    # one signal sent twice at once (GNU timeout signals the agent and its process group; a
-                    # terminal's Ctrl-C reaches every process of the group): not an operator asking twice
-                    log.debug("received %s again at once: taken as the same request", name)
-                    continue
-                if self._stop.is_set():
-                    # a second SIGINT/SIGTERM while draining: the operator wants out now. A spool keeps what it
-                    # holds (it is crash-safe); without one, what was not delivered is lost, as the log says
-                    log.error("received %s again while stopping: exiting now, without draining (undelivered "
-                              "events stay in spools, or are lost without one)", name)
-                    logging.shutdown()
-                    os._exit(1)
-                log.info("received %s, stopping (again to exit at once)", name)
-                stopping_since = time.monotonic()
-                self._stop.set()
+    def _reload_soon(self) -> None:
+        assert self._tg is not None
+        self._tg.start_soon(self.reload)
 
     async def run(self, status: StatusLine | None = None) -> None:
         self._status = status
@@ -432,7 +373,7 @@ class Agent:
                         for r in self.gen.runners:
                             once.start_soon(r.run_once)
                 else:
-                    await tg.start(self._signals)
+                    await tg.start(functools.partial(handle_signals, self._stop, self._reload_soon))
                     if self.metrics is not None:
                         tg.start_soon(self.metrics.serve)
                     await self._start_producers(self.gen)

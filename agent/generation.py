@@ -34,8 +34,8 @@ from .sinks import SinkContext
 from .sinks import registry as sink_registry
 from .sinks.base import Sink
 
-__all__ = ["Counts", "Generation", "TaskSet", "build_probe", "build_sink", "hand_on", "host_id", "stranded",
-           "time_left"]
+__all__ = ["Counts", "Generation", "TaskSet", "build_probe", "build_sink", "drain", "hand_on", "host_id",
+           "stranded", "time_left"]
 
 log = logging.getLogger("hoststamp")
 
@@ -196,3 +196,42 @@ def hand_on(old: Generation, new: Generation) -> None:
             after.requeue_front(items)
             log.info("sink %s: %d events not yet delivered handed to the reloaded sink", ep.uri, len(items))
 
+
+async def drain(gen: Generation, stats: PipelineStats, by: float | None = None,
+                successor: Generation | None = None) -> int:
+    """Close the queues; let the workers empty them into the sinks and close those, by the deadline ``by``
+    (default: ``drain_timeout`` from now). A reload's ``successor``: what is still queued at the deadline
+    for a sink it has too goes to that sink's new queue, ahead of what came since, rather than being lost.
+
+    Returns how many events the drain could not deliver: left in queues at the deadline, kept in spools, taken
+    by a sink that did not confirm them, or dropped by a queue."""
+    for q in gen.queues:
+        q.close()
+    if gen.worker_tasks.scope is None:
+        return 0
+    undelivered = 0
+    by = time.monotonic() + gen.cfg.agent.drain_timeout if by is None else by
+    for w in gen.workers:
+        w.close_by = by  # a sink's last attempt to confirm and close ends with the deadline too
+    if not await gen.worker_tasks.wait(time_left(gen, by)):
+        if successor is not None:
+            hand_on(gen, successor)
+        # what is still queued, and the batches workers hold while they retry a sink that is down
+        left = sum(len(q) + w.holding for w, q in zip(gen.workers, gen.queues, strict=True)
+                   if not isinstance(q, SpoolQueue))
+        kept = sum(q.pending for q in gen.queues if isinstance(q, SpoolQueue))
+        log.warning("drain deadline reached; %d events not delivered, %d kept in spools", left, kept)
+        undelivered += left + kept
+        gen.worker_tasks.scope.cancel()
+        await gen.worker_tasks.done.wait()
+    undelivered += sum(w.unconfirmed for w in gen.workers)
+    # and what a queue dropped on the way (its overflow policy, a damaged spool, a put after closing)
+    undelivered += sum(sum(q.dropped.values()) for q in gen.queues)
+    for ep, q in zip(gen.cfg.sinks, gen.queues, strict=True):
+        if isinstance(q, SpoolQueue):
+            with anyio.CancelScope(shield=True):
+                await q.aclose()  # what is left stays in the spool for the next start
+        drops = "".join(f" dropped.{k}={v}" for k, v in sorted(q.dropped.items()))
+        log.info("sink %s: sent=%d%s blocked=%d %s=%d", ep.uri, stats.sink(ep.uri).sent, drops, q.blocked,
+                 *(("spooled", q.pending) if isinstance(q, SpoolQueue) else ("queued", len(q))))
+    return undelivered

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from agent.app import SAME_SIGNAL
+from agent.signals import SAME_SIGNAL
 from tests.helpers import run_cli
 from tests.ops.agentproc import AgentProcess, config_text, metric, sequences, wait_for
 from tests.ops.agentproc import config_text as _config_text

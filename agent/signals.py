@@ -1,0 +1,58 @@
+"""What the agent's signals mean: SIGHUP reloads; SIGINT or SIGTERM stops (drains); a second one while
+stopping exits at once.
+
+A signal sent twice at the same moment is one request: GNU ``timeout`` signals
+the agent and its process group, and a terminal's Ctrl-C reaches every process
+of the group, so the agent can see the same SIGTERM or SIGINT twice within a
+few milliseconds. Only one that comes :data:`SAME_SIGNAL` seconds or more
+after the first is an operator asking again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import anyio
+from anyio.abc import TaskStatus
+
+from .childsignals import children_keep_their_signals
+
+__all__ = ["SAME_SIGNAL", "handle_signals"]
+
+log = logging.getLogger("hoststamp")
+
+#: seconds within which a second SIGINT/SIGTERM is the same request sent twice, not a request to exit at once
+SAME_SIGNAL = 0.25
+
+
+async def handle_signals(stop: anyio.Event, reload: Callable[[], None], *,
+                         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Until cancelled: ``reload()`` on SIGHUP, ``stop`` set on the first SIGINT/SIGTERM, exit 1 on another."""
+    children_keep_their_signals()
+    # kept open until the end, so a late SIGHUP never falls back to its default (terminate)
+    stopping_since = 0.0
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        task_status.started()
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.info("received SIGHUP, reloading")
+                reload()
+                continue
+            name = signal.Signals(signum).name
+            if stop.is_set() and time.monotonic() - stopping_since < SAME_SIGNAL:
+                log.debug("received %s again at once: taken as the same request", name)
+                continue
+            if stop.is_set():
+                # a second SIGINT/SIGTERM while draining: the operator wants out now. A spool keeps what it holds
+                # (it is crash-safe); without one, what was not delivered is lost, as the log says
+                log.error("received %s again while stopping: exiting now, without draining (undelivered events "
+                          "stay in spools, or are lost without one)", name)
+                logging.shutdown()
+                os._exit(1)
+            log.info("received %s, stopping (again to exit at once)", name)
+            stopping_since = time.monotonic()
+            stop.set()
