@@ -6,6 +6,7 @@ What an event holds is printed escaped; stdout has one line per problem and the 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import sys
@@ -27,9 +28,9 @@ DEFAULT_PUB = "keys/host.pub"
 
 def trusted_keys(pubs: Sequence[str]) -> dict[str, VerifyKey]:
     if pubs:
-        return load_verify_keys(list(pubs))
+        return load_verify_keys(list(pubs), public_only="--pub")
     if Path(DEFAULT_PUB).exists():
-        return load_verify_keys([DEFAULT_PUB])
+        return load_verify_keys([DEFAULT_PUB], public_only="--pub")
     raise UsageError(f"hoststamp verify: no public key given and {DEFAULT_PUB} does not exist; pass --pub FILE")
 
 
@@ -49,17 +50,30 @@ class _Report(Protocol):
     def as_dict(self) -> Mapping[str, object]: ...
 
 
+class OutputClosed(BrokenPipeError):
+    """The reader of the report went away (``| head``): the exit status is still the verdict's."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(errno.EPIPE, "the reader of the output went away")
+        self.code = code
+
+
 def print_report(report: _Report, as_json: bool) -> int:
-    if as_json:
-        sys.stdout.buffer.write(orjson.dumps(report.as_dict()) + b"\n")
-    else:
-        # stdout: one line per problem, then the verdict; notes (no failure) go to stderr
-        for line in report.note_lines():
-            print(printable(line), file=sys.stderr)
-        for prob in report.problems:
-            print(printable(str(prob)))
-        print(printable(report.verdict()))
-    return EXIT_OK if report.ok else EXIT_FAIL
+    code = EXIT_OK if report.ok else EXIT_FAIL
+    try:
+        if as_json:
+            sys.stdout.buffer.write(orjson.dumps(report.as_dict()) + b"\n")
+        else:
+            # stdout: one line per problem, then the verdict; notes (no failure) go to stderr
+            for line in report.note_lines():
+                print(printable(line), file=sys.stderr)
+            for prob in report.problems:
+                print(printable(str(prob)))
+            print(printable(report.verdict()))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise OutputClosed(code) from None
+    return code
 
 
 #: what would break or reorder a line on a terminal or for a Unicode-aware reader besides the control characters
@@ -77,7 +91,7 @@ def printable(text: str) -> str:
 def cmd_verify(args: argparse.Namespace) -> int:
     try:
         keys = trusted_keys(args.pub)
-        guest_keys = load_verify_keys(list(args.guest_pub))
+        guest_keys = load_verify_keys(list(args.guest_pub), public_only="--guest-pub")
     except SigningError as exc:
         raise UsageError(f"hoststamp verify: {exc}") from None
     if args.proof:

@@ -22,7 +22,7 @@ import anyio
 import orjson
 
 from . import config as config_mod
-from .auditcmds import cmd_prove, cmd_verify
+from .auditcmds import OutputClosed, cmd_prove, cmd_verify
 from .errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, AgentError, ConfigError, SigningError, UsageError
 from .logs import JsonFormatter
 from .signing.keys import SigningKey, generate_keypair, load_signing_key
@@ -65,10 +65,17 @@ def _leaf_index(text: str) -> int:
     return int(text)
 
 
+def _logging_options(p: argparse.ArgumentParser, fmt: Any, verbose: Any) -> None:
+    p.add_argument("--log-format", choices=("human", "json"), default=fmt, help="log line format (default: human)")
+    p.add_argument("-v", "--verbose", action="store_true", default=verbose, help="debug logging")
+
+
 def _build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = _Parser(prog="hoststamp", description="Host telemetry as signed, verifiable CloudEvents.")
-    p.add_argument("--log-format", choices=("human", "json"), default=None, help="log line format (default: human)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=f"hoststamp {__version__}")
+    _logging_options(p, None, False)
     sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     sub.required = True
 
@@ -110,7 +117,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     send = sub.add_parser("send", help="ship NDJSON CloudEvents from stdin, framed, to URI")
     send.add_argument("--to", metavar="URI", required=True)
-    send.add_argument("--timeout", type=_seconds, default=30.0, help="seconds to wait for acknowledgements")
+    send.add_argument("--timeout", type=_seconds, default=None,
+                      help="give up after this many seconds without room to send or, at the end, without every "
+                           "acknowledgement (default: wait however long the receiver is away)")
 
     prove = sub.add_parser("prove", help="write an inclusion proof bundle for one archived event")
     prove.add_argument("archive", metavar="DIR")
@@ -131,6 +140,9 @@ def _build_parser() -> argparse.ArgumentParser:
     st.add_argument("--config", metavar="FILE", help="read state_dir from this configuration")
     st.add_argument("--state-dir", metavar="DIR", help="the agent's state_dir (default: from the configuration)")
     st.add_argument("--json", action="store_true", help="print the raw status document")
+    # the logging options go before the verb or after it alike (``hoststamp run --log-format json``)
+    for verb in sub.choices.values():
+        _logging_options(verb, argparse.SUPPRESS, argparse.SUPPRESS)
     return p
 
 
@@ -158,6 +170,20 @@ def _host_key(arg: str | None, cfg: config_mod.Config) -> SigningKey:
         raise ConfigError(str(exc), key="agent.key", file=cfg.path) from None
 
 
+def _state_dir(cfg: config_mod.Config) -> Path:
+    """The configured state directory, made if missing; one that cannot be made or written is a configuration
+    error naming ``agent.state_dir`` (not an error of the command's output)."""
+    state = Path(cfg.agent.state_dir)
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        if not os.access(state, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except OSError as exc:
+        raise ConfigError(f"cannot use the state directory {state}: {exc.strerror or exc}", key="agent.state_dir",
+                          file=cfg.path) from None
+    return state
+
+
 def _run_config(args: argparse.Namespace) -> config_mod.Config:
     """The file (or the default) with the command line's additions; read again on SIGHUP."""
     cfg = _load_config(args.config)
@@ -179,6 +205,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     json_logs = (args.log_format or cfg.agent.log_format) == "json"
     _setup_logging(args.log_format or cfg.agent.log_format, args.verbose, cfg.agent.log_level)
     key = _host_key(args.key, cfg)
+    _state_dir(cfg)
     agent = Agent(cfg, key, once=args.once, reload_config=lambda: _run_config(args))
     status = StatusLine(agent.stats, [(ep.uri, q) for ep, q in zip(cfg.sinks, agent.queues, strict=True)])
     # said once every listener is listening (a listener that cannot listen ends the agent before it)
@@ -210,7 +237,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         known = ", ".join(p.name for p in cfg.probes)
         raise UsageError(f"hoststamp probe: unknown probe {args.name!r} (known: {known})") from None
     key = _host_key(args.key, cfg)
-    state = Path(cfg.agent.state_dir)
+    state = _state_dir(cfg)
     # the agent's own sequence when no agent holds it, so that numbers rise across runs and probes alike; while
     # one runs, numbers borrowed above its own (docs/operating.md)
     seqs = SequenceStore(state / "sequences.json")
@@ -378,9 +405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # a reader that had enough (``| head``)
+    except BrokenPipeError as exc:  # a reader that had enough (``| head``): the verdict still counts (verify)
         _silence_stdout()
-        return EXIT_OK
+        return exc.code if isinstance(exc, OutputClosed) else EXIT_OK
     except OSError as exc:  # writing the output failed: said plainly, never a traceback
         where = f" ({exc.filename})" if exc.filename else " (standard output)"
         _fatal(f"hoststamp: cannot write the output{where}: {exc.strerror or exc}")

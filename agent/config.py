@@ -301,7 +301,7 @@ def listener(table: Mapping[str, Any], *, prefix: str, file: str | None) -> List
         from .signing.keys import load_verify_keys
 
         try:
-            load_verify_keys(opts.trusted_keys, public_only=True)
+            load_verify_keys(opts.trusted_keys, public_only="a trust store")
         except SigningError as exc:
             raise ConfigError(str(exc), key=f"{prefix}.trusted_keys", file=file) from None
     key = prefix if prefix.startswith("--") else f"{prefix}.uri"

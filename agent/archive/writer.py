@@ -110,6 +110,7 @@ class ArchiveWriter:
     def open(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            self._own_directory()
             self._lock()
             self._resume()
         except OSError as exc:
@@ -118,6 +119,16 @@ class ArchiveWriter:
         except BaseException:  # whatever failed, the lock is not kept: a retry must not find itself the holder
             self._release()
             raise
+
+    def _own_directory(self) -> None:
+        """A new archive needs a directory of its own: files it did not write would make it fail verification
+        for good (``unexpected-file``). An archive that exists is resumed whatever was added to it since (its
+        verification names what was)."""
+        listing = layout.scan(self.root)
+        if listing.other and not listing.numbers():
+            names = ", ".join(p.name for p in listing.other[:3]) + (", ..." if len(listing.other) > 3 else "")
+            raise SinkError(f"{self.root}: not an archive and not empty (it holds {names}); an archive needs a "
+                            "directory of its own")
 
     def _lock(self) -> None:
         fd = os.open(self.root / layout.LOCK, os.O_RDWR | os.O_CREAT, 0o644)

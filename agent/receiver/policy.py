@@ -45,7 +45,7 @@ class GuestPolicy:
     @classmethod
     def load(cls, mode: Mode, paths: Sequence[str]) -> GuestPolicy:
         """Read the trust store (PEM public keys) named in the configuration."""
-        return cls(mode, load_verify_keys(tuple(paths), public_only=True) if paths else {})
+        return cls(mode, load_verify_keys(tuple(paths), public_only="a trust store") if paths else {})
 
     def check(self, event: Mapping[str, Any]) -> None:
         if self.mode == "off":

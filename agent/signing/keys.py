@@ -109,6 +109,15 @@ class VerifyKey:
         return True
 
 
+def _public_pem(path: Path) -> bool:
+    """Whether the file starts as a PEM public key (only its first line is read)."""
+    try:
+        with open(path, "rb") as f:
+            return f.readline(64).startswith(b"-----BEGIN PUBLIC KEY-----")
+    except OSError:
+        return False
+
+
 def _check_private_mode(path: Path) -> None:
     try:
         mode = path.stat().st_mode
@@ -118,6 +127,10 @@ def _check_private_mode(path: Path) -> None:
                            f"--dir {path.parent}{made})") from None
     except OSError as exc:
         raise SigningError(f"{path}: cannot read private key: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise SigningError(f"{path}: cannot read private key: not a file")
+    if _public_pem(path):  # its mode is no matter: the advice to chmod it would be wrong
+        raise SigningError(f"{path}: a public key; the host key is the private one (host.key beside it)")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         what = "readable" if mode & (stat.S_IRGRP | stat.S_IROTH) else "open"
         raise SigningError(
@@ -129,7 +142,7 @@ def _check_private_mode(path: Path) -> None:
 def load_signing_key(path: str | os.PathLike[str]) -> SigningKey:
     """Load an Ed25519 PKCS#8 PEM private key, refusing group/other-readable files."""
     p = Path(path)
-    _check_private_mode(p)
+    _check_private_mode(p)  # first: nothing is read from a key others could read too
     try:
         data = p.read_bytes()
     except OSError as exc:
@@ -156,23 +169,24 @@ def verify_key_from_pem(data: bytes, *, where: str = "public key") -> VerifyKey:
     raise SigningError(f"{where}: unsupported key type {type(pub).__name__} (Ed25519 or ECDSA P-256 only)")
 
 
-def load_verify_key(path: str | os.PathLike[str], *, public_only: bool = False) -> VerifyKey:
-    """A public key from a PEM file; a private key file yields its public half, unless ``public_only`` (a
-    trust store: a private key there is a key the host should never hold, refused)."""
+def load_verify_key(path: str | os.PathLike[str], *, public_only: str | None = None) -> VerifyKey:
+    """A public key from a PEM file; a private key file yields its public half, unless ``public_only`` names
+    what takes public keys only (a trust store, ``verify --pub``): a private key there is one it should never be
+    given, refused."""
     p = Path(path)
     try:
         data = p.read_bytes()
     except OSError as exc:
         raise SigningError(f"{p}: cannot read key: {exc.strerror or exc}") from None
     if b"PRIVATE KEY" in data:
-        if public_only:
-            raise SigningError(f"{p}: a private key; a trust store takes public keys only (the .pub file made "
+        if public_only is not None:
+            raise SigningError(f"{p}: a private key; {public_only} takes public keys only (the .pub file made "
                                "beside it)")
         return load_signing_key(p).verify_key()
     return verify_key_from_pem(data, where=str(p))
 
 
-def load_verify_keys(paths: list[str] | tuple[str, ...], *, public_only: bool = False) -> dict[str, VerifyKey]:
+def load_verify_keys(paths: list[str] | tuple[str, ...], *, public_only: str | None = None) -> dict[str, VerifyKey]:
     """Key id -> key, for a trust store."""
     out: dict[str, VerifyKey] = {}
     for path in paths:

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import queue
+import stat
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -59,6 +60,8 @@ class _WriterThread:
         path.parent.mkdir(parents=True, exist_ok=True)
         # opened here, on the caller's thread, so that a bad path fails open() at once
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        if not _regular(self._fd):  # a FIFO, /dev/stdout, /dev/null: written through, nothing to make durable
+            self.fsync = False
         self._q: queue.SimpleQueue[bytes | Future[None] | None] = queue.SimpleQueue()
         self._pending: deque[bytes] = deque()
         self._error: OSError | None = None
@@ -111,6 +114,10 @@ class _WriterThread:
                 if isinstance(item, Future):
                     item.set_exception(exc)
         os.close(self._fd)
+
+
+def _regular(fd: int) -> bool:
+    return stat.S_ISREG(os.fstat(fd).st_mode)
 
 
 def _ends_torn(path: Path) -> bool:
@@ -178,7 +185,7 @@ class FileSink(Sink):
                 await asyncio.wrap_future(self._thread.barrier())
             elif self._af is not None:
                 await self._af.flush()
-                if self.options.fsync:
+                if self.options.fsync and _regular(self._af.fileno()):
                     await asyncio.get_running_loop().run_in_executor(None, os.fsync, self._af.fileno())
         except OSError as exc:
             raise SinkError(f"{self.path}: {exc.strerror or exc}") from exc

@@ -25,6 +25,10 @@ from .sender import AckedSender, Backoff
 __all__ = ["SendReport", "send_ndjson"]
 
 _CHUNK = 1 << 16
+#: seconds a connection attempt may take, and without any ack (or heartbeat) before the connection counts as
+#: dead and is made again (at most: a shorter ``timeout`` bounds them too)
+_CONNECT = 5.0
+_ACK_SILENCE = 30.0
 
 
 @dataclass(slots=True)
@@ -102,16 +106,17 @@ def _read_available(f: BinaryIO, n: int) -> bytes:
     return data
 
 
-async def send_ndjson(to: str | Dialer, stdin: BinaryIO, *, timeout: float = 30.0,
+async def send_ndjson(to: str | Dialer, stdin: BinaryIO, *, timeout: float | None = None,
                       max_frame: int = DEFAULT_MAX_FRAME, max_unacked: int = 1000,
                       read: Callable[[BinaryIO, int], bytes] | None = None) -> SendReport:
     """Send every line of ``stdin`` to ``to`` (a URI or a dialer) and wait for the acks.
 
     ``timeout`` bounds each wait for room in the window and the final wait for
-    acks. ``stdin`` is read in a worker thread so a slow pipe never blocks the loop.
+    acks (None: however long the receiver is away). ``stdin`` is read in a worker
+    thread so a slow pipe never blocks the loop.
     """
     report = SendReport()
-    dial = dialer(to, timeout=min(timeout, 5.0)) if isinstance(to, str) else to
+    dial = dialer(to, timeout=min(timeout or _CONNECT, _CONNECT)) if isinstance(to, str) else to
 
     def settled(done: list[tuple[int, bytes]], refused: list[tuple[tuple[int, bytes], str]]) -> None:
         report.acked += len(done)
@@ -119,7 +124,7 @@ async def send_ndjson(to: str | Dialer, stdin: BinaryIO, *, timeout: float = 30.
 
     sender: AckedSender[tuple[int, bytes]] = AckedSender(
         dial, lambda item: item[1], name=to if isinstance(to, str) else "send",
-        max_unacked=max_unacked, max_frame=max_frame, ack_timeout=timeout,
+        max_unacked=max_unacked, max_frame=max_frame, ack_timeout=min(timeout or _ACK_SILENCE, _ACK_SILENCE),
         backoff=Backoff(0.05, 2.0), on_settled=settled)
     reader = read or _read_available
     lines = _Lines(max_frame)

@@ -94,6 +94,24 @@ def test_one_writer_per_directory(archive_dir: Path, key: SigningKey) -> None:
     other.close()
 
 
+def test_a_new_archive_needs_a_directory_of_its_own(archive_dir: Path, key: SigningKey,
+                                                   keys: dict[str, VerifyKey]) -> None:
+    """A file the writer did not write would fail the archive's verification for good: a directory holding
+    one is refused before anything is written; an archive that exists is resumed whatever was added since."""
+    archive_dir.mkdir(parents=True, exist_ok=True)
+    (archive_dir / "notes.txt").write_text("an operator's file")
+    with pytest.raises(SinkError, match=r"not an archive and not empty .*notes\.txt"):
+        ArchiveWriter(archive_dir, key).open()
+    assert sorted(p.name for p in archive_dir.iterdir()) == ["notes.txt"]
+    (archive_dir / "notes.txt").unlink()
+    write_archive(archive_dir, key, [events(key, 1, 5)])
+    (archive_dir / "added.txt").write_text("added later")
+    w = ArchiveWriter(archive_dir, key)
+    w.open()  # resumed; its verification names the file
+    w.close()
+    assert "unexpected-file" in codes(verify_archive(archive_dir, keys))
+
+
 def test_resume_continues_the_tree(archive_dir: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> None:
     write_archive(archive_dir, key, [events(key, 1, 30)], origin="example.org/a")
     w = write_archive(archive_dir, key, [events(key, 31, 30)], origin="example.org/a")

@@ -100,6 +100,47 @@ def test_group_or_other_readable_key_is_refused(tmp_path: Path, mode: int, said:
     assert f"private key is {said} to group or others (mode {mode:04o})" in err
 
 
+def test_the_wrong_kind_of_key_file_is_named_before_its_mode(tmp_path: Path) -> None:
+    """A public key or a directory given as the host key is said to be one, not advised to be chmodded; a private
+    key given to ``verify`` as a public one is refused (a trust store refuses it too)."""
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    for given, said in (("keys/host.pub", "keys/host.pub: a public key; the host key is the private one"),
+                        ("keys", "keys: cannot read private key: not a file")):
+        res = run_cli(["run", "--once", "--probes", "none", "--sink", "stdout:", "--key", given], cwd=tmp_path)
+        assert res.returncode == 2 and said in res.stderr.decode()
+        assert "chmod" not in res.stderr.decode()
+    (tmp_path / "ev.ndjson").write_bytes(b"")
+    for flag in ("--pub", "--guest-pub"):
+        res = run_cli(["verify", flag, "keys/host.key", "ev.ndjson"], cwd=tmp_path)
+        assert res.returncode == 2
+        assert f"keys/host.key: a private key; {flag} takes public keys only" in res.stderr.decode()
+
+
+def test_a_state_directory_that_cannot_be_made_is_named_as_such(tmp_path: Path) -> None:
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    (tmp_path / "afile").write_text("in the way")
+    cfg = _config(tmp_path, '[agent]\nstate_dir = "afile/state"\n')
+    for args in (["run", "--config", str(cfg), "--once", "--probes", "none", "--sink", "stdout:"],
+                 ["probe", "link", "--config", str(cfg)]):
+        res = run_cli(args, cwd=tmp_path)
+        err = res.stderr.decode()
+        assert res.returncode == 2, err
+        assert "agent.state_dir" in err and "cannot use the state directory afile/state" in err and str(cfg) in err
+
+
+def test_version_and_the_logging_options_after_the_verb(tmp_path: Path) -> None:
+    from agent import __version__
+
+    res = run_cli(["--version"], cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout.decode().strip() == f"hoststamp {__version__}"
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    for args in (["--log-format", "json", "run"], ["run", "--log-format", "json", "-v"]):
+        res = run_cli([*args, "--once", "--probes", "none", "--sink", "file:ev.ndjson"], cwd=tmp_path)
+        assert res.returncode == 0, res.stderr.decode()
+        logged = [orjson.loads(line) for line in res.stderr.splitlines()]
+        assert logged and all("msg" in rec for rec in logged)
+
+
 def test_run_once_emits_verifiable_cloudevents(tmp_path: Path) -> None:
     root = _fixture_root()
     assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
@@ -192,6 +233,30 @@ def test_verify_reports_each_problem_and_exits_1(tmp_path: Path) -> None:
     # stdin works the same, and --json is machine-readable
     res2 = run_cli(["verify", "--json", "-"], cwd=tmp_path, stdin=b"\n".join(bad))
     assert res2.returncode == 1 and len(orjson.loads(res2.stdout)["problems"]) == 2
+
+
+def test_verify_into_a_closed_pipe_still_exits_with_its_verdict(tmp_path: Path) -> None:
+    """``hoststamp verify ... | head`` under ``pipefail``: a reader that went away does not turn problems into 0."""
+    from tests.helpers import ROOT
+
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    assert run_cli(["run", "--once", "--probes", "mounts", "--sink", "file:ev.ndjson"], cwd=tmp_path).returncode == 0
+    assert (tmp_path / "ev.ndjson").stat().st_size > 0
+    good = (tmp_path / "ev.ndjson").read_bytes()
+    (tmp_path / "bad.ndjson").write_bytes(good + b"{not json\n" * 3)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    codes = {}
+    for name in ("ev.ndjson", "bad.ndjson"):
+        read, write = os.pipe()
+        os.close(read)  # the reader is gone before anything is written
+        try:
+            proc = subprocess.run([sys.executable, "-m", "agent", "verify", name], cwd=tmp_path, env=env,
+                                  stdout=write, stderr=subprocess.PIPE, timeout=60, check=False)
+        finally:
+            os.close(write)
+        assert b"Traceback" not in proc.stderr
+        codes[name] = proc.returncode
+    assert codes == {"ev.ndjson": 0, "bad.ndjson": 1}
 
 
 def test_verify_reads_a_gzip_file_through_and_reports_damage_in_it(tmp_path: Path) -> None:

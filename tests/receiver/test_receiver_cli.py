@@ -70,3 +70,34 @@ def test_send_to_a_bad_uri_is_a_usage_error(tmp_path: Path) -> None:
     r = run_cli(["send", "--to", "vsock:any:5"], cwd=tmp_path, stdin=lines("a"))
     assert r.returncode == 2
     assert b"vsock:any" in r.stderr
+
+
+def test_send_without_a_timeout_waits_for_a_host_that_comes_late(tmp_path: Path) -> None:
+    """However long the host is away (the README's promise): no bound unless ``--timeout`` gives one; sent once
+    the listener is there."""
+    from agent.cli import _build_parser
+
+    assert _build_parser().parse_args(["send", "--to", "unix:/x.sock"]).timeout is None
+    generate_keypair(tmp_path / "keys")
+    sock, out = tmp_path / "rx.sock", tmp_path / "out.ndjson"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    (tmp_path / "in.ndjson").write_bytes(lines("late-1", "late-2"))
+    with open(tmp_path / "in.ndjson", "rb") as stdin:
+        sender = subprocess.Popen([sys.executable, "-m", "agent", "send", "--to", f"unix:{sock}"], cwd=tmp_path,
+                                  env=env, stdin=stdin, stderr=subprocess.PIPE)
+    agent = None
+    try:
+        time.sleep(1.5)  # the sender is retrying meanwhile
+        assert sender.poll() is None
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--probes", "none", "--key", "keys/host.key",
+             "--listen", f"unix:{sock}", "--sink", f"file:{out}"], cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+        err = sender.communicate(timeout=60)[1]
+        assert sender.returncode == 0, err.decode()
+        assert b"2 of 2 events acknowledged" in err
+    finally:
+        sender.kill()
+        if agent is not None:
+            agent.send_signal(signal.SIGTERM)
+            agent.communicate(timeout=30)
+    assert [orjson.loads(line)["id"] for line in out.read_bytes().splitlines()] == ["late-1", "late-2"]

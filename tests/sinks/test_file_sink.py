@@ -71,3 +71,26 @@ async def test_a_torn_last_line_is_ended_before_new_events(tmp_path: Path, write
         await sink.send(events(1, 2))
         await sink.aclose()
         assert path.read_bytes() == before + b'{"n":1}\n'
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("writer", ["thread", "aiofiles"])
+async def test_a_fifo_or_a_device_is_written_through_without_fsync(tmp_path: Path, writer: str) -> None:
+    """``file:/dev/stdout``, ``file:/dev/null`` or a named pipe: fsync has nothing to make durable there (and
+    fails with EINVAL), so a flush is the write itself."""
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    for target in ("/dev/null", str(fifo)):
+        sink = FileSink(target, FileOptions(writer=writer), SinkContext())  # type: ignore[arg-type]
+        await sink.open()
+        await sink.send(events(0, 3))
+        await sink.flush()
+        await sink.aclose()
+    reader.join(10)
+    assert got == [b'{"n":0}\n{"n":1}\n{"n":2}\n']
