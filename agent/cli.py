@@ -288,16 +288,20 @@ def _cmd_send(args: argparse.Namespace) -> int:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    from .configcheck import check_file
+    from .configcheck import Problem, check_document
 
-    problems = check_file(args.file)
+    try:  # read once: the file may be a pipe (``config check /dev/stdin``)
+        doc = config_mod.read_document(args.file)
+        problems = check_document(doc, file=args.file)
+    except ConfigError as exc:
+        problems = [Problem(args.file, None, exc.reason)]
     for prob in problems:
         print(prob, file=sys.stderr)
     errors = sum(p.severity == "error" for p in problems)
     if errors:
         print(f"{args.file}: {errors} problem{'s' if errors != 1 else ''}", file=sys.stderr)
         return EXIT_USAGE
-    cfg = config_mod.load(args.file)
+    cfg = config_mod.parse(doc, file=args.file)
     enabled = ",".join(p.name for p in cfg.enabled_probes()) or "none"
     print(f"{args.file}: OK (probes: {enabled}; sinks: {len(cfg.sinks)}; listeners: {len(cfg.listeners)})")
     return EXIT_OK

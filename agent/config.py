@@ -67,6 +67,8 @@ class AgentSettings:
         if self.host_id is not None and NOT_IN_STRINGS.search(self.host_id):
             raise ValueError("host_id: holds a control character or a noncharacter, which a CloudEvents string "
                              f"may not: {self.host_id!r}")
+        if not self.state_dir:
+            raise ValueError("state_dir must be a directory (not empty)")
         if self.drain_timeout < 0:
             raise ValueError("drain_timeout must not be negative")
         for key in ("sign_workers", "sign_threads"):
@@ -118,6 +120,8 @@ class SinkCommon:
     spool_fsync: Literal["always", "batch", "never"] = "batch"
 
     def __post_init__(self) -> None:
+        if self.spool is not None and not self.spool:
+            raise ValueError("spool must be a directory (not empty; leave the key out for no spool)")
         if self.queue_size < 1:
             raise ValueError("queue_size must be at least 1")
         if self.batch_max < 1:
@@ -166,6 +170,10 @@ class ListenerOptions:
     mode: int | None = None
 
     def __post_init__(self) -> None:
+        if self.name is not None and (not self.name.strip() or NOT_IN_STRINGS.search(self.name)):
+            # it is stamped as hostpeer, a CloudEvents string, on every event of the listener
+            raise ValueError(f"name must be text that says which socket (not blank, no control character), "
+                             f"got {self.name!r:.60}")
         if not 1 <= self.max_frame <= 0xFFFFFFFF:
             raise ValueError("max_frame must be between 1 and 4294967295")
         for key in ("max_connections", "max_depth", "max_inflight", "max_unsettled_bytes"):
@@ -412,20 +420,25 @@ def _nul_at(value: Any, where: str) -> str | None:
     return None
 
 
-def load(path: str | os.PathLike[str]) -> Config:
-    """Read and parse a TOML file; every problem is a ConfigError naming the file."""
+def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The TOML document of the file at ``path``, read once (it may be a pipe); a ConfigError naming the file
+    when it cannot be read or is no TOML. A byte order mark before it is taken as what it is, not as text."""
     p = Path(path)
     try:
         raw = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(p)) from None
     try:
-        doc = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError("not UTF-8 text", file=str(p)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=str(p)) from None
-    return parse(doc, file=str(p))
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and parse a TOML file; every problem is a ConfigError naming the file."""
+    return parse(read_document(path), file=str(path))
 
 
 def default_config(env: Mapping[str, str] | None = None) -> Config:

@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from . import config as config_mod
 from . import schema
-from .errors import ConfigError
+from .errors import ConfigError, shown
 
 __all__ = ["Problem", "check_document", "check_file"]
 
@@ -37,7 +35,7 @@ class Problem:
     severity: str = "error"
 
     def __str__(self) -> str:
-        where = "".join(f"{p}: " for p in (self.file, self.key) if p)
+        where = "".join(f"{shown(p)}: " for p in (self.file, self.key) if p)
         return f"{where}{'warning: ' if self.severity == 'warning' else ''}{self.reason}"
 
 
@@ -160,13 +158,7 @@ def check_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = Non
     """Every problem of the file at ``path``; an empty list means it loads."""
     p = str(path)
     try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        return [Problem(p, None, f"cannot read: {exc.strerror or exc}")]
-    try:
-        doc = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        return [Problem(p, None, "not UTF-8 text")]
-    except tomllib.TOMLDecodeError as exc:
-        return [Problem(p, None, f"not valid TOML: {exc}")]
+        doc = config_mod.read_document(path)
+    except ConfigError as exc:
+        return [Problem(p, None, exc.reason)]
     return check_document(doc, file=p, env=env)

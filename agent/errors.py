@@ -21,6 +21,8 @@ usage errors, 1 for the rest); nothing else in the package prints or exits.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "AgentError",
     "ArchiveError",
@@ -59,12 +61,17 @@ class ConfigError(AgentError):
         self.reason = reason
         self.key = key
         self.file = file
-        where = ""
-        if file:
-            where += f"{file}: "
-        if key:
-            where += f"{key}: "
+        where = "".join(f"{shown(p)}: " for p in (file, key) if p)
         super().__init__(f"{where}{reason}")
+
+
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def shown(name: str) -> str:
+    """A file or key name as one line that shows what it holds: control characters as ``\\xNN`` (a key may be
+    any TOML string, and a newline in it would forge a line of the report)."""
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", name) if _UNPRINTABLE.search(name) else name
 
 
 class ProbeError(AgentError):

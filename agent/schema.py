@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -58,13 +59,29 @@ def build(cls: type[T], table: Mapping[str, Any], *, prefix: str, file: str | No
         first, _, rest = msg.partition(" ")
         if first.endswith(":") and first[:-1] in kwargs and rest:
             first, msg = first[:-1], rest
+        if first not in kwargs:  # else the first key the check names that the table set ("... backoff_initial")
+            first = next((w for w in _WORD.findall(msg) if w in kwargs), first)
         named = (f"{prefix}.{first}" if prefix else first) if first in kwargs else prefix or None
         raise ConfigError(msg, key=named, file=file) from None
 
 
+_WORD = re.compile(r"[a-z_][a-z0-9_]*")
+
+
 def kind_of(v: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+    """What a TOML value is, with the value itself when it is a short scalar (``a number (10.0)``)."""
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
             list: "an array", dict: "a table"}.get(type(v), type(v).__name__)
+    return f"{kind} ({toml_text(v)})" if type(v) in (bool, int, float) else kind
+
+
+def toml_text(v: Any) -> str:
+    """A scalar as TOML spells it (``true``, ``nan``, ``inf``), not as Python does."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and not math.isfinite(v):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return repr(v)
 
 
 def _convert(tp: Any, value: Any, key: str, file: str | None) -> Any:
@@ -85,7 +102,8 @@ def _convert(tp: Any, value: Any, key: str, file: str | None) -> Any:
     if origin is Literal:
         choices = get_args(tp)
         if value not in choices:
-            raise ConfigError(f"must be one of {', '.join(map(repr, choices))}, got {value!r}", key=key, file=file)
+            raise ConfigError(f"must be one of {', '.join(map(repr, choices))}, got {toml_text(value)}", key=key,
+                              file=file)
         return value
     if origin is tuple:
         if not isinstance(value, list):

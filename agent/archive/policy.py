@@ -43,8 +43,9 @@ class ArchiveOptions:
             raise ValueError("checkpoint_every must be at least 1")
         if self.checkpoint_interval <= 0:
             raise ValueError("checkpoint_interval must be greater than 0")
-        if min(self.segment_max_age, self.retain_age, self.retain_bytes) < 0:
-            raise ValueError("segment_max_age, retain_age and retain_bytes must not be negative")
+        for name in ("segment_max_age", "retain_age", "retain_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
         if self.origin is not None and (not self.origin or "+" in self.origin
                                         or any(c.isspace() for c in self.origin)):
             raise ValueError("origin must be non-empty, without spaces or '+'")

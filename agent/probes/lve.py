@@ -52,10 +52,15 @@ class LveOptions:
 MAX_LIST_BYTES = 64 << 20
 
 
+def _fs(path: str) -> HostFS:
+    """Where ``path`` is read from: a relative one from the working directory, as every configured path is."""
+    return HostFS("/" if path.startswith("/") else ".")
+
+
 def _read(path: str) -> str | None:
     """The file's text, or ``None`` if it does not exist."""
     try:
-        return HostFS("/").read_text(path, MAX_LIST_BYTES)
+        return _fs(path).read_text(path, MAX_LIST_BYTES)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -73,7 +78,7 @@ class LveProbe(Probe):
 
     @classmethod
     def unavailable(cls, options: Any) -> str | None:
-        if not HostFS("/").exists(options.path):
+        if not _fs(options.path).exists(options.path):
             return f"{options.path} does not exist (not a CloudLinux LVE kernel)"
         return None
 

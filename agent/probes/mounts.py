@@ -71,8 +71,9 @@ class MountsOptions:
     watch: MountWatchOptions = field(default_factory=MountWatchOptions)
 
     def __post_init__(self) -> None:
-        if not self.proc_mounts or "\0" in self.proc_mounts:
-            raise ValueError("proc_mounts must be a path (not empty, no NUL character)")
+        for name in ("proc_mounts", "proc_root", "rootfs"):
+            if not getattr(self, name) or "\0" in getattr(self, name):
+                raise ValueError(f"{name} must be a path (not empty, no NUL character)")
         if not self.stat_timeout > 0:
             raise ValueError("stat_timeout must be greater than 0")
         if self.cache_ttl < 0:

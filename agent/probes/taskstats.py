@@ -83,8 +83,9 @@ class TaskstatsOptions:
     window: int = 128
 
     def __post_init__(self) -> None:
-        if not self.proc or "\0" in self.proc:
-            raise ValueError("proc must be a path (not empty, no NUL character)")
+        for name in ("proc", "cpu_possible"):
+            if not getattr(self, name) or "\0" in getattr(self, name):
+                raise ValueError(f"{name} must be a path (not empty, no NUL character)")
         for name in ("cgroups", "cgroupstats"):
             if any(not p or "\0" in p for p in getattr(self, name)):
                 raise ValueError(f"{name} must hold paths (none empty, no NUL character)")

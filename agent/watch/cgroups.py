@@ -75,8 +75,9 @@ class CgroupWatchOptions(WatchOptions):
                 parse_trigger(text)
             except ValueError as exc:
                 raise ValueError(f"psi_triggers: {exc}") from None
-        if self.max_watches < 1 or self.buffer < 1:
-            raise ValueError("max_watches and buffer must be at least 1")
+        for name in ("max_watches", "buffer"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
         if not self.rescan > 0:
             raise ValueError("rescan must be greater than 0")
 

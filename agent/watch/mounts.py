@@ -37,6 +37,7 @@ class MountWatchOptions(WatchOptions):
     check_new: bool = True
 
     def __post_init__(self) -> None:
+        WatchOptions.__post_init__(self)
         if not self.mountinfo:
             raise ValueError("mountinfo must not be empty")
 

@@ -247,7 +247,7 @@ def test_a_sink_that_is_not_a_table_is_a_problem_not_a_crash(tmp_path: Path, bod
     assert info.value.key == "sinks[0]"
 
 
-@pytest.mark.parametrize(("body", "kind"), [("[probes]\ncgroup = 1\n", "an integer"),
+@pytest.mark.parametrize(("body", "kind"), [("[probes]\ncgroup = 1\n", "an integer (1)"),
                                            ("[[probes.cgroup]]\ninterval = 5\n", "an array"),
                                            ('[probes]\nlve = "on"\n', "a string")])
 def test_a_probe_that_is_not_a_table_is_a_problem_not_a_crash(tmp_path: Path, body: str, kind: str) -> None:
@@ -279,11 +279,11 @@ def test_two_listeners_on_one_address_are_refused_and_a_repeated_listen_is_one(t
 
 
 def test_a_check_names_the_key_only_when_the_table_set_it() -> None:
-    """"backoff_max must not be less than backoff_initial": only backoff_initial was written, so the
-    problem is the table's, not a key the user never wrote."""
+    """"backoff_max must not be less than backoff_initial": only backoff_initial was written, so that is the key
+    named, not one the user never wrote."""
     with pytest.raises(ConfigError) as info:
         config.parse({"sinks": [{"uri": "unix:/run/x.sock", "backoff_initial": 60}]}, env={})
-    assert info.value.key == "sinks[0]"
+    assert info.value.key == "sinks[0].backoff_initial"
     with pytest.raises(ConfigError) as info:
         config.parse({"sinks": [{"uri": "unix:/run/x.sock", "backoff_max": 0.01}]}, env={})
     assert info.value.key == "sinks[0].backoff_max"
@@ -325,6 +325,14 @@ def test_a_link_netns_may_be_an_absolute_path(tmp_path: Path) -> None:
     ('[probes.cgroup]\nmountinfo = ""\n', "probes.cgroup.mountinfo"),
     ('[probes.mounts.watch]\nmountinfo = ""\n', "probes.mounts.watch.mountinfo"),
     ('[probes.lve]\nskip_user_ids = [1000, -1]\n', "probes.lve.skip_user_ids"),
+    ('[probes.mounts]\nproc_root = ""\n', "probes.mounts.proc_root"),
+    ('[probes.mounts]\nrootfs = ""\n', "probes.mounts.rootfs"),
+    ('[probes.taskstats]\ncpu_possible = ""\n', "probes.taskstats.cpu_possible"),
+    ('[agent]\nstate_dir = ""\n', "agent.state_dir"),
+    ('[probes.mounts.watch]\ncoalesce = -1\n', "probes.mounts.watch.coalesce"),
+    ('[probes.cgroup.watch]\ncoalesce = -1\n', "probes.cgroup.watch.coalesce"),
+    ('[probes.link.watch]\ncoalesce = -1\n', "probes.link.watch.coalesce"),
+    ('[probes.cgroup.watch]\nmax_watches = 5\nbuffer = 0\n', "probes.cgroup.watch.buffer"),
 ])
 def test_a_probe_path_holding_a_nul_or_an_empty_one_in_a_list_is_refused(tmp_path: Path, body: str,
                                                                          key: str) -> None:
@@ -378,3 +386,45 @@ def test_a_sink_on_the_agents_own_listener_is_refused(tmp_path: Path) -> None:
     assert exc.value.key == "--sink"
     # another socket is fine
     config.parse({"sinks": [{"uri": f"unix:{tmp_path}/out.sock"}], "listeners": [{"uri": f"unix:{sock}"}]})
+
+
+@pytest.mark.parametrize(("doc", "key"), [
+    ({"sinks": [{"uri": "file:x.ndjson", "spool": ""}]}, "sinks[0].spool"),
+    ({"sinks": [{"uri": "stdout:"}], "listeners": [{"uri": "unix:/tmp/l.sock", "name": "a\nb\x07"}]},
+     "listeners[0].name"),
+    ({"sinks": [{"uri": "stdout:"}], "listeners": [{"uri": "unix:/tmp/l.sock", "name": "  "}]}, "listeners[0].name"),
+])
+def test_an_empty_spool_or_a_listener_name_that_is_no_hostpeer_is_refused(doc: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.parse(doc, env={})
+    assert info.value.key == key
+
+
+def test_config_check_reads_a_pipe_once_and_a_byte_order_mark_is_no_text(tmp_path: Path) -> None:
+    body = '[probes.lve]\nenabled = true\n[probes.cgroup]\nenabled = false\n[[sinks]]\nuri = "file:x.ndjson"\n'
+    res = run_cli(["config", "check", "/dev/stdin"], cwd=tmp_path, stdin=body.encode())
+    assert res.returncode == 0, res.stderr.decode()
+    assert "sinks: 1" in res.stdout.decode() and "lve" in res.stdout.decode()
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbf" + body.encode())
+    assert config.load(bom).sinks[0].uri == "file:x.ndjson"
+    assert not check_file(bom)
+
+
+@pytest.mark.parametrize("name", ["segment_max_age", "retain_age", "retain_bytes"])
+def test_each_archive_limit_is_named_alone(name: str) -> None:
+    others = {k: 1 for k in ("segment_max_age", "retain_age", "retain_bytes") if k != name}
+    with pytest.raises(ConfigError) as info:
+        config.parse({"sinks": [{"uri": "archive:/tmp/a", **others, name: -1}]}, env={})
+    assert info.value.key == f"sinks[0].{name}"
+
+
+def test_a_key_name_with_control_characters_is_shown_escaped(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[probes.lve]\n"inter\\nval: forged\\nx.toml: probes.lve.interval" = 1\n'
+                    '[[sinks]]\nuri = "stdout:"\n')
+    (problem,) = check_file(path)
+    assert "\n" not in str(problem) and "inter\\x0aval" in str(problem)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert "\n" not in str(info.value)

@@ -70,6 +70,18 @@ def test_missing_file_is_zeros_and_unavailable(tmp_path: Path) -> None:
     assert LveProbe.unavailable(LveOptions(path=str(CL8))) is None
 
 
+def test_a_relative_path_is_read_from_the_working_directory(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a relative cgroup root or mount table is (it was read from /, and a missing file reads as zeros)."""
+    (tmp_path / "fx").mkdir()
+    shutil.copy(CL8, tmp_path / "fx" / "list")
+    monkeypatch.chdir(tmp_path)
+    opts = LveOptions(path="fx/list")
+    assert LveProbe.unavailable(opts) is None
+    (r,) = collect(LveProbe(opts))
+    assert r.output["net_acct_lves_total"] == 4 and r.inputs == ("fx/list",)
+
+
 def test_per_lve_deltas_and_top_n(tmp_path: Path) -> None:
     path = tmp_path / "list"
     shutil.copy(CL8, path)
