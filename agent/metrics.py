@@ -242,10 +242,29 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
 _INDEX = b"<html><body><h1>hoststamp</h1><p><a href=\"/metrics\">metrics</a></p></body></html>\n"
 
 
+def accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding header takes gzip: named (any case) or as ``*``, with a q-value above 0."""
+    quality: dict[str, float] = {}
+    for item in header.split(","):
+        name, *params = (p.strip() for p in item.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if name:
+            quality[name.lower()] = q
+    q = quality.get("gzip", quality.get("x-gzip", quality.get("*", 0.0)))
+    return q > 0
+
+
 class MetricsServer:
     """``GET /metrics`` (text or OpenMetrics, gzip when asked), ``GET /healthz``, on HOST:PORT."""
 
-    def __init__(self, listen: str, registry: CollectorRegistry, *, max_connections: int = 16,
+    def __init__(self, listen: str, registry: CollectorRegistry, *, max_connections: int = 64,
                  request_timeout: float = 10.0, max_request: int = 16384) -> None:
         self.host, self.port = split_hostport(listen)
         self.registry = registry
@@ -256,6 +275,8 @@ class MetricsServer:
         self._server: asyncio.Server | None = None
         self._closed = anyio.Event()
         self._open = 0
+        #: connections that have not sent their whole request yet, oldest first: made room of when full
+        self._waiting: dict[asyncio.StreamWriter, None] = {}
         self._bad = OncePerKey(log, max_keys=256)
         self.scrapes = 0
 
@@ -274,7 +295,7 @@ class MetricsServer:
                                                       limit=self.max_request, reuse_address=True)
             sock = self._server.sockets[0].getsockname()
             self.address = (str(sock[0]), int(sock[1]))
-            log.info("metrics on http://%s:%d/metrics", *self.address)
+            log.info("metrics on %s", self.url)
         assert self.address is not None
         return self.address
 
@@ -298,11 +319,15 @@ class MetricsServer:
         host = str(peer[0]) if isinstance(peer, tuple) else str(peer)
         self._open += 1
         try:
-            if self._open > self.max_connections:
+            if self._open > self.max_connections and not self._make_room():
                 await self._respond(writer, 503, b"too many connections\n")
                 return
             async with asyncio.timeout(self.request_timeout):
-                head = await reader.readuntil(b"\r\n\r\n")
+                self._waiting[writer] = None
+                try:
+                    head = await self._read_head(reader)
+                finally:
+                    self._waiting.pop(writer, None)
                 status, body, headers = self._route(head)
                 await self._respond(writer, status, body, headers, head_only=head.startswith(b"HEAD "))
         except ValueError as exc:  # not an HTTP/1.x request line: say so, once per peer in the log
@@ -317,6 +342,32 @@ class MetricsServer:
             self._open -= 1
             writer.close()
 
+    def _make_room(self) -> bool:
+        """At the connection limit: close the connection that has waited longest without sending its request
+        (idle connections never keep a scrape or a health check out); False when every one is being answered."""
+        for writer in self._waiting:
+            del self._waiting[writer]
+            writer.close()
+            return True
+        return False
+
+    async def _read_head(self, reader: asyncio.StreamReader) -> bytes:
+        """The request line and headers, up to the empty line; lines may end in CRLF or LF alone (RFC 9112
+        section 2.2 lets a server take a bare LF)."""
+        lines: list[bytes] = []
+        size = 0
+        while True:
+            line = await reader.readuntil(b"\n")
+            size += len(line)
+            if size > self.max_request:
+                raise asyncio.LimitOverrunError("request head too large", size)
+            line = line.rstrip(b"\r\n")
+            if not line:
+                if lines:
+                    return b"\r\n".join(lines) + b"\r\n\r\n"
+                continue  # empty lines before a request line are ignored (RFC 9112 section 2.2)
+            lines.append(line)
+
     def _route(self, head: bytes) -> tuple[int, bytes, dict[str, str]]:
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
@@ -330,13 +381,15 @@ class MetricsServer:
                 hdrs[name.strip().lower()] = value.strip()
         if method not in ("GET", "HEAD"):
             return 405, b"method not allowed\n", {"Allow": "GET, HEAD"}
+        if target.lower().startswith(("http://", "https://")):  # the absolute form (RFC 9112 section 3.2.2)
+            target = "/" + target.split("://", 1)[1].partition("/")[2]
         path = target.split("?", 1)[0]
         if path == "/metrics":
             self.scrapes += 1
             encoder, ctype = choose_encoder(hdrs.get("accept", ""))
             body = encoder(self.registry)
             extra = {"Content-Type": ctype}
-            if "gzip" in hdrs.get("accept-encoding", ""):
+            if accepts_gzip(hdrs.get("accept-encoding", "")):
                 body = gzip.compress(body, compresslevel=1)
                 extra["Content-Encoding"] = "gzip"
             return 200, body, extra

@@ -163,6 +163,42 @@ async def test_server_serves_text_openmetrics_gzip_and_refuses_the_rest(caplog: 
         tg.cancel_scope.cancel()
 
 
+async def test_idle_connections_never_keep_a_scrape_out() -> None:
+    """More idle connections than the limit (each sending nothing): the oldest idle one makes room, and a scrape
+    or a health check is served all the same."""
+    server = MetricsServer("127.0.0.1:0", build_registry(lambda: _view(PipelineStats()), process=False),
+                           max_connections=8, request_timeout=30.0)
+    async with anyio.create_task_group() as tg:
+        addr = await tg.start(server.serve)
+        idle = [await asyncio.open_connection(*addr) for _ in range(20)]
+        await asyncio.sleep(0.05)
+        for _ in range(3):
+            assert (await _http(addr, b"GET /healthz HTTP/1.1\r\n\r\n"))[0] == 200
+            assert (await _http(addr, b"GET /metrics HTTP/1.1\r\n\r\n"))[0] == 200
+        closed = 0
+        for reader, writer in idle:  # the oldest were closed to make room
+            with anyio.move_on_after(0.5):
+                closed += await reader.read() == b""
+            writer.close()
+        assert closed >= 12
+        tg.cancel_scope.cancel()
+
+
+async def test_requests_as_http_allows_them() -> None:
+    """Bare LF line ends, the absolute form of the target, and the q-values of Accept-Encoding."""
+    server = MetricsServer("127.0.0.1:0", build_registry(lambda: _view(PipelineStats()), process=False))
+    async with anyio.create_task_group() as tg:
+        addr = await tg.start(server.serve)
+        assert (await _http(addr, b"GET /healthz HTTP/1.1\nHost: x\n\n"))[0] == 200
+        assert (await _http(addr, b"GET http://127.0.0.1/healthz HTTP/1.1\r\n\r\n"))[0] == 200
+        for enc, gz in (("gzip;q=0, identity", False), ("GZIP", True), ("br, *;q=0.5", True), ("*;q=0", False),
+                        ("deflate, gzip;q=0.8", True)):
+            status, headers, _ = await _http(addr, f"GET /metrics HTTP/1.1\r\nAccept-Encoding: {enc}\r\n\r\n"
+                                             .encode())
+            assert status == 200 and (headers.get("content-encoding") == "gzip") == gz, enc
+        tg.cancel_scope.cancel()
+
+
 async def test_port_in_use_raises_at_start() -> None:
     first = MetricsServer("127.0.0.1:0", build_registry(lambda: _view(PipelineStats()), process=False))
     host, port = await first.start()
