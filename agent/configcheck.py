@@ -21,7 +21,7 @@ from typing import Any
 
 from . import config as config_mod
 from . import schema
-from .errors import ConfigError, shown
+from .errors import ConfigError, redact, shown
 
 __all__ = ["Problem", "check_document", "check_file"]
 
@@ -36,7 +36,7 @@ class Problem:
 
     def __str__(self) -> str:
         where = "".join(f"{shown(p)}: " for p in (self.file, self.key) if p)
-        return f"{where}{'warning: ' if self.severity == 'warning' else ''}{self.reason}"
+        return redact(f"{where}{'warning: ' if self.severity == 'warning' else ''}{self.reason}")
 
 
 _SEGMENT = re.compile(r"([^.\[]+)")

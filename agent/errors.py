@@ -62,7 +62,18 @@ class ConfigError(AgentError):
         self.key = key
         self.file = file
         where = "".join(f"{shown(p)}: " for p in (file, key) if p)
-        super().__init__(f"{where}{reason}")
+        super().__init__(redact(f"{where}{reason}"))
+
+
+#: the password of a ``scheme://user:password@`` in any text, to the last ``@`` of the authority
+_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*):[^/\s]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` in it replaced by ``***``: what is shown
+    (metrics labels, the status, logs, configuration problems) never carries a secret a URI was configured
+    with."""
+    return _PASSWORD.sub(r"\1:***@", text) if "@" in text else text
 
 
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")

