@@ -88,6 +88,8 @@ class Agent:
         self.undelivered = 0
         self._counts = Counts()
         self._stop = anyio.Event()
+        #: the shutdown's one deadline, from the moment the agent is asked to stop (a reload then ends by it)
+        self._stop_by: float | None = None
         self._lock = anyio.Lock()
         self._tg: TaskGroup | None = None
         self._status: StatusLine | None = None
@@ -197,6 +199,14 @@ class Agent:
             await gen.producer_tasks.done.wait()
         await self._close_probes(gen)
 
+    async def _stop_producers_on_stop(self, gen: Generation) -> None:
+        """Once the agent is asked to stop: ``gen``'s listeners finish (what they took is acked as it is
+        delivered) and its producers stop, by the shutdown's deadline."""
+        await self._stop.wait()
+        by = self._stop_by if self._stop_by is not None else time.monotonic() + gen.cfg.agent.drain_timeout
+        await self.listeners.finish(gen, time_left(gen, by))
+        await self._stop_producers(gen, by)
+
     async def _close_probes(self, gen: Generation) -> None:
         if gen.probes_closed:
             return
@@ -219,7 +229,7 @@ class Agent:
         await self._tg.start(gen.worker_tasks.run, start)
 
     async def _drain(self, gen: Generation, by: float | None = None, successor: Generation | None = None) -> None:
-        self.undelivered += await drain(gen, self.stats, by, successor)
+        self.undelivered += await drain(gen, self.stats, by, successor, stopping=lambda: self._stop_by)
 
     # --- reload ---------------------------------------------------------------------------------
 
@@ -233,7 +243,8 @@ class Agent:
                 return await self._reload()
             finally:
                 self.write_status()
-                self.notifier.ready(self._status_text())
+                if not self._stop.is_set():  # stopping meanwhile: STOPPING=1 was said, and stays
+                    self.notifier.ready(self._status_text())
 
     def _reload_failed(self, reason: str, *, applied: bool = False) -> bool:
         """Count and log a failed reload: the running configuration kept, or (``applied``) the new one running
@@ -293,14 +304,23 @@ class Agent:
         self.pipeline.queues = list(new.queues)
         if self._status is not None:
             self._status.queues = [(ep.uri, q) for ep, q in zip(cfg.sinks, new.queues, strict=True)]
-        await self._start_producers(new)
-        await self._listening(new)
-        # old events still being signed (in workers or threads) go to the old queues
-        await self.pipeline.drain(cfg.agent.drain_timeout)
-        await self._drain(old, successor=new)
+        if not self._stop.is_set():  # asked to stop meanwhile: nothing new is read or made
+            await self._start_producers(new)
+            await self._listening(new)
+        async with anyio.create_task_group() as tg:
+            # asked to stop while the old sinks drain: the new producers stop now, not once the reload is done
+            tg.start_soon(self._stop_producers_on_stop, new)
+            # old events still being signed (in workers or threads) go to the old queues
+            await self.pipeline.drain(cfg.agent.drain_timeout)
+            await self._drain(old, successor=new)
+            if not self._stop.is_set():
+                tg.cancel_scope.cancel()
         self._retiring.remove(old)
         self._counts.retire(old)
-        await self._start_workers(new)
+        await self._start_workers(new)  # what the new queues hold is drained by the shutdown, if stopping
+        if self._stop.is_set():
+            log.info("reload to generation %d cut short: the agent is stopping", new.number)
+            return False
         if new.failed_listeners:  # applied, but not whole: said the same way as a reload that failed
             return self._reload_failed("; ".join(f"listener {uri}: {why}" for uri, why in
                                                  new.failed_listeners.items()), applied=True)
@@ -387,9 +407,10 @@ class Agent:
                         self.notifier.ready(self._status_text())
                     await self._stop.wait()
                     self.notifier.stopping()
+                # one deadline for all of it, from now: a reload under way, blocked producers, what is being
+                # signed, the queues, the sinks
+                by = self._stop_by = time.monotonic() + self.gen.cfg.agent.drain_timeout
                 async with self._lock:
-                    # one deadline for all of it: blocked producers, what is being signed, the queues, the sinks
-                    by = time.monotonic() + self.gen.cfg.agent.drain_timeout
                     # guests get the acks of what the listeners took, as it is delivered, before they close
                     await self.listeners.finish(self.gen, time_left(self.gen, by))
                     await self._stop_producers(self.gen, by)

@@ -197,11 +197,29 @@ def hand_on(old: Generation, new: Generation) -> None:
             log.info("sink %s: %d events not yet delivered handed to the reloaded sink", ep.uri, len(items))
 
 
+async def _wait_by(gen: Generation, by: float, stopping: Callable[[], float | None] | None) -> bool:
+    """Wait for ``gen``'s workers to end, by ``by`` or by the shutdown deadline once there is one; True if they
+    did."""
+    if stopping is None:
+        return await gen.worker_tasks.wait(time_left(gen, by))
+    while not gen.worker_tasks.done.is_set():
+        end = by if (stop_by := stopping()) is None else min(by, stop_by)
+        if stop_by is not None:
+            for w in gen.workers:
+                w.close_by = min(w.close_by or end, end)
+        if end <= time.monotonic():
+            break
+        await gen.worker_tasks.wait(min(end - time.monotonic(), 0.1))
+    return gen.worker_tasks.done.is_set()
+
+
 async def drain(gen: Generation, stats: PipelineStats, by: float | None = None,
-                successor: Generation | None = None) -> int:
+                successor: Generation | None = None, stopping: Callable[[], float | None] | None = None) -> int:
     """Close the queues; let the workers empty them into the sinks and close those, by the deadline ``by``
     (default: ``drain_timeout`` from now). A reload's ``successor``: what is still queued at the deadline
     for a sink it has too goes to that sink's new queue, ahead of what came since, rather than being lost.
+
+    ``stopping()``: the agent's shutdown deadline once it is stopping (a reload's drain ends by it too).
 
     Returns how many events the drain could not deliver: left in queues at the deadline, kept in spools, taken
     by a sink that did not confirm them, or dropped by a queue."""
@@ -213,14 +231,15 @@ async def drain(gen: Generation, stats: PipelineStats, by: float | None = None,
     by = time.monotonic() + gen.cfg.agent.drain_timeout if by is None else by
     for w in gen.workers:
         w.close_by = by  # a sink's last attempt to confirm and close ends with the deadline too
-    if not await gen.worker_tasks.wait(time_left(gen, by)):
+    if not await _wait_by(gen, by, stopping):
         if successor is not None:
             hand_on(gen, successor)
         # what is still queued, and the batches workers hold while they retry a sink that is down
         left = sum(len(q) + w.holding for w, q in zip(gen.workers, gen.queues, strict=True)
                    if not isinstance(q, SpoolQueue))
         kept = sum(q.pending for q in gen.queues if isinstance(q, SpoolQueue))
-        log.warning("drain deadline reached; %d events not delivered, %d kept in spools", left, kept)
+        if left or kept or successor is None:  # else all of it went on to the reloaded sinks (logged there)
+            log.warning("drain deadline reached; %d events not delivered, %d kept in spools", left, kept)
         undelivered += left + kept
         gen.worker_tasks.scope.cancel()
         await gen.worker_tasks.done.wait()

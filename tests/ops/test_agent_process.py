@@ -458,3 +458,32 @@ def test_reloads_while_the_sink_is_down_lose_none_of_its_events(workdir: Path) -
         prefix, _, n = orjson.loads(line)["id"].rpartition("-")
         numbers.setdefault(prefix, []).append(int(n))
     assert numbers and all(sorted(set(ns)) == list(range(1, max(ns) + 1)) for ns in numbers.values()), numbers
+
+
+def test_sigterm_during_a_reload_stops_what_the_reload_started_at_once(workdir: Path) -> None:
+    """A reload waits for its old sinks to drain (here a socket sink that is down). A SIGTERM meanwhile ends
+    it by the shutdown's deadline: the new probes stop producing then, not once the reload would be done, and
+    the reload is not reported done."""
+    cfg = workdir / "a.toml"
+    down = workdir / "nobody.sock"
+    out = workdir / "out.ndjson"
+    cfg.write_text(config_text([f"unix:{down}"], sink_keys="backoff_max = 0.2\n",
+                               extra=f'[[sinks]]\nuri = "file:{out}"\n')
+                   .replace("drain_timeout = 5.0", "drain_timeout = 4.0"))
+    with AgentProcess(workdir, cfg) as a:
+        a.wait_ready()
+        wait_for(lambda: (a.status()["sinks"][0]["enqueued"] or 0) > 5, what="events for the down sink")
+        a.signal(signal.SIGHUP)
+        wait_for(lambda: "generation 1 -> 2" in a.log(), what="the reload under way")
+        stopped_at = time.time()
+        assert a.stop() == 0
+        log = a.log()
+    assert "cut short: the agent is stopping" in log
+    assert "reloaded: probes=" not in log
+    # the file sink took every event made; none was received after the stop was asked for (a round of the
+    # probe every 0.2 s would otherwise add events for as long as the old sink's drain lasts)
+    from datetime import datetime
+
+    last = max(datetime.fromisoformat(orjson.loads(line)["hostreceivedat"].replace("Z", "+00:00")).timestamp()
+               for line in out.read_bytes().splitlines())
+    assert last <= stopped_at + 1.0, (last, stopped_at)
