@@ -1,5 +1,6 @@
 """What the agent's signals mean: SIGHUP reloads; SIGINT or SIGTERM stops (drains); a second one while
-stopping exits at once.
+stopping exits at once. SIGUSR1 and SIGUSR2 mean nothing here and are logged, not left to their default
+(which ends the process without draining: a log rotation tool sending one would cost what is queued).
 
 A signal sent twice at the same moment is one request: GNU ``timeout`` signals
 the agent and its process group, and a terminal's Ctrl-C reaches every process
@@ -35,9 +36,14 @@ async def handle_signals(stop: anyio.Event, reload: Callable[[], None], *,
     children_keep_their_signals()
     # kept open until the end, so a late SIGHUP never falls back to its default (terminate)
     stopping_since = 0.0
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1,
+                                    signal.SIGUSR2) as signals:
         task_status.started()
         async for signum in signals:
+            if signum in (signal.SIGUSR1, signal.SIGUSR2):
+                log.warning("received %s, which means nothing to hoststamp: ignored (SIGHUP reloads, SIGTERM "
+                            "stops)", signal.Signals(signum).name)
+                continue
             if signum == signal.SIGHUP:
                 log.info("received SIGHUP, reloading")
                 reload()

@@ -487,3 +487,15 @@ def test_sigterm_during_a_reload_stops_what_the_reload_started_at_once(workdir: 
     last = max(datetime.fromisoformat(orjson.loads(line)["hostreceivedat"].replace("Z", "+00:00")).timestamp()
                for line in out.read_bytes().splitlines())
     assert last <= stopped_at + 1.0, (last, stopped_at)
+
+
+def test_sigusr1_and_sigusr2_are_logged_and_ignored(workdir: Path) -> None:
+    cfg = workdir / "a.toml"
+    cfg.write_text(config_text(["file:out.ndjson"]))
+    with AgentProcess(workdir, cfg) as a:
+        a.wait_ready()
+        for sig in (signal.SIGUSR1, signal.SIGUSR2):
+            a.signal(sig)
+            wait_for(lambda sig=sig: f"received {sig.name}, which means nothing" in a.log(), what=f"{sig.name}")
+        assert a.proc.poll() is None
+        assert a.stop() == 0
