@@ -85,16 +85,16 @@ class Report:
     def verdict(self) -> str:
         s = self.totals
         verdict = "OK" if self.ok else "FAILED"
-        parts = [f"{verdict}: {s.events} events in {s.segments} segments", f"{s.signed_ok} signatures valid",
-                 f"{s.sealed} sealed by {s.checkpoints} checkpoints"]
+        parts = [f"{verdict}: {_n(s.events, 'event')} in {_n(s.segments, 'segment')}",
+                 f"{_n(s.signed_ok, 'signature')} valid", f"{s.sealed} sealed by {_n(s.checkpoints, 'checkpoint')}"]
         if s.unsealed:
             parts.append(f"{s.unsealed} unsealed")
         if s.cuts:
-            parts.append(f"{s.cuts} torn records cut")
+            parts.append(f"{_n(s.cuts, 'torn record')} cut")
         if s.retained_from:
-            parts.append(f"{s.retained_from} earlier events removed by retention")
+            parts.append(f"{_n(s.retained_from, 'earlier event')} removed by retention")
         problems = sum(p.code != "omitted" for p in self.problems) + self.omitted
-        parts.append(f"{problems} problem{'' if problems == 1 else 's'}")
+        parts.append(_n(problems, "problem"))
         return ", ".join(parts)
 
     def note_lines(self) -> list[str]:
@@ -120,3 +120,8 @@ class Report:
             "notes": [asdict(n) for n in self.notes],
             "omitted": self.omitted,
         }
+
+
+def _n(count: int, noun: str) -> str:
+    """``1 segment``, ``2 segments``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -389,3 +389,11 @@ def test_an_archive_started_afresh_in_the_same_place_is_no_removal(archive_dir: 
     w.close()
     assert f"this host wrote archive {first.origin} here, up to segment 1; the directory now holds {w.origin}" \
         in caplog.text
+
+
+def test_the_verdict_counts_in_words_that_agree(archive_dir: Path, key: SigningKey,
+                                                keys: dict[str, VerifyKey]) -> None:
+    write_archive(archive_dir, key, [events(key, 1, 1)])
+    verdict = verify_archive(archive_dir, keys).verdict()
+    assert verdict.startswith("OK: 1 event in 1 segment, 1 signature valid, 1 sealed by 1 checkpoint"), verdict
+    assert verdict.endswith("0 problems")
