@@ -284,6 +284,10 @@ class Agent:
         old = self.gen
         if (why := stranded(old, new)) is not None:
             return await self._unbuild(new, why)
+        before = {pc.name: p for pc, p in old.probes}
+        for pc, p in new.probes:
+            if pc.name in before:
+                p.carry_over(before[pc.name])
         if cfg.metrics.listen != old.cfg.metrics.listen and not self.once:
             server, problem = await replace_server(self.metrics, cfg.metrics.listen, self._registry)
             if server is not self.metrics:

@@ -48,6 +48,8 @@ class Probe(ABC):
     Options: ClassVar[type[Any]] = NoOptions
     #: default seconds between two collections
     default_interval: ClassVar[float] = 10.0
+    #: attributes a reload hands from a probe to its successor of the same options (see :meth:`carry_over`)
+    carried: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: Any, ctx: ProbeContext) -> None:
         self.options = options
@@ -70,6 +72,14 @@ class Probe(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release what the probe holds (sockets, child processes)."""
+
+    def carry_over(self, before: Probe) -> None:
+        """Take over what ``before`` (this probe of the running configuration, which a reload replaces) knows,
+        when it reads the same things: the counters' last values, so that a change just before the reload
+        shows in the next reading's ``deltas`` (a reload is no first sight)."""
+        if type(before) is type(self) and before.options == self.options:
+            for name in self.carried:
+                setattr(self, name, getattr(before, name))
 
     def provenance(self) -> tuple[str, tuple[str, ...]]:
         """Where a round reads from, as far as the options tell without reading: the ``probeSource`` and

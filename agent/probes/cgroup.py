@@ -97,6 +97,7 @@ def resolve_root(options: CgroupOptions) -> str | None:
 class CgroupProbe(Probe):
     name: ClassVar[str] = "cgroup"
     Options: ClassVar[type[Any]] = CgroupOptions
+    carried: ClassVar[tuple[str, ...]] = ("_deltas",)
 
     def __init__(self, options: CgroupOptions, ctx: ProbeContext | None = None) -> None:
         super().__init__(options, ctx or ProbeContext())

@@ -110,6 +110,7 @@ class LinkOptions:
 class LinkProbe(Probe):
     name: ClassVar[str] = "link"
     Options: ClassVar[type[Any]] = LinkOptions
+    carried: ClassVar[tuple[str, ...]] = ("_deltas",)
 
     def __init__(self, options: LinkOptions, ctx: ProbeContext | None = None) -> None:
         super().__init__(options, ctx or ProbeContext())

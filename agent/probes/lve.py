@@ -71,6 +71,7 @@ def _read(path: str) -> str | None:
 class LveProbe(Probe):
     name: ClassVar[str] = "lve"
     Options: ClassVar[type[Any]] = LveOptions
+    carried: ClassVar[tuple[str, ...]] = ("_deltas",)
 
     def __init__(self, options: LveOptions, ctx: ProbeContext | None = None) -> None:
         super().__init__(options, ctx or ProbeContext())

@@ -499,3 +499,34 @@ def test_sigusr1_and_sigusr2_are_logged_and_ignored(workdir: Path) -> None:
             wait_for(lambda sig=sig: f"received {sig.name}, which means nothing" in a.log(), what=f"{sig.name}")
         assert a.proc.poll() is None
         assert a.stop() == 0
+
+
+def test_a_reload_keeps_the_counters_last_values_so_deltas_go_on(workdir: Path) -> None:
+    """An OOM kill just before a reload shows in the first reading after it (a reload is no first sight, so
+    ``deltas`` is not null there and the kill is not lost between two baselines)."""
+    import shutil
+
+    from tests.ops.agentproc import FIXTURE_CGROUP
+
+    tree = workdir / "cgroup"
+    shutil.copytree(FIXTURE_CGROUP, tree)
+    cfg = workdir / "a.toml"
+    out = workdir / "out.ndjson"
+    cfg.write_text(config_text([f"file:{out}"], interval=3600).replace(str(FIXTURE_CGROUP), str(tree)))
+    subject = "/system.slice/nginx.service"
+
+    def readings() -> list[dict[str, Any]]:
+        return [e["data"]["output"] for e in map(orjson.loads, out.read_bytes().splitlines())
+                if e.get("subject") == subject and e["type"].endswith(".cgroup")]
+
+    with AgentProcess(workdir, cfg) as a:
+        a.wait_ready()
+        wait_for(lambda: len(readings()) == 1, what="the first round")
+        events = tree / "system.slice/nginx.service/memory.events"
+        events.write_text(events.read_text().replace("oom_kill 2", "oom_kill 3"))
+        a.signal(signal.SIGHUP)
+        wait_for(lambda: len(readings()) == 2, what="the round of the reloaded probe")
+        assert a.stop() == 0
+    first, second = readings()
+    assert first["deltas"] is None
+    assert second["deltas"] is not None and second["deltas"]["memory_events"]["oom_kill"] == 1
