@@ -215,7 +215,10 @@ class SinkWorker:
                 self.stats.duplicates += self.sink.take_duplicates()
                 # what the sink left out of this very batch was not sent (a refusal that comes later with an
                 # ack was: it counts as sent and as dropped.refused)
-                self.stats.sent += len(events) - (sum(1 for e in events if _left_of(left, e)) if left else 0)
+                sent = len(events) - (sum(1 for e in events if _left_of(left, e)) if left else 0)
+                again = min(self.stats.recount, sent)  # handed on by a reload, counted when first sent
+                self.stats.recount -= again
+                self.stats.sent += sent - again
                 self.stats.batches += 1
                 self._dirty = True
                 for e, r in batch:
@@ -278,6 +281,7 @@ class SinkWorker:
             moved = {id(e) for e in unsent}
             self._unflushed = [(e, r) for e, r in self._unflushed if id(e) not in moved]
         batch, self._in_hand = self._in_hand or [], None
+        self.stats.recount += len(unsent)  # counted as sent already: the successor sends them again
         self._handed_on = True
         self.holding = 0
         return [*((e, receipts.get(id(e))) for e in unsent), *batch]
