@@ -161,7 +161,8 @@ class Counts:
     def listener_views(self, gens: Sequence[Generation]) -> tuple[health.ListenerView, ...]:
         uris = dict.fromkeys([lo.uri for g in gens for lo in g.cfg.listeners])
         return tuple(
-            health.listener_view(u, [g.receivers[u] for g in gens if u in g.receivers], self.listeners.get(u))
+            health.listener_view(u, [g.receivers[u] for g in gens if u in g.receivers], self.listeners.get(u),
+                                 failed=next((g.failed_listeners[u] for g in gens if u in g.failed_listeners), None))
             for u in uris
         )
 

@@ -74,6 +74,9 @@ class ListenerView:
     connections: int = 0
     connections_open: int = 0
     rejected: Mapping[str, int] = field(default_factory=dict)
+    #: takes events now (listening; a NATS listener connected and consuming), and why not
+    healthy: bool = True
+    last_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +173,8 @@ def snapshot(view: AgentView, *, now: float | None = None, pid: int | None = Non
                 "connections": li.connections,
                 "connections_open": li.connections_open,
                 "rejected": dict(li.rejected),
+                "healthy": li.healthy,
+                "last_error": li.last_error,
             }
             for li in view.listeners
         ],
@@ -267,11 +272,13 @@ def render(doc: Mapping[str, Any], *, now: float | None = None, stale_after: flo
                      str(sum(s["dropped"].values())), spool, s["last_error"] or "" if not s["healthy"] else ""])
     lines += ["", *_table(rows)]
     if doc.get("listeners"):
-        rows = [["LISTENER", "OPEN", "CONNECTIONS", "ACCEPTED", "DUPLICATES", "REFUSED"]]
+        rows = [["LISTENER", "STATE", "OPEN", "CONNECTIONS", "ACCEPTED", "DUPLICATES", "REFUSED", "ERROR"]]
         for li in doc["listeners"]:
+            up = li.get("healthy", True)
+            healthy &= bool(up)
             refused = ",".join(f"{k}={v}" for k, v in sorted(li["rejected"].items()) if v) or "0"
-            rows.append([li["uri"], str(li["connections_open"]), str(li["connections"]), str(li["accepted"]),
-                         str(li["duplicates"]), refused])
+            rows.append([li["uri"], "up" if up else "DOWN", str(li["connections_open"]), str(li["connections"]),
+                         str(li["accepted"]), str(li["duplicates"]), refused, "" if up else li.get("last_error") or ""])
         lines += ["", *_table(rows)]
     return StatusReport("\n".join(lines), healthy)
 
@@ -318,16 +325,22 @@ def sink_views(
     return tuple(out)
 
 
-def listener_view(uri: str, live: Iterable[Any], retired: ListenerView | None = None) -> ListenerView:
-    """Sum receiver stats (objects with ReceiverStats' fields) and a retired total into one view."""
+def listener_view(uri: str, live: Iterable[Any], retired: ListenerView | None = None,
+                  failed: str | None = None) -> ListenerView:
+    """Sum receiver stats (objects with ReceiverStats' fields) and a retired total into one view; ``failed``:
+    why the listener could not listen (after a reload)."""
     v = retired or ListenerView(uri)
     accepted, dup, dropped, conns, open_ = v.accepted, v.duplicates, v.dropped, v.connections, 0
     rejected: Counter[str] = Counter(v.rejected)
+    error = failed
     for s in live:
+        if not getattr(s, "healthy", True) and error is None:
+            error = getattr(s, "last_error", None) or "not taking events"
         accepted += s.accepted
         dup += s.duplicates
         dropped += s.dropped
         conns += s.connections
         open_ += s.connections_open
         rejected.update(s.rejected)
-    return ListenerView(redact(uri), accepted, dup, dropped, conns, open_, dict(rejected))
+    return ListenerView(redact(uri), accepted, dup, dropped, conns, open_, dict(rejected), error is None,
+                        None if error is None else redact(error))

@@ -208,6 +208,8 @@ class AgentCollector(Collector):
 
     def _listeners(self, v: AgentView) -> Iterator[Metric]:
         ls = v.listeners
+        yield _gauge("hoststamp_listener_up", "1 when the listener takes events (a NATS listener: connected and "
+                     "consuming), else 0.", ("listener",), [((li.uri,), 1 if li.healthy else 0) for li in ls])
         yield _counter("hoststamp_receiver_connections", "Connections accepted.", ("listener",),
                        [((li.uri,), li.connections) for li in ls])
         yield _gauge("hoststamp_receiver_connections_open", "Connections open now.", ("listener",),

@@ -162,6 +162,7 @@ class NatsSource:
                 try:
                     await self._session()
                 except TransportError as exc:
+                    self.stats.healthy, self.stats.last_error = False, str(exc)
                     delay = self._backoff.next()
                     log.warning("%s: %s (retrying in %.2fs)", where, exc, delay)
                     await asyncio.sleep(delay)
@@ -181,6 +182,7 @@ class NatsSource:
             with nats_errors(f"consumer {s.durable} on {s.stream}"):
                 sub = await js.pull_subscribe_bind(durable=s.durable, stream=s.stream)
             self._backoff.reset()
+            self.stats.healthy, self.stats.last_error = True, None
             log.info("nats %s: consuming %s from stream %s as %s", s.endpoint.display, s.endpoint.subject,
                      s.stream, s.durable)
             while True:

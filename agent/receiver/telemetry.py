@@ -28,6 +28,9 @@ class ReceiverStats:
     connections: int = 0
     connections_open: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    #: whether the listener takes events now (a NATS listener: connected and consuming), and why not
+    healthy: bool = True
+    last_error: str | None = None
 
 
 class RejectLog:

@@ -154,9 +154,12 @@ async def test_the_consumer_survives_a_server_restart(nats_server: NatsServer) -
             await _wait_stream(js)
             await publish(js, [guest(i) for i in range(100)])
         await until(lambda: source.acked == 100, what="the first 100 acked")
+        assert source.stats.healthy
         await asyncio.to_thread(nats_server.kill)
-        await asyncio.sleep(0.2)
+        await until(lambda: not source.stats.healthy, what="the listener down")  # hoststamp_listener_up 0
+        assert source.stats.last_error
         await asyncio.to_thread(nats_server.start)
+        await until(lambda: source.stats.healthy, what="the listener up again")
         async with publisher(nats_server) as js:
             await _wait_stream(js)
             await publish(js, [guest(i) for i in range(100, 200)])

@@ -113,6 +113,22 @@ def test_listener_view_sums_receivers_and_keeps_the_retired_total() -> None:
     assert v.rejected == {"json": 5, "frame": 1}
 
 
+def test_a_listener_that_takes_no_events_is_down_with_why() -> None:
+    from agent.receiver.telemetry import ReceiverStats
+
+    down = ReceiverStats(healthy=False, last_error="connect nats://u:pw@127.0.0.1:4222: refused")
+    v = listener_view("nats://127.0.0.1:4222/in.>", [down])
+    assert not v.healthy and v.last_error == "connect nats://u:***@127.0.0.1:4222: refused"
+    failed = listener_view("unix:/in", [], failed="address in use")
+    assert not failed.healthy and failed.last_error == "address in use"
+    assert listener_view("unix:/in", [ReceiverStats()]).healthy
+    doc = _doc(listeners=[{"uri": v.uri, "accepted": 0, "duplicates": 0, "dropped": 0, "connections": 0,
+                           "connections_open": 0, "rejected": {}, "healthy": False, "last_error": v.last_error}])
+    report = render(doc, now=201.0)
+    row = next(line for line in report.text.splitlines() if line.startswith("nats://"))
+    assert "DOWN" in row and "refused" in row and not report.healthy
+
+
 def _event(i: int):  # type: ignore[no-untyped-def]
     from agent.model import Event
 
