@@ -208,6 +208,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _state_dir(cfg)
     agent = Agent(cfg, key, once=args.once, reload_config=lambda: _run_config(args))
     status = StatusLine(agent.stats, [(ep.uri, q) for ep, q in zip(cfg.sinks, agent.queues, strict=True)])
+    if status.live and any(ep.scheme == "stdout" for ep in cfg.sinks) and _same_terminal(sys.stdout, sys.stderr):
+        status.live = False  # events on the terminal: a status line rewritten between them would garble them
     # said once every listener is listening (a listener that cannot listen ends the agent before it)
     agent.announce = functools.partial(status.startup, [pc.name for pc, _ in agent.probes],
                                        [ep.uri for ep in cfg.sinks], [lo.uri for lo in cfg.listeners], key.keyid,
@@ -222,6 +224,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"hoststamp run --once: {what}", file=sys.stderr)
         return EXIT_FAIL
     return EXIT_OK
+
+
+def _same_terminal(a: Any, b: Any) -> bool:
+    """Whether two streams write to one terminal."""
+    try:
+        return bool(os.isatty(a.fileno()) and os.path.samestat(os.fstat(a.fileno()), os.fstat(b.fileno())))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:

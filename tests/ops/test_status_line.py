@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+from pathlib import Path
 
 import anyio
 import pytest
@@ -37,3 +38,41 @@ async def test_a_log_line_does_not_run_into_the_status_line() -> None:
     assert "probe errors 0\r\x1b[KINFO something happened\n" in text
     # once the status line is gone, log lines are written as they are
     assert text.endswith("\nINFO after the status line ended\n")
+
+
+@pytest.mark.parametrize("sink", ["stdout:", "file:ev.ndjson"])
+def test_no_live_status_line_between_events_on_the_same_terminal(tmp_path: Path, sink: str) -> None:
+    """A ``stdout:`` sink writing to the terminal the status line is on: the line is left out (it would be
+    rewritten in the middle of the events); with the events elsewhere it is shown."""
+    import os
+    import pty
+    import select
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import ROOT, run_cli
+
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--probes", "link", "--sink", sink],
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL,
+                            stdout=follower, stderr=follower)
+    os.close(follower)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 20
+        while b"running;" not in seen and time.monotonic() < deadline:
+            if select.select([leader], [], [], 0.2)[0]:
+                seen += os.read(leader, 65536)
+        end = time.monotonic() + 2.5  # two periods of the status line
+        while time.monotonic() < end:
+            if select.select([leader], [], [], 0.2)[0]:
+                seen += os.read(leader, 65536)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(20)
+        os.close(leader)
+    assert b"running;" in seen
+    assert (b"events (" in seen) == (sink != "stdout:"), seen[-400:]
