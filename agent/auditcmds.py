@@ -19,7 +19,7 @@ import orjson
 from .errors import EXIT_FAIL, EXIT_OK, SigningError, UsageError
 from .model import escape_text
 from .signing.keys import VerifyKey, load_verify_keys
-from .signing.ndjson import Problem, verify_lines
+from .signing.ndjson import Problem, bounded_lines, verify_lines
 
 __all__ = ["DEFAULT_PUB", "cmd_prove", "cmd_verify", "print_report", "printable", "trusted_keys"]
 
@@ -105,7 +105,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.path is None:
         raise UsageError("hoststamp verify: PATH is required (a file, '-' for stdin, or an archive directory)")
     if args.path == "-":
-        return print_report(verify_lines(sys.stdin.buffer, keys, name="<stdin>", guest_keys=guest_keys), args.json)
+        lines = bounded_lines(sys.stdin.buffer)
+        return print_report(verify_lines(lines, keys, name="<stdin>", guest_keys=guest_keys), args.json)
     path = Path(args.path)
     if path.is_dir():
         from .archive.verify import verify_archive
@@ -117,7 +118,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise UsageError(f"hoststamp verify: {path}: {exc.strerror or exc}") from None
     with f:
         if f.peek(2)[:2] != b"\x1f\x8b":
-            return print_report(verify_lines(f, keys, name=str(path), guest_keys=guest_keys), args.json)
+            return print_report(verify_lines(bounded_lines(f), keys, name=str(path), guest_keys=guest_keys), args.json)
         # gzip (an archive's closed segment, a rotated log): read through it; damage ends the reading, a problem
         failed: list[str] = []
         report = verify_lines(_gunzip_lines(f, failed), keys, name=str(path), guest_keys=guest_keys)
@@ -133,7 +134,7 @@ def _gunzip_lines(f: BinaryIO, failed: list[str]) -> Iterator[bytes]:
 
     try:
         with gzip.GzipFile(fileobj=f) as gz:
-            yield from gz
+            yield from bounded_lines(gz)  # type: ignore[arg-type]
     except (OSError, EOFError, zlib.error) as exc:
         failed.append(str(exc) or type(exc).__name__)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import orjson
 
@@ -13,7 +14,7 @@ from .audit import Tally, audit
 from .event import verify_event
 from .keys import VerifyKey
 
-__all__ = ["Problem", "Report", "verify_lines"]
+__all__ = ["MAX_LINE", "LongLine", "Problem", "Report", "bounded_lines", "verify_lines"]
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -91,6 +92,56 @@ class Report:
         }
 
 
+#: the longest line ``verify`` reads (a JSON batch of many events included); a longer one is a problem, skipped
+#: without being held in memory
+MAX_LINE = 64 << 20
+
+
+class LongLine(bytes):
+    """Stands for a line longer than the limit, which was not read: its length."""
+
+    size: int = 0
+
+
+def bounded_lines(f: BinaryIO, limit: int = MAX_LINE, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """The lines of ``f`` (newline kept off), each at most ``limit`` bytes; a longer one is a :class:`LongLine`
+    with its length, its bytes dropped as they are read."""
+    pending = bytearray()
+    skipped = -1  # bytes of an over-long line so far (-1: none being skipped)
+    while data := f.read(chunk):
+        start = 0
+        while (nl := data.find(b"\n", start)) >= 0:
+            piece = data[start:nl]
+            start = nl + 1
+            if skipped >= 0:
+                yield _long(skipped + len(piece))
+                skipped = -1
+            elif len(pending) + len(piece) > limit:
+                yield _long(len(pending) + len(piece))
+                pending.clear()
+            else:
+                yield bytes(pending) + piece if pending else piece
+                pending.clear()
+        rest = data[start:]
+        if skipped >= 0:
+            skipped += len(rest)
+        elif len(pending) + len(rest) > limit:
+            skipped = len(pending) + len(rest)
+            pending.clear()
+        else:
+            pending += rest
+    if skipped >= 0:
+        yield _long(skipped)
+    elif pending:
+        yield bytes(pending)
+
+
+def _long(size: int) -> LongLine:
+    line = LongLine()
+    line.size = size
+    return line
+
+
 def verify_lines(lines: Iterable[bytes], keys: Mapping[str, VerifyKey], *, name: str = "-",
                  guest_keys: Mapping[str, VerifyKey] | None = None) -> Report:
     """Verify every non-blank line; sequence numbers must rise per source within the stream.
@@ -102,6 +153,11 @@ def verify_lines(lines: Iterable[bytes], keys: Mapping[str, VerifyKey], *, name:
     report = Report(path=name)
     last_seq: dict[str, int] = {}
     for lineno, raw in enumerate(lines, 1):
+        if isinstance(raw, LongLine):
+            report.events += 1
+            report.add(Problem(f"{name}:{lineno}", f"line of {raw.size} bytes is longer than {MAX_LINE} bytes "
+                                                   "(no event is that large): not read"))
+            continue
         line = raw.strip()
         if lineno == 1 and line.startswith(_BOM):
             line = line[len(_BOM):].strip()

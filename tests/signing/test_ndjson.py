@@ -58,3 +58,26 @@ def test_a_stream_without_events_does_not_pass(data: bytes) -> None:
     report = verify_lines(io.BytesIO(data), _keys(SigningKey.generate()), name="empty.ndjson")
     assert not report.ok and [str(p) for p in report.problems] == ["empty.ndjson: no events to verify"]
     assert report.summary() == "FAILED: 0 events, 0 verified, 1 problem"
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1 << 20])
+def test_bounded_lines_splits_as_lines_do_and_skips_what_is_too_long(chunk: int) -> None:
+    from agent.signing.ndjson import LongLine, bounded_lines
+
+    data = b"short\n" + b"x" * 25 + b"\nexactly10!\n\n" + b"y" * 11 + b"\nlast"
+    got = list(bounded_lines(io.BytesIO(data), limit=10, chunk=chunk))
+    assert [(type(g) is LongLine, g.size if isinstance(g, LongLine) else g) for g in got] == [
+        (False, b"short"), (True, 25), (False, b"exactly10!"), (False, b""), (True, 11), (False, b"last")]
+    assert list(bounded_lines(io.BytesIO(b"a\nb\n"), limit=10, chunk=chunk)) == io.BytesIO(b"a\nb\n").read().split(
+        b"\n")[:2]
+
+
+def test_a_line_too_long_to_be_an_event_is_a_problem_not_read(key: SigningKey) -> None:
+    from agent.signing.ndjson import bounded_lines
+
+    good = _events(key, 2)
+    limit = max(map(len, good))
+    data = good[0] + b"\n" + b"{" + b" " * limit + b"}\n" + good[1] + b"\n"
+    report = verify_lines(bounded_lines(io.BytesIO(data), limit=limit), _keys(key))
+    assert (report.events, report.verified, len(report.problems)) == (3, 2, 1)
+    assert "longer than" in str(report.problems[0]) and ":2" in str(report.problems[0])
