@@ -284,10 +284,6 @@ class Agent:
         old = self.gen
         if (why := stranded(old, new)) is not None:
             return await self._unbuild(new, why)
-        before = {pc.name: p for pc, p in old.probes}
-        for pc, p in new.probes:
-            if pc.name in before:
-                p.carry_over(before[pc.name])
         if cfg.metrics.listen != old.cfg.metrics.listen and not self.once:
             server, problem = await replace_server(self.metrics, cfg.metrics.listen, self._registry)
             if server is not self.metrics:
@@ -303,6 +299,11 @@ class Agent:
         log.info("reloading %s: generation %d -> %d", cfg.path or "the default configuration", old.number,
                  new.number)
         self._retiring.append(old)
+        # what the old probes know goes on (counters' last values, an exit stream), now that the switch is sure
+        before = {pc.name: p for pc, p in old.probes}
+        for pc, p in new.probes:
+            if pc.name in before:
+                p.carry_over(before[pc.name])
         await self._stop_producers(old)
         self.gen = new
         self.pipeline.queues = list(new.queues)

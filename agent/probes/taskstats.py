@@ -178,6 +178,18 @@ class TaskstatsProbe(Probe):
     def __init__(self, options: TaskstatsOptions, ctx: ProbeContext | None = None) -> None:
         super().__init__(options, ctx or ProbeContext())
         self._client: TaskstatsClient | None = None
+        #: the exit stream, and whether it went on to the probe of a reloaded configuration
+        self._exits: ExitStream | None = None
+        self._exits_handed = False
+
+    def carry_over(self, before: Probe) -> None:
+        """A reload: besides the counters, the open exit stream goes on to this probe, so that the exits of
+        the moment between the two watches are queued, not lost (the kernel tells a listener it drops
+        nothing about one that was never registered)."""
+        super().carry_over(before)
+        if (isinstance(before, TaskstatsProbe) and before.options == self.options and before._exits is not None
+                and before._exits.sock is not None):
+            self._exits, before._exits_handed = before._exits, True
 
     @classmethod
     def unavailable(cls, options: Any) -> str | None:
@@ -257,20 +269,23 @@ class TaskstatsProbe(Probe):
         if not has_net_admin():
             await emit(self._reading(self.name, {}, kind="exit", error=NEEDS_CAP))
             return
-        stream = ExitStream(buffer=o.exit_buffer, cpu_possible=o.cpu_possible)
-        try:
-            await stream.start()
-        except ProbeError as exc:
-            eperm = isinstance(exc, NetlinkError) and exc.errno == errno.EPERM
-            await emit(self._reading(self.name, {}, kind="exit", error=NEEDS_CAP if eperm else str(exc)))
-            return
+        stream = self._exits
+        if stream is None or stream.sock is None:  # else taken over from the probe a reload replaced
+            stream = self._exits = ExitStream(buffer=o.exit_buffer, cpu_possible=o.cpu_possible)
+            try:
+                await stream.start()
+            except ProbeError as exc:
+                eperm = isinstance(exc, NetlinkError) and exc.errno == errno.EPERM
+                await emit(self._reading(self.name, {}, kind="exit", error=NEEDS_CAP if eperm else str(exc)))
+                return
         try:
             while (item := await stream.get()) is not None:
                 for reading in self._exit_readings(item, o):
                     await emit(reading)
         finally:
-            with anyio.CancelScope(shield=True):  # deregister even when cancelled; bounded by stop()'s timeout
-                await stream.stop()
+            if not self._exits_handed:
+                with anyio.CancelScope(shield=True):  # deregister even when cancelled; bounded by stop()'s timeout
+                    await stream.stop()
 
     def _exit_readings(self, item: ExitRecord | Overrun, o: TaskstatsOptions) -> Iterable[Reading]:
         if isinstance(item, Overrun):
@@ -294,3 +309,5 @@ class TaskstatsProbe(Probe):
         if self._client is not None:
             self._client.close()
             self._client = None
+        if self._exits is not None and not self._exits_handed:  # taken over, and never watched
+            await self._exits.stop()

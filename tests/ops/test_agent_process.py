@@ -533,3 +533,43 @@ def test_a_reload_keeps_the_counters_last_values_so_deltas_go_on(workdir: Path) 
     first, second = readings()
     assert first["deltas"] is None
     assert second["deltas"] is not None and second["deltas"]["memory_events"]["oom_kill"] == 1
+
+
+def test_exits_around_reloads_are_all_seen(workdir: Path) -> None:
+    """The exit stream goes on across a reload (it is handed to the reloaded probe), so a process that exits
+    between the old watch's end and the new one's start is still reported."""
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("the exit stream needs CAP_NET_ADMIN")
+    exe = workdir / "hsexit"
+    shutil.copy("/bin/true", exe)
+    cfg = workdir / "a.toml"
+    out = workdir / "out.ndjson"
+    cfg.write_text(config_text([f"file:{out}"]).replace(
+        "[probes.taskstats]\nenabled = false\n",
+        '[probes.taskstats]\ninterval = 3600\npids = [1]\ncommands = ["hsexit"]\nexits = true\n'))
+    pids: list[int] = []
+
+    def run_one() -> None:
+        proc = subprocess.Popen([str(exe)])
+        proc.wait()
+        pids.append(proc.pid)
+
+    def exits() -> set[int]:
+        return {int(e["subject"]) for e in map(orjson.loads, out.read_bytes().splitlines())
+                if e["type"].endswith(".taskstats.exit") and "exit_code" in e["data"]["output"]}
+
+    with AgentProcess(workdir, cfg) as a:
+        a.wait_ready()
+        for n in range(1, 4):
+            a.signal(signal.SIGHUP)
+            # processes end one after another all through the reload, the switch of the probes included
+            while "reloaded" not in a.log().partition(f"generation {n} -> {n + 1}")[2]:
+                run_one()
+            for _ in range(20):
+                run_one()
+        wait_for(lambda: set(pids) <= exits(), timeout=20, what="every exit reported")
+        assert a.stop() == 0
+    assert len(pids) > 60
