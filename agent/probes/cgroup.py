@@ -166,9 +166,13 @@ class CgroupProbe(Probe):
             return
         try:
             root = self.root
-        except ProbeError as exc:
-            await emit(Reading(probe=self.name, subject="/", output={}, kind="change",
-                               error=f"cgroup change events not started: {exc}"))
+        except ProbeError as exc:  # it still says where the root was looked for (the mountinfo)
+            try:
+                source, inputs = self.provenance()
+            except ProbeError:
+                source, inputs = f"procfs:{o.mountinfo}", (o.mountinfo,)
+            await emit(Reading(probe=self.name, subject="/", output={}, kind="change", probe_source=source,
+                               inputs=inputs, error=f"cgroup change events not started: {exc}"))
             return
         await watch_cgroups(emit, root, o.watch, probe=self.name, include=o.include, exclude=o.exclude,
                             max_depth=o.max_depth)

@@ -262,3 +262,17 @@ def test_scan_leaves_the_event_loop_free(tree: Path) -> None:
 
     before, during = asyncio.run(main())
     assert before == 1 and during >= 1
+
+
+def test_change_events_that_cannot_start_say_where_the_root_was_looked_for(tmp_path: Path) -> None:
+    mountinfo = str(tmp_path / "gone" / "mountinfo")
+    probe = CgroupProbe(CgroupOptions(mountinfo=mountinfo))
+    got: list[Reading] = []
+
+    async def emit(r: Reading) -> None:
+        got.append(r)
+
+    asyncio.run(probe.watch(emit))
+    (r,) = got
+    assert r.kind == "change" and r.error and "not started" in r.error
+    assert r.inputs == (mountinfo,) and r.probe_source == f"procfs:{mountinfo}"
