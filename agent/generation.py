@@ -89,7 +89,11 @@ class Generation:
         """Build the parts from the config; nothing is opened or started yet."""
         for ep in self.cfg.sinks:
             sink = build_sink(ep.scheme, ep.target, ep.options, ctx, key=ep.key)
-            q = queue_for(ep.common)
+            try:
+                q = queue_for(ep.common)
+            except NotADirectoryError as exc:  # the configured spool is not (and cannot be made) a directory
+                where = ep.key if ep.key.startswith("--") else f"{ep.key.rpartition('.')[0]}.spool"
+                raise ConfigError(str(exc), key=where, file=self.cfg.path) from None
             self.sinks.append(sink)
             self.queues.append(q)
             self.workers.append(SinkWorker(sink, q, stats.sink(ep.uri), batch_max=ep.common.batch_max))

@@ -288,6 +288,8 @@ def queue_for(common: SinkCommon) -> SinkQueue:
         return SinkQueue(common.queue_size, common.overflow)
     try:
         spool = Spool.shared(common.spool, max_bytes=common.spool_max_bytes, fsync=common.spool_fsync)
+    except (FileExistsError, NotADirectoryError):  # a file where the directory goes, or above it
+        raise NotADirectoryError(f"spool {common.spool}: not a directory (a file is in the way)") from None
     except OSError as exc:
         raise SinkError(f"{common.uri}: spool {common.spool}: {exc.strerror or exc}") from None
     if spool.report.pending and spool.refs == 1:

@@ -141,6 +141,16 @@ def test_version_and_the_logging_options_after_the_verb(tmp_path: Path) -> None:
         assert logged and all("msg" in rec for rec in logged)
 
 
+def test_a_spool_where_a_file_is_is_a_configuration_error_naming_it(tmp_path: Path) -> None:
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    (tmp_path / "afile").write_text("in the way")
+    cfg = _config(tmp_path, '[[sinks]]\nuri = "file:out.ndjson"\nspool = "afile"\n')
+    res = run_cli(["run", "--config", str(cfg), "--once", "--probes", "none"], cwd=tmp_path)
+    err = res.stderr.decode()
+    assert res.returncode == 2, err
+    assert f"{cfg}: sinks[0].spool: spool afile: not a directory" in err
+
+
 def test_run_once_emits_verifiable_cloudevents(tmp_path: Path) -> None:
     root = _fixture_root()
     assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
