@@ -241,7 +241,9 @@ def render(doc: Mapping[str, Any], *, now: float | None = None, stale_after: flo
     stopped = doc.get("running") is False
     stale = age > stale_after and not stopped
     healthy = not stale and not stopped
-    head = (f"hoststamp pid {doc.get('pid')}: up {_ago(now - float(doc.get('started_at', now)))}, "
+    # a stopped agent ran from its start until its last status was written
+    ran = (float(doc.get("written_at", now)) if stopped else now) - float(doc.get("started_at", now))
+    head = (f"hoststamp pid {doc.get('pid')}: {'ran' if stopped else 'up'} {_ago(ran)}, "
             f"{doc.get('signed', 0)} events signed, host {doc.get('host_id')}, generation {doc.get('generation')}")
     lines = [head]
     if doc.get("config") or doc.get("metrics"):

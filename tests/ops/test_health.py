@@ -76,6 +76,9 @@ def test_failing_probe_down_sink_stale_or_stopped_is_unhealthy() -> None:
     assert not report.healthy and "STALE" in report.text
     report = render(_doc(running=False), now=201.0)
     assert not report.healthy and "STOPPED" in report.text
+    # stopped: how long it ran (start to its last status), not the time since its start
+    report = render(_doc(running=False, written_at=103.0), now=500.0)
+    assert ": ran 3s," in report.text.splitlines()[0] and "STOPPED 6m" in report.text
 
 
 def test_failed_reload_and_listeners_are_shown() -> None:
