@@ -319,9 +319,15 @@ def sink_views(
         a["spool"] = spool if spool is not None else a["spool"]
         a["draining"] |= draining
     out = []
+    labels: Counter[str] = Counter()
     for uri, (counts, a) in acc.items():
         old = retired.get(uri, QueueCounts())
-        out.append(SinkView(redact(uri), a["depth"], a["capacity"], counts.enqueued + old.enqueued,
+        # two sinks whose URIs differ only in their passwords would show as one: the later ones are numbered
+        label = redact(uri)
+        labels[label] += 1
+        if labels[label] > 1:
+            label = f"{label} #{labels[label]}"
+        out.append(SinkView(label, a["depth"], a["capacity"], counts.enqueued + old.enqueued,
                             dict(counts.dropped + old.dropped), stats.sink(uri), a["spool"], a["draining"],
                             counts.blocked + old.blocked))
     return tuple(out)

@@ -191,3 +191,10 @@ async def test_spool_bytes_come_from_the_sinks_spool(tmp_path: Path) -> None:
     assert plain.spool_bytes is None
     gen.queues[0].close()
     getattr(gen.queues[0], "spool").release()  # noqa: B009 - only a SpoolQueue has one
+
+
+def test_sinks_that_differ_only_in_their_passwords_keep_labels_of_their_own() -> None:
+    stats = PipelineStats()
+    views = sink_views([("nats://u:one@h:4222/s", SinkQueue(10), None, False),
+                        ("nats://u:two@h:4222/s", SinkQueue(10), None, False)], stats, {})
+    assert [v.uri for v in views] == ["nats://u:***@h:4222/s", "nats://u:***@h:4222/s #2"]
