@@ -196,6 +196,10 @@ async def connect(
             return await nats.connect(**opts)
 
 
+#: JetStream's error code for a new stream whose subjects overlap an existing stream's
+_SUBJECTS_OVERLAP = 10065
+
+
 async def ensure_stream(
     js: JetStreamContext,
     name: str,
@@ -211,11 +215,20 @@ async def ensure_stream(
             return False
         except nats.js.errors.NotFoundError:
             pass
-        await js.add_stream(
-            name=name,
-            subjects=subjects,
-            storage=StorageType.MEMORY if storage == "memory" else StorageType.FILE,
-            duplicate_window=duplicate_window,
-        )
+        try:
+            await js.add_stream(
+                name=name,
+                subjects=subjects,
+                storage=StorageType.MEMORY if storage == "memory" else StorageType.FILE,
+                duplicate_window=duplicate_window,
+            )
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != _SUBJECTS_OVERLAP:
+                raise
+            # a stream already takes (some of) these subjects: the events go there; one that takes none of an
+            # event's subject is said by the publish itself
+            log.warning("stream %s not created: its subjects %s overlap a stream already there, which takes "
+                        "the events instead", name, ", ".join(subjects))
+            return False
         log.info("created JetStream stream %s for %s", name, ", ".join(subjects))
         return True

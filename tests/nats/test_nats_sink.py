@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import nats
 import orjson
 import pytest
 
@@ -52,6 +53,25 @@ async def stamped(rig: Rig, n: int) -> list[Event]:
         assert event is not None
         out.append(event)
     return out
+
+
+async def test_create_stream_over_subjects_another_stream_takes_uses_that_one(nats_server: NatsServer) -> None:
+    """``create_stream`` makes the stream when missing; when another stream already takes the subjects, the
+    events go there rather than the sink staying down."""
+    nc = await nats.connect(nats_server.url)
+    try:
+        await nc.jetstream().add_stream(name="TAKEN", subjects=["hs.*.*"])
+    finally:
+        await nc.close()
+    sink = sink_for(nats_server, "hs.{hostid}.{type}", create_stream="HSOVER")
+    rig = Rig([])
+    events = await stamped(rig, 5)
+    await sink.open()
+    try:
+        await sink.send(events)
+    finally:
+        await sink.aclose()
+    assert [m.data for m in await stream_messages(nats_server.url, "TAKEN")] == [e.body for e in events]
 
 
 async def test_structured_mode_with_a_subject_template(nats_server: NatsServer) -> None:
