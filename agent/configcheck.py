@@ -22,6 +22,7 @@ from typing import Any
 from . import config as config_mod
 from . import schema
 from .errors import ConfigError, redact, shown
+from .receiver.server import HEARTBEAT
 
 __all__ = ["Problem", "check_document", "check_file"]
 
@@ -126,6 +127,13 @@ def check_document(doc: Mapping[str, Any], *, file: str | None = None,
         problems.append(Problem(file, "sinks", "expected an array of tables ([[sinks]])"))
     if isinstance(sinks, list) and not sinks:
         problems.append(Problem(file, "sinks", "no [[sinks]]: `hoststamp run` will need --sink URI", "warning"))
+    for i, table in enumerate(sinks if isinstance(sinks, list) else []):
+        ack = table.get("ack_timeout") if isinstance(table, Mapping) else None
+        if (isinstance(ack, (int, float)) and not isinstance(ack, bool) and 0 < ack <= HEARTBEAT
+                and str(table.get("uri", "")).split(":", 1)[0] in ("unix", "vsock", "fcvsock")):
+            problems.append(Problem(file, f"sinks[{i}].ack_timeout", f"{ack:g} s is not longer than the "
+                                    f"receiver's heartbeat ({HEARTBEAT:g} s): a downstream still making events "
+                                    "durable may be taken for dead and sent everything again", "warning"))
     uris = [t.get("uri") for t in sinks if isinstance(t, Mapping)] if isinstance(sinks, list) else []
     for i, uri in enumerate(uris):
         if uri is not None and uri in uris[:i]:

@@ -428,3 +428,12 @@ def test_a_key_name_with_control_characters_is_shown_escaped(tmp_path: Path) -> 
     with pytest.raises(ConfigError) as info:
         config.load(path)
     assert "\n" not in str(info.value)
+
+
+def test_an_ack_timeout_within_the_heartbeat_is_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[[sinks]]\nuri = "unix:/run/x.sock"\nack_timeout = 5\n'
+                    '[[sinks]]\nuri = "unix:/run/y.sock"\nack_timeout = 30\n')
+    problems = check_file(path)
+    assert [(p.key, p.severity) for p in problems] == [("sinks[0].ack_timeout", "warning")]
+    assert "heartbeat" in problems[0].reason
