@@ -285,6 +285,9 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 def _cmd_send(args: argparse.Namespace) -> int:
     from .transport.send import SendReport, send_ndjson
 
+    if sys.stdin is None:  # closed when the command started (``<&-``)
+        raise UsageError("hoststamp send: standard input is closed; send reads the events to ship from it")
+
     async def send() -> SendReport:
         return await send_ndjson(args.to, sys.stdin.buffer, timeout=args.timeout)
 

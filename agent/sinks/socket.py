@@ -73,6 +73,9 @@ class SocketSink(Sink):
         except ConfigError as exc:
             raise SinkError(exc.reason) from None
         self.refused = 0
+        #: the batch being handed over part by part, and how many of it the sender took
+        self._partial: Sequence[Event] | None = None
+        self._taken = 0
         #: refused events not yet taken by :meth:`take_dropped`, with the downstream's reason
         self._refused: list[tuple[Event, str]] = []
         #: called with the events each ack settles, and the refused ones with reasons (e.g. to trim a spool)
@@ -96,10 +99,18 @@ class SocketSink(Sink):
         self.sender.start()
 
     async def send(self, batch: Sequence[Event]) -> None:
+        """Hand ``batch`` to the sender as the window (``max_unacked``) makes room, part by part; the worker
+        retrying the same batch after a timeout goes on after the parts already taken."""
+        taken = self._taken if self._partial is batch else 0
+        self._partial, self._taken = batch, taken
         try:
-            await self.sender.put(batch, timeout=self.options.send_timeout)
+            while self._taken < len(batch):
+                part = batch[self._taken : self._taken + self.sender.room]
+                await self.sender.put(part, timeout=self.options.send_timeout)
+                self._taken += len(part)
         except TransportError as exc:
             raise SinkError(str(exc)) from None
+        self._partial = None
 
     async def flush(self) -> None:
         try:

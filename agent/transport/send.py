@@ -125,7 +125,7 @@ async def send_ndjson(to: str | Dialer, stdin: BinaryIO, *, timeout: float | Non
     sender: AckedSender[tuple[int, bytes]] = AckedSender(
         dial, lambda item: item[1], name=to if isinstance(to, str) else "send",
         max_unacked=max_unacked, max_frame=max_frame, ack_timeout=min(timeout or _ACK_SILENCE, _ACK_SILENCE),
-        backoff=Backoff(0.05, 2.0), on_settled=settled)
+        backoff=Backoff(0.1, 30.0), on_settled=settled)
     reader = read or _read_available
     lines = _Lines(max_frame)
     lineno = 0
@@ -146,9 +146,11 @@ async def send_ndjson(to: str | Dialer, stdin: BinaryIO, *, timeout: float | Non
                 else:
                     report.problems.append((lineno, problem))
             report.lines = lineno
-            if batch:
-                await sender.put(batch, timeout=timeout)
-                report.sent += len(batch)
+            while batch:  # as the window makes room: a receiver may ack only every so many frames
+                room = sender.room
+                part, batch = batch[:room], batch[room:]
+                await sender.put(part, timeout=timeout)
+                report.sent += len(part)
             if not chunk:
                 break
         await sender.drain(timeout=timeout)

@@ -110,6 +110,11 @@ class AckedSender(Generic[T]):
         """Items taken and not yet settled."""
         return len(self._outbox)
 
+    @property
+    def room(self) -> int:
+        """How many items :meth:`put` takes now without waiting (one at least: the one it then waits to take)."""
+        return max(1, self.max_unacked - len(self._outbox))
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"sender {self.name}")

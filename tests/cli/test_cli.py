@@ -443,3 +443,13 @@ def test_fatal_errors_are_json_where_logs_are(tmp_path: Path) -> None:
     (line,) = res.stderr.decode().splitlines()
     doc = orjson.loads(line)
     assert doc["level"] == "error" and "key error" in doc["msg"] and "nosuch.key" in doc["msg"]
+
+
+def test_send_with_its_standard_input_closed_says_so(tmp_path: Path) -> None:
+    from tests.helpers import ROOT
+
+    res = subprocess.run([sys.executable, "-m", "agent", "send", "--to", f"unix:{tmp_path}/x.sock"], cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                         preexec_fn=lambda: os.close(0), timeout=60, check=False)
+    assert res.returncode == 2
+    assert b"standard input is closed" in res.stderr and b"Traceback" not in res.stderr

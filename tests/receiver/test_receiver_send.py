@@ -116,3 +116,39 @@ def test_lines_go_out_as_a_slow_writer_produces_them(tmp_path: Path) -> None:
     report = run(main())
     assert report.ok and report.acked == 2
     assert got.ids() == ["s-1", "s-2"]
+
+
+def test_send_fills_the_window_for_a_receiver_that_acks_every_so_many_frames(tmp_path: Path) -> None:
+    """A receiver may ack only every 700 frames (docs/protocol.md lets it coalesce acks): with a window of
+    1,000 ``send`` keeps sending until 700 are out, whatever the size of its reads of stdin."""
+    path = tmp_path / "coalescing.sock"
+    got: list[int] = []
+
+    async def downstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        n = 0
+        while True:
+            try:
+                size = int.from_bytes(await reader.readexactly(4), "big")
+                await reader.readexactly(size)
+            except asyncio.IncompleteReadError:
+                return
+            n += 1
+            got.append(n)
+            if n % 700 == 0 or n == 1400:
+                ack = orjson.dumps({"ack": n})
+                writer.write(len(ack).to_bytes(4, "big") + ack)
+                await writer.drain()
+
+    async def main() -> SendReport:
+        server = await asyncio.start_unix_server(downstream, str(path))
+        # lines of about 110 bytes: one read of stdin (64 KiB) holds some 600, less than an ack's worth
+        data = b"".join(orjson.dumps({"specversion": "1.0", "id": f"s-{i:05d}", "source": "guest://x",
+                                      "type": "t.v1", "data": {"pad": "x" * 20}}) + b"\n" for i in range(1400))
+        try:
+            return await send_ndjson(f"unix:{path}", io.BytesIO(data), timeout=10.0)
+        finally:
+            server.close()
+
+    report = run(main())
+    assert (report.sent, report.acked, report.ok) == (1400, 1400, True), report
+    assert got == list(range(1, 1401))

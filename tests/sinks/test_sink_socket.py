@@ -153,3 +153,46 @@ def test_a_sink_that_cannot_connect_is_down_at_once_and_up_again_once_connected(
     healthy, errors, last_error, healthy_after, ids = run(main())
     assert not healthy and errors >= 3 and last_error is not None and "cannot connect" in last_error
     assert healthy_after and ids == ["e-0", "e-1", "e-2"]
+
+
+def test_a_batch_larger_than_the_window_goes_out_as_room_is_made(tmp_path: Path) -> None:
+    """``max_unacked`` bounds what is in flight even when one batch holds more; a send that timed out goes on
+    where it stopped when the worker retries the same batch (nothing is taken twice)."""
+    path = tmp_path / "slow.sock"
+    seen: list[int] = []
+    acking = asyncio.Event()
+
+    async def downstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        n = acked = 0
+        while True:
+            try:
+                head = await asyncio.wait_for(reader.readexactly(4), 0.05)
+                await reader.readexactly(int.from_bytes(head, "big"))
+                n += 1
+                seen.append(n)
+            except TimeoutError:
+                pass
+            except asyncio.IncompleteReadError:
+                return
+            if acking.is_set() and n > acked:  # acks only once let, then everything it has
+                acked = n
+                ack = orjson.dumps({"ack": n})
+                writer.write(len(ack).to_bytes(4, "big") + ack)
+                await writer.drain()
+
+    async def main() -> None:
+        server = await asyncio.start_unix_server(downstream, str(path))
+        sink = UnixSink(str(path), SocketOptions(ack_timeout=30, send_timeout=0.3, max_unacked=10), SinkContext())
+        batch = events(45)
+        with pytest.raises(SinkError, match="no room"):
+            await sink.send(batch)
+        await asyncio.sleep(0.2)
+        assert len(seen) == 10 and sink.sender.pending == 10  # the window, not the batch
+        acking.set()
+        await sink.send(batch)  # the worker's retry: on from the eleventh
+        await sink.flush()
+        await sink.aclose()
+        server.close()
+
+    run(main())
+    assert seen == list(range(1, 46))  # each event once
