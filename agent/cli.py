@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import errno
 import functools
-import io
 import logging
 import math
 import os
@@ -26,7 +25,7 @@ from .auditcmds import OutputClosed, cmd_prove, cmd_verify
 from .errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, AgentError, ConfigError, SigningError, UsageError
 from .logs import JsonFormatter
 from .signing.keys import SigningKey, generate_keypair, load_signing_key
-from .sinks.stdout import stdout_closed_at_start
+from .stdio import guard_standard_fds, same_terminal, silence_stdout
 
 __all__ = ["main"]
 
@@ -208,7 +207,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _state_dir(cfg)
     agent = Agent(cfg, key, once=args.once, reload_config=lambda: _run_config(args))
     status = StatusLine(agent.stats, [(ep.uri, q) for ep, q in zip(cfg.sinks, agent.queues, strict=True)])
-    if status.live and any(ep.scheme == "stdout" for ep in cfg.sinks) and _same_terminal(sys.stdout, sys.stderr):
+    if status.live and any(ep.scheme == "stdout" for ep in cfg.sinks) and same_terminal(sys.stdout, sys.stderr):
         status.live = False  # events on the terminal: a status line rewritten between them would garble them
     # said once every listener is listening (a listener that cannot listen ends the agent before it)
     agent.announce = functools.partial(status.startup, [pc.name for pc, _ in agent.probes],
@@ -224,14 +223,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"hoststamp run --once: {what}", file=sys.stderr)
         return EXIT_FAIL
     return EXIT_OK
-
-
-def _same_terminal(a: Any, b: Any) -> bool:
-    """Whether two streams write to one terminal."""
-    try:
-        return bool(os.isatty(a.fileno()) and os.path.samestat(os.fstat(a.fileno()), os.fstat(b.fileno())))
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -357,37 +348,6 @@ def _setup_logging(fmt: str | None, verbose: bool, level: str = "info") -> None:
     configure(fmt or "human", logging.DEBUG if verbose else logging.getLevelName(level.upper()))
 
 
-class _ClosedOutput(io.RawIOBase):
-    """What ``sys.stdout`` writes to when fd 1 was closed at start: every write is an error, not a loss."""
-
-    #: the failure was reported: what is left is dropped (the interpreter's flush at exit must not fail again)
-    discard = False
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        if self.discard:
-            return len(data)
-        raise OSError(errno.EBADF, "standard output is closed")
-
-
-def _guard_standard_fds() -> None:
-    """Put ``/dev/null`` on fds 0-2 that were closed at start, so that no file the agent opens later takes one
-    of them (events meant for stdout written into an archive, say); writes meant for a closed stdout fail."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-            if fd == 1:
-                stdout_closed_at_start()
-                sys.stdout = io.TextIOWrapper(io.BufferedWriter(_ClosedOutput()))
-
-
 def _fatal(text: str) -> None:
     """Say why the command failed: a log record where logs are JSON (one object per line, as promised), else a
     plain line on stderr."""
@@ -398,7 +358,7 @@ def _fatal(text: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _guard_standard_fds()
+    guard_standard_fds()
     parser = _build_parser()
     args: argparse.Namespace | None = None
     try:
@@ -423,25 +383,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError as exc:  # a reader that had enough (``| head``): the verdict still counts (verify)
-        _silence_stdout()
+        silence_stdout()
         return exc.code if isinstance(exc, OutputClosed) else EXIT_OK
     except OSError as exc:  # writing the output failed: said plainly, never a traceback
         where = f" ({exc.filename})" if exc.filename else " (standard output)"
         _fatal(f"hoststamp: cannot write the output{where}: {exc.strerror or exc}")
-        _silence_stdout()
+        silence_stdout()
         return EXIT_FAIL
-
-
-def _silence_stdout() -> None:
-    """Drop what ``sys.stdout`` still buffers for a descriptor that cannot take it, so that the interpreter's
-    own flush at exit does not fail again (with a message and exit status of its own)."""
-    _ClosedOutput.discard = True
-    try:
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, sys.stdout.fileno())
-        os.close(null)
-    except (OSError, ValueError):
-        pass
 
 
 if __name__ == "__main__":  # pragma: no cover
