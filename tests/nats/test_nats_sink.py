@@ -46,6 +46,17 @@ def sink_for(server: NatsServer, subject: str, **opts: Any) -> NatsSink:
     return NatsSink(target, NatsOptions(**opts), SinkContext())
 
 
+async def sent_through(sink: NatsSink, n: int) -> list[Event]:
+    """``n`` stamped events, sent through ``sink`` (opened, then closed)."""
+    events = await stamped(Rig([]), n)
+    await sink.open()
+    try:
+        await sink.send(events)
+    finally:
+        await sink.aclose()
+    return events
+
+
 async def stamped(rig: Rig, n: int) -> list[Event]:
     out = []
     for i in range(n):
@@ -64,25 +75,13 @@ async def test_create_stream_over_subjects_another_stream_takes_uses_that_one(na
     finally:
         await nc.close()
     sink = sink_for(nats_server, "hs.{hostid}.{type}", create_stream="HSOVER")
-    rig = Rig([])
-    events = await stamped(rig, 5)
-    await sink.open()
-    try:
-        await sink.send(events)
-    finally:
-        await sink.aclose()
+    events = await sent_through(sink, 5)
     assert [m.data for m in await stream_messages(nats_server.url, "TAKEN")] == [e.body for e in events]
 
 
 async def test_structured_mode_with_a_subject_template(nats_server: NatsServer) -> None:
     sink = sink_for(nats_server, "hoststamp.{hostid}.{type}", create_stream="HS")
-    rig = Rig([])
-    events = await stamped(rig, 40)
-    await sink.open()
-    try:
-        await sink.send(events)
-    finally:
-        await sink.aclose()
+    events = await sent_through(sink, 40)
     msgs = await stream_messages(nats_server.url, "HS")
     assert [m.data for m in msgs] == [e.body for e in events]
     assert {m.subject for m in msgs} == {"hoststamp.host_example.io_hoststamp_host_v1_cgroup"}
