@@ -54,7 +54,6 @@ log = logging.getLogger("hoststamp")
 RESTART_ONLY = ("host_id", "key", "state_dir", "sign_workers", "sign_threads", "log_format", "log_level")
 
 
-
 @dataclass
 class Agent:
     """One running agent. ``run()`` returns when stopped (signal, ``stop()``, or ``once``)."""
