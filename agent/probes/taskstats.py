@@ -183,9 +183,9 @@ class TaskstatsProbe(Probe):
         self._exits_handed = False
 
     def carry_over(self, before: Probe) -> None:
-        """A reload: besides the counters, the open exit stream goes on to this probe, so that the exits of
-        the moment between the two watches are queued, not lost (the kernel tells a listener it drops
-        nothing about one that was never registered)."""
+        """A reload: the open exit stream goes on to this probe, so that the exits of the moment between the
+        two watches are queued for it. A new stream would miss them, and nothing would tell: the kernel drops
+        records only for a listener it has, and says so then."""
         super().carry_over(before)
         if (isinstance(before, TaskstatsProbe) and before.options == self.options and before._exits is not None
                 and before._exits.sock is not None):
