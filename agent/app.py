@@ -337,7 +337,8 @@ class Agent:
     # --- what the outside sees ------------------------------------------------------------------
 
     def view(self) -> health.AgentView:
-        gens = [*self._retiring, self.gen]
+        # during a reload's first steps the old generation is both retiring and current: counted once
+        gens = [*(g for g in self._retiring if g is not self.gen), self.gen]
         return health.AgentView(
             pipeline=self.stats, probes=tuple(pc.name for pc, _ in self.gen.probes),
             sinks=self._counts.sinks(gens, self.stats), listeners=self._counts.listener_views(gens),

@@ -105,6 +105,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.path is None:
         raise UsageError("hoststamp verify: PATH is required (a file, '-' for stdin, or an archive directory)")
     if args.path == "-":
+        if sys.stdin is None:  # closed when the command started (``<&-``)
+            raise UsageError("hoststamp verify: standard input is closed; nothing to verify")
         lines = bounded_lines(sys.stdin.buffer)
         return print_report(verify_lines(lines, keys, name="<stdin>", guest_keys=guest_keys), args.json)
     path = Path(args.path)

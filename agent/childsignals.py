@@ -14,7 +14,7 @@ import signal
 
 __all__ = ["children_keep_their_signals"]
 
-_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 _registered = False
 
 

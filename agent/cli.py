@@ -24,6 +24,7 @@ from . import config as config_mod
 from .auditcmds import OutputClosed, cmd_prove, cmd_verify
 from .errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, AgentError, ConfigError, SigningError, UsageError
 from .logs import JsonFormatter
+from .signals import ignore_until_handled
 from .signing.keys import SigningKey, generate_keypair, load_signing_key
 from .stdio import guard_standard_fds, same_terminal, silence_stdout
 
@@ -142,6 +143,9 @@ def _build_parser() -> argparse.ArgumentParser:
     # the logging options go before the verb or after it alike (``hoststamp run --log-format json``)
     for verb in sub.choices.values():
         _logging_options(verb, argparse.SUPPRESS, argparse.SUPPRESS)
+        for action in verb._subparsers._group_actions if verb._subparsers is not None else ():
+            for second in getattr(action, "choices", {}).values():  # ``keys generate``, ``config check``
+                _logging_options(second, argparse.SUPPRESS, argparse.SUPPRESS)
     return p
 
 
@@ -199,6 +203,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .app import Agent
     from .status import StatusLine
 
+    ignore_until_handled()
     cfg = _run_config(args)
     # [agent] log_format and log_level, unless the command line said otherwise
     json_logs = (args.log_format or cfg.agent.log_format) == "json"
@@ -294,6 +299,8 @@ def _cmd_send(args: argparse.Namespace) -> int:
 def _cmd_config(args: argparse.Namespace) -> int:
     from .configcheck import Problem, check_document
 
+    if sys.stdin is None and args.file in ("-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"):
+        raise UsageError(f"hoststamp config check: {args.file}: standard input is closed; nothing to check")
     try:  # read once: the file may be a pipe (``config check /dev/stdin``)
         doc = config_mod.read_document(args.file)
         problems = check_document(doc, file=args.file)

@@ -66,23 +66,31 @@ class ConfigError(AgentError):
 
 
 #: the password of a ``scheme://user:password@`` in any text, to the last ``@`` of the authority
-_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*):[^/\s]*@")
+_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*:/{0,2}[^/@\s:]*):[^/\n]*@")
+#: a NATS token: the user information of ``nats://TOKEN@`` without a password is the credential itself
+_TOKEN = re.compile(r"(nats://)[^/@:\s]+@", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
     """``text`` with the password of every ``scheme://user:password@`` in it replaced by ``***``: what is shown
     (metrics labels, the status, logs, configuration problems) never carries a secret a URI was configured
     with."""
-    return _PASSWORD.sub(r"\1:***@", text) if "@" in text else text
+    return _TOKEN.sub(r"\1***@", _PASSWORD.sub(r"\1:***@", text)) if "@" in text else text
 
 
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: what would break a line, or reorder it on a terminal (the bidirectional formatting characters)
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\u061c]")
 
 
 def shown(name: str) -> str:
     """A file or key name as one line that shows what it holds: control characters as ``\\xNN`` (a key may be
     any TOML string, and a newline in it would forge a line of the report)."""
-    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", name) if _UNPRINTABLE.search(name) else name
+    return _UNPRINTABLE.sub(_escape, name) if _UNPRINTABLE.search(name) else name
+
+
+def _escape(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 class ProbeError(AgentError):

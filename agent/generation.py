@@ -243,7 +243,7 @@ async def drain(gen: Generation, stats: PipelineStats, by: float | None = None,
         left = sum(len(q) + w.holding for w, q in zip(gen.workers, gen.queues, strict=True)
                    if not isinstance(q, SpoolQueue))
         kept = sum(q.pending for q in gen.queues if isinstance(q, SpoolQueue))
-        if left or kept or successor is None:  # else all of it went on to the reloaded sinks (logged there)
+        if left or kept:  # else nothing was left, or all of it went on to the reloaded sinks (logged there)
             log.warning("drain deadline reached; %d events not delivered, %d kept in spools", left, kept)
         undelivered += left + kept
         gen.worker_tasks.scope.cancel()

@@ -11,6 +11,8 @@ dataclasses (from a sub-table). No I/O happens here.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import json
 import math
 import re
 import types
@@ -76,12 +78,19 @@ def kind_of(v: Any) -> str:
 
 
 def toml_text(v: Any) -> str:
-    """A scalar as TOML spells it (``true``, ``nan``, ``inf``), not as Python does."""
+    """A value as TOML spells it (``true``, ``nan``, ``"a\\tb"``, a date-time), not as Python does; an array or
+    a table by its kind."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float) and not math.isfinite(v):
         return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-    return repr(v)
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):  # a basic string: its escapes are JSON's
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, (datetime.datetime, datetime.date, datetime.time)):
+        return v.isoformat()
+    return kind_of(v)
 
 
 def _convert(tp: Any, value: Any, key: str, file: str | None) -> Any:

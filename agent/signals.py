@@ -22,12 +22,21 @@ from anyio.abc import TaskStatus
 
 from .childsignals import children_keep_their_signals
 
-__all__ = ["SAME_SIGNAL", "handle_signals"]
+__all__ = ["SAME_SIGNAL", "handle_signals", "ignore_until_handled"]
 
 log = logging.getLogger("hoststamp")
 
 #: seconds within which a second SIGINT/SIGTERM is the same request sent twice, not a request to exit at once
 SAME_SIGNAL = 0.25
+
+
+def ignore_until_handled() -> None:
+    """While the agent starts, before :func:`handle_signals` takes them: SIGHUP (nothing to reload yet),
+    SIGUSR1 and SIGUSR2 are ignored rather than ending the process. Children forked meanwhile start with the
+    defaults."""
+    children_keep_their_signals()
+    for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 async def handle_signals(stop: anyio.Event, reload: Callable[[], None], *,

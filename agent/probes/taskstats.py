@@ -187,8 +187,10 @@ class TaskstatsProbe(Probe):
         two watches are queued for it. A new stream would miss them, and nothing would tell: the kernel drops
         records only for a listener it has, and says so then."""
         super().carry_over(before)
-        if (isinstance(before, TaskstatsProbe) and before.options == self.options and before._exits is not None
-                and before._exits.sock is not None):
+        if not isinstance(before, TaskstatsProbe) or before._exits is None or before._exits.sock is None:
+            return
+        o, b = self.options, before.options  # the stream's own options; the rest applies to what it reads
+        if o.exits and (o.exit_buffer, o.cpu_possible) == (b.exit_buffer, b.cpu_possible):
             self._exits, before._exits_handed = before._exits, True
 
     @classmethod

@@ -227,8 +227,8 @@ async def ensure_stream(
                 raise
             # a stream already takes (some of) these subjects: the events go there; one that takes none of an
             # event's subject is said by the publish itself
-            log.warning("stream %s not created: its subjects %s overlap a stream already there, which takes "
-                        "the events instead", name, ", ".join(subjects))
+            log.warning("stream %s not created: its subjects %s overlap a stream already there; each event goes "
+                        "to a stream that takes its subject, if one does", name, ", ".join(subjects))
             return False
         log.info("created JetStream stream %s for %s", name, ", ".join(subjects))
         return True

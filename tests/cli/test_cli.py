@@ -453,3 +453,25 @@ def test_send_with_its_standard_input_closed_says_so(tmp_path: Path) -> None:
                          preexec_fn=lambda: os.close(0), timeout=60, check=False)
     assert res.returncode == 2
     assert b"standard input is closed" in res.stderr and b"Traceback" not in res.stderr
+
+
+def test_verify_and_config_check_of_a_closed_standard_input_say_so(tmp_path: Path) -> None:
+    from tests.helpers import ROOT
+
+    for args in (["verify", "--pub", "x.pub", "-"], ["config", "check", "/dev/stdin"]):
+        if args[0] == "verify":
+            assert run_cli(["keys", "generate", "--dir", "k"], cwd=tmp_path).returncode == 0
+            args[2] = "k/host.pub"
+        res = subprocess.run([sys.executable, "-m", "agent", *args], cwd=tmp_path,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                             preexec_fn=lambda: os.close(0), timeout=60, check=False)
+        assert res.returncode == 2, res.stderr
+        assert b"standard input is closed" in res.stderr and b"Traceback" not in res.stderr
+
+
+def test_the_logging_options_after_a_verb_of_two_words(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, '[[sinks]]\nuri = "stdout:"\n')
+    for args in (["config", "check", str(cfg), "--log-format", "json"], ["config", "check", str(cfg), "-v"],
+                 ["keys", "generate", "--dir", "k", "-v"]):
+        res = run_cli(args, cwd=tmp_path)
+        assert res.returncode == 0, (args, res.stderr)

@@ -535,9 +535,11 @@ def test_a_reload_keeps_the_counters_last_values_so_deltas_go_on(workdir: Path) 
     assert second["deltas"] is not None and second["deltas"]["memory_events"]["oom_kill"] == 1
 
 
-def test_exits_around_reloads_are_all_seen(workdir: Path) -> None:
-    """The exit stream goes on across a reload (it is handed to the reloaded probe), so a process that exits
-    between the old watch's end and the new one's start is still reported."""
+@pytest.mark.parametrize("change", [False, True], ids=["same options", "another window"])
+def test_exits_around_reloads_are_all_seen(workdir: Path, change: bool) -> None:
+    """The exit stream goes on across a reload (it is handed to the reloaded probe, also when options other
+    than the stream's own change), so a process that exits between the old watch's end and the new one's start
+    is still reported."""
     import shutil
     import subprocess
 
@@ -564,6 +566,10 @@ def test_exits_around_reloads_are_all_seen(workdir: Path) -> None:
     with AgentProcess(workdir, cfg) as a:
         a.wait_ready()
         for n in range(1, 4):
+            if change:
+                text = cfg.read_text()
+                cfg.write_text(text.replace("window = 64\n", "") if "window = 64" in text else
+                               text.replace("exits = true\n", "exits = true\nwindow = 64\n"))
             a.signal(signal.SIGHUP)
             # processes end one after another all through the reload, the switch of the probes included
             while "reloaded" not in a.log().partition(f"generation {n} -> {n + 1}")[2]:
@@ -573,3 +579,27 @@ def test_exits_around_reloads_are_all_seen(workdir: Path) -> None:
         wait_for(lambda: set(pids) <= exits(), timeout=20, what="every exit reported")
         assert a.stop() == 0
     assert len(pids) > 60
+
+
+def test_signals_while_the_agent_starts_are_ignored_not_fatal() -> None:
+    """Before the agent handles its signals, SIGHUP, SIGUSR1 and SIGUSR2 are ignored (their default ends the
+    process); a child forked meanwhile starts with the defaults."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    code = (
+        "import os, signal\n"
+        "from agent.signals import ignore_until_handled\n"
+        "ignore_until_handled()\n"
+        "for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):\n"
+        "    os.kill(os.getpid(), sig)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0 if signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL else 3)\n"
+        "print('alive', os.waitpid(pid, 0)[1])\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, timeout=30, check=False)
+    assert res.returncode == 0 and res.stdout.strip() == b"alive 0", res

@@ -437,3 +437,17 @@ def test_an_ack_timeout_within_the_heartbeat_is_a_warning(tmp_path: Path) -> Non
     problems = check_file(path)
     assert [(p.key, p.severity) for p in problems] == [("sinks[0].ack_timeout", "warning")]
     assert "heartbeat" in problems[0].reason
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    ("1979-05-27T07:32:00Z", "got 1979-05-27T07:32:00+00:00"),
+    ("{ a = 1 }", "got a table"),
+    ("'C:\\path'", 'got "C:\\\\path"'),
+    ('"x\\"y\'z"', 'got "x\\"y\'z"'),
+])
+def test_values_are_shown_as_toml_writes_them(value: str, shown: str) -> None:
+    import tomllib
+
+    with pytest.raises(ConfigError) as info:
+        config.parse(tomllib.loads(f"[agent]\nlog_format = {value}\n"), env={})
+    assert str(info.value).endswith(shown), str(info.value)

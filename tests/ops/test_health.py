@@ -198,3 +198,22 @@ def test_sinks_that_differ_only_in_their_passwords_keep_labels_of_their_own() ->
     views = sink_views([("nats://u:one@h:4222/s", SinkQueue(10), None, False),
                         ("nats://u:two@h:4222/s", SinkQueue(10), None, False)], stats, {})
     assert [v.uri for v in views] == ["nats://u:***@h:4222/s", "nats://u:***@h:4222/s #2"]
+
+
+def test_a_generation_both_retiring_and_current_is_counted_once(tmp_path: Path) -> None:
+    """A reload's first steps: the old generation is retiring before the new one is current; a scrape then
+    must not count its queues twice (a counter that then went back)."""
+    from agent.app import Agent
+    from agent.config import parse
+    from agent.model import Event
+    from agent.signing.keys import SigningKey
+
+    cfg = parse({"agent": {"state_dir": str(tmp_path / "state")}, "probes": {
+        p: {"enabled": False} for p in ("cgroup", "lve", "mounts", "taskstats", "link")},
+        "sinks": [{"uri": f"file:{tmp_path / 'out.ndjson'}"}]}, env={})
+    agent = Agent(cfg, SigningKey.generate())
+    for i in range(3):
+        agent.gen.queues[0].put_nowait(Event(f"id{i}", "s", "t", i, b"{}"))
+    before = agent.view().sinks[0].enqueued
+    agent._retiring.append(agent.gen)  # what a reload does first
+    assert agent.view().sinks[0].enqueued == before == 3

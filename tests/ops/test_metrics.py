@@ -231,3 +231,19 @@ def test_a_password_in_a_uri_is_shown_nowhere(capsys: pytest.CaptureFixture[str]
         configure()
     err = capsys.readouterr().err
     assert "s3cr3t" not in err and "alice:***@127.0.0.1" in err
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("nats://alice:PW a8@127.0.0.1:4/ok", "nats://alice:***@127.0.0.1:4/ok"),  # a space in the password
+    ("'nats://u%20s:HUP 2@h:14222/ev.x': white space", "'nats://u%20s:***@h:14222/ev.x': white space"),
+    ("nats://tokenSECRET@127.0.0.1:4222/ev", "nats://***@127.0.0.1:4222/ev"),  # a token is the credential
+    ("expected nats://HOST:PORT/SUBJECT, got nats:/alice:PWb1@h:4/ok", "expected nats://HOST:PORT/SUBJECT, got "
+                                                                      "nats:/alice:***@h:4/ok"),
+    ("nats://u:p@ss@h:1/s", "nats://u:***@h:1/s"),
+    ("sink nats://127.0.0.1:4222/a.b: connected", "sink nats://127.0.0.1:4222/a.b: connected"),
+    ("file:/tmp/a@b", "file:/tmp/a@b"),
+])
+def test_no_credential_of_a_uri_is_shown(text: str, shown: str) -> None:
+    from agent.errors import redact
+
+    assert redact(text) == shown
