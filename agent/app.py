@@ -33,7 +33,8 @@ from .config import Config, ProbeConfig
 from .errors import AgentError
 from .generation import Counts, Generation, build_probe, build_sink, drain, host_id, stranded, time_left
 from .listeners import ListenerSet
-from .metrics import LatencySampler, MetricsServer, TimedStamper, build_registry, replace_server
+from .metrics import LatencySampler, TimedStamper, build_registry
+from .metrics_http import MetricsServer, replace_server
 from .model import Event, Reading
 from .pipeline import PipelineStats, ProbeRunner, SequenceStore, SinkQueue, SinkWorker
 from .pipeline.parallel import build_pipeline

@@ -11,7 +11,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.health import AgentView, ListenerView, SinkView
-from agent.metrics import LatencySampler, MetricsServer, TimedStamper, build_registry
+from agent.metrics import LatencySampler, TimedStamper, build_registry
+from agent.metrics_http import MetricsServer
 from agent.model import Reading
 from agent.pipeline import PipelineStats, SequenceStore, Stamper
 from agent.signing.event import verify_event

@@ -1,0 +1,232 @@
+"""The ``/metrics`` HTTP server: a small asyncio HTTP/1.x server in the agent's own event loop.
+
+A scrape reads the counters between two events, never halfway through one, and
+no thread shares them. Requests are size- and time-bounded; a peer's malformed
+request is logged once per peer; idle connections make room for requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import logging
+
+import anyio
+from anyio.abc import TaskStatus
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import CollectorRegistry
+
+from .logs import OncePerKey
+from .transport.uri import split_hostport
+
+__all__ = ["MetricsServer", "accepts_gzip", "replace_server"]
+
+log = logging.getLogger("hoststamp.metrics")
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+_INDEX = b"<html><body><h1>hoststamp</h1><p><a href=\"/metrics\">metrics</a></p></body></html>\n"
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding header takes gzip: named (any case) or as ``*``, with a q-value above 0."""
+    quality: dict[str, float] = {}
+    for item in header.split(","):
+        name, *params = (p.strip() for p in item.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if name:
+            quality[name.lower()] = q
+    q = quality.get("gzip", quality.get("x-gzip", quality.get("*", 0.0)))
+    return q > 0
+
+
+class MetricsServer:
+    """``GET /metrics`` (text or OpenMetrics, gzip when asked), ``GET /healthz``, on HOST:PORT."""
+
+    def __init__(self, listen: str, registry: CollectorRegistry, *, max_connections: int = 64,
+                 request_timeout: float = 10.0, max_request: int = 16384) -> None:
+        self.host, self.port = split_hostport(listen)
+        self.registry = registry
+        self.max_connections = max_connections
+        self.request_timeout = request_timeout
+        self.max_request = max_request
+        self.address: tuple[str, int] | None = None
+        self._server: asyncio.Server | None = None
+        self._closed = anyio.Event()
+        self._open = 0
+        #: connections that have not sent their whole request yet, oldest first: made room of when full
+        self._waiting: dict[asyncio.StreamWriter, None] = {}
+        self._bad = OncePerKey(log, max_keys=256)
+        self.scrapes = 0
+
+    @property
+    def url(self) -> str | None:
+        """``http://HOST:PORT/metrics`` once bound."""
+        if self.address is None:
+            return None
+        host = f"[{self.address[0]}]" if ":" in self.address[0] else self.address[0]
+        return f"http://{host}:{self.address[1]}/metrics"
+
+    async def start(self) -> tuple[str, int]:
+        """Bind and listen (an OSError, such as a port in use, propagates); returns the bound address."""
+        if self._server is None:
+            self._server = await asyncio.start_server(self._handle, self.host or None, self.port,
+                                                      limit=self.max_request, reuse_address=True)
+            sock = self._server.sockets[0].getsockname()
+            self.address = (str(sock[0]), int(sock[1]))
+            log.info("metrics on %s", self.url)
+        assert self.address is not None
+        return self.address
+
+    async def serve(self, *, task_status: TaskStatus[tuple[str, int]] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until :meth:`close` or cancelled (starting first if needed), then stop listening."""
+        task_status.started(await self.start())
+        try:
+            await self._closed.wait()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop listening (the address is free when this returns) and end :meth:`serve`."""
+        self._closed.set()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        self._open += 1
+        try:
+            if self._open > self.max_connections and not self._make_room():
+                await self._respond(writer, 503, b"too many connections\n")
+                return
+            async with asyncio.timeout(self.request_timeout):
+                self._waiting[writer] = None
+                try:
+                    head = await self._read_head(reader)
+                finally:
+                    self._waiting.pop(writer, None)
+                status, body, headers = self._route(head)
+                await self._respond(writer, status, body, headers, head_only=head.startswith(b"HEAD "))
+        except ValueError as exc:  # not an HTTP/1.x request line: say so, once per peer in the log
+            self._bad(host, "metrics: bad request from %s: %s", host, exc)
+            with contextlib.suppress(OSError):
+                await self._respond(writer, 400, b"bad request\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as exc:
+            self._bad(host, "metrics: bad request from %s: %s", host, type(exc).__name__)
+        except OSError:
+            pass  # the peer went away
+        finally:
+            self._open -= 1
+            writer.close()
+
+    def _make_room(self) -> bool:
+        """At the connection limit: close the connection that has waited longest without sending its request
+        (idle connections never keep a scrape or a health check out); False when every one is being answered."""
+        for writer in self._waiting:
+            del self._waiting[writer]
+            writer.close()
+            return True
+        return False
+
+    async def _read_head(self, reader: asyncio.StreamReader) -> bytes:
+        """The request line and headers, up to the empty line; lines may end in CRLF or LF alone (RFC 9112
+        section 2.2 lets a server take a bare LF)."""
+        lines: list[bytes] = []
+        size = 0
+        while True:
+            line = await reader.readuntil(b"\n")
+            size += len(line)
+            if size > self.max_request:
+                raise asyncio.LimitOverrunError("request head too large", size)
+            line = line.rstrip(b"\r\n")
+            if not line:
+                if lines:
+                    return b"\r\n".join(lines) + b"\r\n\r\n"
+                continue  # empty lines before a request line are ignored (RFC 9112 section 2.2)
+            lines.append(line)
+
+    def _route(self, head: bytes) -> tuple[int, bytes, dict[str, str]]:
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            raise ValueError(f"not an HTTP/1.x request line: {lines[0][:60]!r}")
+        method, target, _version = parts
+        hdrs = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                hdrs[name.strip().lower()] = value.strip()
+        if method not in ("GET", "HEAD"):
+            return 405, b"method not allowed\n", {"Allow": "GET, HEAD"}
+        if target.lower().startswith(("http://", "https://")):  # the absolute form (RFC 9112 section 3.2.2)
+            target = "/" + target.split("://", 1)[1].partition("/")[2]
+        path = target.split("?", 1)[0]
+        if path == "/metrics":
+            self.scrapes += 1
+            encoder, ctype = choose_encoder(hdrs.get("accept", ""))
+            body = encoder(self.registry)
+            extra = {"Content-Type": ctype}
+            if accepts_gzip(hdrs.get("accept-encoding", "")):
+                body = gzip.compress(body, compresslevel=1)
+                extra["Content-Encoding"] = "gzip"
+            return 200, body, extra
+        if path == "/healthz":
+            return 200, b"ok\n", {}
+        if path == "/":
+            return 200, _INDEX, {"Content-Type": "text/html; charset=utf-8"}
+        return 404, b"not found\n", {}
+
+    async def _respond(self, writer: asyncio.StreamWriter, status: int, body: bytes,
+                       headers: dict[str, str] | None = None, *, head_only: bool = False) -> None:
+        hdrs = {"Content-Type": "text/plain; charset=utf-8", **(headers or {}),
+                "Content-Length": str(len(body)), "Connection": "close"}
+        out = f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
+        writer.write(out.encode("latin-1") + b"\r\n" + (b"" if head_only else body))
+        await writer.drain()
+
+
+async def replace_server(old: MetricsServer | None, listen: str | None,
+                         registry: CollectorRegistry) -> tuple[MetricsServer | None, str | None]:
+    """A started server at ``listen`` in place of ``old`` (closed), or None for no address: ``(server, None)``.
+
+    If ``listen`` cannot be bound, ``(server, reason)``, where ``server`` serves where ``old`` did: ``old``
+    itself, or (when it had to free its port for a retry, as it may hold the same one) a new server started at
+    its address. The caller then keeps the running configuration.
+    """
+    if not listen:
+        if old is not None:
+            old.close()
+        return None, None
+    new = MetricsServer(listen, registry)
+    try:
+        await new.start()
+    except OSError as exc:
+        if old is None:
+            return None, f"metrics.listen: cannot listen on {listen}: {exc.strerror or exc}"
+        port = old.address[1] if old.address is not None else old.port  # the port it had (chosen, if 0)
+        before = f"[{old.host}]:{port}" if ":" in old.host else f"{old.host}:{port}"
+        old.close()
+        try:
+            await new.start()
+        except OSError as again:
+            reason = f"metrics.listen: cannot listen on {listen}: {again.strerror or again}"
+            back = MetricsServer(before, registry)
+            try:
+                await back.start()
+            except OSError as lost:
+                log.error("metrics: cannot listen on %s again either: %s; no metrics until the next reload",
+                          before, lost.strerror or lost)
+                return None, reason
+            return back, reason
+    if old is not None:
+        old.close()
+    return new, None
