@@ -54,6 +54,9 @@ async def handle_signals(stop: anyio.Event, reload: Callable[[], None], *,
                             "stops)", signal.Signals(signum).name)
                 continue
             if signum == signal.SIGHUP:
+                if stop.is_set():
+                    log.info("received SIGHUP while stopping: nothing is reloaded")
+                    continue
                 log.info("received SIGHUP, reloading")
                 reload()
                 continue

@@ -182,6 +182,8 @@ class NatsSink(Sink):
         self.backoff = Backoff(self.opts.backoff_initial, self.opts.backoff_max)
         self._retry_at = 0.0
         self._where = f"nats {self.endpoint.display}"
+        #: an event over the server's max_payload was logged: the later ones are counted, not logged
+        self._too_large_told = False
 
     # -- connection -------------------------------------------------------------------------------------------
 
@@ -284,8 +286,11 @@ class NatsSink(Sink):
                 # the server counts the headers too, and closes the connection on a message over its limit:
                 # the same event would then fail every retry and hold up every event behind it
                 if (size := wire_size(headers, payload)) > nc.max_payload:
-                    log.error("%s: event %s (%d bytes with its headers) exceeds the server's max_payload of %d; "
-                              "not sent", self._where, event.id, size, nc.max_payload)
+                    log.log(logging.DEBUG if self._too_large_told else logging.ERROR,
+                            "%s: event %s (%d bytes with its headers) exceeds the server's max_payload of %d; not "
+                            "sent (the next ones are counted in dropped.too_large, not logged)", self._where,
+                            event.id, size, nc.max_payload)
+                    self._too_large_told = True
                     self._left_out.append((event, "too_large"))
                     continue
                 reply, fut = inbox.expect()

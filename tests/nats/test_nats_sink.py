@@ -226,6 +226,33 @@ async def test_server_killed_and_restarted_mid_stream_loses_nothing(nats_server:
     assert rig.stats.sink(sink.uri).sent >= n
 
 
+async def test_events_larger_than_the_server_takes_are_logged_once(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    server = _started_server(tmp_path, "max_payload: 4096")
+    try:
+        maker = Rig([])
+        bigs = []
+        for i in range(3):
+            e = await maker.pipeline.submit(Reading(probe="cgroup", subject=f"/big{i}", output={"pad": "x" * 8000},
+                                                    inputs=(), probe_source="/"))
+            assert e is not None
+            bigs.append(e)
+        sink = sink_for(server, "big.x", create_stream="BIG")
+        await sink.open()
+        try:
+            with caplog.at_level(logging.DEBUG, logger="agent.sinks.nats"):
+                await sink.send(bigs)
+        finally:
+            await sink.aclose()
+        said = [r for r in caplog.records if "max_payload" in r.getMessage()]
+        assert [r.levelno for r in said] == [logging.ERROR, logging.DEBUG, logging.DEBUG]
+        assert [e for e, _ in sink.take_dropped()] == bigs
+    finally:
+        server.kill()
+
+
 async def test_an_event_larger_than_the_server_takes_is_dropped_and_counted_not_sent(tmp_path: Path) -> None:
     from agent.pipeline.queue import BatchReceipt
     server = _started_server(tmp_path, "max_payload: 4096")

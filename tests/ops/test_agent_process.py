@@ -603,3 +603,19 @@ def test_signals_while_the_agent_starts_are_ignored_not_fatal() -> None:
     res = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
                          capture_output=True, timeout=30, check=False)
     assert res.returncode == 0 and res.stdout.strip() == b"alive 0", res
+
+
+def test_a_sighup_while_stopping_reloads_nothing_and_says_so(workdir: Path) -> None:
+    cfg = workdir / "a.toml"
+    cfg.write_text(config_text([f"unix:{workdir / 'nobody.sock'}"], sink_keys="backoff_max = 0.2\n")
+                   .replace("drain_timeout = 5.0", "drain_timeout = 3.0"))
+    with AgentProcess(workdir, cfg) as a:
+        a.wait_ready()
+        wait_for(lambda: (a.status()["sinks"][0]["enqueued"] or 0) > 0, what="events for the down sink")
+        a.signal(signal.SIGTERM)
+        wait_for(lambda: "stopping" in a.log(), what="the SIGTERM taken")
+        a.signal(signal.SIGHUP)
+        wait_for(lambda: "received SIGHUP while stopping: nothing is reloaded" in a.log(), what="the SIGHUP said")
+        assert a.stop() == 0
+    assert "reloading" not in a.log()
+
