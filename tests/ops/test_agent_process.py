@@ -463,19 +463,27 @@ def test_reloads_while_the_sink_is_down_lose_none_of_its_events(workdir: Path) -
     assert numbers and all(sorted(set(ns)) == list(range(1, max(ns) + 1)) for ns in numbers.values()), numbers
 
 
+def _down_sink_config(workdir: Path, drain_timeout: float, extra: str = "") -> Path:
+    """The cgroup probe into a ``unix:`` sink nobody listens on (and ``extra``), with this drain_timeout."""
+    cfg = workdir / "a.toml"
+    cfg.write_text(config_text([f"unix:{workdir / 'nobody.sock'}"], sink_keys="backoff_max = 0.2\n", extra=extra)
+                   .replace("drain_timeout = 5.0", f"drain_timeout = {drain_timeout}"))
+    return cfg
+
+
+def _events_for_the_down_sink(a: AgentProcess) -> None:
+    a.wait_ready()
+    wait_for(lambda: (a.status()["sinks"][0]["enqueued"] or 0) > 5, what="events for the down sink")
+
+
 def test_sigterm_during_a_reload_stops_what_the_reload_started_at_once(workdir: Path) -> None:
     """A reload waits for its old sinks to drain (here a socket sink that is down). A SIGTERM meanwhile ends
     it by the shutdown's deadline: the new probes stop producing then, not once the reload would be done, and
     the reload is not reported done."""
-    cfg = workdir / "a.toml"
-    down = workdir / "nobody.sock"
     out = workdir / "out.ndjson"
-    cfg.write_text(config_text([f"unix:{down}"], sink_keys="backoff_max = 0.2\n",
-                               extra=f'[[sinks]]\nuri = "file:{out}"\n')
-                   .replace("drain_timeout = 5.0", "drain_timeout = 4.0"))
+    cfg = _down_sink_config(workdir, 4.0, f'[[sinks]]\nuri = "file:{out}"\n')
     with AgentProcess(workdir, cfg) as a:
-        a.wait_ready()
-        wait_for(lambda: (a.status()["sinks"][0]["enqueued"] or 0) > 5, what="events for the down sink")
+        _events_for_the_down_sink(a)
         a.signal(signal.SIGHUP)
         wait_for(lambda: "generation 1 -> 2" in a.log(), what="the reload under way")
         stopped_at = time.time()
@@ -606,12 +614,8 @@ def test_signals_while_the_agent_starts_are_ignored_not_fatal() -> None:
 
 
 def test_a_sighup_while_stopping_reloads_nothing_and_says_so(workdir: Path) -> None:
-    cfg = workdir / "a.toml"
-    cfg.write_text(config_text([f"unix:{workdir / 'nobody.sock'}"], sink_keys="backoff_max = 0.2\n")
-                   .replace("drain_timeout = 5.0", "drain_timeout = 3.0"))
-    with AgentProcess(workdir, cfg) as a:
-        a.wait_ready()
-        wait_for(lambda: (a.status()["sinks"][0]["enqueued"] or 0) > 0, what="events for the down sink")
+    with AgentProcess(workdir, _down_sink_config(workdir, 3.0)) as a:
+        _events_for_the_down_sink(a)
         a.signal(signal.SIGTERM)
         wait_for(lambda: "stopping" in a.log(), what="the SIGTERM taken")
         a.signal(signal.SIGHUP)
