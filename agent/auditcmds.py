@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import BinaryIO, Protocol
 
 import orjson
 
-from .errors import EXIT_FAIL, EXIT_OK, SigningError, UsageError
+from .errors import EXIT_FAIL, EXIT_OK, SigningError, UsageError, shown
 from .model import escape_text
 from .signing.keys import VerifyKey, load_verify_keys
 from .signing.ndjson import Problem, bounded_lines, verify_lines
@@ -76,16 +75,10 @@ def print_report(report: _Report, as_json: bool) -> int:
     return code
 
 
-#: what would break or reorder a line on a terminal or for a Unicode-aware reader besides the control characters
-#: (which escape_text takes): the line and paragraph separators, and the bidirectional formatting characters
-_LAYOUT = re.compile("[\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\u061c]")
-
-
 def printable(text: str) -> str:
     """``text`` as one line that shows what it holds: what an event holds (an id, a file name) cannot forge a
     line of the report, or reorder one."""
-    text = escape_text(text, attribute=True)
-    return _LAYOUT.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if _LAYOUT.search(text) else text
+    return shown(escape_text(text, attribute=True))
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

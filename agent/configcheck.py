@@ -23,6 +23,7 @@ from . import config as config_mod
 from . import schema
 from .errors import ConfigError, redact, shown
 from .receiver.server import HEARTBEAT
+from .transport.uri import SCHEMES
 
 __all__ = ["Problem", "check_document", "check_file"]
 
@@ -130,7 +131,7 @@ def check_document(doc: Mapping[str, Any], *, file: str | None = None,
     for i, table in enumerate(sinks if isinstance(sinks, list) else []):
         ack = table.get("ack_timeout") if isinstance(table, Mapping) else None
         if (isinstance(ack, (int, float)) and not isinstance(ack, bool) and 0 < ack <= HEARTBEAT
-                and str(table.get("uri", "")).split(":", 1)[0] in ("unix", "vsock", "fcvsock")):
+                and str(table.get("uri", "")).split(":", 1)[0] in SCHEMES):
             problems.append(Problem(file, f"sinks[{i}].ack_timeout", f"{ack:g} s is not longer than the "
                                     f"receiver's heartbeat ({HEARTBEAT:g} s): a downstream still making events "
                                     "durable may be taken for dead and sent everything again", "warning"))

@@ -83,14 +83,15 @@ _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u2
 
 
 def shown(name: str) -> str:
-    """A file or key name as one line that shows what it holds: control characters as ``\\xNN`` (a key may be
-    any TOML string, and a newline in it would forge a line of the report)."""
+    """A file or key name as one line that shows what it holds (a key may be any TOML string, and a newline in it
+    would forge a line of the report): control characters as ``\\xNN`` (``\\u00NN`` above ``\\x7f``, as
+    :func:`agent.model.escape_text` writes them), the line separators and bidirectional marks as ``\\uNNNN``."""
     return _UNPRINTABLE.sub(_escape, name) if _UNPRINTABLE.search(name) else name
 
 
 def _escape(m: re.Match[str]) -> str:
     code = ord(m.group())
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
 
 
 class ProbeError(AgentError):

@@ -101,16 +101,16 @@ class SocketSink(Sink):
     async def send(self, batch: Sequence[Event]) -> None:
         """Hand ``batch`` to the sender as the window (``max_unacked``) makes room, part by part; the worker
         retrying the same batch after a timeout goes on after the parts already taken."""
-        taken = self._taken if self._partial is batch else 0
-        self._partial, self._taken = batch, taken
+        if self._partial is not batch:
+            self._partial, self._taken = batch, 0
         try:
-            while self._taken < len(batch):
-                part = batch[self._taken : self._taken + self.sender.room]
-                await self.sender.put(part, timeout=self.options.send_timeout)
-                self._taken += len(part)
+            await self.sender.put_as_room_allows(batch[self._taken :], self.options.send_timeout, self._took)
         except TransportError as exc:
             raise SinkError(str(exc)) from None
         self._partial = None
+
+    def _took(self, n: int) -> None:
+        self._taken += n
 
     async def flush(self) -> None:
         try:

@@ -47,6 +47,10 @@ class SendReport:
     def ok(self) -> bool:
         return not self.problems and self.error is None and self.acked == self.sent
 
+    def took(self, n: int) -> None:
+        """``n`` more lines were taken by the sender."""
+        self.sent += n
+
 
 def _check_line(line: bytes) -> str | None:
     try:
@@ -146,11 +150,8 @@ async def send_ndjson(to: str | Dialer, stdin: BinaryIO, *, timeout: float | Non
                 else:
                     report.problems.append((lineno, problem))
             report.lines = lineno
-            while batch:  # as the window makes room: a receiver may ack only every so many frames
-                room = sender.room
-                part, batch = batch[:room], batch[room:]
-                await sender.put(part, timeout=timeout)
-                report.sent += len(part)
+            if batch:
+                await sender.put_as_room_allows(batch, timeout, report.took)
             if not chunk:
                 break
         await sender.drain(timeout=timeout)

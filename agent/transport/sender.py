@@ -110,11 +110,6 @@ class AckedSender(Generic[T]):
         """Items taken and not yet settled."""
         return len(self._outbox)
 
-    @property
-    def room(self) -> int:
-        """How many items :meth:`put` takes now without waiting (one at least: the one it then waits to take)."""
-        return max(1, self.max_unacked - len(self._outbox))
-
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"sender {self.name}")
@@ -144,6 +139,20 @@ class AckedSender(Generic[T]):
         if refused:
             self.stats.too_large += len(refused)
             self._settled([], refused)
+
+    async def put_as_room_allows(self, items: Sequence[T], timeout: float | None = None,
+                                 taken: Callable[[int], None] | None = None) -> None:
+        """:meth:`put` ``items`` a part at a time, each as large as the window (``max_unacked``) has room for
+        then, so that never more are unsettled and, whatever the batches, the window fills (a receiver may ack
+        only every so many frames); ``taken(n)`` is told of each part taken, so that a caller whose put timed
+        out can go on after what was taken."""
+        start = 0
+        while start < len(items):
+            part = items[start : start + max(1, self.max_unacked - len(self._outbox))]
+            await self.put(part, timeout=timeout)
+            start += len(part)
+            if taken is not None:
+                taken(len(part))
 
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until every item taken so far is settled; TransportError after ``timeout``."""
