@@ -133,6 +133,8 @@ class SinkQueue:
         self._closed = False
         #: drops by reason: ``queue_full`` (drop_newest), ``evicted`` (drop_oldest), ``closed``
         self.dropped: dict[str, int] = {}
+        #: events routed to this queue, those its policy dropped on arrival included (an evicted one was counted
+        #: when it came), so that ``enqueued`` = sent + dropped + queued + in the worker's hands
         self.enqueued = 0
         #: puts that had to wait for room (``block``)
         self.blocked = 0
@@ -141,7 +143,10 @@ class SinkQueue:
         return len(self._items)
 
     def _count(self, reason: str, receipt: Receipt | None, event: Event) -> None:
+        """A drop: the newcomer's (routed here all the same), or an evicted event's (counted when it came)."""
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        if reason != "evicted":
+            self.enqueued += 1
         if receipt is not None:
             receipt.drop(event)
 

@@ -87,6 +87,7 @@ async def test_full_spool_drop_newest_counts(tmp_path: Path) -> None:
     q = spooled(tmp_path, "drop_newest", max_bytes=8192)
     results = [await q.put(ev(i)) for i in range(1, 201)]
     assert results.count(False) == q.dropped["spool_full"] > 0
+    assert q.enqueued == 200 == len(q) + q.dropped["spool_full"]  # the dropped ones were routed here too
     assert q.spool.bytes <= 8192
     r = Receipt(1)
     assert not await q.put(ev(999), r) and await r.wait() is False

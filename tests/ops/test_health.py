@@ -97,10 +97,10 @@ def test_sink_views_merge_live_queues_and_retired_counts() -> None:
         for i in range(n):
             q.put_nowait(_event(i))
     old.close()
-    old.put_nowait(_event(9))  # counted as dropped: closed
+    old.put_nowait(_event(9))  # routed to the sink, and counted as dropped: closed
     (v,) = sink_views([("file:/a", old, None, True), ("file:/a", new, 128, False)], stats,
                       {"file:/a": QueueCounts(enqueued=100, blocked=7, dropped=Counter({"evicted": 4}))})
-    assert (v.depth, v.capacity, v.enqueued, v.spool_bytes, v.draining, v.blocked) == (5, 20, 105, 128, True, 7)
+    assert (v.depth, v.capacity, v.enqueued, v.spool_bytes, v.draining, v.blocked) == (5, 20, 106, 128, True, 7)
     assert v.dropped == {"closed": 1, "evicted": 4}
 
 

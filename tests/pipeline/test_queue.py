@@ -69,3 +69,17 @@ async def test_closed_queue_refuses_and_drains() -> None:
     assert await q.put(ev(2)) is False and q.dropped == {"closed": 1}
     assert len(await q.get_batch(5)) == 1
     assert await q.get_batch(5) == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("overflow", ["drop_newest", "drop_oldest"])
+async def test_every_event_routed_is_counted_enqueued_and_the_counts_add_up(overflow: str) -> None:
+    q = SinkQueue(3, overflow)  # type: ignore[arg-type]
+    await q.put_many([ev(i) for i in range(5)])
+    for i in range(5, 8):
+        await q.put(ev(i))
+    sent = len(await q.get_batch(2))
+    q.close()
+    await q.put(ev(99))  # after the close: routed here, dropped as closed
+    assert q.enqueued == 9
+    assert q.enqueued == sent + sum(q.dropped.values()) + len(q)
