@@ -156,9 +156,10 @@ class Counts:
     def sinks(self, gens: Sequence[Generation], stats: PipelineStats) -> tuple[health.SinkView, ...]:
         """Every sink URI of ``gens`` (the last one is current; earlier ones are draining)."""
         live = [
-            (ep.uri, q, _spool_bytes(ep.common.spool, q), g is not gens[-1])
+            (ep.uri, q, _spool_bytes(ep.common.spool, q), g is not gens[-1],
+             g.workers[i].holding if i < len(g.workers) else 0)
             for g in gens
-            for ep, q in zip(g.cfg.sinks, g.queues, strict=True)
+            for i, (ep, q) in enumerate(zip(g.cfg.sinks, g.queues, strict=True))
         ]
         return health.sink_views(live, stats, self.queues)
 

@@ -63,6 +63,8 @@ class SinkView:
     draining: bool = False
     #: times a producer waited for room (overflow ``block``): backpressure from this sink
     blocked: int = 0
+    #: events the sink's worker took from the queue and is still sending (retrying, while the sink is down)
+    in_hand: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +153,7 @@ def snapshot(view: AgentView, *, now: float | None = None, pid: int | None = Non
                 "uri": s.uri,
                 "healthy": s.stats.healthy,
                 "depth": s.depth,
+                "in_hand": s.in_hand,
                 "capacity": s.capacity,
                 "enqueued": s.enqueued,
                 "blocked": s.blocked,
@@ -300,21 +303,22 @@ class QueueCounts:
 
 
 def sink_views(
-    live: Iterable[tuple[str, SinkQueue, int | None, bool]],
+    live: Iterable[tuple[str, SinkQueue, int | None, bool, int]],
     stats: PipelineStats,
     retired: Mapping[str, QueueCounts],
 ) -> tuple[SinkView, ...]:
-    """One :class:`SinkView` per URI from ``(uri, queue, spool_bytes, draining)`` entries.
+    """One :class:`SinkView` per URI from ``(uri, queue, spool_bytes, draining, in_hand)`` entries.
 
     A URI may have two live queues while a reload drains the old one;
     ``retired`` holds the counts of queues already gone, so counters never go back.
     """
     acc: dict[str, tuple[QueueCounts, dict[str, Any]]] = {}
-    for uri, q, spool, draining in live:
+    for uri, q, spool, draining, in_hand in live:
         counts, a = acc.setdefault(uri, (QueueCounts(), {"depth": 0, "capacity": 0, "spool": None,
-                                                         "draining": False}))
+                                                         "draining": False, "in_hand": 0}))
         counts.add(q)
         a["depth"] += len(q)
+        a["in_hand"] += in_hand
         a["capacity"] = max(a["capacity"], q.maxsize)
         a["spool"] = spool if spool is not None else a["spool"]
         a["draining"] |= draining
@@ -329,7 +333,7 @@ def sink_views(
             label = f"{label} #{labels[label]}"
         out.append(SinkView(label, a["depth"], a["capacity"], counts.enqueued + old.enqueued,
                             dict(counts.dropped + old.dropped), stats.sink(uri), a["spool"], a["draining"],
-                            counts.blocked + old.blocked))
+                            counts.blocked + old.blocked, a["in_hand"]))
     return tuple(out)
 
 

@@ -184,6 +184,8 @@ class AgentCollector(Collector):
                      [((s.uri,), 1 if s.stats.healthy else 0) for s in sinks])
         yield _gauge("hoststamp_sink_queue_depth", "Events waiting in the sink's queue.", ("sink",),
                      [((s.uri,), s.depth) for s in sinks])
+        yield _gauge("hoststamp_sink_events_in_hand", "Events the sink's worker took from the queue and is still "
+                     "sending (retrying while the sink is down).", ("sink",), [((s.uri,), s.in_hand) for s in sinks])
         yield _gauge("hoststamp_sink_queue_capacity", "Size of the sink's queue.", ("sink",),
                      [((s.uri,), s.capacity) for s in sinks])
         yield _gauge("hoststamp_sink_spool_bytes", "Bytes in the sink's spool directory.", ("sink",),

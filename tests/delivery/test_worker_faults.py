@@ -323,3 +323,23 @@ async def test_a_cursor_that_cannot_be_written_holds_the_trim_and_is_written_onc
     again = Spool(tmp_path)
     assert again.report.pending == 0
     again.close()
+
+
+@pytest.mark.anyio
+async def test_the_batch_a_failing_sink_retries_is_counted_in_hand_and_the_counts_add_up() -> None:
+    from agent.pipeline import SinkQueue
+
+    q = SinkQueue(40, "drop_newest")
+    sink = Faulty(lambda: OSError("disk gone"), sends=FOREVER)
+    stats = PipelineStats().sink("f")
+    w = worker(sink, q, stats)  # type: ignore[arg-type]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(w.run)
+        await q.put_many([ev(i) for i in range(1, 61)])
+        await until(lambda: sink.tries >= 3)
+        assert w.holding == 16  # one batch, taken from the queue and retried
+        assert q.enqueued == 60 == stats.sent + sum(q.dropped.values()) + len(q) + w.holding
+        sink.bad_sends = 0
+        await until(lambda: w.holding == 0 and len(q) == 0)
+        assert q.enqueued == stats.sent + sum(q.dropped.values())
+        q.close()

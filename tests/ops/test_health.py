@@ -31,7 +31,7 @@ def _doc(**over: object) -> dict[str, object]:
     p = stats.probe("cgroup")
     p.runs, p.last_duration = 3, 0.002
     q = SinkQueue(100)
-    views = sink_views([("file:/a", q, None, False)], stats, {})
+    views = sink_views([("file:/a", q, None, False, 0)], stats, {})
     view = AgentView(pipeline=stats, probes=("cgroup", "link"), sinks=views, listeners=(), host_id="h",
                      keyid="k", config=None, started_at=100.0)
     doc = snapshot(view, now=200.0, pid=42)
@@ -98,10 +98,11 @@ def test_sink_views_merge_live_queues_and_retired_counts() -> None:
             q.put_nowait(_event(i))
     old.close()
     old.put_nowait(_event(9))  # routed to the sink, and counted as dropped: closed
-    (v,) = sink_views([("file:/a", old, None, True), ("file:/a", new, 128, False)], stats,
+    (v,) = sink_views([("file:/a", old, None, True, 2), ("file:/a", new, 128, False, 3)], stats,
                       {"file:/a": QueueCounts(enqueued=100, blocked=7, dropped=Counter({"evicted": 4}))})
     assert (v.depth, v.capacity, v.enqueued, v.spool_bytes, v.draining, v.blocked) == (5, 20, 106, 128, True, 7)
     assert v.dropped == {"closed": 1, "evicted": 4}
+    assert v.in_hand == 5  # both generations' workers' batches
 
 
 def test_listener_view_sums_receivers_and_keeps_the_retired_total() -> None:
@@ -195,8 +196,8 @@ async def test_spool_bytes_come_from_the_sinks_spool(tmp_path: Path) -> None:
 
 def test_sinks_that_differ_only_in_their_passwords_keep_labels_of_their_own() -> None:
     stats = PipelineStats()
-    views = sink_views([("nats://u:one@h:4222/s", SinkQueue(10), None, False),
-                        ("nats://u:two@h:4222/s", SinkQueue(10), None, False)], stats, {})
+    views = sink_views([("nats://u:one@h:4222/s", SinkQueue(10), None, False, 0),
+                        ("nats://u:two@h:4222/s", SinkQueue(10), None, False, 0)], stats, {})
     assert [v.uri for v in views] == ["nats://u:***@h:4222/s", "nats://u:***@h:4222/s #2"]
 
 
