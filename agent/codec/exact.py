@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import sys
 from typing import Any
 
 import orjson
@@ -104,11 +106,23 @@ def loads_wide(text: bytes | str, refused: orjson.JSONDecodeError) -> Any:
         value = json.loads(text, parse_float=_finite, parse_constant=_constant)
     except RecursionError:
         raise TooDeep("") from None
-    except ValueError:
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):  # the interpreter's bound on reading long integers
+            raise _too_many_digits(text) from None
         raise refused from None
     if _has_lone_surrogate(value):
         raise refused
     return value
+
+
+def _too_many_digits(text: bytes | str) -> orjson.JSONDecodeError:
+    """The refusal of an integer longer than the interpreter reads (``sys.get_int_max_str_digits``, 4300 by
+    default: reading one is quadratic in its length), where it starts."""
+    limit = sys.get_int_max_str_digits()
+    doc = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    m = re.search(r"[0-9]{%d,}" % (limit + 1), doc)
+    return orjson.JSONDecodeError(f"an integer of more than {limit} digits (at most {limit} are read)", doc,
+                                  m.start() if m else 0)
 
 
 def loads_exact(text: bytes | str) -> Any:

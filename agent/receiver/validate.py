@@ -175,8 +175,8 @@ def parse_event(frame: bytes, *, max_depth: int) -> dict[str, Any]:
             event = loads_wide(frame, exc)  # an integer beyond a double: kept exact
         except TooDeep:
             raise Rejected("depth", f"JSON nesting deeper than the parser goes, and than {max_depth}") from None
-        except orjson.JSONDecodeError:
-            raise Rejected("json", detail[:120]) from None
+        except orjson.JSONDecodeError as again:  # orjson's refusal, or why the integers could not be read
+            raise Rejected("json", str(again)[:120]) from None
     if not isinstance(event, dict):
         raise Rejected("json", "frame is not a JSON object")
     if _passes is not None and _passes(event, max_depth):  # the common case, natively: depth, attributes, floats

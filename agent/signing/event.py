@@ -90,6 +90,8 @@ def normalize_time(value: str) -> str:
 
 def _normalize(m: re.Match[str], value: str) -> str:
     y, mo, d, h, mi, s = (int(m.group(i)) for i in range(1, 7))
+    if y == 0:
+        raise VerifyError(f"time {value!r} is in year 0000; {_BEYOND}")
     try:
         t = datetime(y, mo, d, h, mi, min(s, 59), tzinfo=UTC)
     except ValueError:
@@ -98,8 +100,16 @@ def _normalize(m: re.Match[str], value: str) -> str:
         if int(m.group(10)) > 23 or int(m.group(11)) > 59:
             raise VerifyError(f"time {value!r} has an offset outside -23:59..+23:59")
         off = timedelta(hours=int(m.group(10)), minutes=int(m.group(11)))
-        t = t - off if m.group(9) == "+" else t + off
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            t = t - off if m.group(9) == "+" else t + off
+        except OverflowError:
+            raise VerifyError(f"time {value!r} falls outside years 0001 to 9999 in UTC; {_BEYOND}") from None
+    # not strftime: its %Y writes a year before 1000 with fewer than four digits here (glibc)
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}Z"
+
+
+#: why a time of year 0000, or one that is there or in year 10000 in UTC, cannot be signed
+_BEYOND = "the signature covers its UTC form, which has years 0001 to 9999 only"
 
 
 def attr_text(value: Any) -> str:

@@ -330,3 +330,14 @@ def test_nesting_too_deep_beside_a_huge_integer_is_a_depth_refusal() -> None:
     with pytest.raises(Rejected) as exc:
         parse_event(frame, max_depth=32)
     assert exc.value.reason == "depth"
+
+
+def test_an_integer_longer_than_python_reads_is_refused_for_what_it_is() -> None:
+    """4,300 digits are read exactly (Python's bound on reading an integer, whose cost is quadratic); one more is
+    refused saying so, not as an infinite double."""
+    head = b'{"specversion":"1.0","id":"a","source":"s","type":"t","data":{"n":'
+    assert parse_event(head + b"9" * 4300 + b"}}", max_depth=32)["data"]["n"] == 10**4300 - 1
+    with pytest.raises(Rejected) as exc:
+        parse_event(head + b"9" * 4301 + b"}}", max_depth=32)
+    assert exc.value.reason == "json" and "more than 4300 digits" in exc.value.detail
+    assert "infinity" not in exc.value.detail

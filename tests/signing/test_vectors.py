@@ -79,6 +79,8 @@ def test_cases_3_and_4_time_zones_normalize_alike() -> None:
         ("2020-01-01T00:30:00-01:00", "2020-01-01T01:30:00Z"),
         ("2020-01-01T00:30:00+01:00", "2019-12-31T23:30:00Z"),
         ("2020-01-01T00:30:00-23:59", "2020-01-02T00:29:00Z"),
+        ("0999-01-01T00:00:00Z", "0999-01-01T00:00:00Z"),  # four digits, as RFC 3339 writes years
+        ("0001-06-01T00:30:00.5+01:00", "0001-05-31T23:30:00Z"),
     ],
 )
 def test_normalize_time(given: str, expected: str) -> None:
@@ -90,6 +92,18 @@ def test_normalize_time(given: str, expected: str) -> None:
 def test_normalize_time_rejects(bad: str) -> None:
     with pytest.raises(VerifyError):
         normalize_time(bad)
+
+
+@pytest.mark.parametrize("beyond", ["0000-01-01T00:00:00Z", "0000-06-01T12:00:00+01:00", "9999-12-31T23:30:00-01:00",
+                                    "0001-01-01T00:30:00+01:00"])
+def test_a_time_whose_utc_form_has_no_four_digit_year_is_refused_saying_so(beyond: str) -> None:
+    """RFC 3339 has years 0000 to 9999; the normalized UTC form the signature covers can only be written for
+    0001 to 9999 (a time near either end may cross it with its offset)."""
+    with pytest.raises(VerifyError, match="years 0001 to 9999") as exc:
+        normalize_time(beyond)
+    assert "out of range" not in str(exc.value)
+    assert normalize_time("9999-12-31T23:30:00+01:00") == "9999-12-31T22:30:00Z"
+    assert normalize_time("0001-01-01T00:30:00-01:00") == "0001-01-01T01:30:00Z"
 
 
 def test_case8_spaces_in_signedextattrs_are_rejected(test_key: VerifyKey) -> None:
