@@ -79,6 +79,8 @@ class Receiver:
         self._connections: set[Connection] = set()
         #: shutting down: no connection is taken, nothing more is read (see :meth:`finish`)
         self._finishing = False
+        #: the accept under way in :meth:`serve`
+        self._accepting: asyncio.Future[ByteStream] | None = None
         #: frames handed on and not settled yet, of all connections, those that have ended included (a guest
         #: that hangs up leaves its frames to settle): at ``max_unsettled`` no connection is read further
         self.unsettled = 0
@@ -135,12 +137,23 @@ class Receiver:
         listener = self._listener
         try:
             while True:
+                accepting = self._accepting = asyncio.ensure_future(listener.accept())
                 try:
-                    stream = await listener.accept()
+                    stream = await accepting
                 except TransportError as exc:  # EMFILE and friends: wait, do not spin
                     log.warning("%s", exc)
                     await asyncio.sleep(0.5)
                     continue
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if not (accepting.cancelled() and self._finishing) or (task is not None and task.cancelling()):
+                        raise
+                    # shutting down (finish): the address goes now, so a new guest is refused at once and sends
+                    # to the next start, rather than waiting on a connection nobody reads
+                    await listener.aclose()
+                    await asyncio.Event().wait()  # until cancelled
+                finally:
+                    self._accepting = None
                 if self._finishing:  # shutting down: a new guest sends to the next start
                     await stream.aclose()
                     continue
@@ -156,10 +169,12 @@ class Receiver:
             await self.aclose()
 
     async def finish(self, timeout: float) -> None:
-        """Stop taking: no new connection, no connection read further. What the connections took settles and
+        """Stop taking: the listener closes (a new guest is refused), no connection is read further. What the connections took settles and
         is acknowledged (each connection then ends, as at its guest's end of input), for up to ``timeout``
         seconds; what is left then is cancelled by :meth:`aclose`, unacknowledged, and sent again."""
         self._finishing = True
+        if self._accepting is not None:
+            self._accepting.cancel()  # serve() closes the listener
         for c in list(self._connections):
             c.stop_reading()
         if self._conns:
