@@ -189,7 +189,9 @@ def _scan(base: int, path: Path, after: int, notes: _Notes) -> Segment | None:
         notes.quarantine(path, f"{first_problem} ({damage} bytes unreadable, {len(good)} records kept)", damage)
         if good:
             tmp = path.with_name(path.name + ".tmp")
-            with open(tmp, "wb") as f:
+            # mode 0600 like every segment: the records are whole signed events
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with open(fd, "wb") as f:
                 f.write(b"".join([wal.MAGIC, *(data[r.start : r.end] for r in good)]))
                 f.flush()
                 os.fsync(f.fileno())

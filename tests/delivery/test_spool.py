@@ -102,10 +102,15 @@ def test_damage_in_the_middle_keeps_the_records_after_it(tmp_path: Path) -> None
     at = len(wal.MAGIC) + 10 * wal.record_size(ev(1)) + 20
     data[at : at + 5] = b"\xff" * 5  # inside record 11
     seg.write_bytes(bytes(data))
-    again = Spool(tmp_path)
+    old_mask = os.umask(0o022)  # a usual umask, which would let a plain open() make the file readable by all
+    try:
+        again = Spool(tmp_path)
+    finally:
+        os.umask(old_mask)
     assert [e.sequence for e in again.read(100)] == [n for n in range(1, 31) if n != 11]
     assert again.report.corrupt_bytes == wal.record_size(ev(11)) and "CRC" in again.report.problems[0]
     assert again.report.damaged == 1
+    assert seg.stat().st_mode & 0o777 == 0o600  # the clean copy holds whole events: its owner's only
     again.close()
     third = Spool(tmp_path)  # the clean copy is clean
     assert third.report.clean and third.report.pending == 29
