@@ -118,6 +118,7 @@ class SinkWorker:
         #: whatever a send that only queued says
         self._troubled = False
         sink.on_trouble = self._trouble
+        sink.on_left_out = self._left_out_now
 
     async def _open(self) -> None:
         while not self._opened:
@@ -139,6 +140,21 @@ class SinkWorker:
         self.stats.send_errors += 1
         self.stats.healthy = False
         self.stats.last_error = error
+
+    def _left_out_now(self) -> None:
+        """The sink has events to report as left out or refused while what was sent before them still waits for
+        its confirmation (a downstream that refuses some events and holds others): they are counted as dropped
+        now, and a guest that sent one is told now, not at the next flush, which may be far off."""
+        left = self._left_out()
+        if not left or not self._unflushed:
+            return
+        waiting = []
+        for e, r in self._unflushed:
+            if (reason := _left_of(left, e)) is not None:
+                r.drop(e, self._undeliverable(reason))
+            else:
+                waiting.append((e, r))
+        self._unflushed = waiting
 
     def _failed(self, exc: Exception, action: str) -> None:
         self.stats.send_errors += 1

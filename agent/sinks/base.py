@@ -49,6 +49,9 @@ class Sink(ABC):
         #: connect, a broken connection), with what went wrong, and of its recovery (None), so that the sink's
         #: health and error count show it before a send or flush fails
         self.on_trouble: Callable[[str | None], None] | None = None
+        #: set by the sink's worker: called when :meth:`take_dropped` has something to hand over before the next
+        #: flush (a downstream's refusals, which come with its acks, while it holds earlier events)
+        self.on_left_out: Callable[[], None] | None = None
 
     def trouble(self, error: str | None) -> None:
         """Tell the worker of a failure retried in the background (``error``) or of the recovery (None)."""

@@ -94,6 +94,8 @@ class SocketSink(Sink):
         self._refused.extend(refused)
         if self.on_settled is not None:
             self.on_settled(done, refused)
+        if refused and self.on_left_out is not None:
+            self.on_left_out()  # counted and told now: what the downstream holds may keep the flush waiting
 
     async def open(self) -> None:
         self.sender.start()

@@ -115,3 +115,52 @@ def test_an_event_no_frame_can_carry_is_counted_once_however_often_its_batch_is_
     dropped, delivered, too_large = asyncio.run(main())
     assert dropped == {"too_large": 1} and too_large == 1
     assert delivered == ["a", "b"]
+
+
+def test_a_downstreams_refusals_are_counted_and_told_while_it_holds_earlier_events(tmp_path: Path) -> None:
+    """A downstream that refuses events 2 and 3 and holds event 1 (its own sink is down) acks nothing for a
+    while; its refusals are counted as dropped, and told to whoever sent those events, at once, not when event
+    1 is confirmed at last."""
+    from agent.codec.framing import LengthPrefixedDecoder, encode_frame
+    from agent.pipeline.queue import BatchReceipt
+    from agent.transport import Ack, encode_ack
+
+    path = tmp_path / "holding.sock"
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        srv = socket.socket(socket.AF_UNIX)
+        srv.bind(str(path))
+        srv.listen()
+        srv.setblocking(False)
+        sink = UnixSink(str(path), SocketOptions(ack_timeout=60, backoff_initial=0.01, backoff_max=0.05),
+                        SinkContext())
+        q = SinkQueue(100)
+        stats = PipelineStats().sink(sink.uri)
+        worker = asyncio.ensure_future(SinkWorker(sink, q, stats, flush_interval=0.01).run())
+        events = [Event(f"e{i}", "s", "t", i, b'{"n":%d}' % i) for i in (1, 2, 3)]
+        receipt = BatchReceipt(events, 1)
+        told: list[tuple[int, str]] = []
+        receipt.watch(lambda i, why: told.append((i, str(why))))
+        await q.put_many(events, receipt)
+        conn, _ = await loop.sock_accept(srv)
+        dec = LengthPrefixedDecoder(1 << 20)
+        frames: list[bytes] = []
+        while len(frames) < 3:
+            dec.feed(await loop.sock_recv(conn, 65536))
+            frames += dec.frames()
+        await loop.sock_sendall(conn, encode_frame(encode_ack(Ack(0, ((2, "dropped: full"), (3, "dropped: full"))))))
+        async with asyncio.timeout(10):
+            while len(told) < 2:
+                await asyncio.sleep(0.01)
+        assert [i for i, _ in told] == [1, 2] and "refused by sink unix:" in told[0][1]
+        assert q.dropped == {"refused": 2} and not receipt.future.done()  # event 1 is still held downstream
+        await loop.sock_sendall(conn, encode_frame(encode_ack(Ack(3))))
+        answers = await asyncio.wait_for(receipt.future, 10)
+        assert [a if a is True else str(a) for a in answers] == [True, told[0][1], told[1][1]]
+        q.close()
+        await asyncio.wait_for(worker, 10)
+        conn.close()
+        srv.close()
+
+    asyncio.run(main())
