@@ -123,9 +123,11 @@ def path_matches(path: str, globs: Sequence[str]) -> bool:
 
 
 def walk_cgroups(root: str, *, include: Sequence[str] = (), exclude: Sequence[str] = (),
-                 max_depth: int | None = None, limit: int | None = None,
+                 max_depth: int | None = None, limit: int | None = None, files: Sequence[str] = LEAF_FILES,
                  ) -> tuple[list[CgroupDir], list[tuple[str, str]]]:
-    """Leaves under ``root`` and the directories that vanished while walked.
+    """Leaves under ``root``, and what cannot be read as one, with why: directories that vanished while
+    walked, and symbolic links (cgroupfs holds none: one in a tree, where a child cgroup would be, is named
+    and never followed, nor its target looked at; one named like a file of ``files`` is the leaf's to report).
 
     A leaf is a cgroup with no child cgroup, or one at ``max_depth`` (the root
     is depth 0). ``exclude`` globs (matched against relative paths such as
@@ -148,10 +150,15 @@ def walk_cgroups(root: str, *, include: Sequence[str] = (), exclude: Sequence[st
             try:
                 with os.scandir(cg.dir) as it:
                     for entry in it:
-                        if not entry.is_dir(follow_symlinks=False):
+                        link = entry.is_symlink() and entry.name not in files
+                        if not link and not entry.is_dir(follow_symlinks=False):
                             continue
                         rel = f"{cg.path.rstrip('/')}/{entry.name}"
                         if exclude and path_matches(rel, exclude):
+                            continue
+                        if link:
+                            if not include or path_matches(rel, include):
+                                vanished.append((rel, f"{entry.path}: a symbolic link, not followed"))
                             continue
                         children.append(CgroupDir(rel, entry.path, entry.inode(), cg.depth + 1))
             except FileNotFoundError:
@@ -213,7 +220,8 @@ def scan_cgroups(root: str, *, include: Sequence[str] = (), exclude: Sequence[st
                  max_depth: int | None = None, limit: int | None = None,
                  names: Sequence[str] = LEAF_FILES) -> list[LeafScan]:
     """Walk ``root``, read and parse every leaf; one :class:`LeafScan` per leaf, sorted by path."""
-    leaves, vanished = walk_cgroups(root, include=include, exclude=exclude, max_depth=max_depth, limit=limit)
+    leaves, vanished = walk_cgroups(root, include=include, exclude=exclude, max_depth=max_depth, limit=limit,
+                                    files=names)
     out = [LeafScan(path, 0, (), None, reason) for path, reason in vanished]
     for cg in leaves:
         files: dict[str, str] = {}

@@ -74,6 +74,21 @@ def test_a_link_in_the_tree_is_not_followed_nor_its_target_quoted(tree: Path, tm
     assert sum(1 for r in got.values() if r.error) == 2  # with the fixture's broken.service
 
 
+def test_a_link_where_a_child_cgroup_would_be_is_an_error_reading_naming_it(tree: Path, tmp_path: Path) -> None:
+    """A link to a directory of cgroup files, in the tree or below a leaf, is named by an error reading of its
+    own and never followed (its target is not even looked at); the leaf above it is read as before."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "cpu.stat").write_text("usage_usec 777\n")
+    (tree / "linked.slice").symlink_to(elsewhere)
+    (tree / "system.slice/nginx.service/only").symlink_to(elsewhere)
+    got = collect(CgroupProbe(CgroupOptions(root=str(tree))))
+    for rel in ("/linked.slice", "/system.slice/nginx.service/only"):
+        assert got[rel].error == f"{tree}{rel}: a symbolic link, not followed" and got[rel].output == {}
+    assert got["/system.slice/nginx.service"].error is None  # still the leaf it was
+    assert all("777" not in str(r.data()) for r in got.values())
+
+
 def test_deltas_show_an_oom_kill_in_the_last_interval(tree: Path) -> None:
     probe = CgroupProbe(CgroupOptions(root=str(tree), include=("/system.slice/*",)))
     collect(probe)
