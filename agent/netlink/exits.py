@@ -6,7 +6,10 @@ task's ``struct taskstats`` (and its thread group's totals when the group ends
 with it). Records wait in a bounded buffer: when the consumer falls behind,
 the oldest are dropped and counted; when the kernel could not queue a record
 (``ENOBUFS`` on the socket) that is counted too. Either loss is reported once
-per episode as an :class:`Overrun` item, never silently. :meth:`ExitStream.stop`
+per episode as an :class:`Overrun` item, never silently: an episode ends when
+the consumer has caught up (the buffer is empty), or, while losses go on, every
+``report_every`` seconds, so that a sustained burst is one report a second
+rather than one each time the buffer fills again. :meth:`ExitStream.stop`
 deregisters the mask before closing the socket.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -26,7 +30,10 @@ from .nlsocket import NETLINK_GENERIC, NetlinkSocket
 from .structs import TaskStats
 from .taskstats import build_deregister, build_register, parse_taskstats
 
-__all__ = ["ExitRecord", "ExitStream", "Overrun", "possible_cpus"]
+__all__ = ["REPORT_EVERY", "ExitRecord", "ExitStream", "Overrun", "possible_cpus"]
+
+#: seconds between reports of losses while they go on (the consumer never catching up)
+REPORT_EVERY = 1.0
 
 
 #: a cpulist as the kernel writes it: ranges and single CPUs, comma-separated
@@ -68,7 +75,8 @@ class ExitStream:
     """
 
     def __init__(self, *, cpumask: str | None = None, buffer: int = 4096, rcvbuf: int = 8 << 20,
-                 cpu_possible: str | os.PathLike[str] = "/sys/devices/system/cpu/possible") -> None:
+                 cpu_possible: str | os.PathLike[str] = "/sys/devices/system/cpu/possible",
+                 report_every: float = REPORT_EVERY) -> None:
         if buffer < 1:
             raise ValueError("buffer must hold at least one record")
         self.cpumask = cpumask or possible_cpus(cpu_possible)
@@ -79,6 +87,10 @@ class ExitStream:
         self._family = 0
         self._ready = asyncio.Event()
         self._unreported = False
+        #: when the losses not reported yet began (time.monotonic()), and how often a report may come while
+        #: they go on
+        self._lost_since = 0.0
+        self.report_every = report_every
         #: records received, dropped from the buffer, and undecodable messages
         self.received = 0
         self.dropped = 0
@@ -135,7 +147,7 @@ class ExitStream:
     async def get(self) -> ExitRecord | Overrun | None:
         """The next item, waiting for one; ``None`` once stopped and drained."""
         while True:
-            if self._unreported:
+            if self._unreported and (not self.buffer or time.monotonic() - self._lost_since >= self.report_every):
                 self._unreported = False
                 return Overrun(kernel_overruns=self.overruns, dropped=self.dropped)
             if self.buffer:
@@ -147,8 +159,13 @@ class ExitStream:
 
     def _on_overrun(self) -> None:
         self.overruns += 1
-        self._unreported = True
+        self._lost()
         self._ready.set()
+
+    def _lost(self) -> None:
+        if not self._unreported:
+            self._unreported = True
+            self._lost_since = time.monotonic()
 
     def _on_message(self, msg: Message) -> None:
         if msg.type != self._family:
@@ -172,6 +189,6 @@ class ExitStream:
         if len(self.buffer) >= self.limit:
             self.buffer.popleft()
             self.dropped += 1
-            self._unreported = True
+            self._lost()
         self.buffer.append(ExitRecord(pid=pid, stats=stats, tgid=tgid, group=group))
         self._ready.set()

@@ -56,9 +56,31 @@ async def test_full_buffer_drops_oldest_and_reports_it_once() -> None:
         items = []
         while stream.buffer:  # get() returns at once while records wait, so nothing new arrives meanwhile
             items.append(await stream.get())
-    assert isinstance(items[0], Overrun)
-    assert items[0].dropped == stream.dropped == stream.received - 2
-    assert [type(i) for i in items[1:]] == [ExitRecord, ExitRecord]
+        items.append(await stream.get())  # caught up: the episode's report
+    assert [type(i) for i in items] == [ExitRecord, ExitRecord, Overrun]
+    assert items[-1].dropped == stream.dropped == stream.received - 2  # type: ignore[union-attr]
+
+
+async def test_losses_that_go_on_while_the_consumer_reads_are_one_report_not_one_each() -> None:
+    """The buffer fills again after every record the consumer takes (a burst of exits it cannot keep up with):
+    one report for the whole burst, once it has caught up, with the running totals."""
+    async with ExitStream(buffer=2, report_every=3600) as stream:
+        items: list[ExitRecord | Overrun] = []
+        for _ in range(20):
+            for _ in range(3):
+                p = await asyncio.create_subprocess_exec("true")
+                await p.wait()
+            async with asyncio.timeout(10):
+                while not stream.buffer:
+                    await asyncio.sleep(0.01)
+            item = await stream.get()
+            assert item is not None
+            items.append(item)
+        while stream.buffer:
+            items.append(await stream.get())  # type: ignore[arg-type]
+        items.append(await stream.get())  # type: ignore[arg-type]
+    overruns = [i for i in items if isinstance(i, Overrun)]
+    assert len(overruns) == 1 and items[-1] is overruns[0] and overruns[0].dropped == stream.dropped > 0
 
 
 async def test_kernel_overrun_is_counted_and_reported() -> None:
@@ -70,6 +92,8 @@ async def test_kernel_overrun_is_counted_and_reported() -> None:
         async with asyncio.timeout(10):
             while stream.overruns == 0:
                 await asyncio.sleep(0.01)
+        while stream.buffer:  # what was queued before the overrun
+            await stream.get()
         item = await stream.get()
     assert isinstance(item, Overrun) and item.kernel_overruns >= 1
 
