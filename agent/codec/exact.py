@@ -120,7 +120,7 @@ def _too_many_digits(text: bytes | str) -> orjson.JSONDecodeError:
     default: reading one is quadratic in its length), where it starts."""
     limit = sys.get_int_max_str_digits()
     doc = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-    m = re.search(r"[0-9]{%d,}" % (limit + 1), doc)
+    m = re.search(f"[0-9]{{{limit + 1},}}", doc)
     return orjson.JSONDecodeError(f"an integer of more than {limit} digits (at most {limit} are read)", doc,
                                   m.start() if m else 0)
 

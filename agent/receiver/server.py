@@ -169,9 +169,10 @@ class Receiver:
             await self.aclose()
 
     async def finish(self, timeout: float) -> None:
-        """Stop taking: the listener closes (a new guest is refused), no connection is read further. What the connections took settles and
-        is acknowledged (each connection then ends, as at its guest's end of input), for up to ``timeout``
-        seconds; what is left then is cancelled by :meth:`aclose`, unacknowledged, and sent again."""
+        """Stop taking: the listener closes (a new guest is refused), no connection is read further. What the
+        connections took settles and is acknowledged (each connection then ends, as at its guest's end of
+        input), for up to ``timeout`` seconds; what is left then is cancelled by :meth:`aclose`,
+        unacknowledged, and sent again."""
         self._finishing = True
         if self._accepting is not None:
             self._accepting.cancel()  # serve() closes the listener
