@@ -65,6 +65,9 @@ class SinkView:
     blocked: int = 0
     #: events the sink's worker took from the queue and is still sending (retrying, while the sink is down)
     in_hand: int = 0
+    #: the spool's bound in bytes (``spool_max_bytes``), when the sink has one: its backlog's bound, which
+    #: ``capacity`` (events in memory) is not
+    spool_capacity: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +166,7 @@ def snapshot(view: AgentView, *, now: float | None = None, pid: int | None = Non
                 "send_errors": s.stats.send_errors,
                 "last_error": s.stats.last_error,
                 "spool_bytes": s.spool_bytes,
+                "spool_capacity": s.spool_capacity,
                 "draining": s.draining,
             }
             for s in view.sinks
@@ -315,10 +319,13 @@ def sink_views(
     acc: dict[str, tuple[QueueCounts, dict[str, Any]]] = {}
     for uri, q, spool, draining, in_hand in live:
         counts, a = acc.setdefault(uri, (QueueCounts(), {"depth": 0, "capacity": 0, "spool": None,
-                                                         "draining": False, "in_hand": 0}))
+                                                         "draining": False, "in_hand": 0,
+                                                         "spool_capacity": None}))
         counts.add(q)
         a["depth"] += len(q)
         a["in_hand"] += in_hand
+        if isinstance(cap := getattr(getattr(q, "spool", None), "max_bytes", None), int):
+            a["spool_capacity"] = cap
         a["capacity"] = max(a["capacity"], q.maxsize)
         a["spool"] = spool if spool is not None else a["spool"]
         a["draining"] |= draining
@@ -333,7 +340,7 @@ def sink_views(
             label = f"{label} #{labels[label]}"
         out.append(SinkView(label, a["depth"], a["capacity"], counts.enqueued + old.enqueued,
                             dict(counts.dropped + old.dropped), stats.sink(uri), a["spool"], a["draining"],
-                            counts.blocked + old.blocked, a["in_hand"]))
+                            counts.blocked + old.blocked, a["in_hand"], a["spool_capacity"]))
     return tuple(out)
 
 

@@ -190,6 +190,8 @@ class AgentCollector(Collector):
                      [((s.uri,), s.capacity) for s in sinks])
         yield _gauge("hoststamp_sink_spool_bytes", "Bytes in the sink's spool directory.", ("sink",),
                      [((s.uri,), s.spool_bytes) for s in sinks if s.spool_bytes is not None])
+        yield _gauge("hoststamp_sink_spool_capacity_bytes", "The sink's spool_max_bytes: the bound of its backlog.",
+                     ("sink",), [((s.uri,), s.spool_capacity) for s in sinks if s.spool_capacity is not None])
 
     def _listeners(self, v: AgentView) -> Iterator[Metric]:
         ls = v.listeners

@@ -181,7 +181,8 @@ async def test_spool_bytes_come_from_the_sinks_spool(tmp_path: Path) -> None:
     from agent.generation import Counts, Generation
     from agent.pipeline.spoolqueue import queue_for
 
-    cfg = config.parse({"sinks": [{"uri": "file:x", "spool": str(tmp_path / "spool")}, {"uri": "file:y"}]}, env={})
+    cfg = config.parse({"sinks": [{"uri": "file:x", "spool": str(tmp_path / "spool"), "spool_max_bytes": 1 << 20},
+                                  {"uri": "file:y"}]}, env={})
     gen = Generation(1, cfg, queues=[queue_for(cfg.sinks[0].common), queue_for(cfg.sinks[1].common)])
     for i in range(5):
         await gen.queues[0].put(_event(i))
@@ -190,6 +191,7 @@ async def test_spool_bytes_come_from_the_sinks_spool(tmp_path: Path) -> None:
     spooled, plain = Counts().sinks([gen], PipelineStats())
     assert spooled.spool_bytes is not None and spooled.spool_bytes > 0 and spooled.depth == 5
     assert plain.spool_bytes is None
+    assert (spooled.spool_capacity, plain.spool_capacity) == (1 << 20, None)  # the backlog's bound, in bytes
     gen.queues[0].close()
     getattr(gen.queues[0], "spool").release()  # noqa: B009 - only a SpoolQueue has one
 

@@ -29,7 +29,7 @@ def _view(stats: PipelineStats) -> AgentView:
     return AgentView(
         pipeline=stats, probes=("cgroup",),
         sinks=(SinkView("file:/x", depth=7, capacity=100, enqueued=47, dropped={"queue_full": 3}, stats=sink_stats,
-                        spool_bytes=4096, in_hand=2),),
+                        spool_bytes=4096, in_hand=2, spool_capacity=1 << 20),),
         listeners=(ListenerView("unix:/run/in.sock", accepted=9, duplicates=1, connections=4, connections_open=2,
                                 rejected={"json": 5}),),
         host_id="h1", keyid="ab" * 32, config="/etc/x.toml", started_at=1000.0, generation=3,
@@ -62,6 +62,7 @@ def test_collector_exports_the_counters_read_at_scrape_time() -> None:
     assert s[("hoststamp_sink_events_dropped_total", (("reason", "evicted"), ("sink", "file:/x")))] == 0
     assert s[("hoststamp_sink_queue_depth", (("sink", "file:/x"),))] == 7
     assert s[("hoststamp_sink_events_in_hand", (("sink", "file:/x"),))] == 2
+    assert s[("hoststamp_sink_spool_capacity_bytes", (("sink", "file:/x"),))] == 1 << 20
     assert s[("hoststamp_sink_spool_bytes", (("sink", "file:/x"),))] == 4096
     assert s[("hoststamp_sink_up", (("sink", "file:/x"),))] == 0
     assert s[("hoststamp_receiver_connections_open", (("listener", "unix:/run/in.sock"),))] == 2
