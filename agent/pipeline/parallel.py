@@ -22,6 +22,7 @@ acknowledging it, so the sender sends it again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -47,7 +48,7 @@ log = logging.getLogger("hoststamp.pipeline")
 class Submission:
     """One ``submit_guests`` call: its answer, once each of its jobs is in the queues and taken."""
 
-    __slots__ = ("_watch", "future", "jobs_left", "parts")
+    __slots__ = ("_progress", "_settled", "_told", "_watch", "future", "jobs_left", "parts")
 
     def __init__(self, jobs: int) -> None:
         #: None when every event was taken, else each event's answer (True, False, or the refusing exception)
@@ -56,6 +57,36 @@ class Submission:
         #: per job, in order: (its results, its receipt)
         self.parts: list[tuple[list[Event | Exception], BatchReceipt]] = []
         self._watch: Callable[[int, Any], None] | None = None
+        #: told how many of the first events are settled (see :meth:`progress`); per job, its settled count
+        self._progress: Callable[[int], None] | None = None
+        self._settled: dict[int, int] = {}
+        self._told = 0
+
+    def progress(self, on_progress: Callable[[int], None]) -> None:
+        """As :meth:`.router.GuestBatch.progress`, over the jobs in order: told once each job's own first events
+        are settled, as far as every earlier job is settled whole."""
+        self._progress = on_progress
+        for i, (results, receipt) in enumerate(self.parts):
+            self._follow(i, results, receipt)
+
+    def _follow(self, i: int, results: list[Event | Exception], receipt: BatchReceipt) -> None:
+        GuestBatch(receipt, results).progress(functools.partial(self._job_progressed, i))
+        receipt.future.add_done_callback(
+            lambda f: None if f.cancelled() or f.exception() is not None else self._job_progressed(i, len(results)))
+
+    def _job_progressed(self, i: int, settled: int) -> None:
+        if self._progress is None or self.future.done():
+            return
+        self._settled[i] = max(settled, self._settled.get(i, 0))
+        total = 0
+        for j, (results, _receipt) in enumerate(self.parts):
+            got = self._settled.get(j, 0)
+            total += got
+            if got < len(results):
+                break
+        if total > self._told:
+            self._told = total
+            self._progress(total)
 
     def watch(self, on_refusal: Callable[[int, Any], None]) -> None:
         """As :meth:`.router.GuestBatch.watch`: told of each job once it is signed and in the queues."""
@@ -70,6 +101,8 @@ class Submission:
         if self._watch is not None:
             GuestBatch(receipt, results).watch(self._watch, sum(len(r) for r, _ in self.parts))
         self.parts.append((results, receipt))
+        if self._progress is not None:
+            self._follow(len(self.parts) - 1, results, receipt)
 
     async def wait(self) -> bool:
         """True when every event was taken (the answer of a single event)."""
@@ -109,8 +142,10 @@ class ParallelPipeline(OffloadPipeline[Job]):
     # --- submitting -------------------------------------------------------------------------------------------
 
     async def submit_guests(self, events: Sequence[Mapping[str, Any]], hostpeer: str,
-                            frames: Sequence[bytes] | None = None) -> Submission:
-        """Number the events, send them to the workers; the answer completes once the sinks took them."""
+                            frames: Sequence[bytes] | None = None,
+                            on_answer: Callable[[Any], None] | None = None) -> Submission:
+        """Number the events, send them to the workers; the answer completes once the sinks took them
+        (``on_answer``: as :meth:`.router.Pipeline.submit_guests`)."""
         await self._wait_for_room()
         if not self.signers.workers:
             await self.signers.start()
@@ -123,6 +158,8 @@ class ParallelPipeline(OffloadPipeline[Job]):
         n = len(events)
         step = self.batch_max
         sub = Submission((n + step - 1) // step or 1)
+        if on_answer is not None:
+            on_answer(sub)
         if n == 0:
             sub.jobs_left = 0
             sub.future.set_result(None)
@@ -187,9 +224,9 @@ class ParallelPipeline(OffloadPipeline[Job]):
         self.stats.signed += len(signed)
         self.stats.rejected += len(results) - len(signed)
         receipt = BatchReceipt(signed, len(job.queues))
+        sub._part(results, receipt)  # before the puts, which a full queue may hold back: watched from the start
         for q in job.queues:
             await q.put_many(signed, receipt)
-        sub._part(results, receipt)
         sub.jobs_left -= 1
         if sub.jobs_left == 0 and not sub.future.done():
             self._answer(sub)

@@ -45,7 +45,8 @@ class Receipt:
     def _result(self) -> Any:
         return not self.dropped
 
-    def done_one(self) -> None:
+    def done_one(self, event: Event | None = None) -> None:
+        """One sink has taken ``event`` for good (or dropped it); a :class:`BatchReceipt` is told which."""
         self._pending -= 1
         if self._pending <= 0 and not self._future.done():
             self._future.set_result(self._result())
@@ -53,7 +54,7 @@ class Receipt:
     def drop(self, event: Event | None = None, why: Any = False) -> None:
         """One sink will not take ``event`` (``why``: see :meth:`BatchReceipt.drop`)."""
         self.dropped = True
-        self.done_one()
+        self.done_one(event)
 
     def fail(self, exc: BaseException) -> None:
         """A sink stopped without confirming the event, which may or may not have reached it: not taken, not
@@ -74,10 +75,16 @@ class BatchReceipt(Receipt):
     least one sink).
     """
 
-    __slots__ = ("_dropped_ids", "_index", "_watch", "events")
+    __slots__ = ("_dropped_ids", "_index", "_left", "_on_progress", "_settled", "_sinks", "_watch", "events")
 
     def __init__(self, events: Sequence[Event], sinks: int) -> None:
         self.events = events
+        self._sinks = sinks
+        #: told of how many of the first events every sink has settled (taken for good or dropped), as that
+        #: grows (see :meth:`progress`); per event, the sinks still to settle it, and that count of the first
+        self._on_progress: Callable[[int], None] | None = None
+        self._left: list[int] | None = None
+        self._settled = 0
         #: id(event) -> why it was dropped: False (an overflow policy) or an :class:`~agent.errors.Undeliverable`
         self._dropped_ids: dict[int, Any] = {}
         #: told of each event a sink drops, and why, as it happens (see :meth:`watch`)
@@ -97,6 +104,57 @@ class BatchReceipt(Receipt):
             self._index = {id(e): i for i, e in enumerate(self.events)}
         return self._index[event_id]
 
+    def progress(self, on_progress: Callable[[int], None]) -> None:
+        """Have ``on_progress(n)`` called whenever more of the first events are settled by every sink (taken for
+        good, or dropped: a drop is told to :meth:`watch` first), ``n`` of them now (at once when some are
+        already), so that a sender can be acknowledged for those while later ones still wait (a full spool
+        holding the rest back). The future completes as before."""
+        self._on_progress = on_progress
+        if 0 < self._settled < len(self.events) and not self._future.done():
+            on_progress(self._settled)
+
+    def done_one(self, event: Event | None = None) -> None:
+        n = self._settled
+        if event is None:  # a settlement that does not say which event: the first ones cannot be told apart
+            self._settled = -1
+        elif n >= 0:
+            events = self.events
+            if self._left is None and self._sinks == 1 and n < len(events) and events[n] is event:
+                n += 1  # the common case: one sink, settling in order; nothing else to keep
+            else:
+                n = self._settle_out_of_order(event, n)
+                if n < 0:
+                    super().done_one(event)
+                    return
+            if n != self._settled:
+                self._settled = n
+                super().done_one(event)
+                if self._on_progress is not None and n < len(events) and not self._future.done():
+                    try:
+                        self._on_progress(n)
+                    except Exception:  # a watcher's failure must not fail the sink that settled the event
+                        log.exception("telling of settled events failed")
+                return
+        super().done_one(event)
+
+    def _settle_out_of_order(self, event: Event, n: int) -> int:
+        """Count ``event`` settled by one more sink; how many of the first events are settled now (-1: ``event``
+        is not one of this batch's, and nothing more can be told before the batch completes)."""
+        events = self.events
+        left = self._left
+        if left is None:  # the first n are settled by every sink
+            left = self._left = [0] * n + [self._sinks] * (len(events) - n)
+        if self._index is None:
+            self._index = {id(e): i for i, e in enumerate(events)}
+        i = self._index.get(id(event), -1)
+        if i < 0:
+            self._settled = -1
+            return -1
+        left[i] -= 1
+        while n < len(left) and left[n] <= 0:
+            n += 1
+        return n
+
     def watch(self, on_drop: Callable[[int, Any], None]) -> None:
         """Have ``on_drop(i, why)`` called as soon as a sink drops ``events[i]`` (once per event, before the batch
         completes; at once for those dropped already), so a sender can be told while the rest still waits."""
@@ -110,12 +168,12 @@ class BatchReceipt(Receipt):
         first = event is not None and id(event) not in self._dropped_ids
         if first:
             self._dropped_ids[id(event)] = why
-        super().drop(event)
-        if first and self._watch is not None:
+        if first and self._watch is not None:  # told before the drop counts as settled (see progress)
             try:
                 self._watch(self._position(id(event)), why)
             except Exception:  # a watcher's failure must not fail the put that dropped the event
                 log.exception("telling of a dropped event failed")
+        super().drop(event)
 
 
 class SinkQueue:

@@ -72,6 +72,18 @@ class GuestBatch:
         self.receipt.watch(lambda j, why: on_refusal(signed_at[j], why))
 
 
+    def progress(self, on_progress: Callable[[int], None], offset: int = 0) -> None:
+        """Have ``on_progress(n)`` called as more of the batch's first events are settled by every sink (see
+        :meth:`BatchReceipt.progress`): ``n`` counted in the batch from ``offset``, the events the host could
+        not stamp among them (told to :meth:`watch` already)."""
+        results = self.results
+        if results is None:
+            self.receipt.progress(lambda k: on_progress(offset + k))
+            return
+        signed_at = [i for i, r in enumerate(results) if not isinstance(r, Exception)]
+        self.receipt.progress(lambda k: on_progress(offset + signed_at[k]))  # k < len: the last completes it
+
+
 def _merge(taken: list[Any] | None, results: Sequence[Event | Exception]) -> list[Any]:
     """The sinks' answer for the signed events, with the stamping errors put back in their places."""
     signed = iter(taken or ())
@@ -117,27 +129,35 @@ class Pipeline:
         return receipt
 
     async def submit_guests(self, events: Sequence[Mapping[str, Any]], hostpeer: str,
-                            frames: Sequence[bytes] | None = None) -> GuestAnswer:
+                            frames: Sequence[bytes] | None = None,
+                            on_answer: Callable[[Any], None] | None = None) -> GuestAnswer:
         """Stamp a batch of one peer's events and enqueue them in order.
 
         The event dicts become the pipeline's (they are changed in place). ``frames`` (the events as
-        received) is for pipelines that stamp elsewhere; this one has the events.
+        received) is for pipelines that stamp elsewhere; this one has the events. ``on_answer`` is given the
+        answer before the events go into the queues (a full queue may hold them back), so that a caller can
+        watch it from the start (:meth:`GuestBatch.watch`, :meth:`GuestBatch.progress`).
         """
         results = self.stamper.stamp_guests(events, hostpeer, owned=True)
-        return await self._enqueue_guests(results)
+        return await self._enqueue_guests(results, on_answer=on_answer)
 
     async def _enqueue_guests(self, results: Sequence[Event | Exception],
-                              queues: Sequence[SinkQueue] | None = None) -> GuestBatch:
-        """Put the signed ones of ``results`` into ``queues`` (default: the pipeline's, as they are now)."""
+                              queues: Sequence[SinkQueue] | None = None,
+                              on_answer: Callable[[GuestBatch], None] | None = None) -> GuestBatch:
+        """Put the signed ones of ``results`` into ``queues`` (default: the pipeline's, as they are now);
+        ``on_answer`` gets the answer first."""
         queues = self.queues if queues is None else queues
         signed = [r for r in results if not isinstance(r, Exception)]
         refused = len(results) - len(signed)
         self.stats.signed += len(signed)
         self.stats.rejected += refused
         receipt = BatchReceipt(signed, len(queues))
+        answer = GuestBatch(receipt, results if refused else None)
+        if on_answer is not None:
+            on_answer(answer)
         for q in queues:
             await q.put_many(signed, receipt)
-        return GuestBatch(receipt, results if refused else None)
+        return answer
 
     # pipelines that sign elsewhere (threads, processes) override these; this one has nothing in flight
 

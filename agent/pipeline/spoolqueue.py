@@ -38,8 +38,8 @@ __all__ = ["SpoolQueue", "queue_for"]
 
 log = logging.getLogger("hoststamp.spool")
 
-#: (write generation the waiter needs synced, receipt or future)
-_Waiter = tuple[int, "Receipt | asyncio.Future[None]"]
+#: (write generation the waiter needs synced, receipt or future, the event a receipt waits for)
+_Waiter = tuple[int, "Receipt | asyncio.Future[None]", Event | None]
 
 
 class SpoolQueue(SinkQueue):
@@ -128,7 +128,7 @@ class SpoolQueue(SinkQueue):
             return False
         if self.spool.fsync == "always":
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append((self._gen + 1, fut))
+            self._waiters.append((self._gen + 1, fut, None))
             await fut
         return True
 
@@ -141,7 +141,7 @@ class SpoolQueue(SinkQueue):
             offered = self._offer(event, receipt, size) or offered
         if offered and self.spool.fsync == "always":
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append((self._gen + 1, fut))
+            self._waiters.append((self._gen + 1, fut, None))
             await fut
 
     def _append(self, event: Event, size: int, receipt: Receipt | None) -> None:
@@ -149,7 +149,7 @@ class SpoolQueue(SinkQueue):
         self._wbuf_bytes += size
         self.enqueued += 1
         if receipt is not None:
-            self._waiters.append((self._gen + 1, receipt))
+            self._waiters.append((self._gen + 1, receipt, event))
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._write_out)
@@ -215,11 +215,11 @@ class SpoolQueue(SinkQueue):
 
     def _release(self) -> None:
         keep: list[_Waiter] = []
-        for gen, w in self._waiters:
+        for gen, w, event in self._waiters:
             if gen > self._synced_gen:
-                keep.append((gen, w))
+                keep.append((gen, w, event))
             elif isinstance(w, Receipt):
-                w.done_one()
+                w.done_one(event)
             elif not w.done():
                 w.set_result(None)
         self._waiters = keep

@@ -46,6 +46,7 @@ from .stats import PipelineStats
 
 if TYPE_CHECKING:
     from .._native.edsign import SignPool
+    from .router import GuestBatch
 
 __all__ = ["SIGN_NICE", "ThreadedPipeline"]
 
@@ -62,7 +63,7 @@ def _settle(dst: asyncio.Future[Any], src: asyncio.Future[Any]) -> None:
 class _Batch:
     """One ``submit_guests`` call between the loop and a signing thread."""
 
-    __slots__ = ("_watch", "future", "prepared", "queues", "signing", "size")
+    __slots__ = ("_progress", "_watch", "future", "prepared", "queues", "signing", "size")
 
     def __init__(self, prepared: Prepared, signing: asyncio.Future[list[bytes]] | None,
                  queues: list[SinkQueue]) -> None:
@@ -75,10 +76,22 @@ class _Batch:
         #: the answer (see :class:`~.router.GuestBatch`): settles once the sinks took the batch
         self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._watch: Callable[[int, Any], None] | None = None
+        self._progress: Callable[[int], None] | None = None
 
     def watch(self, on_refusal: Callable[[int, Any], None]) -> None:
         """As :meth:`.router.GuestBatch.watch`: told once the batch is signed and in the queues."""
         self._watch = on_refusal
+
+    def progress(self, on_progress: Callable[[int], None]) -> None:
+        """As :meth:`.router.GuestBatch.progress`: told once the batch is signed and in the queues."""
+        self._progress = on_progress
+
+    def follow(self, answer: GuestBatch) -> None:
+        """Hand what watches this batch on to the queues' answer, before the events go in."""
+        if self._watch is not None:
+            answer.watch(self._watch)
+        if self._progress is not None:
+            answer.progress(self._progress)
 
     async def wait(self) -> bool:
         """True when every event was taken (the answer of a single event)."""
@@ -150,9 +163,11 @@ class ThreadedPipeline(OffloadPipeline[_Batch]):
         return fut
 
     async def submit_guests(self, events: Sequence[Mapping[str, Any]], hostpeer: str,
-                            frames: Sequence[bytes] | None = None) -> _Batch:
+                            frames: Sequence[bytes] | None = None,
+                            on_answer: Callable[[Any], None] | None = None) -> _Batch:
         """Stamp the batch up to its signatures, have a thread sign it; the answer settles once the sinks took
-        it. The event dicts become the pipeline's (they are changed in place)."""
+        it. The event dicts become the pipeline's (they are changed in place). ``on_answer``: as
+        :meth:`.router.Pipeline.submit_guests`."""
         await self._wait_for_room()
         self._open()
         prepared = prepare_guests(self.stamper, events, hostpeer, owned=True)
@@ -161,6 +176,8 @@ class ThreadedPipeline(OffloadPipeline[_Batch]):
         except (MemoryError, ValueError) as exc:  # no memory for the job; the pool closed under us
             raise SinkError(f"cannot sign the batch: {exc}") from exc
         batch = _Batch(prepared, signing, self.queues)
+        if on_answer is not None:
+            on_answer(batch)
         self._push(batch)
         return batch
 
@@ -177,9 +194,7 @@ class ThreadedPipeline(OffloadPipeline[_Batch]):
             log.error("signing a batch of %d guest events failed: %s", batch.size, exc)
             self._fail(batch, SinkError(f"signing failed: {exc}"))
             return
-        answer = await self._enqueue_guests(results, batch.queues)
-        if batch._watch is not None:
-            answer.watch(batch._watch)
+        answer = await self._enqueue_guests(results, batch.queues, on_answer=batch.follow)
         answer.future.add_done_callback(functools.partial(_settle, batch.future))
 
     def _fail(self, batch: _Batch, exc: SinkError) -> None:

@@ -370,7 +370,7 @@ class SinkWorker:
             if left and (reason := _left_of(left, e)) is not None:
                 r.drop(e, self._undeliverable(reason))
             else:
-                r.done_one()
+                r.done_one(e)
 
 
 def _left_of(left: dict[int, tuple[Event, str]], event: Event) -> str | None:

@@ -66,6 +66,11 @@ class Connection:
         self.many: Callable[..., asyncio.Future[Any]] | None = getattr(rx.deliver, "many", None)
         #: whether ``many`` tells of events it will not take before the batch completes (``on_refusal``)
         self.told = self.many is not None and getattr(rx.deliver, "tells_refusals", False)
+        #: and how many of a batch's first events are settled before it completes (``on_progress``)
+        self.progressing = self.told and getattr(rx.deliver, "tells_progress", False)
+        #: per batch still pending, how many of its first events are settled; and what wakes the settler then
+        self._prefix: dict[asyncio.Future[Any], int] = {}
+        self._nudge: asyncio.Future[None] | None = None
         #: per batch still pending, whose refusals may come early: (position, count, first frame) of each run of
         #: its frames
         self._runs: dict[asyncio.Future[Any], list[tuple[int, int, int]]] = {}
@@ -271,7 +276,11 @@ class Connection:
             try:
                 if self.told:
                     box: list[asyncio.Future[Any]] = []
-                    batch = many(events, self.peer, raw, functools.partial(self._told, box))
+                    if self.progressing:
+                        batch = many(events, self.peer, raw, functools.partial(self._told, box),
+                                     functools.partial(self._progressed, box))
+                    else:
+                        batch = many(events, self.peer, raw, functools.partial(self._told, box))
                     box.append(batch)
                     self._runs[batch] = []
                     batch.add_done_callback(self._forget_runs)
@@ -323,6 +332,15 @@ class Connection:
 
     def _forget_runs(self, fut: asyncio.Future[Any]) -> None:
         self._runs.pop(fut, None)  # settled now: what is left to report comes with the answer
+        self._prefix.pop(fut, None)
+
+    def _progressed(self, box: list[asyncio.Future[Any]], settled: int) -> None:
+        """The first ``settled`` events of the batch in ``box`` are settled (what of them was refused has been
+        told to :meth:`_told`): their frames may be acked while the rest of the batch still waits."""
+        if box and not box[0].done():
+            self._prefix[box[0]] = settled
+            if self._nudge is not None and not self._nudge.done():
+                self._nudge.set_result(None)
 
     def _told(self, box: list[asyncio.Future[Any]], pos: int, answer: Any) -> None:
         """The delivery of the batch in ``box`` will not take its event ``pos``: refuse its frames now, while
@@ -371,7 +389,20 @@ class Connection:
             fut, pos, count = inflight[0]
             first = self.settled + 1
             if fut is not None:
+                # part of the batch may be settled already: its first frames are acked now
+                if not fut.done() and pos >= 0 and (ahead := self._prefix.get(fut, 0) - pos) > 0:
+                    k = min(count, ahead)
+                    if k < count:
+                        inflight[0] = (fut, pos + k, count - k)
+                    else:
+                        inflight.popleft()
+                    self._count_settled(first, k)
+                    continue
                 if not fut.done():
+                    if fut in self._runs:  # progress may come before the batch completes
+                        nudge = self._nudge = asyncio.get_running_loop().create_future()
+                        await asyncio.wait((fut, nudge), return_when=asyncio.FIRST_COMPLETED)
+                        continue
                     await asyncio.wait((fut,))
                 if fut.cancelled() or not (fut.exception() is None or isinstance(fut.exception(), Rejected)):
                     failure = "cancelled" if fut.cancelled() else str(fut.exception())
@@ -382,21 +413,30 @@ class Connection:
                         if (said := refusal(fut, pos + k if pos >= 0 else -1)) is not None:
                             self._refuse(first + k, *said)
             inflight.popleft()
-            if self.reported:
-                for k in range(count):
-                    self.reported.discard(first + k)
-            self.settled += count
-            self.dirty.set()
-            self.room.set()
+            self._count_settled(first, count)
+
+    def _count_settled(self, first: int, count: int) -> None:
+        """Frames ``first`` .. ``first + count - 1`` are settled (those refused among them reported already)."""
+        if self.reported:
+            for k in range(count):
+                self.reported.discard(first + k)
+        self.settled += count
+        self.dirty.set()
+        self.room.set()
 
     async def _send_ack(self) -> None:
         self.dirty.clear()
         rejected, self.rejected = self.rejected, []
         self.room.set()
         count = self.settled
-        frames = [encode_frame(encode_ack(Ack(count, tuple(rejected[i : i + MAX_REJECTED]))))
-                  for i in range(0, len(rejected), MAX_REJECTED)] or [encode_frame(encode_ack(Ack(count)))]
-        await self.stream.send(b"".join(frames))
+        frames = []
+        for i in range(0, len(rejected), MAX_REJECTED):
+            # an ack frame's count stops short of a refused frame that only a later ack frame reports: the guest
+            # takes what a count covers and no refusal named as delivered
+            later = rejected[i + MAX_REJECTED :]
+            upto = min(count, min(n for n, _r in later) - 1) if later else count
+            frames.append(encode_frame(encode_ack(Ack(upto, tuple(rejected[i : i + MAX_REJECTED])))))
+        await self.stream.send(b"".join(frames or [encode_frame(encode_ack(Ack(count)))]))
 
     async def _ack(self) -> None:
         """Send acks as frames settle; while frames wait on the pipeline (or, unread, for room in it), repeat the

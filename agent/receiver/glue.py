@@ -30,11 +30,14 @@ log = logging.getLogger("agent.receiver")
 
 #: told of a batch's event ``i`` that is not taken, and why: False (a queue dropped it) or the refusing exception
 Refused = Callable[[int, Any], None]
+#: told that the first ``n`` events of a batch are settled (taken for good, or refused and told so)
+Progressed = Callable[[int], None]
 
 
 class GuestPipeline(Protocol):
     async def submit_guests(self, events: Sequence[Mapping[str, Any]], hostpeer: str,
-                            frames: Sequence[bytes] | None = None) -> Any: ...
+                            frames: Sequence[bytes] | None = None,
+                            on_answer: Callable[[Any], None] | None = None) -> Any: ...
 
 
 class PipelineDeliver:
@@ -42,21 +45,24 @@ class PipelineDeliver:
 
     #: ``many`` takes ``on_refusal`` and tells of events not taken before their batch completes
     tells_refusals = True
+    #: ``many`` takes ``on_progress`` and tells how many of a batch's first events are settled, as that grows
+    tells_progress = True
 
     def __init__(self, pipeline: GuestPipeline) -> None:
         self.pipeline = pipeline
         self._pending: deque[tuple[list[dict[str, Any]], str, list[bytes] | None, asyncio.Future[Any],
-                                   Refused | None]] = deque()
+                                   Refused | None, Progressed | None]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def many(self, events: list[dict[str, Any]], hostpeer: str, frames: list[bytes] | None = None,
-             on_refusal: Refused | None = None) -> asyncio.Future[Any]:
+             on_refusal: Refused | None = None, on_progress: Progressed | None = None) -> asyncio.Future[Any]:
         """Submit a batch; the future's result is None (all taken) or each event's answer in order.
         ``on_refusal(i, why)`` is told of each event not taken as soon as that is known (see
-        :meth:`agent.pipeline.router.GuestBatch.watch`), when the pipeline's batches can tell."""
+        :meth:`agent.pipeline.router.GuestBatch.watch`), and ``on_progress(n)`` that the first ``n`` are
+        settled (:meth:`~agent.pipeline.router.GuestBatch.progress`), when the pipeline's batches can tell."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((events, hostpeer, frames, fut, on_refusal))
+        self._pending.append((events, hostpeer, frames, fut, on_refusal, on_progress))
         self._wake.set()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="guest submit")
@@ -86,11 +92,12 @@ class PipelineDeliver:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            events, hostpeer, frames, fut, on_refusal = pending.popleft()
+            events, hostpeer, frames, fut, on_refusal, on_progress = pending.popleft()
             if fut.done():
                 continue
             try:
-                batch = await self.pipeline.submit_guests(events, hostpeer, frames)
+                batch = await self.pipeline.submit_guests(
+                    events, hostpeer, frames, on_answer=functools.partial(_follow, on_refusal, on_progress))
             except asyncio.CancelledError:  # closed while a full queue held the batch back
                 _fail(fut)
                 raise
@@ -103,8 +110,14 @@ class PipelineDeliver:
                 fut.set_exception(exc)
                 continue
             batch.future.add_done_callback(functools.partial(forward, dst=fut))
-            if on_refusal is not None and (watch := getattr(batch, "watch", None)) is not None:
-                watch(on_refusal)
+
+
+def _follow(on_refusal: Refused | None, on_progress: Progressed | None, answer: Any) -> None:
+    """Watch a batch's answer from before its events go into the queues (a full queue may hold them back)."""
+    if on_refusal is not None and (watch := getattr(answer, "watch", None)) is not None:
+        watch(on_refusal)
+        if on_progress is not None and (progress := getattr(answer, "progress", None)) is not None:
+            progress(on_progress)  # after watch: what is refused is told before it counts as settled
 
 
 def _fail(fut: asyncio.Future[Any]) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from agent.model import Event
 from agent.pipeline.queue import BatchReceipt, SinkQueue
 
@@ -88,5 +91,38 @@ def test_a_closed_queue_drops_the_whole_batch() -> None:
         r = BatchReceipt(evs, 1)
         await q.put_many(evs, r)
         assert q.dropped == {"closed": 2} and await r.wait() == [False, False]
+
+    asyncio.run(main())
+
+
+@settings(max_examples=200, deadline=None)
+@given(sinks=st.integers(1, 3), data=st.data())
+def test_progress_tells_how_many_of_the_first_events_every_sink_settled(sinks: int, data: st.DataObject) -> None:
+    """Whatever the order sinks settle events in (taken, or dropped and told first), progress says how many of
+    the first events every sink settled, only ever more, and never the whole batch (its future tells that)."""
+    evs = _events(12)
+    order = data.draw(st.permutations([i for i in range(12) for _ in range(sinks)]))
+    drops = data.draw(st.sets(st.integers(0, len(order) - 1), max_size=4))
+
+    async def main() -> None:
+        r = BatchReceipt(evs, sinks)
+        told: list[int] = []
+        dropped: list[int] = []
+        r.watch(lambda i, _why: dropped.append(i))
+        r.progress(told.append)
+        count = [0] * 12
+        for step, i in enumerate(order):
+            if step in drops:
+                r.drop(evs[i])
+                assert i in dropped  # told of the drop before it counts as settled
+            else:
+                r.done_one(evs[i])
+            count[i] += 1
+            first = next((j for j in range(12) if count[j] < sinks), 12)
+            if first == 0:
+                assert not told
+            elif first < 12:
+                assert told[-1] == first
+        assert r.future.done() and told == sorted(set(told)) and all(0 < n < 12 for n in told)
 
     asyncio.run(main())

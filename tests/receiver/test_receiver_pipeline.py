@@ -92,7 +92,8 @@ def test_serve_listener_runs_until_cancelled(tmp_path: Path) -> None:
         def __init__(self) -> None:
             self.seen: list[str] = []
 
-        async def submit_guests(self, events: list[dict[str, Any]], hostpeer: str, frames: Any = None) -> Any:
+        async def submit_guests(self, events: list[dict[str, Any]], hostpeer: str, frames: Any = None,
+                                on_answer: Any = None) -> Any:
             self.seen.extend(e["id"] for e in events)
             return _Done()
 
@@ -125,7 +126,7 @@ def test_an_unexpected_failure_of_one_submit_does_not_stop_the_ones_after_it() -
         def __init__(self) -> None:
             self.calls = 0
 
-        async def submit_guests(self, events: Any, hostpeer: str, frames: Any = None) -> Any:
+        async def submit_guests(self, events: Any, hostpeer: str, frames: Any = None, on_answer: Any = None) -> Any:
             self.calls += 1
             if self.calls == 1:
                 raise RuntimeError("a bug somewhere below")
@@ -240,7 +241,7 @@ def test_closing_fails_what_the_pipeline_never_took_even_when_the_close_is_cut_s
     from agent.errors import SinkError
 
     class Stuck:
-        async def submit_guests(self, events: Any, hostpeer: str, frames: Any = None) -> Any:
+        async def submit_guests(self, events: Any, hostpeer: str, frames: Any = None, on_answer: Any = None) -> Any:
             await asyncio.sleep(3600)  # a full block queue
 
     async def main() -> list[BaseException | None]:
