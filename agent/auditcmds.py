@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import errno
+import io
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 
@@ -100,8 +101,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.path == "-":
         if sys.stdin is None:  # closed when the command started (``<&-``)
             raise UsageError("hoststamp verify: standard input is closed; nothing to verify")
-        lines = bounded_lines(sys.stdin.buffer)
-        return print_report(verify_lines(lines, keys, name="<stdin>", guest_keys=guest_keys), args.json)
+        # its first two bytes are read whole (a pipe may hand them over one at a time) to tell gzip by them
+        stdin = io.BufferedReader(_Prefixed(sys.stdin.buffer))
+        return _verify_stream(stdin, "<stdin>", keys, guest_keys, args.json)
     path = Path(args.path)
     if path.is_dir():
         from .archive.verify import verify_archive
@@ -112,14 +114,42 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"hoststamp verify: {path}: {exc.strerror or exc}") from None
     with f:
-        if f.peek(2)[:2] != b"\x1f\x8b":
-            return print_report(verify_lines(bounded_lines(f), keys, name=str(path), guest_keys=guest_keys), args.json)
-        # gzip (an archive's closed segment, a rotated log): read through it; damage ends the reading, a problem
-        failed: list[str] = []
-        report = verify_lines(_gunzip_lines(f, failed), keys, name=str(path), guest_keys=guest_keys)
-        for why in failed:
-            report.add(Problem(str(path), f"not readable as gzip after what was read: {why}"))
-        return print_report(report, args.json)
+        return _verify_stream(f, str(path), keys, guest_keys, args.json)
+
+
+def _verify_stream(f: io.BufferedReader[Any], name: str, keys: Mapping[str, VerifyKey],
+                   guest_keys: Mapping[str, VerifyKey], as_json: bool) -> int:
+    """Verify the NDJSON events of a file or of stdin, plain or gzip (told by its magic bytes)."""
+    if f.peek(2)[:2] != b"\x1f\x8b":
+        return print_report(verify_lines(bounded_lines(f), keys, name=name, guest_keys=guest_keys), as_json)
+    # gzip (an archive's closed segment, a rotated log): read through it; damage ends the reading, a problem
+    failed: list[str] = []
+    report = verify_lines(_gunzip_lines(f, failed), keys, name=name, guest_keys=guest_keys)
+    for why in failed:
+        report.add(Problem(name, f"not readable as gzip after what was read: {why}"))
+    return print_report(report, as_json)
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream whose first two bytes were read whole when it was made: a buffered reader over it can peek
+    at both even where the stream hands out one byte at a time."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        super().__init__()
+        self._stream = stream
+        self._head = stream.read(2)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            data, self._head = self._head[:len(buffer)], self._head[len(buffer):]
+        else:
+            data = self._stream.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        return n
 
 
 def _gunzip_lines(f: BinaryIO, failed: list[str]) -> Iterator[bytes]:

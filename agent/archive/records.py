@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import orjson
 
 from ..codec.canonical import canonical
+from ..codec.exact import duplicate_name
 from ..errors import VerifyError
 from ..signing.keys import VerifyKey
 
@@ -45,6 +46,7 @@ __all__ = [
     "b64_list",
     "chain_hash",
     "encode_record",
+    "noncanonical",
     "parse_record",
     "rfc3339",
     "unb64",
@@ -127,6 +129,21 @@ def parse_record(line: bytes) -> dict[str, Any]:
     if not isinstance(rec.get("seg"), int) or not isinstance(rec.get("prev"), str):
         raise VerifyError("record lacks seg or prev")
     return rec
+
+
+def noncanonical(line: bytes, rec: Mapping[str, Any]) -> str | None:
+    """Why the record line ``line`` (parsed: ``rec``) is not exactly the JCS bytes of the record it holds;
+    None when it is. The signature covers the parsed record, and only the next record's ``prev`` covers the
+    line's bytes: the last line of a log has no such cover, so its form is checked on its own."""
+    try:
+        if canonical(rec) == line:  # so no member twice either: JCS writes each once
+            return None
+    except ValueError as exc:
+        return f"the record cannot be canonicalized: {exc}"
+    if (name := duplicate_name(line)) is not None:
+        return f"member name {name!r} appears twice (readers disagree on which value counts)"
+    return ("the line is not the RFC 8785 (JCS) serialization of the record it holds (spaces, escapes, number "
+            "forms or a carriage return that JCS does not write)")
 
 
 def verify_record(rec: Mapping[str, Any], keys: Mapping[str, VerifyKey]) -> None:

@@ -26,7 +26,8 @@ from ..errors import SinkError, VerifyError
 from ..signing.keys import VerifyKey
 from . import layout
 from .merkle import leaf_hash
-from .records import b64, chain_hash, parse_record, unb64, unb64_list, verify_record
+from .ownership import in_place, log_origin, other_origin_below
+from .records import b64, chain_hash, parse_record, unb64, unb64_list
 
 __all__ = ["GZIP_LEVEL", "Cut", "Resume", "apply_cut", "compress_segment", "fsync_dir", "read_records", "recover"]
 
@@ -142,31 +143,38 @@ def compress_segment(root: Path, n: int, expected_sha: bytes | None, *, sync: bo
 
 def _retention_hi(listing: layout.Listing, keys: Mapping[str, VerifyKey] | None) -> int:
     """The highest segment a retention the newest log records removed (0: none), to finish removing what a
-    crash left of it. Only a record of the writer's own is acted on: in the newest log (a retention is
-    recorded in the segment just opened, then carried out), signed by a trusted key, chained to the record
-    before it, naming its own segment and older ones only. Anything else is left for ``hoststamp verify``."""
+    crash left of it. Only a record of the writer's own is acted on (:mod:`.ownership`): in the newest log (a
+    retention is recorded in the segment just opened, then carried out), signed by a trusted key, chained to
+    the record before it, naming older segments only, in a log that opens with the origin of every segment it
+    would remove that is still present. Anything else is left for ``hoststamp verify``."""
     n = max(listing.logs)
     path = listing.logs[n]
     data = path.read_bytes()
     if b'"retention"' not in data or not keys:
         return 0
     hi = 0
-    prev: str | None = None
-    for line in layout.split_tail(data)[0].split(b"\n")[:-1]:
+    lines = layout.split_tail(data)[0].split(b"\n")[:-1]
+    origin = log_origin(path, keys)
+    for i, line in enumerate(lines):
+        if b'"retention"' not in line:
+            continue
         try:
             rec = parse_record(line)
-            if rec["kind"] == "retention":
-                verify_record(rec, keys)
-                seg = rec.get("segments")
-                if (prev is None or rec["prev"] != prev or rec["seg"] != n or not isinstance(seg, list)
-                        or len(seg) != 2 or not all(type(x) is int for x in seg) or not 1 <= seg[0] <= seg[1] < n):
-                    raise VerifyError("not a retention of this segment's")
-                hi = max(hi, seg[1])
+            if rec["kind"] != "retention":
+                continue
+            why = in_place(n, lines, i, rec, keys)
+            if why is None and origin is None:
+                why = "its log has no open record signed by this key"
+            if why is None:
+                clash = other_origin_below(listing, int(rec["segments"][1]), str(origin), keys)
+                if clash is not None:
+                    why = f"segment {clash[0]}, which it would remove, belongs to origin {clash[1]!r}"
+            if why is not None:
+                raise VerifyError(why)
+            hi = max(hi, int(rec["segments"][1]))
         except VerifyError as exc:
-            if b'"retention"' in line:
-                log.warning("%s: a retention record not acted on (%s); check the archive with hoststamp verify",
-                            path, exc)
-        prev = chain_hash(line)
+            log.warning("%s:%d: a retention record not acted on (%s); check the archive with hoststamp verify",
+                        path, i + 1, exc)
     return hi
 
 

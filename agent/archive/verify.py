@@ -29,7 +29,8 @@ from ..signing.keys import VerifyKey
 from . import layout
 from .merkle import EMPTY_ROOT, CompactRange, leaf_hash, verify_consistency
 from .note import verify_checkpoint
-from .records import chain_hash, parse_record, unb64, unb64_list, verify_record
+from .ownership import find_retention
+from .records import chain_hash, noncanonical, parse_record, unb64, unb64_list, verify_record
 from .report import Findings, Report, Summary
 from .segevents import SegmentEvents
 
@@ -110,29 +111,16 @@ class _Verifier:
         return Report(str(self.root), tuple(self.f.problems), tuple(self.f.notes), summary, self.f.omitted)
 
     def _retention(self) -> int:
-        """Find the newest valid retention record; set the starting state from it. Returns the first segment."""
-        best: tuple[int, dict[str, Any]] | None = None
-        for path in self.listing.logs.values():
-            try:
-                data = path.read_bytes()
-            except OSError:
-                continue  # reported when the segment itself is read
-            if b'"retention"' not in data:
-                continue
-            for line in data.split(b"\n"):
-                if b'"retention"' not in line:
-                    continue
-                try:
-                    rec = parse_record(line)
-                    verify_record(rec, self.keys)
-                    hi = int(rec["segments"][1])
-                except (VerifyError, KeyError, TypeError, ValueError, IndexError):
-                    continue
-                if rec["kind"] == "retention" and (best is None or hi > best[0]):
-                    best = (hi, rec)
-        if best is None:
+        """Find the newest retention record of the archive's own; set the starting state from it. Returns the
+        first segment. Any other retention record removes nothing and is a problem."""
+        found = find_retention(self.listing, self.keys)
+        for where, message in found.foreign:
+            self.f.problem("foreign-retention", where, message)
+        self.origin = found.origin
+        if found.chosen is None:
             return 1
-        hi, rec = best
+        rec = found.chosen.rec
+        hi = int(rec["segments"][1])
         where = f"retention of segments {rec['segments'][0]}..{hi}"
         try:
             size = int(rec["size"])
@@ -149,8 +137,9 @@ class _Verifier:
             cp = verify_checkpoint(str(rec.get("checkpoint", "")), self.keys)
             if cp.size != size or cp.root != self.tree.root():
                 raise VerifyError("its checkpoint does not match the tree state it carries")
+            if cp.origin != self.origin:
+                raise VerifyError(f"its checkpoint is of origin {cp.origin!r}, not {self.origin!r}")
             self.last_ck = (size, cp.root)
-            self.origin = cp.origin
         except VerifyError as exc:
             self.f.problem("retention-checkpoint", where, str(exc))
         self.f.note("retention", where, f"{size} events removed ({rec.get('reason', '?')}, "
@@ -214,6 +203,8 @@ class _Verifier:
                 self.f.problem("bad-record", where, str(exc))
                 self.prev = None
                 continue
+            if (why := noncanonical(line, rec)) is not None:
+                self.f.problem("non-canonical-record", where, why)
             try:
                 verify_record(rec, self.keys)
             except VerifyError as exc:

@@ -54,7 +54,18 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from .. import _native
 from ..codec.canonical import canonical
 from ..errors import VerifyError
-from .dsse import _T_HEAD, _T_MID, _T_SIG, _T_TAIL, PAYLOAD_TYPE, b64d, envelope_parts, pae
+from .dsse import (
+    _T_HEAD,
+    _T_MID,
+    _T_SIG,
+    _T_TAIL,
+    PAYLOAD_TYPE,
+    b64d,
+    canonical_base64,
+    envelope_parts,
+    noncanonical,
+    pae,
+)
 from .event import _EMPTY, _PT, CORE_ATTRIBUTES, attr_text, data_bytes, normalize_time, signed_ext_names
 from .keys import VerifyKey
 
@@ -201,6 +212,8 @@ class EventChecker:
             env = a2b_base64(raw, strict_mode=True) if type(raw) is str else b64d(raw, "dssematerial")
         except (binascii.Error, ValueError):
             env = b64d(raw, "dssematerial")
+        if not canonical_base64(raw, env):  # another spelling of the same envelope: one value, one spelling
+            raise VerifyError(noncanonical("dssematerial"))
         ptype, payload, sigs = envelope_parts(env)
         if ptype != PAYLOAD_TYPE:
             raise VerifyError(f"unknown verification payload type {ptype!r}")

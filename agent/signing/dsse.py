@@ -38,8 +38,11 @@ __all__ = [
     "Envelope",
     "Signature",
     "b64d",
+    "b64d_canonical",
+    "canonical_base64",
     "encode_envelope",
     "envelope_parts",
+    "noncanonical",
     "pae",
     "parse_envelope",
     "strict_base64",
@@ -78,6 +81,31 @@ def b64d(text: Any, what: str) -> bytes:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise VerifyError(f"{what}: not valid base64") from None
+
+
+def canonical_base64(text: str, raw: bytes) -> bool:
+    """Whether ``text`` is the one spelling of ``raw``, the bytes it decoded to: encoding them again in its
+    alphabet gives ``text`` back (URL-safe text may leave its padding off, as DSSE allows). Decoders ignore the
+    bits of the last character that encode no byte (``aGk=`` and ``aGl=`` are both ``hi``), and lenient ones
+    skip stray characters: without this check one value would have many spellings."""
+    if "-" in text or "_" in text:
+        again = base64.urlsafe_b64encode(raw).decode("ascii")
+        return text in (again, again.rstrip("="))
+    return b2a_base64(raw, newline=False).decode("ascii") == text
+
+
+def b64d_canonical(text: Any, what: str) -> bytes:
+    """:func:`b64d`, refusing a value that is not the canonical spelling of its bytes (:func:`canonical_base64`)."""
+    raw = b64d(text, what)
+    if not canonical_base64(text, raw):
+        raise VerifyError(noncanonical(what))
+    return raw
+
+
+def noncanonical(what: str) -> str:
+    """The reason given for base64 that is not canonical."""
+    return (f"{what}: not canonical base64 (encoding its bytes again gives another text: the unused bits of its "
+            "last character are not zero, or it holds characters decoding skips)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +169,10 @@ def envelope_parts(raw: bytes) -> tuple[str, bytes, list[tuple[str, bytes]]]:
         except binascii.Error:
             pass
         else:
-            if keyid.isalnum():  # ASCII letters and digits: a JSON string with nothing to unescape
+            # the key id ASCII letters and digits (a JSON string with nothing to unescape), payload and sig each
+            # in its one canonical spelling (any other is refused on the parser's route, with the reason)
+            if (keyid.isalnum() and b2a_base64(payload, newline=False) == raw[_T_P:_T_M]
+                    and b2a_base64(sig, newline=False) == raw[_T_S:_T_END]):
                 return PAYLOAD_TYPE, payload, [(keyid.decode("ascii"), sig)]
     return _parsed_parts(raw)
 
@@ -158,7 +189,7 @@ def _parsed_parts(raw: bytes) -> tuple[str, bytes, list[tuple[str, bytes]]]:
     ptype = doc.get("payloadType")
     if not isinstance(ptype, str):
         raise VerifyError("DSSE envelope has no payloadType")
-    payload = b64d(doc.get("payload"), "DSSE payload")
+    payload = b64d_canonical(doc.get("payload"), "DSSE payload")
     sigs_doc = doc.get("signatures")
     if not isinstance(sigs_doc, list) or not sigs_doc:
         raise VerifyError("DSSE envelope has no signatures")
@@ -169,7 +200,7 @@ def _parsed_parts(raw: bytes) -> tuple[str, bytes, list[tuple[str, bytes]]]:
         keyid = s.get("keyid", "")
         if not isinstance(keyid, str):
             raise VerifyError("DSSE keyid is not a string")
-        sigs.append((keyid, b64d(s.get("sig"), "DSSE sig")))
+        sigs.append((keyid, b64d_canonical(s.get("sig"), "DSSE sig")))
     return ptype, payload, sigs
 
 

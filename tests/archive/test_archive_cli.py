@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -114,3 +115,43 @@ def test_prove_refuses_what_it_cannot_prove_and_bad_paths_with_a_message(tmp_pat
                    cwd=tmp_path).returncode == 0
     both = run_cli(["verify", "--pub", pub, "--proof", str(tmp_path / "p.json"), str(seg)], cwd=tmp_path)
     assert both.returncode == 2 and b"either" in both.stderr
+
+
+def test_verify_reads_gzip_on_stdin_through_as_it_does_a_gz_file(tmp_path: Path) -> None:
+    """``gzip -c events.ndjson | hoststamp verify -``: stdin is told to be gzip by its magic bytes."""
+    import gzip
+
+    _key, pub, _root, evs = _three_segments(tmp_path)
+    packed = gzip.compress(b"\n".join(evs) + b"\n")
+    res = run_cli(["verify", "--pub", pub, "-"], cwd=tmp_path, stdin=packed)
+    assert res.returncode == 0 and res.stdout.decode().splitlines()[-1].startswith("OK: 30 events"), (
+        res.stdout + res.stderr)
+    res = run_cli(["verify", "--pub", pub, "-"], cwd=tmp_path, stdin=packed[: len(packed) // 2])
+    assert res.returncode == 1 and b"not readable as gzip after what was read" in res.stdout, res.stdout
+    plain = run_cli(["verify", "--pub", pub, "-"], cwd=tmp_path, stdin=b"\n".join(evs) + b"\n")
+    assert plain.returncode == 0, plain.stdout
+
+
+def test_stdin_handed_out_a_byte_at_a_time_is_still_told_gzip() -> None:
+    import gzip
+    import io
+
+    from agent.auditcmds import _Prefixed
+
+    class OneByte(io.RawIOBase):
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            if not self.data:
+                return 0
+            buffer[0], self.data = self.data[0], self.data[1:]
+            return 1
+
+    packed = gzip.compress(b"line\n")
+    stream = io.BufferedReader(_Prefixed(io.BufferedReader(OneByte(packed), buffer_size=1)))
+    assert stream.peek(2)[:2] == b"\x1f\x8b"
+    assert stream.read() == packed

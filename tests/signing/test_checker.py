@@ -35,7 +35,7 @@ from agent.signing.event import (
     verify_event,
 )
 from agent.signing.keys import SigningKey, VerifyKey
-from tests.signing.reference import reference_b64d
+from tests.signing.reference import reference_b64d_canonical
 
 GUEST = SigningKey.generate()
 OTHER = SigningKey.generate()
@@ -48,7 +48,7 @@ def reference_verify(event: Mapping[str, Any], keys: Mapping[str, VerifyKey]) ->
     if not raw:
         raise VerifyError("event is not signed (no dssematerial)")
     try:
-        env = orjson.loads(reference_b64d(raw, "dssematerial"))
+        env = orjson.loads(reference_b64d_canonical(raw, "dssematerial"))
     except orjson.JSONDecodeError:
         raise VerifyError("verification material is not a JSON DSSE envelope") from None
     if not isinstance(env, dict):
@@ -56,7 +56,7 @@ def reference_verify(event: Mapping[str, Any], keys: Mapping[str, VerifyKey]) ->
     ptype = env.get("payloadType")
     if not isinstance(ptype, str):
         raise VerifyError("DSSE envelope has no payloadType")
-    payload = reference_b64d(env.get("payload"), "DSSE payload")
+    payload = reference_b64d_canonical(env.get("payload"), "DSSE payload")
     sigs_doc = env.get("signatures")
     if not isinstance(sigs_doc, list) or not sigs_doc:
         raise VerifyError("DSSE envelope has no signatures")
@@ -67,7 +67,7 @@ def reference_verify(event: Mapping[str, Any], keys: Mapping[str, VerifyKey]) ->
         keyid = s.get("keyid", "")
         if not isinstance(keyid, str):
             raise VerifyError("DSSE keyid is not a string")
-        sigs.append((keyid, reference_b64d(s.get("sig"), "DSSE sig")))
+        sigs.append((keyid, reference_b64d_canonical(s.get("sig"), "DSSE sig")))
     if ptype != PAYLOAD_TYPE:
         raise VerifyError(f"unknown verification payload type {ptype!r}")
     msg = pae(ptype.encode(), payload)

@@ -159,3 +159,41 @@ def test_data_added_beside_signed_data_base64_fails(key: SigningKey) -> None:
     assert verify_event(doc, _keys(key))["data_base64"]
     with pytest.raises(VerifyError, match="exclusive"):
         verify_event({**doc, "data": {"forged": True}}, _keys(key))
+
+
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def _unused_bit_set(text: str) -> str:
+    """``text`` with the lowest bit of its last character set, a bit that encodes no byte: another text for
+    the same bytes."""
+    body = text.rstrip("=")
+    out = body[:-1] + _ALPHABET[_ALPHABET.index(body[-1]) | 1] + text[len(body):]
+    assert out != text and base64.b64decode(out) == base64.b64decode(text)
+    return out
+
+
+@pytest.mark.parametrize(("part", "named"), [("dssematerial", "dssematerial"), ("payload", "DSSE payload"),
+                                             ("sig", "DSSE sig")])
+def test_base64_of_the_signature_material_must_be_canonical(event: dict[str, Any], key: SigningKey, part: str,
+                                                            named: str) -> None:
+    """The same bytes spelled otherwise (an unused bit of the last base64 character set) are refused, in the
+    material itself and in the envelope's payload and signature, by every way of checking an event."""
+    from agent.signing.event import EventChecker
+    from agent.signing.ndjson import verify_lines
+
+    env = base64.b64decode(event["dssematerial"])
+    doc = orjson.loads(env)
+    if part == "dssematerial":
+        material = _unused_bit_set(event["dssematerial"])
+    else:
+        old = doc["payload"] if part == "payload" else doc["signatures"][0]["sig"]
+        assert env.count(old.encode()) == 1
+        material = base64.b64encode(env.replace(old.encode(), _unused_bit_set(old).encode())).decode()
+    tampered = {**event, "dssematerial": material}
+    with pytest.raises(VerifyError, match=f"^{named}: not canonical base64"):
+        verify_event(tampered, _keys(key))
+    with pytest.raises(VerifyError, match=f"^{named}: not canonical base64"):
+        EventChecker(_keys(key)).check(tampered)
+    report = verify_lines([orjson.dumps(event), orjson.dumps(tampered)], _keys(key))
+    assert [p.where for p in report.problems] == ["-:2"] and "not canonical base64" in report.problems[0].reason
