@@ -5,6 +5,7 @@ Layout of a spool directory::
     00000000000000000001.wal   segments, named by the first record index they may hold
     00000000000000004097.wal   (records: see :mod:`.wal`)
     cursor                     u64 index of the last delivered record + CRC-32 (rewritten in place)
+    head                       where the newest segment starts, its last record (:mod:`.spoolhead`)
     lock                       flock'ed while an agent uses the directory
     quarantine/                damaged segments, moved aside on start
 
@@ -35,6 +36,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,6 +54,7 @@ from .salvage import (
     salvage,
     set_aside,
 )
+from .spoolhead import HEAD_FILE, Head, missing_newest
 from .spoolread import SpoolReader
 
 __all__ = ["FsyncPolicy", "SalvageReport", "Spool"]
@@ -75,7 +78,8 @@ class Spool(SpoolReader):
         self.dir.mkdir(parents=True, exist_ok=True)
         #: the spool's own entries that were not files (moved aside): (problem, where to)
         self._set_apart = [(f"{name}: not a file (a {kind}); moved aside", set_aside(self.dir / name))
-                           for name in ("lock", "cursor") if (kind := not_a_file(self.dir / name)) is not None]
+                           for name in ("lock", "cursor", HEAD_FILE)
+                           if (kind := not_a_file(self.dir / name)) is not None]
         self._lock_fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -114,10 +118,12 @@ class Spool(SpoolReader):
         #: the segment being written was damaged or removed: the next append starts a new one
         self._rotate = False
         self._cursor_fd = -1
+        self._head: Head | None = None
         self.committed = 0
         self.next_index = 1
         try:
             self._cursor_fd = os.open(self.dir / "cursor", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._head = Head(self.dir)
             self.report = self._salvage()
             self._new_tail()
         except BaseException:
@@ -140,6 +146,11 @@ class Spool(SpoolReader):
         self.last_read = self.committed
         self.next_index = max(self.committed, found.last_index) + 1
         report = found.report
+        assert self._head is not None
+        if (gone := missing_newest(self._head.found, found.last_index, self.committed)) is not None:
+            problem, lost = gone
+            report = replace(report, problems=(*report.problems, problem), missing=report.missing + lost)
+            self.next_index = max(self.next_index, self._head.found[1] + 1 if self._head.found else 0)
         if not report.clean:
             log.warning("spool %s: salvaged %d pending records; %s; quarantined: %s", self.dir, report.pending,
                         "; ".join(report.problems), ", ".join(report.quarantined) or "nothing")
@@ -164,6 +175,7 @@ class Spool(SpoolReader):
             os.close(fd)
             seg.path.unlink(missing_ok=True)
             raise
+        self._note_head(seg)
         if self._tail_fd >= 0:
             if self.fsync == "never":
                 os.close(self._tail_fd)
@@ -211,7 +223,12 @@ class Spool(SpoolReader):
         self.next_index += n
         tail.last = self.next_index - 1
         self.unread += n
+        self._note_head(tail)
         return tail.last
+
+    def _note_head(self, tail: Segment) -> None:
+        if self._head is not None:
+            self._head.note(tail.base, tail.last)
 
     def sync_begin(self) -> tuple[Callable[[], None], list[int]]:
         """A job that fsyncs everything written so far (safe to run in a thread), and the fds it uses.
@@ -223,6 +240,10 @@ class Spool(SpoolReader):
         if self._cursor_dirty:
             fds.append(self._cursor_fd)
             self._cursor_dirty = False
+        head = self._head
+        if head is not None and head.fd >= 0 and head.dirty:
+            fds.append(head.fd)
+            head.dirty = False
         for fd in fds:
             self._users[fd] = self._users.get(fd, 0) + 1
         new_entries, self._dir_dirty = self._dir_dirty, False
@@ -355,6 +376,8 @@ class Spool(SpoolReader):
         for fd in (*self._retired, self._tail_fd, self._read_fd, self._cursor_fd, self._lock_fd):
             if fd >= 0:
                 os.close(fd)
+        if self._head is not None:
+            self._head.close()
         self._retired = []
         self._tail_fd = self._read_fd = self._cursor_fd = self._lock_fd = -1
 

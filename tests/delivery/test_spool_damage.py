@@ -408,3 +408,52 @@ def test_the_spools_own_files_as_directories_are_set_aside_and_the_spool_starts(
         assert any("cursor damaged" in p for p in again.report.problems)
     assert [e.sequence for e in again.read(1000)] == list(range(1, 51))
     again.close()
+
+
+@pytest.mark.parametrize("delivered", [0, 20])
+def test_the_newest_segment_removed_while_stopped_is_named_and_counted_once(tmp_path: Path, delivered: int) -> None:
+    """No later segment shows the gap the newest one leaves: the spool's head says where it started and what it
+    held. Its undelivered records are reported lost (and counted), once; new records are numbered after them."""
+    sp = written(tmp_path, 200)
+    if delivered:
+        sp.read(delivered)
+        sp.commit(delivered)
+    sp.close()
+    newest = segments(tmp_path)[-1]
+    gone = sequences(newest)
+    assert gone and gone[-1] == 200
+    newest.unlink()
+    again = Spool(tmp_path)
+    assert again.report.missing == len(gone) and not again.report.clean
+    assert f"{newest.name} missing: the newest segment, records {gone[0]} to 200 lost" in again.report.problems
+    assert again.report.pending == 200 - delivered - len(gone)
+    assert again.next_index > 200  # the lost records' numbers are not used again
+    again.close()
+    for _ in range(2):  # reported once: the next starts find nothing to say
+        later = Spool(tmp_path)
+        assert later.report.clean and later.report.missing == 0
+        later.close()
+
+
+def test_a_delivered_newest_segment_removed_is_no_loss(tmp_path: Path) -> None:
+    sp = written(tmp_path, 200)
+    sp.read(200)
+    sp.commit(200)
+    sp.close()
+    for seg in segments(tmp_path):
+        seg.unlink(missing_ok=True)
+    again = Spool(tmp_path)
+    assert again.report.clean and again.report.missing == 0 and again.report.pending == 0
+    again.close()
+
+
+def test_the_two_newest_segments_removed_are_each_counted_once(tmp_path: Path) -> None:
+    sp = written(tmp_path, 200)
+    sp.close()
+    segs = segments(tmp_path)
+    gone = sequences(segs[-2]) + sequences(segs[-1])
+    segs[-2].unlink()
+    segs[-1].unlink()
+    again = Spool(tmp_path)
+    assert again.report.missing == len(gone) and again.report.pending == 200 - len(gone)
+    again.close()
