@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..codec.framing import LengthPrefixedDecoder, encode_frame
 from ..errors import FramingError, TransportError
-from ..transport import Ack, ByteStream, encode_ack
-from ..transport.ack import MAX_REJECTED
+from ..transport import ByteStream
+from ..transport.ack import ack_payloads
 from .answers import all_taken, call, refusal, why
 from .dedupe import MAX_KEPT, Key, channel_of, key_of
 from .validate import Rejected, parse_event
@@ -428,15 +428,7 @@ class Connection:
         self.dirty.clear()
         rejected, self.rejected = self.rejected, []
         self.room.set()
-        count = self.settled
-        frames = []
-        for i in range(0, len(rejected), MAX_REJECTED):
-            # an ack frame's count stops short of a refused frame that only a later ack frame reports: the guest
-            # takes what a count covers and no refusal named as delivered
-            later = rejected[i + MAX_REJECTED :]
-            upto = min(count, min(n for n, _r in later) - 1) if later else count
-            frames.append(encode_frame(encode_ack(Ack(upto, tuple(rejected[i : i + MAX_REJECTED])))))
-        await self.stream.send(b"".join(frames or [encode_frame(encode_ack(Ack(count)))]))
+        await self.stream.send(b"".join([encode_frame(p) for p in ack_payloads(self.settled, rejected)]))
 
     async def _ack(self) -> None:
         """Send acks as frames settle; while frames wait on the pipeline (or, unread, for room in it), repeat the

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -28,7 +28,7 @@ import orjson
 
 from ..errors import FramingError
 
-__all__ = ["MAX_REJECTED", "Ack", "Outbox", "decode_ack", "encode_ack"]
+__all__ = ["MAX_REJECTED", "Ack", "Outbox", "ack_payloads", "decode_ack", "encode_ack"]
 
 #: at most this many rejections ride on one ack (the rest are only counted)
 MAX_REJECTED = 64
@@ -48,6 +48,20 @@ def encode_ack(ack: Ack) -> bytes:
     if ack.rejected:
         obj["rejected"] = [[n, r[:_MAX_REASON]] for n, r in ack.rejected[:MAX_REJECTED]]
     return orjson.dumps(obj)
+
+
+def ack_payloads(count: int, rejected: Sequence[tuple[int, str]]) -> list[bytes]:
+    """The acks that say frames up to ``count`` are settled and report ``rejected``: one, or one per
+    :data:`MAX_REJECTED` refusals, the count of each stopping short of any refusal only a later one reports (an
+    upstream takes what a count covers, and no refusal named, as delivered)."""
+    if not rejected:
+        return [encode_ack(Ack(count))]
+    out = []
+    for i in range(0, len(rejected), MAX_REJECTED):
+        later = rejected[i + MAX_REJECTED :]
+        upto = min(count, min(n for n, _r in later) - 1) if later else count
+        out.append(encode_ack(Ack(upto, tuple(rejected[i : i + MAX_REJECTED]))))
+    return out
 
 
 def _is_int(v: object) -> bool:
