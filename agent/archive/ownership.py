@@ -15,7 +15,7 @@ origin is the other archive's, and the segments it would remove are this archive
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ from ..signing.keys import VerifyKey
 from . import layout
 from .records import chain_hash, parse_record, verify_record
 
-__all__ = ["Candidate", "Retention", "find_retention", "in_place", "log_origin", "other_origin_below"]
+__all__ = ["Candidate", "Retention", "find_retention", "in_place", "log_candidates", "log_origin",
+           "other_origin_below"]
 
 
 def log_origin(path: Path, keys: Mapping[str, VerifyKey]) -> str | None:
@@ -99,31 +100,36 @@ class Retention:
     foreign: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _candidates(listing: layout.Listing, keys: Mapping[str, VerifyKey]) -> list[Candidate]:
-    out = []
-    for n in sorted(listing.logs):
-        path = listing.logs[n]
+def log_candidates(n: int, path: Path, data: bytes, keys: Mapping[str, VerifyKey]) -> Iterator[Candidate]:
+    """The retention records in segment ``n``'s log (``data``, read from ``path``; its complete lines, a torn
+    tail being reported by the walk), each with why it is not in place (None: it is)."""
+    if b'"retention"' not in data:
+        return
+    lines = data.split(b"\n")[:-1]
+    origin = log_origin(path, keys)
+    for i, line in enumerate(lines):
+        if b'"retention"' not in line:
+            continue
         try:
-            data = path.read_bytes()
+            rec = parse_record(line)
+        except VerifyError:
+            continue  # not a record at all: the walk reports it
+        if rec["kind"] != "retention":
+            continue
+        why = in_place(n, lines, i, rec, keys)
+        if why is None and origin is None:
+            why = "its log has no open record signed by a trusted key"
+        yield Candidate(f"{path.name}:{i + 1}", rec, origin, why)
+
+
+def _candidates(listing: layout.Listing, keys: Mapping[str, VerifyKey]) -> list[Candidate]:
+    out: list[Candidate] = []
+    for n in sorted(listing.logs):
+        try:
+            data = listing.logs[n].read_bytes()
         except OSError:
             continue  # reported when the segment itself is read
-        if b'"retention"' not in data:
-            continue
-        lines = data.split(b"\n")[:-1]  # complete lines (a torn tail is reported by the walk)
-        origin = log_origin(path, keys)
-        for i, line in enumerate(lines):
-            if b'"retention"' not in line:
-                continue
-            try:
-                rec = parse_record(line)
-            except VerifyError:
-                continue  # not a record at all: the walk reports it
-            if rec["kind"] != "retention":
-                continue
-            why = in_place(n, lines, i, rec, keys)
-            if why is None and origin is None:
-                why = "its log has no open record signed by a trusted key"
-            out.append(Candidate(f"{path.name}:{i + 1}", rec, origin, why))
+        out.extend(log_candidates(n, listing.logs[n], data, keys))
     return out
 
 

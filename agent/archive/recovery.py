@@ -26,7 +26,7 @@ from ..errors import SinkError, VerifyError
 from ..signing.keys import VerifyKey
 from . import layout
 from .merkle import leaf_hash
-from .ownership import in_place, log_origin, other_origin_below
+from .ownership import log_candidates, other_origin_below
 from .records import b64, chain_hash, parse_record, unb64, unb64_list
 
 __all__ = ["GZIP_LEVEL", "Cut", "Resume", "apply_cut", "compress_segment", "fsync_dir", "read_records", "recover"]
@@ -149,32 +149,20 @@ def _retention_hi(listing: layout.Listing, keys: Mapping[str, VerifyKey] | None)
     would remove that is still present. Anything else is left for ``hoststamp verify``."""
     n = max(listing.logs)
     path = listing.logs[n]
-    data = path.read_bytes()
-    if b'"retention"' not in data or not keys:
+    if not keys:
         return 0
     hi = 0
-    lines = layout.split_tail(data)[0].split(b"\n")[:-1]
-    origin = log_origin(path, keys)
-    for i, line in enumerate(lines):
-        if b'"retention"' not in line:
+    for c in log_candidates(n, path, path.read_bytes(), keys):
+        why = c.why
+        if why is None:
+            clash = other_origin_below(listing, c.high, str(c.origin), keys)
+            if clash is not None:
+                why = f"segment {clash[0]}, which it would remove, belongs to origin {clash[1]!r}"
+        if why is not None:
+            log.warning("%s: a retention record not acted on (%s); check the archive with hoststamp verify",
+                        path.parent / c.where, why)
             continue
-        try:
-            rec = parse_record(line)
-            if rec["kind"] != "retention":
-                continue
-            why = in_place(n, lines, i, rec, keys)
-            if why is None and origin is None:
-                why = "its log has no open record signed by this key"
-            if why is None:
-                clash = other_origin_below(listing, int(rec["segments"][1]), str(origin), keys)
-                if clash is not None:
-                    why = f"segment {clash[0]}, which it would remove, belongs to origin {clash[1]!r}"
-            if why is not None:
-                raise VerifyError(why)
-            hi = max(hi, int(rec["segments"][1]))
-        except VerifyError as exc:
-            log.warning("%s:%d: a retention record not acted on (%s); check the archive with hoststamp verify",
-                        path, i + 1, exc)
+        hi = max(hi, c.high)
     return hi
 
 

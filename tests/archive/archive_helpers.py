@@ -55,3 +55,14 @@ def write_archive(root: Path, key: SigningKey, batches: list[list[bytes]], **opt
         w.append(b)
     w.close()
     return w
+
+#: the segment size of :func:`sealed_archive`: 10 events of :func:`events` each
+SEGMENT_BYTES = 8000
+
+
+def sealed_archive(root: Path, key: SigningKey) -> Path:
+    """4 closed segments of 10 events and an open one of 5, all sealed, at ``root``."""
+    evs = events(key, 1, 45)
+    write_archive(root, key, [evs[i:i + 10] for i in range(0, 40, 10)] + [evs[40:]],
+                  segment_max_bytes=SEGMENT_BYTES, compression="none", checkpoint_every=7)
+    return root

@@ -15,17 +15,13 @@ from agent.archive.records import parse_record
 from agent.archive.verify import verify_archive
 from agent.archive.writer import ArchiveWriter
 from agent.signing.keys import SigningKey, VerifyKey
-from tests.archive.archive_helpers import events, write_archive
-
-SEGMENT_BYTES = 8000
+from tests.archive.archive_helpers import SEGMENT_BYTES, events, sealed_archive, write_archive
 
 
 @pytest.fixture
 def arc(archive_dir: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> Path:
-    """Archive A: 4 closed segments of 10 events and an open one of 5, all sealed."""
-    evs = events(key, 1, 45)
-    write_archive(archive_dir, key, [evs[i:i + 10] for i in range(0, 40, 10)] + [evs[40:]],
-                  segment_max_bytes=SEGMENT_BYTES, compression="none", checkpoint_every=7)
+    """Archive A (:func:`sealed_archive`)."""
+    sealed_archive(archive_dir, key)
     assert verify_archive(archive_dir, keys).ok
     assert layout.scan(archive_dir).numbers() == [1, 2, 3, 4, 5]
     return archive_dir

@@ -14,17 +14,12 @@ from agent.archive.records import encode_record, parse_record
 from agent.archive.verify import verify_archive
 from agent.errors import SinkError, VerifyError
 from agent.signing.keys import SigningKey, VerifyKey
-from tests.archive.archive_helpers import events, write_archive
-
-# 4 closed segments of 10 events and an open one of 5, all sealed
-SEGMENT_BYTES = 8000
+from tests.archive.archive_helpers import SEGMENT_BYTES, events, sealed_archive, write_archive
 
 
 @pytest.fixture
 def arc(archive_dir: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> Path:
-    evs = events(key, 1, 45)
-    write_archive(archive_dir, key, [evs[i:i + 10] for i in range(0, 40, 10)] + [evs[40:]],
-                  segment_max_bytes=SEGMENT_BYTES, compression="none", checkpoint_every=7)
+    sealed_archive(archive_dir, key)
     report = verify_archive(archive_dir, keys)
     assert report.ok, report.lines()
     assert sorted(layout.scan(archive_dir).numbers()) == [1, 2, 3, 4, 5]
