@@ -6,29 +6,45 @@ import logging
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 import orjson
 
 from .transport.uri import redact
 
-__all__ = ["JsonFormatter", "OncePerKey", "configure"]
+__all__ = ["LOG_BURST", "LOG_EVERY", "JsonFormatter", "OncePerKey", "configure"]
+
+
+#: first-time lines of one :class:`OncePerKey` at most: this many at once, then one each LOG_EVERY seconds
+LOG_BURST = 100
+LOG_EVERY = 1.0
 
 
 class OncePerKey:
     """Log a peer-caused problem the first time a key (peer, reason ...) is seen; count the rest.
 
     Memory is bounded: past ``max_keys`` the least recently seen key is
-    forgotten (and would be logged again), so a stream of new peers cannot grow it.
+    forgotten (and would be logged again), so a stream of new peers cannot grow it. So is the log: at most
+    ``burst`` first-time lines at once, then one every ``every`` seconds; a peer that cycles through more keys
+    than are remembered (thousands of uids, of source addresses) is counted beyond that, and the next line
+    says how many went unlogged.
     """
 
-    def __init__(self, logger: logging.Logger, *, max_keys: int = 1024, level: int = logging.WARNING) -> None:
+    def __init__(self, logger: logging.Logger, *, max_keys: int = 1024, level: int = logging.WARNING,
+                 suffix: str = " (repeats from this peer are counted, not logged)", burst: int = LOG_BURST,
+                 every: float = LOG_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
         if max_keys < 1:
             raise ValueError("max_keys must be at least 1")
         self.logger = logger
         self.max_keys = max_keys
         self.level = level
+        self.suffix = suffix
         self._seen: OrderedDict[Hashable, int] = OrderedDict()
+        self._burst, self._every, self._clock = burst, every, clock
+        self._tokens = float(burst)
+        self._filled_at = clock()
+        #: first-time problems not logged (the rate was spent) since the last line
+        self.unlogged = 0
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -50,10 +66,22 @@ class OncePerKey:
         return True
 
     def __call__(self, key: Hashable, msg: str, *args: object) -> bool:
-        """Log ``msg % args`` if ``key`` is new; True when a line was written."""
+        """Log ``msg % args`` if ``key`` is new and the rate allows; True when a line was written."""
         if not self.first(key):
             return False
-        self.logger.log(self.level, msg + " (repeats from this peer are counted, not logged)", *args)
+        now = self._clock()
+        self._tokens = min(float(self._burst), self._tokens + (now - self._filled_at) / self._every)
+        self._filled_at = now
+        if self._tokens < 1:
+            self.unlogged += 1
+            return False
+        self._tokens -= 1
+        if self.unlogged:
+            self.logger.log(self.level, "%d more like the next, from peers not seen before, were only counted (at "
+                            "most %d such lines at once, then one every %gs)", self.unlogged, self._burst,
+                            self._every)
+            self.unlogged = 0
+        self.logger.log(self.level, msg + self.suffix, *args)
         return True
 
 

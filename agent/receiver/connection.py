@@ -124,14 +124,25 @@ class Connection:
     async def _read(self) -> None:
         opts = self.rx.options
         dec = LengthPrefixedDecoder(opts.max_frame)
+        clock = asyncio.get_running_loop().time
+        #: when the frame the decoder holds part of was begun: it must be complete within idle_timeout (a peer
+        #: sending it a byte at a time would otherwise hold its connection, and a slot, for good)
+        begun: float | None = None
         try:
             while True:
+                before = clock()
                 if not await self._room_for_more():
                     return
+                if begun is not None:  # the time the connection was not read does not count against the peer
+                    begun += clock() - before
                 try:
-                    async with asyncio.timeout(opts.idle_timeout):
+                    due = clock() + opts.idle_timeout
+                    async with asyncio.timeout_at(due if begun is None else min(due, begun + opts.idle_timeout)):
                         chunk = await self.stream.receive()
                 except TimeoutError:
+                    if begun is not None and clock() >= begun + opts.idle_timeout:
+                        self.rx.reject(self.peer, "idle", f"a frame begun was not complete within {opts.idle_timeout}s")
+                        return
                     if self.inflight:
                         continue
                     self.rx.reject(self.peer, "idle", f"nothing received for {opts.idle_timeout}s")
@@ -141,6 +152,10 @@ class Connection:
                 try:
                     dec.feed(chunk)
                     frames = dec.frames()
+                    if not dec.buffered:
+                        begun = None
+                    elif begun is None or frames:  # a new frame begun (the one before it complete)
+                        begun = clock()
                 except FramingError as exc:
                     if not await self._take_within_limit(getattr(exc, "frames", [])):
                         return

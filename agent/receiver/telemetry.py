@@ -3,15 +3,18 @@
 Counts are by reason (a fixed set, :data:`~.validate.REASONS`). A log line is
 written the first time a (peer, reason) pair occurs; later ones are counted
 only. The memory of who was logged is a bounded LRU, so a stream of new peers
-cannot grow it.
+cannot grow it, and the lines themselves are rate-limited
+(:class:`~agent.logs.OncePerKey`), so a stream of new peers cannot flood the log.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
+from ..logs import OncePerKey
 from .dedupe import channel_of
 
 __all__ = ["ReceiverStats", "RejectLog"]
@@ -35,22 +38,15 @@ class ReceiverStats:
 
 class RejectLog:
     def __init__(self, stats: ReceiverStats, *, listener: str, max_peers: int = 1024,
-                 logger: logging.Logger = log) -> None:
+                 logger: logging.Logger = log, **kw: Any) -> None:
         self.stats = stats
         self.listener = listener
         self.max_peers = max_peers
-        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._log = logger
+        self.once = OncePerKey(logger, max_keys=max_peers, suffix="", **kw)
 
     def __call__(self, peer: str, reason: str, detail: str) -> None:
         self.stats.rejected[reason] += 1
         # one line per channel: a unix peer's uid, not its pid (a guest that forks a sender per event is one)
         key = (channel_of(peer), reason)
-        if key in self._seen:
-            self._seen.move_to_end(key)
-            return
-        self._seen[key] = None
-        if len(self._seen) > self.max_peers:
-            self._seen.popitem(last=False)
-        self._log.warning("%s: refused from %s: %s: %s (further refusals of this kind from %s are only counted)",
-                          self.listener, peer, reason, detail, key[0])
+        self.once(key, "%s: refused from %s: %s: %s (further refusals of this kind from %s are only counted)",
+                  self.listener, peer, reason, detail, key[0])

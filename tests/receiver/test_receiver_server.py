@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -312,6 +313,33 @@ def test_idle_connection_is_closed(tmp_path: Path) -> None:
     assert rx.stats.rejected == {"idle": 1}
 
 
+def test_a_frame_sent_a_byte_at_a_time_must_be_complete_within_idle_timeout(tmp_path: Path) -> None:
+    """A peer that keeps a connection (and a slot of max_connections) by sending a frame one byte at a time,
+    each byte well within idle_timeout, is closed once the frame has taken idle_timeout; the frames it completed
+    before are acked."""
+
+    async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> tuple[Receiver, list[int]]:
+        c = await client()
+        await c.send(ev(1))
+        await c.until(1)
+        slow = frame(ev(2))
+        sent = []
+        for i in range(len(slow) - 1):
+            try:
+                await c.stream.send(slow[i : i + 1])
+            except TransportError:
+                break
+            sent.append(i)
+            await asyncio.sleep(0.05)
+        with contextlib.suppress(TransportError):  # closed, or reset under the bytes still being sent
+            assert await c.closed()
+        return rx, sent
+
+    rx, sent = run(with_receiver(tmp_path, body, idle_timeout=0.5))
+    assert rx.stats.rejected == {"idle": 1} and rx.stats.accepted == 1
+    assert len(sent) < len(frame(ev(2))) - 1  # cut off before the frame was complete
+
+
 def test_too_deep_is_refused(tmp_path: Path) -> None:
     async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> Ack:
         c = await client()
@@ -343,8 +371,28 @@ def test_log_memory_is_bounded() -> None:
     rl = RejectLog(ReceiverStats(), listener="t", max_peers=8, logger=logging.getLogger("test.quiet"))
     for uid in range(1000):
         rl(f"unix:uid={uid},pid=7", "json", "x")
-    assert len(rl._seen) == 8
+    assert len(rl.once) == 8
     assert rl.stats.rejected["json"] == 1000
+
+
+def test_a_guest_cycling_through_more_uids_than_are_remembered_cannot_flood_the_log(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Each uid is a channel of its own, and the memory of who was logged is bounded: the lines themselves are
+    rate-limited, a burst and then one a second, and the next line says how many went unlogged."""
+    from agent.receiver import ReceiverStats, RejectLog
+
+    now = [0.0]
+    rl = RejectLog(ReceiverStats(), listener="t", max_peers=16, burst=5, every=1.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            for uid in range(100):
+                rl(f"unix:uid={uid},pid=7", "json", "x")
+        assert len(caplog.records) == 5 and rl.once.unlogged == 295
+        now[0] += 2.0  # two more lines' worth
+        rl("unix:uid=5000,pid=7", "json", "x")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 7 and lines[5].startswith("295 more like the next") and "uid=5000" in lines[6]
+    assert rl.stats.rejected["json"] == 301
 
 
 def test_a_guest_forking_a_sender_per_event_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
