@@ -75,7 +75,8 @@ class BatchReceipt(Receipt):
     least one sink).
     """
 
-    __slots__ = ("_dropped_ids", "_index", "_left", "_on_progress", "_settled", "_sinks", "_watch", "events")
+    __slots__ = ("_dropped_ids", "_index", "_left", "_on_progress", "_settled", "_sinks", "_telling", "_watch",
+                 "events")
 
     def __init__(self, events: Sequence[Event], sinks: int) -> None:
         self.events = events
@@ -85,6 +86,7 @@ class BatchReceipt(Receipt):
         self._on_progress: Callable[[int], None] | None = None
         self._left: list[int] | None = None
         self._settled = 0
+        self._telling = False
         #: id(event) -> why it was dropped: False (an overflow policy) or an :class:`~agent.errors.Undeliverable`
         self._dropped_ids: dict[int, Any] = {}
         #: told of each event a sink drops, and why, as it happens (see :meth:`watch`)
@@ -129,13 +131,22 @@ class BatchReceipt(Receipt):
             if n != self._settled:
                 self._settled = n
                 super().done_one(event)
-                if self._on_progress is not None and n < len(events) and not self._future.done():
-                    try:
-                        self._on_progress(n)
-                    except Exception:  # a watcher's failure must not fail the sink that settled the event
-                        log.exception("telling of settled events failed")
+                if self._on_progress is not None and not self._telling and n < len(events):
+                    # told once the loop turns: a flush settling the whole batch completes it first, and
+                    # nobody is told event by event
+                    self._telling = True
+                    asyncio.get_running_loop().call_soon(self._tell)
                 return
         super().done_one(event)
+
+    def _tell(self) -> None:
+        self._telling = False
+        n = self._settled
+        if self._on_progress is not None and 0 < n < len(self.events) and not self._future.done():
+            try:
+                self._on_progress(n)
+            except Exception:  # a watcher's failure must not fail the sink that settled the event
+                log.exception("telling of settled events failed")
 
     def _settle_out_of_order(self, event: Event, n: int) -> int:
         """Count ``event`` settled by one more sink; how many of the first events are settled now (-1: ``event``
