@@ -29,9 +29,10 @@ from ..codec.framing import LengthPrefixedDecoder, encode_frame
 from ..errors import FramingError, TransportError
 from ..transport import ByteStream
 from ..transport.ack import ack_payloads
-from .answers import all_taken, call, refusal, why
-from .dedupe import MAX_KEPT, Key, channel_of, key_of
-from .validate import Rejected, parse_event
+from .answers import all_taken, refusal, why
+from .dedupe import channel_of
+from .intake import sort_frames
+from .validate import Rejected
 
 if TYPE_CHECKING:
     from .server import Receiver
@@ -49,8 +50,6 @@ HANGUP_POLL = 0.25
 class _Delivery(TransportError):
     """Delivery of a frame failed (not a refusal): the connection ends without acking it."""
 
-
-_NEW: Any = object()
 
 #: frames in flight, in frame order: the future deciding them (None: settled or refused already), the position
 #: of the first one's answer in its result (-1: the result answers for each alike), and how many frames
@@ -239,52 +238,9 @@ class Connection:
         if not frames:
             return
         rx = self.rx
-        depth = rx.options.max_depth
-        dedupe = rx.dedupe
-        seen = dedupe.entries
-        check = rx.policy.check if rx.policy.mode != "off" else None
-        channel = self.channel
         many = self.many
-        # per frame, in order: a refusal (reason, detail), a copy's entry, or the position in this batch
-        fates: list[Any] = []
-        events: list[dict[str, Any]] = []
-        raw: list[bytes] = []
-        keys: list[Key] = []
-        here: dict[Key, int] = {}
-        for frame in frames:
-            try:
-                event = parse_event(frame, max_depth=depth)
-                if check is not None:
-                    check(event)
-            except Rejected as r:
-                fates.append((r.reason, r.detail))
-                continue
-            source, ident = event["source"], event["id"]
-            key = (channel, source, ident) if len(source) + len(ident) <= MAX_KEPT else key_of(channel, source, ident)
-            first = seen.get(key, _NEW)
-            if first is not _NEW:
-                try:
-                    first = dedupe.resolve(key, first)  # the first copy: settled (None) or pending
-                except KeyError:  # the first copy was refused, dropped or failed: this one is new
-                    first = _NEW
-            if first is not _NEW:
-                rx.stats.duplicates += 1
-                fates.append((None, 0, 1) if first is None else (first[0], first[1], 1))
-            elif key in here:  # a copy of an event earlier in this very read
-                rx.stats.duplicates += 1
-                fates.append(here[key])
-            elif many is None:
-                fut = call(rx.deliver, event, self.peer)
-                rx.hold(fut, 1, len(frame))
-                dedupe.add(key, fut)
-                fut.add_done_callback(functools.partial(self._taken, 1))
-                fates.append((fut, -1, 1))
-            else:
-                here[key] = len(events)
-                fates.append(len(events))
-                events.append(event)
-                raw.append(frame)
-                keys.append(key)
+        fates, events, raw, keys = sort_frames(rx, self.channel, self.peer, frames, batch=many is not None,
+                                               taken=self._taken)
         batch: asyncio.Future[Any] | None = None
         if events:
             assert many is not None
@@ -305,7 +261,7 @@ class Connection:
                 batch = asyncio.get_running_loop().create_future()
                 batch.set_exception(exc)
             rx.hold(batch, len(events), sum(map(len, raw)))
-            dedupe.add_many(keys, batch)
+            rx.dedupe.add_many(keys, batch)
             batch.add_done_callback(functools.partial(self._taken, len(events)))
         inflight = self.inflight
         run_start = run_len = 0
