@@ -292,7 +292,9 @@ def _cmd_send(args: argparse.Namespace) -> int:
         print(f"hoststamp send: line {lineno}: {reason}", file=sys.stderr)
     if report.error:
         print(f"hoststamp send: {report.error}", file=sys.stderr)
-    print(f"hoststamp send: {report.acked} of {report.sent} events acknowledged by {args.to}", file=sys.stderr)
+    unsent = "" if report.unsent_from is None else f"; the input from line {report.unsent_from} on was not sent"
+    print(f"hoststamp send: {report.acked} of {report.sent} events acknowledged by {args.to}{unsent}",
+          file=sys.stderr)
     return EXIT_OK if report.ok else EXIT_FAIL
 
 

@@ -42,6 +42,9 @@ class SendReport:
     problems: list[tuple[int, str]] = field(default_factory=list)
     #: set when some lines were never acknowledged
     error: str | None = None
+    #: the first line not handed to the sender when it gave up (the input from there on was not sent, maybe not
+    #: even read), None when it took all of it
+    unsent_from: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -133,10 +136,12 @@ async def send_ndjson(to: str | Dialer, stdin: BinaryIO, *, timeout: float | Non
     reader = read or _read_available
     lines = _Lines(max_frame)
     lineno = 0
+    batch: list[tuple[int, bytes]] = []
+    taken_before = 0
     try:
         while True:
             chunk = await asyncio.to_thread(reader, stdin, _CHUNK)
-            batch: list[tuple[int, bytes]] = []
+            batch = []
             for frame in lines.feed(chunk) if chunk else lines.end():
                 lineno += 1
                 if frame is None:
@@ -151,12 +156,16 @@ async def send_ndjson(to: str | Dialer, stdin: BinaryIO, *, timeout: float | Non
                     report.problems.append((lineno, problem))
             report.lines = lineno
             if batch:
+                taken_before = report.sent
                 await sender.put_as_room_allows(batch, timeout, report.took)
+                batch = []
             if not chunk:
                 break
         await sender.drain(timeout=timeout)
     except TransportError as exc:
         report.error = str(exc)
+        if batch:  # it gave up waiting for room: what was not taken, and everything after it, was not sent
+            report.unsent_from = batch[min(report.sent - taken_before, len(batch) - 1)][0]
     finally:
         await sender.aclose()
     report.problems.sort()

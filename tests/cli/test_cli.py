@@ -455,6 +455,17 @@ def test_send_with_its_standard_input_closed_says_so(tmp_path: Path) -> None:
     assert b"standard input is closed" in res.stderr and b"Traceback" not in res.stderr
 
 
+def test_send_that_gives_up_says_from_which_line_the_input_was_not_sent(tmp_path: Path) -> None:
+    """Nobody listens and the window (1,000 events) fills: the summary counts what was sent, and says that the
+    input from the line after it on was not (a script then knows what to send again)."""
+    lines = b"".join(b'{"specversion":"1.0","id":"%d","source":"s","type":"t"}\n' % i for i in range(2500))
+    res = run_cli(["send", "--to", f"unix:{tmp_path}/none.sock", "--timeout", "1"], cwd=tmp_path, stdin=lines)
+    assert res.returncode == 1
+    assert res.stderr.decode().splitlines()[-1] == (
+        f"hoststamp send: 0 of 1000 events acknowledged by unix:{tmp_path}/none.sock; the input from line 1001 "
+        "on was not sent")
+
+
 def test_verify_and_config_check_of_a_closed_standard_input_say_so(tmp_path: Path) -> None:
     from tests.helpers import ROOT
 
