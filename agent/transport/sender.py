@@ -199,7 +199,10 @@ class AckedSender(Generic[T]):
             key = reason.split(":", 1)[0]
             if key not in self._seen_reasons and len(self._seen_reasons) < 64:
                 self._seen_reasons.add(key)
-                log.warning("%s: downstream refused an event: %s", self.name, reason)
+                if key == TOO_LARGE:  # left out here, before sending: the downstream never saw it
+                    log.warning("%s: an event no frame can carry was not sent: %s", self.name, reason)
+                else:
+                    log.warning("%s: downstream refused an event: %s", self.name, reason)
         if self._on_settled is not None:
             self._on_settled(done, refused)
         self._progress.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Coroutine
 from pathlib import Path
@@ -96,7 +97,7 @@ def test_refused_items_are_reported() -> None:
     assert (sender.stats.acked, sender.stats.rejected) == (2, 1)
 
 
-def test_oversized_payload_is_refused_at_once() -> None:
+def test_oversized_payload_is_refused_at_once(caplog: pytest.LogCaptureFixture) -> None:
     refused: list[tuple[bytes, str]] = []
 
     async def main() -> int:
@@ -106,9 +107,13 @@ def test_oversized_payload_is_refused_at_once() -> None:
         await sender.aclose()
         return n
 
-    assert run(main()) == 0
+    with caplog.at_level(logging.WARNING):
+        assert run(main()) == 0
     assert [r for _i, r in refused] == ["too_large: frame of 9 bytes outside 1..8",
                                         "too_large: frame of 0 bytes outside 1..8"]
+    # left out here, never sent: not said to be the downstream's refusal
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "no frame can carry was not sent" in line and "downstream" not in line
 
 
 def test_put_times_out_when_nobody_acks() -> None:
