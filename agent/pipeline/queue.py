@@ -78,6 +78,9 @@ class BatchReceipt(Receipt):
     __slots__ = ("_dropped_ids", "_index", "_left", "_on_progress", "_settled", "_sinks", "_telling", "_watch",
                  "events")
 
+    #: seconds after a partial settlement that :meth:`progress` is told of it, if the batch is not complete by then
+    PROGRESS_AFTER = 0.05
+
     def __init__(self, events: Sequence[Event], sinks: int) -> None:
         self.events = events
         self._sinks = sinks
@@ -132,10 +135,14 @@ class BatchReceipt(Receipt):
                 self._settled = n
                 super().done_one(event)
                 if self._on_progress is not None and not self._telling and n < len(events):
-                    # told once the loop turns: a flush settling the whole batch completes it first, and
-                    # nobody is told event by event
+                    # told a moment later, not event by event: a batch that completes meanwhile (as nearly
+                    # every one does when its sinks keep up) tells nobody, and its sender gets one ack for it
                     self._telling = True
-                    asyncio.get_running_loop().call_soon(self._tell)
+                    loop = asyncio.get_running_loop()
+                    if self.PROGRESS_AFTER > 0:
+                        loop.call_later(self.PROGRESS_AFTER, self._tell)
+                    else:
+                        loop.call_soon(self._tell)
                 return
         super().done_one(event)
 
