@@ -105,9 +105,13 @@ class BatchReceipt(Receipt):
         return [gone.get(id(e), True) for e in self.events]
 
     def _position(self, event_id: int) -> int:
+        return self._positions()[event_id]
+
+    def _positions(self) -> dict[int, int]:
+        """id(event) -> its position, made the first time it is needed."""
         if self._index is None:
             self._index = {id(e): i for i, e in enumerate(self.events)}
-        return self._index[event_id]
+        return self._index
 
     def progress(self, on_progress: Callable[[int], None]) -> None:
         """Have ``on_progress(n)`` called whenever more of the first events are settled by every sink (taken for
@@ -162,9 +166,7 @@ class BatchReceipt(Receipt):
         left = self._left
         if left is None:  # the first n are settled by every sink
             left = self._left = [0] * n + [self._sinks] * (len(events) - n)
-        if self._index is None:
-            self._index = {id(e): i for i, e in enumerate(events)}
-        i = self._index.get(id(event), -1)
+        i = self._positions().get(id(event), -1)
         if i < 0:
             self._settled = -1
             return -1

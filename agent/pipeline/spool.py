@@ -147,10 +147,11 @@ class Spool(SpoolReader):
         self.next_index = max(self.committed, found.last_index) + 1
         report = found.report
         assert self._head is not None
-        if (gone := missing_newest(self._head.found, found.last_index, self.committed)) is not None:
+        head = self._head.found
+        if head is not None and (gone := missing_newest(head, found.last_index, self.committed)) is not None:
             problem, lost = gone
             report = replace(report, problems=(*report.problems, problem), missing=report.missing + lost)
-            self.next_index = max(self.next_index, self._head.found[1] + 1 if self._head.found else 0)
+            self.next_index = max(self.next_index, head[1] + 1)  # the lost records' numbers are not used again
         if not report.clean:
             log.warning("spool %s: salvaged %d pending records; %s; quarantined: %s", self.dir, report.pending,
                         "; ".join(report.problems), ", ".join(report.quarantined) or "nothing")

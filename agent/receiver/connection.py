@@ -370,7 +370,7 @@ class Connection:
                     self._count_settled(first, k)
                     continue
                 if not fut.done():
-                    if fut in self._runs:  # progress may come before the batch completes
+                    if self.progressing and fut in self._runs:  # progress may come before the batch completes
                         nudge = self._nudge = asyncio.get_running_loop().create_future()
                         await asyncio.wait((fut, nudge), return_when=asyncio.FIRST_COMPLETED)
                         continue
