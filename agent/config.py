@@ -3,8 +3,10 @@
 The file has ``[agent]``, ``[probes.NAME]``, ``[[sinks]]``, ``[[listeners]]`` and
 ``[metrics]``. Every unknown key is a :class:`~agent.errors.ConfigError` that
 names the file and the dotted key. Per-probe and per-sink keys are checked
-against the ``Options`` dataclass the probe or sink declares. Nothing here opens
-a socket or a key: :mod:`agent.app` builds live objects from what this returns.
+against the ``Options`` dataclass the probe or sink declares; the dataclasses of
+the tables are in :mod:`agent.configtables` (and importable from here). Nothing
+here opens a socket or a key: :mod:`agent.app` builds live objects from what
+this returns.
 """
 
 from __future__ import annotations
@@ -14,22 +16,38 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from . import schema
+from .configkeys import locate
+from .configtables import (
+    MAX_JSON_DEPTH,
+    SPOOL_MIN_BYTES,
+    AgentSettings,
+    EndpointConfig,
+    ListenerOptions,
+    MetricsConfig,
+    Overflow,
+    ProbeCommon,
+    ProbeConfig,
+    SinkCommon,
+)
 from .errors import ConfigError, SigningError, SinkError
-from .model import NOT_IN_STRINGS
 from .probes import registry as probe_registry
 from .sinks import registry as sink_registry
 from .sinks.base import SinkContext
 from .transport.uri import split_hostport
 
 __all__ = [
+    "MAX_JSON_DEPTH",
+    "SPOOL_MIN_BYTES",
     "AgentSettings",
     "Config",
     "EndpointConfig",
     "ListenerOptions",
     "MetricsConfig",
+    "Overflow",
+    "ProbeCommon",
     "ProbeConfig",
     "SinkCommon",
     "default_config",
@@ -40,168 +58,6 @@ __all__ = [
 
 ENV_KEY = "HOSTSTAMP_KEY"
 ENV_HOST_ID = "HOSTSTAMP_HOST_ID"
-
-Overflow = Literal["block", "drop_newest", "drop_oldest"]
-
-
-@dataclass(frozen=True, slots=True)
-class AgentSettings:
-    """``[agent]``: who the agent is and where it keeps state."""
-
-    #: host id stamped into every event; default: /etc/machine-id, then the hostname
-    host_id: str | None = None
-    #: the host's private key (PKCS#8 PEM)
-    key: str = "keys/host.key"
-    #: where per-source sequence counters (and spools) live
-    state_dir: str = "var/state"
-    log_format: Literal["human", "json"] = "human"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    #: seconds SIGTERM may spend draining queues before what is left stays spooled
-    drain_timeout: float = 10.0
-    #: processes that stamp and sign guest events (0: all in the event loop; see docs/delivery.md)
-    sign_workers: int = 0
-    #: threads that sign guest events beside the event loop, with the native signer (see docs/delivery.md)
-    sign_threads: int = 0
-
-    def __post_init__(self) -> None:
-        if self.host_id is not None and NOT_IN_STRINGS.search(self.host_id):
-            raise ValueError("host_id: holds a control character or a noncharacter, which a CloudEvents string "
-                             f"may not: {self.host_id!r}")
-        if not self.state_dir:
-            raise ValueError("state_dir must be a directory (not empty)")
-        if self.drain_timeout < 0:
-            raise ValueError("drain_timeout must not be negative")
-        for key in ("sign_workers", "sign_threads"):
-            if not 0 <= getattr(self, key) <= 64:
-                raise ValueError(f"{key} must be between 0 and 64")
-        if self.sign_workers and self.sign_threads:
-            raise ValueError("sign_threads and sign_workers are two ways to use more cores: set one of them")
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeCommon:
-    #: unset: on when the table is present, else on when the probe works on this host
-    enabled: bool | None = None
-    interval: float | None = None
-    timeout: float | None = None
-    #: fraction of the interval by which each round may start late, at random
-    jitter: float = 0.1
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeConfig:
-    name: str
-    #: ``None``: decided by :meth:`available` when the agent starts (no I/O while parsing)
-    enabled: bool | None
-    interval: float
-    timeout: float
-    jitter: float
-    options: Any
-
-    def available(self) -> bool:
-        return probe_registry.get(self.name).unavailable(self.options) is None
-
-
-#: the smallest spool (``spool_max_bytes``): one segment
-SPOOL_MIN_BYTES = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class SinkCommon:
-    """Keys every ``[[sinks]]`` entry accepts besides its scheme's own."""
-
-    uri: str
-    queue_size: int = 10000
-    overflow: Overflow = "block"
-    batch_max: int = 512
-    #: directory of a write-ahead spool for this sink (none by default)
-    spool: str | None = None
-    spool_max_bytes: int = 256 << 20
-    spool_fsync: Literal["always", "batch", "never"] = "batch"
-
-    def __post_init__(self) -> None:
-        if self.spool is not None and not self.spool:
-            raise ValueError("spool must be a directory (not empty; leave the key out for no spool)")
-        if self.queue_size < 1:
-            raise ValueError("queue_size must be at least 1")
-        if self.batch_max < 1:
-            raise ValueError("batch_max must be at least 1")
-        if self.spool_max_bytes < SPOOL_MIN_BYTES:
-            raise ValueError(f"spool_max_bytes must be at least {SPOOL_MIN_BYTES}")
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointConfig:
-    """One sink: its URI split into scheme and target, common keys, scheme options."""
-
-    uri: str
-    scheme: str
-    target: str
-    common: SinkCommon
-    options: Any
-    #: where the URI came from, as an error names it: ``sinks[0].uri``, ``--sink``
-    key: str = "sinks.uri"
-
-
-#: the deepest guest JSON a listener may be configured to take
-MAX_JSON_DEPTH = 128
-
-
-@dataclass(frozen=True, slots=True)
-class ListenerOptions:
-    """``[[listeners]]``: where guest events come in, and how hard to be on them."""
-
-    uri: str
-    #: the ``hostpeer`` value stamped on events from this listener (Firecracker sockets)
-    name: str | None = None
-    max_frame: int = 1 << 20
-    max_connections: int = 256
-    idle_timeout: float = 300.0
-    max_depth: int = 32
-    guest_signatures: Literal["off", "verify", "require"] = "off"
-    #: public keys (PEM files) trusted for guest signatures
-    trusted_keys: tuple[str, ...] = ()
-    dedupe_window: int = 65536
-    #: frames per connection handed on and not yet durable, at most (then the connection is not read)
-    max_inflight: int = 1024
-    #: bytes of frames handed on and not yet durable, of all the listener's connections, at most
-    max_unsettled_bytes: int = 64 << 20
-    #: permission bits of a unix or Firecracker socket file (e.g. 0o660); default: as the umask leaves them
-    mode: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.name is not None and (not self.name.strip() or NOT_IN_STRINGS.search(self.name)):
-            # it is stamped as hostpeer, a CloudEvents string, on every event of the listener
-            raise ValueError(f"name must be text that says which socket (not blank, no control character), "
-                             f"got {self.name!r:.60}")
-        if not 1 <= self.max_frame <= 0xFFFFFFFF:
-            raise ValueError("max_frame must be between 1 and 4294967295")
-        for key in ("max_connections", "max_depth", "max_inflight", "max_unsettled_bytes"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be at least 1")
-        if self.max_depth > MAX_JSON_DEPTH:
-            raise ValueError(f"max_depth must be at most {MAX_JSON_DEPTH} (the event JSON itself nests the data "
-                             "once more, and JSON encoders stop not far above)")
-        if self.idle_timeout <= 0:
-            raise ValueError("idle_timeout must be greater than 0")
-        if self.dedupe_window < 0:
-            raise ValueError("dedupe_window must not be negative")
-        if self.mode is not None and not 0 <= self.mode <= 0o7777:
-            raise ValueError("mode must be permission bits, e.g. 0o660")
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsConfig:
-    """``[metrics]``: ``listen = "HOST:PORT"`` serves Prometheus text at ``/metrics`` (off when absent)."""
-
-    listen: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.listen is not None:
-            try:
-                split_hostport(self.listen)
-            except ValueError as exc:
-                raise ValueError(f"listen: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +76,10 @@ class Config:
             if ep.scheme == "unix" and _unix_address(ep.target) in own:
                 raise ConfigError(f"{ep.uri!r} is this agent's own listener: what it sends there would come back "
                                   "to it as a guest's, and wait on itself", key=ep.key, file=self.path)
+
+    def warnings(self) -> list[tuple[str, str]]:
+        """(key, reason) of what runs but does nothing (as ``config check`` warns of it), for ``run`` to log."""
+        return unused_names([(ln.uri, ln.name) for ln in self.listeners])
 
     def probe(self, name: str) -> ProbeConfig:
         for p in self.probes:
@@ -336,6 +196,23 @@ def repeated_addresses(uris: Sequence[str | None]) -> list[tuple[str, str]]:
             for i, uri in enumerate(uris) if uri is not None and uri in uris[:i]]
 
 
+#: listener schemes whose peers the kernel names, so that a ``name`` given to one of them is not used
+_KERNEL_NAMED = {"unix": "unix:uid=U,pid=P", "vsock": "vsock:CID"}
+
+
+def unused_names(listeners: Sequence[tuple[object, object]]) -> list[tuple[str, str]]:
+    """(key, reason) of each listener, given as (uri, name), with a ``name`` nothing uses: only a Firecracker
+    (``fcvsock:``) or NATS listener stamps its name as ``hostpeer``."""
+    unused = []
+    for i, (uri, name) in enumerate(listeners):
+        scheme = uri.partition(":")[0].lower() if isinstance(uri, str) else ""
+        if isinstance(name, str) and scheme in _KERNEL_NAMED:
+            unused.append((f"listeners[{i}].name", f"not used: events from a {scheme}: listener carry the peer the "
+                           f"kernel names ({_KERNEL_NAMED[scheme]}) as hostpeer; only fcvsock: and nats: "
+                           "listeners stamp their name"))
+    return unused
+
+
 def _probe(name: str, table: Mapping[str, Any], file: str | None, present: bool) -> ProbeConfig:
     cls = probe_registry.get(name)
     common_keys = set(schema.field_names(ProbeCommon))
@@ -362,7 +239,18 @@ _TOP_KEYS = ("agent", "probes", "sinks", "listeners", "metrics")
 
 
 def parse(doc: Mapping[str, Any], *, file: str | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Build a :class:`Config` from a parsed TOML document."""
+    """Build a :class:`Config` from a parsed TOML document; a problem names its key as the document has it (an
+    empty key shown as ``""``)."""
+    try:
+        return _parse(doc, file=file, env=env)
+    except ConfigError as exc:
+        where = locate(doc, "", exc.key) if exc.key is not None else None
+        if where is None or where.shown == exc.key:
+            raise
+        raise ConfigError(exc.reason, key=where.shown, file=exc.file) from None
+
+
+def _parse(doc: Mapping[str, Any], *, file: str | None, env: Mapping[str, str] | None) -> Config:
     if (where := _nul_at(doc, "")) is not None:  # a path, name or URI never holds one: refused wherever it is
         raise ConfigError("must not hold a NUL character", key=where, file=file)
     for key in doc:

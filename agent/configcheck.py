@@ -6,21 +6,25 @@ starting the agent. Here each unit (``[agent]``, each ``[probes.NAME]``, each
 own with the same code, and within a unit a key that was found bad is set
 aside and the unit checked again, so one pass reports every bad key. Beyond
 parsing it checks listener URIs, that the trusted keys listeners name can be
-read, and that some sink is configured. Nothing is opened or bound, and
-nothing is read besides the file and those keys.
+read, that no file is where a sink's ``spool`` or ``[agent] state_dir`` needs a
+directory, and that some sink is configured; it warns about what runs but is
+not what was meant. Nothing is opened (a path is only looked at with stat),
+made or bound, and nothing is read besides the file and those keys.
 """
 
 from __future__ import annotations
 
 import os
-import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from . import config as config_mod
 from . import schema
+from .configkeys import locate, shown_key
 from .errors import ConfigError, redact, shown
 from .receiver.server import HEARTBEAT
 from .transport.uri import SCHEMES
@@ -41,18 +45,6 @@ class Problem:
         return redact(f"{where}{'warning: ' if self.severity == 'warning' else ''}{self.reason}")
 
 
-_SEGMENT = re.compile(r"([^.\[]+)")
-_PART = re.compile(r"[^.\[\]]+")
-
-
-def _direct_key(prefix: str, key: str | None) -> str | None:
-    """``probes.cgroup`` + ``probes.cgroup.root.x`` -> ``root``; None if ``key`` is not inside ``prefix``."""
-    if not key or not key.startswith(prefix + "."):
-        return None
-    m = _SEGMENT.match(key[len(prefix) + 1:])
-    return m.group(1) if m else None
-
-
 def _unit(problems: list[Problem], table: Any, prefix: str, file: str | None,
           build: Callable[[Mapping[str, Any]], object]) -> None:
     """Build one unit, setting aside each bad key it reports until it builds or cannot be narrowed down."""
@@ -69,11 +61,13 @@ def _unit(problems: list[Problem], table: Any, prefix: str, file: str | None,
             build(left)
             return
         except ConfigError as exc:
-            if exc.key in seen:  # e.g. a bad required key, set aside, is now "missing": said already
+            where = locate(left, prefix, exc.key) if exc.key is not None else None
+            key = where.shown if where is not None else exc.key
+            if key in seen:  # e.g. a bad required key, set aside, is now "missing": said already
                 return
-            seen.add(exc.key)
-            problems.append(Problem(file, exc.key, exc.reason))
-            if not _set_aside(left, prefix, exc.key):
+            seen.add(key)
+            problems.append(Problem(file, key, exc.reason))
+            if where is None or not _set_aside(left, where.path):
                 return
 
 
@@ -82,24 +76,24 @@ def _count_keys(table: Mapping[str, Any]) -> int:
     return sum(1 + (_count_keys(v) if isinstance(v, Mapping) else 0) for v in table.values())
 
 
-def _set_aside(left: dict[str, Any], prefix: str, key: str | None) -> bool:
-    """Remove ``key`` (under ``prefix``) from ``left``, at whatever depth of nested tables it is (each table on
-    the way copied, never changed in place); False if it is not there."""
-    first = _direct_key(prefix, key)
-    if first is None or key is None:
+def _set_aside(left: dict[str, Any], path: tuple[str | int, ...]) -> bool:
+    """Remove the key at ``path`` (an item of an array: the array's key) from ``left``, at whatever depth of
+    nested tables it is (each table on the way copied, never changed in place); False if it cannot be."""
+    while path and isinstance(path[-1], int):
+        path = path[:-1]
+    if not path or not all(isinstance(part, str) for part in path):
         return False
-    parts = _PART.findall(key[len(prefix) + 1:])  # "watch.psi_paths[2]" -> watch, psi_paths, 2
     node = left
-    for i, part in enumerate(parts):
-        if part not in node:
+    for part in path[:-1]:
+        below = node.get(str(part))
+        if not isinstance(below, Mapping):
             return False
-        below = node[part]
-        if i == len(parts) - 1 or not isinstance(below, Mapping) or parts[i + 1] not in below:
-            del node[part]
-            return True
-        node[part] = dict(below)
-        node = node[part]
-    return False
+        copy = node[str(part)] = dict(below)
+        node = copy
+    if path[-1] not in node:
+        return False
+    del node[str(path[-1])]
+    return True
 
 
 def check_document(doc: Mapping[str, Any], *, file: str | None = None,
@@ -108,15 +102,17 @@ def check_document(doc: Mapping[str, Any], *, file: str | None = None,
     top = config_mod._TOP_KEYS
     for key in doc:
         if key not in top:
-            problems.append(Problem(file, key, f"unknown key (allowed at top level: {', '.join(top)})"))
+            problems.append(Problem(file, shown_key(key), f"unknown key (allowed at top level: {', '.join(top)})"))
 
-    _unit(problems, doc.get("agent", {}), "agent", file,
-          lambda t: config_mod.parse({"agent": t}, file=file, env=env or {}))
+    agent = doc.get("agent", {})
+    _unit(problems, agent, "agent", file, lambda t: config_mod.parse({"agent": t}, file=file, env=env or {}))
+    if isinstance(agent, Mapping):
+        _directory(problems, agent.get("state_dir"), "agent.state_dir", file, "cannot use the state directory {}")
 
     probes = doc.get("probes", {})
     if isinstance(probes, Mapping):
         for name, table in probes.items():
-            _unit(problems, table, f"probes.{name}", file, partial(_probe, name=name, file=file))
+            _unit(problems, table, f"probes.{shown_key(name)}", file, partial(_probe, name=name, file=file))
     else:
         problems.append(Problem(file, "probes", "expected a table of [probes.NAME] tables"))
 
@@ -124,6 +120,8 @@ def check_document(doc: Mapping[str, Any], *, file: str | None = None,
     if isinstance(sinks, list):
         for i, table in enumerate(sinks):
             _unit(problems, table, f"sinks[{i}]", file, partial(config_mod.endpoint, prefix=f"sinks[{i}]", file=file))
+            if isinstance(table, Mapping):
+                _directory(problems, table.get("spool"), f"sinks[{i}].spool", file, "spool {}")
     else:
         problems.append(Problem(file, "sinks", "expected an array of tables ([[sinks]])"))
     if isinstance(sinks, list) and not sinks:
@@ -147,12 +145,52 @@ def check_document(doc: Mapping[str, Any], *, file: str | None = None,
             _unit(problems, table, f"listeners[{i}]", file, partial(_listener, prefix=f"listeners[{i}]", file=file))
         addresses = [t.get("uri") if isinstance(t, Mapping) else None for t in listeners]
         problems.extend(Problem(file, key, reason) for key, reason in config_mod.repeated_addresses(addresses))
+        named = [(t.get("uri"), t.get("name")) if isinstance(t, Mapping) else (None, None) for t in listeners]
+        bad = {p.key for p in problems}
+        problems.extend(Problem(file, key, reason, "warning") for key, reason in config_mod.unused_names(named)
+                        if key not in bad)
     else:
         problems.append(Problem(file, "listeners", "expected an array of tables ([[listeners]])"))
 
     _unit(problems, doc.get("metrics", {}), "metrics", file,
           lambda t: schema.build(config_mod.MetricsConfig, t, prefix="metrics", file=file))
     return problems
+
+
+def _directory(problems: list[Problem], path: object, key: str, file: str | None, what: str) -> None:
+    """A problem when something other than a directory is at ``path``, or above it, where ``run`` needs to find or
+    make a directory, said as ``run`` would refuse it (``what``, with the path). Only looked at (stat): nothing is
+    made, and nothing is opened (a FIFO would block)."""
+    if not isinstance(path, str) or not path or "\0" in path or any(p.key == key for p in problems):
+        return  # no value, or one found bad already
+    if (found := _in_the_way(Path(path))) is not None:
+        kind, at = found
+        where = "" if at == Path(path) else f" at {at}"
+        problems.append(Problem(file, key, f"{what.format(path)}: not a directory ({kind} is in the way{where})"))
+
+
+def _in_the_way(path: Path) -> tuple[str, Path] | None:
+    """What is at ``path``, or at the nearest of its parents that exists, when that is not a directory (a regular
+    file, a FIFO, a symbolic link to nothing, ...), and where; None when it is a directory, nothing is there, or
+    stat cannot tell."""
+    for at in (path, *path.parents):
+        try:
+            mode = os.stat(at).st_mode
+        except FileNotFoundError:
+            if os.path.islink(at):
+                return "a symbolic link to nothing", at
+            continue
+        except NotADirectoryError:  # a parent is not a directory: found further up
+            continue
+        except OSError:  # not allowed to look (the agent may run as another user): left to `run`
+            return None
+        if stat.S_ISDIR(mode):
+            return None
+        return next((kind for test, kind in _KINDS if test(mode)), "a device"), at
+    return None
+
+
+_KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
 
 
 def _probe(table: Mapping[str, Any], *, name: str, file: str | None) -> object:

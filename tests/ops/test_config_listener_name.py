@@ -1,0 +1,41 @@
+"""A listener `name` is the hostpeer of Firecracker (and NATS) listeners only: elsewhere it is warned of."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent import config
+from agent.configcheck import check_file
+from tests.helpers import run_cli
+
+
+@pytest.mark.parametrize("uri", ["unix:{tmp}/in.sock", "vsock:any:5000", "VSOCK:any:5000"])
+def test_a_name_on_a_unix_or_vsock_listener_is_warned_of(tmp_path: Path, uri: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'[[sinks]]\nuri = "stdout:"\n[[listeners]]\nuri = "unix:{tmp_path}/other.sock"\n'
+                    f'[[listeners]]\nuri = "{uri.format(tmp=tmp_path)}"\nname = "guest-7"\n')
+    problems = check_file(path)
+    assert [(p.key, p.severity) for p in problems] == [("listeners[1].name", "warning")]
+    assert "not used" in problems[0].reason and "fcvsock:" in problems[0].reason
+    res = run_cli(["config", "check", str(path)], cwd=tmp_path)
+    assert res.returncode == 0 and f"{path}: listeners[1].name: warning: not used".encode() in res.stderr
+    # the config runs; what run would log is the same (key, reason)
+    cfg = config.load(path)
+    assert cfg.warnings() == [("listeners[1].name", problems[0].reason)]
+
+
+@pytest.mark.parametrize("uri", ["fcvsock:{tmp}/fc.sock:52", "nats://127.0.0.1:4222/guests.>"])
+def test_a_name_where_it_is_stamped_is_no_warning(tmp_path: Path, uri: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'[[sinks]]\nuri = "stdout:"\n[[listeners]]\nuri = "{uri.format(tmp=tmp_path)}"\n'
+                    'name = "guest-7"\n')
+    assert check_file(path) == []
+    assert config.load(path).warnings() == []
+
+
+def test_a_name_that_is_refused_is_not_warned_of_as_well(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'[[sinks]]\nuri = "stdout:"\n[[listeners]]\nuri = "unix:{tmp_path}/in.sock"\nname = " "\n')
+    assert [(p.key, p.severity) for p in check_file(path)] == [("listeners[0].name", "error")]
