@@ -10,7 +10,6 @@ import argparse
 import errno
 import functools
 import logging
-import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -21,9 +20,11 @@ import anyio
 import orjson
 
 from . import config as config_mod
+from .argtypes import leaf_index, probe_list, seconds, send_target
 from .auditcmds import OutputClosed, cmd_prove, cmd_verify
 from .errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, AgentError, ConfigError, SigningError, UsageError
 from .logs import JsonFormatter
+from .sendcmd import cmd_send
 from .signals import ignore_until_handled
 from .signing.keys import SigningKey, generate_keypair, load_signing_key
 from .stdio import guard_standard_fds, same_terminal, silence_stdout
@@ -38,31 +39,6 @@ log = logging.getLogger("hoststamp")
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}")
-
-
-def _probe_list(text: str) -> list[str]:
-    if text.strip().lower() == "none":
-        return []
-    names = [p.strip() for p in text.split(",") if p.strip()]
-    if not names:  # an empty list is more likely an unset shell variable than a wish for no probes
-        raise argparse.ArgumentTypeError("no probe named (to run none, say 'none')")
-    return names
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected seconds (a number above 0), got {text!r}")
-    return value
-
-
-def _leaf_index(text: str) -> int:
-    if not text.isascii() or not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a leaf index (0 or more), got {text!r}")
-    return int(text)
 
 
 def _logging_options(p: argparse.ArgumentParser, fmt: Any, verbose: Any) -> None:
@@ -83,7 +59,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", metavar="FILE", help="TOML configuration (default: the embedded default)")
     run.add_argument("--once", action="store_true",
                      help="one round of every selected probe, flush every sink, exit (1 if a sink missed an event)")
-    run.add_argument("--probes", metavar="LIST", type=_probe_list, help="comma-separated probe names, or 'none'")
+    run.add_argument("--probes", metavar="LIST", type=probe_list, help="comma-separated probe names, or 'none'")
     run.add_argument("--sink", metavar="URI", action="append", default=[], help="add a sink (repeatable)")
     run.add_argument("--listen", metavar="URI", action="append", default=[], help="add a listener (repeatable)")
     run.add_argument("--key", metavar="FILE", help=f"host private key (default: {DEFAULT_KEY})")
@@ -116,8 +92,9 @@ def _build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--proof", metavar="FILE", help="check an inclusion proof bundle instead")
 
     send = sub.add_parser("send", help="ship NDJSON CloudEvents from stdin, framed, to URI")
-    send.add_argument("--to", metavar="URI", required=True)
-    send.add_argument("--timeout", type=_seconds, default=None,
+    send.add_argument("--to", metavar="URI", required=True, type=send_target,
+                      help="the receiver: unix:PATH, vsock:CID:PORT or fcvsock:UDS_PATH:PORT")
+    send.add_argument("--timeout", type=seconds, default=None,
                       help="give up after this many seconds without room to send or, at the end, without every "
                            "acknowledgement (default: wait however long the receiver is away)")
 
@@ -126,7 +103,7 @@ def _build_parser() -> argparse.ArgumentParser:
     prove.add_argument("event_id", metavar="EVENT_ID")
     prove.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     prove.add_argument("--source", metavar="URI", help="the event's source, when its id is not unique in the archive")
-    prove.add_argument("--index", metavar="N", type=_leaf_index,
+    prove.add_argument("--index", metavar="N", type=leaf_index,
                        help="the leaf index of the copy to prove, when the event was archived more than once "
                             "(default: the first)")
 
@@ -208,6 +185,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # [agent] log_format and log_level, unless the command line said otherwise
     json_logs = (args.log_format or cfg.agent.log_format) == "json"
     _setup_logging(args.log_format or cfg.agent.log_format, args.verbose, cfg.agent.log_level)
+    for what, reason in cfg.warnings():  # what runs but does nothing, as `config check` warns of it
+        logging.getLogger("hoststamp").warning("%s: %s: %s", cfg.path or "configuration", what, reason)
     key = _host_key(args.key, cfg)
     _state_dir(cfg)
     agent = Agent(cfg, key, once=args.once, reload_config=lambda: _run_config(args))
@@ -278,26 +257,6 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_send(args: argparse.Namespace) -> int:
-    from .transport.send import SendReport, send_ndjson
-
-    if sys.stdin is None:  # closed when the command started (``<&-``)
-        raise UsageError("hoststamp send: standard input is closed; send reads the events to ship from it")
-
-    async def send() -> SendReport:
-        return await send_ndjson(args.to, sys.stdin.buffer, timeout=args.timeout)
-
-    report = anyio.run(send)
-    for lineno, reason in report.problems:
-        print(f"hoststamp send: line {lineno}: {reason}", file=sys.stderr)
-    if report.error:
-        print(f"hoststamp send: {report.error}", file=sys.stderr)
-    unsent = "" if report.unsent_from is None else f"; the input from line {report.unsent_from} on was not sent"
-    print(f"hoststamp send: {report.acked} of {report.sent} events acknowledged by {args.to}{unsent}",
-          file=sys.stderr)
-    return EXIT_OK if report.ok else EXIT_FAIL
-
-
 def _cmd_config(args: argparse.Namespace) -> int:
     from .configcheck import Problem, check_document
 
@@ -344,7 +303,7 @@ _VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "probe": _cmd_probe,
     "keys": _cmd_keys,
     "verify": cmd_verify,
-    "send": _cmd_send,
+    "send": cmd_send,
     "prove": cmd_prove,
     "config": _cmd_config,
     "status": _cmd_status,

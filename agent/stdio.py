@@ -1,17 +1,18 @@
-"""The command's standard streams: descriptors closed when it started, a reader that went away, and whether
-two streams share one terminal."""
+"""The command's standard streams: descriptors closed when it started, an input that cannot be read as a stream,
+a reader that went away, and whether two streams share one terminal."""
 
 from __future__ import annotations
 
 import errno
 import io
 import os
+import stat
 import sys
 from typing import Any
 
 from .sinks.stdout import stdout_closed_at_start
 
-__all__ = ["guard_standard_fds", "same_terminal", "silence_stdout"]
+__all__ = ["guard_standard_fds", "same_terminal", "silence_stdout", "stdin_problem"]
 
 
 def same_terminal(a: Any, b: Any) -> bool:
@@ -20,6 +21,17 @@ def same_terminal(a: Any, b: Any) -> bool:
         return bool(os.isatty(a.fileno()) and os.path.samestat(os.fstat(a.fileno()), os.fstat(b.fileno())))
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def stdin_problem() -> str | None:
+    """Why standard input cannot be read as a stream of bytes ("closed", "a directory"), or None when it can."""
+    if sys.stdin is None:  # closed when the command started (``<&-``)
+        return "closed"
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):  # no descriptor of its own: what reads it will tell
+        return None
+    return "a directory" if stat.S_ISDIR(mode) else None
 
 
 class _ClosedOutput(io.RawIOBase):

@@ -55,9 +55,10 @@ async def connect_fcvsock(ep: FcVsockEndpoint, *, timeout: float = 5.0) -> Socke
 
 def listen_fcvsock(ep: FcVsockEndpoint, *, name: str | None = None, backlog: int = 128,
                    mode: int | None = None) -> SocketListener:
-    """Listen on ``UDS_PORT``; each connection's peer is ``name`` (default: the URI)."""
+    """Listen on ``UDS_PORT``; each connection's peer is ``name`` (default: the URI). A TransportError when it
+    cannot names the URI as configured and the socket file."""
     peer = name or ep.uri
-    sock, remove = bind_unix(ep.listen_path, backlog=backlog, mode=mode)
+    sock, remove = bind_unix(ep.listen_path, backlog=backlog, mode=mode, name=f"{ep.uri} (socket {ep.listen_path})")
 
     def peer_of(_sock: Any, _addr: Any) -> str:
         return peer

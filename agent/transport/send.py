@@ -4,7 +4,9 @@ Each non-blank input line must be one JSON object; it is sent byte for byte as
 one frame. Lines that are not JSON objects, or longer than the largest frame,
 are reported by line number and not sent; the lines after them are. The run
 ends when every sent line is settled by the receiver, or when ``timeout``
-passes without that (the connection is retried with backoff meanwhile).
+passes without that (the connection is retried with backoff meanwhile). An
+input that cannot be read further ends the reading, not the run: what was sent
+is still settled, and the error says after which line the input was lost.
 """
 
 from __future__ import annotations
@@ -138,9 +140,16 @@ async def send_ndjson(to: str | Dialer, stdin: BinaryIO, *, timeout: float | Non
     lineno = 0
     batch: list[tuple[int, bytes]] = []
     taken_before = 0
+    unread: str | None = None
     try:
         while True:
-            chunk = await asyncio.to_thread(reader, stdin, _CHUNK)
+            try:
+                chunk = await asyncio.to_thread(reader, stdin, _CHUNK)
+            except OSError as exc:  # what was sent is still settled; the rest was never read
+                after = f" after line {lineno}" if lineno else ""
+                unread = f"cannot read the input{after}: {exc.strerror or exc}"
+                report.unsent_from = lineno + 1
+                break
             batch = []
             for frame in lines.feed(chunk) if chunk else lines.end():
                 lineno += 1
@@ -168,5 +177,7 @@ async def send_ndjson(to: str | Dialer, stdin: BinaryIO, *, timeout: float | Non
             report.unsent_from = batch[min(report.sent - taken_before, len(batch) - 1)][0]
     finally:
         await sender.aclose()
+    if unread is not None:
+        report.error = unread if report.error is None else f"{unread}; {report.error}"
     report.problems.sort()
     return report

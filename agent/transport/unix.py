@@ -41,14 +41,14 @@ async def connect_unix(path: str, *, timeout: float = 5.0, peer: str | None = No
     return await connect_socket(sock, ep.address, uri=ep.uri, peer=peer or ep.uri, timeout=timeout)
 
 
-def _remove_stale(path: str) -> None:
-    """Remove a socket file nobody listens on; refuse to touch anything else."""
+def _remove_stale(path: str, name: str) -> None:
+    """Remove a socket file nobody listens on; refuse to touch anything else (``name``: what messages call it)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(st.st_mode):
-        raise TransportError(f"unix:{path}: exists and is not a socket")
+        raise TransportError(f"{name}: exists and is not a socket")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.setblocking(False)  # a listener with a full backlog must not hold the caller (the event loop)
     try:
@@ -59,17 +59,20 @@ def _remove_stale(path: str) -> None:
                 os.unlink(path)
             return
         if exc.errno != errno.EAGAIN:  # EAGAIN: someone listens, busy
-            raise TransportError(f"unix:{path}: cannot check existing socket: {exc.strerror}") from exc
+            raise TransportError(f"{name}: cannot check existing socket: {exc.strerror}") from exc
     finally:
         probe.close()
-    raise TransportError(f"unix:{path}: another process is listening there")
+    raise TransportError(f"{name}: another process is listening there")
 
 
-def bind_unix(path: str, *, backlog: int = 128, mode: int | None = None) -> tuple[socket.socket, Any]:
-    """A listening unix socket, and what to call to remove its file later."""
+def bind_unix(path: str, *, backlog: int = 128, mode: int | None = None,
+              name: str | None = None) -> tuple[socket.socket, Any]:
+    """A listening unix socket, and what to call to remove its file later; errors name it ``name`` (default:
+    its ``unix:`` URI)."""
     ep = UnixEndpoint(path)
+    name = name or ep.uri
     if not ep.abstract:
-        _remove_stale(path)
+        _remove_stale(path, name)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(ep.address)
@@ -78,7 +81,7 @@ def bind_unix(path: str, *, backlog: int = 128, mode: int | None = None) -> tupl
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise TransportError(f"{ep.uri}: cannot listen: {exc.strerror or exc}") from exc
+        raise TransportError(f"{name}: cannot listen: {exc.strerror or exc}") from exc
     if ep.abstract:
         return sock, None
     ino = os.stat(path).st_ino

@@ -486,3 +486,37 @@ def test_the_logging_options_after_a_verb_of_two_words(tmp_path: Path) -> None:
                  ["keys", "generate", "--dir", "k", "-v"]):
         res = run_cli(args, cwd=tmp_path)
         assert res.returncode == 0, (args, res.stderr)
+
+
+@pytest.mark.parametrize(("to", "reason"), [
+    ("BADURI", "not a stream endpoint: 'BADURI' (expected unix:, vsock: or fcvsock:)"),
+    ("unix:", "unix: needs a socket path: 'unix:'"),
+    ("vsock:any:5000", "vsock:any: is for listening; a client needs a CID: 'vsock:any:5000'"),
+])
+def test_send_to_a_bad_uri_is_a_usage_error_naming_the_option(tmp_path: Path, to: str, reason: str) -> None:
+    res = run_cli(["send", "--to", to], cwd=tmp_path, stdin=b"")
+    assert res.returncode == 2
+    assert res.stderr.decode().splitlines() == [f"hoststamp send: argument --to: {reason}"]
+
+
+def test_send_with_a_directory_as_its_standard_input_says_so(tmp_path: Path) -> None:
+    """The interpreter itself refuses to start with a directory on fd 0, so the directory is put there once it
+    runs (as a program embedding the command would have it)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    res = subprocess.run([sys.executable, "-c", "import os, sys, runpy\n"
+                          f"fd = os.open({str(tmp_path)!r}, os.O_RDONLY)\nos.dup2(fd, 0)\nos.close(fd)\n"
+                          "sys.argv = ['hoststamp', *sys.argv[1:]]\nrunpy.run_module('agent', run_name='__main__')",
+                          "send", "--to", f"unix:{tmp_path}/x.sock"], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                         capture_output=True, timeout=60, env=env, check=False)
+    assert res.returncode == 2
+    assert res.stderr.decode().splitlines() == [
+        "hoststamp send: standard input is a directory; send reads the events to ship from it"]
+
+
+def test_a_firecracker_listener_that_cannot_listen_names_its_uri_and_its_socket_file(tmp_path: Path) -> None:
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    uri = f"fcvsock:{tmp_path}/nodir/v.sock:52"
+    res = run_cli(["run", "--probes", "none", "--sink", "stdout:", "--listen", uri], cwd=tmp_path)
+    assert res.returncode == 1
+    assert res.stderr.decode().splitlines()[-1] == (
+        f"hoststamp: {uri} (socket {tmp_path}/nodir/v.sock_52): cannot listen: No such file or directory")

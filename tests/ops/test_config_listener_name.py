@@ -39,3 +39,14 @@ def test_a_name_that_is_refused_is_not_warned_of_as_well(tmp_path: Path) -> None
     path = tmp_path / "c.toml"
     path.write_text(f'[[sinks]]\nuri = "stdout:"\n[[listeners]]\nuri = "unix:{tmp_path}/in.sock"\nname = " "\n')
     assert [(p.key, p.severity) for p in check_file(path)] == [("listeners[0].name", "error")]
+
+
+def test_run_logs_the_warning_and_runs(tmp_path: Path) -> None:
+    assert run_cli(["keys", "generate", "--dir", str(tmp_path)], cwd=tmp_path).returncode == 0
+    path = tmp_path / "c.toml"
+    off = "".join(f"[probes.{p}]\nenabled = false\n" for p in ("lve", "mounts", "taskstats", "link"))
+    path.write_text(f'[agent]\nstate_dir = "{tmp_path}/state"\n[[sinks]]\nuri = "file:{tmp_path}/out.ndjson"\n'
+                    f'[[listeners]]\nuri = "unix:{tmp_path}/in.sock"\nname = "guest-7"\n{off}')
+    res = run_cli(["run", "--once", "--config", str(path), "--key", str(tmp_path / "host.key")], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count(b"listeners[0].name: not used") == 1

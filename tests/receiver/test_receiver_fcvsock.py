@@ -220,3 +220,24 @@ def test_a_handshake_cancelled_midway_closes_its_socket(tmp_path: Path) -> None:
             await lst.aclose()
 
     assert run(main()) == b""
+
+
+def test_a_listener_that_cannot_listen_names_its_uri_and_its_socket_file(tmp_path: Path) -> None:
+    """What is wrong is said of the URI as configured (what the user can find in the configuration), and of
+    the file ``UDS_PORT`` Firecracker connects to (what is wrong with it)."""
+    from agent.transport.uri import FcVsockEndpoint
+
+    (tmp_path / "v.sock_7").write_bytes(b"")
+    long_uds = f"{tmp_path}/{'u' * 120}"
+    cases: list[tuple[str | FcVsockEndpoint, str, str]] = [
+        (f"fcvsock:{tmp_path}/nodir/v.sock:52", f"{tmp_path}/nodir/v.sock_52",
+         "cannot listen: No such file or directory"),
+        (f"fcvsock:{tmp_path}/v.sock:7", f"{tmp_path}/v.sock_7", "exists and is not a socket"),
+        (FcVsockEndpoint(long_uds, 9), f"{long_uds}_9", "cannot listen: "),  # not checked by the URI parser
+    ]
+    for target, path, reason in cases:
+        uri = target if isinstance(target, str) else target.uri
+        with pytest.raises(TransportError) as info:
+            listen(target)
+        assert str(info.value).startswith(f"{uri} (socket {path}): {reason}"), str(info.value)
+        assert f"unix:{path}" not in str(info.value)  # said once, not twice

@@ -152,3 +152,32 @@ def test_send_fills_the_window_for_a_receiver_that_acks_every_so_many_frames(tmp
     report = run(main())
     assert (report.sent, report.acked, report.ok) == (1400, 1400, True), report
     assert got == list(range(1, 1401))
+
+
+def test_an_input_that_cannot_be_read_further_is_an_error_and_what_was_read_is_still_acked(tmp_path: Path) -> None:
+    """A read of stdin that fails (EIO of a terminal gone, EISDIR) ends the reading, not the run: the lines read
+    before it are sent and settled, and the report says after which line the input was lost."""
+    import errno
+
+    data = line(1) + b"\n" + line(2) + b"\n" + line(3)[:10]  # the third line is cut short by the failure
+
+    def fails_after_the_first_read(f: Any, n: int) -> bytes:
+        if f.tell():
+            raise OSError(errno.EIO, "Input/output error")
+        return bytes(f.read(n))
+
+    report, ids = send_to_receiver(tmp_path, data, read=fails_after_the_first_read)
+    assert not report.ok and (report.sent, report.acked) == (2, 2)
+    assert report.error == "cannot read the input after line 2: Input/output error"
+    assert report.unsent_from == 3
+    assert ids == ["s-1", "s-2"]
+
+
+def test_an_input_that_cannot_be_read_at_all_says_so_without_a_line_number(tmp_path: Path) -> None:
+    def fails(_f: Any, _n: int) -> bytes:
+        raise IsADirectoryError(21, "Is a directory")
+
+    report, ids = send_to_receiver(tmp_path, b"", read=fails)
+    assert not report.ok and (report.sent, report.acked, report.unsent_from) == (0, 0, 1)
+    assert report.error == "cannot read the input: Is a directory"
+    assert ids == []
