@@ -11,6 +11,9 @@ A retention record removes segments only when it is the archive's own:
 A record copied from another archive signed by the same key fails the first test where it is pasted (its
 ``prev`` belongs to the other archive's chain), and the second in its own log copied along with it (its
 origin is the other archive's, and the segments it would remove are this archive's).
+
+Every function takes the trusted ``keys``; ``None`` applies the same rule without checking signatures, for
+``prove``, whose bundle is checked with trusted keys when it is verified.
 """
 
 from __future__ import annotations
@@ -25,11 +28,14 @@ from ..signing.keys import VerifyKey
 from . import layout
 from .records import chain_hash, parse_record, verify_record
 
-__all__ = ["Candidate", "Retention", "find_retention", "in_place", "log_candidates", "log_origin",
+__all__ = ["Candidate", "Keys", "Retention", "find_retention", "in_place", "log_candidates", "log_origin",
            "other_origin_below"]
 
+#: trusted keys (key id -> key), or None: signatures not checked
+Keys = Mapping[str, VerifyKey] | None
 
-def log_origin(path: Path, keys: Mapping[str, VerifyKey]) -> str | None:
+
+def log_origin(path: Path, keys: Keys) -> str | None:
     """The origin of a log's open record: its first line, signed by a trusted key. None without one."""
     try:
         with open(path, "rb") as f:
@@ -39,17 +45,19 @@ def log_origin(path: Path, keys: Mapping[str, VerifyKey]) -> str | None:
         rec = parse_record(first[:-1])
         if rec["kind"] != "open" or not isinstance(rec.get("origin"), str):
             return None
-        verify_record(rec, keys)
+        if keys is not None:
+            verify_record(rec, keys)
     except (OSError, VerifyError):
         return None
     return str(rec["origin"])
 
 
-def in_place(n: int, lines: list[bytes], i: int, rec: Mapping[str, Any], keys: Mapping[str, VerifyKey]) -> str | None:
+def in_place(n: int, lines: list[bytes], i: int, rec: Mapping[str, Any], keys: Keys) -> str | None:
     """Why the retention record ``rec``, line ``i`` of segment ``n``'s log ``lines``, is not where the archive's
     own record would be; None when it is."""
     try:
-        verify_record(rec, keys)
+        if keys is not None:
+            verify_record(rec, keys)
     except VerifyError as exc:
         return str(exc)
     seg = rec.get("segments")
@@ -64,7 +72,7 @@ def in_place(n: int, lines: list[bytes], i: int, rec: Mapping[str, Any], keys: M
 
 
 def other_origin_below(listing: layout.Listing, high: int, origin: str,
-                       keys: Mapping[str, VerifyKey]) -> tuple[int, str] | None:
+                       keys: Keys) -> tuple[int, str] | None:
     """A present segment up to ``high`` whose log opens with an origin other than ``origin``, and that origin."""
     for n in sorted(listing.logs):
         if n > high:
@@ -100,7 +108,7 @@ class Retention:
     foreign: list[tuple[str, str]] = field(default_factory=list)
 
 
-def log_candidates(n: int, path: Path, data: bytes, keys: Mapping[str, VerifyKey]) -> Iterator[Candidate]:
+def log_candidates(n: int, path: Path, data: bytes, keys: Keys) -> Iterator[Candidate]:
     """The retention records in segment ``n``'s log (``data``, read from ``path``; its complete lines, a torn
     tail being reported by the walk), each with why it is not in place (None: it is)."""
     if b'"retention"' not in data:
@@ -118,11 +126,11 @@ def log_candidates(n: int, path: Path, data: bytes, keys: Mapping[str, VerifyKey
             continue
         why = in_place(n, lines, i, rec, keys)
         if why is None and origin is None:
-            why = "its log has no open record signed by a trusted key"
+            why = "its log has no open record" + (" signed by a trusted key" if keys is not None else "")
         yield Candidate(f"{path.name}:{i + 1}", rec, origin, why)
 
 
-def _candidates(listing: layout.Listing, keys: Mapping[str, VerifyKey]) -> list[Candidate]:
+def _candidates(listing: layout.Listing, keys: Keys) -> list[Candidate]:
     out: list[Candidate] = []
     for n in sorted(listing.logs):
         try:
@@ -133,7 +141,7 @@ def _candidates(listing: layout.Listing, keys: Mapping[str, VerifyKey]) -> list[
     return out
 
 
-def find_retention(listing: layout.Listing, keys: Mapping[str, VerifyKey]) -> Retention:
+def find_retention(listing: layout.Listing, keys: Keys) -> Retention:
     """The newest retention record that is the archive's own, and every one that is not."""
     found = _candidates(listing, keys)
     out = Retention()

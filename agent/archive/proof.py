@@ -9,6 +9,11 @@ the bundle and the trusted keys. The bundle is a JSON object::
 
 ``event`` is the archived line itself (UTF-8 JSON text, no newline), so its
 leaf hash is ``SHA-256(0x00 || UTF-8(event))``.
+
+The prover starts where ``verify`` does: after the archive's own retention
+record (:mod:`.ownership`), and refuses, naming what is wrong, an archive
+holding a retention record that is not its own or a segment of another origin
+(another archive's records or segments copied in).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from . import layout
 from .layout import ArchiveError
 from .merkle import CompactRange, NodeTable, inclusion_proof, leaf_hash, verify_inclusion
 from .note import parse_checkpoint, verify_checkpoint
+from .ownership import Keys, find_retention, log_origin
 from .records import b64_list, parse_record, unb64_list
 
 __all__ = ["FORMAT", "ProofCheck", "check_proof", "dump_proof", "load_proof", "make_proof", "verify_proof_file",
@@ -47,24 +53,45 @@ def _records(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _start(listing: layout.Listing) -> tuple[int, CompactRange]:
-    """First segment to read and the tree before it (after the newest retention record)."""
-    best: tuple[int, dict[str, Any]] | None = None
-    for path in listing.logs.values():
-        for rec in _records(path):
-            if rec["kind"] == "retention" and (best is None or rec["segments"][1] > best[0]):
-                best = (int(rec["segments"][1]), rec)
-    if best is None:
-        return 1, CompactRange(0)
-    rec = best[1]
-    return best[0] + 1, CompactRange.from_frontier(int(rec["size"]), unb64_list(rec["frontier"], "frontier"))
+_TAMPERED = "the archive was changed (run verify); no proof written"
 
 
-def _newest_checkpoint(listing: layout.Listing) -> str:
-    for n in sorted(listing.logs, reverse=True):
+def _start(listing: layout.Listing, keys: Keys) -> tuple[int, CompactRange, str | None]:
+    """First segment to read, the tree before it (after the archive's own newest retention record, as
+    ``verify`` takes it), and the archive's origin. An archive holding a retention record that is not its own,
+    or a segment of another origin from there on, is refused, naming it."""
+    found = find_retention(listing, keys)
+    if found.foreign:
+        where, message = found.foreign[0]
+        more = f" (and {len(found.foreign) - 1} more such records)" if len(found.foreign) > 1 else ""
+        raise ArchiveError(f"{where}: {message}{more}; {_TAMPERED}")
+    first, tree = 1, CompactRange(0)
+    if found.chosen is not None:
+        rec = found.chosen.rec
+        try:
+            tree = CompactRange.from_frontier(int(rec["size"]), unb64_list(rec["frontier"], "frontier"))
+        except (VerifyError, ValueError, KeyError, TypeError) as exc:
+            raise ArchiveError(f"{found.chosen.where}: the retention record is malformed: {exc}; "
+                               f"{_TAMPERED}") from None
+        first = int(rec["segments"][1]) + 1
+    for n in sorted(listing.logs):
+        if n >= first and (other := log_origin(listing.logs[n], keys)) is not None and other != found.origin:
+            raise ArchiveError(f"segment {layout.seg_stem(n)} belongs to another archive (its origin is {other!r}, "
+                               f"this archive's is {found.origin!r}; copied in?); {_TAMPERED}")
+    return first, tree, found.origin
+
+
+def _newest_checkpoint(listing: layout.Listing, first: int, origin: str | None) -> str:
+    """The newest checkpoint of the archive's segments from ``first`` on; one of another origin is refused."""
+    for n in sorted((n for n in listing.logs if n >= first), reverse=True):
         notes = [r["note"] for r in _records(listing.logs[n]) if r["kind"] == "checkpoint"]
         if notes:
-            return str(notes[-1])
+            note = str(notes[-1])
+            cp_origin = parse_checkpoint(note).origin
+            if origin is not None and cp_origin != origin:
+                raise ArchiveError(f"the newest checkpoint, in {listing.logs[n].name}, is of origin {cp_origin!r}, "
+                                   f"not this archive's {origin!r}; {_TAMPERED}")
+            return note
     raise ArchiveError("the archive has no checkpoint yet")
 
 
@@ -77,19 +104,20 @@ def _matches(body: bytes, event_id: str, source: str | None) -> bool:
 
 
 def make_proof(path: str | os.PathLike[str], event_id: str, *, source: str | None = None, at: int | None = None,
-               copies: list[int] | None = None) -> dict[str, Any]:
+               copies: list[int] | None = None, keys: Keys = None) -> dict[str, Any]:
     """The inclusion proof bundle of event ``event_id`` (and ``source``, if ids repeat across sources).
 
     The same event may be archived more than once (at-least-once delivery: a copy sent again after a lost ack
     is stamped again). The first copy is proved, or the one at leaf ``at``; ``copies``, when given, is
-    filled with the leaf index of every copy.
+    filled with the leaf index of every copy. ``keys``: the trusted keys which records must be signed by to
+    count as the archive's own (None: signatures are left to whoever checks the bundle).
     """
     root = Path(path)
     listing = layout.scan(root)
-    note = _newest_checkpoint(listing)
+    first_seg, tree, origin = _start(listing, keys)
+    note = _newest_checkpoint(listing, first_seg, origin)
     checkpoint = parse_checkpoint(note)
     size = checkpoint.size
-    first_seg, tree = _start(listing)
     needle = event_id.encode()
     found: list[tuple[int, bytes, str]] = []
     # once the event is found: the tree before it, its leaf, and the leaves after it up to the checkpoint
@@ -229,9 +257,9 @@ def check_proof(bundle: Mapping[str, Any], keys: Mapping[str, VerifyKey]) -> Pro
 
 
 def write_proof(archive: str | os.PathLike[str], event_id: str, *, source: str | None = None,
-                at: int | None = None, copies: list[int] | None = None) -> bytes:
+                at: int | None = None, copies: list[int] | None = None, keys: Keys = None) -> bytes:
     """``hoststamp prove``: the bundle of one event, as the bytes of a JSON file."""
-    return dump_proof(make_proof(archive, event_id, source=source, at=at, copies=copies))
+    return dump_proof(make_proof(archive, event_id, source=source, at=at, copies=copies, keys=keys))
 
 
 def verify_proof_file(path: str | os.PathLike[str], keys: Mapping[str, VerifyKey]) -> ProofCheck:

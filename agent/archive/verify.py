@@ -19,12 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from ..codec.exact import duplicate_name
 from ..errors import VerifyError
-from ..signing.audit import Tally, audit
-from ..signing.event import verify_event
 from ..signing.keys import VerifyKey
 from . import layout
 from .merkle import EMPTY_ROOT, CompactRange, leaf_hash, verify_consistency
@@ -33,6 +28,7 @@ from .ownership import find_retention
 from .records import chain_hash, noncanonical, parse_record, unb64, unb64_list, verify_record
 from .report import Findings, Report, Summary
 from .segevents import SegmentEvents
+from .verifyevents import EventChecks
 
 __all__ = ["verify_archive"]
 
@@ -42,8 +38,8 @@ class _Verifier:
                  guest_keys: Mapping[str, VerifyKey] | None = None) -> None:
         self.root, self.keys, self.guest_keys = root, keys, guest_keys
         self.f = Findings()
-        #: notes of what the events' signatures do not cover, each once
-        self.tally = Tally()
+        #: each event line's own checks, and the per-source sequences (:mod:`.verifyevents`)
+        self.events = EventChecks(self.f, keys, guest_keys)
         self.c = dict.fromkeys(("events", "signed_ok", "checkpoints", "cuts", "retained_from"), 0)
         self.listing = layout.scan(root)
         self.tree: CompactRange | None = CompactRange(0)
@@ -55,16 +51,9 @@ class _Verifier:
         self.sealed_from: int | None = 0
         self.prev: str | None = ""
         self.origin: str | None = None
-        self.seq: dict[str, int] = {}
         self.reported_root: set[str] = set()
-        #: leaf index of the last restart after an unclean stop, and the sources seen since
-        #: the tree size at the last resume (a writer opening the archive again), and whether the one before
-        #: it stopped cleanly; the sources seen since
-        self.resumed_from: int | None = None
         #: the size the last clean stop recorded, until the writer resumes
         self.stopped_at: int | None = None
-        self.resumed_clean = True
-        self.seen_since: set[str] = set()
 
     # -- the walk ------------------------------------------------------------------------------------------------
 
@@ -104,7 +93,7 @@ class _Verifier:
         if unsealed:
             self.f.problem("unsealed", layout.seg_stem(end),
                            f"{unsealed} events after the last checkpoint (leaves {ck}..{size - 1}) are not sealed")
-        for code, where, message in self.tally.lines():
+        for code, where, message in self.events.tally.lines():
             self.f.note(code, where, message)
         summary = Summary(segments=len(numbers), tree_size=size, unsealed=unsealed, origin=self.origin or "",
                           sealed=self.sealed_count, **self.c)
@@ -247,9 +236,8 @@ class _Verifier:
                                                      f"cleanly at {self.stopped_at}: events added or removed "
                                                      "while it was stopped")
             self.stopped_at = None
-            self.resumed_from, self.seen_since = int(rec["size"]), set()
-            self.resumed_clean = rec["clean"] is True
-            if not self.resumed_clean:
+            self.events.resume(int(rec["size"]), rec["clean"] is True)
+            if rec["clean"] is not True:
                 self.f.note("unclean-restart", where, f"the writer restarted after an unclean stop, at event "
                                                       f"{rec['size']} ({rec.get('time', '?')})")
         return False
@@ -339,52 +327,8 @@ class _Verifier:
             index = self.tree.end
             self.tree.append(leaf_hash(body))
         self.c["events"] += 1
-        where = f"{ev.name}:{ev.lineno}"
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            self.f.problem("bad-event", where, f"not JSON: {exc}")
-            return
-        if not isinstance(doc, dict):
-            self.f.problem("bad-event", where, "not a JSON object")
-            return
-        if (name := duplicate_name(body)) is not None:
-            self.f.problem("duplicate-name", where, f"member name {name!r} appears twice in one object (readers "
-                                                    "disagree on which value counts; nothing signed both)")
-            return
-        try:
-            event = verify_event(doc, self.keys)
-        except VerifyError as exc:
-            self.f.problem("event-signature", where, f"id={doc.get('id')}: {exc}")
-            return
-        self.c["signed_ok"] += 1
-        for finding in audit(doc, event, self.guest_keys):  # its signature holds: its sequence is still followed
-            if finding.problem:
-                self.f.problem(finding.code, where, f"id={doc.get('id')}: {finding.message}")
-            else:
-                self.tally.add(where, finding)
-        source, seq_text = event.get("source"), event.get("sequence")
-        if not isinstance(source, str) or not isinstance(seq_text, str) or not seq_text.isdigit():
-            return
-        seq, prev = int(seq_text), self.seq.get(source)
-        self.seq[source] = seq
-        first_since_resume = False
-        if self.resumed_from is not None and index >= self.resumed_from and source not in self.seen_since:
-            self.seen_since.add(source)
-            first_since_resume = True
-        if prev is None or seq == prev + 1:
-            return
-        if seq > prev and first_since_resume and not self.resumed_clean:
-            self.f.note("sequence-gap-after-crash", where, f"{source}: sequence {prev} then {seq}: numbers "
-                                                           "reserved or events lost by the writer that crashed")
-        elif seq > prev and first_since_resume:
-            self.f.note("sequence-gap-between-runs", where, f"{source}: sequence {prev} then {seq}: numbered "
-                                                            "while the archive was closed (events of a run that "
-                                                            "wrote to other sinks only)")
-        elif seq <= prev:
-            self.f.problem("sequence-order", where, f"{source}: sequence {seq} after {prev}")
-        else:
-            self.f.problem("sequence-gap", where, f"{source}: sequence {prev} then {seq} ({seq - prev - 1} missing)")
+        if self.events.check(f"{ev.name}:{ev.lineno}", body, index):
+            self.c["signed_ok"] += 1
 
 
 def verify_archive(path: str | os.PathLike[str], keys: Mapping[str, VerifyKey],

@@ -12,12 +12,18 @@ segment file removed while the agent was stopped shows as a gap between the
 records of the one before it and the name of the one after: the gap is reported
 by the missing file's name and the records lost with it. The segment after a
 gap is then renamed to close it (:func:`close_gap`, once the report is out), so
-that the loss is reported once, not again at every start. :func:`salvage` says
-what it did in a :class:`SalvageReport`.
+that the loss is reported once, not again at every start. A gap is told by the
+names and by the records' own numbers: a segment renamed ahead whose records
+follow the ones before it loses nothing. A file holding only records the spool
+already has (in a segment scanned before it, or delivered: a segment copied
+under another name) is a copy: it is moved aside whole and reported, never
+read again nor counted as lost. :func:`salvage` says what it did in a
+:class:`SalvageReport`.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import stat
@@ -85,6 +91,8 @@ class SalvageReport:
     #: undelivered records lost in damaged segments, as far as the segments' names and the intact records tell
     #: (the end of the last segment cannot be told)
     damaged: int = 0
+    #: records in files set aside as copies of records the spool holds or delivered (not sent again, not lost)
+    duplicates: int = 0
 
     @property
     def clean(self) -> bool:
@@ -111,13 +119,31 @@ class _Notes:
     corrupt_bytes: int = 0
     missing: int = 0
     damaged: int = 0
+    duplicates: int = 0
     #: the record numbers the last damaged segment still holds
     kept_numbers: list[int] = field(default_factory=list)
+    #: the first record number of the last segment scanned (0: it holds none)
+    first_number: int = 0
+    #: runs of record numbers the segments scanned so far hold, in order: (first, last, file name)
+    runs: list[tuple[int, int, str]] = field(default_factory=list)
 
     def quarantine(self, path: Path, problem: str, nbytes: int) -> None:
         self.problems.append(problem)
         self.quarantined.append(set_aside(path))
         self.corrupt_bytes += nbytes
+
+    def hold(self, name: str, numbers: list[int]) -> None:
+        """Note that segment ``name`` holds the (increasing) record ``numbers``."""
+        for n in numbers:
+            if self.runs and self.runs[-1][2] == name and self.runs[-1][1] + 1 == n:
+                self.runs[-1] = (self.runs[-1][0], n, name)
+            else:
+                self.runs.append((n, n, name))
+
+    def holder(self, n: int) -> str | None:
+        """The segment scanned so far that holds record ``n``, if one does."""
+        i = bisect.bisect_right(self.runs, n, key=lambda run: run[0]) - 1
+        return self.runs[i][2] if i >= 0 and self.runs[i][0] <= n <= self.runs[i][1] else None
 
 
 def set_aside(path: Path) -> str:
@@ -155,9 +181,37 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _scan(base: int, path: Path, after: int, notes: _Notes) -> Segment | None:
-    """Check one segment; rewrite it from its intact records if anything in it is damaged."""
-    data = path.read_bytes()
+def _copy_of(data: bytes, after: int, committed: int, notes: _Notes) -> tuple[str, int] | None:
+    """When a segment file's ``data`` holds only records already seen (numbers up to ``after``, each held by a
+    segment scanned before or delivered), the problem that names it a copy, and how many records it holds."""
+    if not data.startswith(wal.MAGIC):
+        return None
+    head = wal.parse(data, len(wal.MAGIC), limit=1).records  # a segment in order is told by its first record
+    if not head or head[0].number > after:
+        return None
+    parsed = wal.parse(data, len(wal.MAGIC))
+    recs = parsed.records
+    if parsed.status != "end" or not recs:
+        return None
+    holders: list[str] = []
+    for r in recs:
+        if r.number <= committed:
+            continue  # delivered
+        if (h := notes.holder(r.number)) is None:
+            return None  # a record the spool has not: not a copy
+        if h not in holders:
+            holders.append(h)
+    first, last = recs[0].number, recs[-1].number
+    where = (f"which the spool already has ({', '.join(holders)})" if holders and first > committed
+             else f"which the spool already has ({', '.join(holders)}) or delivered" if holders
+             else "which were delivered already")
+    return f"holds only records {first} to {last}, {where}: a copy, set aside, not sent again", len(recs)
+
+
+def _scan(base: int, path: Path, data: bytes, after: int, notes: _Notes) -> Segment | None:
+    """Check one segment (``data``, read from ``path``); rewrite it from its intact records if anything in it
+    is damaged."""
+    notes.first_number = 0
     if not data:
         return None
     good: list[wal.Record] = []
@@ -184,6 +238,8 @@ def _scan(base: int, path: Path, after: int, notes: _Notes) -> Segment | None:
         pos = nxt
     seg = Segment(base, path, count=len(good), last=good[-1].number if good else 0)
     seg.size = len(wal.MAGIC) + sum(r.end - r.start for r in good)
+    notes.hold(path.name, [r.number for r in good])
+    notes.first_number = good[0].number if good else 0
     if damage:
         notes.kept_numbers = [r.number for r in good]
         notes.quarantine(path, f"{first_problem} ({damage} bytes unreadable, {len(good)} records kept)", damage)
@@ -267,7 +323,15 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False,
     for base, path in names:
         before = len(notes.problems)
         notes.kept_numbers = []
-        seg = _scan(base, path, last, notes)
+        data = path.read_bytes()
+        if (copy := _copy_of(data, last, committed, notes)) is not None:
+            # records it holds are all accounted for elsewhere: nothing lost, nothing to send twice
+            notes.problems.append(f"{path.name}: {copy[0]}")
+            notes.quarantined.append(set_aside(path))
+            notes.duplicates += copy[1]
+            continue
+        seg = _scan(base, path, data, last, notes)
+        del data
         damaged = len(notes.problems) > before
         if seg is None and damaged:
             continue  # not a segment, only named like one (quarantined whole): it tells nothing of lost records
@@ -276,10 +340,12 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False,
             # a new segment was made leaves one named after the last record)
             path.unlink(missing_ok=True)
             continue
-        if held is not None and held + 1 < base and base - 1 > committed:
+        # the records lost before it end where its name or its first record begins (renamed ahead: its records)
+        upto = min(base, notes.first_number) if notes.first_number else base
+        if held is not None and held + 1 < upto and upto - 1 > committed:
             first = max(held + 1, committed + 1)
-            notes.missing += base - first
-            notes.problems.append(f"{held + 1:020d}.wal missing: records {first} to {base - 1} lost")
+            notes.missing += upto - first
+            notes.problems.append(f"{held + 1:020d}.wal missing: records {first} to {upto - 1} lost")
         if hurt is not None:  # it should have held every record up to this segment's first
             notes.damaged += _lost_in(hurt[0], base - 1, hurt[1], committed)
         hurt = (base, notes.kept_numbers) if damaged else None
@@ -300,5 +366,5 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False,
     skipped = read_seg.read if read_seg is not None else 0
     pending = sum(s.count for s in kept) - skipped
     report = SalvageReport(len(kept), pending, delivered + skipped, notes.corrupt_bytes, notes.missing,
-                           tuple(notes.quarantined), tuple(notes.problems), notes.damaged)
+                           tuple(notes.quarantined), tuple(notes.problems), notes.damaged, notes.duplicates)
     return Salvaged(kept, report, read_seg, read_off, last, gaps)

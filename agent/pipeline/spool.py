@@ -13,7 +13,7 @@ On start the spool salvages what it can and never refuses to start because of
 damage (:mod:`.salvage`); :attr:`Spool.report` says what happened. Records at or below the cursor were delivered and are
 skipped. A new segment is started on every start, and when the one being
 written reaches ``segment_bytes``; a segment is deleted once every record in it
-is delivered (or evicted by ``drop_oldest``).
+is delivered (or evicted by ``drop_oldest``): trimming is :mod:`.spooltrim`.
 
 Reading records back, and what the reader does with a segment removed, cut
 short or unreadable while running, is :mod:`.spoolread`: in short, damage is
@@ -48,14 +48,13 @@ from .salvage import (
     Segment,
     close_gap,
     decode_cursor,
-    encode_cursor,
     fsync_dir,
     not_a_file,
     salvage,
     set_aside,
 )
 from .spoolhead import HEAD_FILE, Head, missing_newest
-from .spoolread import SpoolReader
+from .spooltrim import SpoolTrim
 
 __all__ = ["FsyncPolicy", "SalvageReport", "Spool"]
 
@@ -64,7 +63,7 @@ log = logging.getLogger("hoststamp.spool")
 FsyncPolicy = Literal["always", "batch", "never"]
 
 
-class Spool(SpoolReader):
+class Spool(SpoolTrim):
     """One spool directory. Not thread-safe, except that :meth:`sync_begin`'s job may run in a thread."""
 
     def __init__(self, directory: str | os.PathLike[str], *, max_bytes: int = 256 << 20,
@@ -278,92 +277,6 @@ class Spool(SpoolReader):
                 job()
             finally:
                 self.sync_end(fds)
-
-    # --- trimming ----------------------------------------------------------------------------------
-
-    def commit(self, index: int) -> int:
-        """Records up to ``index`` are delivered: move the cursor, delete spent segments; bytes freed.
-
-        A cursor that cannot be written is a :class:`SinkError` and changes
-        nothing: calling again (with the same ``index`` or a later one) retries.
-        """
-        if index <= self.committed or self.hold_cursor:
-            return 0
-        try:
-            os.pwrite(self._cursor_fd, encode_cursor(index), 0)
-        except OSError as exc:
-            raise SinkError(f"spool {self.dir}: cannot write the cursor: {exc.strerror or exc}") from exc
-        self._cursor_dirty = True
-        self.committed = index
-        while self._handed and self._handed[0][0] <= index:
-            first, last, n = self._handed.popleft()
-            if last > index and last - first + 1 == n:  # part of a batch (indexes without gaps)
-                self._handed.appendleft((index + 1, last, last - index))
-                n = index - first + 1
-            self.outstanding -= n
-        freed = 0
-        while len(self._segments) > 1 and self._segments[0].last <= index:
-            if self._segments[0] is self._read_seg:
-                if self._read_off < self._read_seg.size:
-                    break
-                self._advance()  # the reader finished it; a blocked producer must not wait for the next read
-            freed += self._drop_head()
-        tail = self._tail
-        if (len(self._segments) == 1 and tail.count and tail.last <= index and tail.read == tail.count
-                and tail.size >= self.segment_bytes // 4):
-            try:
-                self._new_tail()
-            except OSError as exc:  # only a chance to free space early: the next commit tries again
-                log.warning("spool %s: cannot start a new segment: %s", self.dir, exc.strerror or exc)
-                return freed
-            self._advance()
-            freed += self._drop_head()
-        return freed
-
-    def _drop_head(self) -> int:
-        seg = self._segments.popleft()
-        try:
-            seg.path.unlink(missing_ok=True)
-        except OSError as exc:  # what it holds is delivered or given up: a restart's salvage deletes it
-            log.warning("spool %s: cannot delete %s: %s", self.dir, seg.path.name, exc.strerror or exc)
-        self.bytes -= seg.size
-        return seg.size
-
-    def evict_oldest(self) -> int | None:
-        """Delete the oldest segment none of whose records the sink holds unconfirmed (``drop_oldest``):
-        returns its records not yet delivered (lost, counted), maybe 0. Records handed to the sink and not
-        confirmed are in flight: their segment, their durable copy, is kept. None when no segment may go (none
-        on disk, or all in flight)."""
-        flying = self.last_read > self.committed  # records handed out and not confirmed: (committed, last_read]
-
-        def in_flight(s: Segment) -> bool:
-            return flying and s.last > self.committed and s.base <= self.last_read
-
-        i, seg = next(((i, s) for i, s in enumerate(self._segments) if s.count and not in_flight(s)), (-1, None))
-        if seg is None:
-            return None
-        if seg is self._tail:
-            self._new_tail()
-        if seg is self._read_seg:
-            self._advance()
-        lost = max(seg.count - seg.read, 0)
-        self._segments.remove(seg)
-        try:
-            seg.path.unlink(missing_ok=True)
-        except OSError as exc:  # its records are given up either way: a restart's salvage deletes it
-            log.warning("spool %s: cannot delete %s: %s", self.dir, seg.path.name, exc.strerror or exc)
-        self.bytes -= seg.size
-        self.unread -= lost
-        self.evicted += lost
-        if i > 0 and i < len(self._segments):
-            # not the first: the next one takes its name, or a restart would take the gap for a removed segment
-            try:
-                close_gap(self._segments[i], seg.base, sync=False)
-                self._dir_dirty = self.fsync != "never"  # the rename is made durable by the next sync job
-            except OSError as exc:  # a restart then reports the evicted records as missing too
-                log.warning("spool %s: cannot rename %s: %s", self.dir, self._segments[i].path.name,
-                            exc.strerror or exc)
-        return lost
 
     def close(self) -> None:
         """Make what was written durable and release the directory (reopening salvages it)."""

@@ -155,3 +155,20 @@ def test_stdin_handed_out_a_byte_at_a_time_is_still_told_gzip() -> None:
     stream = io.BufferedReader(_Prefixed(io.BufferedReader(OneByte(packed), buffer_size=1)))
     assert stream.peek(2)[:2] == b"\x1f\x8b"
     assert stream.read() == packed
+
+
+def test_prove_names_a_segment_of_another_archive_copied_in(tmp_path: Path) -> None:
+    import shutil
+
+    key, _pub, root, evs = _three_segments(tmp_path)
+    other = tmp_path / "other"
+    write_archive(other, key, [evs[:5]])
+    n = max(layout.scan(root).numbers()) + 1  # put in as the next segment
+    for src, dst in ((layout.log_path(other, 1), layout.log_path(root, n)),
+                     (layout.events_path(other, 1), layout.events_path(root, n))):
+        shutil.copy(src, dst)
+    out = run_cli(["prove", str(root), "ev-cgroup-12"], cwd=tmp_path)
+    assert out.returncode == 1 and b"Traceback" not in out.stderr, out.stderr
+    assert f"segment {layout.seg_stem(n)} belongs to another archive".encode() in out.stderr
+    assert b"run verify" in out.stderr
+    assert out.stdout == b""

@@ -10,7 +10,9 @@ import orjson
 import pytest
 
 from agent.archive import layout
+from agent.archive.layout import ArchiveError
 from agent.archive.policy import ArchiveOptions
+from agent.archive.proof import check_proof, make_proof
 from agent.archive.records import parse_record
 from agent.archive.verify import verify_archive
 from agent.archive.writer import ArchiveWriter
@@ -112,6 +114,64 @@ def test_the_archive_s_own_retention_records_and_their_leftovers_are_not_foreign
     report = verify_archive(archive_dir, keys)
     assert report.ok, report.lines()
     assert "retained-present" in {n.code for n in report.notes}
+    for trusted in (None, keys):  # prove takes the same start
+        assert check_proof(make_proof(archive_dir, "ev-cgroup-99", keys=trusted), keys).ok
+
+
+# --- prove follows the same rule, and names what is wrong ----------------------------------------------------
+
+def test_prove_refuses_an_archive_with_a_retention_record_pasted_in_and_names_it(
+        arc: Path, other: Path, keys: dict[str, VerifyKey]) -> None:
+    (foreign,) = retention_lines(other, 11)
+    log = layout.log_path(arc, 1)
+    pasted_at = len(log.read_bytes().splitlines()) + 1
+    log.write_bytes(log.read_bytes() + foreign + b"\n")
+    for trusted in (None, keys):
+        with pytest.raises(ArchiveError) as info:
+            make_proof(arc, "ev-cgroup-3", keys=trusted)
+        text = str(info.value)
+        assert text.startswith(f"seg-00000001.log:{pasted_at}: a retention record (of segments [8, 8]) that is "
+                               "not this archive's own removes nothing: it names segment 11 as its own, but is "
+                               "in the log of segment 1")
+        assert text.endswith("the archive was changed (run verify); no proof written")
+
+
+def test_prove_refuses_an_archive_with_another_archive_s_segments_copied_in(
+        arc: Path, other: Path, keys: dict[str, VerifyKey]) -> None:
+    """The copied segments bring the other archive's own retention records along: not this archive's, they
+    are named, not taken for the start of the tree."""
+    copy_segments(other, arc)
+    with pytest.raises(ArchiveError, match=r"^seg-00000009\.log:2: a retention record \(of segments \[6, 6\]\) "
+                                           r"that is not this archive's own removes nothing: its archive's origin "
+                                           r"is '[^']+', but segment 1, which it would remove, belongs to '[^']+' "
+                                           r"\(and 2 more such records\); the archive was changed"):
+        make_proof(arc, "ev-cgroup-3")
+
+
+def test_prove_refuses_a_segment_of_another_origin_copied_in_and_names_it(
+        arc: Path, tmp_path: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> None:
+    """A segment of another archive (same key, no retention record) put in as the next segment."""
+    third = tmp_path / "third"
+    write_archive(third, key, [events(key, 46, 5)], compression="none")
+    for src, dst in ((layout.log_path(third, 1), layout.log_path(arc, 6)),
+                     (layout.events_path(third, 1), layout.events_path(arc, 6))):
+        shutil.copy(src, dst)
+    assert "origin" in {p.code for p in verify_archive(arc, keys).problems}
+    with pytest.raises(ArchiveError, match=r"^segment seg-00000006 belongs to another archive \(its origin is "
+                                           r"'[^']+', this archive's is '[^']+'; copied in\?\); the archive was "
+                                           r"changed \(run verify\); no proof written$"):
+        make_proof(arc, "ev-cgroup-3")
+
+
+def test_prove_with_trusted_keys_takes_no_retention_record_another_key_signed(
+        archive_dir: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> None:
+    evs = events(key, 1, 100)
+    write_archive(archive_dir, key, [evs[i:i + 10] for i in range(0, 100, 10)], segment_max_bytes=SEGMENT_BYTES,
+                  compression="none", checkpoint_every=7, retain_bytes=30_000)
+    assert check_proof(make_proof(archive_dir, "ev-cgroup-99", keys=keys), keys).ok
+    stranger = SigningKey.generate().verify_key()
+    with pytest.raises(ArchiveError, match="not signed by a trusted key"):
+        make_proof(archive_dir, "ev-cgroup-99", keys={stranger.keyid: stranger})
 
 
 # --- the last record of a log is checked for its exact form ---------------------------------------------------

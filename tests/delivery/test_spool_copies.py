@@ -1,0 +1,90 @@
+"""A segment file copied into the spool under another name while the agent is stopped: its records carry
+their own numbers, so a copy of records the spool holds (or delivered) is set aside and named, never counted
+as lost, and nothing in it is sent twice."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from agent.pipeline import wal
+from agent.pipeline.spool import Spool
+from tests.delivery.test_spool_damage import ev, segments, written
+
+
+def numbers(path: Path) -> list[int]:
+    return [r.number for r in wal.parse(path.read_bytes(), len(wal.MAGIC)).records]
+
+
+def stopped(d: Path, n: int) -> list[Path]:
+    """A stopped spool holding events 1..n in several 4 KiB segments."""
+    written(d, n).close()
+    segs = segments(d)
+    assert len(segs) >= 5
+    return segs
+
+
+def name(base: int) -> str:
+    return f"{base:020d}.wal"
+
+
+@pytest.mark.parametrize("where", ["after the newest", "between two"])
+def test_a_segment_copied_under_a_later_name_is_set_aside_not_counted_lost(tmp_path: Path, where: str) -> None:
+    segs = stopped(tmp_path, 200)
+    original = segs[1]
+    held = numbers(original)
+    # after the newest, or between the fourth and fifth segments, named inside the records of the fourth
+    dest = tmp_path / name(10_000 if where == "after the newest" else numbers(segs[3])[2])
+    shutil.copy(original, dest)
+    again = Spool(tmp_path)
+    report = again.report
+    assert (report.missing, report.damaged, report.corrupt_bytes) == (0, 0, 0), report.problems
+    assert report.duplicates == len(held) and report.pending == 200
+    assert report.problems == (f"{dest.name}: holds only records {held[0]} to {held[-1]}, which the spool already "
+                               f"has ({original.name}): a copy, set aside, not sent again",)
+    assert len(report.quarantined) == 1 and not dest.exists()
+    assert Path(report.quarantined[0]).read_bytes() == original.read_bytes()  # kept unchanged, for inspection
+    assert [e.sequence for e in again.read(1000)] == list(range(1, 201))  # each record once, nothing lost
+    assert again.next_index == 201
+    again.close()
+    clean = Spool(tmp_path)  # reported once
+    assert clean.report.clean and clean.report.pending == 200
+    clean.close()
+
+
+def test_a_copy_of_delivered_records_is_set_aside_and_nothing_is_sent_again(tmp_path: Path) -> None:
+    """The original is gone (delivered, trimmed); a copy kept aside is put back under a later name."""
+    saved = tmp_path / "saved.wal"
+    sp = Spool(tmp_path / "spool", max_bytes=1 << 20, fsync="never", segment_bytes=4096)
+    for i in range(1, 201, 10):
+        sp.append([ev(k) for k in range(i, i + 10)])
+    first = segments(tmp_path / "spool")[0]
+    held = numbers(first)
+    shutil.copy(first, saved)
+    sp.read(60)
+    sp.commit(60)
+    sp.close()
+    assert not first.exists()
+    dest = tmp_path / "spool" / name(10_000)
+    shutil.copy(saved, dest)
+    again = Spool(tmp_path / "spool")
+    report = again.report
+    assert (report.missing, report.damaged, report.duplicates, report.pending) == (0, 0, len(held), 140)
+    assert report.problems == (f"{dest.name}: holds only records {held[0]} to {held[-1]}, which were delivered "
+                               "already: a copy, set aside, not sent again",)
+    assert [e.sequence for e in again.read(1000)] == list(range(61, 201))
+    again.close()
+
+
+def test_a_file_holding_records_not_seen_before_is_still_read(tmp_path: Path) -> None:
+    """Records with numbers the spool does not hold are no copy: a segment renamed ahead keeps its records."""
+    segs = stopped(tmp_path, 200)
+    newest = segs[-1]
+    held = numbers(newest)
+    newest.rename(tmp_path / name(10_000))
+    again = Spool(tmp_path)
+    assert again.report.duplicates == 0 and again.report.missing == 0 and again.report.pending == 200
+    assert [e.sequence for e in again.read(1000)][-len(held):] == held
+    again.close()
