@@ -9,8 +9,10 @@ the old sinks, which then close, and only then do the new sinks open, so a sink
 kept across the reload sees its events in order. Signer, sequences and
 counters outlive generations: a source's sequence continues without a gap.
 
-Shutdown order: producers (probe runners, watchers, listeners) are cancelled
-first; then every sink queue is closed and its worker drains it into the sink
+The producers of each generation (probe runners, watchers, listeners) are
+started and stopped by :class:`~agent.producers.Producers`.
+
+Shutdown order: producers are cancelled first; then every sink queue is closed and its worker drains it into the sink
 within ``agent.drain_timeout``; then the sequence store records its exact
 positions so the next start continues without a gap.
 """
@@ -23,7 +25,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -40,6 +41,7 @@ from .pipeline import PipelineStats, ProbeRunner, SequenceStore, SinkQueue, Sink
 from .pipeline.parallel import build_pipeline
 from .pipeline.spoolqueue import SpoolQueue
 from .probes.base import Probe
+from .producers import Producers
 from .sdnotify import Notifier, watchdog_period
 from .signals import handle_signals
 from .signing.keys import SigningKey
@@ -78,6 +80,9 @@ class Agent:
         self.stamper = TimedStamper(self.key, self.host_id, self.sequences, sampler=self.sign_latency)
         self._ctx = SinkContext(state_dir=state, key=self.key)
         self.gen = Generation(1, self.cfg)
+        #: the number of the configuration in effect (``hoststamp_config_generation``): ``gen`` is the next one
+        #: already while a reload switches to it, this only once its sinks run
+        self.generation = 1
         self._fill(self.gen)
         self.pipeline = build_pipeline(self.stamper, self.gen.queues, self.stats, self.cfg.agent.sign_workers,
                                        self.cfg.agent.sign_threads)
@@ -88,6 +93,7 @@ class Agent:
         self.undelivered = 0
         self._counts = Counts()
         self._stop = anyio.Event()
+        self.producers = Producers(self._submit, self.listeners, self._stop)
         #: the shutdown's one deadline, from the moment the agent is asked to stop (a reload then ends by it)
         self._stop_by: float | None = None
         self._lock = anyio.Lock()
@@ -99,7 +105,6 @@ class Agent:
         self.metrics: MetricsServer | None = None
         self._registry = build_registry(self.view, self.sign_latency)
         self._status_file = health.StatusFile(state)
-        self._fatal: AgentError | None = None
         if self.cfg.metrics.listen and not self.once:
             self.metrics = MetricsServer(self.cfg.metrics.listen, self._registry)
 
@@ -130,7 +135,7 @@ class Agent:
     def stop(self) -> None:
         self._stop.set()
 
-    # --- producers: an event being submitted is never cut off halfway through its sinks ---------
+    # --- producers (agent/producers.py): an event being submitted is never cut off halfway through its sinks
 
     async def _submit_many(self, readings: Sequence[Reading]) -> None:
         with anyio.CancelScope(shield=True):
@@ -140,83 +145,6 @@ class Agent:
         with anyio.CancelScope(shield=True):
             event = await self.pipeline.submit(reading)
         return event
-
-    async def _start_producers(self, gen: Generation) -> None:
-        def start(tg: TaskGroup) -> None:
-            for r in gen.runners:
-                tg.start_soon(r.run)
-            for pc, p in gen.probes:
-                tg.start_soon(self._watch, pc.name, p)
-            for opts in gen.cfg.listeners:
-                tg.start_soon(self._listen, gen, opts)
-
-        assert self._tg is not None
-        await self._tg.start(gen.producer_tasks.run, start)
-
-    async def _watch(self, name: str, probe: Probe) -> None:
-        """One probe's change events. Their failure is an error reading of that probe, and the end of its change
-        events, never of the agent: its rounds and the other probes go on."""
-        try:
-            await probe.watch(self._submit)
-        except Exception as exc:
-            if isinstance(exc, (AgentError, OSError)):
-                log.warning("probe %s: change events stopped: %s", name, exc)
-            else:  # not a foreseen failure: a bug, worth a traceback
-                log.error("probe %s: change events failed unexpectedly", name, exc_info=exc)
-            await self._submit(probe.error_reading(f"change events stopped: {str(exc) or type(exc).__name__}"))
-
-    async def _listen(self, gen: Generation, opts: Any) -> None:
-        """One listener; on a reload a listener that cannot start is logged, not fatal."""
-        try:
-            await self.listeners.serve(gen, opts)
-        except Exception as exc:  # one listener's failure, foreseen or not, never takes the agent down with it
-            if not isinstance(exc, (AgentError, OSError)):
-                log.error("listener %s: failed unexpectedly", opts.uri, exc_info=exc)
-            if gen.number > 1:  # the reload that started it counts as failed (see _reload)
-                gen.failed_listeners[opts.uri] = str(exc)
-                log.error("listener %s: %s (not listening until the next reload)", opts.uri, exc)
-                return
-            # at start a listener that cannot listen ends the agent (cleanly: queues drain), as a bad config would
-            self._fatal = exc if isinstance(exc, AgentError) else AgentError(f"{opts.uri}: {exc}")
-            self._stop.set()
-
-    async def _listening(self, gen: Generation, timeout: float = 10.0) -> None:
-        """Wait (up to ``timeout``) until every listener of ``gen`` listens, or one failed and stops the agent."""
-        with anyio.move_on_after(timeout):
-            while not self._stop.is_set() and not self.listeners.all_listening(gen):
-                await anyio.sleep(0.005)
-
-    async def _stop_producers(self, gen: Generation, by: float | None = None) -> None:
-        """Cancel; a submit blocked on a full queue gets until ``by`` (default: ``drain_timeout`` from now), then
-        the queues close under it."""
-        if gen.producer_tasks.scope is None:
-            return
-        gen.producer_tasks.scope.cancel()
-        if not await gen.producer_tasks.wait(time_left(gen, by)):
-            log.warning("producers still blocked on full queues; closing them (the rest is counted as dropped)")
-            for q in gen.queues:
-                q.close()
-            await gen.producer_tasks.done.wait()
-        await self._close_probes(gen)
-
-    async def _stop_producers_on_stop(self, gen: Generation) -> None:
-        """Once the agent is asked to stop: ``gen``'s listeners finish (what they took is acked as it is
-        delivered) and its producers stop, by the shutdown's deadline."""
-        await self._stop.wait()
-        by = self._stop_by if self._stop_by is not None else time.monotonic() + gen.cfg.agent.drain_timeout
-        await self.listeners.finish(gen, time_left(gen, by))
-        await self._stop_producers(gen, by)
-
-    async def _close_probes(self, gen: Generation) -> None:
-        if gen.probes_closed:
-            return
-        gen.probes_closed = True
-        for pc, p in gen.probes:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await p.aclose()
-                except Exception:  # closing a probe never hides the real outcome
-                    log.exception("probe %s: close failed", pc.name)
 
     # --- sinks --------------------------------------------------------------------------------
 
@@ -260,7 +188,7 @@ class Agent:
 
     async def _unbuild(self, new: Generation, reason: str) -> bool:
         """Close what was built of ``new`` (a reload that cannot go on) and report the failure."""
-        await self._close_probes(new)
+        await self.producers.close_probes(new)
         for q in new.queues:
             if isinstance(q, SpoolQueue):  # a spool the running generation may share: drop our reference
                 q.close()
@@ -304,17 +232,18 @@ class Agent:
         for pc, p in new.probes:
             if pc.name in before:
                 p.carry_over(before[pc.name])
-        await self._stop_producers(old)
+        await self.producers.stop(old)
         self.gen = new
         self.pipeline.queues = list(new.queues)
         if self._status is not None:
             self._status.queues = [(ep.uri, q) for ep, q in zip(cfg.sinks, new.queues, strict=True)]
         if not self._stop.is_set():  # asked to stop meanwhile: nothing new is read or made
-            await self._start_producers(new)
-            await self._listening(new)
+            assert self._tg is not None
+            await self.producers.start(new, self._tg)
+            await self.producers.listening(new)
         async with anyio.create_task_group() as tg:
             # asked to stop while the old sinks drain: the new producers stop now, not once the reload is done
-            tg.start_soon(self._stop_producers_on_stop, new)
+            tg.start_soon(self.producers.stop_when_stopping, new, lambda: self._stop_by)
             # old events still being signed (in workers or threads) go to the old queues
             await self.pipeline.drain(cfg.agent.drain_timeout)
             await self._drain(old, successor=new)
@@ -326,6 +255,7 @@ class Agent:
         if self._stop.is_set():
             log.info("reload to generation %d cut short: the agent is stopping", new.number)
             return False
+        self.generation = new.number  # in effect now, whole or (a listener failed) without what failed
         if new.failed_listeners:  # applied, but not whole: said the same way as a reload that failed
             return self._reload_failed("; ".join(f"listener {uri}: {why}" for uri, why in
                                                  new.failed_listeners.items()), applied=True)
@@ -344,7 +274,7 @@ class Agent:
             pipeline=self.stats, probes=tuple(pc.name for pc, _ in self.gen.probes),
             sinks=self._counts.sinks(gens, self.stats), listeners=self._counts.listener_views(gens),
             host_id=self.host_id, keyid=self.key.keyid, config=self.gen.cfg.path, started_at=self.started_at,
-            generation=self.gen.number, reloads_ok=self.reloads_ok, reloads_failed=self.reloads_failed,
+            generation=self.generation, reloads_ok=self.reloads_ok, reloads_failed=self.reloads_failed,
             last_reload_ok=self.last_reload_error is None, last_reload_error=self.last_reload_error,
             metrics_url=self.metrics.url if self.metrics else None,
         )
@@ -402,8 +332,8 @@ class Agent:
                     await tg.start(functools.partial(handle_signals, self._stop, self._reload_soon))
                     if self.metrics is not None:
                         tg.start_soon(self.metrics.serve)
-                    await self._start_producers(self.gen)
-                    await self._listening(self.gen)
+                    await self.producers.start(self.gen, tg)
+                    await self.producers.listening(self.gen)
                     if not self._stop.is_set():
                         if self.announce is not None:
                             self.announce()
@@ -419,16 +349,16 @@ class Agent:
                 async with self._lock:
                     # guests get the acks of what the listeners took, as it is delivered, before they close
                     await self.listeners.finish(self.gen, time_left(self.gen, by))
-                    await self._stop_producers(self.gen, by)
+                    await self.producers.stop(self.gen, by)
                     # events still being signed reach the queues first
                     await self.pipeline.aclose(time_left(self.gen, by))
                     await self._drain(self.gen, by)
                 tg.cancel_scope.cancel()
         finally:
-            await self._close_probes(self.gen)
+            await self.producers.close_probes(self.gen)
             self.sequences.close()
             if not self.once:
                 self.write_status(running=False)
             self.notifier.close()
-        if self._fatal is not None:
-            raise self._fatal
+        if self.producers.fatal is not None:
+            raise self.producers.fatal

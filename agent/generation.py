@@ -5,7 +5,9 @@ A :class:`Generation` holds the sinks (with their queues and workers), probes
 its producers and its workers each run as a :class:`TaskSet`, so a reload can
 stop one generation's producers, drain its queues and start the next one's.
 :class:`Counts` keeps the queue and receiver counts of generations that are
-gone, per URI, so the counters ``/metrics`` exports never go back on a reload.
+gone, per sink (:data:`~agent.pipeline.stats.SinkKey`: its URI, and which of
+the sinks with that URI it is) and per listener URI, so the counters
+``/metrics`` exports never go back on a reload.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .errors import ConfigError, SinkError
 from .pipeline import PipelineStats, ProbeRunner, SinkQueue, SinkWorker
 from .pipeline.runner import Submit
 from .pipeline.spoolqueue import SpoolQueue, queue_for
+from .pipeline.stats import SinkKey, sink_keys
 from .probes import ProbeContext
 from .probes import registry as probe_registry
 from .probes.base import Probe
@@ -85,9 +88,14 @@ class Generation:
     worker_tasks: TaskSet = field(default_factory=TaskSet)
     probes_closed: bool = False
 
+    @property
+    def sink_keys(self) -> list[SinkKey]:
+        """Each sink's key, in the config's order (that of ``sinks``, ``queues`` and ``workers``)."""
+        return sink_keys(ep.uri for ep in self.cfg.sinks)
+
     def fill(self, ctx: SinkContext, stats: PipelineStats, submit: Submit) -> None:
         """Build the parts from the config; nothing is opened or started yet."""
-        for ep in self.cfg.sinks:
+        for ep, key in zip(self.cfg.sinks, self.sink_keys, strict=True):
             sink = build_sink(ep.scheme, ep.target, ep.options, ctx, key=ep.key)
             try:
                 q = queue_for(ep.common)
@@ -96,7 +104,7 @@ class Generation:
                 raise ConfigError(str(exc), key=where, file=self.cfg.path) from None
             self.sinks.append(sink)
             self.queues.append(q)
-            self.workers.append(SinkWorker(sink, q, stats.sink(ep.uri), batch_max=ep.common.batch_max))
+            self.workers.append(SinkWorker(sink, q, stats.sink(*key), batch_max=ep.common.batch_max))
         for pc in self.cfg.enabled_probes():
             self.probes.append((pc, build_probe(pc, ctx.state_dir)))
         self.runners = [ProbeRunner(p, pc, submit, stats.probe(pc.name)) for pc, p in self.probes]
@@ -138,28 +146,28 @@ def _spool_bytes(directory: str | None, q: SinkQueue) -> int | None:
 
 
 class Counts:
-    """Per-URI totals of retired generations, and views that add the live ones to them."""
+    """Per-sink and per-listener totals of retired generations, and views that add the live ones to them."""
 
     def __init__(self) -> None:
-        self.queues: dict[str, health.QueueCounts] = {}
+        self.queues: dict[SinkKey, health.QueueCounts] = {}
         self.listeners: dict[str, health.ListenerView] = {}
 
     def retire(self, gen: Generation) -> None:
         """Fold a drained generation's counts in."""
-        for ep, q in zip(gen.cfg.sinks, gen.queues, strict=True):
-            self.queues.setdefault(ep.uri, health.QueueCounts()).add(q)
+        for key, q in zip(gen.sink_keys, gen.queues, strict=True):
+            self.queues.setdefault(key, health.QueueCounts()).add(q)
         for uri, st in gen.receivers.items():
             v = health.listener_view(uri, [st], self.listeners.get(uri))
             self.listeners[uri] = health.ListenerView(uri, v.accepted, v.duplicates, v.dropped, v.connections, 0,
                                                       v.rejected)
 
     def sinks(self, gens: Sequence[Generation], stats: PipelineStats) -> tuple[health.SinkView, ...]:
-        """Every sink URI of ``gens`` (the last one is current; earlier ones are draining)."""
+        """Every sink of ``gens`` (the last one is current; earlier ones are draining)."""
         live = [
-            (ep.uri, q, _spool_bytes(ep.common.spool, q), g is not gens[-1],
+            (key, q, _spool_bytes(ep.common.spool, q), g is not gens[-1],
              g.workers[i].holding if i < len(g.workers) else 0)
             for g in gens
-            for i, (ep, q) in enumerate(zip(g.cfg.sinks, g.queues, strict=True))
+            for i, (ep, key, q) in enumerate(zip(g.cfg.sinks, g.sink_keys, g.queues, strict=True))
         ]
         return health.sink_views(live, stats, self.queues)
 
@@ -192,10 +200,10 @@ def stranded(old: Generation, new: Generation) -> str | None:
 def hand_on(old: Generation, new: Generation) -> None:
     """What the in-memory queues of ``old`` still hold, moved to the queue of the same sink in ``new`` (a spool
     shared by both needs nothing: the new reader reads it)."""
-    successors = {ep.uri: q for ep, q in zip(new.cfg.sinks, new.queues, strict=True)
+    successors = {key: q for key, q in zip(new.sink_keys, new.queues, strict=True)
                   if not isinstance(q, SpoolQueue)}
-    for ep, q, w in zip(old.cfg.sinks, old.queues, old.workers, strict=True):
-        if isinstance(q, SpoolQueue) or (after := successors.get(ep.uri)) is None:
+    for ep, key, q, w in zip(old.cfg.sinks, old.sink_keys, old.queues, old.workers, strict=True):
+        if isinstance(q, SpoolQueue) or (after := successors.get(key)) is None:
             continue
         items = [*w.take_in_hand(), *q.take_all()]  # the batch being retried came first
         if items:
@@ -252,11 +260,11 @@ async def drain(gen: Generation, stats: PipelineStats, by: float | None = None,
     undelivered += sum(w.unconfirmed for w in gen.workers)
     # and what a queue dropped on the way (its overflow policy, a damaged spool, a put after closing)
     undelivered += sum(sum(q.dropped.values()) for q in gen.queues)
-    for ep, q in zip(gen.cfg.sinks, gen.queues, strict=True):
+    for ep, key, q in zip(gen.cfg.sinks, gen.sink_keys, gen.queues, strict=True):
         if isinstance(q, SpoolQueue):
             with anyio.CancelScope(shield=True):
                 await q.aclose()  # what is left stays in the spool for the next start
         drops = "".join(f" dropped.{k}={v}" for k, v in sorted(q.dropped.items()))
-        log.info("sink %s: sent=%d%s blocked=%d %s=%d", ep.uri, stats.sink(ep.uri).sent, drops, q.blocked,
+        log.info("sink %s: sent=%d%s blocked=%d %s=%d", ep.uri, stats.sink(*key).sent, drops, q.blocked,
                  *(("spooled", q.pending) if isinstance(q, SpoolQueue) else ("queued", len(q))))
     return undelivered

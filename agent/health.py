@@ -22,7 +22,7 @@ import orjson
 
 from . import _native
 from .pipeline.queue import SinkQueue
-from .pipeline.stats import PipelineStats, SinkStats
+from .pipeline.stats import PipelineStats, SinkKey, SinkStats
 from .transport.uri import redact
 
 log = logging.getLogger("hoststamp")
@@ -49,8 +49,10 @@ STATUS_FILE = "status.json"
 
 @dataclass(frozen=True, slots=True)
 class SinkView:
-    """One sink URI, summed over every generation that still has a queue for it."""
+    """One sink, summed over every generation that still has a queue for it."""
 
+    #: what metrics and the status show: the URI with any password masked, numbered (`` #2``) when another
+    #: sink shows the same
     uri: str
     depth: int
     capacity: int
@@ -294,7 +296,7 @@ def render(doc: Mapping[str, Any], *, now: float | None = None, stale_after: flo
 
 @dataclass(slots=True)
 class QueueCounts:
-    """Counters of one sink URI's queues, summed (the live ones, or those retired by reloads)."""
+    """Counters of one sink's queues, summed (the live ones, or those retired by reloads)."""
 
     enqueued: int = 0
     blocked: int = 0
@@ -307,18 +309,19 @@ class QueueCounts:
 
 
 def sink_views(
-    live: Iterable[tuple[str, SinkQueue, int | None, bool, int]],
+    live: Iterable[tuple[SinkKey, SinkQueue, int | None, bool, int]],
     stats: PipelineStats,
-    retired: Mapping[str, QueueCounts],
+    retired: Mapping[SinkKey, QueueCounts],
 ) -> tuple[SinkView, ...]:
-    """One :class:`SinkView` per URI from ``(uri, queue, spool_bytes, draining, in_hand)`` entries.
+    """One :class:`SinkView` per sink from ``(key, queue, spool_bytes, draining, in_hand)`` entries, ``key``
+    being the sink's :data:`~agent.pipeline.stats.SinkKey`.
 
-    A URI may have two live queues while a reload drains the old one;
+    A sink may have two live queues while a reload drains the old one;
     ``retired`` holds the counts of queues already gone, so counters never go back.
     """
-    acc: dict[str, tuple[QueueCounts, dict[str, Any]]] = {}
-    for uri, q, spool, draining, in_hand in live:
-        counts, a = acc.setdefault(uri, (QueueCounts(), {"depth": 0, "capacity": 0, "spool": None,
+    acc: dict[SinkKey, tuple[QueueCounts, dict[str, Any]]] = {}
+    for key, q, spool, draining, in_hand in live:
+        counts, a = acc.setdefault(key, (QueueCounts(), {"depth": 0, "capacity": 0, "spool": None,
                                                          "draining": False, "in_hand": 0,
                                                          "spool_capacity": None}))
         counts.add(q)
@@ -330,16 +333,19 @@ def sink_views(
         a["spool"] = spool if spool is not None else a["spool"]
         a["draining"] |= draining
     out = []
-    labels: Counter[str] = Counter()
-    for uri, (counts, a) in acc.items():
-        old = retired.get(uri, QueueCounts())
-        # two sinks whose URIs differ only in their passwords would show as one: the later ones are numbered
-        label = redact(uri)
-        labels[label] += 1
-        if labels[label] > 1:
-            label = f"{label} #{labels[label]}"
+    labels: set[str] = set()
+    for key, (counts, a) in acc.items():
+        old = retired.get(key, QueueCounts())
+        # two sinks with the same URI, or URIs that differ only in their passwords, would show as one: the
+        # later ones are numbered (#2, #3, ...), each label differing from every other
+        label = shown = redact(key[0])
+        n = 1
+        while label in labels:
+            n += 1
+            label = f"{shown} #{n}"
+        labels.add(label)
         out.append(SinkView(label, a["depth"], a["capacity"], counts.enqueued + old.enqueued,
-                            dict(counts.dropped + old.dropped), stats.sink(uri), a["spool"], a["draining"],
+                            dict(counts.dropped + old.dropped), stats.sink(*key), a["spool"], a["draining"],
                             counts.blocked + old.blocked, a["in_hand"], a["spool_capacity"]))
     return tuple(out)
 

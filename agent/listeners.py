@@ -4,7 +4,7 @@ reloads.
 :class:`ListenerSet` is the agent's part that knows how a listener is served (``unix:``/``vsock:``/
 ``fcvsock:`` by :class:`~agent.receiver.Receiver`, ``nats://`` by :class:`~agent.receiver.nats.NatsSource`),
 with which duplicate window, and where its counters go. What a listener that cannot listen means for the agent
-(fatal at start, logged on a reload) stays with the agent.
+(fatal at start, logged on a reload) is decided by :mod:`agent.producers`.
 """
 
 from __future__ import annotations

@@ -141,8 +141,9 @@ class AgentCollector(Collector):
                                       f"Time to stamp, sign and serialize one event (one in {s.every} timed).")
             h.add_metric([], s.cumulative(), s.sum)
             yield h
-        yield _gauge("hoststamp_config_generation", "Configuration generation (1 at start, +1 per reload).",
-                     (), [((), v.generation)])
+        yield _gauge("hoststamp_config_generation",
+                     "The configuration in effect (1 at start, +1 once a reload took effect).", (),
+                     [((), v.generation)])
         yield _counter("hoststamp_config_reloads", "Configuration reloads (SIGHUP) by result.", ("result",),
                        [(("success",), v.reloads_ok), (("failure",), v.reloads_failed)])
         yield _gauge("hoststamp_config_last_reload_successful", "1 if the last reload succeeded (or none happened).",

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gzip
 import logging
+from collections.abc import Callable
 
 import anyio
 from anyio.abc import TaskStatus
@@ -20,7 +21,7 @@ from prometheus_client.registry import CollectorRegistry
 from .logs import OncePerKey
 from .transport.uri import split_hostport
 
-__all__ = ["MetricsServer", "accepts_gzip", "replace_server"]
+__all__ = ["MetricsServer", "accepts_gzip", "negotiate", "replace_server"]
 
 log = logging.getLogger("hoststamp.metrics")
 
@@ -28,23 +29,80 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
 _INDEX = b"<html><body><h1>hoststamp</h1><p><a href=\"/metrics\">metrics</a></p></body></html>\n"
 
 
-def accepts_gzip(header: str) -> bool:
-    """Whether an Accept-Encoding header takes gzip: named (any case) or as ``*``, with a q-value above 0."""
-    quality: dict[str, float] = {}
+def _qvalue(value: str) -> float:
+    """A q-value (RFC 9110 section 12.4.2), read generously; one that is not a number from 0 to 1 counts as 0."""
+    try:
+        q = float(value.strip().strip('"'))
+    except ValueError:
+        return 0.0
+    return q if 0.0 <= q <= 1.0 else 0.0
+
+
+def _elements(header: str) -> list[tuple[str, dict[str, str], float]]:
+    """The comma-separated elements of an Accept or Accept-Encoding header: ``(name, parameters, q)``, names and
+    parameter names in lower case, whitespace around any part ignored, quotes around a value removed."""
+    out = []
     for item in header.split(","):
         name, *params = (p.strip() for p in item.split(";"))
+        if not name:
+            continue
         q = 1.0
+        kept: dict[str, str] = {}
         for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        if name:
-            quality[name.lower()] = q
+            key, sep, value = param.partition("=")
+            key = key.strip().lower()
+            if not sep:
+                continue
+            if key == "q":
+                q = _qvalue(value)
+            else:
+                kept[key] = value.strip().strip('"')
+        out.append((name.lower(), kept, q))
+    return out
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding header takes gzip: named (any case) or as ``*``, with a q-value above 0."""
+    quality = {name: q for name, _params, q in _elements(header)}
     q = quality.get("gzip", quality.get("x-gzip", quality.get("*", 0.0)))
     return q > 0
+
+
+_OPENMETRICS = "application/openmetrics-text"
+_TEXT = "text/plain"
+
+
+def _preference(ranges: list[tuple[str, dict[str, str], float]], media: str) -> tuple[float, bool, dict[str, str]]:
+    """How much ``media`` is wanted: ``(q, named, parameters)`` of the most specific range that matches it (the
+    type itself, then ``type/*``, then ``*/*``; of several naming it, the one with the highest q); ``(0, False,
+    {})`` when none does."""
+    for pattern in (media, media.split("/")[0] + "/*", "*/*"):
+        matches = [(q, params) for name, params, q in ranges if name == pattern]
+        if matches:
+            q, params = max(matches, key=lambda m: m[0])
+            return q, pattern == media, params
+    return 0.0, False, {}
+
+
+def negotiate(accept: str) -> tuple[Callable[[CollectorRegistry], bytes], str]:
+    """The encoder and Content-Type for an Accept header: OpenMetrics when it is wanted more than the Prometheus
+    text format (a q-value of 0 refuses a type), or as much and named while the text format is not; else the
+    text format, also when the header wants neither (or is absent)."""
+    ranges = _elements(accept)
+    om_q, om_named, om_params = _preference(ranges, _OPENMETRICS)
+    text_q, _, text_params = _preference(ranges, _TEXT)
+    if om_q > 0 and (om_q > text_q or (om_q == text_q and om_named)):
+        media, params = _OPENMETRICS, om_params
+    elif text_q > 0:
+        media, params = _TEXT, text_params
+    else:
+        return choose_encoder("")
+    # prometheus-client picks the format's version and name escaping from these parameters
+    wanted = "; ".join([media, *(f"{k}={params[k]}" for k in ("version", "escaping") if k in params)])
+    try:
+        return choose_encoder(wanted)
+    except (TypeError, ValueError):  # a version it cannot read: the format it always has
+        return choose_encoder(_OPENMETRICS if media == _OPENMETRICS else "")
 
 
 class MetricsServer:
@@ -172,7 +230,7 @@ class MetricsServer:
         path = target.split("?", 1)[0]
         if path == "/metrics":
             self.scrapes += 1
-            encoder, ctype = choose_encoder(hdrs.get("accept", ""))
+            encoder, ctype = negotiate(hdrs.get("accept", ""))
             body = encoder(self.registry)
             extra = {"Content-Type": ctype}
             if accepts_gzip(hdrs.get("accept-encoding", "")):

@@ -11,7 +11,7 @@ from typing import TextIO
 import anyio
 
 from .pipeline.queue import SinkQueue
-from .pipeline.stats import PipelineStats
+from .pipeline.stats import PipelineStats, sink_keys
 from .transport.uri import redact
 
 __all__ = ["StatusLine"]
@@ -30,6 +30,9 @@ class _ClearLine(logging.Filter):
 
 
 class StatusLine:
+    """``queues``: each sink's URI and queue, in the configuration's order (a second sink with the same URI
+    shows as ``URI #2``)."""
+
     def __init__(
         self,
         stats: PipelineStats,
@@ -50,10 +53,11 @@ class StatusLine:
         rate = (self.stats.signed - self._last_signed) / max(now - self._last_t, 1e-9)
         self._last_signed, self._last_t = self.stats.signed, now
         errors = sum(p.failures for p in self.stats.probes.values())
+        keys = sink_keys(uri for uri, _q in self.queues)
         sinks = " ".join(
-            f"{uri}[q={len(q)}{' DOWN' if not self.stats.sink(uri).healthy else ''}"
+            f"{uri}{f' #{nth}' if nth > 1 else ''}[q={len(q)}{' DOWN' if not self.stats.sink(uri, nth).healthy else ''}"
             f"{' drop=' + str(sum(q.dropped.values())) if q.dropped else ''}]"
-            for uri, q in self.queues
+            for (uri, nth), (_uri, q) in zip(keys, self.queues, strict=True)
         )
         return f"hoststamp: {self.stats.signed} events ({rate:.1f}/s) | {sinks} | probe errors {errors}"
 

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["PipelineStats", "ProbeStats", "SinkStats"]
+__all__ = ["PipelineStats", "ProbeStats", "SinkKey", "SinkStats", "sink_keys"]
+
+#: which sink a set of counters is: its URI, and which of the sinks with that URI it is (1 for the first)
+SinkKey = tuple[str, int]
+
+
+def sink_keys(uris: Iterable[str]) -> list[SinkKey]:
+    """The key of each of a configuration's sinks, in order: ``(uri, n)`` for the nth sink with that URI, so
+    that two sinks with the same URI count apart, and a reload keeps each one's counters."""
+    seen: dict[str, int] = {}
+    out = []
+    for uri in uris:
+        seen[uri] = seen.get(uri, 0) + 1
+        out.append((uri, seen[uri]))
+    return out
 
 
 @dataclass(slots=True)
@@ -40,7 +55,8 @@ class PipelineStats:
     #: readings that could not become events (unserializable data), by probe
     rejected: int = 0
     probes: dict[str, ProbeStats] = field(default_factory=dict)
-    sinks: dict[str, SinkStats] = field(default_factory=dict)
+    #: by :data:`SinkKey`
+    sinks: dict[SinkKey, SinkStats] = field(default_factory=dict)
 
     def probe(self, name: str) -> ProbeStats:
         s = self.probes.get(name)
@@ -48,8 +64,9 @@ class PipelineStats:
             s = self.probes[name] = ProbeStats()
         return s
 
-    def sink(self, uri: str) -> SinkStats:
-        s = self.sinks.get(uri)
+    def sink(self, uri: str, nth: int = 1) -> SinkStats:
+        """The counters of the ``nth`` sink with this URI (see :func:`sink_keys`)."""
+        s = self.sinks.get((uri, nth))
         if s is None:
-            s = self.sinks[uri] = SinkStats()
+            s = self.sinks[(uri, nth)] = SinkStats()
         return s

@@ -157,7 +157,8 @@ class SinkWorker:
         self._unflushed = waiting
 
     def _failed(self, exc: Exception, action: str) -> None:
-        self.stats.send_errors += 1
+        if not self._troubled:  # while the sink is down by its own report, that report counted this failure
+            self.stats.send_errors += 1
         self.stats.healthy = False
         foreseen = isinstance(exc, AgentError)
         msg = str(exc) if foreseen else f"{action} failed: {type(exc).__name__}: {exc}"

@@ -31,7 +31,7 @@ def _doc(**over: object) -> dict[str, object]:
     p = stats.probe("cgroup")
     p.runs, p.last_duration = 3, 0.002
     q = SinkQueue(100)
-    views = sink_views([("file:/a", q, None, False, 0)], stats, {})
+    views = sink_views([(("file:/a", 1), q, None, False, 0)], stats, {})
     view = AgentView(pipeline=stats, probes=("cgroup", "link"), sinks=views, listeners=(), host_id="h",
                      keyid="k", config=None, started_at=100.0)
     doc = snapshot(view, now=200.0, pid=42)
@@ -98,8 +98,8 @@ def test_sink_views_merge_live_queues_and_retired_counts() -> None:
             q.put_nowait(_event(i))
     old.close()
     old.put_nowait(_event(9))  # routed to the sink, and counted as dropped: closed
-    (v,) = sink_views([("file:/a", old, None, True, 2), ("file:/a", new, 128, False, 3)], stats,
-                      {"file:/a": QueueCounts(enqueued=100, blocked=7, dropped=Counter({"evicted": 4}))})
+    (v,) = sink_views([(("file:/a", 1), old, None, True, 2), (("file:/a", 1), new, 128, False, 3)], stats,
+                      {("file:/a", 1): QueueCounts(enqueued=100, blocked=7, dropped=Counter({"evicted": 4}))})
     assert (v.depth, v.capacity, v.enqueued, v.spool_bytes, v.draining, v.blocked) == (5, 20, 106, 128, True, 7)
     assert v.dropped == {"closed": 1, "evicted": 4}
     assert v.in_hand == 5  # both generations' workers' batches
@@ -198,8 +198,8 @@ async def test_spool_bytes_come_from_the_sinks_spool(tmp_path: Path) -> None:
 
 def test_sinks_that_differ_only_in_their_passwords_keep_labels_of_their_own() -> None:
     stats = PipelineStats()
-    views = sink_views([("nats://u:one@h:4222/s", SinkQueue(10), None, False, 0),
-                        ("nats://u:two@h:4222/s", SinkQueue(10), None, False, 0)], stats, {})
+    views = sink_views([(("nats://u:one@h:4222/s", 1), SinkQueue(10), None, False, 0),
+                        (("nats://u:two@h:4222/s", 1), SinkQueue(10), None, False, 0)], stats, {})
     assert [v.uri for v in views] == ["nats://u:***@h:4222/s", "nats://u:***@h:4222/s #2"]
 
 
@@ -220,3 +220,36 @@ def test_a_generation_both_retiring_and_current_is_counted_once(tmp_path: Path) 
     before = agent.view().sinks[0].enqueued
     agent._retiring.append(agent.gen)  # what a reload does first
     assert agent.view().sinks[0].enqueued == before == 3
+
+
+def test_two_sinks_with_the_same_uri_keep_counters_and_labels_of_their_own(tmp_path: Path) -> None:
+    """The second ``[[sinks]]`` with a URI the first has counts apart, shown as ``URI #2``; the first keeps
+    its URI as its label."""
+    from agent.app import Agent
+    from agent.config import parse
+    from agent.model import Event
+    from agent.signing.keys import SigningKey
+
+    uri = f"file:{tmp_path / 'out.ndjson'}"
+    cfg = parse({"agent": {"state_dir": str(tmp_path / "state")}, "probes": {
+        p: {"enabled": False} for p in ("cgroup", "lve", "mounts", "taskstats", "link")},
+        "sinks": [{"uri": uri}, {"uri": uri, "queue_size": 50}]}, env={})
+    agent = Agent(cfg, SigningKey.generate())
+    first, second = agent.workers
+    assert first.stats is not second.stats
+    for i in range(3):
+        agent.gen.queues[1].put_nowait(Event(f"id{i}", "s", "t", i, b"{}"))
+    second.stats.send_errors = 2
+    one, two = agent.view().sinks
+    assert (one.uri, one.enqueued, one.depth, one.stats.send_errors) == (uri, 0, 0, 0)
+    assert (two.uri, two.enqueued, two.depth, two.stats.send_errors) == (f"{uri} #2", 3, 3, 2)
+    assert two.capacity == 50
+
+
+def test_a_label_numbered_apart_never_takes_another_sinks_uri() -> None:
+    stats = PipelineStats()
+    views = sink_views([(("file:a", 1), SinkQueue(10), None, False, 0),
+                        (("file:a #2", 1), SinkQueue(10), None, False, 0),  # a file named "a #2"
+                        (("file:a", 2), SinkQueue(10), None, False, 0)], stats, {})
+    assert [v.uri for v in views] == ["file:a", "file:a #2", "file:a #3"]
+    assert len({id(v.stats) for v in views}) == 3

@@ -224,7 +224,7 @@ def test_a_password_in_a_uri_is_shown_nowhere(capsys: pytest.CaptureFixture[str]
 
     secret = "nats://alice:s3cr3t@127.0.0.1:4222/a.b"
     stats = PipelineStats()
-    (sink,) = sink_views([(secret, SinkQueue(10), None, False, 0)], stats, {})
+    (sink,) = sink_views([((secret, 1), SinkQueue(10), None, False, 0)], stats, {})
     listener = listener_view(secret.replace("a.b", "in.>"), [])
     assert sink.uri == "nats://alice:***@127.0.0.1:4222/a.b" and "s3cr3t" not in listener.uri
     configure("json")
@@ -250,3 +250,46 @@ def test_no_credential_of_a_uri_is_shown(text: str, shown: str) -> None:
     from agent.errors import redact
 
     assert redact(text) == shown
+
+
+_PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;"
+                      "q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2")
+
+
+@pytest.mark.parametrize(("accept", "openmetrics"), [
+    ("application/openmetrics-text; version=1.0.0", True),
+    ("APPLICATION/OpenMetrics-Text", True),
+    (_PROMETHEUS_ACCEPT, True),
+    ("text/plain, application/openmetrics-text", True),  # as wanted as the text format, and named
+    ("text/plain;q=0.5, application/openmetrics-text;q=0.9", True),
+    ("application/openmetrics-text; version=abc", True),  # a version it cannot read: the one it has
+    # q=0: not acceptable, whatever the case and the white space around it
+    ("application/openmetrics-text;q=0", False),
+    ("application/openmetrics-text; version=1.0.0; q=0, text/plain", False),
+    ("Application/OpenMetrics-Text ; Version=1.0.0 ; Q = 0.000 , */*;q=0.1", False),
+    ("application/openmetrics-text;q=0, application/*", False),  # the most specific range decides
+    ("text/plain;q=0.9, application/openmetrics-text;q=0.5", False),  # the higher q wins
+    ("application/openmetrics-text;q=abc, text/plain", False),  # a q that is no number is taken as 0
+    ("*/*", False),
+    ("", False),
+    ("application/json", False),  # nothing it can serve: the text format
+])
+def test_accept_is_negotiated_by_q_value(accept: str, openmetrics: bool) -> None:
+    from agent.metrics_http import negotiate
+
+    encoder, ctype = negotiate(accept)
+    body = encoder(build_registry(lambda: _view(PipelineStats()), process=False))
+    assert ctype.startswith("application/openmetrics-text" if openmetrics else "text/plain; version=0.0.4"), ctype
+    assert body.endswith(b"# EOF\n") == openmetrics
+
+
+async def test_a_scraper_that_refuses_openmetrics_gets_text() -> None:
+    server = MetricsServer("127.0.0.1:0", build_registry(lambda: _view(PipelineStats()), process=False))
+    async with anyio.create_task_group() as tg:
+        addr = await tg.start(server.serve)
+        status, headers, body = await _http(
+            addr, b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text; version=1.0.0; q=0, "
+                  b"text/plain;q=0.5\r\n\r\n")
+        assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert b"# EOF" not in body and b"hoststamp_events_signed_total" in body
+        tg.cancel_scope.cancel()

@@ -76,3 +76,10 @@ def test_no_live_status_line_between_events_on_the_same_terminal(tmp_path: Path,
         os.close(leader)
     assert b"running;" in seen
     assert (b"events (" in seen) == (sink != "stdout:"), seen[-400:]
+
+
+def test_a_second_sink_with_the_same_uri_shows_its_own_state() -> None:
+    stats = PipelineStats()
+    stats.sink("file:a", 2).healthy = False
+    status = StatusLine(stats, [("file:a", SinkQueue(10)), ("file:a", SinkQueue(10))], io.StringIO(), live=False)
+    assert "| file:a[q=0] file:a #2[q=0 DOWN] |" in status.render()

@@ -196,3 +196,33 @@ def test_a_batch_larger_than_the_window_goes_out_as_room_is_made(tmp_path: Path)
 
     run(main())
     assert seen == list(range(1, 46))  # each event once
+
+
+def test_a_downstream_that_stops_acknowledging_is_one_send_error(tmp_path: Path) -> None:
+    """The ack timeout drops a connection whose frames are never acknowledged, and the flush waiting on those
+    acks gives up too: one failure, counted once (the sink reports it; the flush's failure is the same one)."""
+    from agent.pipeline import PipelineStats, SinkQueue, SinkWorker
+
+    path = tmp_path / "mute.sock"
+
+    async def main() -> tuple[int, int]:
+        lst = listen(f"unix:{path}")
+        sink = UnixSink(str(path), SocketOptions(ack_timeout=0.2, backoff_initial=30, backoff_max=30),
+                        SinkContext())
+        queue = SinkQueue(100)
+        stats = PipelineStats().sink(sink.uri)
+        worker = asyncio.ensure_future(SinkWorker(sink, queue, stats, flush_interval=0.01).run())
+        await queue.put_many(events(3))
+        silent = await lst.accept()  # reads nothing, acks nothing; the next connect waits out the backoff
+        while sink.sender.stats.ack_timeouts < 1 or stats.last_error is None or "not acknowledged" not in (
+                stats.last_error or ""):
+            await asyncio.sleep(0.01)
+        errors = stats.send_errors
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+        await silent.aclose()
+        await lst.aclose()
+        return errors, sink.sender.stats.ack_timeouts
+
+    errors, timeouts = run(main())
+    assert timeouts == 1 and errors == 1
