@@ -47,6 +47,8 @@ def _remove_stale(path: str, name: str) -> None:
         st = os.lstat(path)
     except FileNotFoundError:
         return
+    except OSError as exc:  # a file where a directory of the path should be, a loop of links, ...
+        raise TransportError(f"{name}: cannot listen: {exc.strerror or exc}") from exc
     if not stat.S_ISSOCK(st.st_mode):
         raise TransportError(f"{name}: exists and is not a socket")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -84,7 +86,11 @@ def bind_unix(path: str, *, backlog: int = 128, mode: int | None = None,
         raise TransportError(f"{name}: cannot listen: {exc.strerror or exc}") from exc
     if ep.abstract:
         return sock, None
-    ino = os.stat(path).st_ino
+    try:
+        ino = os.stat(path).st_ino
+    except OSError as exc:  # removed or replaced at once by another process
+        sock.close()
+        raise TransportError(f"{name}: cannot listen: {exc.strerror or exc}") from exc
 
     def remove() -> None:
         with contextlib.suppress(OSError):

@@ -234,6 +234,8 @@ def test_a_listener_that_cannot_listen_names_its_uri_and_its_socket_file(tmp_pat
          "cannot listen: No such file or directory"),
         (f"fcvsock:{tmp_path}/v.sock:7", f"{tmp_path}/v.sock_7", "exists and is not a socket"),
         (FcVsockEndpoint(long_uds, 9), f"{long_uds}_9", "cannot listen: "),  # not checked by the URI parser
+        # a file where a directory of the path should be
+        (f"fcvsock:{tmp_path}/v.sock_7/v.sock:8", f"{tmp_path}/v.sock_7/v.sock_8", "cannot listen: Not a directory"),
     ]
     for target, path, reason in cases:
         uri = target if isinstance(target, str) else target.uri
