@@ -117,17 +117,25 @@ class SinkWorker:
         #: the sink reported a failure it retries by itself and not yet its recovery: not healthy meanwhile,
         #: whatever a send that only queued says
         self._troubled = False
+        #: how many failures the sink has reported itself (each counted when reported)
+        self._reports = 0
+        #: a send, flush or open failed and was counted, and since then the sink has not reported a failure nor
+        #: has one of them worked: a failure the sink reports now is the same one (a flush giving up on acks an
+        #: instant before the ack timeout drops the connection)
+        self._counted_unreported = False
         sink.on_trouble = self._trouble
         sink.on_left_out = self._left_out_now
 
     async def _open(self) -> None:
         while not self._opened:
+            before = self._reports
             try:
                 await self.sink.open()
                 self._opened = True
+                self._counted_unreported = False
                 self.stats.healthy = not self._troubled
             except Exception as exc:  # any failure of one sink is retried, never the end of the agent
-                self._failed(exc, "open")
+                self._failed(exc, "open", told=self._told_since(before))
                 await anyio.sleep(self._backoff.next())
         self._backoff.reset()
 
@@ -137,7 +145,11 @@ class SinkWorker:
         if error is None:
             self.stats.healthy = True
             return
-        self.stats.send_errors += 1
+        self._reports += 1
+        if self._counted_unreported:
+            self._counted_unreported = False
+        else:
+            self.stats.send_errors += 1
         self.stats.healthy = False
         self.stats.last_error = error
 
@@ -156,9 +168,19 @@ class SinkWorker:
                 waiting.append((e, r))
         self._unflushed = waiting
 
-    def _failed(self, exc: Exception, action: str) -> None:
-        if not self._troubled:  # while the sink is down by its own report, that report counted this failure
+    def _told_since(self, before: int) -> bool:
+        """Whether a failure of the sink's own was reported since ``before`` (:attr:`_reports`), or the sink is
+        down by its own report: a send, flush or open failing then fails of that failure, counted already (a
+        downstream that stops acknowledging: its ack timeout drops the connection, and the flush waiting for
+        those acks gives up after it)."""
+        return self._troubled or self._reports != before
+
+    def _failed(self, exc: Exception, action: str, *, told: bool | None = None) -> None:
+        """Count and log a failure; ``told``: for a failure of the sink's own operations, whether the sink
+        reported it itself (None: not such a failure)."""
+        if not told:
             self.stats.send_errors += 1
+        self._counted_unreported = told is False
         self.stats.healthy = False
         foreseen = isinstance(exc, AgentError)
         msg = str(exc) if foreseen else f"{action} failed: {type(exc).__name__}: {exc}"
@@ -217,11 +239,13 @@ class SinkWorker:
                 self.holding = len(events)
                 self._in_hand = batch
                 while True:
+                    before = self._reports
                     try:
                         await self.sink.send(events)
+                        self._counted_unreported = False
                         break
                     except Exception as exc:
-                        self._failed(exc, "send")
+                        self._failed(exc, "send", told=self._told_since(before))
                         await anyio.sleep(self._backoff.next())
                 self._backoff.reset()
                 self.holding = 0
@@ -341,11 +365,13 @@ class SinkWorker:
         """Have the sink confirm what it took, then trim the spool up to it (each step retried until it works)."""
         failed = False
         while True:
+            before = self._reports
             try:
                 await self.sink.flush()
+                self._counted_unreported = False
                 break
             except Exception as exc:
-                self._failed(exc, "flush")
+                self._failed(exc, "flush", told=self._told_since(before))
                 failed = True
                 if not retry:
                     raise
