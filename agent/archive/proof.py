@@ -12,8 +12,9 @@ leaf hash is ``SHA-256(0x00 || UTF-8(event))``.
 
 The prover starts where ``verify`` does: after the archive's own retention
 record (:mod:`.ownership`), and refuses, naming what is wrong, an archive
-holding a retention record that is not its own or a segment of another origin
-(another archive's records or segments copied in).
+holding a retention record that is not its own, a segment of another origin
+(another archive's records or segments copied in), or a segment log holding a
+record of another segment (a segment copied in under another number).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .merkle import CompactRange, NodeTable, inclusion_proof, leaf_hash, verify_
 from .note import parse_checkpoint, verify_checkpoint
 from .ownership import Keys, find_retention, log_origin
 from .records import b64_list, parse_record, unb64_list
+from .verify import wrong_segment
 
 __all__ = ["FORMAT", "ProofCheck", "check_proof", "dump_proof", "load_proof", "make_proof", "verify_proof_file",
            "write_proof"]
@@ -81,6 +83,27 @@ def _start(listing: layout.Listing, keys: Keys) -> tuple[int, CompactRange, str 
     return first, tree, found.origin
 
 
+def _placed(listing: layout.Listing, first: int) -> None:
+    """Refuse, naming the first, a record in the log of a segment from ``first`` on that names another segment
+    as its own (``verify``'s ``wrong-segment``: a segment copied or renamed in under another number, whose
+    checkpoints and events are not where the tree has them)."""
+    found: list[str] = []
+    for n in sorted(listing.logs):
+        if n < first:
+            continue
+        lines = layout.split_tail(listing.logs[n].read_bytes())[0].split(b"\n")[:-1]
+        for i, line in enumerate(lines):
+            try:
+                why = wrong_segment(n, parse_record(line))
+            except VerifyError:
+                continue  # not a record at all (verify reports it): it names no segment
+            if why is not None:
+                found.append(f"{listing.logs[n].name}:{i + 1}: wrong-segment: {why}")
+    if found:
+        more = f" (and {len(found) - 1} more such records)" if len(found) > 1 else ""
+        raise ArchiveError(f"{found[0]}{more}; {_TAMPERED}")
+
+
 def _newest_checkpoint(listing: layout.Listing, first: int, origin: str | None) -> str:
     """The newest checkpoint of the archive's segments from ``first`` on; one of another origin is refused."""
     for n in sorted((n for n in listing.logs if n >= first), reverse=True):
@@ -115,6 +138,7 @@ def make_proof(path: str | os.PathLike[str], event_id: str, *, source: str | Non
     root = Path(path)
     listing = layout.scan(root)
     first_seg, tree, origin = _start(listing, keys)
+    _placed(listing, first_seg)
     note = _newest_checkpoint(listing, first_seg, origin)
     checkpoint = parse_checkpoint(note)
     size = checkpoint.size

@@ -30,7 +30,7 @@ from .report import Findings, Report, Summary
 from .segevents import SegmentEvents
 from .verifyevents import EventChecks
 
-__all__ = ["verify_archive"]
+__all__ = ["verify_archive", "wrong_segment"]
 
 
 class _Verifier:
@@ -204,9 +204,8 @@ class _Verifier:
                 self.f.problem("chain", where, "does not follow the previous record (records or segments removed, "
                                                "reordered or replaced)")
             self.prev = chain_hash(line)
-            if rec["seg"] != n:
-                self.f.problem("wrong-segment", where, f"record of segment {rec['seg']} found in segment {n} "
-                                                       "(files renamed?)")
+            if (why := wrong_segment(n, rec)) is not None:
+                self.f.problem("wrong-segment", where, why)
             if closed:
                 self.f.problem("after-close", where, f"{rec['kind']} record after the close record")
             try:
@@ -339,6 +338,14 @@ def verify_archive(path: str | os.PathLike[str], keys: Mapping[str, VerifyKey],
     if not root.is_dir():
         raise VerifyError(f"{root}: not a directory")
     return _Verifier(root, keys, guest_keys).run()
+
+
+def wrong_segment(n: int, rec: Mapping[str, Any]) -> str | None:
+    """Why record ``rec``, a line of segment ``n``'s log, is not in the log it was written to (``wrong-segment``:
+    its ``seg`` names another); None when it is. ``prove`` relies on no segment that fails this."""
+    if rec["seg"] != n:
+        return f"record of segment {rec['seg']} found in segment {n} (files renamed?)"
+    return None
 
 
 def _holds_only_open(log: Path) -> bool:

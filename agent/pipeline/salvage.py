@@ -7,7 +7,11 @@ damage is moved into ``quarantine/`` unchanged and replaced by a clean copy of
 its intact records; a file named like a segment that holds no intact record is
 not one, and is quarantined whole (files with other names are not the spool's,
 and are left alone). Segments whose records were all delivered (at or below
-the cursor) are deleted. Segments are named by their first record index, so a
+the cursor) are deleted. Segments are read in the order of their records (of
+each file's first intact record), not of their names, so that a file renamed
+or copied under any name is read where its records belong; the spool names a
+segment by its first record index, so of two files starting with the same
+record the one so named is the segment, the other a copy. Hence a
 segment file removed while the agent was stopped shows as a gap between the
 records of the one before it and the name of the one after: the gap is reported
 by the missing file's name and the records lost with it. The segment after a
@@ -24,6 +28,7 @@ read again nor counted as lost. :func:`salvage` says what it did in a
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 import re
 import stat
@@ -140,6 +145,11 @@ class _Notes:
             else:
                 self.runs.append((n, n, name))
 
+    def lost_in(self, first: int, last: int, committed: int) -> int:
+        """Undelivered record numbers from ``first`` to ``last`` that no segment scanned so far holds."""
+        lo = max(first, committed + 1)
+        return max(0, last - lo + 1 - sum(max(0, min(b, last) - max(a, lo) + 1) for a, b, _ in self.runs))
+
     def holder(self, n: int) -> str | None:
         """The segment scanned so far that holds record ``n``, if one does."""
         i = bisect.bisect_right(self.runs, n, key=lambda run: run[0]) - 1
@@ -181,13 +191,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _copy_of(data: bytes, after: int, committed: int, notes: _Notes) -> tuple[str, int] | None:
+def _copy_of(data: bytes, after: int, committed: int, notes: _Notes, misplaced: bool) -> tuple[str, int] | None:
     """When a segment file's ``data`` holds only records already seen (numbers up to ``after``, each held by a
-    segment scanned before or delivered), the problem that names it a copy, and how many records it holds."""
+    segment scanned before, or delivered), the problem that names it a copy, and how many records it holds.
+    ``misplaced``: its name sorts after that of a file whose records come after its own, so that records of it
+    that were delivered are a copy too (not a segment left behind once delivered)."""
     if not data.startswith(wal.MAGIC):
         return None
     head = wal.parse(data, len(wal.MAGIC), limit=1).records  # a segment in order is told by its first record
-    if not head or head[0].number > after:
+    if not head or (head[0].number > after and not misplaced):
         return None
     parsed = wal.parse(data, len(wal.MAGIC))
     recs = parsed.records
@@ -206,6 +218,40 @@ def _copy_of(data: bytes, after: int, committed: int, notes: _Notes) -> tuple[st
              else f"which the spool already has ({', '.join(holders)}) or delivered" if holders
              else "which were delivered already")
     return f"holds only records {first} to {last}, {where}: a copy, set aside, not sent again", len(recs)
+
+
+def _first_number(path: Path, base: int) -> int:
+    """The index of the first intact record in segment file ``path`` (``base``, from its name, when it holds
+    none): the order the segments' records go in. Only the first record is read, unless it is damaged."""
+    with open(path, "rb") as f:
+        data = f.read(len(wal.MAGIC) + wal.HEADER)
+        if data.startswith(wal.MAGIC) and len(data) == len(wal.MAGIC) + wal.HEADER:
+            length = int.from_bytes(data[len(wal.MAGIC) : len(wal.MAGIC) + 4], "big")
+            if length <= wal.MAX_PAYLOAD:
+                data += f.read(length)
+                if (recs := wal.parse(data, len(wal.MAGIC), limit=1).records):
+                    return recs[0].number
+        data += f.read()
+    start = len(wal.MAGIC) if data.startswith(wal.MAGIC) else -1
+    if (pos := wal.resync(data, start)) is not None and (recs := wal.parse(data, pos, limit=1).records):
+        return recs[0].number
+    return base
+
+
+def _in_order(names: list[tuple[int, Path]]) -> list[tuple[int, Path, bool]]:
+    """Segment files in the order of their records: by the first intact record's index, then the file whose
+    name is that index first (the spool names a segment by its first record: that one is the genuine one, and
+    one under any other name holding the same records a copy), then by name. Each comes with whether its name
+    sorts after that of a file whose records come after its own (a file put back under a later name)."""
+    keyed = [(_first_number(path, base), base, path) for base, path in names]
+    keyed.sort(key=lambda k: (k[0], k[1] != k[0], k[1]))
+    out: list[tuple[int, Path, bool]] = []
+    lowest: int | None = None  # the lowest name among the files whose first record is above this one's
+    for _, group in itertools.groupby(reversed(keyed), key=lambda k: k[0]):
+        files = list(group)
+        out.extend((base, path, lowest is not None and lowest < base) for _, base, path in files)
+        lowest = min([base for _, base, _ in files] + ([lowest] if lowest is not None else []))
+    return out[::-1]
 
 
 def _scan(base: int, path: Path, data: bytes, after: int, notes: _Notes) -> Segment | None:
@@ -256,12 +302,6 @@ def _scan(base: int, path: Path, data: bytes, after: int, notes: _Notes) -> Segm
     return seg
 
 
-def _lost_in(first: int, last: int, kept: list[int], committed: int) -> int:
-    """Undelivered record numbers from ``first`` to ``last`` that are not among ``kept``."""
-    lo = max(first, committed + 1)
-    return max(0, last - lo + 1 - sum(1 for n in kept if lo <= n <= last))
-
-
 def first_undelivered(seg: Segment, committed: int) -> int:
     """Offset of the first record above ``committed`` in ``seg``; sets ``seg.read`` to the ones before it."""
     data = seg.path.read_bytes()
@@ -309,7 +349,6 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False,
             notes.quarantine(p, f"{p.name}: not a spool segment (a {kind})", 0)
             continue
         names.append((int(m.group(1)), p))
-    names.sort()
     kept: list[Segment] = []
     last = delivered = 0
     #: the last index the file before accounts for; None when it was damaged (its problem says what was lost)
@@ -320,11 +359,11 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False,
     end: int | None = None
     #: segments to rename once the loss is reported: (segment, the base that closes the gap before it)
     gaps: list[tuple[Segment, int]] = []
-    for base, path in names:
+    for base, path, misplaced in _in_order(names):
         before = len(notes.problems)
         notes.kept_numbers = []
         data = path.read_bytes()
-        if (copy := _copy_of(data, last, committed, notes)) is not None:
+        if (copy := _copy_of(data, last, committed, notes, misplaced)) is not None:
             # records it holds are all accounted for elsewhere: nothing lost, nothing to send twice
             notes.problems.append(f"{path.name}: {copy[0]}")
             notes.quarantined.append(set_aside(path))
@@ -340,15 +379,18 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False,
             # a new segment was made leaves one named after the last record)
             path.unlink(missing_ok=True)
             continue
-        # the records lost before it end where its name or its first record begins (renamed ahead: its records)
-        upto = min(base, notes.first_number) if notes.first_number else base
+        # the records lost before it end where its name or its first record begins (renamed ahead: its records;
+        # a name at or before the records kept before it tells nothing either: its records do)
+        upto = base
+        if notes.first_number and (notes.first_number < base or (held is not None and base <= held)):
+            upto = notes.first_number
         if held is not None and held + 1 < upto and upto - 1 > committed:
             first = max(held + 1, committed + 1)
             notes.missing += upto - first
             notes.problems.append(f"{held + 1:020d}.wal missing: records {first} to {upto - 1} lost")
         if hurt is not None:  # it should have held every record up to this segment's first
-            notes.damaged += _lost_in(hurt[0], base - 1, hurt[1], committed)
-        hurt = (base, notes.kept_numbers) if damaged else None
+            notes.damaged += notes.lost_in(hurt[0], upto - 1, committed)
+        hurt = (upto, notes.kept_numbers) if damaged else None
         held = None if hurt is not None or seg is None else (seg.last if seg.count else base - 1)
         if seg is not None:
             last = max(last, seg.last)
@@ -356,15 +398,18 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False,
             delivered += seg.count if seg is not None else 0
             path.unlink(missing_ok=True)
             continue
-        if end is not None and end + 1 < base:
-            gaps.append((seg, end + 1))
+        # named after its first record (renamed ahead, or the next after a gap), or before the records of the one
+        # before it (put back under an earlier name): named to follow what is before it
+        if (to := end + 1 if end is not None else notes.first_number) < base or (end is not None and base < to):
+            gaps.append((seg, to))
         end = seg.last
         kept.append(seg)
     if hurt is not None and hurt[1]:  # the last segment: what it lost before its last intact record
-        notes.damaged += _lost_in(hurt[0], hurt[1][-1], hurt[1], committed)
+        notes.damaged += notes.lost_in(hurt[0], hurt[1][-1], committed)
     read_seg, read_off = (kept[0], first_undelivered(kept[0], committed)) if kept else (None, 0)
     skipped = read_seg.read if read_seg is not None else 0
     pending = sum(s.count for s in kept) - skipped
     report = SalvageReport(len(kept), pending, delivered + skipped, notes.corrupt_bytes, notes.missing,
                            tuple(notes.quarantined), tuple(notes.problems), notes.damaged, notes.duplicates)
-    return Salvaged(kept, report, read_seg, read_off, last, gaps)
+    taken = {seg.base for seg in kept}  # never renamed over another segment (files renamed by hand both ways)
+    return Salvaged(kept, report, read_seg, read_off, last, [(seg, b) for seg, b in gaps if b not in taken])

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import base64
 import copy
+import shutil
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from agent.archive import layout
 from agent.archive.layout import ArchiveError
 from agent.archive.proof import FORMAT, check_proof, dump_proof, load_proof, make_proof
+from agent.archive.verify import verify_archive
 from agent.signing.keys import SigningKey, VerifyKey
-from tests.archive.archive_helpers import events, make_event, write_archive
+from tests.archive.archive_helpers import SEGMENT_BYTES, events, make_event, write_archive
 
 
 @pytest.fixture
@@ -122,3 +125,45 @@ def test_proof_after_retention(archive_dir: Path, key: SigningKey, keys: dict[st
     assert check_proof(bundle, keys).ok
     with pytest.raises(ArchiveError, match="no sealed event"):
         make_proof(archive_dir, "ev-cgroup-2")
+
+
+# --- prove relies only on segments whose records name their own file ------------------------------------------
+
+@pytest.fixture
+def ten(archive_dir: Path, key: SigningKey, keys: dict[str, VerifyKey]) -> Path:
+    """An archive without retention records: 9 closed, compressed segments of 10 events and an open tenth."""
+    evs = events(key, 1, 95)
+    write_archive(archive_dir, key, [evs[i:i + 10] for i in range(0, 95, 10)], segment_max_bytes=SEGMENT_BYTES,
+                  checkpoint_every=7)
+    listing = layout.scan(archive_dir)
+    assert listing.numbers() == list(range(1, 11)) and sorted(listing.gz) == list(range(1, 10))
+    assert verify_archive(archive_dir, keys).ok
+    for event_id in ("ev-cgroup-3", "ev-cgroup-95"):  # the archive as written proves
+        assert check_proof(make_proof(archive_dir, event_id), keys).ok
+    return archive_dir
+
+
+def put(root: Path, src: int, dst: int) -> None:
+    """Segment ``src``'s files copied in as segment ``dst``'s (replacing them)."""
+    for path in (layout.log_path(root, dst), layout.events_path(root, dst), layout.gz_path(root, dst)):
+        path.unlink(missing_ok=True)
+    for make in (layout.log_path, layout.events_path, layout.gz_path):
+        if make(root, src).exists():
+            shutil.copy(make(root, src), make(root, dst))
+
+
+@pytest.mark.parametrize("src, dst", [(3, 11), (10, 11), (9, 10)],
+                         ids=["an old segment as the newest", "the open segment as the next", "the newest replaced "
+                                                                                               "by the one before"])
+def test_prove_refuses_a_segment_copied_in_under_another_number_and_names_it(
+        ten: Path, keys: dict[str, VerifyKey], src: int, dst: int) -> None:
+    put(ten, src, dst)
+    report = verify_archive(ten, keys)
+    assert ("wrong-segment", f"seg-{dst:08d}.log:1") in {(p.code, p.where) for p in report.problems}
+    for event_id in ("ev-cgroup-3", "ev-cgroup-85", "ev-cgroup-95"):
+        with pytest.raises(ArchiveError) as info:
+            make_proof(ten, event_id)
+        text = str(info.value)
+        assert text.startswith(f"seg-{dst:08d}.log:1: wrong-segment: record of segment {src} found in segment "
+                               f"{dst} (files renamed?) (and "), text
+        assert text.endswith("; the archive was changed (run verify); no proof written"), text
