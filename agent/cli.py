@@ -153,15 +153,32 @@ def _host_key(arg: str | None, cfg: config_mod.Config) -> SigningKey:
 def _state_dir(cfg: config_mod.Config) -> Path:
     """The configured state directory, made if missing; one that cannot be made or written is a configuration
     error naming ``agent.state_dir`` (not an error of the command's output)."""
+    from .configcheck import STATE_DIR
+
+    _refuse_what_is_in_the_way(cfg, spools=False)
     state = Path(cfg.agent.state_dir)
     try:
         state.mkdir(parents=True, exist_ok=True)
         if not os.access(state, os.W_OK | os.X_OK):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
     except OSError as exc:
-        raise ConfigError(f"cannot use the state directory {state}: {exc.strerror or exc}", key="agent.state_dir",
+        raise ConfigError(f"{STATE_DIR.format(cfg.agent.state_dir)}: {exc.strerror or exc}", key="agent.state_dir",
                           file=cfg.path) from None
     return state
+
+
+def _refuse_what_is_in_the_way(cfg: config_mod.Config, *, spools: bool) -> None:
+    """Refuse the state directory (and each sink's spool) where something other than a directory is in the way,
+    before anything is made, with the message of ``config check``: the same function looks."""
+    from .configcheck import SPOOL, STATE_DIR, directory_problem
+
+    wanted = [(cfg.agent.state_dir, "agent.state_dir", STATE_DIR)]
+    if spools:
+        wanted += [(ep.common.spool, ep.key if ep.key.startswith("--") else f"{ep.key.rpartition('.')[0]}.spool",
+                    SPOOL) for ep in cfg.sinks if ep.common.spool]
+    for path, key, what in wanted:
+        if (reason := directory_problem(path, what)) is not None:
+            raise ConfigError(reason, key=key, file=cfg.path)
 
 
 def _run_config(args: argparse.Namespace) -> config_mod.Config:
@@ -173,6 +190,7 @@ def _run_config(args: argparse.Namespace) -> config_mod.Config:
     if not cfg.sinks:
         raise ConfigError("no sinks configured: add [[sinks]] to the config or pass --sink URI", key="sinks",
                           file=cfg.path)
+    _refuse_what_is_in_the_way(cfg, spools=True)
     return cfg
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import schema
-from .configkeys import locate
+from .configkeys import locate, shown_key
 from .configtables import (
     MAX_JSON_DEPTH,
     SPOOL_MIN_BYTES,
@@ -142,21 +142,35 @@ def endpoint(table: Mapping[str, Any], *, prefix: str, file: str | None) -> Endp
     if not isinstance(table, Mapping):
         schema.build(SinkCommon, table, prefix=prefix, file=file)  # raises: "expected a table, got ..."
     common_keys = set(schema.field_names(SinkCommon))
-    common = schema.build(SinkCommon, {k: v for k, v in table.items() if k in common_keys}, prefix=prefix, file=file)
+    rest = {k: v for k, v in table.items() if k not in common_keys}
+    uri_key = prefix if prefix.startswith("--") else f"{prefix}.uri"
+    try:
+        common = schema.build(SinkCommon, {k: v for k, v in table.items() if k in common_keys}, prefix=prefix,
+                              file=file)
+    except ConfigError as exc:
+        if exc.key == uri_key:  # missing, or not a string
+            _no_sink_has(rest, prefix, file)
+        raise
     try:
         scheme, target = sink_registry.split_uri(common.uri)
         cls = sink_registry.get(scheme)
     except ConfigError as exc:
-        raise ConfigError(exc.reason, key=f"{prefix}.uri" if prefix != "--sink" else prefix, file=file) from None
-    rest = {k: v for k, v in table.items() if k not in common_keys}
+        raise ConfigError(exc.reason, key=uri_key, file=file) from None
     options = schema.build(cls.Options, rest, prefix=prefix, file=file, also=common_keys)
-    uri_key = prefix if prefix.startswith("--") else f"{prefix}.uri"
     try:  # what the sink cannot take is found now (config check), not when run builds it
         cls(target, options, SinkContext())
     except (SinkError, ValueError) as exc:
         raise ConfigError(str(exc), key=uri_key, file=file) from None
     return EndpointConfig(uri=common.uri, scheme=scheme, target=target, common=common, options=options,
                           key=prefix if prefix.startswith("--") else f"{prefix}.uri")
+
+
+def _no_sink_has(rest: Mapping[str, Any], prefix: str, file: str | None) -> None:
+    """With no URI, so no scheme to check a sink's own keys against, refuse one that no sink can have (not a
+    name: empty, or holding a dot): `config check`, which sets a bad URI aside and looks again, names it too."""
+    if (odd := next((k for k in rest if not k.isidentifier()), None)) is not None:
+        raise ConfigError("unknown key (no sink has a key of that name)", key=f"{prefix}.{shown_key(odd)}",
+                          file=file)
 
 
 def listener(table: Mapping[str, Any], *, prefix: str, file: str | None) -> ListenerOptions:
@@ -255,7 +269,8 @@ def _parse(doc: Mapping[str, Any], *, file: str | None, env: Mapping[str, str] |
         raise ConfigError("must not hold a NUL character", key=where, file=file)
     for key in doc:
         if key not in _TOP_KEYS:
-            raise ConfigError(f"unknown key (allowed at top level: {', '.join(_TOP_KEYS)})", key=key, file=file)
+            raise ConfigError(f"unknown key (allowed at top level: {', '.join(_TOP_KEYS)})", key=shown_key(key),
+                              file=file)
     agent = schema.build(AgentSettings, doc.get("agent", {}), prefix="agent", file=file)
     env = os.environ if env is None else env
     if env.get(ENV_KEY):
@@ -272,7 +287,8 @@ def _parse(doc: Mapping[str, Any], *, file: str | None, env: Mapping[str, str] |
     known = probe_registry.names()
     for name in probes_doc:
         if name not in known:
-            raise ConfigError(f"unknown probe (known: {', '.join(known)})", key=f"probes.{name}", file=file)
+            raise ConfigError(f"unknown probe (known: {', '.join(known)})", key=f"probes.{shown_key(name)}",
+                              file=file)
     probes = tuple(_probe(n, probes_doc.get(n, {}), file, n in probes_doc) for n in known)
 
     sinks_doc = doc.get("sinks", [])

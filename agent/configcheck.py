@@ -7,13 +7,16 @@ own with the same code, and within a unit a key that was found bad is set
 aside and the unit checked again, so one pass reports every bad key. Beyond
 parsing it checks listener URIs, that the trusted keys listeners name can be
 read, that no file is where a sink's ``spool`` or ``[agent] state_dir`` needs a
-directory, and that some sink is configured; it warns about what runs but is
-not what was meant. Nothing is opened (a path is only looked at with stat),
+directory (``run`` asks :func:`directory_problem` the same before it makes
+them), that a unix or Firecracker listener's socket file can be made where it
+goes, and that some sink is configured; it warns about what runs but is not
+what was meant. Nothing is opened (a path is only looked at with stat),
 made or bound, and nothing is read besides the file and those keys.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable, Mapping
@@ -27,9 +30,9 @@ from . import schema
 from .configkeys import locate, shown_key
 from .errors import ConfigError, redact, shown
 from .receiver.server import HEARTBEAT
-from .transport.uri import SCHEMES
+from .transport.uri import SCHEMES, FcVsockEndpoint, UnixEndpoint, parse_endpoint
 
-__all__ = ["Problem", "check_document", "check_file"]
+__all__ = ["SPOOL", "STATE_DIR", "Problem", "check_document", "check_file", "directory_problem"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +110,7 @@ def check_document(doc: Mapping[str, Any], *, file: str | None = None,
     agent = doc.get("agent", {})
     _unit(problems, agent, "agent", file, lambda t: config_mod.parse({"agent": t}, file=file, env=env or {}))
     if isinstance(agent, Mapping):
-        _directory(problems, agent.get("state_dir"), "agent.state_dir", file, "cannot use the state directory {}")
+        _directory(problems, agent.get("state_dir"), "agent.state_dir", file, STATE_DIR)
 
     probes = doc.get("probes", {})
     if isinstance(probes, Mapping):
@@ -121,7 +124,7 @@ def check_document(doc: Mapping[str, Any], *, file: str | None = None,
         for i, table in enumerate(sinks):
             _unit(problems, table, f"sinks[{i}]", file, partial(config_mod.endpoint, prefix=f"sinks[{i}]", file=file))
             if isinstance(table, Mapping):
-                _directory(problems, table.get("spool"), f"sinks[{i}].spool", file, "spool {}")
+                _directory(problems, table.get("spool"), f"sinks[{i}].spool", file, SPOOL)
     else:
         problems.append(Problem(file, "sinks", "expected an array of tables ([[sinks]])"))
     if isinstance(sinks, list) and not sinks:
@@ -143,6 +146,8 @@ def check_document(doc: Mapping[str, Any], *, file: str | None = None,
     if isinstance(listeners, list):
         for i, table in enumerate(listeners):
             _unit(problems, table, f"listeners[{i}]", file, partial(_listener, prefix=f"listeners[{i}]", file=file))
+            if isinstance(table, Mapping):
+                _socket_file(problems, table.get("uri"), f"listeners[{i}].uri", file)
         addresses = [t.get("uri") if isinstance(t, Mapping) else None for t in listeners]
         problems.extend(Problem(file, key, reason) for key, reason in config_mod.repeated_addresses(addresses))
         named = [(t.get("uri"), t.get("name")) if isinstance(t, Mapping) else (None, None) for t in listeners]
@@ -157,22 +162,34 @@ def check_document(doc: Mapping[str, Any], *, file: str | None = None,
     return problems
 
 
+#: what a problem with ``[agent] state_dir`` or a sink's ``spool`` says first (with the path), here and in ``run``
+STATE_DIR = "cannot use the state directory {}"
+SPOOL = "spool {}"
+
+
 def _directory(problems: list[Problem], path: object, key: str, file: str | None, what: str) -> None:
-    """A problem when something other than a directory is at ``path``, or above it, where ``run`` needs to find or
-    make a directory, said as ``run`` would refuse it (``what``, with the path). Only looked at (stat): nothing is
-    made, and nothing is opened (a FIFO would block)."""
     if not isinstance(path, str) or not path or "\0" in path or any(p.key == key for p in problems):
         return  # no value, or one found bad already
-    if (found := _in_the_way(Path(path))) is not None:
-        kind, at = found
-        where = "" if at == Path(path) else f" at {at}"
-        problems.append(Problem(file, key, f"{what.format(path)}: not a directory ({kind} is in the way{where})"))
+    if (reason := directory_problem(path, what)) is not None:
+        problems.append(Problem(file, key, reason))
+
+
+def directory_problem(path: str, what: str) -> str | None:
+    """Why no directory can be found or made at ``path`` (``what``, with the path, then the reason), when
+    something other than a directory is there or above it; None when one is there, or can be made as far as stat
+    can tell. ``run`` asks this before it makes a state directory or a spool, so that it refuses one as the check
+    does. Only looked at (stat): nothing is made, and nothing is opened (a FIFO would block)."""
+    if (found := _in_the_way(Path(path))) is None:
+        return None
+    kind, at = found
+    where = "" if at == Path(path) else f" at {at}"
+    return f"{what.format(path)}: not a directory ({kind} is in the way{where})"
 
 
 def _in_the_way(path: Path) -> tuple[str, Path] | None:
     """What is at ``path``, or at the nearest of its parents that exists, when that is not a directory (a regular
-    file, a FIFO, a symbolic link to nothing, ...), and where; None when it is a directory, nothing is there, or
-    stat cannot tell."""
+    file, a FIFO, a symbolic link to nothing or in a loop, ...), and where; None when it is a directory, nothing
+    is there, or stat cannot tell."""
     for at in (path, *path.parents):
         try:
             mode = os.stat(at).st_mode
@@ -182,15 +199,61 @@ def _in_the_way(path: Path) -> tuple[str, Path] | None:
             continue
         except NotADirectoryError:  # a parent is not a directory: found further up
             continue
-        except OSError:  # not allowed to look (the agent may run as another user): left to `run`
-            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # this link loops, or one above it does: found further up
+                if os.path.islink(at):
+                    return "a symbolic link that loops", at
+                continue
+            return None  # not allowed to look (the agent may run as another user): left to `run`
         if stat.S_ISDIR(mode):
             return None
         return next((kind for test, kind in _KINDS if test(mode)), "a device"), at
     return None
 
 
-_KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+_KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISDIR, "a directory"))
+
+
+def _socket_file(problems: list[Problem], uri: object, key: str, file: str | None) -> None:
+    """A problem when the socket file of a ``unix:`` or ``fcvsock:`` listener cannot be made: something other than
+    a socket is at its path (a socket, live or left over, is for ``run`` to sort out), or its directory is missing
+    or is no directory. Only looked at (lstat, stat): nothing is opened, connected to or made."""
+    if not isinstance(uri, str) or any(p.key == key for p in problems):
+        return
+    try:
+        ep = parse_endpoint(uri, listen=True)
+    except ConfigError:
+        return
+    if isinstance(ep, FcVsockEndpoint):
+        path = ep.listen_path
+    elif isinstance(ep, UnixEndpoint) and not ep.abstract:
+        path = ep.path
+    else:
+        return
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return  # not allowed to look: left to `run`
+    else:
+        if stat.S_ISSOCK(mode):
+            return
+        kind = (("a symbolic link" if os.path.exists(path) else "a symbolic link to nothing") if stat.S_ISLNK(mode)
+                else next((kind for test, kind in _KINDS if test(mode)), "a device"))
+        problems.append(Problem(file, key, f"cannot listen at {path}: {kind} is there, not a socket"))
+        return
+    parent = os.path.dirname(path) or "."
+    reason = directory_problem(parent, f"cannot listen at {path}: directory {{}}")
+    if reason is None:
+        try:
+            os.stat(parent)
+        except FileNotFoundError:
+            reason = f"cannot listen at {path}: directory {parent} does not exist"
+        except OSError:
+            pass
+    if reason is not None:
+        problems.append(Problem(file, key, reason))
 
 
 def _probe(table: Mapping[str, Any], *, name: str, file: str | None) -> object:

@@ -1,4 +1,5 @@
-"""`config check` finds what `run` refuses at a spool or state directory: something that is no directory."""
+"""`config check` finds what `run` refuses at a spool or state directory (something that is no directory), and
+`run` refuses it with the same message."""
 
 from __future__ import annotations
 
@@ -52,3 +53,39 @@ def test_a_directory_or_nothing_yet_passes_and_nothing_is_made(tmp_path: Path) -
     path = _config(tmp_path, state_dir=str(tmp_path / "state"), spool=str(tmp_path / "not-yet" / "spool"))
     assert check_file(path) == []
     assert not (tmp_path / "not-yet").exists()
+
+
+def _in_the_way(tmp_path: Path, kind: str) -> Path:
+    """Something that is no directory, at ``tmp_path/kind``."""
+    at = tmp_path / kind
+    if kind == "regfile":
+        at.write_text("not a directory\n")
+    elif kind == "fifo":
+        os.mkfifo(at)
+    elif kind == "dangling":
+        at.symlink_to(tmp_path / "nowhere")
+    else:  # two links, each to the other
+        at.symlink_to(tmp_path / "loop2")
+        (tmp_path / "loop2").symlink_to(at)
+    return at
+
+
+@pytest.mark.parametrize(("where", "key"), [("state_dir", "agent.state_dir"), ("spool", "sinks[0].spool")])
+@pytest.mark.parametrize(("kind", "below"), [("loop", False), ("loop", True), ("regfile", False),
+                                             ("regfile", True), ("fifo", False), ("dangling", False)])
+def test_run_refuses_what_is_in_the_way_with_the_message_of_the_check(tmp_path: Path, where: str, key: str,
+                                                                      kind: str, below: bool) -> None:
+    at = _in_the_way(tmp_path, kind)
+    path = _config(tmp_path, **{where: str(at / "sub" if below else at)})
+    (problem,) = check_file(path)
+    assert problem.key == key and problem.severity == "error"
+    assert "not a directory (a " in problem.reason
+    if kind == "loop":
+        assert f"a symbolic link that loops is in the way{f' at {at}' if below else ''})" in problem.reason
+    generate_keypair(tmp_path / "keys")
+    # a subprocess with a bound: a FIFO opened would wait for a writer for good
+    res = run_cli(["run", "--once", "--probes", "none", "--config", str(path)], cwd=tmp_path, timeout=30)
+    assert res.returncode == 2 and b"Traceback" not in res.stderr, res.stderr
+    assert res.stderr.decode().splitlines() == [f"hoststamp: configuration error: {problem}"]
+    if where == "spool":  # refused before anything is made
+        assert not (tmp_path / "state").exists()
