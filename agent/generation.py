@@ -5,9 +5,9 @@ A :class:`Generation` holds the sinks (with their queues and workers), probes
 its producers and its workers each run as a :class:`TaskSet`, so a reload can
 stop one generation's producers, drain its queues and start the next one's.
 :class:`Counts` keeps the queue and receiver counts of generations that are
-gone, per sink (:data:`~agent.pipeline.stats.SinkKey`: its URI, and which of
-the sinks with that URI it is) and per listener URI, so the counters
-``/metrics`` exports never go back on a reload.
+gone, per sink (:data:`~agent.pipeline.stats.SinkKey`: its URI with any password
+masked, and which of the sinks showing that it is, as its label says) and per
+listener URI, so the counters ``/metrics`` exports never go back on a reload.
 """
 
 from __future__ import annotations
@@ -198,8 +198,8 @@ def stranded(old: Generation, new: Generation) -> str | None:
 
 
 def hand_on(old: Generation, new: Generation) -> None:
-    """What the in-memory queues of ``old`` still hold, moved to the queue of the same sink in ``new`` (a spool
-    shared by both needs nothing: the new reader reads it)."""
+    """What the in-memory queues of ``old`` still hold, moved to the queue of the same sink in ``new``: the one
+    with its key, which counts on its counters (a spool shared by both needs nothing: the new reader reads it)."""
     successors = {key: q for key, q in zip(new.sink_keys, new.queues, strict=True)
                   if not isinstance(q, SpoolQueue)}
     for ep, key, q, w in zip(old.cfg.sinks, old.sink_keys, old.queues, old.workers, strict=True):

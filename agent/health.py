@@ -22,7 +22,7 @@ import orjson
 
 from . import _native
 from .pipeline.queue import SinkQueue
-from .pipeline.stats import PipelineStats, SinkKey, SinkStats
+from .pipeline.stats import PipelineStats, SinkKey, SinkStats, sink_label
 from .transport.uri import redact
 
 log = logging.getLogger("hoststamp")
@@ -336,13 +336,13 @@ def sink_views(
     labels: set[str] = set()
     for key, (counts, a) in acc.items():
         old = retired.get(key, QueueCounts())
-        # two sinks with the same URI, or URIs that differ only in their passwords, would show as one: the
-        # later ones are numbered (#2, #3, ...), each label differing from every other
-        label = shown = redact(key[0])
-        n = 1
+        # the key is what the label shows (the masked URI, numbered from the second sink showing it); should two
+        # keys show alike (while a reload drains, a URI that itself ends in " #2", say), the later is numbered on
+        shown, nth = redact(key[0]), key[1]
+        label = sink_label((shown, nth))
         while label in labels:
-            n += 1
-            label = f"{shown} #{n}"
+            nth += 1
+            label = sink_label((shown, nth))
         labels.add(label)
         out.append(SinkView(label, a["depth"], a["capacity"], counts.enqueued + old.enqueued,
                             dict(counts.dropped + old.dropped), stats.sink(*key), a["spool"], a["draining"],

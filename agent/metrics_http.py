@@ -12,10 +12,12 @@ import contextlib
 import gzip
 import logging
 from collections.abc import Callable
+from typing import NamedTuple
 
 import anyio
 from anyio.abc import TaskStatus
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, CONTENT_TYPE_PLAIN_1_0_0, choose_encoder
+from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import CollectorRegistry
 
 from .logs import OncePerKey
@@ -61,48 +63,92 @@ def _elements(header: str) -> list[tuple[str, dict[str, str], float]]:
     return out
 
 
+def _qualities(header: str) -> dict[str, float]:
+    """Each name of an Accept-Encoding header with its q-value (of several elements naming it, the highest)."""
+    quality: dict[str, float] = {}
+    for name, _params, q in _elements(header):
+        quality[name] = max(q, quality.get(name, 0.0))
+    return quality
+
+
 def accepts_gzip(header: str) -> bool:
-    """Whether an Accept-Encoding header takes gzip: named (any case) or as ``*``, with a q-value above 0."""
-    quality = {name: q for name, _params, q in _elements(header)}
-    q = quality.get("gzip", quality.get("x-gzip", quality.get("*", 0.0)))
-    return q > 0
+    """Whether to gzip for an Accept-Encoding header (RFC 9110 section 12.5.3): gzip (any case, ``x-gzip``
+    alike) or ``*`` with a q-value above 0 and not below that of ``identity``, which is 1 unless the header
+    names it (or ``*``, when it does not)."""
+    quality = _qualities(header)
+    named = [quality[n] for n in ("gzip", "x-gzip") if n in quality]
+    gzip_q = max(named) if named else quality.get("*", 0.0)
+    identity_q = quality.get("identity", quality.get("*", 1.0))
+    return gzip_q > 0 and gzip_q >= identity_q
 
 
 _OPENMETRICS = "application/openmetrics-text"
 _TEXT = "text/plain"
 
 
-def _preference(ranges: list[tuple[str, dict[str, str], float]], media: str) -> tuple[float, bool, dict[str, str]]:
-    """How much ``media`` is wanted: ``(q, named, parameters)`` of the most specific range that matches it (the
-    type itself, then ``type/*``, then ``*/*``; of several naming it, the one with the highest q); ``(0, False,
-    {})`` when none does."""
-    for pattern in (media, media.split("/")[0] + "/*", "*/*"):
-        matches = [(q, params) for name, params, q in ranges if name == pattern]
-        if matches:
-            q, params = max(matches, key=lambda m: m[0])
-            return q, pattern == media, params
-    return 0.0, False, {}
+def _version_of(content_type: str) -> str:
+    """The ``version`` parameter of a Content-Type."""
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip() == "version":
+            return value.strip()
+    raise ValueError(f"no version in {content_type!r}")
+
+
+#: the OpenMetrics version the agent writes, that of prometheus-client's latest content type; a scraper that
+#: wants OpenMetrics only in another version gets the text format
+_OM_VERSION = _version_of(openmetrics.CONTENT_TYPE_LATEST)
+#: the text format's versions: the first is served unless the other is wanted more (1.0.0 names its escaping)
+_TEXT_VERSIONS = (_version_of(CONTENT_TYPE_PLAIN_0_0_4), _version_of(CONTENT_TYPE_PLAIN_1_0_0))
+
+
+class _Wanted(NamedTuple):
+    q: float
+    #: matched by the type itself (not ``type/*`` or ``*/*``)
+    named: bool
+    #: the parameters of the range that decided
+    params: dict[str, str]
+
+
+def _preference(ranges: list[tuple[str, dict[str, str], float]], media: str, version: str) -> _Wanted:
+    """How much ``media`` in ``version`` is wanted (RFC 9110 section 12.5.1): the q of the most specific range
+    that matches it: the type itself with this ``version``, the type with no version, then ``type/*``, then
+    ``*/*`` (a range naming another version does not match; of several equally specific, the highest q);
+    q 0 when none does."""
+    best: tuple[tuple[int, bool], _Wanted] | None = None
+    levels = {media: 2, media.split("/")[0] + "/*": 1, "*/*": 0}
+    for name, params, q in ranges:
+        level = levels.get(name)
+        if level is None or params.get("version", version) != version:
+            continue
+        rank = (level, "version" in params)
+        if best is None or rank > best[0] or (rank == best[0] and q > best[1].q):
+            best = rank, _Wanted(q, level == 2, params)
+    return best[1] if best is not None else _Wanted(0.0, False, {})
 
 
 def negotiate(accept: str) -> tuple[Callable[[CollectorRegistry], bytes], str]:
-    """The encoder and Content-Type for an Accept header: OpenMetrics when it is wanted more than the Prometheus
-    text format (a q-value of 0 refuses a type), or as much and named while the text format is not; else the
-    text format, also when the header wants neither (or is absent)."""
+    """The encoder and Content-Type for an Accept header: OpenMetrics (in the one version it is written in)
+    when it is wanted more than the Prometheus text format (a q-value of 0 refuses a type), or as much and
+    named while the text format is not; else the text format, also when the header wants neither (or is absent,
+    or wants OpenMetrics only in versions the agent does not write). The Content-Type names the version the
+    body is in."""
     ranges = _elements(accept)
-    om_q, om_named, om_params = _preference(ranges, _OPENMETRICS)
-    text_q, _, text_params = _preference(ranges, _TEXT)
-    if om_q > 0 and (om_q > text_q or (om_q == text_q and om_named)):
-        media, params = _OPENMETRICS, om_params
-    elif text_q > 0:
-        media, params = _TEXT, text_params
+    om = _preference(ranges, _OPENMETRICS, _OM_VERSION)
+    text, text_version = max(((_preference(ranges, _TEXT, v), v) for v in _TEXT_VERSIONS),
+                             key=lambda wv: wv[0].q)  # the first of equal q
+    if om.q > 0 and (om.q > text.q or (om.q == text.q and om.named)):
+        # the version as asked for (with its escaping), which is the one written; none: the default labels
+        wanted = [_OPENMETRICS, *([f"version={_OM_VERSION}"] if "version" in om.params else [])]
+        params = om.params
+    elif text.q > 0:
+        wanted, params = [_TEXT, f"version={text_version}"], text.params
     else:
         return choose_encoder("")
-    # prometheus-client picks the format's version and name escaping from these parameters
-    wanted = "; ".join([media, *(f"{k}={params[k]}" for k in ("version", "escaping") if k in params)])
-    try:
-        return choose_encoder(wanted)
-    except (TypeError, ValueError):  # a version it cannot read: the format it always has
-        return choose_encoder(_OPENMETRICS if media == _OPENMETRICS else "")
+    # prometheus-client picks the name escaping from this parameter, and names it
+    if "escaping" in params:
+        wanted.append(f"escaping={params['escaping']}")
+    return choose_encoder("; ".join(wanted))
 
 
 class MetricsServer:
@@ -218,11 +264,12 @@ class MetricsServer:
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             raise ValueError(f"not an HTTP/1.x request line: {lines[0][:60]!r}")
         method, target, _version = parts
-        hdrs = {}
+        hdrs: dict[str, str] = {}
         for line in lines[1:]:
             name, sep, value = line.partition(":")
-            if sep:
-                hdrs[name.strip().lower()] = value.strip()
+            if sep:  # several lines of one field are one comma-separated list (RFC 9110 section 5.3)
+                name, value = name.strip().lower(), value.strip()
+                hdrs[name] = f"{hdrs[name]}, {value}" if name in hdrs else value
         if method not in ("GET", "HEAD"):
             return 405, b"method not allowed\n", {"Allow": "GET, HEAD"}
         if target.lower().startswith(("http://", "https://")):  # the absolute form (RFC 9112 section 3.2.2)
@@ -232,7 +279,8 @@ class MetricsServer:
             self.scrapes += 1
             encoder, ctype = negotiate(hdrs.get("accept", ""))
             body = encoder(self.registry)
-            extra = {"Content-Type": ctype}
+            # what is served depends on these (RFC 9110 section 12.5.5): a cache must not mix them up
+            extra = {"Content-Type": ctype, "Vary": "Accept, Accept-Encoding"}
             if accepts_gzip(hdrs.get("accept-encoding", "")):
                 body = gzip.compress(body, compresslevel=1)
                 extra["Content-Encoding"] = "gzip"

@@ -11,7 +11,7 @@ from typing import TextIO
 import anyio
 
 from .pipeline.queue import SinkQueue
-from .pipeline.stats import PipelineStats, sink_keys
+from .pipeline.stats import PipelineStats, sink_keys, sink_label
 from .transport.uri import redact
 
 __all__ = ["StatusLine"]
@@ -30,8 +30,8 @@ class _ClearLine(logging.Filter):
 
 
 class StatusLine:
-    """``queues``: each sink's URI and queue, in the configuration's order (a second sink with the same URI
-    shows as ``URI #2``)."""
+    """``queues``: each sink's URI and queue, in the configuration's order; a sink shows as its metrics label (its
+    URI with any password masked; a second sink showing the same as ``URI #2``)."""
 
     def __init__(
         self,
@@ -55,9 +55,9 @@ class StatusLine:
         errors = sum(p.failures for p in self.stats.probes.values())
         keys = sink_keys(uri for uri, _q in self.queues)
         sinks = " ".join(
-            f"{uri}{f' #{nth}' if nth > 1 else ''}[q={len(q)}{' DOWN' if not self.stats.sink(uri, nth).healthy else ''}"
+            f"{sink_label(key)}[q={len(q)}{' DOWN' if not self.stats.sink(*key).healthy else ''}"
             f"{' drop=' + str(sum(q.dropped.values())) if q.dropped else ''}]"
-            for (uri, nth), (_uri, q) in zip(keys, self.queues, strict=True)
+            for key, (_uri, q) in zip(keys, self.queues, strict=True)
         )
         return f"hoststamp: {self.stats.signed} events ({rate:.1f}/s) | {sinks} | probe errors {errors}"
 

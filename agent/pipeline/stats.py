@@ -5,20 +5,34 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["PipelineStats", "ProbeStats", "SinkKey", "SinkStats", "sink_keys"]
+from ..errors import redact
 
-#: which sink a set of counters is: its URI, and which of the sinks with that URI it is (1 for the first)
+__all__ = ["PipelineStats", "ProbeStats", "SinkKey", "SinkStats", "sink_keys", "sink_label"]
+
+#: which sink a set of counters is, the same as what its label shows: its URI with any password masked, and which
+#: of the sinks showing that it is (1 for the first)
 SinkKey = tuple[str, int]
 
 
+def sink_label(key: SinkKey) -> str:
+    """What metrics and the status call the sink: the masked URI, numbered (`` #2``) after the first."""
+    shown, nth = key
+    return shown if nth == 1 else f"{shown} #{nth}"
+
+
 def sink_keys(uris: Iterable[str]) -> list[SinkKey]:
-    """The key of each of a configuration's sinks, in order: ``(uri, n)`` for the nth sink with that URI, so
-    that two sinks with the same URI count apart, and a reload keeps each one's counters."""
-    seen: dict[str, int] = {}
+    """The key of each of a configuration's sinks, in order: ``(shown, n)`` for the nth sink whose URI shows as
+    ``shown`` once its password is masked (same URIs, or URIs that differ only in their passwords), so that
+    such sinks count apart, each label is another's, and a reload keeps each label's counters: a label's
+    series never goes back, whichever of those sinks it names after a reload."""
+    seen: set[str] = set()
     out = []
     for uri in uris:
-        seen[uri] = seen.get(uri, 0) + 1
-        out.append((uri, seen[uri]))
+        shown, nth = redact(uri), 1
+        while sink_label((shown, nth)) in seen:  # (a URI may itself end as a numbered label does)
+            nth += 1
+        seen.add(sink_label((shown, nth)))
+        out.append((shown, nth))
     return out
 
 
@@ -65,8 +79,9 @@ class PipelineStats:
         return s
 
     def sink(self, uri: str, nth: int = 1) -> SinkStats:
-        """The counters of the ``nth`` sink with this URI (see :func:`sink_keys`)."""
-        s = self.sinks.get((uri, nth))
+        """The counters of the ``nth`` sink showing as this URI, its password masked (see :func:`sink_keys`)."""
+        key = (redact(uri), nth)
+        s = self.sinks.get(key)
         if s is None:
-            s = self.sinks[(uri, nth)] = SinkStats()
+            s = self.sinks[key] = SinkStats()
         return s

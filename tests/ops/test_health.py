@@ -253,3 +253,20 @@ def test_a_label_numbered_apart_never_takes_another_sinks_uri() -> None:
                         (("file:a", 2), SinkQueue(10), None, False, 0)], stats, {})
     assert [v.uri for v in views] == ["file:a", "file:a #2", "file:a #3"]
     assert len({id(v.stats) for v in views}) == 3
+
+
+def test_sinks_that_show_alike_keep_each_labels_counters_across_a_reordering_reload() -> None:
+    """Counters go by what the label shows: a reload that puts another sink showing the same masked URI first
+    continues that label's counters, never starting them again from 0."""
+    from agent.pipeline.stats import sink_keys
+
+    one, two = "nats://u:one@h:4222/s", "nats://u:two@h:4222/s"
+    stats = PipelineStats()
+    (before,) = sink_keys([one])
+    stats.sink(*before).sent = 6
+    retired = {before: QueueCounts(enqueued=6)}  # its queue, retired by the reload
+    keys = sink_keys([two, one])
+    assert keys == [("nats://u:***@h:4222/s", 1), ("nats://u:***@h:4222/s", 2)] and keys[0] == before
+    views = sink_views([(k, SinkQueue(10), None, False, 0) for k in keys], stats, retired)
+    assert [(v.uri, v.stats.sent, v.enqueued) for v in views] == [
+        ("nats://u:***@h:4222/s", 6, 6), ("nats://u:***@h:4222/s #2", 0, 0)]

@@ -195,7 +195,10 @@ async def test_requests_as_http_allows_them() -> None:
         assert (await _http(addr, b"GET /healthz HTTP/1.1\nHost: x\n\n"))[0] == 200
         assert (await _http(addr, b"GET http://127.0.0.1/healthz HTTP/1.1\r\n\r\n"))[0] == 200
         for enc, gz in (("gzip;q=0, identity", False), ("GZIP", True), ("br, *;q=0.5", True), ("*;q=0", False),
-                        ("deflate, gzip;q=0.8", True)):
+                        ("deflate, gzip;q=0.8", False),  # identity, not named, is wanted at q=1: more than gzip
+                        ("gzip;q=0.5, identity;q=1", False), ("gzip;q=0.5, *;q=0.6", False),  # * sets identity's
+                        ("gzip;q=0.5, *;q=0.2", True), ("identity;q=0, gzip;q=0.1", True),
+                        ("x-gzip;q=0.7, identity;q=0.7", True), ("", False)):
             status, headers, _ = await _http(addr, f"GET /metrics HTTP/1.1\r\nAccept-Encoding: {enc}\r\n\r\n"
                                              .encode())
             assert status == 200 and (headers.get("content-encoding") == "gzip") == gz, enc
@@ -262,7 +265,16 @@ _PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0;q=0.5,applicat
     (_PROMETHEUS_ACCEPT, True),
     ("text/plain, application/openmetrics-text", True),  # as wanted as the text format, and named
     ("text/plain;q=0.5, application/openmetrics-text;q=0.9", True),
-    ("application/openmetrics-text; version=abc", True),  # a version it cannot read: the one it has
+    # a version it does not write (or cannot read) is not OpenMetrics it can serve: the text format
+    ("application/openmetrics-text; version=abc", False),
+    ("application/openmetrics-text;version=2.0.0", False),
+    ("application/openmetrics-text;version=1.2.3, application/openmetrics-text;version=01.0.0", False),
+    ("application/openmetrics-text;version=2.0.0, */*;q=0.1", False),  # */* wants both alike: the text format
+    ("application/openmetrics-text;version=2.0.0;q=0.9, application/openmetrics-text;q=0.5", True),  # any version
+    ("application/openmetrics-text;version=2.0.0, application/openmetrics-text;version=1.0.0;q=0.1", True),
+    # the range naming the version decides for it, over the type without one
+    ("application/openmetrics-text;version=1.0.0;q=0, application/openmetrics-text;q=0.5", False),
+    ("application/openmetrics-text;q=0, application/openmetrics-text;version=1.0.0;q=0.5", True),
     # q=0: not acceptable, whatever the case and the white space around it
     ("application/openmetrics-text;q=0", False),
     ("application/openmetrics-text; version=1.0.0; q=0, text/plain", False),
@@ -279,8 +291,25 @@ def test_accept_is_negotiated_by_q_value(accept: str, openmetrics: bool) -> None
 
     encoder, ctype = negotiate(accept)
     body = encoder(build_registry(lambda: _view(PipelineStats()), process=False))
-    assert ctype.startswith("application/openmetrics-text" if openmetrics else "text/plain; version=0.0.4"), ctype
+    # the Content-Type names the version the body is in, whatever version was asked for
+    assert ctype.startswith("application/openmetrics-text; version=1.0.0;" if openmetrics
+                            else "text/plain; version=0.0.4;"), ctype
     assert body.endswith(b"# EOF\n") == openmetrics
+
+
+@pytest.mark.parametrize(("accept", "ctype"), [
+    ("text/plain;version=1.0.0", "text/plain; version=1.0.0; charset=utf-8; escaping=underscores"),
+    ("text/plain;version=1.0.0;escaping=allow-utf-8", "text/plain; version=1.0.0; charset=utf-8; escaping=allow-utf-8"),
+    ("text/plain;version=2.0.0", "text/plain; version=0.0.4; charset=utf-8"),
+    ("text/*, text/plain;version=0.0.4;q=0", "text/plain; version=1.0.0; charset=utf-8; escaping=underscores"),
+    ("application/openmetrics-text", "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    ("application/openmetrics-text;version=1.0.0;escaping=allow-utf-8",
+     "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=allow-utf-8"),
+])
+def test_the_content_type_names_the_version_served(accept: str, ctype: str) -> None:
+    from agent.metrics_http import negotiate
+
+    assert negotiate(accept)[1] == ctype
 
 
 async def test_a_scraper_that_refuses_openmetrics_gets_text() -> None:
@@ -292,4 +321,26 @@ async def test_a_scraper_that_refuses_openmetrics_gets_text() -> None:
                   b"text/plain;q=0.5\r\n\r\n")
         assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
         assert b"# EOF" not in body and b"hoststamp_events_signed_total" in body
+        tg.cancel_scope.cancel()
+
+
+async def test_several_header_lines_of_one_field_are_read_as_one_list() -> None:
+    """Two Accept lines, two Accept-Encoding lines: each pair is one comma-separated list (RFC 9110 section 5.3),
+    not its last line alone; every /metrics answer says what it varies by."""
+    server = MetricsServer("127.0.0.1:0", build_registry(lambda: _view(PipelineStats()), process=False))
+    async with anyio.create_task_group() as tg:
+        addr = await tg.start(server.serve)
+        status, headers, body = await _http(
+            addr, b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text\r\n"
+                  b"Accept: text/plain;q=0.5\r\nAccept-Encoding: gzip\r\nAccept-Encoding: br\r\n\r\n")
+        assert status == 200 and headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+        assert headers["content-encoding"] == "gzip" and gzip.decompress(body).endswith(b"# EOF\n")
+        assert headers["vary"] == "Accept, Accept-Encoding"
+        # a version of OpenMetrics the agent does not write: the text format, labelled as such
+        status, headers, body = await _http(
+            addr, b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=2.0.0\r\n\r\n")
+        assert status == 200 and headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+        assert b"# EOF" not in body and headers["vary"] == "Accept, Accept-Encoding"
+        status, headers, _ = await _http(addr, b"HEAD /metrics HTTP/1.0\r\n\r\n")
+        assert status == 200 and headers["vary"] == "Accept, Accept-Encoding" and "content-encoding" not in headers
         tg.cancel_scope.cancel()

@@ -83,3 +83,14 @@ def test_a_second_sink_with_the_same_uri_shows_its_own_state() -> None:
     stats.sink("file:a", 2).healthy = False
     status = StatusLine(stats, [("file:a", SinkQueue(10)), ("file:a", SinkQueue(10))], io.StringIO(), live=False)
     assert "| file:a[q=0] file:a #2[q=0 DOWN] |" in status.render()
+
+
+def test_sinks_whose_uris_differ_only_in_a_password_show_as_their_metrics_labels() -> None:
+    """The password masked, the second numbered, each with its own state, as /metrics and the status name them."""
+    stats = PipelineStats()
+    stats.sink("nats://u:***@h:4222/s", 2).healthy = False
+    status = StatusLine(stats, [("nats://u:one@h:4222/s", SinkQueue(10)), ("nats://u:two@h:4222/s", SinkQueue(10))],
+                        io.StringIO(), live=False)
+    line = status.render()
+    assert "| nats://u:***@h:4222/s[q=0] nats://u:***@h:4222/s #2[q=0 DOWN] |" in line, line
+    assert "one" not in line and "two" not in line
