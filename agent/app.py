@@ -41,7 +41,7 @@ from .pipeline import PipelineStats, ProbeRunner, SequenceStore, SinkQueue, Sink
 from .pipeline.parallel import build_pipeline
 from .pipeline.spoolqueue import SpoolQueue
 from .probes.base import Probe
-from .producers import Producers
+from .producers import Producers, about
 from .sdnotify import Notifier, watchdog_period
 from .signals import handle_signals
 from .signing.keys import SigningKey
@@ -257,7 +257,7 @@ class Agent:
             return False
         self.generation = new.number  # in effect now, whole or (a listener failed) without what failed
         if new.failed_listeners:  # applied, but not whole: said the same way as a reload that failed
-            return self._reload_failed("; ".join(f"listener {uri}: {why}" for uri, why in
+            return self._reload_failed("; ".join(f"listener {about(uri, why)}" for uri, why in
                                                  new.failed_listeners.items()), applied=True)
         self.reloads_ok += 1
         self.last_reload_error = None

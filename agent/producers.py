@@ -25,7 +25,7 @@ from .listeners import ListenerSet
 from .model import Event, Reading
 from .probes.base import Probe
 
-__all__ = ["Producers"]
+__all__ = ["Producers", "about"]
 
 log = logging.getLogger("hoststamp")
 
@@ -75,10 +75,10 @@ class Producers:
                 log.error("listener %s: failed unexpectedly", opts.uri, exc_info=exc)
             if gen.number > 1:  # the reload that started it counts as failed (see Agent._reload)
                 gen.failed_listeners[opts.uri] = str(exc)
-                log.error("listener %s: %s (not listening until the next reload)", opts.uri, exc)
+                log.error("listener %s (not listening until the next reload)", about(opts.uri, str(exc)))
                 return
             # at start a listener that cannot listen ends the agent (cleanly: queues drain), as a bad config would
-            self.fatal = exc if isinstance(exc, AgentError) else AgentError(f"{opts.uri}: {exc}")
+            self.fatal = exc if isinstance(exc, AgentError) else AgentError(about(opts.uri, str(exc)))
             self._stop.set()
 
     async def listening(self, gen: Generation, timeout: float = 10.0) -> None:
@@ -121,3 +121,8 @@ class Producers:
                     await p.aclose()
                 except Exception:  # closing a probe never hides the real outcome
                     log.exception("probe %s: close failed", pc.name)
+
+
+def about(uri: str, text: str) -> str:
+    """``text`` said of the listener ``uri``: named once, whether or not the text names it already."""
+    return text if text.startswith(uri) else f"{uri}: {text}"

@@ -161,6 +161,7 @@ def test_a_listener_that_cannot_listen_after_a_reload_fails_the_reload(workdir: 
         agent.signal(signal.SIGHUP)
         wait_for(lambda: "reload failed" in agent.log(), what="the reload failure in the log")
         assert "unix:plain/x.sock" in agent.log()
+        assert "unix:plain/x.sock: unix:plain/x.sock" not in agent.log()  # the listener named once per line
         text = agent.scrape()
         assert metric(text, "hoststamp_config_reloads_total", result="failure") == 1.0
         assert metric(text, "hoststamp_config_reloads_total", result="success") == 0.0
