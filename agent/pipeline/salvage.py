@@ -18,17 +18,19 @@ by the missing file's name and the records lost with it. The segment after a
 gap is then renamed to close it (:func:`close_gap`, once the report is out), so
 that the loss is reported once, not again at every start. A gap is told by the
 names and by the records' own numbers: a segment renamed ahead whose records
-follow the ones before it loses nothing. A file holding only records the spool
-already has (in a segment scanned before it, or delivered: a segment copied
-under another name) is a copy: it is moved aside whole and reported, never
-read again nor counted as lost. :func:`salvage` says what it did in a
+follow the ones before it loses nothing. A record intact in any file is present:
+a record a damaged segment lost is taken from another file that holds it intact
+(:func:`.salvageread.borrow`), and only pending records no file holds intact are
+lost. A file holding only records the spool already has (in a segment kept before
+it, or delivered, and then not named by its first record) is a copy: it is moved
+aside whole and reported, never read again nor counted as lost, damaged or not.
+:func:`salvage` says what it did in a
 :class:`SalvageReport`.
 """
 
 from __future__ import annotations
 
 import bisect
-import itertools
 import os
 import re
 import stat
@@ -40,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import wal
+from .salvageread import Intact, SegmentFile, borrow, intact, survey
 
 __all__ = ["SEGMENT", "SalvageReport", "Salvaged", "Segment", "close_gap", "decode_cursor", "encode_cursor",
            "first_undelivered", "fsync_dir", "not_a_file", "salvage", "set_aside"]
@@ -96,7 +99,7 @@ class SalvageReport:
     #: undelivered records lost in damaged segments, as far as the segments' names and the intact records tell
     #: (the end of the last segment cannot be told)
     damaged: int = 0
-    #: records in files set aside as copies of records the spool holds or delivered (not sent again, not lost)
+    #: records in intact files set aside as copies of records the spool holds or delivered (not sent again, not lost)
     duplicates: int = 0
 
     @property
@@ -125,10 +128,6 @@ class _Notes:
     missing: int = 0
     damaged: int = 0
     duplicates: int = 0
-    #: the record numbers the last damaged segment still holds
-    kept_numbers: list[int] = field(default_factory=list)
-    #: the first record number of the last segment scanned (0: it holds none)
-    first_number: int = 0
     #: runs of record numbers the segments scanned so far hold, in order: (first, last, file name)
     runs: list[tuple[int, int, str]] = field(default_factory=list)
 
@@ -191,20 +190,11 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _copy_of(data: bytes, after: int, committed: int, notes: _Notes, misplaced: bool) -> tuple[str, int] | None:
-    """When a segment file's ``data`` holds only records already seen (numbers up to ``after``, each held by a
-    segment scanned before, or delivered), the problem that names it a copy, and how many records it holds.
-    ``misplaced``: its name sorts after that of a file whose records come after its own, so that records of it
-    that were delivered are a copy too (not a segment left behind once delivered)."""
-    if not data.startswith(wal.MAGIC):
-        return None
-    head = wal.parse(data, len(wal.MAGIC), limit=1).records  # a segment in order is told by its first record
-    if not head or (head[0].number > after and not misplaced):
-        return None
-    parsed = wal.parse(data, len(wal.MAGIC))
-    recs = parsed.records
-    if parsed.status != "end" or not recs:
-        return None
+def _copy_problem(f: SegmentFile, got: Intact, committed: int, notes: _Notes) -> str | None:
+    """When every intact record of file ``f`` is one the spool already has (in a segment kept before it) or
+    delivered, and it is no segment left behind once delivered (it holds records the spool has, or is not named
+    by its first record): the problem that says it is set aside. Damage in it then costs nothing."""
+    recs = got.records
     holders: list[str] = []
     for r in recs:
         if r.number <= committed:
@@ -213,93 +203,53 @@ def _copy_of(data: bytes, after: int, committed: int, notes: _Notes, misplaced: 
             return None  # a record the spool has not: not a copy
         if h not in holders:
             holders.append(h)
+    if not recs or (not holders and f.genuine):
+        return None
     first, last = recs[0].number, recs[-1].number
     where = (f"which the spool already has ({', '.join(holders)})" if holders and first > committed
              else f"which the spool already has ({', '.join(holders)}) or delivered" if holders
              else "which were delivered already")
-    return f"holds only records {first} to {last}, {where}: a copy, set aside, not sent again", len(recs)
+    if got.damage:
+        return (f"{f.path.name}{got.problem} ({got.damage} bytes unreadable): holds only records {first} to "
+                f"{last}, {where}: set aside, nothing lost")
+    return f"{f.path.name}: holds only records {first} to {last}, {where}: a copy, set aside, not sent again"
 
 
-def _first_number(path: Path, base: int) -> int:
-    """The index of the first intact record in segment file ``path`` (``base``, from its name, when it holds
-    none): the order the segments' records go in. Only the first record is read, unless it is damaged."""
-    with open(path, "rb") as f:
-        data = f.read(len(wal.MAGIC) + wal.HEADER)
-        if data.startswith(wal.MAGIC) and len(data) == len(wal.MAGIC) + wal.HEADER:
-            length = int.from_bytes(data[len(wal.MAGIC) : len(wal.MAGIC) + 4], "big")
-            if length <= wal.MAX_PAYLOAD:
-                data += f.read(length)
-                if (recs := wal.parse(data, len(wal.MAGIC), limit=1).records):
-                    return recs[0].number
-        data += f.read()
-    start = len(wal.MAGIC) if data.startswith(wal.MAGIC) else -1
-    if (pos := wal.resync(data, start)) is not None and (recs := wal.parse(data, pos, limit=1).records):
-        return recs[0].number
-    return base
-
-
-def _in_order(names: list[tuple[int, Path]]) -> list[tuple[int, Path, bool]]:
-    """Segment files in the order of their records: by the first intact record's index, then the file whose
-    name is that index first (the spool names a segment by its first record: that one is the genuine one, and
-    one under any other name holding the same records a copy), then by name. Each comes with whether its name
-    sorts after that of a file whose records come after its own (a file put back under a later name)."""
-    keyed = [(_first_number(path, base), base, path) for base, path in names]
-    keyed.sort(key=lambda k: (k[0], k[1] != k[0], k[1]))
-    out: list[tuple[int, Path, bool]] = []
-    lowest: int | None = None  # the lowest name among the files whose first record is above this one's
-    for _, group in itertools.groupby(reversed(keyed), key=lambda k: k[0]):
-        files = list(group)
-        out.extend((base, path, lowest is not None and lowest < base) for _, base, path in files)
-        lowest = min([base for _, base, _ in files] + ([lowest] if lowest is not None else []))
-    return out[::-1]
-
-
-def _scan(base: int, path: Path, data: bytes, after: int, notes: _Notes) -> Segment | None:
-    """Check one segment (``data``, read from ``path``); rewrite it from its intact records if anything in it
-    is damaged."""
-    notes.first_number = 0
-    if not data:
-        return None
-    good: list[wal.Record] = []
-    pos, damage, first_problem = len(wal.MAGIC), 0, ""
-    if not data.startswith(wal.MAGIC):
-        # a damaged header, or not a segment at all: only intact records (each has its CRC) tell them apart
-        nxt = wal.resync(data, -1, after=after)
-        if nxt is None:
-            notes.quarantine(path, f"{path.name}: not a spool segment", len(data))
-            return None
-        pos, damage, first_problem = nxt, nxt, f"{path.name}@0: damaged segment header"
-    while True:
-        parsed = wal.parse(data, pos, after=after)
-        good.extend(parsed.records)
-        if parsed.records:
-            after = parsed.records[-1].number
-        if parsed.status == "end":
-            break
-        first_problem = first_problem or f"{path.name}@{parsed.stop}: {parsed.problem}"
-        nxt = wal.resync(data, parsed.stop, after=after)
-        damage += (nxt if nxt is not None else len(data)) - parsed.stop
-        if nxt is None:
-            break
-        pos = nxt
-    seg = Segment(base, path, count=len(good), last=good[-1].number if good else 0)
-    seg.size = len(wal.MAGIC) + sum(r.end - r.start for r in good)
-    notes.hold(path.name, [r.number for r in good])
-    notes.first_number = good[0].number if good else 0
-    if damage:
-        notes.kept_numbers = [r.number for r in good]
-        notes.quarantine(path, f"{first_problem} ({damage} bytes unreadable, {len(good)} records kept)", damage)
-        if good:
-            tmp = path.with_name(path.name + ".tmp")
-            # mode 0600 like every segment: the records are whole signed events
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with open(fd, "wb") as f:
-                f.write(b"".join([wal.MAGIC, *(data[r.start : r.end] for r in good)]))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            fsync_dir(path.parent)
-    return seg
+def _keep(f: SegmentFile, data: bytes, got: Intact, after: int, committed: int, files: list[SegmentFile],
+          notes: _Notes) -> tuple[Segment, list[int]]:
+    """Keep the records of file ``f`` above ``after`` (those below are held by a segment before it), with the
+    ones it lost between them taken from any other file that holds them intact; rewrite it if that changes
+    anything, moving it into ``quarantine/`` first if it is damaged. Returns the segment and its numbers."""
+    chunks = {r.number: data[r.start : r.end] for r in got.records if r.number > after}
+    numbers = sorted(chunks)
+    rewrite = bool(got.damage) or len(numbers) != len(got.records)
+    wanted = [n for n in range(max(after, committed) + 1, numbers[-1]) if n not in chunks] if numbers else []
+    borrowed = borrow(files, f, wanted)
+    chunks.update((n, raw) for n, (raw, _) in borrowed.items())
+    numbers = sorted(chunks)
+    rewrite = rewrite or bool(borrowed)
+    path = f.path
+    if got.damage:
+        taken = ""
+        if borrowed:
+            sources = sorted({name for _, name in borrowed.values()})
+            taken = f"; {len(borrowed)} taken from {', '.join(sources)}"
+        notes.quarantine(path, f"{path.name}{got.problem} ({got.damage} bytes unreadable, {len(numbers)} records "
+                               f"kept{taken})", got.damage)
+    if numbers and rewrite:
+        tmp = path.with_name(path.name + ".tmp")
+        # mode 0600 like every segment: the records are whole signed events
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb") as out:
+            out.write(b"".join([wal.MAGIC, *(chunks[n] for n in numbers)]))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    seg = Segment(f.base, path, count=len(numbers), last=numbers[-1] if numbers else 0)
+    seg.size = len(wal.MAGIC) + sum(len(c) for c in chunks.values())
+    notes.hold(path.name, numbers)
+    return seg, numbers
 
 
 def first_undelivered(seg: Segment, committed: int) -> int:
@@ -359,48 +309,49 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False,
     end: int | None = None
     #: segments to rename once the loss is reported: (segment, the base that closes the gap before it)
     gaps: list[tuple[Segment, int]] = []
-    for base, path, misplaced in _in_order(names):
-        before = len(notes.problems)
-        notes.kept_numbers = []
-        data = path.read_bytes()
-        if (copy := _copy_of(data, last, committed, notes, misplaced)) is not None:
+    files = survey(names)
+    for f in files:
+        data = f.path.read_bytes()
+        got = intact(data)
+        if (copy := _copy_problem(f, got, committed, notes)) is not None:
             # records it holds are all accounted for elsewhere: nothing lost, nothing to send twice
-            notes.problems.append(f"{path.name}: {copy[0]}")
-            notes.quarantined.append(set_aside(path))
-            notes.duplicates += copy[1]
+            notes.problems.append(copy)
+            notes.quarantined.append(set_aside(f.path))
+            notes.corrupt_bytes += got.damage
+            notes.duplicates += 0 if got.damage else len(got.records)
             continue
-        seg = _scan(base, path, data, last, notes)
-        del data
-        damaged = len(notes.problems) > before
-        if seg is None and damaged:
-            continue  # not a segment, only named like one (quarantined whole): it tells nothing of lost records
-        if not damaged and (seg is None or seg.count == 0):
+        if not got.segment:  # not a segment, only named like one: it tells nothing of lost records
+            notes.quarantine(f.path, f"{f.path.name}: not a spool segment", got.damage)
+            continue
+        if not got.damage and not [r for r in got.records if r.number > last]:
             # empty, or a header alone: holds nothing, and its name tells nothing either (a crash right after
             # a new segment was made leaves one named after the last record)
-            path.unlink(missing_ok=True)
+            f.path.unlink(missing_ok=True)
             continue
+        seg, numbers = _keep(f, data, got, last, committed, files, notes)
+        del data
+        base, path, damaged, first_number = f.base, f.path, bool(got.damage), numbers[0] if numbers else 0
         # the records lost before it end where its name or its first record begins (renamed ahead: its records;
         # a name at or before the records kept before it tells nothing either: its records do)
         upto = base
-        if notes.first_number and (notes.first_number < base or (held is not None and base <= held)):
-            upto = notes.first_number
+        if first_number and (first_number < base or (held is not None and base <= held)):
+            upto = first_number
         if held is not None and held + 1 < upto and upto - 1 > committed:
             first = max(held + 1, committed + 1)
             notes.missing += upto - first
             notes.problems.append(f"{held + 1:020d}.wal missing: records {first} to {upto - 1} lost")
         if hurt is not None:  # it should have held every record up to this segment's first
             notes.damaged += notes.lost_in(hurt[0], upto - 1, committed)
-        hurt = (upto, notes.kept_numbers) if damaged else None
-        held = None if hurt is not None or seg is None else (seg.last if seg.count else base - 1)
-        if seg is not None:
-            last = max(last, seg.last)
-        if seg is None or seg.count == 0 or seg.last <= committed:
-            delivered += seg.count if seg is not None else 0
+        hurt = (upto, numbers) if damaged else None
+        held = None if hurt is not None else (seg.last if seg.count else base - 1)
+        last = max(last, seg.last)
+        if seg.count == 0 or seg.last <= committed:
+            delivered += seg.count
             path.unlink(missing_ok=True)
             continue
         # named after its first record (renamed ahead, or the next after a gap), or before the records of the one
         # before it (put back under an earlier name): named to follow what is before it
-        if (to := end + 1 if end is not None else notes.first_number) < base or (end is not None and base < to):
+        if (to := end + 1 if end is not None else first_number) < base or (end is not None and base < to):
             gaps.append((seg, to))
         end = seg.last
         kept.append(seg)
