@@ -109,6 +109,36 @@ class VerifyKey:
         return True
 
 
+#: the most read of a key file: a PEM key is a few hundred bytes (a device such as /dev/zero never ends)
+MAX_KEY_FILE = 1 << 16
+
+
+def read_key_file(path: str | os.PathLike[str], what: str = "key") -> bytes:
+    """The bytes of a key file, read only when it is a regular file of at most :data:`MAX_KEY_FILE` bytes: a
+    FIFO would hold the reader (and a reload) for ever, and a device could fill the memory. A SigningError
+    ``PATH: cannot read WHAT: why`` otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except ValueError:  # a NUL in the path
+        raise SigningError(f"{path!s:.200}: cannot read {what}: the path holds a NUL character") from None
+    except OSError as exc:
+        raise SigningError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SigningError(f"{path}: cannot read {what}: not a file")
+        if st.st_size > MAX_KEY_FILE:
+            raise SigningError(f"{path}: cannot read {what}: {st.st_size} bytes, more than a key file holds")
+        data = os.read(fd, MAX_KEY_FILE + 1)
+    except OSError as exc:
+        raise SigningError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_KEY_FILE:
+        raise SigningError(f"{path}: cannot read {what}: more than a key file holds")
+    return data
+
+
 def _public_pem(path: Path) -> bool:
     """Whether the file starts as a PEM public key (only its first line is read)."""
     try:
@@ -121,6 +151,8 @@ def _public_pem(path: Path) -> bool:
 def _check_private_mode(path: Path) -> None:
     try:
         mode = path.stat().st_mode
+    except ValueError:  # a NUL in the path
+        raise SigningError(f"{path!s:.200}: cannot read private key: the path holds a NUL character") from None
     except FileNotFoundError:
         made = "" if path.name == "host.key" else f", which writes {path.parent / 'host.key'}: name that one"
         raise SigningError(f"{path}: cannot read private key: no such file (make one with: hoststamp keys generate "
@@ -143,10 +175,7 @@ def load_signing_key(path: str | os.PathLike[str]) -> SigningKey:
     """Load an Ed25519 PKCS#8 PEM private key, refusing group/other-readable files."""
     p = Path(path)
     _check_private_mode(p)  # first: nothing is read from a key others could read too
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise SigningError(f"{p}: cannot read private key: {exc.strerror or exc}") from None
+    data = read_key_file(p, "private key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -174,10 +203,7 @@ def load_verify_key(path: str | os.PathLike[str], *, public_only: str | None = N
     what takes public keys only (a trust store, ``verify --pub``): a private key there is one it should never be
     given, refused."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise SigningError(f"{p}: cannot read key: {exc.strerror or exc}") from None
+    data = read_key_file(p)
     if b"PRIVATE KEY" in data:
         if public_only is not None:
             raise SigningError(f"{p}: a private key; {public_only} takes public keys only (the .pub file made "

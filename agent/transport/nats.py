@@ -15,7 +15,9 @@ import asyncio
 import contextlib
 import importlib.util
 import logging
+import os
 import re
+import stat
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,11 +84,17 @@ def creds_problem(path: str) -> str | None:
     the client needs the ``nkeys`` package to sign with it."""
     if not path:
         return "empty path (leave the key out to connect without credentials)"
-    try:
-        with open(path, "rb"):
-            pass
+    try:  # not blocking: a FIFO would hold the check (and a reload) until something writes to it
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except ValueError:
+        return "the path holds a NUL character"
     except OSError as exc:
         return f"{path}: {exc.strerror or exc}"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return f"{path}: not a file"
+    finally:
+        os.close(fd)
     if importlib.util.find_spec("nkeys") is None:
         return "a credentials file needs the nkeys package (pip install nkeys), which is not installed"
     return None

@@ -1,0 +1,63 @@
+"""Key and credentials files named in the configuration are read only when they are regular files of a key's
+size: a FIFO would hold `config check`, `run` and a reload for ever, and a device such as /dev/zero would fill
+the memory. Each is a problem naming its key; nothing hangs (every check runs in a subprocess with a bound)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agent.errors import SigningError
+from agent.signing.keys import generate_keypair, load_signing_key, load_verify_key
+from tests.helpers import run_cli
+
+
+def _listener(tmp_path: Path, key: str) -> str:
+    return (f'[[sinks]]\nuri = "stdout:"\n[[listeners]]\nuri = "unix:{tmp_path}/in.sock"\n'
+            f'guest_signatures = "verify"\ntrusted_keys = ["{key}"]\n')
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero", "big"])
+def test_a_trusted_key_that_is_no_key_file_is_a_problem_not_a_hang(tmp_path: Path, kind: str) -> None:
+    if kind == "fifo":
+        path = tmp_path / "guest.pub"
+        os.mkfifo(path)
+    elif kind == "zero":
+        path = Path("/dev/zero")
+    else:
+        path = tmp_path / "guest.pub"
+        path.write_bytes(b"-----BEGIN PUBLIC KEY-----\n" + b"A" * (1 << 20))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(_listener(tmp_path, str(path)))
+    res = run_cli(["config", "check", str(cfg)], cwd=tmp_path, timeout=20)
+    assert res.returncode == 2, res.stderr
+    assert b"listeners[0].trusted_keys" in res.stderr and b"cannot read key" in res.stderr
+    assert b"Traceback" not in res.stderr
+
+
+def test_a_nats_credentials_fifo_is_a_problem_not_a_hang(tmp_path: Path) -> None:
+    fifo = tmp_path / "user.creds"
+    os.mkfifo(fifo)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[[sinks]]\nuri = "nats://127.0.0.1:4222/s"\ncreds = "{fifo}"\n')
+    res = run_cli(["config", "check", str(cfg)], cwd=tmp_path, timeout=20)
+    assert res.returncode == 2 and b"sinks[0].creds" in res.stderr and b"not a file" in res.stderr, res.stderr
+
+
+def test_key_files_with_a_nul_in_their_path_are_refused_in_words(tmp_path: Path) -> None:
+    with pytest.raises(SigningError, match="NUL"):
+        load_verify_key(f"{tmp_path}/a\x00b.pub")
+    with pytest.raises(SigningError, match="NUL"):
+        load_signing_key(f"{tmp_path}/a\x00b.key")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(_listener(tmp_path, "/tmp/\\u0000x"))
+    res = run_cli(["config", "check", str(cfg)], cwd=tmp_path, timeout=20)
+    assert res.returncode == 2 and b"Traceback" not in res.stderr, res.stderr
+
+
+def test_a_real_key_is_still_read(tmp_path: Path) -> None:
+    key = generate_keypair(tmp_path / "k")
+    assert load_verify_key(tmp_path / "k" / "host.pub").keyid == key.keyid
+    assert load_signing_key(tmp_path / "k" / "host.key").keyid == key.keyid
