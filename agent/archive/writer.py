@@ -115,7 +115,10 @@ class ArchiveWriter:
             self._resume()
         except OSError as exc:
             self._release()
-            raise SinkError(f"{self.root}: cannot open the archive: {exc.strerror or exc}") from None
+            why = exc.strerror or str(exc)
+            if isinstance(exc, FileExistsError) or (exc.errno == errno.ENOTDIR):
+                why = "not a directory (something else is in the way)"
+            raise SinkError(f"{self.root}: cannot open the archive: {why}") from None
         except BaseException:  # whatever failed, the lock is not kept: a retry must not find itself the holder
             self._release()
             raise

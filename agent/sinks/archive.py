@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -68,7 +69,11 @@ class ArchiveSink(Sink):
             raise SinkError(f"{self.uri}: the archive needs the host signing key")
         witness = None
         if self.ctx.state_dir is not None:  # outside the archive: what this host last wrote there
-            name = hashlib.sha256(str(Path(self.path).resolve()).encode()).hexdigest()[:16]
+            try:
+                where = str(Path(self.path).resolve())
+            except (OSError, RuntimeError):  # a loop of links: the archive's open says what is wrong
+                where = os.path.abspath(self.path)
+            name = hashlib.sha256(where.encode()).hexdigest()[:16]
             witness = Path(self.ctx.state_dir) / "archive-witness" / f"{name}.json"
         w = ArchiveWriter(self.path, self.ctx.key, self.options, witness=witness)
         await self._run(w.open)

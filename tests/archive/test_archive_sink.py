@@ -155,3 +155,16 @@ async def test_verify_while_the_writer_runs(tmp_path: Path, key: SigningKey, key
         assert not {p.code for p in r.problems} & FORGERY, [str(p) for p in r.problems if p.code in FORGERY]
     final = verify_archive(tmp_path / "a", keys)
     assert final.ok, final.lines()
+
+
+@pytest.mark.parametrize("where", ["loop/x", "file"])
+def test_an_archive_where_no_directory_can_be_is_a_sink_error_saying_why(tmp_path: Path, where: str) -> None:
+    """A loop of symbolic links, or a file, where the archive's directory should be: the sink cannot open, says
+    why, and is retried like any sink (it was a traceback for a loop, and ``File exists`` for a file)."""
+    key = SigningKey.generate()
+    (tmp_path / "loop").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop")
+    (tmp_path / "file").write_text("not an archive")
+    sink = ArchiveSink(str(tmp_path / where), None, SinkContext(key=key, state_dir=str(tmp_path / "state")))
+    with pytest.raises(SinkError, match=r"cannot open the archive: (Too many levels|not a directory)"):
+        anyio.run(sink.open)
