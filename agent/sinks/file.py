@@ -19,6 +19,7 @@ for hosts where a dedicated thread per sink is unwanted.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import queue
@@ -59,7 +60,15 @@ class _WriterThread:
         self.fsync = fsync
         path.parent.mkdir(parents=True, exist_ok=True)
         # opened here, on the caller's thread, so that a bad path fails open() at once
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        # not blocking: a FIFO nobody reads would hold the open (and the event loop) until a reader came; it is
+        # refused instead (ENXIO) and the open retried like any sink's
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK, 0o640)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                raise OSError(exc.errno, "a FIFO that nothing reads (yet)", str(path)) from None
+            raise
+        os.set_blocking(self._fd, True)  # the writes wait on this thread, not the loop
         if not _regular(self._fd):  # a FIFO, /dev/stdout, /dev/null: written through, nothing to make durable
             self.fsync = False
         self._q: queue.SimpleQueue[bytes | Future[None] | None] = queue.SimpleQueue()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
 
 from agent.errors import SinkError
@@ -88,9 +89,27 @@ async def test_a_fifo_or_a_device_is_written_through_without_fsync(tmp_path: Pat
     reader.start()
     for target in ("/dev/null", str(fifo)):
         sink = FileSink(target, FileOptions(writer=writer), SinkContext())  # type: ignore[arg-type]
-        await sink.open()
+        while True:  # a FIFO is opened once its reader (the thread above) has it open
+            try:
+                await sink.open()
+                break
+            except SinkError:
+                await anyio.sleep(0.01)
         await sink.send(events(0, 3))
         await sink.flush()
         await sink.aclose()
     reader.join(10)
     assert got == [b'{"n":0}\n{"n":1}\n{"n":2}\n']
+
+
+@pytest.mark.anyio
+async def test_a_fifo_nothing_reads_is_a_sink_error_not_a_blocked_open(tmp_path: Path) -> None:
+    """Opening a FIFO for writing waits for a reader: on the event loop's thread that froze the agent at start.
+    It is refused at once instead, saying why, and the worker retries the open as for any sink."""
+    import os
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    sink = FileSink(str(fifo), FileOptions(), SinkContext())
+    with anyio.fail_after(10), pytest.raises(SinkError, match="a FIFO that nothing reads"):
+        await sink.open()
