@@ -28,8 +28,9 @@ from typing import Any
 from . import config as config_mod
 from . import schema
 from .configkeys import locate, shown_key
-from .errors import ConfigError, redact, shown
+from .errors import ConfigError, SigningError, redact, shown
 from .receiver.server import HEARTBEAT
+from .signing.keys import load_signing_key
 from .transport.uri import SCHEMES, FcVsockEndpoint, UnixEndpoint, parse_endpoint
 
 __all__ = ["SPOOL", "STATE_DIR", "Problem", "check_document", "check_file", "directory_problem"]
@@ -111,6 +112,7 @@ def check_document(doc: Mapping[str, Any], *, file: str | None = None,
     _unit(problems, agent, "agent", file, lambda t: config_mod.parse({"agent": t}, file=file, env=env or {}))
     if isinstance(agent, Mapping):
         _directory(problems, agent.get("state_dir"), "agent.state_dir", file, STATE_DIR)
+        _host_key(problems, agent.get("key"), file)
 
     probes = doc.get("probes", {})
     if isinstance(probes, Mapping):
@@ -262,6 +264,17 @@ def _probe(table: Mapping[str, Any], *, name: str, file: str | None) -> object:
 
 def _listener(table: Mapping[str, Any], *, prefix: str, file: str | None) -> object:
     return config_mod.listener(table, prefix=prefix, file=file)
+
+
+def _host_key(problems: list[Problem], path: Any, file: str | None) -> None:
+    """``[agent] key``, when the file names one, is the host key `run` would load: as `run` refuses it (missing,
+    readable by others, a public key, not a key), so does the check."""
+    if not isinstance(path, str) or not path or "\0" in path or any(p.key == "agent.key" for p in problems):
+        return  # not a path (the agent table's own check said so)
+    try:
+        load_signing_key(path)
+    except SigningError as exc:
+        problems.append(Problem(file, "agent.key", str(exc)))
 
 
 def check_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> list[Problem]:

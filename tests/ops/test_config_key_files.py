@@ -61,3 +61,22 @@ def test_a_real_key_is_still_read(tmp_path: Path) -> None:
     key = generate_keypair(tmp_path / "k")
     assert load_verify_key(tmp_path / "k" / "host.pub").keyid == key.keyid
     assert load_signing_key(tmp_path / "k" / "host.key").keyid == key.keyid
+
+
+def test_config_check_refuses_the_host_key_run_would_refuse(tmp_path: Path) -> None:
+    """`[agent] key` is looked at as `run` loads it: missing, readable by others, or a public key is a problem
+    naming agent.key (exit 2); a good key passes."""
+    generate_keypair(tmp_path / "k")
+    key = tmp_path / "k" / "host.key"
+    cfg = tmp_path / "c.toml"
+    cases = [(str(tmp_path / "none.key"), "no such file"), (str(tmp_path / "k" / "host.pub"), "a public key")]
+    for path, said in cases:
+        cfg.write_text(f'[agent]\nkey = "{path}"\n[[sinks]]\nuri = "stdout:"\n')
+        res = run_cli(["config", "check", str(cfg)], cwd=tmp_path)
+        assert res.returncode == 2 and b"agent.key" in res.stderr and said.encode() in res.stderr, res.stderr
+    cfg.write_text(f'[agent]\nkey = "{key}"\n[[sinks]]\nuri = "stdout:"\n')
+    key.chmod(0o640)
+    res = run_cli(["config", "check", str(cfg)], cwd=tmp_path)
+    assert res.returncode == 2 and b"agent.key" in res.stderr and b"chmod 600" in res.stderr
+    key.chmod(0o600)
+    assert run_cli(["config", "check", str(cfg)], cwd=tmp_path).returncode == 0
