@@ -271,6 +271,8 @@ def _host_key(problems: list[Problem], path: Any, file: str | None) -> None:
     readable by others, a public key, not a key), so does the check."""
     if not isinstance(path, str) or not path or "\0" in path or any(p.key == "agent.key" for p in problems):
         return  # not a path (the agent table's own check said so)
+    if os.environ.get(config_mod.ENV_KEY):
+        return  # run takes the key HOSTSTAMP_KEY names instead of this one
     try:
         load_signing_key(path)
     except SigningError as exc:

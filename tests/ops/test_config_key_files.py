@@ -13,6 +13,9 @@ from agent.errors import SigningError
 from agent.signing.keys import generate_keypair, load_signing_key, load_verify_key
 from tests.helpers import run_cli
 
+#: the file's key is the one looked at only when the environment names none
+NO_ENV_KEY = {"HOSTSTAMP_KEY": ""}
+
 
 def _listener(tmp_path: Path, key: str) -> str:
     return (f'[[sinks]]\nuri = "stdout:"\n[[listeners]]\nuri = "unix:{tmp_path}/in.sock"\n'
@@ -72,11 +75,14 @@ def test_config_check_refuses_the_host_key_run_would_refuse(tmp_path: Path) -> N
     cases = [(str(tmp_path / "none.key"), "no such file"), (str(tmp_path / "k" / "host.pub"), "a public key")]
     for path, said in cases:
         cfg.write_text(f'[agent]\nkey = "{path}"\n[[sinks]]\nuri = "stdout:"\n')
-        res = run_cli(["config", "check", str(cfg)], cwd=tmp_path)
+        res = run_cli(["config", "check", str(cfg)], cwd=tmp_path, env=NO_ENV_KEY)
         assert res.returncode == 2 and b"agent.key" in res.stderr and said.encode() in res.stderr, res.stderr
     cfg.write_text(f'[agent]\nkey = "{key}"\n[[sinks]]\nuri = "stdout:"\n')
     key.chmod(0o640)
-    res = run_cli(["config", "check", str(cfg)], cwd=tmp_path)
+    res = run_cli(["config", "check", str(cfg)], cwd=tmp_path, env=NO_ENV_KEY)
     assert res.returncode == 2 and b"agent.key" in res.stderr and b"chmod 600" in res.stderr
+    # overridden by HOSTSTAMP_KEY, the file's key is not the one run takes
+    env = {"HOSTSTAMP_KEY": str(tmp_path / "elsewhere.key")}
+    assert run_cli(["config", "check", str(cfg)], cwd=tmp_path, env=env).returncode == 0
     key.chmod(0o600)
-    assert run_cli(["config", "check", str(cfg)], cwd=tmp_path).returncode == 0
+    assert run_cli(["config", "check", str(cfg)], cwd=tmp_path, env=NO_ENV_KEY).returncode == 0
