@@ -102,6 +102,8 @@ class Agent:
         self.started_at = time.time()
         self.reloads_ok = self.reloads_failed = 0
         self.last_reload_error: str | None = None
+        #: the failed reload's configuration runs all the same, without what failed (a listener)
+        self.last_reload_applied = False
         self.metrics: MetricsServer | None = None
         self._registry = build_registry(self.view, self.sign_latency)
         self._status_file = health.StatusFile(state)
@@ -179,6 +181,7 @@ class Agent:
         without what ``reason`` names."""
         self.reloads_failed += 1
         self.last_reload_error = reason
+        self.last_reload_applied = applied
         if applied:
             log.error("reload failed: generation %d runs without: %s", self.gen.number, reason)
         else:
@@ -276,6 +279,7 @@ class Agent:
             host_id=self.host_id, keyid=self.key.keyid, config=self.gen.cfg.path, started_at=self.started_at,
             generation=self.generation, reloads_ok=self.reloads_ok, reloads_failed=self.reloads_failed,
             last_reload_ok=self.last_reload_error is None, last_reload_error=self.last_reload_error,
+            last_reload_applied=self.last_reload_applied,
             metrics_url=self.metrics.url if self.metrics else None,
         )
 

@@ -101,6 +101,8 @@ class AgentView:
     reloads_failed: int = 0
     last_reload_ok: bool = True
     last_reload_error: str | None = None
+    #: the failed reload's configuration runs, without what failed
+    last_reload_applied: bool = False
     #: where /metrics is served, when it is
     metrics_url: str | None = None
 
@@ -148,7 +150,7 @@ def snapshot(view: AgentView, *, now: float | None = None, pid: int | None = Non
         "generation": view.generation,
         "metrics": view.metrics_url,
         "reloads": {"ok": view.reloads_ok, "failed": view.reloads_failed, "last_ok": view.last_reload_ok,
-                    "last_error": view.last_reload_error},
+                    "last_error": view.last_reload_error, "last_applied": view.last_reload_applied},
         "signed": st.signed,
         "rejected": st.rejected,
         "native": _native.parts(),
@@ -266,7 +268,9 @@ def render(doc: Mapping[str, Any], *, now: float | None = None, stale_after: flo
         lines.append(f"STALE: status last written {_ago(age)} ago; is the agent running?")
     reloads = doc.get("reloads", {})
     if not reloads.get("last_ok", True):
-        lines.append(f"last reload FAILED (running the previous configuration): {reloads.get('last_error')}")
+        kept = ("running its configuration without what failed" if reloads.get("last_applied")
+                else "running the previous configuration")
+        lines.append(f"last reload FAILED ({kept}): {reloads.get('last_error')}")
     rows = [["PROBE", "STATE", "RUNS", "FAILURES", "LAST", "ERROR"]]
     for name, p in sorted(doc.get("probes", {}).items()):
         state = "starting" if not p["runs"] else ("ok" if p["last_success"] else "FAILING")

@@ -167,6 +167,7 @@ def test_a_listener_that_cannot_listen_after_a_reload_fails_the_reload(workdir: 
         assert metric(text, "hoststamp_config_reloads_total", result="success") == 0.0
         assert metric(text, "hoststamp_config_last_reload_successful") == 0.0
         wait_for(lambda: agent.status()["reloads"]["last_ok"] is False, what="the failure in the status file")
+        assert agent.status()["reloads"]["last_applied"] is True  # its configuration runs, without the listener
         # the rest of the new configuration runs
         wait_for(lambda: len(sequences(workdir / "out" / "b.ndjson")) >= 8, what="events in the new sink")
         assert agent.stop() == 0

@@ -86,7 +86,11 @@ def test_failed_reload_and_listeners_are_shown() -> None:
                listeners=[{"uri": "unix:/in", "accepted": 5, "duplicates": 0, "dropped": 0, "connections": 2,
                            "connections_open": 1, "rejected": {"json": 3, "depth": 0}}])
     text = render(doc, now=201.0).text
-    assert "reload FAILED" in text and "sinks[0].uri: bad" in text
+    assert "reload FAILED (running the previous configuration)" in text and "sinks[0].uri: bad" in text
+    # a reload whose configuration runs without a listener that could not listen says so
+    doc["reloads"] = {"ok": 0, "failed": 1, "last_ok": False, "last_applied": True,
+                      "last_error": "listener unix:/in: cannot listen"}
+    assert "reload FAILED (running its configuration without what failed)" in render(doc, now=201.0).text
     assert next(line for line in text.splitlines() if line.startswith("unix:/in")).split()[-1] == "json=3"
 
 
