@@ -30,6 +30,20 @@ def name(base: int) -> str:
     return f"{base:020d}.wal"
 
 
+def _set_aside(tmp_path: Path, dest: Path, original: Path, held: list[int]) -> Spool:
+    """The spool started again over ``dest``, a copy of ``original`` (records ``held``): the copy is set aside
+    whole, unchanged for inspection, and named as such; nothing is lost or counted twice."""
+    again = Spool(tmp_path)
+    report = again.report
+    assert (report.missing, report.damaged, report.corrupt_bytes) == (0, 0, 0), report.problems
+    assert report.duplicates == len(held) and report.pending == 200
+    assert report.problems == (f"{dest.name}: holds only records {held[0]} to {held[-1]}, which the spool already "
+                               f"has ({original.name}): a copy, set aside, not sent again",)
+    assert len(report.quarantined) == 1 and not dest.exists()
+    assert Path(report.quarantined[0]).read_bytes() == original.read_bytes()
+    return again
+
+
 @pytest.mark.parametrize("where", ["after the newest", "between two"])
 def test_a_segment_copied_under_a_later_name_is_set_aside_not_counted_lost(tmp_path: Path, where: str) -> None:
     segs = stopped(tmp_path, 200)
@@ -38,14 +52,7 @@ def test_a_segment_copied_under_a_later_name_is_set_aside_not_counted_lost(tmp_p
     # after the newest, or between the fourth and fifth segments, named inside the records of the fourth
     dest = tmp_path / name(10_000 if where == "after the newest" else numbers(segs[3])[2])
     shutil.copy(original, dest)
-    again = Spool(tmp_path)
-    report = again.report
-    assert (report.missing, report.damaged, report.corrupt_bytes) == (0, 0, 0), report.problems
-    assert report.duplicates == len(held) and report.pending == 200
-    assert report.problems == (f"{dest.name}: holds only records {held[0]} to {held[-1]}, which the spool already "
-                               f"has ({original.name}): a copy, set aside, not sent again",)
-    assert len(report.quarantined) == 1 and not dest.exists()
-    assert Path(report.quarantined[0]).read_bytes() == original.read_bytes()  # kept unchanged, for inspection
+    again = _set_aside(tmp_path, dest, original, held)
     assert [e.sequence for e in again.read(1000)] == list(range(1, 201))  # each record once, nothing lost
     assert again.next_index == 201
     again.close()
@@ -109,14 +116,7 @@ def test_a_segment_copied_under_an_earlier_name_is_set_aside_and_the_genuine_one
     held = numbers(original)
     dest = tmp_path / name(0 if where == "before the oldest" else numbers(segs[0])[2])
     shutil.copy(original, dest)
-    again = Spool(tmp_path)
-    report = again.report
-    assert (report.missing, report.damaged, report.corrupt_bytes) == (0, 0, 0), report.problems
-    assert report.duplicates == len(held) and report.pending == 200
-    assert report.problems == (f"{dest.name}: holds only records {held[0]} to {held[-1]}, which the spool already "
-                               f"has ({original.name}): a copy, set aside, not sent again",)
-    assert len(report.quarantined) == 1 and not dest.exists()
-    assert Path(report.quarantined[0]).read_bytes() == original.read_bytes()
+    again = _set_aside(tmp_path, dest, original, held)
     assert all(p.exists() for p in segs)  # every genuine segment kept where it was
     assert [e.sequence for e in again.read(1000)] == list(range(1, 201))  # each record once, nothing lost
     assert again.next_index == 201
