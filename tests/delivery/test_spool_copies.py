@@ -44,6 +44,16 @@ def _set_aside(tmp_path: Path, dest: Path, original: Path, held: list[int]) -> S
     return again
 
 
+def _all_once_then_clean(tmp_path: Path, again: Spool) -> None:
+    """Every one of the 200 records is sent once, and the next start reports nothing new."""
+    assert [e.sequence for e in again.read(1000)] == list(range(1, 201))  # each record once, nothing lost
+    assert again.next_index == 201
+    again.close()
+    clean = Spool(tmp_path)  # reported once
+    assert clean.report.clean and clean.report.pending == 200
+    clean.close()
+
+
 @pytest.mark.parametrize("where", ["after the newest", "between two"])
 def test_a_segment_copied_under_a_later_name_is_set_aside_not_counted_lost(tmp_path: Path, where: str) -> None:
     segs = stopped(tmp_path, 200)
@@ -53,12 +63,7 @@ def test_a_segment_copied_under_a_later_name_is_set_aside_not_counted_lost(tmp_p
     dest = tmp_path / name(10_000 if where == "after the newest" else numbers(segs[3])[2])
     shutil.copy(original, dest)
     again = _set_aside(tmp_path, dest, original, held)
-    assert [e.sequence for e in again.read(1000)] == list(range(1, 201))  # each record once, nothing lost
-    assert again.next_index == 201
-    again.close()
-    clean = Spool(tmp_path)  # reported once
-    assert clean.report.clean and clean.report.pending == 200
-    clean.close()
+    _all_once_then_clean(tmp_path, again)
 
 
 def test_a_copy_of_delivered_records_is_set_aside_and_nothing_is_sent_again(tmp_path: Path) -> None:
@@ -118,12 +123,7 @@ def test_a_segment_copied_under_an_earlier_name_is_set_aside_and_the_genuine_one
     shutil.copy(original, dest)
     again = _set_aside(tmp_path, dest, original, held)
     assert all(p.exists() for p in segs)  # every genuine segment kept where it was
-    assert [e.sequence for e in again.read(1000)] == list(range(1, 201))  # each record once, nothing lost
-    assert again.next_index == 201
-    again.close()
-    clean = Spool(tmp_path)  # reported once
-    assert clean.report.clean and clean.report.pending == 200
-    clean.close()
+    _all_once_then_clean(tmp_path, again)
 
 
 def test_a_copy_of_a_renamed_segment_under_the_name_of_its_first_record_is_set_aside(tmp_path: Path) -> None:
