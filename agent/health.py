@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from . import _native
+from .hostfs.reader import read_small
 from .pipeline.queue import SinkQueue
 from .pipeline.stats import PipelineStats, SinkKey, SinkStats, sink_label
 from .transport.uri import redact
@@ -219,7 +220,7 @@ class StatusFile:
 
 def read_status(path: Path) -> dict[str, Any]:
     """The document, or OSError/ValueError when there is none or it is unreadable."""
-    doc = orjson.loads(path.read_bytes())
+    doc = orjson.loads(read_small(str(path), 64 << 20))  # a FIFO there is refused (EINVAL), never waited on
     if not isinstance(doc, dict) or doc.get("version") != 1:
         raise ValueError(f"{path}: not a hoststamp status file")
     return doc

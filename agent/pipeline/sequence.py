@@ -38,9 +38,12 @@ import fcntl
 import json
 import logging
 import os
+import stat
 import time
 from pathlib import Path
 
+from ..errors import ConfigError
+from ..hostfs.reader import read_small
 from ..model import MAX_KEPT_NAME, bounded_name
 
 __all__ = ["SequenceStore"]
@@ -49,6 +52,8 @@ BLOCK = 4096
 #: numbers left to the holder of the state above what it took over from borrowers, below any later borrower's
 HOLDER_ROOM = 1 << 32
 MAX_SOURCES = 16384
+#: the most read of the state file (its sources are bounded: far below this)
+MAX_STATE = 64 << 20
 EPOCH_SHIFT = 32
 
 log = logging.getLogger("hoststamp.pipeline")
@@ -94,7 +99,7 @@ class SequenceStore:
         """Take the state's lock (kept until :meth:`close`); False when another process holds it."""
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = path.with_name("sequences.lock")
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = _open_regular(lock)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -114,7 +119,7 @@ class SequenceStore:
 
     def _load(self, path: Path) -> None:
         try:
-            doc = json.loads(path.read_text())
+            doc = json.loads(read_small(str(path), MAX_STATE))  # a FIFO there is refused, never waited on
             if not isinstance(doc, dict):
                 raise ValueError("not an object")
         except FileNotFoundError:
@@ -261,7 +266,7 @@ class _Borrowed:
         self.sources: dict[str, int] = {}
 
     def __enter__(self) -> _Borrowed:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.fd = _open_regular(self.path)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX)  # held for a read and a write
             raw = b""
@@ -291,3 +296,13 @@ class _Borrowed:
         finally:
             os.close(self.fd)
 
+
+def _open_regular(path: Path) -> int:
+    """``path`` opened to read and write (made if missing), as long as it is a regular file: a FIFO or a device
+    put there is a configuration error naming the state directory, not a failure to blame on something else."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"{path}: not a regular file (remove it: the agent makes it)", key="agent.state_dir")
+    os.set_blocking(fd, True)
+    return fd
