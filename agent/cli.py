@@ -194,6 +194,13 @@ def _run_config(args: argparse.Namespace) -> config_mod.Config:
     return cfg
 
 
+def _warn(cfg: config_mod.Config) -> config_mod.Config:
+    """Log what runs but does nothing, as `config check` warns of it (at start and on each reload)."""
+    for what, reason in cfg.warnings():
+        logging.getLogger("hoststamp").warning("%s: %s: %s", cfg.path or "configuration", what, reason)
+    return cfg
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .app import Agent
     from .status import StatusLine
@@ -203,11 +210,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # [agent] log_format and log_level, unless the command line said otherwise
     json_logs = (args.log_format or cfg.agent.log_format) == "json"
     _setup_logging(args.log_format or cfg.agent.log_format, args.verbose, cfg.agent.log_level)
-    for what, reason in cfg.warnings():  # what runs but does nothing, as `config check` warns of it
-        logging.getLogger("hoststamp").warning("%s: %s: %s", cfg.path or "configuration", what, reason)
+    _warn(cfg)
     key = _host_key(args.key, cfg)
     _state_dir(cfg)
-    agent = Agent(cfg, key, once=args.once, reload_config=lambda: _run_config(args))
+    agent = Agent(cfg, key, once=args.once, reload_config=lambda: _warn(_run_config(args)))
     status = StatusLine(agent.stats, [(ep.uri, q) for ep, q in zip(cfg.sinks, agent.queues, strict=True)])
     if status.live and any(ep.scheme == "stdout" for ep in cfg.sinks) and same_terminal(sys.stdout, sys.stderr):
         status.live = False  # events on the terminal: a status line rewritten between them would garble them

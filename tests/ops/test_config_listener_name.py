@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,19 @@ def test_run_logs_the_warning_and_runs(tmp_path: Path) -> None:
     res = run_cli(["run", "--once", "--config", str(path), "--key", str(tmp_path / "host.key")], cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stderr.count(b"listeners[0].name: not used") == 1
+
+
+def test_a_reload_logs_the_warning_too(tmp_path: Path) -> None:
+    from tests.ops.agentproc import AgentProcess, config_text, wait_for
+
+    assert run_cli(["keys", "generate", "--dir", "keys"], cwd=tmp_path).returncode == 0
+    cfg = tmp_path / "hoststamp.toml"
+    cfg.write_text(config_text(["file:out/a.ndjson"]))
+    with AgentProcess(tmp_path, cfg) as agent:
+        agent.wait_ready()
+        assert "not used" not in agent.log()
+        cfg.write_text(config_text(["file:out/a.ndjson"]) +
+                       f'[[listeners]]\nuri = "unix:{tmp_path}/in.sock"\nname = "guest-7"\n')
+        agent.signal(signal.SIGHUP)
+        wait_for(lambda: "listeners[0].name: not used" in agent.log(), what="the warning logged on the reload")
+        assert agent.stop() == 0
