@@ -79,6 +79,10 @@ def name_problem(name: str, what: str) -> str | None:
     return None
 
 
+#: the most read of a credentials file (a JWT and a seed: a few KiB)
+MAX_CREDS = 1 << 16
+
+
 def creds_problem(path: str) -> str | None:
     """Why the credentials file ``path`` cannot be used to connect, or None: it must be a readable file, and
     the client needs the ``nkeys`` package to sign with it."""
@@ -91,10 +95,21 @@ def creds_problem(path: str) -> str | None:
     except OSError as exc:
         return f"{path}: {exc.strerror or exc}"
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             return f"{path}: not a file"
+        if st.st_size > MAX_CREDS:
+            return f"{path}: {st.st_size} bytes, more than a credentials file holds"
+        text = os.read(fd, MAX_CREDS + 1)
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
     finally:
         os.close(fd)
+    # the client reads the file section by section, looking for each for as long as it takes: a file without
+    # both would hold the connect (and the event loop) for ever
+    for section in (b"BEGIN NATS USER JWT", b"BEGIN USER NKEY SEED"):
+        if section not in text:
+            return f"{path}: not a NATS credentials file (no {section.decode()} section)"
     if importlib.util.find_spec("nkeys") is None:
         return "a credentials file needs the nkeys package (pip install nkeys), which is not installed"
     return None

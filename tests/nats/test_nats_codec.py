@@ -235,7 +235,18 @@ def test_a_credentials_file_is_checked_with_the_configuration(tmp_path: Path) ->
         NatsOptions(creds=str(tmp_path / "absent.creds"))
     with pytest.raises(ValueError, match="creds: empty path"):
         NatsOptions(creds="")
-    (tmp_path / "x.creds").write_text("-----BEGIN NATS USER JWT-----\n")
+    # a file without both sections would hold the client's reading of it (and the loop) for ever
+    (tmp_path / "seed-only.creds").write_text("-----BEGIN USER NKEY SEED-----\nSUAB\n------END USER NKEY SEED------\n")
+    with pytest.raises(ValueError, match="no BEGIN NATS USER JWT section"):
+        NatsOptions(creds=str(tmp_path / "seed-only.creds"))
+    (tmp_path / "empty.creds").write_text("")
+    with pytest.raises(ValueError, match="not a NATS credentials file"):
+        NatsOptions(creds=str(tmp_path / "empty.creds"))
+    (tmp_path / "big.creds").write_bytes(b"x" * (1 << 20))
+    with pytest.raises(ValueError, match="more than a credentials file holds"):
+        NatsOptions(creds=str(tmp_path / "big.creds"))
+    (tmp_path / "x.creds").write_text("-----BEGIN NATS USER JWT-----\neyJ\n------END NATS USER JWT------\n"
+                                      "-----BEGIN USER NKEY SEED-----\nSUAB\n------END USER NKEY SEED------\n")
     if importlib.util.find_spec("nkeys") is None:  # the client cannot sign with it: said now, not at every retry
         with pytest.raises(ValueError, match="needs the nkeys package"):
             NatsOptions(creds=str(tmp_path / "x.creds"))
