@@ -267,16 +267,20 @@ def _listener(table: Mapping[str, Any], *, prefix: str, file: str | None) -> obj
 
 
 def _host_key(problems: list[Problem], path: Any, file: str | None) -> None:
-    """``[agent] key``, when the file names one, is the host key `run` would load: as `run` refuses it (missing,
-    readable by others, a public key, not a key), so does the check."""
-    if not isinstance(path, str) or not path or "\0" in path or any(p.key == "agent.key" for p in problems):
-        return  # not a path (the agent table's own check said so)
-    if os.environ.get(config_mod.ENV_KEY):
-        return  # run takes the key HOSTSTAMP_KEY names instead of this one
+    """The host key `run` would load from the configuration: ``HOSTSTAMP_KEY`` when set, else ``[agent] key``
+    when the file names one. As `run` refuses it (missing, readable by others, a public key, not a key), so does
+    the check, naming the variable or the key."""
+    env = os.environ.get(config_mod.ENV_KEY)
+    if env:
+        path, name = env, config_mod.ENV_KEY
+    else:
+        name = "agent.key"
+        if not isinstance(path, str) or not path or "\0" in path or any(p.key == name for p in problems):
+            return  # not a path (the agent table's own check said so)
     try:
         load_signing_key(path)
     except SigningError as exc:
-        problems.append(Problem(file, "agent.key", str(exc)))
+        problems.append(Problem(file, name, str(exc)))
 
 
 def check_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> list[Problem]:

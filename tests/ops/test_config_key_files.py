@@ -81,8 +81,12 @@ def test_config_check_refuses_the_host_key_run_would_refuse(tmp_path: Path) -> N
     key.chmod(0o640)
     res = run_cli(["config", "check", str(cfg)], cwd=tmp_path, env=NO_ENV_KEY)
     assert res.returncode == 2 and b"agent.key" in res.stderr and b"chmod 600" in res.stderr
-    # overridden by HOSTSTAMP_KEY, the file's key is not the one run takes
-    env = {"HOSTSTAMP_KEY": str(tmp_path / "elsewhere.key")}
+    # overridden by HOSTSTAMP_KEY, the file's key is not the one run takes: the variable's is looked at instead
+    good = generate_keypair(tmp_path / "good")
+    env = {"HOSTSTAMP_KEY": str(good.path)}
     assert run_cli(["config", "check", str(cfg)], cwd=tmp_path, env=env).returncode == 0
+    env = {"HOSTSTAMP_KEY": str(tmp_path / "good" / "host.pub")}
+    res = run_cli(["config", "check", str(cfg)], cwd=tmp_path, env=env)
+    assert res.returncode == 2 and b"HOSTSTAMP_KEY" in res.stderr and b"a public key" in res.stderr, res.stderr
     key.chmod(0o600)
     assert run_cli(["config", "check", str(cfg)], cwd=tmp_path, env=NO_ENV_KEY).returncode == 0
