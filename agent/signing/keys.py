@@ -9,6 +9,8 @@ extension's test vectors use one.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import stat
@@ -230,21 +232,42 @@ def generate_keypair(directory: str | os.PathLike[str], *, overwrite: bool = Fal
         raise SigningError(f"{key_path}: a key already exists; remove it first to make a new one")
     try:
         if not d.is_dir():
+            if os.path.lexists(d):
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory (something else is in the way)")
             d.mkdir(parents=True, exist_ok=True)
             os.chmod(d, 0o700)  # not left to the umask: it holds the private key
         key = SigningKey.generate()
-        tmp = key_path.with_name(KEY_NAME + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # both written beside their places first, then renamed in, the public key first: a failure leaves no
+        # half pair, and a link, a FIFO or a file at either name is replaced, never followed or opened
+        key_tmp = _write_new(key_path, key.private_pem(), 0o600)
         try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, key.private_pem())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, key_path)
-        pub_path.write_bytes(key.public_pem())
-        os.chmod(pub_path, 0o644)
+            pub_tmp = _write_new(pub_path, key.public_pem(), 0o644)
+            try:
+                os.replace(pub_tmp, pub_path)
+            except OSError:
+                os.unlink(pub_tmp)
+                raise
+            os.replace(key_tmp, key_path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(key_tmp)
+            raise
     except OSError as exc:  # a runtime failure (exit 1), not a usage error
         raise AgentError(f"{d}: cannot write keys: {exc.strerror or exc}") from None
     key.path = key_path
     return key
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> Path:
+    """``data`` in a new file beside ``path`` (made with ``mode``, whatever the umask, and synced); its name."""
+    tmp = path.with_name(path.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # whatever is there (a link, a FIFO) is not opened
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return tmp

@@ -90,3 +90,25 @@ def test_config_check_refuses_the_host_key_run_would_refuse(tmp_path: Path) -> N
     assert res.returncode == 2 and b"HOSTSTAMP_KEY" in res.stderr and b"a public key" in res.stderr, res.stderr
     key.chmod(0o600)
     assert run_cli(["config", "check", str(cfg)], cwd=tmp_path, env=NO_ENV_KEY).returncode == 0
+
+
+def test_keys_generate_replaces_what_is_at_the_public_key_and_leaves_no_half_pair(tmp_path: Path) -> None:
+    """A FIFO at host.pub is replaced, not opened (it hung); a link there is replaced, not followed (its target
+    was overwritten); a directory there fails the whole pair (a lone host.key was left)."""
+    fifo_dir, link_dir, dir_dir = tmp_path / "fifo", tmp_path / "link", tmp_path / "dir"
+    for d in (fifo_dir, link_dir, dir_dir):
+        d.mkdir()
+    os.mkfifo(fifo_dir / "host.pub")
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    (link_dir / "host.pub").symlink_to(precious)
+    (dir_dir / "host.pub").mkdir()
+    for d in (fifo_dir, link_dir):
+        res = run_cli(["keys", "generate", "--dir", str(d)], cwd=tmp_path, timeout=20)
+        assert res.returncode == 0, res.stderr
+        key = load_signing_key(d / "host.key")
+        assert load_verify_key(d / "host.pub").keyid == key.keyid and not (d / "host.pub").is_symlink()
+    assert precious.read_text() == "keep me"
+    res = run_cli(["keys", "generate", "--dir", str(dir_dir)], cwd=tmp_path, timeout=20)
+    assert res.returncode == 1 and b"cannot write keys" in res.stderr
+    assert sorted(p.name for p in dir_dir.iterdir()) == ["host.pub"]  # no host.key without its public half
