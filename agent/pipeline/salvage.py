@@ -131,9 +131,9 @@ class _Notes:
     #: runs of record numbers the segments scanned so far hold, in order: (first, last, file name)
     runs: list[tuple[int, int, str]] = field(default_factory=list)
 
-    def quarantine(self, path: Path, problem: str, nbytes: int) -> None:
+    def quarantine(self, path: Path, problem: str, nbytes: int, *, keep: bool = False) -> None:
         self.problems.append(problem)
-        self.quarantined.append(set_aside(path))
+        self.quarantined.append(set_aside(path, keep=keep))
         self.corrupt_bytes += nbytes
 
     def hold(self, name: str, numbers: list[int]) -> None:
@@ -155,13 +155,22 @@ class _Notes:
         return self.runs[i][2] if i >= 0 and self.runs[i][0] <= n <= self.runs[i][1] else None
 
 
-def set_aside(path: Path) -> str:
+def set_aside(path: Path, *, keep: bool = False) -> str:
     """Move ``path`` (a file, or whatever else has the name) into ``quarantine/`` beside it, unchanged; returns
-    where it went."""
+    where it went. ``keep``: link it there instead, leaving it in place until what replaces it is renamed over
+    it, so that no moment (a crash) finds neither."""
     qdir = path.parent / "quarantine"
     qdir.mkdir(exist_ok=True)
     dest = qdir / f"{path.name}.{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.{os.getpid()}"
-    os.replace(path, dest)
+    n = 1
+    while os.path.lexists(dest):  # set aside before in the same second, by a start that was cut short
+        dest = dest.with_name(f"{dest.name.rsplit('~', 1)[0]}~{n}")
+        n += 1
+    if keep:
+        os.link(path, dest)
+        fsync_dir(qdir)
+    else:
+        os.replace(path, dest)
     return str(dest)
 
 
@@ -229,21 +238,24 @@ def _keep(f: SegmentFile, data: bytes, got: Intact, after: int, committed: int, 
     numbers = sorted(chunks)
     rewrite = rewrite or bool(borrowed)
     path = f.path
-    if got.damage:
-        taken = ""
-        if borrowed:
-            sources = sorted({name for _, name in borrowed.values()})
-            taken = f"; {len(borrowed)} taken from {', '.join(sources)}"
-        notes.quarantine(path, f"{path.name}{got.problem} ({got.damage} bytes unreadable, {len(numbers)} records "
-                               f"kept{taken})", got.damage)
-    if numbers and rewrite:
-        tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(path.name + ".tmp")
+    if numbers and rewrite:  # the clean copy first, durable, while the file it replaces is still in place
         # mode 0600 like every segment: the records are whole signed events
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with open(fd, "wb") as out:
             out.write(b"".join([wal.MAGIC, *(chunks[n] for n in numbers)]))
             out.flush()
             os.fsync(out.fileno())
+    if got.damage:
+        taken = ""
+        if borrowed:
+            sources = sorted({name for _, name in borrowed.values()})
+            taken = f"; {len(borrowed)} taken from {', '.join(sources)}"
+        # linked aside while a clean copy is to replace it: a crash between the two finds the original still in
+        # place (and salvages it again), never neither
+        notes.quarantine(path, f"{path.name}{got.problem} ({got.damage} bytes unreadable, {len(numbers)} records "
+                               f"kept{taken})", got.damage, keep=bool(numbers and rewrite))
+    if numbers and rewrite:
         os.replace(tmp, path)
         fsync_dir(path.parent)
     seg = Segment(f.base, path, count=len(numbers), last=numbers[-1] if numbers else 0)

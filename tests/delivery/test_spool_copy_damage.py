@@ -122,3 +122,32 @@ def test_only_a_file_not_named_by_its_first_record_is_called_a_copy(tmp_path: Pa
     assert not first.exists() and not copy.exists()
     assert (report.pending, report.missing, report.damaged) == (0, 0, 0)
     again.close()
+
+
+def test_a_crash_while_a_damaged_segment_is_replaced_loses_none_of_its_intact_records(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clean copy of a damaged segment is written and made durable while the segment is still in place, and
+    the segment is linked aside, not moved: a start killed before the copy is renamed in leaves the segment
+    where it was, and the next start salvages it again, losing only its damaged record."""
+    import os
+
+    from agent.pipeline import salvage
+
+    segs = stopped(tmp_path, 200)
+    damaged = flip_second_record(segs[2])
+    real_replace = os.replace
+
+    def crash_before_the_copy_is_renamed_in(src: object, dst: object) -> None:
+        if str(src).endswith(".wal.tmp"):
+            raise KeyboardInterrupt("killed")  # as a SIGKILL would leave it: nothing after this runs
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(salvage.os, "replace", crash_before_the_copy_is_renamed_in)
+    with pytest.raises(KeyboardInterrupt):
+        Spool(tmp_path)
+    monkeypatch.setattr(salvage.os, "replace", real_replace)
+    assert segs[2].exists()  # the damaged segment is still in place
+    sp = Spool(tmp_path)
+    assert sp.report.damaged == 1 and sp.report.missing == 0, sp.report.problems
+    assert [e.sequence for e in sp.read(1000)] == [n for n in range(1, 201) if n != damaged]
+    sp.close()
