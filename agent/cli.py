@@ -303,10 +303,24 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _status_dir(config: str | None) -> str:
+    """The ``state_dir`` of the configuration at ``config``, said even by a file with a problem elsewhere (a
+    reload the agent refused, while it runs the configuration before it): the problem is shown beside it."""
+    try:
+        return _load_config(config).agent.state_dir
+    except ConfigError as exc:
+        agent = config_mod.read_document(config).get("agent", {}) if config and exc.key != "agent.state_dir" else 0
+        state = agent.get("state_dir", config_mod.AgentSettings().state_dir) if isinstance(agent, dict) else None
+        if not isinstance(state, str) or not state:
+            raise exc from None
+        print(f"hoststamp status: {exc} (the status is read all the same)", file=sys.stderr)
+        return state
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from .health import STATUS_FILE, read_status, render
 
-    state = args.state_dir or _load_config(args.config).agent.state_dir
+    state = args.state_dir or _status_dir(args.config)
     path = Path(state) / STATUS_FILE
     try:
         doc = read_status(path)

@@ -56,6 +56,11 @@ def test_metrics_status_and_clean_stop(workdir: Path) -> None:
         assert "cgroup" in out and " ok " in out and "file:out/a.ndjson" in out and " up " in out
         as_json = orjson.loads(run_cli(["status", "--state-dir", "state", "--json"], cwd=workdir).stdout)
         assert as_json["probes"]["cgroup"]["last_success"] is True
+        # the file changed since (a reload would refuse it): its state_dir is still where the status is
+        cfg.write_text(cfg.read_text().replace("[agent]\n", "[agent]\nbogus_key = 1\n", 1))
+        res = run_cli(["status", "--config", str(cfg)], cwd=workdir, timeout=20)
+        assert res.returncode == 0 and "cgroup" in res.stdout.decode(), res.stderr.decode()
+        assert b"agent.bogus_key" in res.stderr and b"read all the same" in res.stderr
 
         assert agent.stop() == 0
     seqs = sequences(workdir / "out" / "a.ndjson")
