@@ -304,8 +304,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _status_dir(config: str | None) -> str:
-    """The ``state_dir`` of the configuration at ``config``, said even by a file with a problem elsewhere (a
-    reload the agent refused, while it runs the configuration before it): the problem is shown beside it."""
+    """The ``state_dir`` of ``config``, even of a file with a problem elsewhere (a refused reload's): said too."""
     try:
         return _load_config(config).agent.state_dir
     except ConfigError as exc:

@@ -114,14 +114,11 @@ class SinkWorker:
                 dropped = self._spool.dropped
                 dropped["spool_damaged"] = dropped.get("spool_damaged", 0) + lost
         stats.dropped = queue.dropped  # the queue counts drops by reason; the stats show the same dict
-        #: the sink reported a failure it retries by itself and not yet its recovery: not healthy meanwhile,
-        #: whatever a send that only queued says
+        #: the sink reported a failure it retries itself and not yet its recovery: not healthy, whatever sends say
         self._troubled = False
-        #: how many failures the sink has reported itself (each counted when reported)
-        self._reports = 0
-        #: a send, flush or open failed and was counted, and since then the sink has not reported a failure nor
-        #: has one of them worked: a failure the sink reports now is the same one (a flush giving up on acks an
-        #: instant before the ack timeout drops the connection)
+        self._reports = 0  #: failures the sink reported itself (each counted when reported)
+        #: a send, flush or open failed and was counted, and nothing worked nor was reported since: a failure the
+        #: sink reports now is that one (a flush giving up on acks just before the ack timeout drops the link)
         self._counted_unreported = False
         sink.on_trouble = self._trouble
         sink.on_left_out = self._left_out_now
@@ -169,15 +166,12 @@ class SinkWorker:
         self._unflushed = waiting
 
     def _told_since(self, before: int) -> bool:
-        """Whether a failure of the sink's own was reported since ``before`` (:attr:`_reports`), or the sink is
-        down by its own report: a send, flush or open failing then fails of that failure, counted already (a
-        downstream that stops acknowledging: its ack timeout drops the connection, and the flush waiting for
-        those acks gives up after it)."""
+        """Whether the sink reported a failure since ``before`` (:attr:`_reports`) or is down by its own report:
+        a send, flush or open failing then fails of that failure, counted already."""
         return self._troubled or self._reports != before
 
     def _failed(self, exc: Exception, action: str, *, told: bool | None = None) -> None:
-        """Count and log a failure; ``told``: for a failure of the sink's own operations, whether the sink
-        reported it itself (None: not such a failure)."""
+        """Count and log a failure; ``told``: whether the sink reported it itself (None: not a sink operation's)."""
         if not told:
             self.stats.send_errors += 1
         self._counted_unreported = told is False
