@@ -1,20 +1,26 @@
 """RFC 8785 (JCS) canonical JSON, fast.
 
 ``canonical(obj)`` returns exactly the bytes the ``rfc8785`` package returns, but
-takes the orjson path (≈ 60× faster) whenever orjson's output is provably the
-same: sorted keys that are ASCII (JCS sorts by UTF-16 code units, orjson by
-UTF-8 bytes; they agree on ASCII), and floats that orjson prints in plain
-decimal notation the way ECMAScript does (non-integral, 1e-5 ≤ |x| < 1e16). An
-integral float is written as the integer it equals, which is what JCS prints
-for it too. Anything else falls back to ``rfc8785``.
+with orjson doing the writing (≈ 60× faster). Where orjson's output is provably
+already JCS it is taken as it is: sorted keys that are ASCII (JCS sorts by UTF-16
+code units, orjson by UTF-8 bytes; they agree on ASCII), and floats that orjson
+prints the way ECMAScript does. Whether that holds is read off its bytes
+(:func:`_as_is`): orjson writes a float either in plain decimal (``0.12``,
+``123.0``) or with a signed exponent (``1e-7``, ``1.5e+16``; before 3.11.7
+without the ``+``, which is checked at import), so output with no exponent, no
+``.0`` closing a number and no ``null`` (what NaN becomes) holds only floats both
+agree on. A string that happens to contain one of these only costs the walk.
 
-Whether orjson's output needs no change is read off its bytes (:func:`_as_is`):
-orjson writes a float either in plain decimal (``0.12``, ``123.0``) or with a
-signed exponent (``1e-7``, ``1.5e+16``; before 3.11.7 without the ``+``, which
-is checked at import), so output with no exponent, no ``.0`` closing a number
-and no ``null`` (what NaN becomes) holds only floats both agree on. A string
-that happens to contain one of these only costs the slower path, never a
-wrong answer.
+Otherwise one walk (:func:`_walk`) hands orjson what it then writes as JCS: an
+integral float as the integer it equals; a float orjson writes with an exponent
+where ECMAScript writes plain digits (from 1e-6 to 1e-5, and integral ones from
+2^53 to 10^21) as a JSON fragment of ECMAScript's text (:func:`es_number`); an
+object with keys that are not ASCII as a fragment of its own JCS. orjson and
+ECMAScript agree on every other finite float (below 1e-6 and from 1e21 on both
+write the shortest digits with a signed exponent), which tests hold them to. So
+a frame of a megabyte of floats costs a fraction of a second at most, never the
+pure-Python encoder's seconds. Only what JSON cannot carry (NaN, the
+infinities, other types) reaches ``rfc8785``, which refuses it.
 
 ``prepare(obj)`` applies the event-data rules of the contract before that:
 integers beyond ±(2^53−1) become decimal strings, integral floats become
@@ -34,12 +40,13 @@ from typing import Any
 import orjson
 import rfc8785
 
-__all__ = ["MAX_SAFE_INT", "canonical", "prepare"]
+__all__ = ["MAX_SAFE_INT", "canonical", "es_number", "prepare"]
 
 MAX_SAFE_INT = 2**53 - 1
 #: from this magnitude on, JCS (as ECMAScript) writes a number with an exponent
 _EXPONENT_FROM = 1e21
 _SORT = orjson.OPT_SORT_KEYS
+_Fragment = orjson.Fragment
 _STRICT = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 
@@ -65,10 +72,66 @@ class _Slow(Exception):
     """Raised inside the walk when only rfc8785 can render the value."""
 
 
-def _walk(obj: Any, big_to_str: bool) -> Any:
-    """Return obj with integral floats as ints (and big ints as strings if asked).
+#: a float's shortest round-trip digits as ``repr`` writes them: digits, an optional fraction, an optional exponent
+_REPR = re.compile(r"(\d+)(?:\.(\d+))?(?:e([-+]\d+))?")
 
-    Raises _Slow when orjson's rendering could differ from JCS.
+
+def es_number(x: float) -> str:
+    """What ECMAScript's ``Number::toString`` (and so JCS) writes for a finite float.
+
+    ``repr`` gives the shortest digits that read back as ``x`` (what both specify); only the layout differs:
+    plain digits up to 10^21, a plain fraction down to 10^-6, an exponent with its sign beyond.
+    """
+    if x == 0:
+        return "0"
+    m = _REPR.fullmatch(repr(-x if x < 0 else x))
+    if m is None:  # inf, nan: no JSON number
+        raise ValueError(f"{x!r} is not a finite number")
+    whole, frac, exp = m.group(1), m.group(2) or "", int(m.group(3) or 0)
+    digits = (whole + frac).lstrip("0")
+    # x = 0.DIGITS x 10^n, before trailing zeros are dropped from DIGITS
+    n = len(whole) + exp - (len(whole + frac) - len(digits))
+    digits = digits.rstrip("0")
+    k = len(digits)
+    if k <= n <= 21:
+        out = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        out = f"{digits[:n]}.{digits[n:]}"
+    elif -6 < n <= 0:
+        out = f"0.{'0' * -n}{digits}"
+    else:
+        e = n - 1
+        out = f"{digits[0]}{'.' + digits[1:] if k > 1 else ''}e{'+' if e >= 0 else '-'}{abs(e)}"
+    return "-" + out if x < 0 else out
+
+
+def _es_small(a: float) -> str:
+    """:func:`es_number` of a positive float in [1e-6, 1e-5): ``repr`` writes it as ``D.DDDe-06``."""
+    return "0.00000" + repr(a)[:-4].replace(".", "")
+
+
+def _es_integral(a: float) -> str:
+    """:func:`es_number` of a positive integral float below 1e21: its shortest digits, then zeros."""
+    if a < 1e16:
+        return str(int(a))  # an integer of at most 16 digits: the shortest digits are all of them
+    mantissa, _, exp = repr(a).partition("e+")
+    digits = mantissa.replace(".", "")
+    return digits + "0" * (int(exp) + 1 - len(digits))
+
+
+def _utf16(key: str) -> bytes:
+    return key.encode("utf-16-be", "surrogatepass")
+
+
+def _walk(obj: Any, big_to_str: bool, marks: list[bool] | None = None) -> Any:
+    """Return obj ready for orjson with sorted keys to write it as JCS: integral floats as ints (and, if asked,
+    big ints as strings and integral floats beyond 2^53 as the digits JCS writes for them), floats that orjson
+    writes otherwise than ECMAScript as JSON fragments of ECMAScript's text, and objects with keys that are not
+    ASCII (which JCS sorts by UTF-16 code units, orjson by UTF-8 bytes) as fragments of their own JCS.
+
+    With ``marks``, no fragment is made: the value is left as it is and a mark appended instead (the result is
+    then plain JSON data, and a second walk without ``marks`` renders it). Raises _Slow for what only the
+    reference encoder decides (non-finite floats, big ints kept, other types).
     """
     t = type(obj)
     if t is str or t is bool or obj is None:
@@ -80,25 +143,50 @@ def _walk(obj: Any, big_to_str: bool) -> Any:
             return str(obj)
         raise _Slow
     if t is float:
-        if obj.is_integer():
-            if -MAX_SAFE_INT <= obj <= MAX_SAFE_INT:
-                return int(obj)
-            raise _Slow
-        if not math.isfinite(obj):
-            raise _Slow
         a = -obj if obj < 0 else obj
-        if 1e-5 <= a < 1e16:
+        if obj.is_integer():
+            if a <= MAX_SAFE_INT:
+                return int(obj)
+            if a >= _EXPONENT_FROM:  # orjson writes these as ECMAScript does (1e+21)
+                return obj
+            # JCS writes plain digits: with ``big_to_str`` the contract carries them as a string
+            text = _es_integral(a) if obj > 0 else "-" + _es_integral(a)
+            if big_to_str:
+                return text
+            if marks is not None:
+                marks.append(True)
+                return obj
+            return _Fragment(text.encode())
+        if 1e-5 <= a < 1e16 or a < 1e-6:  # orjson and ECMAScript agree here (tests hold them to it)
             return obj
-        raise _Slow
+        if 1e-6 <= a < 1e-5:  # ECMAScript writes 0.000001...
+            if marks is not None:
+                marks.append(True)
+                return obj
+            return _Fragment((_es_small(a) if obj > 0 else "-" + _es_small(a)).encode())
+        raise _Slow  # not finite (what is left between 1e16 and 1e21 is integral)
     if t is dict:
         out = {}
+        plain = True
         for k, v in obj.items():
-            if type(k) is not str or not k.isascii():
+            if type(k) is not str:
                 raise _Slow
-            out[k] = _walk(v, big_to_str)
-        return out
+            if plain and not k.isascii():
+                plain = False
+            out[k] = _walk(v, big_to_str, marks)
+        if plain:
+            return out
+        if marks is not None:
+            marks.append(True)
+            return out
+        try:
+            members = [orjson.dumps(k) + b":" + orjson.dumps(v, option=_SORT)
+                       for k, v in sorted(out.items(), key=lambda kv: _utf16(kv[0]))]
+        except orjson.JSONEncodeError:  # a key that is not valid Unicode
+            raise _Slow from None
+        return _Fragment(b"{" + b",".join(members) + b"}")
     if t is list or t is tuple:
-        return [_walk(v, big_to_str) for v in obj]
+        return [_walk(v, big_to_str, marks) for v in obj]
     raise _Slow
 
 
@@ -120,7 +208,7 @@ def _slow_prepare(obj: Any) -> Any:
                 return int(f)
             # below 10^21 JCS writes it as plain digits, a big integer to every reader: carry those digits (the
             # float's shortest form, padded with zeros: 1.2345678901234568e20 is "123456789012345680000")
-            return rfc8785.dumps(f).decode("ascii") if -_EXPONENT_FROM < f < _EXPONENT_FROM else f
+            return es_number(f) if -_EXPONENT_FROM < f < _EXPONENT_FROM else f
         return f
     if isinstance(obj, dict):
         return {str(k): _slow_prepare(v) for k, v in obj.items()}
@@ -142,8 +230,9 @@ def prepare(obj: Any) -> tuple[Any, bytes]:
     except orjson.JSONEncodeError:
         pass
     try:
-        ready = _walk(obj, True)
-        return ready, orjson.dumps(ready, option=_SORT)
+        marks: list[bool] = []
+        ready = _walk(obj, True, marks)
+        return ready, orjson.dumps(_walk(ready, False) if marks else ready, option=_SORT)
     except (_Slow, orjson.JSONEncodeError):
         ready = _slow_prepare(obj)
         return ready, _rfc8785(ready)

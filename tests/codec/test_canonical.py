@@ -11,7 +11,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.codec.canonical import MAX_SAFE_INT, canonical, prepare
+from agent.codec.canonical import MAX_SAFE_INT, canonical, es_number, prepare
 
 safe_ints = st.integers(min_value=-MAX_SAFE_INT, max_value=MAX_SAFE_INT)
 finite_floats = st.floats(allow_nan=False, allow_infinity=False)
@@ -126,3 +126,37 @@ def test_prepared_floats_read_back_as_what_was_hashed(x: float) -> None:
     assert canonical(back) == raw
     v = back["x"]
     assert type(v) is str or type(v) is float or -MAX_SAFE_INT <= v <= MAX_SAFE_INT
+
+
+def _no_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(obj: Any) -> bytes:
+        raise AssertionError("the pure-Python encoder was used")
+
+    monkeypatch.setattr("agent.codec.canonical.rfc8785.dumps", refuse)
+
+
+@settings(max_examples=400, deadline=None)
+@given(json_values)
+def test_every_json_value_is_written_without_the_reference_encoder(value: Any) -> None:
+    # what JSON carries never reaches the pure-Python encoder (a megabyte of floats took it half a second)
+    expected = rfc8785.dumps(value)
+    with pytest.MonkeyPatch.context() as mp:
+        _no_reference(mp)
+        assert canonical(value) == expected
+        ready, raw = prepare({"v": value})
+    assert raw == rfc8785.dumps(ready)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(finite_floats)
+def test_es_number_is_ecmascript(x: float) -> None:
+    assert es_number(x).encode() == rfc8785.dumps(x)
+
+
+@pytest.mark.parametrize("x", [1e-6, 9.999999999999999e-06, 1.5e-6, 2.0**53 + 2, 1e16, 1.2345678901234567e20,
+                               1e21 - 65536, 1e21, 1e-7, 5e-324, -1.5e-6, -(2.0**60)])
+def test_floats_where_orjson_and_ecmascript_differ(x: float) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        _no_reference(mp)
+        got = canonical([x, {"é": x, "e": [x]}])
+    assert got == rfc8785.dumps([x, {"é": x, "e": [x]}])
