@@ -146,6 +146,10 @@ class ListenerOptions:
     name: str | None = None
     max_frame: int = 1 << 20
     max_connections: int = 256
+    #: connections of one peer at once, at most: a unix peer is its uid, a vsock peer its CID (a Firecracker
+    #: socket's connections all come from its one VM: ``max_connections`` alone bounds them); default
+    #: :attr:`peer_connections`
+    max_connections_per_peer: int | None = None
     idle_timeout: float = 300.0
     max_depth: int = 32
     guest_signatures: Literal["off", "verify", "require"] = "off"
@@ -169,6 +173,9 @@ class ListenerOptions:
         for key in ("max_connections", "max_depth", "max_inflight", "max_unsettled_bytes"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1")
+        per_peer = self.max_connections_per_peer
+        if per_peer is not None and not 1 <= per_peer <= self.max_connections:
+            raise ValueError(f"max_connections_per_peer must be between 1 and max_connections ({self.max_connections})")
         if self.max_depth > MAX_JSON_DEPTH:
             raise ValueError(f"max_depth must be at most {MAX_JSON_DEPTH} (the event JSON itself nests the data "
                              "once more, and JSON encoders stop not far above)")
@@ -178,6 +185,18 @@ class ListenerOptions:
             raise ValueError("dedupe_window must not be negative")
         if self.mode is not None and not 0 <= self.mode <= 0o7777:
             raise ValueError("mode must be permission bits, e.g. 0o660")
+
+    @property
+    def peer_connections(self) -> int:
+        """Connections one peer may hold at once: ``max_connections_per_peer``; by default, on a ``vsock:``
+        listener (where each guest VM is a peer) a quarter of ``max_connections`` (at least 1), so that one guest
+        cannot take every place; elsewhere ``max_connections`` (the local processes of a unix socket often share
+        one uid: root in every container)."""
+        if self.max_connections_per_peer is not None:
+            return self.max_connections_per_peer
+        if self.uri.startswith("vsock:"):
+            return max(1, self.max_connections // 4)
+        return self.max_connections
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,10 @@ connection, after acking what came before it and refusing the frame it starts
 (so a sender with a larger limit does not send that event again). If
 ``deliver`` fails, the connection is closed without acking what is unsettled,
 so the sender sends it again.
+
+A listener takes at most ``max_connections`` connections, and at most
+``max_connections_per_peer`` of one peer (:meth:`Receiver.peer_of`): one
+peer opening connections cannot lock the others out.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from ..config import ListenerOptions
 from ..errors import TransportError
 from ..transport import ByteStream, Listener, listen
 from .connection import Connection
-from .dedupe import DedupeWindow
+from .dedupe import DedupeWindow, channel_of
 from .policy import GuestPolicy
 from .telemetry import ReceiverStats, RejectLog
 
@@ -76,6 +80,8 @@ class Receiver:
         self.reject = RejectLog(self.stats, listener=options.uri)
         self._listener = listener
         self._conns: set[asyncio.Task[None]] = set()
+        #: connections open per peer (see :meth:`peer_of`); a peer is here only while it has one open
+        self._per_peer: dict[str, int] = {}
         self._connections: set[Connection] = set()
         #: shutting down: no connection is taken, nothing more is read (see :meth:`finish`)
         self._finishing = False
@@ -161,12 +167,42 @@ class Receiver:
                     self.reject(stream.peer, "connections", f"limit of {self.options.max_connections} reached")
                     await stream.aclose()
                     continue
+                peer = self.peer_of(stream.peer)
+                if peer is not None:
+                    if self._per_peer.get(peer, 0) >= self.options.peer_connections:
+                        self.reject(stream.peer, "peer_connections",
+                                    f"limit of {self.options.peer_connections} connections of {peer} reached")
+                        await stream.aclose()
+                        continue
+                    self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
                 self.stats.connections += 1
                 task = asyncio.get_running_loop().create_task(self._handle(stream))
                 self._conns.add(task)
                 task.add_done_callback(self._conns.discard)
+                if peer is not None:
+                    task.add_done_callback(functools.partial(self._peer_gone, peer))
         finally:
             await self.aclose()
+
+    def peer_of(self, hostpeer: str) -> str | None:
+        """Whose share of ``max_connections_per_peer`` a connection from ``hostpeer`` takes: a unix peer's uid
+        (not its pid: a process can fork), a vsock peer's CID. None on a Firecracker socket, where every
+        connection comes from its one VM and ``max_connections`` alone bounds them."""
+        if self.options.uri.startswith("fcvsock:"):
+            return None
+        return channel_of(hostpeer)
+
+    def connections_of(self, hostpeer: str) -> int:
+        """Connections open now that count against the share of ``hostpeer``'s peer (:meth:`peer_of`)."""
+        peer = self.peer_of(hostpeer)
+        return len(self._conns) if peer is None else self._per_peer.get(peer, 0)
+
+    def _peer_gone(self, peer: str, _task: asyncio.Task[None]) -> None:
+        left = self._per_peer[peer] - 1
+        if left:
+            self._per_peer[peer] = left
+        else:
+            del self._per_peer[peer]
 
     async def finish(self, timeout: float) -> None:
         """Stop taking: the listener closes (a new guest is refused), no connection is read further. What the

@@ -22,7 +22,8 @@ from ..signing.dsse import strict_base64
 __all__ = ["REASONS", "REQUIRED", "Rejected", "check_attributes", "json_depth", "parse_event"]
 
 #: every reason a frame or connection can be refused for (metric labels)
-REASONS = ("frame", "json", "depth", "attributes", "unsigned", "signature", "pipeline", "connections", "idle")
+REASONS = ("frame", "json", "depth", "attributes", "unsigned", "signature", "pipeline", "connections",
+           "peer_connections", "idle", "dropped")
 REQUIRED = ("specversion", "id", "source", "type")
 _OPTIONAL_STR = ("datacontenttype", "dataschema", "subject")
 _EXT_NAME = re.compile(r"[a-z0-9]{1,64}\Z")
