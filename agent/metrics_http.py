@@ -3,6 +3,10 @@
 A scrape reads the counters between two events, never halfway through one, and
 no thread shares them. Requests are size- and time-bounded; a peer's malformed
 request is logged once per peer; idle connections make room for requests.
+Request heads are read as RFC 9112 says: a folded field line (obsolete line
+folding) or a field name not followed at once by its colon is a 400, a head
+over ``max_request`` bytes a 431 (a 414 when the request line alone is), each
+answered before the connection is closed.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import contextlib
 import gzip
 import logging
+import re
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -27,7 +32,14 @@ __all__ = ["MetricsServer", "accepts_gzip", "negotiate", "replace_server"]
 
 log = logging.getLogger("hoststamp.metrics")
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 414: "URI Too Long",
+            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+#: a field name (RFC 9110 section 5.1): a token, with nothing between it and the colon
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: what an answer to an oversized request waits for the rest of it, to read it away: closed with unread input, the
+#: socket would send a reset that may reach the peer before it read the answer
+LINGER = 1.0
+LINGER_BYTES = 1 << 20
 _INDEX = b"<html><body><h1>hoststamp</h1><p><a href=\"/metrics\">metrics</a></p></body></html>\n"
 
 
@@ -220,10 +232,16 @@ class MetricsServer:
                     self._waiting.pop(writer, None)
                 status, body, headers = self._route(head)
                 await self._respond(writer, status, body, headers, head_only=head.startswith(b"HEAD "))
-        except ValueError as exc:  # not an HTTP/1.x request line: say so, once per peer in the log
+        except ValueError as exc:  # not an HTTP/1.x request (line or header): say so, once per peer in the log
             self._bad(host, "metrics: bad request from %s: %s", host, exc)
             with contextlib.suppress(OSError):
                 await self._respond(writer, 400, b"bad request\n")
+        except _TooLarge as exc:  # answered, then what is left of the request is read away before closing
+            what = "request line" if exc.status == 414 else "request header fields"
+            self._bad(host, "metrics: bad request from %s: %s over %d bytes", host, what, self.max_request)
+            with contextlib.suppress(OSError, TimeoutError):
+                await self._respond(writer, exc.status, f"{what} too large\n".encode())
+                await _linger(reader, writer)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as exc:
             self._bad(host, "metrics: bad request from %s: %s", host, type(exc).__name__)
         except OSError:
@@ -243,14 +261,17 @@ class MetricsServer:
 
     async def _read_head(self, reader: asyncio.StreamReader) -> bytes:
         """The request line and headers, up to the empty line; lines may end in CRLF or LF alone (RFC 9112
-        section 2.2 lets a server take a bare LF)."""
+        section 2.2 lets a server take a bare LF). A head over ``max_request`` bytes is :class:`_TooLarge`."""
         lines: list[bytes] = []
         size = 0
         while True:
-            line = await reader.readuntil(b"\n")
+            try:
+                line = await reader.readuntil(b"\n")
+            except asyncio.LimitOverrunError:  # one line alone is longer than the whole head may be
+                raise _TooLarge(431 if lines else 414) from None
             size += len(line)
             if size > self.max_request:
-                raise asyncio.LimitOverrunError("request head too large", size)
+                raise _TooLarge(431 if lines else 414)
             line = line.rstrip(b"\r\n")
             if not line:
                 if lines:
@@ -265,11 +286,17 @@ class MetricsServer:
             raise ValueError(f"not an HTTP/1.x request line: {lines[0][:60]!r}")
         method, target, _version = parts
         hdrs: dict[str, str] = {}
-        for line in lines[1:]:
+        for line in lines[1:-2]:  # the head ends in an empty line
+            if line[:1] in (" ", "\t"):  # RFC 9112 section 5.2: a server rejects it (or unfolds it)
+                raise ValueError("a header line folded onto the one before (obsolete line folding)")
             name, sep, value = line.partition(":")
-            if sep:  # several lines of one field are one comma-separated list (RFC 9110 section 5.3)
-                name, value = name.strip().lower(), value.strip()
-                hdrs[name] = f"{hdrs[name]}, {value}" if name in hdrs else value
+            if not sep or not _TOKEN.fullmatch(name):  # RFC 9112 section 5.1: no whitespace before the colon
+                raise ValueError(f"not a header field: {line[:60]!r}")
+            if "\r" in value or "\0" in value:
+                raise ValueError(f"a CR or NUL in the value of {name[:60]!r}")
+            # several lines of one field are one comma-separated list (RFC 9110 section 5.3)
+            name, value = name.lower(), value.strip(" \t")
+            hdrs[name] = f"{hdrs[name]}, {value}" if name in hdrs else value
         if method not in ("GET", "HEAD"):
             return 405, b"method not allowed\n", {"Allow": "GET, HEAD"}
         if target.lower().startswith(("http://", "https://")):  # the absolute form (RFC 9112 section 3.2.2)
@@ -298,6 +325,25 @@ class MetricsServer:
         out = f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
         writer.write(out.encode("latin-1") + b"\r\n" + (b"" if head_only else body))
         await writer.drain()
+
+
+class _TooLarge(Exception):
+    """The request's head is over the limit: answered with ``status`` (414 for the request line, else 431)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """After an answer sent before the whole request was read: end the output, then read the rest away, for a
+    bounded time and number of bytes, so that closing does not reset the connection under the answer."""
+    if writer.can_write_eof():
+        writer.write_eof()
+    left = LINGER_BYTES
+    async with asyncio.timeout(LINGER):
+        while left > 0 and (chunk := await reader.read(min(left, 65536))):
+            left -= len(chunk)
 
 
 async def replace_server(old: MetricsServer | None, listen: str | None,

@@ -225,6 +225,15 @@ class ArchiveWriter:
 
     # -- writing -------------------------------------------------------------------------------------------------
 
+    def removed(self) -> str | None:
+        """Why the archive is gone from under this writer (its directory removed: the lock or the open events file
+        unlinked), or None. The writer then stops, as after an error: it seals nothing more there."""
+        for name, fd in ((layout.LOCK, self._lock_fd), (f"{layout.seg_stem(self._seg)}{layout.EVENTS}", self._ev_fd)):
+            if fd >= 0 and os.fstat(fd).st_nlink == 0:
+                self._broken = f"the archive was removed while it was written ({name} is gone)"
+                return self._broken
+        return None
+
     def _check(self) -> None:
         if self._lock_fd < 0:
             raise SinkError(f"{self.root}: the archive writer is not open")

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..errors import redact
 
-__all__ = ["PipelineStats", "ProbeStats", "SinkKey", "SinkStats", "sink_keys", "sink_label"]
+__all__ = ["PipelineStats", "ProbeStats", "SinkKey", "SinkStats", "label_key", "sink_keys", "sink_label"]
 
 #: which sink a set of counters is, the same as what its label shows: its URI with any password masked, and which
-#: of the sinks showing that it is (1 for the first)
+#: of the sinks showing that it is (1 for the first). One label, one key: see :func:`sink_keys`
 SinkKey = tuple[str, int]
+
+#: a label's numbering, `` #N`` with N from 2 on, as :func:`sink_label` writes it
+_NUMBERED = re.compile(r"(.*) #([2-9]|[1-9][0-9]+)", re.DOTALL)
 
 
 def sink_label(key: SinkKey) -> str:
@@ -20,19 +24,30 @@ def sink_label(key: SinkKey) -> str:
     return shown if nth == 1 else f"{shown} #{nth}"
 
 
+def label_key(label: str) -> SinkKey:
+    """The one key whose :func:`sink_label` is ``label``: ``("URI", 2)`` for ``"URI #2"``, whether that label names
+    the second sink showing as ``URI`` or a sink whose URI itself ends in `` #2``."""
+    m = _NUMBERED.fullmatch(label)
+    return (m.group(1), int(m.group(2))) if m is not None else (label, 1)
+
+
 def sink_keys(uris: Iterable[str]) -> list[SinkKey]:
-    """The key of each of a configuration's sinks, in order: ``(shown, n)`` for the nth sink whose URI shows as
-    ``shown`` once its password is masked (same URIs, or URIs that differ only in their passwords), so that
-    such sinks count apart, each label is another's, and a reload keeps each label's counters: a label's
-    series never goes back, whichever of those sinks it names after a reload."""
+    """The key of each of a configuration's sinks, in order.
+
+    The nth sink whose URI shows as ``shown`` once its password is masked (same URIs, or URIs that differ only in
+    their passwords) is labelled ``shown #n`` from the second on, numbered on past any label an earlier sink has
+    (a URI may itself end as a numbered label does), so that every label is another's. The key is the label's
+    own (:func:`label_key`): two sinks labelled alike, in two configurations, have one key, and a reload keeps each
+    label's counters: a label's series never goes back, whichever sink it names after a reload."""
     seen: set[str] = set()
     out = []
     for uri in uris:
         shown, nth = redact(uri), 1
-        while sink_label((shown, nth)) in seen:  # (a URI may itself end as a numbered label does)
+        while sink_label((shown, nth)) in seen:
             nth += 1
-        seen.add(sink_label((shown, nth)))
-        out.append((shown, nth))
+        label = sink_label((shown, nth))
+        seen.add(label)
+        out.append(label_key(label))
     return out
 
 

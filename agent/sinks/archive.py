@@ -7,6 +7,13 @@ own, so the event loop never waits for the disk; ``send`` returns once the
 batch is written (and synced, under ``fsync = "batch"``). A background tick
 signs interval checkpoints and applies age rotation and retention. ``flush``
 syncs; ``aclose`` seals the tail with a last checkpoint and releases the lock.
+
+An archive removed while it is written (``rm -rf DIR``) is found at the next
+``send`` or ``flush`` (an ``fstat`` of the lock and the open events file: no
+link left). That call fails with a :class:`~agent.errors.SinkError` (counted,
+logged, retried) after a new archive was started in ``DIR``, as a start would,
+beginning with the events taken since the last ``flush``: nothing the pipeline
+was not told was made durable is lost with the removed files.
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ class ArchiveSink(Sink):
         self._executor: ThreadPoolExecutor | None = None
         self._lock = asyncio.Lock()
         self._ticker: asyncio.Task[None] | None = None
+        #: the bodies written since the last flush: written again into a new archive if this one is removed
+        self._unsynced: list[bytes] = []
 
     @property
     def writer(self) -> ArchiveWriter | None:
@@ -80,6 +89,13 @@ class ArchiveSink(Sink):
         for cut in w.cuts:
             log.warning("%s: cut a torn last line from %s at offset %d (%d bytes); recorded in the archive",
                         self.uri, cut.file, cut.offset, cut.length)
+        if self._unsynced:  # taken by an archive that was removed before they were flushed
+            try:
+                await self._run(w.append, list(self._unsynced))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self._run(w.close)
+                raise
         self._writer = w
         if self._ticker is None:
             self._ticker = asyncio.create_task(self._tick_loop(), name=f"{self.uri} tick")
@@ -94,22 +110,46 @@ class ArchiveSink(Sink):
                 if w is None:
                     continue
                 try:
+                    if await self._run(w.removed) is not None:
+                        continue  # nothing more to seal there: the next send or flush starts a new archive
                     await self._run(w.tick)
                 except SinkError as exc:
                     log.warning("%s: %s", self.uri, exc)
+
+    async def _writable(self) -> ArchiveWriter:
+        """The writer, opened if need be. One whose archive was removed is let go, and a new archive started in
+        its place; then SinkError (the caller's batch, or flush, is retried on the new one)."""
+        w = self._writer
+        if w is None:
+            return await self._open_locked()
+        why = await self._run(w.removed)
+        if why is None:
+            return w
+        self._writer = None
+        with contextlib.suppress(Exception):  # it seals nothing more: it only lets go of the unlinked files
+            await self._run(w.close)
+        try:
+            await self._open_locked()
+        except SinkError as exc:
+            raise SinkError(f"{self.path}: {why}; a new archive cannot be started there yet: {exc}") from None
+        raise SinkError(f"{self.path}: {why}; a new archive was started there, beginning with the "
+                        f"{len(self._unsynced)} events taken since the last flush")
 
     async def send(self, batch: Sequence[Event]) -> None:
         if not batch:
             return
         bodies = [e.body for e in batch]
         async with self._lock:
-            w = await self._open_locked()
+            w = await self._writable()
             await self._run(w.append, bodies)
+            self._unsynced.extend(bodies)
 
     async def flush(self) -> None:
         async with self._lock:
-            if self._writer is not None:
-                await self._run(self._writer.sync)
+            if self._writer is None and not self._unsynced:
+                return
+            await self._run((await self._writable()).sync)
+            self._unsynced.clear()
 
     async def aclose(self) -> None:
         if self._ticker is not None:
