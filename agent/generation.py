@@ -211,6 +211,30 @@ def hand_on(old: Generation, new: Generation) -> None:
             log.info("sink %s: %d events not yet delivered handed to the reloaded sink", ep.uri, len(items))
 
 
+#: the drop reason of events still queued for a sink (or held by its worker) when its drain's deadline passed:
+#: a sink a reload removed (or changed to a spool), or any sink at a shutdown
+DRAIN_TIMEOUT = "drain_timeout"
+
+
+def _drop_left(gen: Generation, successor: Generation | None) -> int:
+    """What ``gen``'s in-memory queues still hold at the drain's deadline (what a reload's successor takes was
+    handed on already), and the batches their workers hold while they retry a sink that is down: nowhere else
+    can take these events. Each sink's are logged once and counted as dropped (reason ``drain_timeout``) by its
+    queue, so its counters still add up; returns how many in all."""
+    gone = 0
+    for ep, q, w in zip(gen.cfg.sinks, gen.queues, gen.workers, strict=True):
+        if isinstance(q, SpoolQueue) or not (n := len(q) + w.holding):
+            continue
+        q.dropped[DRAIN_TIMEOUT] = q.dropped.get(DRAIN_TIMEOUT, 0) + n
+        gone += n
+        why = ("the agent is stopping" if successor is None else
+               "the reload removed this sink" if ep.uri not in {e.uri for e in successor.cfg.sinks} else
+               "the reloaded sink does not take them over")
+        log.error("sink %s: %d events still queued at the drain deadline (drain_timeout %gs) are dropped: %s",
+                  ep.uri, n, gen.cfg.agent.drain_timeout, why)
+    return gone
+
+
 async def _wait_by(gen: Generation, by: float, stopping: Callable[[], float | None] | None) -> bool:
     """Wait for ``gen``'s workers to end, by ``by`` or by the shutdown deadline once there is one; True if they
     did."""
@@ -231,7 +255,9 @@ async def drain(gen: Generation, stats: PipelineStats, by: float | None = None,
                 successor: Generation | None = None, stopping: Callable[[], float | None] | None = None) -> int:
     """Close the queues; let the workers empty them into the sinks and close those, by the deadline ``by``
     (default: ``drain_timeout`` from now). A reload's ``successor``: what is still queued at the deadline
-    for a sink it has too goes to that sink's new queue, ahead of what came since, rather than being lost.
+    for a sink it has too goes to that sink's new queue, ahead of what came since, rather than being lost; what
+    nothing can take (a sink the reload removed, every sink at a shutdown) is logged per sink and counted in its
+    queue's ``dropped["drain_timeout"]``.
 
     ``stopping()``: the agent's shutdown deadline once it is stopping (a reload's drain ends by it too).
 
@@ -248,13 +274,11 @@ async def drain(gen: Generation, stats: PipelineStats, by: float | None = None,
     if not await _wait_by(gen, by, stopping):
         if successor is not None:
             hand_on(gen, successor)
-        # what is still queued, and the batches workers hold while they retry a sink that is down
-        left = sum(len(q) + w.holding for w, q in zip(gen.workers, gen.queues, strict=True)
-                   if not isinstance(q, SpoolQueue))
+        left = _drop_left(gen, successor)  # counted in the queues' drops, added below
         kept = sum(q.pending for q in gen.queues if isinstance(q, SpoolQueue))
         if left or kept:  # else nothing was left, or all of it went on to the reloaded sinks (logged there)
             log.warning("drain deadline reached; %d events not delivered, %d kept in spools", left, kept)
-        undelivered += left + kept
+        undelivered += kept
         gen.worker_tasks.scope.cancel()
         await gen.worker_tasks.done.wait()
     undelivered += sum(w.unconfirmed for w in gen.workers)

@@ -171,7 +171,7 @@ class AgentCollector(Collector):
         yield _counter("hoststamp_sink_events_dropped", "Events dropped before the sink, by reason.",
                        ("sink", "reason"),
                        [((s.uri, r), s.dropped.get(r, 0)) for s in sinks
-                        for r in sorted({"queue_full", "evicted", "closed", *s.dropped}
+                        for r in sorted({"queue_full", "evicted", "closed", "drain_timeout", *s.dropped}
                                         | ({"spool_full"} if s.spool_bytes is not None else set()))])
         yield _counter("hoststamp_sink_queue_blocked", "Times a producer waited for room in the queue (block).",
                        ("sink",), [((s.uri,), s.blocked) for s in sinks])

@@ -209,7 +209,9 @@ class SinkQueue:
         self._not_full = asyncio.Event()
         self._not_full.set()
         self._closed = False
-        #: drops by reason: ``queue_full`` (drop_newest), ``evicted`` (drop_oldest), ``closed``
+        #: drops by reason: ``queue_full`` (drop_newest), ``evicted`` (drop_oldest), ``closed``; and, counted by
+        #: others, ``drain_timeout`` (still queued or in hand when the drain's deadline passed and nothing else can
+        #: take them: a sink a reload removed, any sink at a shutdown), ``spool_damaged``, ``too_large``, ``refused``
         self.dropped: dict[str, int] = {}
         #: events routed to this queue, those its policy dropped on arrival included (an evicted one was counted
         #: when it came), so that ``enqueued`` = sent + dropped + queued + in the worker's hands

@@ -34,8 +34,7 @@ __all__ = ["SinkWorker", "backoff_delays"]
 
 log = logging.getLogger("hoststamp.sink")
 
-#: seconds a closing worker gives its sink to confirm (flush) and close: a sink that is down must not hold
-#: shutdown hostage
+#: seconds a closing worker gives its sink to confirm (flush) and close (a sink that is down holds no shutdown)
 CLOSE_TIMEOUT = 5.0
 #: seconds a sink has to close when the drain's deadline has passed already
 CLOSE_LAST_MOMENT = 0.25
@@ -303,6 +302,7 @@ class SinkWorker:
                 self.unconfirmed = self._unconfirmed()
             if self._spool is None:  # with a spool, what is left is kept in it, its senders acked already
                 self._fail_unconfirmed(None if self._handed_on else batch)
+            self.holding = 0  # what was in hand is failed, handed on or spooled: not held (nor shown so) any more
             self.finished = True
 
     def take_in_hand(self) -> list[tuple[Event, Receipt | None]]:

@@ -37,10 +37,12 @@ from ..codec.nats import CONTENT_TYPE, MSG_ID, STRUCTURED, SubjectTemplate, msg_
 from ..errors import ConfigError, SinkError, TransportError
 from ..model import Event
 from ..transport.nats import (
+    NatsCredentials,
     connect,
     creds_problem,
     describe,
     ensure_stream,
+    load_creds,
     name_problem,
     nats_errors,
     parse_nats_uri,
@@ -79,7 +81,8 @@ class NatsOptions:
     storage: Literal["file", "memory"] = "file"
     #: seconds the server remembers message ids (the stream's duplicate window), for a created stream
     duplicate_window: float = 120.0
-    #: a NATS credentials file (JWT + seed), if the server wants one
+    #: a NATS credentials file (JWT + seed), if the server wants one; read when the sink is built (at the start
+    #: and at each reload), never by a reconnect
     creds: str | None = None
 
     def __post_init__(self) -> None:
@@ -171,6 +174,14 @@ class NatsSink(Sink):
             raise SinkError(exc.reason) from None
         except ValueError as exc:
             raise SinkError(f"{self.uri}: {exc}") from None
+        # read once, here (at the start, and by each reload, which builds its sinks anew): a connect hands the
+        # client what was read, and the file is not opened again
+        self._creds: NatsCredentials | None = None
+        if self.opts.creds is not None:
+            try:
+                self._creds = load_creds(self.opts.creds)
+            except ConfigError as exc:
+                raise SinkError(f"creds: {exc.reason}") from None
         self._needs_body = not (self.template.static or set(self.template.fields) <= _CHEAP_FIELDS)
         self.stats = NatsSinkStats()
         #: events left out because the server's max_payload is smaller, not yet told to the worker
@@ -203,7 +214,7 @@ class NatsSink(Sink):
 
         nc = None
         try:
-            nc = await connect(self.endpoint.server, timeout=self.opts.connect_timeout, creds=self.opts.creds,
+            nc = await connect(self.endpoint.server, timeout=self.opts.connect_timeout, creds=self._creds,
                                name="hoststamp-sink", on_disconnect=lost)
             inbox = _AckInbox(nc)
             inboxes.append(inbox)

@@ -12,12 +12,11 @@ subscription). Every foreign error is translated here, at one boundary, into
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
-import importlib.util
 import logging
-import os
 import re
-import stat
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,19 +25,23 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import nats
 import nats.errors
 import nats.js.errors
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import StorageType
 
-from ..errors import ConfigError, TransportError
+from ..errors import ConfigError, SigningError, TransportError
+from ..signing.keys import read_key_file
 
 __all__ = [
     "FOREIGN_ERRORS",
+    "NatsCredentials",
     "NatsEndpoint",
     "connect",
     "creds_problem",
     "describe",
     "ensure_stream",
+    "load_creds",
     "name_problem",
     "nats_errors",
     "parse_nats_uri",
@@ -79,39 +82,96 @@ def name_problem(name: str, what: str) -> str | None:
     return None
 
 
-#: the most read of a credentials file (a JWT and a seed: a few KiB)
-MAX_CREDS = 1 << 16
+#: what the lines of a credentials file between its section markers hold (a JWT, a seed)
+_CREDS_VALUE = re.compile(rb"[A-Za-z0-9_\-.=]+")
+#: the first byte of a decoded nkey seed (its top five bits), and the nkey type of a user
+_SEED_PREFIX = 18 << 3
+_USER_PREFIX = 20 << 3
+
+
+class NatsCredentials:
+    """A user JWT and the signing key of its seed, read once from a credentials file (``nsc`` writes these).
+
+    The client is handed :meth:`user_jwt` and :meth:`sign` (its ``user_jwt_cb`` and ``signature_cb``), so it
+    never opens the file itself: at every (re)connect it would, on the event loop, and a file replaced
+    meanwhile by a FIFO or a device would hold the loop. The nonce is signed here with Ed25519, as the
+    ``nkeys`` package would: no other package is needed."""
+
+    __slots__ = ("_jwt", "_key", "path")
+
+    def __init__(self, path: str, jwt: bytes, key: ed25519.Ed25519PrivateKey) -> None:
+        self.path = path
+        self._jwt = jwt
+        self._key = key
+
+    def __repr__(self) -> str:  # never the JWT or the key
+        return f"NatsCredentials({self.path!r})"
+
+    def user_jwt(self) -> bytes:
+        return self._jwt
+
+    def sign(self, nonce: str) -> bytes:
+        """The server's nonce signed with the user's key, base64 (URL alphabet, unpadded, as NATS clients send)."""
+        return base64.urlsafe_b64encode(self._key.sign(nonce.encode())).rstrip(b"=")
+
+
+def _section(text: bytes, marker: bytes) -> bytes | None:
+    """The first non-empty line after the line holding ``marker``, if it is one value."""
+    lines = iter(text.splitlines())
+    for line in lines:
+        if marker in line:
+            for value in lines:
+                if value.strip():
+                    value = value.strip()
+                    return value if _CREDS_VALUE.fullmatch(value) else None
+    return None
+
+
+def _user_seed(seed: bytes) -> ed25519.Ed25519PrivateKey:
+    """The Ed25519 key of an nkey user seed (``SU...``: base32 of two prefix bytes, 32 key bytes, a CRC-16)."""
+    try:
+        raw = base64.b32decode(seed + b"=" * (-len(seed) % 8))
+    except binascii.Error:
+        raise ValueError("the seed is not base32") from None
+    if len(raw) != 36 or int.from_bytes(raw[-2:], "little") != binascii.crc_hqx(raw[:-2], 0):
+        raise ValueError("the seed is damaged (its length or checksum is wrong)")
+    if raw[0] & 0xF8 != _SEED_PREFIX:
+        raise ValueError("the seed section does not hold a seed")
+    if ((raw[0] & 0x07) << 5) | ((raw[1] & 0xF8) >> 3) != _USER_PREFIX:
+        raise ValueError("the seed is not a user's (SU...)")
+    return ed25519.Ed25519PrivateKey.from_private_bytes(raw[2:34])
+
+
+def load_creds(path: str) -> NatsCredentials:
+    """The credentials of the file ``path``, read as a key file is (:func:`~agent.signing.keys.read_key_file`:
+    a regular file of at most 64 KiB, opened without blocking); a ConfigError saying why not."""
+    if not path:
+        raise ConfigError("empty path (leave the key out to connect without credentials)")
+    try:
+        text = read_key_file(path, "credentials")
+    except SigningError as exc:
+        raise ConfigError(str(exc)) from None
+    jwt = _section(text, b"BEGIN NATS USER JWT")
+    seed = _section(text, b"BEGIN USER NKEY SEED")
+    for value, section in ((jwt, "BEGIN NATS USER JWT"), (seed, "BEGIN USER NKEY SEED")):
+        if value is None:
+            raise ConfigError(f"{path}: not a NATS credentials file (no {section} section)")
+    assert jwt is not None and seed is not None
+    if jwt.count(b".") != 2:
+        raise ConfigError(f"{path}: the BEGIN NATS USER JWT section does not hold a JWT")
+    try:
+        key = _user_seed(seed)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return NatsCredentials(path, jwt, key)
 
 
 def creds_problem(path: str) -> str | None:
-    """Why the credentials file ``path`` cannot be used to connect, or None: it must be a readable file, and
-    the client needs the ``nkeys`` package to sign with it."""
-    if not path:
-        return "empty path (leave the key out to connect without credentials)"
-    try:  # not blocking: a FIFO would hold the check (and a reload) until something writes to it
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except ValueError:
-        return "the path holds a NUL character"
-    except OSError as exc:
-        return f"{path}: {exc.strerror or exc}"
+    """Why the credentials file ``path`` cannot be used to connect (see :func:`load_creds`), or None."""
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return f"{path}: not a file"
-        if st.st_size > MAX_CREDS:
-            return f"{path}: {st.st_size} bytes, more than a credentials file holds"
-        text = os.read(fd, MAX_CREDS + 1)
-    except OSError as exc:
-        return f"{path}: {exc.strerror or exc}"
-    finally:
-        os.close(fd)
-    # the client reads the file section by section, looking for each for as long as it takes: a file without
-    # both would hold the connect (and the event loop) for ever
-    for section in (b"BEGIN NATS USER JWT", b"BEGIN USER NKEY SEED"):
-        if section not in text:
-            return f"{path}: not a NATS credentials file (no {section.decode()} section)"
-    if importlib.util.find_spec("nkeys") is None:
-        return "a credentials file needs the nkeys package (pip install nkeys), which is not installed"
+        load_creds(path)
+    except ConfigError as exc:
+        return exc.reason
     return None
 
 
@@ -185,14 +245,15 @@ async def connect(
     *,
     name: str = "hoststamp",
     timeout: float = 2.0,
-    creds: str | None = None,
+    creds: NatsCredentials | None = None,
     pending_size: int = 8 << 20,
     on_disconnect: Callable[[], Awaitable[None]] | None = None,
 ) -> Client:
     """One connection with client-side reconnect off; TransportError when the server cannot be reached.
 
     The user and password of ``nats://USER:PASSWORD@HOST:PORT`` are percent-decoded (RFC 3986: an ``@`` or
-    ``:`` in them is written ``%40``, ``%3A``) and given to the client apart; a user alone is a token."""
+    ``:`` in them is written ``%40``, ``%3A``) and given to the client apart; a user alone is a token.
+    ``creds``: the user JWT and key to answer the server's nonce with, when it asks for them."""
     userinfo, _, hostport = server.partition("://")[2].rpartition("@")
     opts: dict[str, Any] = {
         "servers": [f"nats://{hostport}"],
@@ -210,8 +271,9 @@ async def connect(
             opts["user"], opts["password"] = unquote(user), unquote(password)
         else:
             opts["token"] = unquote(user)
-    if creds:
-        opts["user_credentials"] = creds
+    if creds is not None:  # the file read and checked already: the client never opens it (see NatsCredentials)
+        opts["user_jwt_cb"] = creds.user_jwt
+        opts["signature_cb"] = creds.sign
     if on_disconnect is not None:
         opts["disconnected_cb"] = on_disconnect
     with nats_errors(f"connect {server.rpartition('@')[2]}"):
