@@ -28,10 +28,22 @@ DEFAULT_PUB = "keys/host.pub"
 
 def trusted_keys(pubs: Sequence[str]) -> dict[str, VerifyKey]:
     if pubs:
-        return load_verify_keys(list(pubs), public_only="--pub")
+        return _keys_of("--pub", pubs)
     if Path(DEFAULT_PUB).exists():
         return load_verify_keys([DEFAULT_PUB], public_only="--pub")
     raise UsageError(f"hoststamp verify: no public key given and {DEFAULT_PUB} does not exist; pass --pub FILE")
+
+
+def _keys_of(option: str, paths: Sequence[str]) -> dict[str, VerifyKey]:
+    """The public keys the command line gave with ``option``; one that cannot be used is named with it
+    (``--pub keys/x.pub: ...``)."""
+    keys: dict[str, VerifyKey] = {}
+    for path in paths:
+        try:
+            keys.update(load_verify_keys([path], public_only=option))
+        except SigningError as exc:
+            raise SigningError(f"{option} {exc}") from None
+    return keys
 
 
 class _Report(Protocol):
@@ -85,7 +97,7 @@ def printable(text: str) -> str:
 def cmd_verify(args: argparse.Namespace) -> int:
     try:
         keys = trusted_keys(args.pub)
-        guest_keys = load_verify_keys(list(args.guest_pub), public_only="--guest-pub")
+        guest_keys = _keys_of("--guest-pub", args.guest_pub)
     except SigningError as exc:
         raise UsageError(f"hoststamp verify: {exc}") from None
     if args.proof:

@@ -7,16 +7,12 @@ or bad configuration (the message names the file and the key).
 from __future__ import annotations
 
 import argparse
-import errno
-import functools
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import anyio
 import orjson
 
 from . import config as config_mod
@@ -24,16 +20,12 @@ from .argtypes import leaf_index, probe_list, seconds, send_target
 from .auditcmds import OutputClosed, cmd_prove, cmd_verify
 from .errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, AgentError, ConfigError, SigningError, UsageError
 from .logs import JsonFormatter
+from .runcmds import DEFAULT_KEY, cmd_probe, cmd_run, load_config, setup_logging
 from .sendcmd import cmd_send
-from .signals import ignore_until_handled
-from .signing.keys import SigningKey, generate_keypair, load_signing_key
-from .stdio import guard_standard_fds, same_terminal, silence_stdout
+from .signing.keys import generate_keypair
+from .stdio import guard_standard_fds, silence_stdout
 
 __all__ = ["main"]
-
-DEFAULT_KEY = "keys/host.key"
-
-log = logging.getLogger("hoststamp")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -126,153 +118,7 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# --- verbs -------------------------------------------------------------------------------------------
-
-
-def _load_config(path: str | None) -> config_mod.Config:
-    return config_mod.load(path) if path else config_mod.default_config()
-
-
-def _key_path(arg: str | None, cfg: config_mod.Config) -> str:
-    return arg or cfg.agent.key or DEFAULT_KEY
-
-
-def _host_key(arg: str | None, cfg: config_mod.Config) -> SigningKey:
-    """The host key of ``--key``, else of the configuration (``HOSTSTAMP_KEY`` or ``[agent] key``, named as
-    such when it cannot be used), else the default."""
-    try:
-        return load_signing_key(_key_path(arg, cfg))
-    except SigningError as exc:
-        if arg or not cfg.agent.key:
-            raise
-        if os.environ.get(config_mod.ENV_KEY):
-            raise ConfigError(f"{config_mod.ENV_KEY}: {exc}") from None
-        raise ConfigError(str(exc), key="agent.key", file=cfg.path) from None
-
-
-def _state_dir(cfg: config_mod.Config) -> Path:
-    """The configured state directory, made if missing; one that cannot be made or written is a configuration
-    error naming ``agent.state_dir`` (not an error of the command's output)."""
-    from .configcheck import STATE_DIR
-
-    _refuse_what_is_in_the_way(cfg, spools=False)
-    state = Path(cfg.agent.state_dir)
-    try:
-        state.mkdir(parents=True, exist_ok=True)
-        if not os.access(state, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
-    except OSError as exc:
-        raise ConfigError(f"{STATE_DIR.format(cfg.agent.state_dir)}: {exc.strerror or exc}", key="agent.state_dir",
-                          file=cfg.path) from None
-    return state
-
-
-def _refuse_what_is_in_the_way(cfg: config_mod.Config, *, spools: bool) -> None:
-    """Refuse the state directory (and each sink's spool) where something other than a directory is in the way,
-    before anything is made, with the message of ``config check``: the same function looks."""
-    from .configcheck import SPOOL, STATE_DIR, directory_problem
-
-    wanted = [(cfg.agent.state_dir, "agent.state_dir", STATE_DIR)]
-    if spools:
-        wanted += [(ep.common.spool, ep.key if ep.key.startswith("--") else f"{ep.key.rpartition('.')[0]}.spool",
-                    SPOOL) for ep in cfg.sinks if ep.common.spool]
-    for path, key, what in wanted:
-        if (reason := directory_problem(path, what)) is not None:
-            raise ConfigError(reason, key=key, file=cfg.path)
-
-
-def _run_config(args: argparse.Namespace) -> config_mod.Config:
-    """The file (or the default) with the command line's additions; read again on SIGHUP."""
-    cfg = _load_config(args.config)
-    if args.probes is not None:
-        cfg = cfg.with_probes(args.probes)
-    cfg = cfg.with_sinks(args.sink).with_listeners(args.listen)
-    if not cfg.sinks:
-        raise ConfigError("no sinks configured: add [[sinks]] to the config or pass --sink URI", key="sinks",
-                          file=cfg.path)
-    _refuse_what_is_in_the_way(cfg, spools=True)
-    return cfg
-
-
-def _warn(cfg: config_mod.Config) -> config_mod.Config:
-    """Log what runs but does nothing, as `config check` warns of it (at start and on each reload)."""
-    for what, reason in cfg.warnings():
-        logging.getLogger("hoststamp").warning("%s: %s: %s", cfg.path or "configuration", what, reason)
-    return cfg
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    from .app import Agent
-    from .status import StatusLine
-
-    ignore_until_handled()
-    cfg = _run_config(args)
-    # [agent] log_format and log_level, unless the command line said otherwise
-    json_logs = (args.log_format or cfg.agent.log_format) == "json"
-    _setup_logging(args.log_format or cfg.agent.log_format, args.verbose, cfg.agent.log_level)
-    _warn(cfg)
-    key = _host_key(args.key, cfg)
-    _state_dir(cfg)
-    agent = Agent(cfg, key, once=args.once, reload_config=lambda: _warn(_run_config(args)))
-    status = StatusLine(agent.stats, [(ep.uri, q) for ep, q in zip(cfg.sinks, agent.queues, strict=True)])
-    if status.live and any(ep.scheme == "stdout" for ep in cfg.sinks) and same_terminal(sys.stdout, sys.stderr):
-        status.live = False  # events on the terminal: a status line rewritten between them would garble them
-    # said once every listener is listening (a listener that cannot listen ends the agent before it)
-    agent.announce = functools.partial(status.startup, [pc.name for pc, _ in agent.probes],
-                                       [ep.uri for ep in cfg.sinks], [lo.uri for lo in cfg.listeners], key.keyid,
-                                       as_log=json_logs)
-    anyio.run(agent.run, None if args.once else status)
-    if args.once and agent.undelivered:
-        what = (f"{agent.undelivered} events not delivered to every sink (dropped, or not confirmed: see the log "
-                "above)")
-        if json_logs:
-            logging.getLogger("hoststamp").error("run --once: %s", what)
-        else:
-            print(f"hoststamp run --once: {what}", file=sys.stderr)
-        return EXIT_FAIL
-    return EXIT_OK
-
-
-def _cmd_probe(args: argparse.Namespace) -> int:
-    from .app import build_probe, host_id
-    from .pipeline import SequenceStore, Stamper
-    from .pipeline.runner import ProbeRunner
-    from .pipeline.stats import ProbeStats
-
-    cfg = _load_config(args.config)
-    try:
-        pc = cfg.probe(args.name)
-    except KeyError:
-        known = ", ".join(p.name for p in cfg.probes)
-        raise UsageError(f"hoststamp probe: unknown probe {args.name!r} (known: {known})") from None
-    key = _host_key(args.key, cfg)
-    state = _state_dir(cfg)
-    # the agent's own sequence when no agent holds it, so that numbers rise across runs and probes alike; while
-    # one runs, numbers borrowed above its own (docs/operating.md)
-    seqs = SequenceStore(state / "sequences.json")
-    stamper = Stamper(key, host_id(cfg.agent.host_id), seqs)
-    probe = build_probe(pc, state)
-
-    async def one() -> None:
-        runner = ProbeRunner(probe, pc, _noop_submit, ProbeStats())
-        try:
-            readings = await runner.collect_once()
-        finally:
-            await probe.aclose()
-        out = sys.stdout.buffer
-        for r in readings:
-            out.write(stamper.stamp_or_error(r)[0].body + b"\n")
-        out.flush()
-
-    try:
-        anyio.run(one)
-    finally:
-        seqs.close()
-    return EXIT_OK
-
-
-async def _noop_submit(_readings: object) -> None:
-    return None
+# --- verbs (``run`` and ``probe``: agent/runcmds.py) -------------------------------------------------
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
@@ -306,7 +152,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _status_dir(config: str | None) -> str:
     """The ``state_dir`` of ``config``, even of a file with a problem elsewhere (a refused reload's): said too."""
     try:
-        return _load_config(config).agent.state_dir
+        return load_config(config).agent.state_dir
     except ConfigError as exc:
         agent = config_mod.read_document(config).get("agent", {}) if config and exc.key != "agent.state_dir" else 0
         state = agent.get("state_dir", config_mod.AgentSettings().state_dir) if isinstance(agent, dict) else None
@@ -336,8 +182,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 _VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": _cmd_run,
-    "probe": _cmd_probe,
+    "run": cmd_run,
+    "probe": cmd_probe,
     "keys": _cmd_keys,
     "verify": cmd_verify,
     "send": cmd_send,
@@ -345,12 +191,6 @@ _VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "config": _cmd_config,
     "status": _cmd_status,
 }
-
-
-def _setup_logging(fmt: str | None, verbose: bool, level: str = "info") -> None:
-    from .logs import configure
-
-    configure(fmt or "human", logging.DEBUG if verbose else logging.getLevelName(level.upper()))
 
 
 def _fatal(text: str) -> None:
@@ -368,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     try:
         args = parser.parse_args(argv)
-        _setup_logging(args.log_format, args.verbose)
+        setup_logging(args.log_format, args.verbose)
         code = _VERBS[args.verb](args)
         sys.stdout.flush()  # a write error (a full disk behind a redirect) is reported here, not lost at exit
         return code

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,8 @@ __all__ = [
 
 ENV_KEY = "HOSTSTAMP_KEY"
 ENV_HOST_ID = "HOSTSTAMP_HOST_ID"
+#: what a string holding a NUL character is told, wherever it is (no path, name or URI holds one)
+NUL_REASON = "must not hold a NUL character"
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +268,7 @@ def parse(doc: Mapping[str, Any], *, file: str | None = None, env: Mapping[str, 
 
 def _parse(doc: Mapping[str, Any], *, file: str | None, env: Mapping[str, str] | None) -> Config:
     if (where := _nul_at(doc, "")) is not None:  # a path, name or URI never holds one: refused wherever it is
-        raise ConfigError("must not hold a NUL character", key=where, file=file)
+        raise ConfigError(NUL_REASON, key=where, file=file)
     for key in doc:
         if key not in _TOP_KEYS:
             raise ConfigError(f"unknown key (allowed at top level: {', '.join(_TOP_KEYS)})", key=shown_key(key),
@@ -308,20 +310,29 @@ def _parse(doc: Mapping[str, Any], *, file: str | None, env: Mapping[str, str] |
 
 def _nul_at(value: Any, where: str) -> str | None:
     """The key of the first string (a key, or a value) in ``value`` that holds a NUL character, if any."""
+    return next(_nuls(value, where), None)
+
+
+def nul_keys(doc: Mapping[str, Any]) -> list[str]:
+    """The key of every string (a key, or a value) of ``doc`` that holds a NUL character, each once, in document
+    order (``config check`` lists them all; :func:`parse` refuses the first)."""
+    return list(dict.fromkeys(_nuls(doc, "")))
+
+
+def _nuls(value: Any, where: str) -> Iterator[str]:
     if isinstance(value, str):
-        return where if "\0" in value else None
-    if isinstance(value, Mapping):
+        if "\0" in value:
+            yield where
+    elif isinstance(value, Mapping):
         for k, v in value.items():
             key = f"{where}.{k}" if where else str(k)
             if "\0" in str(k):
-                return key
-            if (found := _nul_at(v, key)) is not None:
-                return found
+                yield key
+            else:
+                yield from _nuls(v, key)
     elif isinstance(value, list):  # a table in an array is named by its index (sinks[1]), a value by its key
         for i, v in enumerate(value):
-            if (found := _nul_at(v, f"{where}[{i}]" if isinstance(v, Mapping) else where)) is not None:
-                return found
-    return None
+            yield from _nuls(v, f"{where}[{i}]" if isinstance(v, Mapping) else where)
 
 
 def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:

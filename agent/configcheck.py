@@ -9,9 +9,10 @@ parsing it checks listener URIs, that the trusted keys listeners name can be
 read, that no file is where a sink's ``spool`` or ``[agent] state_dir`` needs a
 directory (``run`` asks :func:`directory_problem` the same before it makes
 them), that a unix or Firecracker listener's socket file can be made where it
-goes, and that some sink is configured; it warns about what runs but is not
-what was meant. Nothing is opened (a path is only looked at with stat),
-made or bound, and nothing is read besides the file and those keys.
+goes (``run`` asks :func:`socket_problem` the same before it starts), and that
+some sink is configured; it warns about what runs but is not what was meant.
+Nothing is opened (a path is only looked at with stat), made or bound, and
+nothing is read besides the file and those keys.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,7 +34,7 @@ from .receiver.server import HEARTBEAT
 from .signing.keys import load_signing_key
 from .transport.uri import SCHEMES, FcVsockEndpoint, UnixEndpoint, parse_endpoint
 
-__all__ = ["SPOOL", "STATE_DIR", "Problem", "check_document", "check_file", "directory_problem"]
+__all__ = ["SPOOL", "STATE_DIR", "Problem", "check_document", "check_file", "directory_problem", "socket_problem"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +51,9 @@ class Problem:
 
 
 def _unit(problems: list[Problem], table: Any, prefix: str, file: str | None,
-          build: Callable[[Mapping[str, Any]], object]) -> None:
-    """Build one unit, setting aside each bad key it reports until it builds or cannot be narrowed down."""
+          build: Callable[[Mapping[str, Any]], object], said: Collection[str] = ()) -> None:
+    """Build one unit, setting aside each bad key it reports until it builds or cannot be narrowed down; a key
+    in ``said`` (one holding a NUL character) was reported already, and is only set aside."""
     if not isinstance(table, Mapping):
         try:
             build(table)
@@ -70,7 +72,8 @@ def _unit(problems: list[Problem], table: Any, prefix: str, file: str | None,
             if key in seen:  # e.g. a bad required key, set aside, is now "missing": said already
                 return
             seen.add(key)
-            problems.append(Problem(file, key, exc.reason))
+            if key not in said:
+                problems.append(Problem(file, key, exc.reason))
             if where is None or not _set_aside(left, where.path):
                 return
 
@@ -102,14 +105,16 @@ def _set_aside(left: dict[str, Any], path: tuple[str | int, ...]) -> bool:
 
 def check_document(doc: Mapping[str, Any], *, file: str | None = None,
                    env: Mapping[str, str] | None = None) -> list[Problem]:
-    problems: list[Problem] = []
+    # a NUL character first, wherever it is: the units below (as `run`) would stop at the first one, or take it
+    nul = [_shown(doc, k) for k in config_mod.nul_keys(doc)]
+    problems = [Problem(file, key, config_mod.NUL_REASON) for key in nul]
     top = config_mod._TOP_KEYS
     for key in doc:
-        if key not in top:
+        if key not in top and shown_key(key) not in nul:
             problems.append(Problem(file, shown_key(key), f"unknown key (allowed at top level: {', '.join(top)})"))
 
     agent = doc.get("agent", {})
-    _unit(problems, agent, "agent", file, lambda t: config_mod.parse({"agent": t}, file=file, env=env or {}))
+    _unit(problems, agent, "agent", file, lambda t: config_mod.parse({"agent": t}, file=file, env=env or {}), nul)
     if isinstance(agent, Mapping):
         _directory(problems, agent.get("state_dir"), "agent.state_dir", file, STATE_DIR)
         _host_key(problems, agent.get("key"), file)
@@ -117,14 +122,17 @@ def check_document(doc: Mapping[str, Any], *, file: str | None = None,
     probes = doc.get("probes", {})
     if isinstance(probes, Mapping):
         for name, table in probes.items():
-            _unit(problems, table, f"probes.{shown_key(name)}", file, partial(_probe, name=name, file=file))
+            if "\0" not in name:  # else said above
+                _unit(problems, table, f"probes.{shown_key(name)}", file, partial(_probe, name=name, file=file),
+                      nul)
     else:
         problems.append(Problem(file, "probes", "expected a table of [probes.NAME] tables"))
 
     sinks = doc.get("sinks", [])
     if isinstance(sinks, list):
         for i, table in enumerate(sinks):
-            _unit(problems, table, f"sinks[{i}]", file, partial(config_mod.endpoint, prefix=f"sinks[{i}]", file=file))
+            _unit(problems, table, f"sinks[{i}]", file, partial(config_mod.endpoint, prefix=f"sinks[{i}]", file=file),
+                  nul)
             if isinstance(table, Mapping):
                 _directory(problems, table.get("spool"), f"sinks[{i}].spool", file, SPOOL)
     else:
@@ -147,7 +155,8 @@ def check_document(doc: Mapping[str, Any], *, file: str | None = None,
     listeners = doc.get("listeners", [])
     if isinstance(listeners, list):
         for i, table in enumerate(listeners):
-            _unit(problems, table, f"listeners[{i}]", file, partial(_listener, prefix=f"listeners[{i}]", file=file))
+            _unit(problems, table, f"listeners[{i}]", file, partial(_listener, prefix=f"listeners[{i}]", file=file),
+                  nul)
             if isinstance(table, Mapping):
                 _socket_file(problems, table.get("uri"), f"listeners[{i}].uri", file)
         addresses = [t.get("uri") if isinstance(t, Mapping) else None for t in listeners]
@@ -160,8 +169,14 @@ def check_document(doc: Mapping[str, Any], *, file: str | None = None,
         problems.append(Problem(file, "listeners", "expected an array of tables ([[listeners]])"))
 
     _unit(problems, doc.get("metrics", {}), "metrics", file,
-          lambda t: schema.build(config_mod.MetricsConfig, t, prefix="metrics", file=file))
+          lambda t: schema.build(config_mod.MetricsConfig, t, prefix="metrics", file=file), nul)
     return problems
+
+
+def _shown(doc: Mapping[str, Any], key: str) -> str:
+    """``key`` (of :func:`agent.config.nul_keys`) as a problem names it, as :func:`agent.config.parse` would."""
+    where = locate(doc, "", key)
+    return where.shown if where is not None else key
 
 
 #: what a problem with ``[agent] state_dir`` or a sink's ``spool`` says first (with the path), here and in ``run``
@@ -218,33 +233,39 @@ _KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO"), (stat.S_I
 
 
 def _socket_file(problems: list[Problem], uri: object, key: str, file: str | None) -> None:
-    """A problem when the socket file of a ``unix:`` or ``fcvsock:`` listener cannot be made: something other than
-    a socket is at its path (a socket, live or left over, is for ``run`` to sort out), or its directory is missing
-    or is no directory. Only looked at (lstat, stat): nothing is opened, connected to or made."""
     if not isinstance(uri, str) or any(p.key == key for p in problems):
         return
+    if (reason := socket_problem(uri)) is not None:
+        problems.append(Problem(file, key, reason))
+
+
+def socket_problem(uri: str) -> str | None:
+    """Why the socket file of a ``unix:`` or ``fcvsock:`` listener at ``uri`` cannot be made: something other than
+    a socket is at its path (a socket, live or left over, is for ``run`` to sort out), or its directory is missing
+    or is no directory; None when it can be, as far as stat can tell, or ``uri`` names no socket file. ``run``
+    asks this before it starts, so that it refuses such a listener as the check does. Only looked at (lstat,
+    stat): nothing is opened, connected to or made."""
     try:
         ep = parse_endpoint(uri, listen=True)
     except ConfigError:
-        return
+        return None
     if isinstance(ep, FcVsockEndpoint):
         path = ep.listen_path
     elif isinstance(ep, UnixEndpoint) and not ep.abstract:
         path = ep.path
     else:
-        return
+        return None
     try:
         mode = os.lstat(path).st_mode
     except OSError as exc:
         if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-            return  # not allowed to look: left to `run`
+            return None  # not allowed to look: left to `run`
     else:
         if stat.S_ISSOCK(mode):
-            return
+            return None
         kind = (("a symbolic link" if os.path.exists(path) else "a symbolic link to nothing") if stat.S_ISLNK(mode)
                 else next((kind for test, kind in _KINDS if test(mode)), "a device"))
-        problems.append(Problem(file, key, f"cannot listen at {path}: {kind} is there, not a socket"))
-        return
+        return f"cannot listen at {path}: {kind} is there, not a socket"
     parent = os.path.dirname(path) or "."
     reason = directory_problem(parent, f"cannot listen at {path}: directory {{}}")
     if reason is None:
@@ -254,8 +275,7 @@ def _socket_file(problems: list[Problem], uri: object, key: str, file: str | Non
             reason = f"cannot listen at {path}: directory {parent} does not exist"
         except OSError:
             pass
-    if reason is not None:
-        problems.append(Problem(file, key, reason))
+    return reason
 
 
 def _probe(table: Mapping[str, Any], *, name: str, file: str | None) -> object:

@@ -513,10 +513,12 @@ def test_send_with_a_directory_as_its_standard_input_says_so(tmp_path: Path) -> 
         "hoststamp send: standard input is a directory; send reads the events to ship from it"]
 
 
-def test_a_firecracker_listener_that_cannot_listen_names_its_uri_and_its_socket_file(tmp_path: Path) -> None:
+def test_a_firecracker_listener_that_cannot_listen_names_its_option_and_its_socket_file(tmp_path: Path) -> None:
+    """Its directory missing is bad configuration, found before the agent starts, as `config check` finds it."""
     assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
     uri = f"fcvsock:{tmp_path}/nodir/v.sock:52"
     res = run_cli(["run", "--probes", "none", "--sink", "stdout:", "--listen", uri], cwd=tmp_path)
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert res.stderr.decode().splitlines()[-1] == (
-        f"hoststamp: {uri} (socket {tmp_path}/nodir/v.sock_52): cannot listen: No such file or directory")
+        f"hoststamp: configuration error: --listen: cannot listen at {tmp_path}/nodir/v.sock_52: directory "
+        f"{tmp_path}/nodir does not exist")
