@@ -50,6 +50,8 @@ __all__ = [
 #: fstype globs of network and host-shared file systems checked by default
 DEFAULT_REMOTE_FSTYPES: tuple[str, ...] = (
     "nfs*", "cifs", "smb*", "fuse.sshfs", "ceph", "glusterfs", "9p", "virtiofs",
+    # the FUSE clients of the same services (what their mounts are called in the table), and object stores
+    "fuse.glusterfs", "fuse.ceph-fuse", "fuse.s3fs", "fuse.rclone",
 )
 
 #: file systems without a capacity worth reporting (kernel interfaces, views of other file systems)

@@ -161,8 +161,12 @@ def is_stale(outcome: StatOutcome) -> bool:
 
 
 def reusable(outcome: StatOutcome, now: float, ttl: float) -> bool:
-    """Whether a cached result may stand for this round: younger than ``ttl`` and not stale."""
-    return not is_stale(outcome) and now - outcome.started < ttl
+    """Whether a cached result may stand for this round: younger than ``ttl``, and an ``ok`` or ``readonly``
+    one (a stale mount is checked again, and so is a failed check: it said nothing of the mount's health, and
+    what failed it, a target not there yet, may be put right by the next round)."""
+    if is_stale(outcome) or (outcome.error and outcome.errno not in _ANSWERS):
+        return False
+    return now - outcome.started < ttl
 
 
 #: failures that are the file system's own answer: the mount responds

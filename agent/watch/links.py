@@ -271,7 +271,8 @@ class LinkWatcher:
         out = dict(self.output.get(index) or {})
         name = self.names.get(index, "")
         cur = self.state.get(index)
-        net = link_changes(self.shown.get(index), cur)
+        before = self.shown.get(index)
+        net = link_changes(before, cur)
         if cur is None:  # deleted: its last output stands, then it is forgotten
             self.output.pop(index, None)
             self.names.pop(index, None)
@@ -279,10 +280,14 @@ class LinkWatcher:
             self.source.forget(("link", index))
         else:
             self.shown[index] = cur
-        if not seen or not out or not self.wanted(name):
+        # a link renamed out of include/exclude is told once more (its readings stop): as its old name was
+        was = before.name if before is not None and before.name != name else None
+        if not seen or not out or not (self.wanted(name) or (was is not None and self.wanted(was))):
             return []
         changes = sorted(seen, key=ORDER.index)
         out.update({"change": net[0] if net else "flapped", "changes": changes, "coalesced": count - 1})
+        if was is not None:
+            out["renamed_from"] = was
         return [self.source.reading(name, out, inputs=("RTM_NEWLINK",))]
 
     def close(self) -> None:

@@ -94,14 +94,36 @@ def test_proxmox_host_fixture(capsys: pytest.CaptureFixture[str]) -> None:
 def test_results_are_reused_for_cache_ttl_only() -> None:
     first, second = collect(MountsProbe(pve_options(cache_ttl=3600.0)), rounds=2)
     assert first[-1].output["checks_started"] == 4 and first[-1].output["checks_cached"] == 0
-    assert second[-1].output["checks_started"] == 0 and second[-1].output["checks_cached"] == 4
-    assert all(r.output["cached"] for r in second[:-1])
-    assert [r.output["checked_at"] for r in first[:-1]] == [r.output["checked_at"] for r in second[:-1]]
+    # a failed check (a target not there) is made again; ok and readonly results are reused
+    failed = {r.subject for r in first[:-1] if r.output["status"] == "failed"}
+    assert failed == {"/home/ops/remote"}
+    assert second[-1].output["checks_started"] == 1 and second[-1].output["checks_cached"] == 3
+    assert all(r.output["cached"] == (r.subject not in failed) for r in second[:-1])
+    assert [r.output["checked_at"] for r in first[:-1] if r.subject not in failed] == \
+        [r.output["checked_at"] for r in second[:-1] if r.subject not in failed]
     rounds = collect(MountsProbe(pve_options(cache_ttl=0.0)), rounds=3)
     assert all(r[-1].output["checks_started"] == 4 for r in rounds)
     assert not any(r.output["cached"] for r in rounds[2][:-1])
     # the workers of the first round serve the later ones: no child is started after it
     assert {r[-1].output["children_spawned"] for r in rounds} == {rounds[0][-1].output["children_spawned"]}
+
+
+def test_a_failed_check_is_not_reused_and_a_target_put_right_is_ok_next_round(tmp_path: Path) -> None:
+    table = tmp_path / "mounts"
+    table.write_text(f"srv:/ro {tmp_path}/later nfs ro 0 0\n")
+    probe = MountsProbe(MountsOptions(proc_mounts=str(table), containers=False, cache_ttl=3600.0))
+
+    async def rounds() -> list[list[Reading]]:
+        try:
+            first = list(await probe.collect())
+            (tmp_path / "later").mkdir()
+            return [first, list(await probe.collect())]
+        finally:
+            await probe.aclose()
+
+    first, second = run(rounds)
+    assert first[0].output["status"] == "failed"
+    assert second[0].output["status"] == "readonly" and second[0].output["cached"] is False
 
 
 def test_only_configured_fstypes() -> None:

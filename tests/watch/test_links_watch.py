@@ -135,3 +135,27 @@ async def test_probe_watch_in_a_missing_namespace_is_one_error(collector: Collec
     with anyio.fail_after(5):
         await probe.watch(collector)
     assert len(collector.readings) == 1 and "not started" in (collector.readings[0].error or "")
+
+
+async def test_a_rename_out_of_include_is_told_under_the_new_name_with_the_old(netns: str,
+                                                                              collector: Collector) -> None:
+    ip(netns, "link", "add", "veth-ra", "type", "veth", "peer", "name", "veth-rb")
+
+    def wanted(name: str) -> bool:
+        return name.startswith("veth-r")
+
+    async with anyio.create_task_group() as tg:
+        ready = anyio.Event()
+        tg.start_soon(lambda: watch_links(collector, LinkWatchOptions(coalesce=0.0), link_output, wanted,
+                                          netns=netns, ready=lambda w: ready.set()))
+        with anyio.fail_after(5):
+            await ready.wait()
+        ip(netns, "link", "set", "veth-ra", "name", "other0")  # out of what is wanted
+        out = await collector.wait_for(change("other0", "renamed"))
+        assert out.output["renamed_from"] == "veth-ra"
+        ip(netns, "link", "set", "other0", "mtu", "1400")  # not wanted now: not told
+        ip(netns, "link", "set", "other0", "name", "veth-rc")  # back in
+        back = await collector.wait_for(change("veth-rc", "renamed"))
+        assert back.output["renamed_from"] == "other0" and back.output["mtu"] == 1400
+        tg.cancel_scope.cancel()
+    assert [r.subject for r in collector.readings if r.subject.startswith("other")] == ["other0"]
