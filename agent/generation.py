@@ -25,7 +25,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from . import health
 from .config import Config, ProbeConfig
-from .errors import ConfigError, SinkError
+from .errors import ConfigError, SinkError, redact
 from .pipeline import PipelineStats, ProbeRunner, SinkQueue, SinkWorker
 from .pipeline.runner import Submit
 from .pipeline.spoolqueue import SpoolQueue, queue_for
@@ -200,10 +200,13 @@ def stranded(old: Generation, new: Generation) -> str | None:
 def hand_on(old: Generation, new: Generation) -> None:
     """What the in-memory queues of ``old`` still hold, moved to the queue of the same sink in ``new``: the one
     with its key, which counts on its counters (a spool shared by both needs nothing: the new reader reads it)."""
-    successors = {key: q for key, q in zip(new.sink_keys, new.queues, strict=True)
+    # the same label, and the same URI (its password aside): a label may pass to another URI across a reload
+    # (``URI #2``, once the second of two ``URI`` sinks, then a sink whose URI ends so), not its events
+    successors = {(key, redact(ep.uri)): q for ep, key, q in zip(new.cfg.sinks, new.sink_keys, new.queues,
+                                                                 strict=True)
                   if not isinstance(q, SpoolQueue)}
     for ep, key, q, w in zip(old.cfg.sinks, old.sink_keys, old.queues, old.workers, strict=True):
-        if isinstance(q, SpoolQueue) or (after := successors.get(key)) is None:
+        if isinstance(q, SpoolQueue) or (after := successors.get((key, redact(ep.uri)))) is None:
             continue
         items = [*w.take_in_hand(), *q.take_all()]  # the batch being retried came first
         if items:

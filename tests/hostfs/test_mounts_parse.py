@@ -87,7 +87,8 @@ def test_empty_table() -> None:
 @pytest.mark.parametrize(("fstype", "remote"), [
     ("nfs", True), ("nfs4", True), ("cifs", True), ("smb3", True), ("smbfs", True), ("fuse.sshfs", True),
     ("ceph", True), ("glusterfs", True), ("9p", True), ("virtiofs", True),
-    ("fuse.glusterfs", True), ("fuse.ceph-fuse", True), ("fuse.gvfsd-fuse", False), ("ext4", False), ("fuse", False), ("NFS", False), ("tmpfs", False),
+    ("fuse.glusterfs", True), ("fuse.ceph-fuse", True), ("fuse.gvfsd-fuse", False), ("ext4", False),
+    ("fuse", False), ("NFS", False), ("tmpfs", False),
 ])
 def test_default_remote_families(fstype: str, remote: bool) -> None:
     assert fstype_matches(fstype, DEFAULT_REMOTE_FSTYPES) is remote
