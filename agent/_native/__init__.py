@@ -9,6 +9,8 @@ headers of libsodium and OpenSSL are there) and not turned off with ``HOSTSTAMP_
   certainly pass an event, and its nesting is within a depth when one is given), or None.
 - :data:`Checker` is :class:`agent._native.restamp.Checker` (the common case of a guest signature check, Ed25519
   by libsodium), or None.
+- :data:`verify_detached` is :func:`agent._native.restamp.verify_detached` (one Ed25519 signature checked by
+  libsodium: ``(signature, message, raw public key) -> bool``), or None.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-__all__ = ["Checker", "Restamper", "Signer", "check_passes", "native_signer", "parts"]
+__all__ = ["Checker", "Restamper", "Signer", "check_passes", "native_signer", "parts", "verify_detached"]
 
 if TYPE_CHECKING:
     from .edsign import Signer as _Signer
@@ -37,12 +39,13 @@ except ImportError:
 Restamper: type[_Restamper] | None
 Checker: type[_Checker] | None
 check_passes: Callable[..., bool] | None
+verify_detached: Callable[[bytes, bytes, bytes], bool] | None
 try:
     if _OFF:
         raise ImportError("turned off with HOSTSTAMP_NATIVE")
-    from .restamp import Checker, Restamper, check_passes
+    from .restamp import Checker, Restamper, check_passes, verify_detached
 except ImportError:
-    Restamper = Checker = check_passes = None
+    Restamper = Checker = check_passes = verify_detached = None
 
 
 def native_signer() -> str:

@@ -16,7 +16,7 @@ import orjson
 from ..codec.exact import duplicate_name
 from ..errors import VerifyError
 from ..signing.audit import Tally, audit
-from ..signing.event import verify_event
+from ..signing.checker import EventChecker
 from ..signing.keys import VerifyKey
 from .report import Findings
 
@@ -29,6 +29,8 @@ class EventChecks:
     def __init__(self, f: Findings, keys: Mapping[str, VerifyKey],
                  guest_keys: Mapping[str, VerifyKey] | None = None) -> None:
         self.f, self.keys, self.guest_keys = f, keys, guest_keys
+        #: one checker for the whole archive: its caches, and the native check of the common case
+        self.checker = EventChecker(keys)
         #: notes of what the events' signatures do not cover, each once
         self.tally = Tally()
         self.seq: dict[str, int] = {}
@@ -58,7 +60,7 @@ class EventChecks:
                                                     "disagree on which value counts; nothing signed both)")
             return False
         try:
-            event = verify_event(doc, self.keys)
+            event = self.checker.verify(doc)
         except VerifyError as exc:
             self.f.problem("event-signature", where, f"id={doc.get('id')}: {exc}")
             return False

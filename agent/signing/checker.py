@@ -79,10 +79,21 @@ _SignatureCheck = Callable[[bytes, bytes], object]
 
 
 def _signature_check(key: VerifyKey) -> _SignatureCheck:
-    """The cheapest call that checks a signature by ``key``: the Ed25519 key's own ``verify`` when it is one."""
+    """The cheapest call that checks a signature by ``key``: for an Ed25519 key, libsodium's where the native
+    part is built (a fifth cheaper than OpenSSL's through the cryptography package), else the key's own
+    ``verify``."""
     public = getattr(key, "public", None)
     if type(key) is VerifyKey and isinstance(public, Ed25519PublicKey):
-        return public.verify
+        native = _native.verify_detached
+        if native is None:
+            return public.verify
+        raw = public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+        def libsodium(sig: bytes, msg: bytes) -> None:
+            if len(sig) != 64 or not native(sig, msg, raw):  # no Ed25519 signature has another length
+                raise InvalidSignature
+
+        return libsodium
 
     def check(sig: bytes, msg: bytes) -> None:
         if not key.verify(sig, msg):
@@ -161,7 +172,13 @@ class EventChecker:
         self._names(event, self._trusted)
 
     def verify(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        """As :func:`verify_event`: what the signature covers."""
+        """As :func:`verify_event`: what the signature covers. The native check, where it says yes, has read the
+        signed names from this checker's cache of validated ``signedextattrs``: they are taken from there."""
+        if self._native is not None and self._native.verifies(event):
+            ext = event.get("signedextattrs")
+            names = () if ext is None or ext == "" else self._ext.get(ext) if type(ext) is str else None
+            if names is not None:
+                return _covered(event, names)
         return _covered(event, self._names(event, self._trusted))
 
     def _names(self, event: Mapping[str, Any], trusted: Mapping[str, _SignatureCheck]) -> Sequence[str]:

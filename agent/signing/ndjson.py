@@ -11,7 +11,7 @@ import orjson
 from ..codec.exact import duplicate_name
 from ..errors import VerifyError
 from .audit import Tally, audit
-from .event import verify_event
+from .checker import EventChecker
 from .keys import VerifyKey
 
 __all__ = ["MAX_LINE", "LongLine", "Problem", "Report", "bounded_lines", "verify_lines"]
@@ -152,6 +152,7 @@ def verify_lines(lines: Iterable[bytes], keys: Mapping[str, VerifyKey], *, name:
     """
     report = Report(path=name)
     last_seq: dict[str, int] = {}
+    checker = EventChecker(keys)  # one for the stream: its caches, and the native check of the common case
     for lineno, raw in enumerate(lines, 1):
         if isinstance(raw, LongLine):
             report.events += 1
@@ -177,23 +178,23 @@ def verify_lines(lines: Iterable[bytes], keys: Mapping[str, VerifyKey], *, name:
             continue
         if isinstance(doc, list):
             for i, item in enumerate(doc):
-                _verify_one(report, last_seq, item, f"{where}[{i}]", keys, guest_keys)
+                _verify_one(report, last_seq, item, f"{where}[{i}]", checker, guest_keys)
         else:
-            _verify_one(report, last_seq, doc, where, keys, guest_keys)
+            _verify_one(report, last_seq, doc, where, checker, guest_keys)
     if report.events == 0:
         report.add(Problem(name, "no events to verify"))
     return report
 
 
 def _verify_one(report: Report, last_seq: dict[str, int], doc: object, where: str,
-                keys: Mapping[str, VerifyKey], guest_keys: Mapping[str, VerifyKey] | None) -> None:
+                checker: EventChecker, guest_keys: Mapping[str, VerifyKey] | None) -> None:
     report.events += 1
     if not isinstance(doc, dict):
         report.add(Problem(where, "not a JSON object"))
         return
     ev_id = doc.get("id") if isinstance(doc.get("id"), str) else None
     try:
-        verified = verify_event(doc, keys)
+        verified = checker.verify(doc)
     except VerifyError as exc:
         report.add(Problem(where, str(exc), ev_id))
         return
