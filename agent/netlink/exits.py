@@ -16,6 +16,9 @@ deregisters the mask before closing the socket.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import math
 import os
 import re
 import time
@@ -30,6 +33,8 @@ from .nlsocket import NETLINK_GENERIC, NetlinkSocket
 from .structs import TaskStats
 from .taskstats import build_deregister, build_register, parse_taskstats
 
+log = logging.getLogger("hoststamp.taskstats")
+
 __all__ = ["REPORT_EVERY", "ExitRecord", "ExitStream", "Overrun", "possible_cpus"]
 
 #: seconds between reports of losses while they go on (the consumer never catching up)
@@ -43,11 +48,16 @@ _CPULIST = re.compile(r"\d{1,5}(?:-\d{1,5})?(?:,\d{1,5}(?:-\d{1,5})?)*")
 def possible_cpus(path: str | os.PathLike[str] = "/sys/devices/system/cpu/possible") -> str:
     """The cpulist of possible CPUs (``0-3``), the mask the kernel accepts; ``0-(n-1)`` if unreadable, or not a
     cpulist (a regular file only: a FIFO there would block the start)."""
+    why = "not a cpulist"
     try:
         text = read_small(str(path), 4096).decode("ascii", "replace").strip()
-    except OSError:
-        text = ""
-    return text if _CPULIST.fullmatch(text) else f"0-{max(1, os.cpu_count() or 1) - 1}"
+    except OSError as exc:
+        text, why = "", exc.strerror or str(exc)
+    if _CPULIST.fullmatch(text):
+        return text
+    guess = f"0-{max(1, os.cpu_count() or 1) - 1}"
+    log.warning("cpu_possible %s: %s; the exit stream registers CPUs %s instead", path, why, guess)
+    return guess
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +101,9 @@ class ExitStream:
         #: they go on
         self._lost_since = 0.0
         self.report_every = report_every
+        #: when the last report was given (time.monotonic()): the next one comes ``report_every`` after it at
+        #: the soonest, so that losses going on, with the buffer caught up between them, are one report a second
+        self._reported_at = -math.inf
         #: records received, dropped from the buffer, and undecodable messages
         self.received = 0
         self.dropped = 0
@@ -145,17 +158,35 @@ class ExitStream:
         return item
 
     async def get(self) -> ExitRecord | Overrun | None:
-        """The next item, waiting for one; ``None`` once stopped and drained."""
+        """The next item, waiting for one; ``None`` once stopped and drained.
+
+        Losses are reported once caught up with what was queued (or ``report_every`` after they began, if the
+        buffer never empties), and never sooner than ``report_every`` after the previous report: a report due
+        earlier waits, the records queued meanwhile are handed out first, and losses met meanwhile join it."""
         while True:
-            if self._unreported and (not self.buffer or time.monotonic() - self._lost_since >= self.report_every):
-                self._unreported = False
-                return Overrun(kernel_overruns=self.overruns, dropped=self.dropped)
+            due: float | None = None
+            if self._unreported:
+                now = time.monotonic()
+                if not self.buffer or now - self._lost_since >= self.report_every or self.sock is None:
+                    due = self._reported_at + self.report_every - now
+                    if due <= 0 or (self.sock is None and not self.buffer):
+                        return self._report(now)
             if self.buffer:
                 return self.buffer.popleft()
             if self.sock is None:
                 return None
             self._ready.clear()
-            await self._ready.wait()
+            if due is None:
+                await self._ready.wait()
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(due):
+                    await self._ready.wait()
+
+    def _report(self, now: float) -> Overrun:
+        self._unreported = False
+        self._reported_at = now
+        return Overrun(kernel_overruns=self.overruns, dropped=self.dropped)
 
     def _on_overrun(self) -> None:
         self.overruns += 1

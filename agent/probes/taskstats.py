@@ -89,8 +89,13 @@ class TaskstatsOptions:
         for name in ("cgroups", "cgroupstats"):
             if any(not p or "\0" in p for p in getattr(self, name)):
                 raise ValueError(f"{name} must hold paths (none empty, no NUL character)")
-        if self.exit_buffer < 1:
-            raise ValueError("exit_buffer must be at least 1")
+            if any(not p.startswith("/") for p in getattr(self, name)):
+                raise ValueError(f"{name} must hold absolute paths (a directory under a cgroup mount)")
+        if any(not c or "\0" in c or len(c.encode()) > _COMM_MAX for c in self.commands):
+            raise ValueError(f"commands must hold command names as /proc/PID/comm shows them (not empty, no NUL "
+                             f"character, at most {_COMM_MAX} bytes: the kernel keeps no more)")
+        if not 1 <= self.exit_buffer <= _EXIT_BUFFER_MAX:
+            raise ValueError(f"exit_buffer must be between 1 and {_EXIT_BUFFER_MAX}")
         if not 1 <= self.window <= 4096:
             raise ValueError("window must be between 1 and 4096")
         bad = [p for p in self.pids if not 1 <= p <= _PID_MAX]
@@ -100,6 +105,10 @@ class TaskstatsOptions:
 
 #: the largest process id Linux can give (PID_MAX_LIMIT, 2^22 on 64-bit kernels)
 _PID_MAX = 1 << 22
+#: the longest name /proc/PID/comm shows (TASK_COMM_LEN 16, less its NUL)
+_COMM_MAX = 15
+#: exit records held at most (each is a few hundred bytes: a million is a few hundred MB already)
+_EXIT_BUFFER_MAX = 1 << 20
 
 
 def _json_int(v: int | str) -> int | str:

@@ -83,6 +83,47 @@ async def test_losses_that_go_on_while_the_consumer_reads_are_one_report_not_one
     assert len(overruns) == 1 and items[-1] is overruns[0] and overruns[0].dropped == stream.dropped > 0
 
 
+async def test_losses_soon_after_a_report_wait_for_report_every_and_come_as_one() -> None:
+    """The consumer catches up between bursts (the buffer empties each time): the first episode is reported
+    once caught up, later ones not before ``report_every`` after it, whatever the buffer does meanwhile; losses
+    still unreported when the stream stops are reported last."""
+
+    async def burst(n: int) -> None:
+        before = stream.received
+        for _ in range(n):
+            p = await asyncio.create_subprocess_exec("true")
+            await p.wait()
+        async with asyncio.timeout(10):
+            while stream.received < before + n:
+                await asyncio.sleep(0.01)
+
+    async def drain(wait: float) -> list[ExitRecord | Overrun]:
+        got: list[ExitRecord | Overrun] = []
+        while True:  # until nothing comes for ``wait`` seconds (other tasks of the host may exit too)
+            try:
+                item = await asyncio.wait_for(stream.get(), wait)
+            except TimeoutError:
+                return got
+            assert item is not None
+            got.append(item)
+            if isinstance(item, Overrun):
+                return got
+
+    async with ExitStream(buffer=2, report_every=3600) as stream:
+        await burst(5)
+        first = await drain(5)
+        assert isinstance(first[-1], Overrun)
+        for _ in range(3):  # three more episodes, each caught up with
+            await burst(5)
+            assert not any(isinstance(i, Overrun) for i in await drain(0.3))
+        lost = stream.dropped
+        assert lost > first[-1].dropped
+    async with asyncio.timeout(5):
+        rest = [x async for x in stream]
+    assert [type(x) for x in rest][-1:] == [Overrun] and [x for x in rest if isinstance(x, Overrun)] == [rest[-1]]
+    assert rest[-1].dropped == stream.dropped >= lost  # type: ignore[union-attr]
+
+
 async def test_kernel_overrun_is_counted_and_reported() -> None:
     async with ExitStream(rcvbuf=1, buffer=1000) as stream:  # the kernel's minimum receive buffer
         # the loop is blocked while the children exit, so the socket's queue fills up and overflows
