@@ -58,6 +58,18 @@ def msg_id(text: str) -> str:
     return quote(text, safe="")
 
 
+def source_msg_id(source: str, ident: str) -> str:
+    """The ``Nats-Msg-Id`` of ``msg_id = "source-id"``: ``source``, a space and ``id``, each percent-encoded
+    when it holds a space or a ``%`` (or anything :func:`msg_id` encodes), so that the one space between them
+    is where they part: two different (source, id) pairs never share a value (``"a b"`` and ``"c"`` against
+    ``"a"`` and ``"b c"``)."""
+    return msg_id(f"{_own_part(source)} {_own_part(ident)}")
+
+
+def _own_part(text: str) -> str:
+    return text if " " not in text and msg_id(text) == text else quote(text, safe="")
+
+
 def wire_size(headers: Mapping[str, str], payload: bytes) -> int:
     """Bytes of a message as the server counts them against ``max_payload``: the header block the client
     writes (names and values trimmed, a line break in a value made a space) and the payload."""

@@ -33,7 +33,8 @@ import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from ..codec.nats import CONTENT_TYPE, MSG_ID, STRUCTURED, SubjectTemplate, msg_id, to_binary, wire_size
+from ..codec.nats import (CONTENT_TYPE, MSG_ID, STRUCTURED, SubjectTemplate, msg_id, source_msg_id, to_binary,
+                          wire_size)
 from ..errors import ConfigError, SinkError, TransportError
 from ..model import Event
 from ..transport.nats import (
@@ -258,7 +259,7 @@ class NatsSink(Sink):
         elif not self.template.static:
             attrs = {"id": event.id, "source": event.source, "type": event.type}
         subject = self.template.render(attrs) if attrs is not None else self.template.text
-        ident = msg_id(event.id if self.opts.msg_id == "id" else f"{event.source} {event.id}")
+        ident = msg_id(event.id) if self.opts.msg_id == "id" else source_msg_id(event.source, event.id)
         if self.opts.mode == "binary":
             try:
                 headers, payload = to_binary(attrs)

@@ -11,6 +11,8 @@ from typing import Any
 import nats
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.codec.nats import from_binary
 from agent.errors import SinkError, Undeliverable
@@ -135,6 +137,30 @@ async def test_source_id_message_ids_keep_events_of_different_sources_apart(nats
         await sink.aclose()
     msgs = await stream_messages(nats_server.url, "IDS")
     assert [m.headers["Nats-Msg-Id"] for m in msgs if m.headers] == ["guest://a 1", "guest://b 1"]
+
+
+async def test_source_id_message_ids_never_join_two_pairs_into_one(nats_server: NatsServer) -> None:
+    """A space in a source or id is encoded: ("guest://a b", "c-1") and ("guest://a", "b c-1") are two events, and
+    the server keeps both."""
+    from agent.codec.nats import source_msg_id
+    pairs = [("guest://a b", "c-1"), ("guest://a", "b c-1"), ("1 x", "2"), ("1", "x 2"), ("a%20b", "c"),
+             ("a", "%20b c"), (" a", "b"), ("a ", "b")]
+    assert len({source_msg_id(s, i) for s, i in pairs}) == len(pairs)
+    sink = sink_for(nats_server, "pairs", create_stream="PAIRS", msg_id="source-id")
+    events = [Event(i, s, "t", n, orjson.dumps({"id": i, "source": s})) for n, (s, i) in enumerate(pairs, 1)]
+    try:
+        await sink.send(events)
+    finally:
+        await sink.aclose()
+    assert len(await stream_messages(nats_server.url, "PAIRS")) == len(pairs)
+    assert sink.stats.duplicates == 0
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.tuples(st.text(max_size=6), st.text(max_size=6)), st.tuples(st.text(max_size=6), st.text(max_size=6)))
+def test_source_id_message_ids_are_one_to_one(a: tuple[str, str], b: tuple[str, str]) -> None:
+    from agent.codec.nats import source_msg_id
+    assert (source_msg_id(*a) == source_msg_id(*b)) == (a == b)
 
 
 async def test_a_subject_no_stream_takes_is_a_sink_error(nats_server: NatsServer) -> None:
