@@ -81,7 +81,9 @@ class Config:
 
     def warnings(self) -> list[tuple[str, str]]:
         """(key, reason) of what runs but does nothing (as ``config check`` warns of it), for ``run`` to log."""
-        return unused_names([(ln.uri, ln.name) for ln in self.listeners])
+        return unused_keys([(ln.uri, {"name": ln.name, "mode": ln.mode,
+                                      "max_connections_per_peer": ln.max_connections_per_peer})
+                            for ln in self.listeners])
 
     def probe(self, name: str) -> ProbeConfig:
         for p in self.probes:
@@ -216,16 +218,25 @@ def repeated_addresses(uris: Sequence[str | None]) -> list[tuple[str, str]]:
 _KERNEL_NAMED = {"unix": "unix:uid=U,pid=P", "vsock": "vsock:CID"}
 
 
-def unused_names(listeners: Sequence[tuple[object, object]]) -> list[tuple[str, str]]:
-    """(key, reason) of each listener, given as (uri, name), with a ``name`` nothing uses: only a Firecracker
-    (``fcvsock:``) or NATS listener stamps its name as ``hostpeer``."""
+def unused_keys(listeners: Sequence[tuple[object, Mapping[str, object]]]) -> list[tuple[str, str]]:
+    """(key, reason) of each listener option set that nothing uses, the listeners given as (uri, options set; a
+    None value counts as not set): a ``name`` where the kernel names the peer (only a Firecracker (``fcvsock:``)
+    or NATS listener stamps its name as ``hostpeer``), a ``mode`` where there is no socket file, a
+    ``max_connections_per_peer`` where all connections are one peer's or there are none."""
     unused = []
-    for i, (uri, name) in enumerate(listeners):
+    for i, (uri, table) in enumerate(listeners):
         scheme = uri.partition(":")[0].lower() if isinstance(uri, str) else ""
-        if isinstance(name, str) and scheme in _KERNEL_NAMED:
+        if isinstance(table.get("name"), str) and scheme in _KERNEL_NAMED:
             unused.append((f"listeners[{i}].name", f"not used: events from a {scheme}: listener carry the peer the "
                            f"kernel names ({_KERNEL_NAMED[scheme]}) as hostpeer; only fcvsock: and nats: "
                            "listeners stamp their name"))
+        if table.get("mode") is not None and scheme in ("vsock", "nats"):
+            unused.append((f"listeners[{i}].mode", f"not used: a {scheme}: listener makes no socket file (only "
+                           "unix: and fcvsock: listeners do)"))
+        if table.get("max_connections_per_peer") is not None and scheme in ("fcvsock", "nats"):
+            why = ("every connection of a Firecracker socket comes from its one VM (max_connections bounds them)"
+                   if scheme == "fcvsock" else "a nats: listener takes no connections")
+            unused.append((f"listeners[{i}].max_connections_per_peer", f"not used: {why}"))
     return unused
 
 

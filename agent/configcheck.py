@@ -161,9 +161,9 @@ def check_document(doc: Mapping[str, Any], *, file: str | None = None,
                 _socket_file(problems, table.get("uri"), f"listeners[{i}].uri", file)
         addresses = [t.get("uri") if isinstance(t, Mapping) else None for t in listeners]
         problems.extend(Problem(file, key, reason) for key, reason in config_mod.repeated_addresses(addresses))
-        named = [(t.get("uri"), t.get("name")) if isinstance(t, Mapping) else (None, None) for t in listeners]
+        named = [(t.get("uri"), t) if isinstance(t, Mapping) else (None, {}) for t in listeners]
         bad = {p.key for p in problems}
-        problems.extend(Problem(file, key, reason, "warning") for key, reason in config_mod.unused_names(named)
+        problems.extend(Problem(file, key, reason, "warning") for key, reason in config_mod.unused_keys(named)
                         if key not in bad)
     else:
         problems.append(Problem(file, "listeners", "expected an array of tables ([[listeners]])"))

@@ -33,8 +33,7 @@ import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from ..codec.nats import (CONTENT_TYPE, MSG_ID, STRUCTURED, SubjectTemplate, msg_id, source_msg_id, to_binary,
-                          wire_size)
+from ..codec.nats import CONTENT_TYPE, MSG_ID, STRUCTURED, SubjectTemplate, msg_id, source_msg_id, to_binary, wire_size
 from ..errors import ConfigError, SinkError, TransportError
 from ..model import Event
 from ..transport.nats import (

@@ -205,7 +205,11 @@ def parse_nats_uri(uri: str, *, key: str = "uri", params: tuple[str, ...] = ()) 
     subject = unquote(parts.path.lstrip("/"))
     if not subject:
         raise ConfigError(f"{uri!r}: no subject (expected nats://HOST:PORT/SUBJECT)", key=key)
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = dict(pairs)
+    if len(query) < len(pairs):
+        twice = next(n for i, (n, _) in enumerate(pairs) if any(m == n for m, _ in pairs[:i]))
+        raise ConfigError(f"{uri!r}: query parameter {twice!r} given more than once", key=key)
     for name in query:
         if name not in params:
             allowed = ", ".join(params) or "none"

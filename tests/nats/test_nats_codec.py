@@ -158,6 +158,8 @@ def test_uri_parsing() -> None:
                 "nats://h:1/a.x\tb", "nats://h:1/a\n"):
         with pytest.raises(ConfigError):
             parse_nats_uri(bad)
+    with pytest.raises(ConfigError, match="query parameter 'stream' given more than once"):  # which would count?
+        parse_nats_uri("nats://h:1/g.>?create=1&stream=A&stream=B", params=("stream", "create"))
 
 
 def test_listener_settings_from_the_uri() -> None:

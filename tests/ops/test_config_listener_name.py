@@ -67,3 +67,30 @@ def test_a_reload_logs_the_warning_too(tmp_path: Path) -> None:
         agent.signal(signal.SIGHUP)
         wait_for(lambda: "listeners[0].name: not used" in agent.log(), what="the warning logged on the reload")
         assert agent.stop() == 0
+
+
+@pytest.mark.parametrize(("uri", "key"), [
+    ("vsock:any:5000", "mode"), ("nats://127.0.0.1:4222/guests.>", "mode"),
+    ("fcvsock:{tmp}/fc.sock:52", "max_connections_per_peer"),
+    ("nats://127.0.0.1:4222/guests.>", "max_connections_per_peer"),
+])
+def test_a_socket_option_a_listener_has_no_use_for_is_warned_of(tmp_path: Path, uri: str, key: str) -> None:
+    value = "0o600" if key == "mode" else "4"
+    path = tmp_path / "c.toml"
+    name = "" if uri.startswith("vsock:") else 'name = "g"\n'
+    path.write_text(f'[[sinks]]\nuri = "stdout:"\n[[listeners]]\nuri = "{uri.format(tmp=tmp_path)}"\n'
+                    f'{name}{key} = {value}\n')
+    problems = check_file(path)
+    assert [(p.key, p.severity) for p in problems] == [(f"listeners[0].{key}", "warning")]
+    assert problems[0].reason.startswith("not used: ")
+    assert config.load(path).warnings() == [(f"listeners[0].{key}", problems[0].reason)]
+
+
+def test_socket_options_where_they_are_used_are_not_warned_of(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'[[sinks]]\nuri = "stdout:"\n[[listeners]]\nuri = "unix:{tmp_path}/in.sock"\nmode = 0o600\n'
+                    'max_connections_per_peer = 4\n[[listeners]]\nuri = "vsock:any:5000"\n'
+                    'max_connections_per_peer = 4\n'
+                    f'[[listeners]]\nuri = "fcvsock:{tmp_path}/fc.sock:52"\nname = "vm"\nmode = 0o600\n')
+    assert check_file(path) == []
+    assert config.load(path).warnings() == []
