@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 
 import anyio
@@ -26,6 +25,7 @@ import anyio
 from ..errors import AgentError, SinkError, Undeliverable
 from ..model import Event
 from ..sinks.base import Sink
+from ..transport.sender import Backoff
 from .queue import Receipt, SinkQueue
 from .spoolqueue import SpoolQueue
 from .stats import SinkStats
@@ -42,23 +42,9 @@ CLOSE_LAST_MOMENT = 0.25
 _LEFT_OUT = {"too_large": "too large"}
 
 
-def backoff_delays(base: float = 0.1, cap: float = 10.0) -> _Backoff:
-    return _Backoff(base, cap)
-
-
-class _Backoff:
-    """Full-jitter exponential backoff: sleep U(0, min(cap, base·2^n))."""
-
-    def __init__(self, base: float, cap: float) -> None:
-        self.base, self.cap, self.attempt = base, cap, 0
-
-    def next(self) -> float:
-        d = random.uniform(0, min(self.cap, self.base * (2**self.attempt)))
-        self.attempt = min(self.attempt + 1, 30)
-        return d
-
-    def reset(self) -> None:
-        self.attempt = 0
+def backoff_delays(base: float = 0.1, cap: float = 10.0) -> Backoff:
+    """A sink's retry delays: full-jitter exponential backoff, as the socket senders use."""
+    return Backoff(base, cap)
 
 
 class SinkWorker:
@@ -72,7 +58,7 @@ class SinkWorker:
         *,
         batch_max: int = 512,
         flush_interval: float = 1.0,
-        backoff: _Backoff | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         self.sink = sink
         self.queue = queue
@@ -268,8 +254,8 @@ class SinkWorker:
                 ):
                     await self._flush()
         finally:
-            # one bounded attempt: a sink that is down must not hold shutdown hostage. It ends with the drain's
-            # deadline, but for a last moment to close what is open
+            # one bounded attempt (a sink that is down holds no shutdown), ending with the drain's deadline, but
+            # for a last moment to close what is open
             close_in = CLOSE_TIMEOUT
             if self.close_by is not None:
                 close_in = min(CLOSE_TIMEOUT, max(CLOSE_LAST_MOMENT, self.close_by - time.monotonic()))
@@ -302,6 +288,8 @@ class SinkWorker:
                 self.unconfirmed = self._unconfirmed()
             if self._spool is None:  # with a spool, what is left is kept in it, its senders acked already
                 self._fail_unconfirmed(None if self._handed_on else batch)
+            else:  # counted as sent, not confirmed: the spool's next reader sends them again, not counting them
+                self.stats.recount += max(0, self._sent_upto - self._spool.spool.committed)
             self.holding = 0  # what was in hand is failed, handed on or spooled: not held (nor shown so) any more
             self.finished = True
 
