@@ -213,8 +213,9 @@ class Agent:
                 log.exception("reload: building generation %d failed", new.number)
             return await self._unbuild(new, str(exc))
         old = self.gen
+        where = f"{cfg.path}: " if cfg.path else ""  # a ConfigError's text names its file; these name it too
         if (why := stranded(old, new)) is not None:
-            return await self._unbuild(new, why)
+            return await self._unbuild(new, where + why)
         if cfg.metrics.listen != old.cfg.metrics.listen and not self.once:
             server, problem = await replace_server(self.metrics, cfg.metrics.listen, self._registry)
             if server is not self.metrics:
@@ -223,10 +224,11 @@ class Agent:
                     assert self._tg is not None
                     self._tg.start_soon(server.serve)
             if problem is not None:  # the running configuration stays, metrics where they were
-                return await self._unbuild(new, problem)
-        for k in RESTART_ONLY:
-            if getattr(cfg.agent, k) != getattr(old.cfg.agent, k):
-                log.warning("reload: agent.%s changed; that takes effect at the next restart", k)
+                return await self._unbuild(new, where + problem)
+        for k in RESTART_ONLY:  # against what took effect at the start, not the file a reload read last
+            if getattr(cfg.agent, k) != getattr(self.cfg.agent, k):
+                log.warning("reload: agent.%s differs from the running value; that takes effect at the next "
+                            "restart", k)
         log.info("reloading %s: generation %d -> %d", cfg.path or "the default configuration", old.number,
                  new.number)
         self._retiring.append(old)
