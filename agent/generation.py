@@ -197,13 +197,17 @@ def stranded(old: Generation, new: Generation) -> str | None:
     return None
 
 
+def _successor_keys(new: Generation) -> list[tuple[SinkKey, str]]:
+    """What makes a sink of ``new`` the same as one before it: the same label, and the same URI (its password
+    aside). A label may pass to another URI across a reload (``URI #2``, once the second of two ``URI`` sinks,
+    then a sink whose URI ends so), not its events."""
+    return [(key, redact(ep.uri)) for ep, key in zip(new.cfg.sinks, new.sink_keys, strict=True)]
+
+
 def hand_on(old: Generation, new: Generation) -> None:
     """What the in-memory queues of ``old`` still hold, moved to the queue of the same sink in ``new``: the one
     with its key, which counts on its counters (a spool shared by both needs nothing: the new reader reads it)."""
-    # the same label, and the same URI (its password aside): a label may pass to another URI across a reload
-    # (``URI #2``, once the second of two ``URI`` sinks, then a sink whose URI ends so), not its events
-    successors = {(key, redact(ep.uri)): q for ep, key, q in zip(new.cfg.sinks, new.sink_keys, new.queues,
-                                                                 strict=True)
+    successors = {k: q for k, q in zip(_successor_keys(new), new.queues, strict=True)
                   if not isinstance(q, SpoolQueue)}
     for ep, key, q, w in zip(old.cfg.sinks, old.sink_keys, old.queues, old.workers, strict=True):
         if isinstance(q, SpoolQueue) or (after := successors.get((key, redact(ep.uri)))) is None:
@@ -272,8 +276,10 @@ async def drain(gen: Generation, stats: PipelineStats, by: float | None = None,
         return 0
     undelivered = 0
     by = time.monotonic() + gen.cfg.agent.drain_timeout if by is None else by
-    for w in gen.workers:
+    going_on = set(_successor_keys(successor)) if successor is not None else set()
+    for ep, key, w in zip(gen.cfg.sinks, gen.sink_keys, gen.workers, strict=True):
         w.close_by = by  # a sink's last attempt to confirm and close ends with the deadline too
+        w.removed = successor is not None and (key, redact(ep.uri)) not in going_on
     if not await _wait_by(gen, by, stopping):
         if successor is not None:
             hand_on(gen, successor)

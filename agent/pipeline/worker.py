@@ -81,6 +81,8 @@ class SinkWorker:
         self.unconfirmed = 0
         #: the drain's deadline (``time.monotonic()``), when one is set: the sink's last attempt to close ends by it
         self.close_by: float | None = None
+        #: a reload removed this sink: what it never confirmed is settled, not failed (:meth:`_fail_unconfirmed`)
+        self.removed = False
         #: the batch being sent (retried while the sink is down), and whether :meth:`take_in_hand` took it
         self._in_hand: list[tuple[Event, Receipt | None]] | None = None
         self._handed_on = False
@@ -312,11 +314,13 @@ class SinkWorker:
     def _fail_unconfirmed(self, batch: list[tuple[Event, Receipt | None]] | None) -> None:
         """The worker stops (a shutdown, a reload) with events it never had confirmed: taken unconfirmed, being
         sent, or still queued. Their senders are told it failed (they send them again), rather than being left
-        waiting, and their duplicates with them, on a receipt nothing will ever complete."""
+        waiting, and their duplicates with them, on a receipt nothing will ever complete. A sink a reload
+        ``removed`` settles them instead: the sinks of the configuration now running have them, and a sender
+        told to send them again would give those sinks every one twice (its own losses are logged and counted)."""
         why = SinkError(f"sink {self.sink.uri} stopped before confirming the event")
-        for _event, receipt in [*self._unflushed, *(batch or ()), *self.queue.take_all()]:
+        for event, receipt in [*self._unflushed, *(batch or ()), *self.queue.take_all()]:
             if receipt is not None:
-                receipt.fail(why)
+                receipt.done_one(event) if self.removed else receipt.fail(why)
         self._unflushed = []
 
     def _left_out(self) -> dict[int, tuple[Event, str]]:
