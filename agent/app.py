@@ -54,7 +54,9 @@ __all__ = ["Agent", "build_probe", "build_sink", "host_id"]
 log = logging.getLogger("hoststamp")
 
 #: ``[agent]`` keys a reload cannot change (the signer, sequences and state stay)
-RESTART_ONLY = ("host_id", "key", "state_dir", "sign_workers", "sign_threads", "log_format", "log_level")
+#: (the host key's file is looked at by the reload itself: another key there is said, a new path to the same key
+#: is not; see ``runcmds._reload_config``)
+RESTART_ONLY = ("host_id", "state_dir", "sign_workers", "sign_threads", "log_format", "log_level")
 
 
 @dataclass

@@ -116,18 +116,24 @@ def _run_config(args: argparse.Namespace, *, starting: bool = False) -> config_m
     return cfg
 
 
-def _reload_config(args: argparse.Namespace, started_with: str) -> config_mod.Config:
+def _reload_config(args: argparse.Namespace, started: SigningKey, started_path: str) -> config_mod.Config:
     """What a reload switches to: refused (the running configuration kept) as ``run`` would refuse it, a host key
-    other than the one the agent started with too (it takes effect at the next start). The running agent keeps
-    signing with the key it loaded; the file it loaded it from having a problem now is only warned of."""
+    file other than the one the agent started with too. The running agent keeps signing with the key it loaded
+    (another key takes effect at the next start, which is said); the file it loaded it from having a problem
+    now is only warned of."""
     cfg = _run_config(args)
+    path = _key_path(args.key, cfg)
     try:
-        host_key(args.key, cfg)
+        key = host_key(args.key, cfg)
     except (SigningError, ConfigError) as exc:
-        if _key_path(args.key, cfg) != started_with:
+        if os.path.realpath(path) != os.path.realpath(started_path):
             raise
         log.warning("reload: the host key file has a problem now (signing goes on with the key loaded at start; "
                     "the next start would refuse it): %s", exc)
+    else:
+        if key.keyid != started.keyid:
+            log.warning("reload: the host key %s is another key (keyid %s) than the one signing (keyid %s), which "
+                        "signs until the next restart", path, key.keyid[:16], started.keyid[:16])
     return _warn(cfg)
 
 
@@ -155,7 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     key = host_key(args.key, cfg)
     _state_dir(cfg)
     agent = Agent(cfg, key, once=args.once,
-                  reload_config=functools.partial(_reload_config, args, _key_path(args.key, cfg)))
+                  reload_config=functools.partial(_reload_config, args, key, _key_path(args.key, cfg)))
     status = StatusLine(agent.stats, [(ep.uri, q) for ep, q in zip(cfg.sinks, agent.queues, strict=True)])
     if status.live and any(ep.scheme == "stdout" for ep in cfg.sinks) and same_terminal(sys.stdout, sys.stderr):
         status.live = False  # events on the terminal: a status line rewritten between them would garble them

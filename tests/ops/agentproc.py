@@ -56,7 +56,7 @@ class AgentProcess:
     """``python -m agent run --config FILE`` in ``cwd``; output in files so pipes never fill up."""
 
     def __init__(self, cwd: Path, config: Path, *, env: dict[str, str] | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+                 args: tuple[str, ...] = (), run_args: tuple[str, ...] = ()) -> None:
         self.cwd = cwd
         self.config = config
         self.stdout = (cwd / "agent.stdout").open("wb")
@@ -67,7 +67,7 @@ class AgentProcess:
             if env is None or k not in env:
                 full_env.pop(k, None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", *args, "run", "--config", str(config)],
+            [sys.executable, "-m", "agent", *args, "run", "--config", str(config), *run_args],
             cwd=cwd, stdout=self.stdout, stderr=self.stderr, env=full_env,
         )
 

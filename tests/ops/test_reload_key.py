@@ -75,3 +75,46 @@ def test_the_key_file_the_agent_started_with_going_bad_is_warned_of_not_a_refuse
         assert "reload: the host key file has a problem now" in agent.log()
         assert "keys/host.key" in agent.log().split("reload: the host key file has a problem now", 1)[1]
         assert agent.stop() == 0
+
+
+def test_the_started_key_file_by_another_name_is_the_same_file(workdir: Path) -> None:
+    cfg = workdir / "hoststamp.toml"
+    cfg.write_text(_config("keys/host.key"))
+    (workdir / "alias.key").symlink_to(workdir / "keys" / "host.key")
+    with AgentProcess(workdir, cfg) as agent:
+        agent.wait_ready()
+        (workdir / "keys" / "host.key").chmod(0o644)
+        for n, spelling in enumerate(("keys/../keys/host.key", "alias.key"), start=1):
+            cfg.write_text(_config(spelling))
+            agent.signal(signal.SIGHUP)
+            wait_for(lambda n=n: agent.status()["reloads"]["ok"] == n, what=f"the reload to {spelling}")
+        assert agent.status()["reloads"]["failed"] == 0
+        assert agent.stop() == 0
+
+
+def test_another_key_in_the_file_is_said_once_per_reload(workdir: Path) -> None:
+    cfg = workdir / "hoststamp.toml"
+    cfg.write_text(_config("keys/host.key"))
+    assert run_cli(["keys", "generate", "--dir", "other"], cwd=workdir).returncode == 0
+    with AgentProcess(workdir, cfg) as agent:
+        agent.wait_ready()
+        agent.signal(signal.SIGHUP)  # the same key: nothing to say
+        wait_for(lambda: agent.status()["reloads"]["ok"] == 1, what="the first reload")
+        assert "is another key" not in agent.log()
+        (workdir / "keys" / "host.key").write_bytes((workdir / "other" / "host.key").read_bytes())
+        agent.signal(signal.SIGHUP)
+        wait_for(lambda: agent.status()["reloads"]["ok"] == 2, what="the second reload")
+        assert agent.log().count("reload: the host key keys/host.key is another key") == 1
+        assert agent.stop() == 0
+
+
+def test_with_key_on_the_command_line_the_files_agent_key_is_not_in_effect(workdir: Path) -> None:
+    cfg = workdir / "hoststamp.toml"
+    cfg.write_text(_config("keys/host.key"))
+    with AgentProcess(workdir, cfg, run_args=("--key", "keys/host.key")) as agent:
+        agent.wait_ready()
+        cfg.write_text(_config("keys/missing.key"))  # --key wins: the file's key is never used
+        agent.signal(signal.SIGHUP)
+        wait_for(lambda: agent.status()["reloads"]["ok"] == 1, what="the reload")
+        assert "agent.key" not in agent.log() and "host key" not in agent.log()
+        assert agent.stop() == 0
