@@ -263,15 +263,18 @@ class SinkWorker:
                 close_in = min(CLOSE_TIMEOUT, max(CLOSE_LAST_MOMENT, self.close_by - time.monotonic()))
             with anyio.move_on_after(close_in, shield=True) as closing:
                 if self._opened:
+                    said = None
                     try:
                         await self._flush(retry=False)
                     except Exception as exc:  # what was not confirmed stays in the spool, or is lost without one
-                        log.error("sink %s: close failed: %s", self.sink.uri, self.stats.last_error or exc)
+                        said = str(self.stats.last_error or exc)
+                        log.error("sink %s: close failed: %s", self.sink.uri, said)
                         self.unconfirmed = self._unconfirmed()
                     try:
                         await self.sink.aclose()
                     except Exception as exc:
-                        log.error("sink %s: close failed: %s", self.sink.uri, exc)
+                        if str(exc) != said:  # the close's own failure, not the flush's said again
+                            log.error("sink %s: close failed: %s", self.sink.uri, exc)
             if closing.cancelled_caught and self._opened:
                 # cut short, maybe before the sink's own close was reached: what it runs (a sender that
                 # reconnects for ever) is stopped now, not left behind a reload or a shutdown

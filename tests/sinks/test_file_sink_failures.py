@@ -121,3 +121,16 @@ def test_a_batch_that_fails_halfway_is_finished_once_when_retried(tmp_path: Path
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "2"
     assert path.read_bytes() == b"".join(b'{"n":%d}\n' % i for i in range(12))
+
+
+def test_a_close_that_fails_as_its_flush_did_is_logged_once(tmp_path: Path) -> None:
+    from tests.helpers import run_cli
+
+    assert run_cli(["keys", "generate", "--dir", "keys"], cwd=tmp_path).returncode == 0
+    from tests.ops.agentproc import FIXTURE_CGROUP as tree
+
+    (tmp_path / "c.toml").write_text('[agent]\nstate_dir = "st"\ndrain_timeout = 1.0\n'
+                                     f'[probes.cgroup]\nroot = "{tree}"\n[[sinks]]\nuri = "file:/dev/full"\n')
+    res = run_cli(["run", "--config", "c.toml", "--probes", "cgroup", "--once"], cwd=tmp_path, timeout=60)
+    assert res.returncode == 1  # nothing could be written
+    assert res.stderr.decode().count("close failed") == 1, res.stderr.decode()
