@@ -40,6 +40,7 @@ from .model import Event, Reading
 from .pipeline import PipelineStats, ProbeRunner, SequenceStore, SinkQueue, SinkWorker
 from .pipeline.parallel import build_pipeline
 from .pipeline.spoolqueue import SpoolQueue
+from .pipeline.stats import sink_label
 from .probes.base import Probe
 from .producers import Producers, about
 from .sdnotify import Notifier, watchdog_period
@@ -269,7 +270,7 @@ class Agent:
         self.reloads_ok += 1
         self.last_reload_error = None
         log.info("reloaded: probes=%s sinks=%s", ",".join(pc.name for pc, _ in new.probes) or "none",
-                 ",".join(ep.uri for ep in cfg.sinks))
+                 ",".join(map(sink_label, new.sink_keys)))
         return True
 
     # --- what the outside sees ------------------------------------------------------------------

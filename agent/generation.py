@@ -29,7 +29,7 @@ from .errors import ConfigError, SinkError, redact
 from .pipeline import PipelineStats, ProbeRunner, SinkQueue, SinkWorker
 from .pipeline.runner import Submit
 from .pipeline.spoolqueue import SpoolQueue, queue_for
-from .pipeline.stats import SinkKey, sink_keys
+from .pipeline.stats import SinkKey, sink_keys, sink_label
 from .probes import ProbeContext
 from .probes import registry as probe_registry
 from .probes.base import Probe
@@ -104,7 +104,8 @@ class Generation:
                 raise ConfigError(str(exc), key=where, file=self.cfg.path) from None
             self.sinks.append(sink)
             self.queues.append(q)
-            self.workers.append(SinkWorker(sink, q, stats.sink(*key), batch_max=ep.common.batch_max))
+            self.workers.append(SinkWorker(sink, q, stats.sink(*key), batch_max=ep.common.batch_max,
+                                           label=sink_label(key)))
         for pc in self.cfg.enabled_probes():
             self.probes.append((pc, build_probe(pc, ctx.state_dir)))
         self.runners = [ProbeRunner(p, pc, submit, stats.probe(pc.name)) for pc, p in self.probes]
@@ -188,12 +189,12 @@ def time_left(gen: Generation, by: float | None) -> float:
 def stranded(old: Generation, new: Generation) -> str | None:
     """Why ``new`` cannot replace ``old``: a spool holding events not delivered yet that no sink of ``new``
     reads (removed or moved), so they would stay there for good; None when there is none."""
-    for ep, q in zip(old.cfg.sinks, old.queues, strict=True):
+    for key, q in zip(old.sink_keys, old.queues, strict=True):
         if not isinstance(q, SpoolQueue) or not q.pending:
             continue
         if not any(isinstance(n, SpoolQueue) and n.spool is q.spool for n in new.queues):
-            return (f"sink {ep.uri}: its spool {q.spool.dir} holds {q.pending} events not delivered yet, which no "
-                    "sink of the new configuration reads; keep the spool until they are delivered")
+            return (f"sink {sink_label(key)}: its spool {q.spool.dir} holds {q.pending} events not delivered yet, "
+                    "which no sink of the new configuration reads; keep the spool until they are delivered")
     return None
 
 
@@ -215,7 +216,8 @@ def hand_on(old: Generation, new: Generation) -> None:
         items = [*w.take_in_hand(), *q.take_all()]  # the batch being retried came first
         if items:
             after.requeue_front(items)
-            log.info("sink %s: %d events not yet delivered handed to the reloaded sink", ep.uri, len(items))
+            log.info("sink %s: %d events not yet delivered handed to the reloaded sink", sink_label(key),
+                     len(items))
 
 
 #: the drop reason of events still queued for a sink (or held by its worker) when its drain's deadline passed:
@@ -229,7 +231,7 @@ def _drop_left(gen: Generation, successor: Generation | None) -> int:
     can take these events. Each sink's are logged once and counted as dropped (reason ``drain_timeout``) by its
     queue, so its counters still add up; returns how many in all."""
     gone = 0
-    for ep, q, w in zip(gen.cfg.sinks, gen.queues, gen.workers, strict=True):
+    for ep, key, q, w in zip(gen.cfg.sinks, gen.sink_keys, gen.queues, gen.workers, strict=True):
         if isinstance(q, SpoolQueue) or not (n := len(q) + w.holding):
             continue
         q.dropped[DRAIN_TIMEOUT] = q.dropped.get(DRAIN_TIMEOUT, 0) + n
@@ -238,7 +240,7 @@ def _drop_left(gen: Generation, successor: Generation | None) -> int:
                "the reload removed this sink" if ep.uri not in {e.uri for e in successor.cfg.sinks} else
                "the reloaded sink does not take them over")
         log.error("sink %s: %d events still queued at the drain deadline (drain_timeout %gs) are dropped: %s",
-                  ep.uri, n, gen.cfg.agent.drain_timeout, why)
+                  sink_label(key), n, gen.cfg.agent.drain_timeout, why)
     return gone
 
 
@@ -293,11 +295,11 @@ async def drain(gen: Generation, stats: PipelineStats, by: float | None = None,
     undelivered += sum(w.unconfirmed for w in gen.workers)
     # and what a queue dropped on the way (its overflow policy, a damaged spool, a put after closing)
     undelivered += sum(sum(q.dropped.values()) for q in gen.queues)
-    for ep, key, q in zip(gen.cfg.sinks, gen.sink_keys, gen.queues, strict=True):
+    for key, q in zip(gen.sink_keys, gen.queues, strict=True):
         if isinstance(q, SpoolQueue):
             with anyio.CancelScope(shield=True):
                 await q.aclose()  # what is left stays in the spool for the next start
         drops = "".join(f" dropped.{k}={v}" for k, v in sorted(q.dropped.items()))
-        log.info("sink %s: sent=%d%s blocked=%d %s=%d", ep.uri, stats.sink(*key).sent, drops, q.blocked,
+        log.info("sink %s: sent=%d%s blocked=%d %s=%d", sink_label(key), stats.sink(*key).sent, drops, q.blocked,
                  *(("spooled", q.pending) if isinstance(q, SpoolQueue) else ("queued", len(q))))
     return undelivered

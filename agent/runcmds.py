@@ -150,6 +150,7 @@ def _warn(cfg: config_mod.Config) -> config_mod.Config:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .app import Agent
+    from .pipeline.stats import sink_label
     from .status import StatusLine
 
     ignore_until_handled()
@@ -167,7 +168,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         status.live = False  # events on the terminal: a status line rewritten between them would garble them
     # said once every listener is listening (a listener that cannot listen ends the agent before it)
     agent.announce = functools.partial(status.startup, [pc.name for pc, _ in agent.probes],
-                                       [ep.uri for ep in cfg.sinks], [lo.uri for lo in cfg.listeners], key.keyid,
+                                       [sink_label(k) for k in agent.gen.sink_keys],
+                                       [lo.uri for lo in cfg.listeners], key.keyid,
                                        as_log=json_logs)
     anyio.run(agent.run, None if args.once else status)
     if args.once and agent.undelivered:

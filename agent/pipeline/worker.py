@@ -59,8 +59,12 @@ class SinkWorker:
         batch_max: int = 512,
         flush_interval: float = 1.0,
         backoff: Backoff | None = None,
+        label: str | None = None,
     ) -> None:
         self.sink = sink
+        #: how logs (and senders told of a failure) name the sink: its label (``URI #2`` for the second of two
+        #: sinks showing the same URI, a password masked), else its URI
+        self.label = label or sink.uri
         self.queue = queue
         self.stats = stats
         self.batch_max = batch_max
@@ -167,9 +171,9 @@ class SinkWorker:
         msg = str(exc) if foreseen else f"{action} failed: {type(exc).__name__}: {exc}"
         if msg != self.stats.last_error:
             if foreseen or isinstance(exc, OSError):
-                log.warning("sink %s: %s (retrying)", self.sink.uri, msg)
+                log.warning("sink %s: %s (retrying)", self.label, msg)
             else:  # not a foreseen failure: a bug, worth a traceback
-                log.error("sink %s: %s (retrying)", self.sink.uri, msg, exc_info=exc)
+                log.error("sink %s: %s (retrying)", self.label, msg, exc_info=exc)
         self.stats.last_error = msg
 
     async def _get_batch(self) -> list[tuple[Event, Receipt | None]]:
@@ -199,7 +203,7 @@ class SinkWorker:
         """Until the queue is closed and drained; then flush and close the sink."""
         if self._spool is not None:  # what a reader before this one sent without confirmation is sent again
             if again := self._spool.read_again():
-                log.info("sink %s: %d spooled events sent before and not confirmed are sent again", self.sink.uri,
+                log.info("sink %s: %d spooled events sent before and not confirmed are sent again", self.label,
                          again)
             self._sent_upto = self._spool.spool.committed
             self._lost_seen = self._spool.spool.lost  # what a reader before this one lost, it counted
@@ -268,13 +272,13 @@ class SinkWorker:
                         await self._flush(retry=False)
                     except Exception as exc:  # what was not confirmed stays in the spool, or is lost without one
                         said = str(self.stats.last_error or exc)
-                        log.error("sink %s: close failed: %s", self.sink.uri, said)
+                        log.error("sink %s: close failed: %s", self.label, said)
                         self.unconfirmed = self._unconfirmed()
                     try:
                         await self.sink.aclose()
                     except Exception as exc:
                         if str(exc) != said:  # the close's own failure, not the flush's said again
-                            log.error("sink %s: close failed: %s", self.sink.uri, exc)
+                            log.error("sink %s: close failed: %s", self.label, exc)
             if closing.cancelled_caught and self._opened:
                 # cut short, maybe before the sink's own close was reached: what it runs (a sender that
                 # reconnects for ever) is stopped now, not left behind a reload or a shutdown
@@ -286,9 +290,9 @@ class SinkWorker:
                 what = f"{unconfirmed} events" if isinstance(unconfirmed, int) else "what it took"
                 if self._spool is not None:
                     log.warning("sink %s: not confirmed within %gs of closing; %s stay in the spool and are sent "
-                                "again at the next start", self.sink.uri, close_in, what)
+                                "again at the next start", self.label, close_in, what)
                 else:
-                    log.error("sink %s: not confirmed within %gs of closing; %s may be lost", self.sink.uri,
+                    log.error("sink %s: not confirmed within %gs of closing; %s may be lost", self.label,
                               close_in, what)
                 self.unconfirmed = self._unconfirmed()
             if self._spool is None:  # with a spool, what is left is kept in it, its senders acked already
@@ -320,7 +324,7 @@ class SinkWorker:
         waiting, and their duplicates with them, on a receipt nothing will ever complete. A sink a reload
         ``removed`` settles them instead: the sinks of the configuration now running have them, and a sender
         told to send them again would give those sinks every one twice (its own losses are logged and counted)."""
-        why = SinkError(f"sink {self.sink.uri} stopped before confirming the event")
+        why = SinkError(f"sink {self.label} stopped before confirming the event")
         for event, receipt in [*self._unflushed, *(batch or ()), *self.queue.take_all()]:
             if receipt is not None:
                 receipt.done_one(event) if self.removed else receipt.fail(why)
@@ -339,8 +343,8 @@ class SinkWorker:
     def _undeliverable(self, reason: str) -> Undeliverable:
         """What a guest whose event was left out or refused is told: dropped for good, and why."""
         if reason.startswith("refused: "):
-            return Undeliverable(f"refused by sink {self.sink.uri}: {reason.removeprefix('refused: ')}")
-        return Undeliverable(f"{_LEFT_OUT.get(reason, reason)} for sink {self.sink.uri}")
+            return Undeliverable(f"refused by sink {self.label}: {reason.removeprefix('refused: ')}")
+        return Undeliverable(f"{_LEFT_OUT.get(reason, reason)} for sink {self.label}")
 
     def _unconfirmed(self) -> int:
         """What the sink holds unconfirmed: its own count when it keeps one, else the events taken since the
