@@ -136,22 +136,33 @@ class CgroupWatcher:
             self._told.add(message)
             self.source.push(self.source.reading(subject, {}, error=message))
 
+    def _watch_dir(self, cg: _Cgroup) -> bool:
+        """Watch ``cg``'s directory for what is created below it, if it is not yet and there is room (without
+        room it is known all the same, and a later reconciliation tries again); False when it vanished
+        meanwhile or cannot be watched."""
+        d = cg.info
+        if cg.wd is not None or (self.max_depth is not None and d.depth >= self.max_depth):
+            return True
+        if not self.source.reserve(f"inotify watch on {d.dir}"):
+            return True  # past max_watches (reported once): its creation and removal are still told
+        try:
+            cg.wd = self._ino.add(d.dir, _DIR_MASK)
+        except OSError as exc:
+            self.source.release()
+            if exc.errno == errno.ENOSPC:
+                self._tell_once("/", f"inotify watch limit of the user reached at {d.dir}:"
+                                     " raise fs.inotify.max_user_watches")
+                return True
+            return False  # vanished meanwhile, or not watchable: polling still covers it
+        self._by_wd[cg.wd] = d.path
+        return True
+
     def _add(self, d: CgroupDirInfo, *, announce: bool) -> None:
         if d.path in self.cgroups:
             return
         cg = _Cgroup(d)
-        if self.max_depth is None or d.depth < self.max_depth:
-            if not self.source.reserve(f"inotify watch on {d.dir}"):
-                return
-            try:
-                cg.wd = self._ino.add(d.dir, _DIR_MASK)
-            except OSError as exc:
-                self.source.release()
-                if exc.errno == errno.ENOSPC:
-                    self._tell_once("/", f"inotify watch limit of the user reached at {d.dir}:"
-                                         " raise fs.inotify.max_user_watches")
-                return  # vanished meanwhile, or not watchable: polling still covers it
-            self._by_wd[cg.wd] = d.path
+        if not self._watch_dir(cg):
+            return
         self.cgroups[d.path] = cg
         if self.include and not matches(d.path, self.include):
             return
@@ -321,7 +332,9 @@ class CgroupWatcher:
                 cg = None
             if cg is None:
                 self._add(d, announce=d.path not in self._known)
-            elif not self.include or matches(d.path, self.include):
+                continue
+            self._watch_dir(cg)  # refused before for want of room: there may be room now
+            if not self.include or matches(d.path, self.include):
                 for name in d.files:
                     if name not in cg.files:
                         self._add_file(cg, name)

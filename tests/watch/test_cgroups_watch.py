@@ -130,18 +130,37 @@ async def test_watch_limit_is_reported_once_per_crossing(cg_root: Path, collecto
         w.reconcile(await anyio.to_thread.run_sync(w.walk))  # refused again, not reported again
         await anyio.sleep(0.2)
         assert len([r for r in collector.readings if r.output.get("change") == "watch_limit"]) == 1
-        unwatched = {f"/c{i}" for i in range(6)} - set(w.cgroups)
-        assert unwatched
+
+        def watched(p: str) -> bool:
+            return w.cgroups[p].wd is not None or bool(w.cgroups[p].files)
+
+        unwatched = {f"/c{i}" for i in range(6) if not watched(f"/c{i}")}  # known all the same
+        assert unwatched and {f"/c{i}" for i in range(6)} <= set(w.cgroups)
         for i in range(6):  # room again: a rescan watches the cgroups refused before, without calling them new
-            if f"/c{i}" in w.cgroups:
+            if f"/c{i}" not in unwatched:
                 (cg_root / f"c{i}").rmdir()
         await collector.wait_for(lambda r: r.output.get("change") == "removed")
         w.reconcile(await anyio.to_thread.run_sync(w.walk))
-        assert unwatched & set(w.cgroups)
+        assert any(watched(p) for p in unwatched)
         await anyio.sleep(0.2)
     # use fell well below the limit and reached it again: reported a second time
     assert len([r for r in collector.readings if r.output.get("change") == "watch_limit"]) == 2
     assert not [r for r in collector.readings if r.output.get("change") == "created"]
+
+
+async def test_cgroups_made_past_the_watch_limit_are_still_told_created_and_removed(cg_root: Path,
+                                                                                     collector: Collector) -> None:
+    async with watching(cg_root, collector, CgroupWatchOptions(max_watches=3)) as w:
+        for i in range(5):
+            (cg_root / f"late{i}").mkdir()
+        for i in range(5):
+            await collector.wait_for(lambda r, i=i: r.subject == f"/late{i}" and r.output.get("change") == "created")
+        assert any(r.output.get("change") == "watch_limit" for r in collector.readings)
+        assert w.source.stats.watches <= 3
+        for i in range(5):
+            (cg_root / f"late{i}").rmdir()
+        for i in range(5):
+            await collector.wait_for(lambda r, i=i: r.subject == f"/late{i}" and r.output.get("change") == "removed")
 
 
 async def test_rescan_announces_what_notifications_missed(cg_root: Path, collector: Collector) -> None:
