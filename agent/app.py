@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,17 @@ log = logging.getLogger("hoststamp")
 #: (the host key's file is looked at by the reload itself: another key there is said, a new path to the same key
 #: is not; see ``runcmds._reload_config``)
 RESTART_ONLY = ("host_id", "state_dir", "sign_workers", "sign_threads", "log_format", "log_level")
+
+
+def _in_effect(cfg: Config, key: str) -> object:
+    """What ``[agent] key`` of ``cfg`` comes to: the host id it gives (unset is the machine's), the directory
+    (whatever the spelling), else the value."""
+    value = getattr(cfg.agent, key)
+    if key == "host_id":
+        return host_id(value)
+    if key == "state_dir":
+        return os.path.realpath(value)
+    return value
 
 
 @dataclass
@@ -229,7 +241,7 @@ class Agent:
             if problem is not None:  # the running configuration stays, metrics where they were
                 return await self._unbuild(new, where + problem)
         for k in RESTART_ONLY:  # against what took effect at the start, not the file a reload read last
-            if getattr(cfg.agent, k) != getattr(self.cfg.agent, k):
+            if _in_effect(cfg, k) != _in_effect(self.cfg, k):
                 log.warning("reload: agent.%s differs from the running value; that takes effect at the next "
                             "restart", k)
         log.info("reloading %s: generation %d -> %d", cfg.path or "the default configuration", old.number,

@@ -94,7 +94,8 @@ class Producers:
             return
         gen.producer_tasks.scope.cancel()
         if not await gen.producer_tasks.wait(time_left(gen, by)):
-            log.warning("producers still blocked on full queues; closing them (the rest is counted as dropped)")
+            log.warning("probes and listeners not done handing events over by the drain's deadline; the queues "
+                        "close under them (what they still hand over is counted as dropped, reason closed)")
             for q in gen.queues:
                 q.close()
             await gen.producer_tasks.done.wait()

@@ -54,3 +54,22 @@ def test_a_reload_refused_for_its_metrics_address_names_the_file(tmp_path: Path)
             assert agent.stop() == 0
     finally:
         taken.close()
+
+
+def test_restart_only_settings_are_compared_as_they_take_effect(tmp_path: Path) -> None:
+    """The machine's own host id written out, or the state directory spelled another way, is no change."""
+    from agent.generation import host_id
+
+    assert run_cli(["keys", "generate", "--dir", "keys"], cwd=tmp_path).returncode == 0
+    cfg = tmp_path / "a.toml"
+    base = config_text([f"file:{tmp_path / 'out.ndjson'}"], metrics=False)
+    cfg.write_text(base)
+    with AgentProcess(tmp_path, cfg) as agent:
+        agent.wait_ready()
+        same = base.replace('state_dir = "state"', f'state_dir = "./state/"\nhost_id = "{host_id(None)}"')
+        assert same != base
+        cfg.write_text(same)
+        agent.signal(signal.SIGHUP)
+        wait_for(lambda: agent.status()["reloads"]["ok"] == 1, what="the reload")
+        assert "differs from the running value" not in agent.log()
+        assert agent.stop() == 0
