@@ -62,8 +62,7 @@ class SinkWorker:
         label: str | None = None,
     ) -> None:
         self.sink = sink
-        #: how logs (and senders told of a failure) name the sink: its label (``URI #2`` for the second of two
-        #: sinks showing the same URI, a password masked), else its URI
+        #: how logs (and senders told of a failure) name the sink: its label (``URI #2``, no password), or URI
         self.label = label or sink.uri
         self.queue = queue
         self.stats = stats
@@ -326,8 +325,10 @@ class SinkWorker:
         told to send them again would give those sinks every one twice (its own losses are logged and counted)."""
         why = SinkError(f"sink {self.label} stopped before confirming the event")
         for event, receipt in [*self._unflushed, *(batch or ()), *self.queue.take_all()]:
-            if receipt is not None:
-                receipt.done_one(event) if self.removed else receipt.fail(why)
+            if receipt is not None and self.removed:
+                receipt.done_one(event)
+            elif receipt is not None:
+                receipt.fail(why)
         self._unflushed = []
 
     def _left_out(self) -> dict[int, tuple[Event, str]]:
