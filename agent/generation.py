@@ -213,9 +213,11 @@ def hand_on(old: Generation, new: Generation) -> None:
     for ep, key, q, w in zip(old.cfg.sinks, old.sink_keys, old.queues, old.workers, strict=True):
         if isinstance(q, SpoolQueue) or (after := successors.get((key, redact(ep.uri)))) is None:
             continue
-        items = [*w.take_in_hand(), *q.take_all()]  # the batch being retried came first
+        held, taken = w.take_in_hand()
+        items = [*held, *q.take_all()]  # the batch being retried came first
         if items:
             after.requeue_front(items)
+            after.enqueued += taken  # taken by the old sink (counted sent): routed again, they count again
             log.info("sink %s: %d events not yet delivered handed to the reloaded sink", sink_label(key),
                      len(items))
 

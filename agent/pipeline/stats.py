@@ -71,9 +71,9 @@ class SinkStats:
     #: events sent that the destination said it had already (a NATS server's duplicate ack): sent again after
     #: a lost ack or a restart, stored once
     duplicates: int = 0
-    #: events counted as sent that a reload handed to the reloaded sink to send again: the next ones it sends
-    #: are not counted twice
-    recount: int = 0
+    #: spooled events counted as sent and never confirmed when the sink's reader stopped: a reload's next reader
+    #: reads them again and counts them again (enqueued, then sent)
+    resent: int = 0
     #: events dropped by reason (``queue_full``, ``evicted``, ``spool_full``, ``closed``): the queue's own counters
     dropped: dict[str, int] = field(default_factory=dict)
 

@@ -204,6 +204,9 @@ class SinkWorker:
             if again := self._spool.read_again():
                 log.info("sink %s: %d spooled events sent before and not confirmed are sent again", self.label,
                          again)
+            # what the reader before counted as sent is routed here again: it counts again (enqueued, then sent)
+            self.queue.enqueued += min(again, self.stats.resent)
+            self.stats.resent = 0
             self._sent_upto = self._spool.spool.committed
             self._lost_seen = self._spool.spool.lost  # what a reader before this one lost, it counted
         batch: list[tuple[Event, Receipt | None]] | None = None
@@ -241,9 +244,7 @@ class SinkWorker:
                 # what the sink left out of this very batch was not sent (a refusal that comes later with an
                 # ack was: it counts as sent and as dropped.refused)
                 sent = len(events) - (sum(1 for e in events if _left_of(left, e)) if left else 0)
-                again = min(self.stats.recount, sent)  # handed on by a reload, counted when first sent
-                self.stats.recount -= again
-                self.stats.sent += sent - again
+                self.stats.sent += sent
                 self.stats.batches += 1
                 self._dirty = True
                 for e, r in batch:
@@ -296,15 +297,15 @@ class SinkWorker:
                 self.unconfirmed = self._unconfirmed()
             if self._spool is None:  # with a spool, what is left is kept in it, its senders acked already
                 self._fail_unconfirmed(None if self._handed_on else batch)
-            else:  # counted as sent, not confirmed: the spool's next reader sends them again, not counting them
-                self.stats.recount += max(0, self._sent_upto - self._spool.spool.committed)
+            else:  # counted as sent, not confirmed: a reload's next reader of the spool sends them again
+                self.stats.resent = max(0, self._sent_upto - self._spool.spool.committed)
             self.holding = 0  # what was in hand is failed, handed on or spooled: not held (nor shown so) any more
             self.finished = True
 
-    def take_in_hand(self) -> list[tuple[Event, Receipt | None]]:
+    def take_in_hand(self) -> tuple[list[tuple[Event, Receipt | None]], int]:
         """What this worker's sink took and was never acknowledged, then the batch it is still trying to send (no
         spool: nowhere else holds them), taken away to be sent by another (a reload's successor); the worker,
-        stopped next, leaves them alone."""
+        stopped next, leaves them alone. Also how many its sink took (counted sent: they count again there)."""
         taken = getattr(self.sink, "take_unsent", None)
         unsent: list[Event] = taken() if taken is not None else []  # taken by the sink, never acknowledged
         receipts = {id(e): r for e, r in self._unflushed}
@@ -312,10 +313,9 @@ class SinkWorker:
             moved = {id(e) for e in unsent}
             self._unflushed = [(e, r) for e, r in self._unflushed if id(e) not in moved]
         batch, self._in_hand = self._in_hand or [], None
-        self.stats.recount += len(unsent)  # counted as sent already: the successor sends them again
         self._handed_on = True
         self.holding = 0
-        return [*((e, receipts.get(id(e))) for e in unsent), *batch]
+        return [*((e, receipts.get(id(e))) for e in unsent), *batch], len(unsent)
 
     def _fail_unconfirmed(self, batch: list[tuple[Event, Receipt | None]] | None) -> None:
         """The worker stops (a shutdown, a reload) with events it never had confirmed: taken unconfirmed, being

@@ -1,7 +1,7 @@
-"""A spooled sink whose downstream never confirms, reloaded again and again: what its old reader counted as sent
-and never had confirmed is read again from the spool by the next one, and not counted as sent a second time, so
-its counters add up at every step (enqueued = sent + dropped + depth + in hand), and ``sent`` never exceeds
-what was ever enqueued."""
+"""A sink whose downstream never confirms, reloaded again and again: what its old sink took (counted as sent) and
+never had confirmed is sent again by the reloaded one (read again from its spool, or handed on), and counts again
+in both enqueued and sent, so that its counters add up at every step (enqueued = sent + dropped + depth + in hand)
+and ``sent`` never exceeds what was enqueued."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import signal
 import socket
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.helpers import run_cli
 from tests.ops.agentproc import AgentProcess, config_text, wait_for
@@ -18,7 +20,9 @@ def _adds_up(s: dict[str, Any]) -> bool:
     return bool(s["enqueued"] == s["sent"] + sum(s["dropped"].values()) + s["depth"] + s["in_hand"])
 
 
-def test_reloads_of_a_spooled_sink_count_each_event_sent_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("spool", [True, False], ids=["spooled", "in-memory"])
+def test_reloads_of_a_sink_whose_downstream_never_confirms_keep_its_counters_adding_up(tmp_path: Path,
+                                                                                       spool: bool) -> None:
     assert run_cli(["keys", "generate", "--dir", "keys"], cwd=tmp_path).returncode == 0
     # a unix socket that accepts but never acknowledges: the sink takes events and never has them confirmed
     mute = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -26,8 +30,8 @@ def test_reloads_of_a_spooled_sink_count_each_event_sent_once(tmp_path: Path) ->
     mute.listen(16)
     held = []
     cfg = tmp_path / "a.toml"
-    cfg.write_text(config_text([f"unix:{tmp_path / 'mute.sock'}"],
-                               sink_keys=f'spool = "{tmp_path / "spool"}"\nbackoff_max = 0.2\n')
+    keys = (f'spool = "{tmp_path / "spool"}"\n' if spool else "") + "backoff_max = 0.2\n"
+    cfg.write_text(config_text([f"unix:{tmp_path / 'mute.sock'}"], sink_keys=keys)
                    .replace("drain_timeout = 5.0", "drain_timeout = 1.0"))
     try:
         with AgentProcess(tmp_path, cfg) as agent:
@@ -42,6 +46,8 @@ def test_reloads_of_a_spooled_sink_count_each_event_sent_once(tmp_path: Path) ->
                 s = agent.status()["sinks"][0]
                 assert _adds_up(s) and s["sent"] <= s["enqueued"], s
             assert agent.stop() == 0
+            s = agent.status()["sinks"][0]
+            assert _adds_up(s) and s["sent"] <= s["enqueued"], s
     finally:
         for c in held:
             c.close()
