@@ -292,7 +292,11 @@ def queue_for(common: SinkCommon) -> SinkQueue:
         raise NotADirectoryError(f"spool {common.spool}: not a directory (a file is in the way)") from None
     except OSError as exc:
         raise SinkError(f"{common.uri}: spool {common.spool}: {exc.strerror or exc}") from None
+    q = SpoolQueue(spool, common.overflow, maxsize=common.queue_size)
     if spool.report.pending and spool.refs == 1:
         log.info("sink %s: %d events left in the spool %s; sending them first", common.uri, spool.report.pending,
                  spool.dir)
-    return SpoolQueue(spool, common.overflow, maxsize=common.queue_size)
+        # routed to the sink by this process now: counted, so that enqueued = sent + dropped + depth + in hand
+        # holds from the start (a reload sharing the open spool counts nothing again)
+        q.enqueued += spool.report.pending
+    return q
