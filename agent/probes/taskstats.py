@@ -190,6 +190,8 @@ class TaskstatsProbe(Probe):
         #: the exit stream, and whether it went on to the probe of a reloaded configuration
         self._exits: ExitStream | None = None
         self._exits_handed = False
+        #: why the exit stream this probe opens follows a gap (a reload that changed its options), if it does
+        self._restarted: str | None = None
 
     def carry_over(self, before: Probe) -> None:
         """A reload: the open exit stream goes on to this probe, so that the exits of the moment between the
@@ -201,6 +203,10 @@ class TaskstatsProbe(Probe):
         o, b = self.options, before.options  # the stream's own options; the rest applies to what it reads
         if o.exits and (o.exit_buffer, o.cpu_possible) == (b.exit_buffer, b.cpu_possible):
             self._exits, before._exits_handed = before._exits, True
+        elif o.exits:  # a stream of its own, opened after the one before closes: the exits between go unseen
+            changed = "exit_buffer" if o.exit_buffer != b.exit_buffer else "cpu_possible"
+            self._restarted = (f"exit stream opened again ({changed} changed at a reload): exits between the two "
+                               "streams are not seen")
 
     @classmethod
     def unavailable(cls, options: Any) -> str | None:
@@ -289,6 +295,8 @@ class TaskstatsProbe(Probe):
                 eperm = isinstance(exc, NetlinkError) and exc.errno == errno.EPERM
                 await emit(self._reading(self.name, {}, kind="exit", error=NEEDS_CAP if eperm else str(exc)))
                 return
+            if self._restarted is not None:
+                await emit(self._reading(self.name, {"change": "restarted"}, kind="exit", error=self._restarted))
         try:
             while (item := await stream.get()) is not None:
                 for reading in self._exit_readings(item, o):
