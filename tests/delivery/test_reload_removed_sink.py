@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import run_cli
 from tests.nats.server import NatsServer, find_binary
-from tests.ops.agentproc import AgentProcess, config_text, wait_for
+from tests.ops.agentproc import AgentProcess, config_text, counters_add_up, wait_for
 
 
 @pytest.fixture
@@ -43,9 +43,6 @@ def _config(sinks: list[str], keys: str = "") -> str:
 def _sink(agent: AgentProcess, uri: str) -> dict[str, Any] | None:
     return next((s for s in agent.status()["sinks"] if s["uri"] == uri), None)
 
-
-def _adds_up(s: dict[str, Any]) -> bool:
-    return bool(s["enqueued"] == s["sent"] + sum(s["dropped"].values()) + s["depth"] + s["in_hand"])
 
 
 @pytest.mark.parametrize("kind", ["unix", "nats"])
@@ -77,7 +74,7 @@ def test_what_a_removed_sink_still_holds_is_logged_and_counted_as_dropped(workdi
         cfg.write_text(_config([down], keys) + f'[[sinks]]\nuri = "{keep}"\n')
         agent.signal(signal.SIGHUP)
         wait_for(lambda: agent.status()["reloads"]["ok"] == 2, 30, "the reload adding the sink again")
-        back = wait_for(lambda: (s := _sink(agent, down)) and _adds_up(s) and s, 30,
+        back = wait_for(lambda: (s := _sink(agent, down)) and counters_add_up(s) and s, 30,
                         f"counters of the sink that add up: {_sink(agent, down)}")
         assert back["dropped"].get("drain_timeout") == int(lost[0]), back
         assert agent.stop() == 0, agent.log()

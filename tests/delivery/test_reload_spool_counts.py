@@ -8,16 +8,11 @@ from __future__ import annotations
 import signal
 import socket
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.helpers import run_cli
-from tests.ops.agentproc import AgentProcess, config_text, wait_for
-
-
-def _adds_up(s: dict[str, Any]) -> bool:
-    return bool(s["enqueued"] == s["sent"] + sum(s["dropped"].values()) + s["depth"] + s["in_hand"])
+from tests.ops.agentproc import AgentProcess, config_text, counters_add_up, wait_for
 
 
 @pytest.mark.parametrize("spool", [True, False], ids=["spooled", "in-memory"])
@@ -44,10 +39,10 @@ def test_reloads_of_a_sink_whose_downstream_never_confirms_keep_its_counters_add
                 wait_for(lambda n=n: agent.status()["generation"] == n + 1, what=f"reload {n}")
                 wait_for(lambda: len(agent.status()["sinks"]) == 1, what="the old generation retired")
                 s = agent.status()["sinks"][0]
-                assert _adds_up(s) and s["sent"] <= s["enqueued"], s
+                assert counters_add_up(s) and s["sent"] <= s["enqueued"], s
             assert agent.stop() == 0
             s = agent.status()["sinks"][0]
-            assert _adds_up(s) and s["sent"] <= s["enqueued"], s
+            assert counters_add_up(s) and s["sent"] <= s["enqueued"], s
     finally:
         for c in held:
             c.close()

@@ -142,3 +142,9 @@ def metric(text: str, name: str, **labels: str) -> float | None:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 return float(s.value)
     return None
+
+
+def counters_add_up(sink: dict[str, Any]) -> bool:
+    """A sink's counters in the status, as docs/operating.md states them: enqueued = sent + dropped + depth + in
+    hand."""
+    return bool(sink["enqueued"] == sink["sent"] + sum(sink["dropped"].values()) + sink["depth"] + sink["in_hand"])
