@@ -97,6 +97,7 @@ class Generation:
         """Build the parts from the config; nothing is opened or started yet."""
         for ep, key in zip(self.cfg.sinks, self.sink_keys, strict=True):
             sink = build_sink(ep.scheme, ep.target, ep.options, ctx, key=ep.key)
+            sink.label = sink_label(key)
             try:
                 q = queue_for(ep.common)
             except NotADirectoryError as exc:  # the configured spool is not (and cannot be made) a directory

@@ -88,7 +88,7 @@ class ArchiveSink(Sink):
         await self._run(w.open)
         for cut in w.cuts:
             log.warning("%s: cut a torn last line from %s at offset %d (%d bytes); recorded in the archive",
-                        self.uri, cut.file, cut.offset, cut.length)
+                        self.label, cut.file, cut.offset, cut.length)
         if self._unsynced:  # taken by an archive that was removed before they were flushed
             try:
                 await self._run(w.append, list(self._unsynced))
@@ -98,7 +98,7 @@ class ArchiveSink(Sink):
                 raise
         self._writer = w
         if self._ticker is None:
-            self._ticker = asyncio.create_task(self._tick_loop(), name=f"{self.uri} tick")
+            self._ticker = asyncio.create_task(self._tick_loop(), name=f"{self.label} tick")
         return w
 
     async def _tick_loop(self) -> None:
@@ -114,7 +114,7 @@ class ArchiveSink(Sink):
                         continue  # nothing more to seal there: the next send or flush starts a new archive
                     await self._run(w.tick)
                 except SinkError as exc:
-                    log.warning("%s: %s", self.uri, exc)
+                    log.warning("%s: %s", self.label, exc)
 
     async def _writable(self) -> ArchiveWriter:
         """The writer, opened if need be. One whose archive was removed is let go, and a new archive started in

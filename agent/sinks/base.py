@@ -52,6 +52,7 @@ class Sink(ABC):
         #: set by the sink's worker: called when :meth:`take_dropped` has something to hand over before the next
         #: flush (a downstream's refusals, which come with its acks, while it holds earlier events)
         self.on_left_out: Callable[[], None] | None = None
+        self._label: str | None = None
 
     def trouble(self, error: str | None) -> None:
         """Tell the worker of a failure retried in the background (``error``) or of the recovery (None)."""
@@ -61,6 +62,20 @@ class Sink(ABC):
     @property
     def uri(self) -> str:
         return f"{self.scheme}:{self.target}"
+
+    @property
+    def label(self) -> str:
+        """What the sink's log lines call it: what metrics and the status call it (set by the composition root:
+        the URI, numbered `` #2`` after the first sink of the same URI), else its URI."""
+        return self._label if self._label is not None else self.uri
+
+    @label.setter
+    def label(self, value: str) -> None:
+        self._label = value
+        self.relabelled()
+
+    def relabelled(self) -> None:  # noqa: B027 - optional hook
+        """Called when :attr:`label` is set: a sink whose parts log under a name of their own renames them."""
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect or open files; may raise SinkError (the pipeline retries)."""

@@ -90,12 +90,15 @@ class SocketSink(Sink):
         # the downstream refused these for good (invalid, bad signature, dropped): sending again cannot help
         self.refused += len(refused)
         for e, reason in refused[:1]:
-            log.debug("%s: event %s refused: %s", self.uri, e.id, reason)
+            log.debug("%s: event %s refused: %s", self.label, e.id, reason)
         self._refused.extend(refused)
         if self.on_settled is not None:
             self.on_settled(done, refused)
         if refused and self.on_left_out is not None:
             self.on_left_out()  # counted and told now: what the downstream holds may keep the flush waiting
+
+    def relabelled(self) -> None:
+        self.sender.name = self.label  # the sender's log lines and errors name the sink as the rest do
 
     async def open(self) -> None:
         self.sender.start()

@@ -80,7 +80,10 @@ class AckedSender(Generic[T]):
                  write_batch: int = 256, on_trouble: Callable[[str | None], None] | None = None) -> None:
         if max_unacked < 1:
             raise ValueError("max_unacked must be at least 1")
+        #: what log lines and errors call the sender (a sink may rename it to its label)
         self.name = name
+        #: what the dialer's errors begin with (the endpoint's URI: the name first given)
+        self._dial_name = name
         self._dial = dial
         self._payload = payload
         self.max_unacked = max_unacked
@@ -234,7 +237,8 @@ class AckedSender(Generic[T]):
                 await asyncio.sleep(self.backoff.next())
 
     def _note_failure(self, error: str) -> None:
-        error = error.removeprefix(f"{self.name}: ")  # said once, by the log line's own prefix
+        # said once, by the log line's own prefix
+        error = error.removeprefix(f"{self.name}: ").removeprefix(f"{self._dial_name}: ")
         self.last_error = error
         if self._on_trouble is not None:
             self._on_trouble(error)
