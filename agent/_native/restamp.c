@@ -763,9 +763,14 @@ static PyMethodDef Restamper_methods[] = {
 
 /* ---- the receiver's attribute checks (receiver.validate.check_attributes), the passing case ---- */
 
-/* names the checks leave alone: the required ones (checked first), the data, and what the host overwrites */
-static const char *const SKIP[] = {"specversion", "id", "source", "type", "data", "hostid", "hostreceivedat",
-                                   "sequence", "hostpeer", "guestdssematerial", "guestsignedextattrs", NULL};
+/* names the checks leave alone: the required ones (checked first), the data, and the names the host drops or
+ * writes itself (receiver.validate._SKIP) */
+static const char *const SKIP[] = {"specversion", "id", "source", "type", "data", "guestdssematerial",
+                                   "guestsignedextattrs", "guesthostid", "guesthostreceivedat", "guestsequence",
+                                   "guesthostpeer", NULL};
+/* the host's own attributes: left alone too unless the event carries dssematerial (the guest's values are then
+ * kept, as guest<name>, and checked as any extension is) */
+static const char *const HOSTS[] = {"hostid", "hostreceivedat", "sequence", "hostpeer", NULL};
 
 static int name_is(const char *s, Py_ssize_t n, const char *const *names)
 {
@@ -894,6 +899,9 @@ static PyObject *check_passes(PyObject *Py_UNUSED(module), PyObject *const *args
             Py_RETURN_FALSE;
     }
     static const char *const optional_text[] = {"datacontenttype", "dataschema", "subject", NULL};
+    int signed_ = PyDict_GetItemWithError(ev, str_dssematerial) != NULL;
+    if (!signed_ && PyErr_Occurred())
+        return NULL;
     Py_ssize_t pos = 0;
     PyObject *k, *v;
     while (PyDict_Next(ev, &pos, &k, &v)) {
@@ -901,7 +909,7 @@ static PyObject *check_passes(PyObject *Py_UNUSED(module), PyObject *const *args
             Py_RETURN_FALSE;
         const char *name = (const char *)PyUnicode_DATA(k);
         Py_ssize_t n = PyUnicode_GET_LENGTH(k);
-        if (name_is(name, n, SKIP))
+        if (name_is(name, n, SKIP) || (!signed_ && name_is(name, n, HOSTS)))
             continue;
         if (name_is(name, n, optional_text)) {
             if (v != Py_None && !some_text(v))

@@ -3,7 +3,12 @@
 A guest's event keeps its own attributes; the host overwrites ``hostid``,
 ``hostreceivedat``, ``sequence`` and ``hostpeer``, moves the guest's signature
 material to ``guestdssematerial`` / ``guestsignedextattrs``, and signs every
-extension attribute of the result. This is the receiver's hot path, so the
+extension attribute of the result. A guest that signed its event may have
+signed its own values of the host's attributes (another hoststamp agent signs
+its ``hostid``, ``hostreceivedat`` and ``sequence``): those values are kept,
+in the guest's place among its attributes, as ``guesthostid``,
+``guesthostreceivedat``, ``guestsequence`` and ``guesthostpeer``, so that the
+guest's signature can still be checked on the host's event. This is the receiver's hot path, so the
 work that depends only on an event's *shape* (its attribute names, in order)
 is planned once per shape and cached: which names to drop, the signed
 extension list, and the digests of the names. What depends on the batch (the
@@ -42,15 +47,20 @@ from ..signing.event import NOT_EXTENSIONS, attr_text, is_json_media, material, 
 if TYPE_CHECKING:
     from .stamp import Stamper
 
-__all__ = ["GUEST_ATTRIBUTES", "HOST_ATTRIBUTES", "Prepared", "finish_guests", "prepare_guests"]
+__all__ = ["GUEST_ATTRIBUTES", "HOST_ATTRIBUTES", "KEPT_AS", "Prepared", "finish_guests", "prepare_guests"]
 
 #: what the host stamps on every event, always signed
 HOST_ATTRIBUTES = ("hostid", "hostreceivedat", "sequence")
 #: what the host adds to events it received from a guest
 GUEST_ATTRIBUTES = ("hostpeer",)
 _OURS = HOST_ATTRIBUTES + GUEST_ATTRIBUTES
-#: names a guest may send that the host replaces or moves
-_REPLACED = frozenset((*_OURS, "guestdssematerial", "guestsignedextattrs", "dssematerial", "signedextattrs"))
+#: a signed guest event's own values of the host's attributes are kept under these names
+KEPT_AS = {n: "guest" + n for n in _OURS}
+#: names a guest may send that the host replaces or moves (those it writes itself are the host's alone)
+_REPLACED = frozenset((*_OURS, *KEPT_AS.values(), "guestdssematerial", "guestsignedextattrs", "dssematerial",
+                       "signedextattrs"))
+#: moved values that are new every event: not worth a slot in the digest cache
+_UNCACHED = frozenset(("guestdssematerial", "guesthostreceivedat", "guestsequence"))
 #: the host's own names in the order they open ``signedextattrs``
 _FIRST = tuple(sorted(_OURS))
 
@@ -71,6 +81,8 @@ class _Shape:
 
     #: names to remove before stamping (the guest's host attributes and signature material)
     drop: tuple[str, ...]
+    #: of those, the guest's host attributes kept under ``guest*`` names (a signed event's): name -> new name
+    kept: dict[str, str]
     #: the guest signed it: ``dssematerial`` (and maybe ``signedextattrs``) move to ``guest*``
     signed: bool
     signed_ext: bool
@@ -104,12 +116,15 @@ def _native_plan(shape: tuple[str, ...], drop: tuple[str, ...], rest: tuple[tupl
         return None
     at = {n: i for i, n in enumerate(shape)}
     moved = {"guestdssematerial": "dssematerial", "guestsignedextattrs": "signedextattrs"}
+    if "dssematerial" in at:  # a signed event's own host attributes are written, renamed, where they were
+        moved.update((new, old) for old, new in KEPT_AS.items() if old in at)
     try:
-        keys = tuple(None if n in drop or n == "data" else orjson.dumps(n) + b":" for n in shape)
+        keys = tuple(orjson.dumps(KEPT_AS[n]) + b":" if moved.get(KEPT_AS.get(n, "")) == n
+                     else None if n in drop or n == "data" else orjson.dumps(n) + b":" for n in shape)
     except orjson.JSONEncodeError:  # a name that is not valid Unicode: orjson refuses it on the Python path too
         return None
     special = bytes(at.get(n, -1) + 1 for n in _NATIVE_SPECIAL)
-    return keys, special, tuple((h, at[moved.get(n, n)], n != "guestdssematerial") for n, h in rest), sig_json
+    return keys, special, tuple((h, at[moved.get(n, n)], n not in _UNCACHED) for n, h in rest), sig_json
 
 
 def _plan(shape: tuple[str, ...]) -> _Shape | None:
@@ -120,16 +135,20 @@ def _plan(shape: tuple[str, ...]) -> _Shape | None:
     signed = "dssematerial" in names
     signed_ext = signed and "signedextattrs" in names
     own = {n for n in names if n not in NOT_EXTENSIONS and n not in _REPLACED}
+    kept: dict[str, str] = {}
     if signed:
         own.add("guestdssematerial")
         if signed_ext:
             own.add("guestsignedextattrs")
+        kept = {n: KEPT_AS[n] for n in shape if n in KEPT_AS}
+        own.update(kept.values())
     rest = tuple(sorted(own))
     drop = tuple(n for n in shape if n in _REPLACED)
     hashed = tuple((n, _sha(n.encode()).digest()) for n in rest)
     sig_json = b"".join((b',"signedextattrs":', orjson.dumps(",".join(_FIRST + rest)), b',"dssematerial":"'))
     return _Shape(
         drop=drop,
+        kept=kept,
         signed=signed,
         signed_ext=signed_ext,
         rest=hashed,
@@ -263,8 +282,12 @@ def prepare_guests(
                 _EMPTY if h_data is None else h_data,
                 head,
             ]
-            for name in shape.drop:
-                del ev[name]
+            if shape.kept:  # renamed where they stand: the order of the guest's attributes is kept
+                kept = shape.kept
+                ev = {kept.get(k, k): v for k, v in ev.items() if k in kept or k not in _REPLACED}
+            else:
+                for name in shape.drop:
+                    del ev[name]
             if gmat is not None:
                 ev["guestdssematerial"] = gmat
                 if gsig is not None:
@@ -273,8 +296,8 @@ def prepare_guests(
             for name, h_name in shape.rest:
                 v = ev[name]
                 ext.append(h_name)
-                if name == "guestdssematerial":  # new every event: not worth a cache slot
-                    ext.append(_sha(v.encode()).digest())
+                if name in _UNCACHED:  # new every event: not worth a cache slot
+                    ext.append(_sha(attr_text(v).encode()).digest())
                 else:
                     ext.append((texts.get(v) if type(v) is str else None) or hash_text(v))
             guest_json = orjson.dumps(ev)[:-1]
@@ -326,8 +349,10 @@ def _generic(st: Stamper, event: Mapping[str, Any], hostpeer: str, recv: str, se
     ev = {k: v for k, v in event.items() if v is not None or k == "data"}
     guest_mat = ev.pop("dssematerial", None)
     guest_signed = ev.pop("signedextattrs", None)
+    kept = {KEPT_AS[n]: ev[n] for n in _OURS if n in ev} if guest_mat else {}
     for name in _REPLACED:
         ev.pop(name, None)
+    ev.update(kept)
     if guest_mat:
         ev["guestdssematerial"] = guest_mat
         if guest_signed:

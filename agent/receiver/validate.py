@@ -28,10 +28,13 @@ REQUIRED = ("specversion", "id", "source", "type")
 _OPTIONAL_STR = ("datacontenttype", "dataschema", "subject")
 _EXT_NAME = re.compile(r"[a-z0-9]{1,64}\Z")
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})\Z", re.ASCII)
-#: checked before the loop (or not at all): the host overwrites or drops what a guest sent in its own attributes,
-#: whatever their type, so they are no reason to refuse an event
-_SKIP = frozenset((*REQUIRED, "data", "hostid", "hostreceivedat", "sequence", "hostpeer", "guestdssematerial",
-                   "guestsignedextattrs"))
+#: the host's own attributes: what a guest sent in them is overwritten, so whatever their type they are no reason
+#: to refuse an event, unless the guest signed it (carries ``dssematerial``): its values are then kept, as
+#: ``guest<name>`` extension attributes, and checked as any extension is
+_HOSTS = frozenset(("hostid", "hostreceivedat", "sequence", "hostpeer"))
+#: checked before the loop (or not at all): the names the host drops or writes itself
+_SKIP = frozenset((*REQUIRED, "data", "guestdssematerial", "guestsignedextattrs",
+                   *("guest" + n for n in _HOSTS)))
 _INT_MAX = (1 << 53) - 1
 
 
@@ -81,8 +84,9 @@ _MAX_PLANS = 1024
 
 def _plan(shape: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
     plan = []
+    skip = _SKIP if "dssematerial" in shape else _SKIP | _HOSTS
     for name in shape:
-        if name in _SKIP:
+        if name in skip:
             continue
         if name in _OPTIONAL_STR:
             plan.append((name, _STR))

@@ -4,8 +4,10 @@ A valid signature covers the attributes it lists; anything else on the event
 is not covered. :func:`audit` names those:
 
 - the host's stamp (``hostid``, ``hostreceivedat``, ``sequence``, ``hostpeer``)
-  and a guest's moved material (``guestdssematerial``, ``guestsignedextattrs``)
-  are always signed by the host: one present but not listed in
+  and a guest's moved material (``guestdssematerial``, ``guestsignedextattrs``,
+  and the guest's own values of the host's attributes: ``guesthostid``,
+  ``guesthostreceivedat``, ``guestsequence``, ``guesthostpeer``) are always
+  signed by the host: one present but not listed in
   ``signedextattrs`` was put there after signing (a host reading made to look
   like a guest's, say), which is a problem;
 - any other uncovered attribute is a note: it may be legitimate (a consumer's
@@ -16,11 +18,13 @@ is not covered. :func:`audit` names those:
 An event received from a guest keeps the guest's signature material
 (``guestdssematerial``). Given the guest's key (``--guest-pub``: guest keys
 are trusted for guest signatures only, never for the host's own), that
-signature is checked on the event with the host's attributes taken away (what
-the guest sent), and where the host wrote the guest's big integers as strings
-(as the receiver documents it does), also with them read back as numbers: when
-neither form matches, it is a problem. Without the key, or when the guest
-signed attributes the host overwrites, it is noted as not checked.
+signature is checked on the event with the host's attributes taken away and
+the guest's own values of them put back (what the guest sent), and where the
+host wrote the guest's big integers as strings (as the receiver documents it
+does), also with them read back as numbers: when neither form matches, it is
+a problem. Without the key, or when the guest signed an attribute the host
+overwrote without keeping the guest's value (an event received before the
+host kept them), it is noted as not checked.
 
 :class:`Tally` folds notes that repeat on every event into one line each.
 """
@@ -41,8 +45,10 @@ from .keys import VerifyKey
 
 __all__ = ["ALWAYS_SIGNED", "Finding", "Tally", "audit", "guest_event"]
 
+#: the host's attributes, and the names under which a signed guest event's own values of them are kept
+KEPT_AS = {n: "guest" + n for n in ("hostid", "hostreceivedat", "sequence", "hostpeer")}
 #: attributes the host always lists in ``signedextattrs`` when it writes them
-ALWAYS_SIGNED = ("hostid", "hostreceivedat", "sequence", "hostpeer", "guestdssematerial", "guestsignedextattrs")
+ALWAYS_SIGNED = (*KEPT_AS, "guestdssematerial", "guestsignedextattrs", *KEPT_AS.values())
 _MATERIAL = ("dssematerial", "signedextattrs")
 
 
@@ -55,8 +61,10 @@ class Finding:
 
 
 def guest_event(event: Mapping[str, Any]) -> dict[str, Any]:
-    """The event as its guest signed it: the host's attributes taken away, the guest's material back in place."""
+    """The event as its guest signed it: the host's attributes taken away, the guest's own values of them and its
+    material back in place."""
     guest = {k: v for k, v in event.items() if k not in ALWAYS_SIGNED and k not in _MATERIAL}
+    guest.update((name, event[kept]) for name, kept in KEPT_AS.items() if kept in event)
     guest["dssematerial"] = event["guestdssematerial"]
     if (names := event.get("guestsignedextattrs")) is not None:
         guest["signedextattrs"] = names
@@ -143,7 +151,8 @@ def _check_guest(event: Mapping[str, Any], guest_keys: Mapping[str, VerifyKey]) 
         return Finding(False, "guest-unchecked", f"guest signature not checked: no guest key for it (signed by: "
                                                  f"{named}; give its public key with --guest-pub)")
     names = event.get("guestsignedextattrs")
-    overwritten = [n for n in ALWAYS_SIGNED if isinstance(names, str) and n in names.split(",")]
+    overwritten = [n for n in ALWAYS_SIGNED if isinstance(names, str) and n in names.split(",")
+                   and KEPT_AS.get(n) not in event]
     if overwritten:
         return Finding(False, "guest-unchecked", f"guest signature not checked: the guest signed "
                                                  f"{', '.join(overwritten)}, which the host overwrites")

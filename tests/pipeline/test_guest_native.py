@@ -57,7 +57,8 @@ json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**60), 2**60),
 json_data = st.recursive(json_scalars, lambda kids: st.one_of(st.lists(kids, max_size=4),
                                                               st.dictionaries(text, kids, max_size=5)), max_leaves=12)
 names = st.sampled_from(["traceparent", "region", "tenant", "attempt", "hostid", "sequence", "hostpeer",
-                         "guestdssematerial", "guestsignedextattrs", "hostreceivedat", "dssematerial",
+                         "guestdssematerial", "guestsignedextattrs", "hostreceivedat", "guesthostid",
+                         "guestsequence", "dssematerial",
                          "signedextattrs"])
 ext_values = st.one_of(text, st.integers(-(2**62), 2**62), st.booleans(), st.none(), st.floats(0, 1),
                        st.just(""))

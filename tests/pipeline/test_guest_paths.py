@@ -17,7 +17,8 @@ KEY = SigningKey.generate()
 NOW = 1_795_000_000.25
 
 names = st.sampled_from(["traceparent", "region", "tenant", "attempt", "hostid", "sequence", "hostpeer",
-                         "guestdssematerial", "guestsignedextattrs", "hostreceivedat"])
+                         "guestdssematerial", "guestsignedextattrs", "hostreceivedat", "guesthostid",
+                         "guestsequence"])
 ext_values = st.one_of(st.text(max_size=12), st.integers(-(2**31), 2**31), st.booleans(), st.none())
 times = st.sampled_from([None, "2026-11-22T02:00:00Z", "2026-11-22T02:00:00.123456Z", "2026-11-22T03:00:00+01:00",
                          "2026-11-22t02:00:00z"])

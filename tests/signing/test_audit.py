@@ -118,11 +118,35 @@ def test_data_the_host_rewrote_as_big_integer_strings_is_checked_as_the_guest_si
     assert len(report.problems) == 3 and all("guest signature" in str(p) for p in report.problems)
 
 
-def test_a_guest_signature_over_what_the_host_overwrites_is_noted_not_failed() -> None:
+def test_a_guest_signature_over_the_host_attributes_is_checked_on_the_values_the_host_kept() -> None:
+    """Another agent signs its own hostid, hostreceivedat and sequence: the host overwrites them, keeps the
+    guest's values as guesthostid, guesthostreceivedat and guestsequence, and so both signatures check out."""
+    host, guest = SigningKey.generate(), SigningKey.generate()
+    stamper = Stamper(host, "h", SequenceStore(None))
+    claims = {"hostid": "guest-host", "hostreceivedat": "2026-11-22T02:00:00.000001Z", "sequence": "41",
+              "hostpeer": "vsock:3"}
+    signed = orjson.loads(stamper.stamp_guest(_guest(guest, **claims), "vsock:9").body)
+    assert signed["hostid"] == "h" and signed["hostpeer"] == "vsock:9"  # the host's own, never the guest's
+    assert {k: signed["guest" + k] for k in claims} == claims
+    report = verify_lines(_lines([signed]), _keys(host), name="f", guest_keys=_keys(guest))
+    assert report.ok and report.summary() == "OK: 1 event, 1 verified, 0 problems"
+    # a guest's value changed after the host signed breaks the host's signature; one changed before the host
+    # signed (re-signed by a host that lies about what its guest said) breaks the guest's
+    lied = {k: v for k, v in signed.items() if k not in ("dssematerial", "signedextattrs")}
+    lied["guestsequence"] = "42"
+    sign_event(lied, host, [n for n in signed["signedextattrs"].split(",")])
+    report = verify_lines(_lines([lied]), _keys(host), name="f", guest_keys=_keys(guest))
+    assert not report.ok and "guest signature" in str(report.problems[0])
+
+
+def test_a_guest_signature_over_a_host_attribute_with_no_kept_value_is_noted_not_failed() -> None:
+    """An event stamped before the host kept the guest's values: the guest's signature cannot be checked."""
     host, guest = SigningKey.generate(), SigningKey.generate()
     stamper = Stamper(host, "h", SequenceStore(None))
     signed = orjson.loads(stamper.stamp_guest(_guest(guest, hostid="claimed"), "vsock:9").body)
-    report = verify_lines(_lines([signed]), _keys(host), name="f", guest_keys=_keys(guest))
+    old = {k: v for k, v in signed.items() if k not in ("dssematerial", "signedextattrs", "guesthostid")}
+    sign_event(old, host, [n for n in signed["signedextattrs"].split(",") if n != "guesthostid"])
+    report = verify_lines(_lines([old]), _keys(host), name="f", guest_keys=_keys(guest))
     assert report.ok and "the guest signed hostid, which the host overwrites" in report.summary()
 
 
