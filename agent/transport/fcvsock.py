@@ -15,7 +15,7 @@ import asyncio
 from typing import Any
 
 from ..errors import TransportError
-from .stream import SocketListener, SocketStream
+from .stream import ClosedMidLine, SocketListener, SocketStream
 from .unix import bind_unix, connect_unix
 from .uri import FcVsockEndpoint
 
@@ -49,8 +49,19 @@ async def connect_fcvsock(ep: FcVsockEndpoint, *, timeout: float = 5.0) -> Socke
         await stream.aclose()
         if isinstance(exc, TimeoutError):
             raise TransportError(f"{ep.uri}: no handshake reply") from exc
+        if isinstance(exc, ClosedMidLine):
+            raise TransportError(f"{ep.uri}: {_refused_connect(ep, exc.partial)}") from exc
         raise
     return stream
+
+
+def _refused_connect(ep: FcVsockEndpoint, partial: bytes) -> str:
+    """What it means that Firecracker's socket closed after ``partial`` of a reply to ``CONNECT``."""
+    if not partial:
+        return (f"the Firecracker socket closed the connection without answering OK to CONNECT {ep.port} "
+                f"(nothing in the guest listening on port {ep.port}, say)")
+    return (f"the Firecracker socket closed the connection in the middle of its answer to "
+            f"CONNECT {ep.port}: {partial[:_REPLY_MAX]!r}")
 
 
 def listen_fcvsock(ep: FcVsockEndpoint, *, name: str | None = None, backlog: int = 128,

@@ -1,8 +1,9 @@
 """``hoststamp send --to URI``: NDJSON CloudEvents on stdin, shipped as frames, acked.
 
 Each non-blank input line must be one JSON object; it is sent byte for byte as
-one frame. Lines that are not JSON objects, or longer than the largest frame,
-are reported by line number and not sent; the lines after them are. The run
+one frame (a UTF-8 byte order mark before the first line is skipped). Lines
+that are not UTF-8 JSON objects, or longer than the largest frame, are
+reported by line number and not sent; the lines after them are. The run
 ends when every sent line is settled by the receiver, or when ``timeout``
 passes without that (the connection is retried with backoff meanwhile). An
 input that cannot be read further ends the reading, not the run: what was sent
@@ -27,6 +28,8 @@ from .sender import AckedSender, Backoff
 __all__ = ["SendReport", "send_ndjson"]
 
 _CHUNK = 1 << 16
+#: a UTF-8 byte order mark, skipped at the start of the input
+_BOM = b"\xef\xbb\xbf"
 #: seconds a connection attempt may take, and without any ack (or heartbeat) before the connection counts as
 #: dead and is made again (at most: a shorter ``timeout`` bounds them too)
 _CONNECT = 5.0
@@ -61,6 +64,10 @@ def _check_line(line: bytes) -> str | None:
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as bad:  # orjson would call it "surrogates not allowed", whatever the bytes
+            return f"not valid UTF-8 (byte 0x{line[bad.start]:02x} at offset {bad.start} of the line)"
         return f"not JSON: {exc}"
     if not isinstance(obj, dict):
         return "not a JSON object"
@@ -69,13 +76,16 @@ def _check_line(line: bytes) -> str | None:
 
 class _Lines:
     """The input's lines, each at most ``max_len`` bytes (a ``\r`` before the ``\n`` not counted). A longer
-    line comes out as None, its bytes dropped as they arrive, and the lines after it go on as usual."""
+    line comes out as None, its bytes dropped as they arrive, and the lines after it go on as usual. A UTF-8
+    byte order mark at the very start of the input is skipped."""
 
     def __init__(self, max_len: int) -> None:
         self.max_len = max_len
         self._buf = bytearray()
         #: inside a line already known to be too long: drop up to its newline
         self._skipping = False
+        #: nothing but (a beginning of) a byte order mark read yet
+        self._at_start = True
 
     def _line(self, raw: bytes) -> bytes | None:
         line = raw[:-1] if raw.endswith(b"\r") else raw
@@ -84,6 +94,12 @@ class _Lines:
     def feed(self, chunk: bytes) -> list[bytes | None]:
         buf = self._buf
         buf += chunk
+        if self._at_start:
+            if buf.startswith(_BOM):
+                del buf[: len(_BOM)]
+            elif len(buf) < len(_BOM) and _BOM.startswith(buf):
+                return []  # the rest of a mark may come in the next read
+            self._at_start = False
         out: list[bytes | None] = []
         pos = 0
         while (nl := buf.find(b"\n", pos)) >= 0:

@@ -103,6 +103,8 @@ class AckedSender(Generic[T]):
         self._owed_since = 0.0
         self._acked_on_conn = False
         self._failing = False
+        #: the error last logged as a warning while failing
+        self._warned: str | None = None
         self._seen_reasons: set[str] = set()
         self.connected = False
         self.last_error: str | None = None
@@ -242,9 +244,11 @@ class AckedSender(Generic[T]):
         self.last_error = error
         if self._on_trouble is not None:
             self._on_trouble(error)
-        if not self._failing:
+        # a warning for the first failure, and again whenever the cause changes: the log never shows a stale one
+        if not self._failing or error != self._warned:
             log.warning("%s: %s (retrying with backoff)", self.name, error)
             self._failing = True
+            self._warned = error
         else:
             log.debug("%s: %s", self.name, error)
 

@@ -17,12 +17,20 @@ from typing import Any
 from ..errors import TransportError
 from .base import RECEIVE_SIZE, ByteStream, Listener
 
-__all__ = ["SocketListener", "SocketStream", "connect_socket", "stream_from_socket"]
+__all__ = ["ClosedMidLine", "SocketListener", "SocketStream", "connect_socket", "stream_from_socket"]
 
 #: asyncio buffers at most about twice this before it stops reading the socket
 _READ_LIMIT = 1 << 18
 #: seconds a close waits for buffered bytes to leave before it aborts
 _CLOSE_GRACE = 1.0
+
+
+class ClosedMidLine(TransportError):
+    """The peer closed before a full line of :meth:`SocketStream.readline`; ``partial`` is what came of it."""
+
+    def __init__(self, msg: str, partial: bytes) -> None:
+        super().__init__(msg)
+        self.partial = partial
 
 
 class SocketStream(ByteStream):
@@ -44,7 +52,7 @@ class SocketStream(ByteStream):
         try:
             line = await self._reader.readuntil(b"\n")
         except asyncio.IncompleteReadError as exc:
-            raise TransportError(f"{self.peer}: closed before a full line") from exc
+            raise ClosedMidLine(f"{self.peer}: closed before a full line", exc.partial) from exc
         except asyncio.LimitOverrunError as exc:
             raise TransportError(f"{self.peer}: line too long") from exc
         except OSError as exc:

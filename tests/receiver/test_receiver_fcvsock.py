@@ -172,7 +172,7 @@ def test_nobody_on_the_guest_port_and_bad_replies(tmp_path: Path) -> None:
         mux = FcMuxer(uds, {52: guest_sock})
         await mux.start()
         lst = listen(f"unix:{guest_sock}")
-        with pytest.raises(TransportError, match="before a full line"):
+        with pytest.raises(TransportError, match="without answering OK to CONNECT"):
             await connect(f"fcvsock:{uds}:53")
         mux.reply = b"NO 1\n"
         with pytest.raises(TransportError, match="unexpected Firecracker handshake reply"):

@@ -7,6 +7,9 @@ complete payloads. A length of 0 or above the maximum is a
 before any payload byte is buffered: nothing is ever allocated from a length the
 peer declared. After an error the decoder stays broken; the caller closes the
 connection.
+
+A refused header whose four bytes read as the start of JSON text (``{"sp``,
+``[{``, `` {``) says so: it is most likely NDJSON sent where frames belong.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from collections.abc import Iterable
 from ...errors import FramingError
 from .base import BufferedDecoder
 
-__all__ = ["DEFAULT_MAX_FRAME", "HEADER", "LengthPrefixedDecoder", "encode_frame", "encode_frames"]
+__all__ = ["DEFAULT_MAX_FRAME", "HEADER", "LengthPrefixedDecoder", "encode_frame", "encode_frames",
+           "looks_like_json_text"]
 
 #: the contract's default maximum payload size (1 MiB)
 DEFAULT_MAX_FRAME = 1 << 20
@@ -26,6 +30,29 @@ HEADER = 4
 
 _LEN = struct.Struct(">I")
 _MAX_REPRESENTABLE = (1 << 32) - 1
+#: JSON's whitespace (RFC 8259), what an object or array starts with, and the bytes of text (printable ASCII)
+_JSON_SPACE = b" \t\r\n"
+_JSON_OPEN = b"{["
+_TEXT = frozenset(_JSON_SPACE + bytes(range(0x20, 0x7F)))
+
+
+def looks_like_json_text(header: bytes) -> bool:
+    """Whether a frame header (4 bytes) reads as the beginning of JSON text: optional whitespace, then ``{`` or
+    ``[``, every byte printable ASCII or whitespace."""
+    rest = header.lstrip(_JSON_SPACE)
+    return bool(rest) and rest[0] in _JSON_OPEN and all(b in _TEXT for b in header)
+
+
+def _refusal(n: int, header: bytes, max_frame: int) -> str:
+    """Why a declared length ``n`` (from ``header``) is refused."""
+    if n == 0:
+        return "empty frame"
+    msg = f"declared frame length {n} exceeds the maximum of {max_frame}"
+    if looks_like_json_text(header):
+        msg += (f"; the frame header {header!r} looks like JSON text: frames on stream sockets start with a "
+                "4-byte big-endian length (docs/protocol.md), and NDJSON lines are what `hoststamp send` "
+                "reads on stdin")
+    return msg
 
 
 def _check_max(max_frame: int) -> int:
@@ -65,10 +92,8 @@ class LengthPrefixedDecoder(BufferedDecoder):
         if len(buf) - pos < HEADER:
             return None
         (n,) = _LEN.unpack_from(buf, pos)
-        if n == 0:
-            raise self._fail("empty frame")
-        if n > self.max_frame:
-            raise self._fail(f"declared frame length {n} exceeds the maximum of {self.max_frame}")
+        if n == 0 or n > self.max_frame:
+            raise self._fail(_refusal(n, bytes(buf[pos : pos + HEADER]), self.max_frame))
         end = pos + HEADER + n
         if end > len(buf):
             return None
@@ -89,8 +114,7 @@ class LengthPrefixedDecoder(BufferedDecoder):
             (n,) = unpack(buf, pos)
             if n == 0 or n > limit:
                 self._pos = pos
-                exc = self._fail("empty frame" if n == 0 else
-                                 f"declared frame length {n} exceeds the maximum of {limit}")
+                exc = self._fail(_refusal(n, bytes(buf[pos : pos + HEADER]), limit))
                 exc.frames = out  # type: ignore[attr-defined]
                 raise exc
             end = pos + HEADER + n
