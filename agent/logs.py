@@ -27,7 +27,8 @@ class OncePerKey:
     forgotten (and would be logged again), so a stream of new peers cannot grow it. So is the log: at most
     ``burst`` first-time lines at once, then one every ``every`` seconds; a peer that cycles through more keys
     than are remembered (thousands of uids, of source addresses) is counted beyond that, and the next line
-    says how many went unlogged.
+    says how many went unlogged (or :meth:`flush` does, when no line comes). A key whose first line the rate
+    held back is not remembered as logged: its next occurrence is logged when the rate allows.
     """
 
     def __init__(self, logger: logging.Logger, *, max_keys: int = 1024, level: int = logging.WARNING,
@@ -67,15 +68,17 @@ class OncePerKey:
 
     def __call__(self, key: Hashable, msg: str, *args: object) -> bool:
         """Log ``msg % args`` if ``key`` is new and the rate allows; True when a line was written."""
-        if not self.first(key):
+        if key in self._seen:
+            self.first(key)  # counted
             return False
         now = self._clock()
         self._tokens = min(float(self._burst), self._tokens + (now - self._filled_at) / self._every)
         self._filled_at = now
         if self._tokens < 1:
-            self.unlogged += 1
+            self.unlogged += 1  # not remembered: named when it occurs again and the rate allows
             return False
         self._tokens -= 1
+        self.first(key)
         if self.unlogged:
             self.logger.log(self.level, "%d more like the next, from peers not seen before, were only counted (at "
                             "most %d such lines at once, then one every %gs)", self.unlogged, self._burst,
@@ -83,6 +86,14 @@ class OncePerKey:
             self.unlogged = 0
         self.logger.log(self.level, msg + self.suffix, *args)
         return True
+
+    def flush(self) -> None:
+        """Say how many problems the rate held back since the last line, if any (called when no further line
+        may come: after a while, and at the end)."""
+        if self.unlogged:
+            self.logger.log(self.level, "%d more, from peers not logged before, were only counted (at most %d such "
+                            "lines at once, then one every %gs)", self.unlogged, self._burst, self._every)
+            self.unlogged = 0
 
 
 class JsonFormatter(logging.Formatter):

@@ -170,6 +170,7 @@ class NatsSource:
             for t in list(self._tasks):
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            self.reject.flush()
 
     async def _session(self) -> None:
         s = self.settings

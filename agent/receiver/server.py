@@ -225,6 +225,7 @@ class Receiver:
         for t in list(self._conns):
             t.cancel()
         await asyncio.gather(*self._conns, return_exceptions=True)
+        self.reject.flush()  # refusals the log's rate held back are said before the listener goes
 
     async def _handle(self, stream: ByteStream) -> None:
         self.stats.connections_open += 1

@@ -48,7 +48,7 @@ __all__ = [
     "verify_event",
 ]
 
-_PT = PAYLOAD_TYPE.encode()
+_PT: bytes = PAYLOAD_TYPE.encode()
 #: the context attributes hashed in order; ``time`` comes after them
 CORE_ATTRIBUTES = ("id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject")
 #: attribute names that are never extension attributes (so never named in ``signedextattrs``)

@@ -387,11 +387,12 @@ def test_a_guest_cycling_through_more_uids_than_are_remembered_cannot_flood_the_
         for _ in range(3):
             for uid in range(100):
                 rl(f"unix:uid={uid},pid=7", "json", "x")
-        assert len(caplog.records) == 5 and rl.once.unlogged == 295
+        # the five logged are remembered (the held-back ones take no place), so their repeats are not counted
+        assert len(caplog.records) == 5 and rl.once.unlogged == 285
         now[0] += 2.0  # two more lines' worth
         rl("unix:uid=5000,pid=7", "json", "x")
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 7 and lines[5].startswith("295 more like the next") and "uid=5000" in lines[6]
+    assert len(lines) == 7 and lines[5].startswith("285 more like the next") and "uid=5000" in lines[6]
     assert rl.stats.rejected["json"] == 301
 
 
@@ -772,3 +773,39 @@ def test_the_bytes_a_listener_holds_unsettled_are_bounded(tmp_path: Path) -> Non
     held, size, ack = run(body(), timeout=30)
     one = len(frame(ev(10, pad="x" * 900)))  # the frames differ by a digit or two at most
     assert held == -(-4096 // one) and 4096 <= size < 4096 + one + 4 and ack == Ack(40)
+
+
+def test_refusals_the_rate_held_back_are_said_when_no_line_follows(caplog: pytest.LogCaptureFixture) -> None:
+    """A flood of new peers, then silence: how many went unlogged is said a while later, without waiting for a
+    line that may never come; a peer whose first line the rate held back is named when it comes again."""
+    from agent.receiver import ReceiverStats, RejectLog
+
+    async def main() -> RejectLog:
+        rl = RejectLog(ReceiverStats(), listener="t", burst=3, every=0.05)
+        for uid in range(10):
+            rl(f"unix:uid={uid},pid=7", "json", "x")
+        assert rl.once.unlogged == 7
+        await asyncio.sleep(0.2)  # nothing more comes
+        assert rl.once.unlogged == 0
+        rl("unix:uid=9,pid=7", "json", "x")  # held back before: named now
+        return rl
+
+    with caplog.at_level(logging.WARNING):
+        rl = asyncio.run(main())
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 5, lines
+    assert lines[3].startswith("7 more, from peers not logged before, were only counted")
+    assert "uid=9" in lines[4]
+    assert rl.stats.rejected["json"] == 11
+
+
+def test_refusals_held_back_are_said_when_the_listener_closes(caplog: pytest.LogCaptureFixture) -> None:
+    from agent.receiver import ReceiverStats, RejectLog
+
+    rl = RejectLog(ReceiverStats(), listener="t", burst=1, every=60.0)
+    with caplog.at_level(logging.WARNING):
+        for uid in range(4):
+            rl(f"unix:uid={uid},pid=7", "json", "x")
+        rl.flush()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and lines[1].startswith("3 more, from peers not logged before")
