@@ -222,13 +222,14 @@ class SinkQueue:
     def __len__(self) -> int:
         return len(self._items)
 
-    def _count(self, reason: str, receipt: Receipt | None, event: Event) -> None:
-        """A drop: the newcomer's (routed here all the same), or an evicted event's (counted when it came)."""
+    def _count(self, reason: str, receipt: Receipt | None, event: Event, why: Any = False) -> None:
+        """A drop: the newcomer's (routed here all the same), or an evicted event's (counted when it came);
+        ``why`` as :meth:`Receipt.drop` takes it."""
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         if reason != "evicted":
             self.enqueued += 1
         if receipt is not None:
-            receipt.drop(event)
+            receipt.drop(event, why)
 
     def put_nowait(self, event: Event, receipt: Receipt | None = None) -> bool:
         """Enqueue unless the policy says drop; never waits. Returns False if dropped."""

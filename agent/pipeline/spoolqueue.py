@@ -28,7 +28,7 @@ import logging
 from collections.abc import Sequence
 
 from ..config import SinkCommon
-from ..errors import SinkError
+from ..errors import SinkError, Undeliverable
 from ..model import Event
 from . import wal
 from .queue import Overflow, Receipt, SinkQueue
@@ -107,7 +107,11 @@ class SpoolQueue(SinkQueue):
         if self._closed:
             self._count("closed", receipt, event)
             return False
-        if size > self.spool.max_bytes or not self._make_room(size):
+        if size > self.spool.max_bytes:  # whatever the policy: no spool of that size can ever hold it
+            self._count("spool_full", receipt, event, Undeliverable(
+                f"a {size}-byte spool record, larger than the sink's spool_max_bytes ({self.spool.max_bytes})"))
+            return False
+        if not self._make_room(size):
             self._count("spool_full", receipt, event)
             return False
         self._append(event, size, receipt)
@@ -293,10 +297,13 @@ def queue_for(common: SinkCommon) -> SinkQueue:
     except OSError as exc:
         raise SinkError(f"{common.uri}: spool {common.spool}: {exc.strerror or exc}") from None
     q = SpoolQueue(spool, common.overflow, maxsize=common.queue_size)
-    if spool.report.pending and spool.refs == 1:
-        log.info("sink %s: %d events left in the spool %s; sending them first", common.uri, spool.report.pending,
-                 spool.dir)
-        # routed to the sink by this process now: counted, so that enqueued = sent + dropped + depth + in hand
-        # holds from the start (a reload sharing the open spool counts nothing again)
-        q.enqueued += spool.report.pending
+    report = spool.report
+    if spool.refs == 1:
+        if report.pending:
+            log.info("sink %s: %d events left in the spool %s; sending them first", common.uri, report.pending,
+                     spool.dir)
+        # routed to the sink by this process now, and those its salvage found lost (which the sink's worker
+        # counts as dropped, spool_damaged): counted, so that enqueued = sent + dropped + depth + in hand holds
+        # from the start (a reload sharing the open spool counts nothing again)
+        q.enqueued += report.pending + report.missing + report.damaged
     return q

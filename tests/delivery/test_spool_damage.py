@@ -165,7 +165,8 @@ def test_a_segment_missing_at_start_is_named_and_counted(tmp_path: Path) -> None
     victim.unlink()
     again = Spool(tmp_path)
     assert again.report.missing == len(in_it)
-    assert f"{victim.name} missing: records {in_it[0]} to {in_it[-1]} lost" in again.report.problems
+    assert (f"records {in_it[0]} to {in_it[-1]} lost: no segment holds them ({victim.name} removed, or the one "
+            "before it cut short)") in again.report.problems
     assert again.report.pending == 180 - len(in_it)
     assert [e.sequence for e in again.read(1000)] == [n for n in range(21, 201) if n not in in_it]
     again.close()
@@ -430,7 +431,8 @@ def test_the_newest_segment_removed_while_stopped_is_named_and_counted_once(tmp_
     newest.unlink()
     again = Spool(tmp_path)
     assert again.report.missing == len(gone) and not again.report.clean
-    assert f"{newest.name} missing: the newest segment, records {gone[0]} to 200 lost" in again.report.problems
+    assert (f"records {gone[0]} to 200 of the newest segment, {newest.name}, lost: no segment holds them (removed, "
+            "or cut short)") in again.report.problems
     assert again.report.pending == 200 - delivered - len(gone)
     assert again.next_index > 200  # the lost records' numbers are not used again
     again.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +12,12 @@ import pytest
 
 from agent.config import SinkCommon
 from agent.model import Event
-from agent.pipeline import PipelineStats, Receipt, SinkQueue, SinkWorker
+from agent.pipeline import PipelineStats, Receipt, SequenceStore, SinkQueue, SinkWorker, Stamper
+from agent.pipeline.parallel import build_pipeline
 from agent.pipeline.spool import Spool
 from agent.pipeline.spoolqueue import SpoolQueue, queue_for
+from agent.receiver import PipelineDeliver, Rejected
+from agent.signing.keys import SigningKey
 from agent.sinks.memory import MemorySink
 
 
@@ -230,3 +234,31 @@ async def test_a_new_segment_is_made_durable_off_the_event_loop(tmp_path: Path, 
     assert where and not any(where)
     q.close()
     await q.aclose()
+
+
+@pytest.mark.parametrize("overflow", ["block", "drop_newest", "drop_oldest"])
+def test_an_event_no_spool_of_that_size_can_hold_is_refused_saying_so(tmp_path: Path, overflow: str) -> None:
+    """Whatever the policy (``block`` included): counted as ``spool_full``, and the guest is told it is larger
+    than the sink's ``spool_max_bytes``, not that an overflow policy dropped it."""
+    async def main() -> tuple[Rejected | None, SpoolQueue]:
+        q = spooled(tmp_path, overflow, max_bytes=4096)
+        pipeline = build_pipeline(Stamper(SigningKey.generate(), "h", SequenceStore(None)), [q], PipelineStats(), 0)
+        await pipeline.start()
+        deliver = PipelineDeliver(pipeline)
+        event = {"specversion": "1.0", "id": "big", "source": "guest://vm", "type": "t", "data": {"pad": "x" * 5000}}
+        try:
+            await asyncio.wait_for(deliver(event, "vsock:3"), 20)
+            return None, q
+        except Rejected as r:
+            return r, q
+        finally:
+            await deliver.aclose()
+            await pipeline.aclose(5)
+            pipeline.close()
+            q.close()
+            await q.aclose()
+
+    refused, q = asyncio.run(main())
+    assert refused is not None and refused.reason == "dropped", refused
+    assert "larger than the sink's spool_max_bytes (4096)" in refused.detail, refused.detail
+    assert q.dropped == {"spool_full": 1} and q.enqueued == 1
