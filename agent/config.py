@@ -82,7 +82,8 @@ class Config:
     def warnings(self) -> list[tuple[str, str]]:
         """(key, reason) of what runs but does nothing (as ``config check`` warns of it), for ``run`` to log."""
         return unused_keys([(ln.uri, {"name": ln.name, "mode": ln.mode,
-                                      "max_connections_per_peer": ln.max_connections_per_peer})
+                                      "max_connections_per_peer": ln.max_connections_per_peer,
+                                      "guest_signatures": ln.guest_signatures, "trusted_keys": ln.trusted_keys})
                             for ln in self.listeners])
 
     def probe(self, name: str) -> ProbeConfig:
@@ -222,7 +223,8 @@ def unused_keys(listeners: Sequence[tuple[object, Mapping[str, object]]]) -> lis
     """(key, reason) of each listener option set that nothing uses, the listeners given as (uri, options set; a
     None value counts as not set): a ``name`` where the kernel names the peer (only a Firecracker (``fcvsock:``)
     or NATS listener stamps its name as ``hostpeer``), a ``mode`` where there is no socket file, a
-    ``max_connections_per_peer`` where all connections are one peer's or there are none."""
+    ``max_connections_per_peer`` where all connections are one peer's or there are none, ``trusted_keys`` where
+    ``guest_signatures`` is off."""
     unused = []
     for i, (uri, table) in enumerate(listeners):
         scheme = uri.partition(":")[0].lower() if isinstance(uri, str) else ""
@@ -237,6 +239,9 @@ def unused_keys(listeners: Sequence[tuple[object, Mapping[str, object]]]) -> lis
             why = ("every connection of a Firecracker socket comes from its one VM (max_connections bounds them)"
                    if scheme == "fcvsock" else "a nats: listener takes no connections")
             unused.append((f"listeners[{i}].max_connections_per_peer", f"not used: {why}"))
+        if table.get("trusted_keys") and table.get("guest_signatures") in (None, "off"):
+            unused.append((f"listeners[{i}].trusted_keys", "not used: guest_signatures is off, so no guest signature "
+                           "is checked (set it to \"verify\" or \"require\")"))
     return unused
 
 

@@ -922,6 +922,10 @@ static PyObject *check_passes(PyObject *Py_UNUSED(module), PyObject *const *args
                 Py_RETURN_FALSE;
             continue;
         }
+        /* the verifiability extension's attributes are strings: anything else is refused, by Python */
+        if (((n == 12 && memcmp(name, "dssematerial", 12) == 0) || (n == 14 && memcmp(name, "signedextattrs", 14) == 0))
+            && v != Py_None && !PyUnicode_CheckExact(v))
+            Py_RETURN_FALSE;
         /* an extension attribute: its name is checked whatever its value (data_base64 is Python's too) */
         if (n < 1 || n > 64)
             Py_RETURN_FALSE;

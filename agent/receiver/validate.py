@@ -76,7 +76,9 @@ def _text(name: str, value: str) -> None:
                    "characters and noncharacters)")
 
 
-_STR, _TIME, _B64, _EXT = range(4)
+_STR, _TIME, _B64, _EXT, _MAT = range(5)
+#: the verifiability extension's attributes: strings (moved to ``guest*`` by the host, checked or not)
+_MATERIAL = ("dssematerial", "signedextattrs")
 #: per attribute-name tuple, what to check of each value; names repeat, so the names are checked once
 _PLANS: dict[tuple[str, ...], tuple[tuple[str, int], ...]] = {}
 _MAX_PLANS = 1024
@@ -94,6 +96,8 @@ def _plan(shape: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
             plan.append((name, _TIME))
         elif name == "data_base64":
             plan.append((name, _B64))
+        elif name in _MATERIAL:
+            plan.append((name, _MAT))
         else:
             if not _EXT_NAME.match(name):
                 if len(name) > 64 and name.isascii() and name.isalnum() and name.islower():
@@ -120,8 +124,10 @@ def check_attributes(event: dict[str, Any]) -> None:
 
 def _check_attributes(event: dict[str, Any]) -> None:
     """:func:`check_attributes` in Python: what the native check cannot pass, with the reason when it fails."""
-    if event.get("specversion") != "1.0":
-        raise _bad(f"specversion must be \"1.0\", got {event.get('specversion')!r:.40}")
+    if (spec := event.get("specversion")) != "1.0":
+        if spec is None:
+            raise _bad("specversion is missing (it must be \"1.0\")")
+        raise _bad(f"specversion must be \"1.0\", got {spec!r:.40}")
     for name in ("id", "source", "type"):
         v = event.get(name)
         if not isinstance(v, str) or not v:
@@ -145,6 +151,11 @@ def _check_attributes(event: dict[str, Any]) -> None:
                 raise _bad(f"extension attribute {name} is an integer beyond ±(2^53-1), which JSON cannot carry "
                            "exactly: send it as a string")
             raise _bad(f"extension attribute {name} must be a string, boolean or integer")
+        if kind == _MAT:
+            if not isinstance(v, str):
+                raise _bad(f"{name} must be a string (the verifiability extension's)")
+            _text(name, v)
+            continue
         if kind == _STR:
             if not isinstance(v, str) or not v:
                 raise _bad(f"{name} must be a non-empty string")
@@ -164,6 +175,15 @@ def _check_attributes(event: dict[str, Any]) -> None:
                            "zero)")
 
 
+def _not_utf8(frame: bytes) -> str | None:
+    """Where ``frame`` is not UTF-8 (orjson says "surrogates not allowed" of any such byte), or None."""
+    try:
+        frame.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"not valid UTF-8 (byte 0x{frame[bad.start]:02x} at offset {bad.start})"
+    return None
+
+
 def parse_event(frame: bytes, *, max_depth: int) -> dict[str, Any]:
     """One frame -> a checked event dict; :class:`Rejected` otherwise.
 
@@ -181,7 +201,7 @@ def parse_event(frame: bytes, *, max_depth: int) -> dict[str, Any]:
         except TooDeep:
             raise Rejected("depth", f"JSON nesting deeper than the parser goes, and than {max_depth}") from None
         except orjson.JSONDecodeError as again:  # orjson's refusal, or why the integers could not be read
-            raise Rejected("json", str(again)[:120]) from None
+            raise Rejected("json", _not_utf8(frame) or str(again)[:120]) from None
     if not isinstance(event, dict):
         raise Rejected("json", "frame is not a JSON object")
     if _passes is not None and _passes(event, max_depth):  # the common case, natively: depth, attributes, floats

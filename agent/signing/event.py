@@ -178,8 +178,8 @@ def material(
     parts.append(_EMPTY if t is None else hash_text(normalize_time(attr_text(t))))
     parts.append(_h(data_bytes(event) if data is None else data))
     for name in ext_names:
-        if name not in event:
-            raise VerifyError(f"signed extension attribute {name!r} is missing")
+        if event.get(name) is None:  # JSON format: null is absent
+            raise VerifyError(f"signed extension attribute {name!r} is {'null' if name in event else 'missing'}")
         parts.append(hash_text(name))
         parts.append(hash_text(attr_text(event[name])))
     return _h(b"".join(parts))

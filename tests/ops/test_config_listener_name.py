@@ -94,3 +94,20 @@ def test_socket_options_where_they_are_used_are_not_warned_of(tmp_path: Path) ->
                     f'[[listeners]]\nuri = "fcvsock:{tmp_path}/fc.sock:52"\nname = "vm"\nmode = 0o600\n')
     assert check_file(path) == []
     assert config.load(path).warnings() == []
+
+
+@pytest.mark.parametrize(("policy", "warned"), [(None, True), ('"off"', True), ('"verify"', False),
+                                                ('"require"', False)])
+def test_trusted_keys_where_no_guest_signature_is_checked_are_warned_of(tmp_path: Path, policy: str | None,
+                                                                        warned: bool) -> None:
+    assert run_cli(["keys", "generate", "--dir", "guest"], cwd=tmp_path).returncode == 0
+    path = tmp_path / "c.toml"
+    setting = "" if policy is None else f"guest_signatures = {policy}\n"
+    path.write_text(f'[[sinks]]\nuri = "stdout:"\n[[listeners]]\nuri = "unix:{tmp_path}/in.sock"\n{setting}'
+                    f'trusted_keys = ["{tmp_path}/guest/host.pub"]\n')
+    problems = check_file(path)
+    expected = [("listeners[0].trusted_keys", "warning")] if warned else []
+    assert [(p.key, p.severity) for p in problems] == expected
+    assert config.load(path).warnings() == [(p.key, p.reason) for p in problems]
+    if warned:
+        assert problems[0].reason.startswith("not used: guest_signatures is off")

@@ -363,3 +363,35 @@ def test_an_integer_longer_than_python_reads_is_refused_for_what_it_is() -> None
         parse_event(head + b"9" * 4301 + b"}}", max_depth=32)
     assert exc.value.reason == "json" and "more than 4300 digits" in exc.value.detail
     assert "infinity" not in exc.value.detail
+
+
+@pytest.mark.parametrize(("frame", "reason", "said"), [
+    (b'{"id":"a","source":"s","type":"t"}', "attributes", 'specversion is missing (it must be "1.0")'),
+    (b'{"specversion":"1.0","id":"a\xff\xfe","source":"s","type":"t"}', "json",
+     "not valid UTF-8 (byte 0xff at offset 28)"),
+    (b'{"specversion":"1.0","id":"\xc3","source":"s","type":"t"}', "json", "not valid UTF-8 (byte 0xc3 at offset 27)"),
+])
+def test_refusals_say_what_is_wrong_in_the_events_terms(frame: bytes, reason: str, said: str) -> None:
+    with pytest.raises(Rejected) as r:
+        parse_event(frame, max_depth=32)
+    assert (r.value.reason, r.value.detail) == (reason, said)
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize(("name", "value"), [("dssematerial", 5), ("signedextattrs", 7), ("dssematerial", True),
+                                             ("signedextattrs", ["a"])])
+def test_signature_material_that_is_not_a_string_is_refused(name: str, value: Any, native: bool,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the guest-signature policy: the verifiability extension's attributes are strings, and the host
+    would carry them on (as guestdssematerial, guestsignedextattrs)."""
+    from agent.receiver import validate
+
+    if not native:
+        monkeypatch.setattr(validate, "_passes", None)
+    elif validate._passes is None:
+        pytest.skip("the native check is not built here")
+    with pytest.raises(Rejected) as r:
+        parse(event(**{name: value}))
+    assert r.value.reason == "attributes" and f"{name} must be a string" in r.value.detail
+    assert parse(event(**{name: "ZW52"}))[name] == "ZW52"
+    assert parse(event(**{name: None}))[name] is None

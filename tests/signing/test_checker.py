@@ -438,3 +438,14 @@ def test_checks_per_event_are_bounded() -> None:
         "refused", f"signature does not verify (gave up after {MAX_CHECKS} checks)")
     env["signatures"] = [bad] * (MAX_CHECKS - 1) + [good]
     assert assert_same_answer(_with_envelope(ev, env))[0] == "ok"
+
+
+def test_a_signed_extension_that_is_null_is_said_to_be_null() -> None:
+    """Null is absent in the JSON event format: the refusal says so, not that None is no attribute type."""
+    key = SigningKey.generate()
+    ev = sign_event({"specversion": "1.0", "id": "a", "source": "s", "type": "t", "region": "eu"}, key, ["region"])
+    with pytest.raises(VerifyError, match="signed extension attribute 'region' is null"):
+        verify_event({**ev, "region": None}, {key.keyid: key.verify_key()})
+    without = {k: v for k, v in ev.items() if k != "region"}
+    with pytest.raises(VerifyError, match="signed extension attribute 'region' is missing"):
+        verify_event(without, {key.keyid: key.verify_key()})
