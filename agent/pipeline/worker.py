@@ -34,8 +34,7 @@ __all__ = ["SinkWorker", "backoff_delays"]
 
 log = logging.getLogger("hoststamp.sink")
 
-#: seconds a closing worker gives its sink to confirm (flush) and close (a sink that is down holds no shutdown)
-CLOSE_TIMEOUT = 5.0
+CLOSE_TIMEOUT = 5.0  #: seconds a closing worker gives its sink to confirm (flush) and close
 #: seconds a sink has to close when the drain's deadline has passed already
 CLOSE_LAST_MOMENT = 0.25
 #: what a sink's reason for leaving an event out tells its sender
@@ -286,15 +285,14 @@ class SinkWorker:
                 if abort is not None:
                     abort()
             if closing.cancelled_caught:
-                unconfirmed = getattr(self.sink, "unacked", None)
-                what = f"{unconfirmed} events" if isinstance(unconfirmed, int) else "what it took"
+                self.unconfirmed = self._unconfirmed()
+                what = f"{self.unconfirmed} events" if hasattr(self.sink, "unacked") else "what it took"
                 if self._spool is not None:
                     log.warning("sink %s: not confirmed within %gs of closing; %s stay in the spool and are sent "
                                 "again at the next start", self.label, close_in, what)
-                else:
+                elif self.unconfirmed:
                     log.error("sink %s: not confirmed within %gs of closing; %s may be lost", self.label,
                               close_in, what)
-                self.unconfirmed = self._unconfirmed()
             if self._spool is None:  # with a spool, what is left is kept in it, its senders acked already
                 self._fail_unconfirmed(None if self._handed_on else batch)
             else:  # counted as sent, not confirmed: a reload's next reader of the spool sends them again
@@ -348,12 +346,14 @@ class SinkWorker:
         return Undeliverable(f"{_LEFT_OUT.get(reason, reason)} for sink {self.label}")
 
     def _unconfirmed(self) -> int:
-        """What the sink holds unconfirmed: its own count when it keeps one, else the events taken since the
-        last confirmed flush (at least 1: something was not confirmed)."""
+        """What the sink holds unconfirmed: its own count when it keeps one (without a spool, less what it took
+        of the batch in hand, which the drain counts whole as dropped), else the events taken since the last
+        confirmed flush (at least 1: something was not confirmed)."""
         n = getattr(self.sink, "unacked", None)
-        if isinstance(n, int) and not isinstance(n, bool):
-            return max(n, 1)
-        return max(len(self._unflushed), 1)
+        if not isinstance(n, int):
+            return max(len(self._unflushed), 1)
+        partly = getattr(self.sink, "partly_taken", 0) if self._spool is None and self.holding else 0
+        return max(n - partly, 0) if partly else max(n, 1)
 
     async def _flush(self, *, retry: bool = True) -> None:
         """Have the sink confirm what it took, then trim the spool up to it (each step retried until it works)."""

@@ -117,6 +117,12 @@ class SocketSink(Sink):
     def _took(self, n: int) -> None:
         self._taken += n
 
+    @property
+    def partly_taken(self) -> int:
+        """How many of the batch being sent (a send not finished) the sender took: counted in :attr:`unacked`,
+        not yet sent for the worker."""
+        return self._taken if self._partial is not None else 0
+
     async def flush(self) -> None:
         try:
             await self.sender.drain(timeout=self.options.ack_timeout)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -343,3 +344,33 @@ async def test_the_batch_a_failing_sink_retries_is_counted_in_hand_and_the_count
         await until(lambda: w.holding == 0 and len(q) == 0)
         assert q.enqueued == stats.sent + sum(q.dropped.values())
         q.close()
+
+
+@pytest.mark.anyio
+async def test_what_a_down_socket_sink_took_of_the_batch_in_hand_is_not_counted_unconfirmed_too(
+        tmp_path: Path) -> None:
+    """Without a spool, a shutdown's drain counts the batch a worker holds (retrying) whole as dropped
+    (``drain_timeout``); the part of it the socket sink's sender took is in the sender's count of unacked
+    events too, so what the worker reports unconfirmed (``may be lost``) leaves it out: only what was counted
+    as sent is."""
+    from agent.pipeline import SinkQueue
+    from agent.sinks.base import SinkContext
+    from agent.sinks.socket import SocketOptions, UnixSink
+
+    q = SinkQueue(100)
+    sink = UnixSink(str(tmp_path / "nobody.sock"), SocketOptions(max_unacked=20, send_timeout=0.2,
+                                                                 backoff_initial=0.05, backoff_max=0.1),
+                    SinkContext())
+    worker = SinkWorker(sink, q, PipelineStats().sink("s"), batch_max=16, backoff=backoff_delays(0.01, 0.05))
+    for i in range(1, 81):
+        assert q.put_nowait(ev(i))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        with anyio.fail_after(10):
+            while not (sink.unacked == 20 and worker.holding == 16):
+                await anyio.sleep(0.01)
+        assert worker.stats.sent == 16 and sink.partly_taken == 4
+        assert worker._unconfirmed() == 16  # not 20: the other 4 are the batch in hand's
+        worker.close_by = time.monotonic()  # its close is not waited for
+        tg.cancel_scope.cancel()
+    await sink.sender.aclose()
