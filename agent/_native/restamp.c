@@ -768,8 +768,8 @@ static PyMethodDef Restamper_methods[] = {
 static const char *const SKIP[] = {"specversion", "id", "source", "type", "data", "guestdssematerial",
                                    "guestsignedextattrs", "guesthostid", "guesthostreceivedat", "guestsequence",
                                    "guesthostpeer", NULL};
-/* the host's own attributes: left alone too unless the event carries dssematerial (the guest's values are then
- * kept, as guest<name>, and checked as any extension is) */
+/* the host's own attributes: left alone too unless the event carries a dssematerial that is not empty (the
+ * guest's values are then kept, as guest<name>, and checked as any extension is) */
 static const char *const HOSTS[] = {"hostid", "hostreceivedat", "sequence", "hostpeer", NULL};
 
 static int name_is(const char *s, Py_ssize_t n, const char *const *names)
@@ -899,9 +899,11 @@ static PyObject *check_passes(PyObject *Py_UNUSED(module), PyObject *const *args
             Py_RETURN_FALSE;
     }
     static const char *const optional_text[] = {"datacontenttype", "dataschema", "subject", NULL};
-    int signed_ = PyDict_GetItemWithError(ev, str_dssematerial) != NULL;
-    if (!signed_ && PyErr_Occurred())
+    /* signed: a dssematerial that is a string not empty (one of another type is refused, by Python) */
+    PyObject *mat = PyDict_GetItemWithError(ev, str_dssematerial);
+    if (mat == NULL && PyErr_Occurred())
         return NULL;
+    int signed_ = mat != NULL && PyUnicode_CheckExact(mat) && PyUnicode_GET_LENGTH(mat) > 0;
     Py_ssize_t pos = 0;
     PyObject *k, *v;
     while (PyDict_Next(ev, &pos, &k, &v)) {

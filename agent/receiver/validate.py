@@ -29,8 +29,8 @@ _OPTIONAL_STR = ("datacontenttype", "dataschema", "subject")
 _EXT_NAME = re.compile(r"[a-z0-9]{1,64}\Z")
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})\Z", re.ASCII)
 #: the host's own attributes: what a guest sent in them is overwritten, so whatever their type they are no reason
-#: to refuse an event, unless the guest signed it (carries ``dssematerial``): its values are then kept, as
-#: ``guest<name>`` extension attributes, and checked as any extension is
+#: to refuse an event, unless the guest signed it (its ``dssematerial`` is not empty): its values are then kept,
+#: as ``guest<name>`` extension attributes, and checked as any extension is
 _HOSTS = frozenset(("hostid", "hostreceivedat", "sequence", "hostpeer"))
 #: checked before the loop (or not at all): the names the host drops or writes itself
 _SKIP = frozenset((*REQUIRED, "data", "guestdssematerial", "guestsignedextattrs",
@@ -76,7 +76,7 @@ def _text(name: str, value: str) -> None:
                    "characters and noncharacters)")
 
 
-_STR, _TIME, _B64, _EXT, _MAT = range(5)
+_STR, _TIME, _B64, _EXT, _MAT, _HOST = range(6)
 #: the verifiability extension's attributes: strings (moved to ``guest*`` by the host, checked or not)
 _MATERIAL = ("dssematerial", "signedextattrs")
 #: per attribute-name tuple, what to check of each value; names repeat, so the names are checked once
@@ -86,9 +86,11 @@ _MAX_PLANS = 1024
 
 def _plan(shape: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
     plan = []
-    skip = _SKIP if "dssematerial" in shape else _SKIP | _HOSTS
     for name in shape:
-        if name in skip:
+        if name in _SKIP or (name in _HOSTS and "dssematerial" not in shape):
+            continue
+        if name in _HOSTS:
+            plan.append((name, _HOST))
             continue
         if name in _OPTIONAL_STR:
             plan.append((name, _STR))
@@ -141,15 +143,22 @@ def _check_attributes(event: dict[str, Any]) -> None:
         v = event[name]
         if v is None:
             continue
+        if kind == _HOST:  # kept, and so checked, when the guest signed the event
+            if not event.get("dssematerial"):
+                continue
+            kind = _EXT
         if kind == _EXT:
             if isinstance(v, str):
                 _text(name, v)
                 continue
             if isinstance(v, bool) or (isinstance(v, int) and -_INT_MAX <= v <= _INT_MAX):
                 continue
-            if isinstance(v, int):
+            if isinstance(v, int) or (isinstance(v, float) and v.is_integer()):  # orjson reads one past 2^64 so
                 raise _bad(f"extension attribute {name} is an integer beyond ±(2^53-1), which JSON cannot carry "
                            "exactly: send it as a string")
+            if isinstance(v, float):
+                raise _bad(f"extension attribute {name} is a number with a fraction: an attribute is a string, "
+                           "boolean or integer (send it as a string)")
             raise _bad(f"extension attribute {name} must be a string, boolean or integer")
         if kind == _MAT:
             if not isinstance(v, str):

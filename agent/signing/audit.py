@@ -22,9 +22,10 @@ signature is checked on the event with the host's attributes taken away and
 the guest's own values of them put back (what the guest sent), and where the
 host wrote the guest's big integers as strings (as the receiver documents it
 does), also with them read back as numbers: when neither form matches, it is
-a problem. Without the key, or when the guest signed an attribute the host
-overwrote without keeping the guest's value (an event received before the
-host kept them), it is noted as not checked.
+a problem. A guest signature over a host attribute whose
+kept value is not on the event cannot hold, and is a problem too. Without the
+key, or when the guest is a relay that signed its own guest's material (which
+the next host does not carry on), it is noted as not checked.
 
 :class:`Tally` folds notes that repeat on every event into one line each.
 """
@@ -151,11 +152,19 @@ def _check_guest(event: Mapping[str, Any], guest_keys: Mapping[str, VerifyKey]) 
         return Finding(False, "guest-unchecked", f"guest signature not checked: no guest key for it (signed by: "
                                                  f"{named}; give its public key with --guest-pub)")
     names = event.get("guestsignedextattrs")
-    overwritten = [n for n in ALWAYS_SIGNED if isinstance(names, str) and n in names.split(",")
-                   and KEPT_AS.get(n) not in event]
-    if overwritten:
+    signed = names.split(",") if isinstance(names, str) else []
+    # a relay's signature (over its own guest's material, which the next host does not carry on): by design
+    relayed = [n for n in ALWAYS_SIGNED if n not in KEPT_AS and n in signed]
+    if relayed:
         return Finding(False, "guest-unchecked", f"guest signature not checked: the guest signed "
-                                                 f"{', '.join(overwritten)}, which the host overwrites")
+                                                 f"{', '.join(relayed)}, which the host drops (a relay's "
+                                                 "signature over its own guest's)")
+    # a host attribute the guest signed, whose value the host keeps: without it the signature cannot hold
+    unkept = [n for n in KEPT_AS if n in signed and KEPT_AS[n] not in event]
+    if unkept:
+        return Finding(True, "guest-signature", "guest signature: the guest signed " + ", ".join(unkept) +
+                       ", but the event lacks its value" + ("s" if len(unkept) > 1 else "") + " (" +
+                       ", ".join(KEPT_AS[n] for n in unkept) + ")")
     guest = guest_event(event)
     try:
         verify_event(guest, guest_keys)
@@ -185,7 +194,10 @@ def audit(event: Mapping[str, Any], covered: Mapping[str, Any],
                                                          "signedextattrs): it was added after signing"))
         else:
             found.append(Finding(False, "unsigned", f"attribute {name!r} is not covered by the signature"))
-    if "guestdssematerial" in covered and (guest := _check_guest(event, guest_keys or {})) is not None:
+    if "guestdssematerial" in covered:
+        guest = _check_guest(event, guest_keys or {})
+        if guest is None:  # said too, so that a check that was made is told from one that was not
+            guest = Finding(False, "guest-checked", "guest signature verified with a --guest-pub key")
         found.append(guest)
     return found
 

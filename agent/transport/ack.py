@@ -32,6 +32,7 @@ __all__ = ["MAX_REJECTED", "Ack", "Outbox", "ack_payloads", "decode_ack", "encod
 
 #: at most this many rejections ride on one ack (the rest are only counted)
 MAX_REJECTED = 64
+#: characters of a refusal's reason an ack carries at most (a longer one is cut, and ends in "…")
 _MAX_REASON = 200
 
 T = TypeVar("T")
@@ -46,7 +47,8 @@ class Ack:
 def encode_ack(ack: Ack) -> bytes:
     obj: dict[str, Any] = {"ack": ack.count}
     if ack.rejected:
-        obj["rejected"] = [[n, r[:_MAX_REASON]] for n, r in ack.rejected[:MAX_REJECTED]]
+        obj["rejected"] = [[n, r if len(r) <= _MAX_REASON else r[: _MAX_REASON - 1] + "…"]
+                           for n, r in ack.rejected[:MAX_REJECTED]]
     return orjson.dumps(obj)
 
 

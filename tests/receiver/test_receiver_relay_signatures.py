@@ -63,6 +63,7 @@ def test_the_guest_agents_signature_checks_out_on_the_host_agents_event(tmp_path
     report = both.stdout.decode() + both.stderr.decode()
     assert both.returncode == 0, report
     assert "not checked" not in report and "OK: 3 events, 3 verified, 0 problems" in report, report
+    assert "guest signature verified with a --guest-pub key (3 events" in report, report
     # the guest's signature is really checked: the host's event with a guest value changed and then re-signed
     # by the host (a host that lies about what its guest said) fails it
     forged = dict(events[0])

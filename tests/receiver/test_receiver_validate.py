@@ -395,3 +395,29 @@ def test_signature_material_that_is_not_a_string_is_refused(name: str, value: An
     assert r.value.reason == "attributes" and f"{name} must be a string" in r.value.detail
     assert parse(event(**{name: "ZW52"}))[name] == "ZW52"
     assert parse(event(**{name: None}))[name] is None
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_an_empty_dssematerial_is_no_signature_so_the_host_attributes_are_not_checked(
+        native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the pipeline has it: an empty ``dssematerial`` keeps no guest values, so they are no reason to refuse."""
+    from agent.receiver import validate
+
+    if not native:
+        monkeypatch.setattr(validate, "_passes", None)
+    elif validate._passes is None:
+        pytest.skip("the native check is not built here")
+    ev = event(hostid=1.5, sequence={"x": 1}, dssematerial="")
+    assert parse(ev) == ev
+
+
+@pytest.mark.parametrize(("frame_value", "said"), [
+    (b"100000000000000000000000000000", "is an integer beyond"),  # read as a rounded float
+    (b"18446744073709551616", "is an integer beyond"),
+    (b"1.5", "is a number with a fraction"),
+])
+def test_numbers_no_attribute_can_carry_are_named_for_what_they_are(frame_value: bytes, said: str) -> None:
+    frame = b'{"specversion":"1.0","id":"a","source":"s","type":"t","count":' + frame_value + b"}"
+    with pytest.raises(Rejected) as r:
+        parse_event(frame, max_depth=32)
+    assert r.value.reason == "attributes" and said in r.value.detail, r.value.detail

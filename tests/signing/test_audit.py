@@ -30,6 +30,12 @@ def _lines(events: list[dict[str, Any]]) -> list[bytes]:
     return [orjson.dumps(e) + b"\n" for e in events]
 
 
+def _only_checked(summary: str) -> bool:
+    """The only note is the one that says the guest signatures were checked."""
+    notes = [line for line in summary.splitlines() if line.startswith("note: ")]
+    return len(notes) == 1 and "guest signature verified with a --guest-pub key" in notes[0]
+
+
 def _guest(guest: SigningKey | None, **over: Any) -> dict[str, Any]:
     ev: dict[str, Any] = {"specversion": "1.0", "id": "g-1", "source": "guest://vm/app", "type": "io.example.v1",
                           "time": "2026-11-22T02:00:00Z", "data": {"n": 1}}
@@ -70,7 +76,7 @@ def test_a_guests_signature_is_checked_when_its_key_is_given() -> None:
     alone = verify_lines(_lines([signed]), _keys(host), name="f")
     assert alone.ok and "guest signature not checked: no guest key for it" in alone.summary()
     both = verify_lines(_lines([signed]), _keys(host), name="f", guest_keys=_keys(guest))
-    assert both.ok and "note" not in both.summary()
+    assert both.ok and "not checked" not in both.summary() and "guest signature verified" in both.summary()
     # a guest that changed its event after signing it (a host with guest_signatures = "off" takes it)
     forged = _guest(guest)
     forged["data"] = {"n": 2}
@@ -111,7 +117,7 @@ def test_data_the_host_rewrote_as_big_integer_strings_is_checked_as_the_guest_si
     good = [stamped({"a": 2.0**60, "b": [-(2.0**62)], "s": "text"}), stamped({"a": 1e20})]
     assert good[0]["data"]["a"].isdigit() and good[0]["data"]["b"][0].lstrip("-").isdigit()  # JCS digits
     report = verify_lines(_lines(good), _keys(host), name="f", guest_keys=_keys(guest))
-    assert report.ok and "note" not in report.summary()
+    assert report.ok and _only_checked(report.summary())
     bad = [stamped({"v": 1}, {"v": 2, "big": "9007199254740993"}),
            stamped({"a": 2.0**60, "v": 1}, {"a": 2.0**60, "v": 2}), stamped({"a": 2.0**60}, {"a": 2.0**61})]
     report = verify_lines(_lines(bad), _keys(host), name="f", guest_keys=_keys(guest))
@@ -129,7 +135,8 @@ def test_a_guest_signature_over_the_host_attributes_is_checked_on_the_values_the
     assert signed["hostid"] == "h" and signed["hostpeer"] == "vsock:9"  # the host's own, never the guest's
     assert {k: signed["guest" + k] for k in claims} == claims
     report = verify_lines(_lines([signed]), _keys(host), name="f", guest_keys=_keys(guest))
-    assert report.ok and report.summary() == "OK: 1 event, 1 verified, 0 problems"
+    assert report.ok and report.summary() == ("note: f:1: guest signature verified with a --guest-pub key\n"
+                                              "OK: 1 event, 1 verified, 0 problems")
     # a guest's value changed after the host signed breaks the host's signature; one changed before the host
     # signed (re-signed by a host that lies about what its guest said) breaks the guest's
     lied = {k: v for k, v in signed.items() if k not in ("dssematerial", "signedextattrs")}
@@ -139,15 +146,32 @@ def test_a_guest_signature_over_the_host_attributes_is_checked_on_the_values_the
     assert not report.ok and "guest signature" in str(report.problems[0])
 
 
-def test_a_guest_signature_over_a_host_attribute_with_no_kept_value_is_noted_not_failed() -> None:
-    """An event stamped before the host kept the guest's values: the guest's signature cannot be checked."""
+def test_a_guest_signature_over_a_host_attribute_with_no_kept_value_is_a_problem() -> None:
+    """A host that leaves out the guest's value of an attribute the guest signed (and re-signs the event, with a
+    forged subject, say) cannot pass the guest's signature off as unchecked: given the guest's key, it fails."""
     host, guest = SigningKey.generate(), SigningKey.generate()
     stamper = Stamper(host, "h", SequenceStore(None))
     signed = orjson.loads(stamper.stamp_guest(_guest(guest, hostid="claimed"), "vsock:9").body)
-    old = {k: v for k, v in signed.items() if k not in ("dssematerial", "signedextattrs", "guesthostid")}
-    sign_event(old, host, [n for n in signed["signedextattrs"].split(",") if n != "guesthostid"])
-    report = verify_lines(_lines([old]), _keys(host), name="f", guest_keys=_keys(guest))
-    assert report.ok and "the guest signed hostid, which the host overwrites" in report.summary()
+    forged = {k: v for k, v in signed.items() if k not in ("dssematerial", "signedextattrs", "guesthostid")}
+    forged["subject"] = "/forged"
+    sign_event(forged, host, [n for n in signed["signedextattrs"].split(",") if n != "guesthostid"])
+    report = verify_lines(_lines([forged]), _keys(host), name="f", guest_keys=_keys(guest))
+    assert not report.ok
+    assert "guest signature: the guest signed hostid, but the event lacks its value (guesthostid)" in str(
+        report.problems[0])
+    # without the guest's key nothing can be said of it either way
+    report = verify_lines(_lines([forged]), _keys(host), name="f")
+    assert report.ok and "guest signature not checked: no guest key for it" in report.summary()
+
+
+def test_a_relays_signature_over_its_own_guests_material_is_noted_not_failed() -> None:
+    """Agent A relays guest G's event to B: A signed G's material, which B does not carry on."""
+    b, a, g = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()
+    at_a = orjson.loads(Stamper(a, "a", SequenceStore(None)).stamp_guest(_guest(g), "vsock:5").body)
+    at_b = orjson.loads(Stamper(b, "b", SequenceStore(None)).stamp_guest(at_a, "vsock:9").body)
+    assert at_b["guesthostid"] == "a" and at_b["guestdssematerial"] == at_a["dssematerial"]
+    report = verify_lines(_lines([at_b]), _keys(b), name="f", guest_keys=_keys(a, g))
+    assert report.ok and "which the host drops (a relay's signature over its own guest's)" in report.summary()
 
 
 def test_problems_beyond_the_limit_are_counted_not_listed() -> None:
@@ -233,7 +257,7 @@ def test_a_guests_own_digit_string_beside_a_number_the_host_rewrote_still_verifi
     sign_event(ev, guest)
     stamped = orjson.loads(stamper.stamp_guest(ev, "vsock:9").body)
     report = verify_lines(_lines([stamped]), _keys(host), name="f", guest_keys=_keys(guest))
-    assert report.ok and "note" not in report.summary(), report.summary()
+    assert report.ok and _only_checked(report.summary()), report.summary()
 
 
 def test_an_envelope_with_a_member_name_twice_is_a_problem() -> None:
@@ -260,7 +284,7 @@ def test_a_guest_signature_without_a_key_id_is_checked_with_the_guest_keys() -> 
     ev["dssematerial"] = base64.b64encode(orjson.dumps(env)).decode()
     signed = orjson.loads(Stamper(host, "h", SequenceStore(None)).stamp_guest(ev, "vsock:9").body)
     checked = verify_lines(_lines([signed]), _keys(host), name="f", guest_keys=_keys(guest))
-    assert checked.ok and "note" not in checked.summary()
+    assert checked.ok and _only_checked(checked.summary())
     other = verify_lines(_lines([signed]), _keys(host), name="f", guest_keys=_keys(SigningKey.generate()))
     assert not other.ok and "guest signature: signature does not verify" in str(other.problems[0])
     alone = verify_lines(_lines([signed]), _keys(host), name="f")

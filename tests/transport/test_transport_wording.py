@@ -19,6 +19,7 @@ from agent.config import ListenerOptions
 from agent.errors import FramingError, TransportError
 from agent.receiver import MemoryDeliver, Receiver
 from agent.transport import AckedSender, Backoff, ByteStream, FcVsockEndpoint, connect, decode_ack
+from agent.transport.ack import Ack, encode_ack
 from agent.transport.fcvsock import connect_fcvsock
 
 T = TypeVar("T")
@@ -182,3 +183,10 @@ def test_a_connect_failure_is_warned_again_when_its_cause_changes_and_only_then(
     assert [("without answering OK" in w, "cannot connect" in w) for w in warned] == [
         (True, False), (False, True), (True, False)], warned
     assert all(w.startswith(f"{ep.uri}: ") and w.endswith("(retrying with backoff)") for w in warned)
+
+
+def test_a_refusal_reason_too_long_for_an_ack_is_cut_with_a_mark() -> None:
+    long, short = "frame: " + "x" * 300, "json: bad"
+    got = orjson.loads(encode_ack(Ack(3, ((1, long), (2, short), (3, "y" * 200)))))["rejected"]
+    assert got[0][1] == long[:199] + "…" and len(got[0][1]) == 200
+    assert got[1][1] == short and got[2][1] == "y" * 200  # one of exactly 200 is whole
