@@ -56,8 +56,9 @@ sysdeps:
 keys: install
 	@test -f keys/host.key || $(BIN)/hoststamp keys generate --dir keys
 
+# not echoed: `make run ARGS="--once --sink stdout:"` prints only the events on stdout
 run: install keys
-	$(BIN)/hoststamp run $(ARGS)
+	@$(BIN)/hoststamp run $(ARGS)
 
 test: install-test sysdeps
 	$(BIN)/python -m pytest -q $(ARGS)

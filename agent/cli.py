@@ -207,7 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args: argparse.Namespace | None = None
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # said by the verb's name, which argparse leaves to the top level
+            prog = f"hoststamp {args.verb}"
+            raise UsageError(f"{prog}: unrecognized arguments: {' '.join(extra)} (see {prog} --help)")
         setup_logging(args.log_format, args.verbose)
         code = _VERBS[args.verb](args)
         sys.stdout.flush()  # a write error (a full disk behind a redirect) is reported here, not lost at exit

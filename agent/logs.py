@@ -80,7 +80,7 @@ class OncePerKey:
         self._tokens -= 1
         self.first(key)
         if self.unlogged:
-            self.logger.log(self.level, "%d more like the next, from peers not seen before, were only counted (at "
+            self.logger.log(self.level, "%d more like the next, from peers not logged before, were only counted (at "
                             "most %d such lines at once, then one every %gs)", self.unlogged, self._burst,
                             self._every)
             self.unlogged = 0

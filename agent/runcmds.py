@@ -173,8 +173,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                                        as_log=json_logs)
     anyio.run(agent.run, None if args.once else status)
     if args.once and agent.undelivered:
-        what = (f"{agent.undelivered} events not delivered to every sink (dropped, or not confirmed: see the log "
-                "above)")
+        n = agent.undelivered
+        what = (f"{n} event{'s' if n != 1 else ''} not delivered to every sink (dropped, or not confirmed: see the "
+                "log above)")
         if json_logs:
             log.error("run --once: %s", what)
         else:
@@ -204,6 +205,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     probe = build_probe(pc, state)
 
     failed: list[str] = []
+    made: list[int] = []
 
     async def one() -> None:
         runner = ProbeRunner(probe, pc, _noop_submit, ProbeStats())
@@ -215,6 +217,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         for r in readings:
             out.write(stamper.stamp_or_error(r)[0].body + b"\n")
         out.flush()
+        made.append(len(readings))
         if readings and all(r.error for r in readings):  # nothing was read: printed, and a failure (exit 1)
             failed.extend(dict.fromkeys(r.error or "" for r in readings))
 
@@ -225,6 +228,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if failed:
         print(f"hoststamp probe {args.name}: nothing could be read: {'; '.join(failed)}", file=sys.stderr)
         return EXIT_FAIL
+    if made == [0]:  # no failure: nothing to report here (no interface the link probe includes, say)
+        print(f"hoststamp probe {args.name}: no readings (nothing here that it reports on: docs/probes.md)",
+              file=sys.stderr)
     return EXIT_OK
 
 

@@ -68,6 +68,8 @@ class Resume:
     resumed: bool = False
     #: ... and its last writer ended with a stop record
     clean: bool = False
+    #: the key id of the archive's last record (the last writer's key)
+    keyid: str | None = None
 
 
 def fsync_dir(root: Path) -> None:
@@ -214,7 +216,7 @@ def recover(root: Path, *, sync: bool = True, keys: Mapping[str, VerifyKey] | No
         if close.get("compression") == "gzip":
             compress_segment(root, n, unb64(close["sha256"]), sync=sync)
         return Resume(seg=n + 1, create=True, first=end, frontier=_frontier(log, close, "frontier"),
-                      origin=origin, ck_size=end, prev=prev, cuts=cuts, resumed=True)
+                      origin=origin, ck_size=end, prev=prev, cuts=cuts, resumed=True, keyid=_keyid(records))
     ev = layout.events_path(root, n)
     if n in listing.gz:
         raise _damaged(listing.gz[n], "the open segment is compressed")
@@ -235,7 +237,7 @@ def recover(root: Path, *, sync: bool = True, keys: Mapping[str, VerifyKey] | No
     return Resume(seg=n, create=False, first=first, frontier=frontier, origin=origin, leaves=leaves,
                   events_bytes=len(complete), events_sha=sha, ck_size=ck_size, prev=prev,
                   opened_at=_opened_at(head), cuts=cuts, resumed=True,
-                  clean=not cuts and records[-1]["kind"] == "stop")
+                  clean=not cuts and records[-1]["kind"] == "stop", keyid=_keyid(records))
 
 
 def _resume_after_empty_log(root: Path, listing: layout.Listing, n: int, cuts: list[Cut]) -> Resume:
@@ -255,7 +257,13 @@ def _resume_after_empty_log(root: Path, listing: layout.Listing, n: int, cuts: l
         origin = str(records[0]["origin"])
     end = int(close["first"]) + int(close["count"])
     return Resume(seg=n, create=True, first=end, frontier=_frontier(listing.logs[n - 1], close),
-                  origin=origin, ck_size=end, prev=chain_hash(lines[-1]), cuts=cuts, resumed=True)
+                  origin=origin, ck_size=end, prev=chain_hash(lines[-1]), cuts=cuts, resumed=True,
+                  keyid=_keyid(records))
+
+
+def _keyid(records: list[dict[str, Any]]) -> str | None:
+    keyid = records[-1].get("keyid")
+    return keyid if isinstance(keyid, str) else None
 
 
 def _frontier(path: Path, rec: dict[str, Any], key: str = "frontier") -> list[bytes]:

@@ -67,6 +67,7 @@ class ArchiveWriter:
         self.origin = ""
         #: torn lines cut when this writer opened the directory
         self.cuts: list[Cut] = []
+        self.last_keyid: str | None = None  #: the key id of the archive's last writer (known once open)
         self._sync = self.options.fsync != "never"
         self._lock_fd = -1
         self._ev_fd = -1
@@ -152,6 +153,7 @@ class ArchiveWriter:
         if self.options.origin and self.options.origin != self.origin:
             raise SinkError(f"{self.root}: the archive's origin is {self.origin!r}, the options say "
                             f"{self.options.origin!r}")
+        self.last_keyid = r.keyid
         if r.create:
             self._check_unaccounted(r.seg)
         # from here on every cut is made and then recorded

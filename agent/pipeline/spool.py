@@ -152,8 +152,9 @@ class Spool(SpoolTrim):
             report = replace(report, problems=(*report.problems, problem), missing=report.missing + lost)
             self.next_index = max(self.next_index, head[1] + 1)  # the lost records' numbers are not used again
         if not report.clean:
-            log.warning("spool %s: salvaged %d pending records; %s; quarantined: %s", self.dir, report.pending,
-                        "; ".join(report.problems), ", ".join(report.quarantined) or "nothing")
+            log.warning("spool %s: salvaged %d pending records, %d lost; %s; quarantined: %s", self.dir,
+                        report.pending, report.missing + report.damaged, "; ".join(report.problems),
+                        ", ".join(report.quarantined) or "nothing")
         for seg, base in found.gaps:  # reported now: the next start need not report them again
             try:
                 close_gap(seg, base)

@@ -76,7 +76,16 @@ class SpoolQueue(SinkQueue):
     # --- producers ---------------------------------------------------------------------------------
 
     def _fits(self, size: int) -> bool:
-        return self.spool.bytes + self._wbuf_bytes + size <= self.spool.max_bytes
+        """Whether a record of ``size`` bytes may be added: within the cap, or (a record no spool of this size
+        could hold is refused before) into a spool that holds nothing undelivered, whatever delivered records
+        its newest segment still has (they go at its next rotation): else a producer blocked on them would
+        wait for ever, since only new records make the spool rotate."""
+        return self.spool.bytes + self._wbuf_bytes + size <= self.spool.max_bytes or self.pending == 0
+
+    @property
+    def largest(self) -> int:
+        """The largest record any spool of this size can hold: ``spool_max_bytes`` less a segment's header."""
+        return self.spool.max_bytes - len(wal.MAGIC)
 
     def _make_room(self, size: int) -> bool:
         """Apply a dropping policy until ``size`` fits; False when the event is refused."""
@@ -107,9 +116,10 @@ class SpoolQueue(SinkQueue):
         if self._closed:
             self._count("closed", receipt, event)
             return False
-        if size > self.spool.max_bytes:  # whatever the policy: no spool of that size can ever hold it
+        if size > self.largest:  # whatever the policy: no spool of that size can ever hold it
             self._count("spool_full", receipt, event, Undeliverable(
-                f"a {size}-byte spool record, larger than the sink's spool_max_bytes ({self.spool.max_bytes})"))
+                f"a {size}-byte spool record, larger than the sink's spool_max_bytes ({self.spool.max_bytes}) "
+                f"leaves room for ({self.largest})"))
             return False
         if not self._make_room(size):
             self._count("spool_full", receipt, event)
@@ -119,7 +129,7 @@ class SpoolQueue(SinkQueue):
 
     async def _room_for(self, size: int) -> None:
         """With ``block``, wait until a record of ``size`` bytes fits (or the queue closes)."""
-        if self.overflow == "block" and not self._closed and not self._fits(size) and size <= self.spool.max_bytes:
+        if self.overflow == "block" and not self._closed and not self._fits(size) and size <= self.largest:
             self.blocked += 1
             while not self._fits(size) and not self._closed:
                 self._not_full.clear()

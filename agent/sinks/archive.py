@@ -89,6 +89,10 @@ class ArchiveSink(Sink):
         for cut in w.cuts:
             log.warning("%s: cut a torn last line from %s at offset %d (%d bytes); recorded in the archive",
                         self.label, cut.file, cut.offset, cut.length)
+        if w.last_keyid is not None and w.last_keyid != self.ctx.key.keyid:
+            log.warning("%s: its last records were signed with key %s, and this agent signs with %s: verifying "
+                        "the archive takes both public keys (verify --pub OLD.pub --pub NEW.pub)", self.label,
+                        w.last_keyid[:16], self.ctx.key.keyid[:16])
         if self._unsynced:  # taken by an archive that was removed before they were flushed
             try:
                 await self._run(w.append, list(self._unsynced))

@@ -111,8 +111,12 @@ class SocketSink(Sink):
         try:
             await self.sender.put_as_room_allows(batch[self._taken :], self.options.send_timeout, self._took)
         except TransportError as exc:
-            raise SinkError(str(exc)) from None
+            raise SinkError(self._own(exc)) from None
         self._partial = None
+
+    def _own(self, exc: TransportError) -> str:
+        """The sender's error without the sink's name it starts with: the worker's log line names the sink."""
+        return str(exc).removeprefix(f"{self.sender.name}: ")
 
     def _took(self, n: int) -> None:
         self._taken += n
@@ -127,7 +131,7 @@ class SocketSink(Sink):
         try:
             await self.sender.drain(timeout=self.options.ack_timeout)
         except TransportError as exc:
-            raise SinkError(str(exc)) from None
+            raise SinkError(self._own(exc)) from None
 
     async def aclose(self) -> None:
         try:

@@ -64,6 +64,8 @@ def _check_line(line: bytes) -> str | None:
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
+        if line.startswith(_BOM):
+            return "starts with a byte order mark (one is skipped only before the first line)"
         try:
             line.decode("utf-8")
         except UnicodeDecodeError as bad:  # orjson would call it "surrogates not allowed", whatever the bytes

@@ -138,8 +138,10 @@ def split_hostport(text: str) -> tuple[str, int]:
     if "://" in text:
         raise ValueError(f"expected HOST:PORT (no scheme, no path), got {text!r}")
     host, sep, port = text.rpartition(":")
-    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
+    if not sep or not (port.isascii() and port.isdigit()):
         raise ValueError(f"expected HOST:PORT, got {text!r}")
+    if int(port) > 65535:
+        raise ValueError(f"port {int(port)} is out of range (0 to 65535) in {text!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
         if not _HOST6.fullmatch(host):

@@ -168,3 +168,26 @@ def test_an_archive_where_no_directory_can_be_is_a_sink_error_saying_why(tmp_pat
     sink = ArchiveSink(str(tmp_path / where), None, SinkContext(key=key, state_dir=str(tmp_path / "state")))
     with pytest.raises(SinkError, match=r"cannot open the archive: (Too many levels|not a directory)"):
         anyio.run(sink.open)
+
+
+@pytest.mark.anyio
+async def test_an_archive_written_with_another_key_before_is_warned_of(
+        tmp_path: Path, key: SigningKey, caplog: pytest.LogCaptureFixture) -> None:
+    """The archive then verifies only with both public keys: said when it is opened, not found out later."""
+    old = SigningKey.generate()
+    first = ArchiveSink(str(tmp_path / "a"), None, SinkContext(key=old))
+    await first.send(stamped(old, 2))
+    await first.aclose()
+    with caplog.at_level("WARNING", logger="hoststamp.sink.archive"):
+        again = ArchiveSink(str(tmp_path / "a"), None, SinkContext(key=old))
+        await again.open()
+        await again.aclose()
+        assert not [r for r in caplog.records if "signed with key" in r.getMessage()]  # the same key: no word
+        second = ArchiveSink(str(tmp_path / "a"), None, SinkContext(key=key))
+        await second.open()
+        await second.send(stamped(key, 2, probes=("lve",)))  # sources of their own: their numbers start at 1
+        await second.aclose()
+    said = [r.getMessage() for r in caplog.records if "signed with key" in r.getMessage()]
+    assert len(said) == 1 and old.keyid[:16] in said[0] and key.keyid[:16] in said[0], said
+    both = {k.keyid: k.verify_key() for k in (old, key)}
+    assert verify_archive(tmp_path / "a", both).ok

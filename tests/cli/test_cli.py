@@ -522,3 +522,13 @@ def test_a_firecracker_listener_that_cannot_listen_names_its_option_and_its_sock
     assert res.stderr.decode().splitlines()[-1] == (
         f"hoststamp: configuration error: --listen: cannot listen at {tmp_path}/nodir/v.sock_52: directory "
         f"{tmp_path}/nodir does not exist")
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["verify", "a", "b"], b"hoststamp verify: unrecognized arguments: b (see hoststamp verify --help)"),
+    (["verify", "--bogus", "x"], b"hoststamp verify: unrecognized arguments: --bogus (see hoststamp verify --help)"),
+    (["run", "--once", "--bogus"], b"hoststamp run: unrecognized arguments: --bogus (see hoststamp run --help)"),
+])
+def test_an_unrecognized_argument_is_named_with_its_verb(tmp_path: Path, argv: list[str], said: bytes) -> None:
+    res = run_cli(argv, cwd=tmp_path)
+    assert res.returncode == 2 and said in res.stderr, res.stderr

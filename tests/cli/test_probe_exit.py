@@ -51,3 +51,12 @@ def test_a_probe_with_one_bad_leaf_among_good_ones_exits_0(tmp_path: Path) -> No
     assert res.returncode == 0, res.stderr
     data = [orjson.loads(line)["data"] for line in res.stdout.splitlines()]
     assert any(d.get("error") for d in data) and any(not d.get("error") for d in data)
+
+
+def test_a_probe_with_nothing_to_report_says_so_on_stderr_and_exits_0(tmp_path: Path) -> None:
+    """No failure, nothing to read (no interface the link probe includes): stdout stays empty, stderr says why."""
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    cfg = _config(tmp_path, '[probes.link]\ninclude = ["no-such-interface-*"]\n')
+    res = run_cli(["probe", "link", "--config", str(cfg)], cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout == b"", res.stderr
+    assert res.stderr.decode().splitlines()[-1].startswith("hoststamp probe link: no readings")

@@ -12,7 +12,7 @@ import pytest
 
 from agent.config import SinkCommon
 from agent.model import Event
-from agent.pipeline import PipelineStats, Receipt, SequenceStore, SinkQueue, SinkWorker, Stamper
+from agent.pipeline import PipelineStats, Receipt, SequenceStore, SinkQueue, SinkWorker, Stamper, wal
 from agent.pipeline.parallel import build_pipeline
 from agent.pipeline.spool import Spool
 from agent.pipeline.spoolqueue import SpoolQueue, queue_for
@@ -260,5 +260,57 @@ def test_an_event_no_spool_of_that_size_can_hold_is_refused_saying_so(tmp_path: 
 
     refused, q = asyncio.run(main())
     assert refused is not None and refused.reason == "dropped", refused
-    assert "larger than the sink's spool_max_bytes (4096)" in refused.detail, refused.detail
+    assert "larger than the sink's spool_max_bytes (4096) leaves room for (4088)" in refused.detail, refused.detail
     assert q.dropped == {"spool_full": 1} and q.enqueued == 1
+
+
+def _sized(n: int, size: int) -> Event:
+    """An event whose spool record is ``size`` bytes."""
+    e = ev(n, pad=0)
+    return ev(n, pad=size - wal.record_size(e))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("overflow", ["block", "drop_newest", "drop_oldest"])
+async def test_a_record_within_a_segment_header_of_the_cap_is_refused_not_waited_on(tmp_path: Path,
+                                                                                   overflow: str) -> None:
+    """A record that fits ``spool_max_bytes`` but not beside a segment's header can never be spooled: it is
+    refused at once, under ``block`` too, rather than holding every later event behind it."""
+    q = spooled(tmp_path, overflow, max_bytes=8192)
+    big = _sized(1, 8192 - len(wal.MAGIC) + 1)
+    assert wal.record_size(big) == q.largest + 1
+    with anyio.fail_after(5):
+        assert await q.put(big) is False
+    assert q.dropped == {"spool_full": 1}
+    with anyio.fail_after(5):
+        assert await q.put(_sized(2, q.largest))  # the largest that fits an empty spool is taken
+    q.close()
+    await q.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("overflow", ["block", "drop_newest"])
+async def test_a_large_record_is_taken_once_everything_before_it_is_delivered(tmp_path: Path,
+                                                                              overflow: str) -> None:
+    """The newest segment keeps records already delivered until it rotates, which only a new record makes it
+    do: a record that fits an empty spool but not beside them is taken once nothing is undelivered, not
+    waited on (under ``block``, for ever) nor refused."""
+    q = spooled(tmp_path, overflow, max_bytes=8192)
+    sink = MemorySink()
+    worker = SinkWorker(sink, q, PipelineStats().sink("m"), batch_max=64, flush_interval=0.05)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        for i in range(1, 6):
+            assert await q.put(ev(i, pad=20))
+        with anyio.fail_after(10):
+            while q.spool.committed < 5:  # delivered and committed; the newest segment still holds them
+                await anyio.sleep(0.01)
+        assert q.pending == 0 and q.spool.bytes > len(wal.MAGIC)
+        with anyio.fail_after(5):
+            assert await q.put(_sized(6, q.largest))
+        assert q.dropped == {}
+        with anyio.fail_after(10):
+            while len(sink.events) < 6:
+                await anyio.sleep(0.01)
+        q.close()
+    await q.aclose()

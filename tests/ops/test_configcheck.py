@@ -135,8 +135,14 @@ def test_metrics_listen_accepts_host_port(listen: str) -> None:
                                     "127.0.0.1 :9464", "127.0.0.1:\u0662\u0669\u0664\u0667\u0661", "[x y]:1"])
 def test_metrics_listen_rejects_the_rest(listen: str) -> None:
     """What `run` could not bind is refused by the check too (a space, digits of another script)."""
-    with pytest.raises(ConfigError, match=r"HOST:PORT|brackets|\]:PORT") as exc:
+    with pytest.raises(ConfigError, match=r"HOST:PORT|brackets|\]:PORT|out of range") as exc:
         config.parse({"metrics": {"listen": listen}}, env={})
+    assert exc.value.key == "metrics.listen"
+
+
+def test_a_port_out_of_range_is_said_to_be() -> None:
+    with pytest.raises(ConfigError, match=r"port 492211 is out of range \(0 to 65535\)") as exc:
+        config.parse({"metrics": {"listen": "127.0.0.1:492211"}}, env={})
     assert exc.value.key == "metrics.listen"
 
 

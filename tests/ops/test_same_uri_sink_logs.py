@@ -51,3 +51,26 @@ def test_a_socket_sinks_own_connection_lines_name_it_by_its_label(tmp_path: Path
     lines = [r.getMessage() for r in caplog.records if "retrying with backoff" in r.getMessage()]
     assert lines and all(line.startswith(f"unix:{down} #2: ") for line in lines), lines
     assert all(line.count(f"unix:{down}") == 1 for line in lines), lines  # named once, by its label
+
+
+def test_a_socket_sinks_failures_do_not_repeat_its_name(tmp_path: Path) -> None:
+    """The worker's log line names the sink (``sink LABEL: ...``): the errors the sink raises do not again."""
+    from agent.errors import SinkError
+
+    async def main() -> str:
+        sink = UnixSink(str(tmp_path / "nobody.sock"),
+                        SocketOptions(connect_timeout=0.1, ack_timeout=0.3, backoff_initial=0.05, backoff_max=0.1),
+                        SinkContext())
+        sink.label = f"unix:{tmp_path / 'nobody.sock'} #2"
+        await sink.open()
+        await sink.send([Event("e-1", "test://x", "t", 1, b'{"id":"e-1"}')])
+        try:
+            await sink.flush()
+        except SinkError as exc:
+            return str(exc)
+        finally:
+            await sink.sender.aclose()
+        return ""
+
+    said = asyncio.run(main())
+    assert "not acknowledged" in said and "nobody.sock" not in said.split("(")[0], said

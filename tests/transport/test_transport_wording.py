@@ -4,6 +4,7 @@ closes instead of answering CONNECT, and a connect failure whose cause changes w
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import struct
 from collections.abc import Coroutine
@@ -40,9 +41,9 @@ def test_a_refused_header_that_reads_as_json_text_says_so(header: bytes, whole: 
         dec.frames() if whole else dec.next_frame()
     msg = str(err.value)
     assert msg.startswith(f"declared frame length {struct.unpack('>I', header)[0]} exceeds the maximum of ")
-    assert f"the frame header {header!r} looks like JSON text" in msg
-    assert "4-byte big-endian length (docs/protocol.md)" in msg
-    assert "NDJSON lines are what `hoststamp send` reads on stdin" in msg
+    assert f"; header {header!r} looks like JSON text" in msg
+    assert "frames start with a 4-byte big-endian length; NDJSON goes to `hoststamp send`" in msg
+    assert len("frame: " + msg) <= 200  # whole in an ack
 
 
 @pytest.mark.parametrize("header", [b"\x7f\xff\xff\xff", b"{\x00\x00\x01", b"    ", b"\r\n\r\n", b"GET ", b"\xff{\"s"])
@@ -180,8 +181,10 @@ def test_a_connect_failure_is_warned_again_when_its_cause_changes_and_only_then(
         run(main())
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(attempts) >= 15
-    assert [("without answering OK" in w, "cannot connect" in w) for w in warned] == [
-        (True, False), (False, True), (True, False)], warned
+    # one warning per cause in a row (a connection cut while the muxer closes may add a cause of its own)
+    assert all(a != b for a, b in itertools.pairwise(warned)) and len(warned) <= 5, warned
+    kinds = [("without answering OK" in w, "cannot connect" in w) for w in warned]
+    assert [k for k in kinds if any(k)] == [(True, False), (False, True), (True, False)], warned
     assert all(w.startswith(f"{ep.uri}: ") and w.endswith("(retrying with backoff)") for w in warned)
 
 

@@ -49,9 +49,9 @@ def _refusal(n: int, header: bytes, max_frame: int) -> str:
         return "empty frame"
     msg = f"declared frame length {n} exceeds the maximum of {max_frame}"
     if looks_like_json_text(header):
-        msg += (f"; the frame header {header!r} looks like JSON text: frames on stream sockets start with a "
-                "4-byte big-endian length (docs/protocol.md), and NDJSON lines are what `hoststamp send` "
-                "reads on stdin")
+        # within the 200 characters an ack carries: NDJSON goes to `hoststamp send`, which frames it
+        msg += (f"; header {header!r} looks like JSON text: frames start with a 4-byte big-endian length; "
+                "NDJSON goes to `hoststamp send`")
     return msg
 
 
