@@ -4,11 +4,6 @@ host's event (the issue: "so an auditor can check both")."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import orjson
@@ -17,7 +12,8 @@ from agent.model import Reading
 from agent.pipeline import SequenceStore, Stamper
 from agent.signing.event import sign_event
 from agent.signing.keys import generate_keypair, load_signing_key
-from tests.helpers import ROOT, run_cli
+from tests.helpers import run_cli
+from tests.ops.agentproc import AgentProcess
 
 
 def test_the_guest_agents_signature_checks_out_on_the_host_agents_event(tmp_path: Path) -> None:
@@ -30,28 +26,16 @@ def test_the_guest_agents_signature_checks_out_on_the_host_agents_event(tmp_path
     assert all("hostid" in orjson.loads(b)["signedextattrs"] for b in sent)
     sock, out = tmp_path / "rx.sock", tmp_path / "out.ndjson"
     (tmp_path / "c.toml").write_text(
+        f'[agent]\nstate_dir = "{tmp_path / "state"}"\n'
         f'[[listeners]]\nuri = "unix:{sock}"\nguest_signatures = "require"\n'
         f'trusted_keys = ["{tmp_path / "guest" / "host.pub"}"]\n'
         f'[[sinks]]\nuri = "file:{out}"\n')
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", "c.toml", "--probes", "none", "--key", "keys/host.key"],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 30
-        while not sock.exists():
-            assert agent.poll() is None, agent.communicate()[1].decode()
-            assert time.monotonic() < deadline, "listener never appeared"
-            time.sleep(0.02)
+    with AgentProcess(tmp_path, tmp_path / "c.toml", run_args=("--probes", "none", "--key", "keys/host.key")) as agent:
+        agent.wait_ready()
         res = run_cli(["send", "--to", f"unix:{sock}", "--timeout", "20"], cwd=tmp_path,
                       stdin=b"".join(b + b"\n" for b in sent))
         assert res.returncode == 0, res.stderr.decode()
-    finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.communicate()
+        assert agent.stop() == 0
     events = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     assert len(events) == 3
     for ev, said in zip(events, claimed, strict=True):
