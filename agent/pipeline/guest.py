@@ -8,10 +8,11 @@ signed its own values of the host's attributes (another hoststamp agent signs
 its ``hostid``, ``hostreceivedat`` and ``sequence``): those values are kept,
 in the guest's place among its attributes, as ``guesthostid``,
 ``guesthostreceivedat``, ``guestsequence`` and ``guesthostpeer``, so that the
-guest's signature can still be checked on the host's event. This is the receiver's hot path, so the
-work that depends only on an event's *shape* (its attribute names, in order)
-is planned once per shape and cached: which names to drop, the signed
-extension list, and the digests of the names. What depends on the batch (the
+guest's signature can still be checked on the host's event.
+
+This is the receiver's hot path, so the work that depends only on an event's
+*shape* (its attribute names, in order) is planned once per shape and cached:
+which names to drop, the signed extension list, and the digests of the names. What depends on the batch (the
 receive time, the peer) is hashed once per batch. Per event there remain the
 digests of what is new (id, data, sequence, the guest's signature), the JCS of
 the data, the signature, and one JSON encoding; the data and the
@@ -98,7 +99,7 @@ class _Shape:
     subject: bool
     time: bool
     #: the plan as :class:`~agent._native.restamp.Restamper` reads it (None: the native part leaves the shape)
-    native: tuple[tuple[bytes | None, ...], bytes, tuple[tuple[bytes, int, bool], ...], bytes] | None
+    native: _NativePlan | None
 
 
 #: the attributes whose positions the native plan gives, in its order
@@ -106,9 +107,11 @@ _NATIVE_SPECIAL = ("id", "source", "specversion", "type", "datacontenttype", "da
                    "dssematerial", "signedextattrs")
 
 
-def _native_plan(shape: tuple[str, ...], drop: tuple[str, ...], rest: tuple[tuple[str, bytes], ...],
-                 sig_json: bytes) -> tuple[tuple[bytes | None, ...], bytes, tuple[tuple[bytes, int, bool], ...],
-                                           bytes] | None:
+_NativePlan = tuple[tuple[bytes | None, ...], bytes, tuple[tuple[bytes, int, bool], ...], bytes]
+
+
+def _native_plan(shape: tuple[str, ...], drop: tuple[str, ...], kept: dict[str, str],
+                 rest: tuple[tuple[str, bytes], ...], sig_json: bytes) -> _NativePlan | None:
     """Per name in order, its JSON key (None: not written); the position + 1 of each special attribute; per
     extension name after the host's, its digest, the position of its value and whether that is cached; and the
     JSON after the host's attributes."""
@@ -116,10 +119,9 @@ def _native_plan(shape: tuple[str, ...], drop: tuple[str, ...], rest: tuple[tupl
         return None
     at = {n: i for i, n in enumerate(shape)}
     moved = {"guestdssematerial": "dssematerial", "guestsignedextattrs": "signedextattrs"}
-    if "dssematerial" in at:  # a signed event's own host attributes are written, renamed, where they were
-        moved.update((new, old) for old, new in KEPT_AS.items() if old in at)
+    moved.update((new, old) for old, new in kept.items())  # a signed event's own host attributes, renamed
     try:
-        keys = tuple(orjson.dumps(KEPT_AS[n]) + b":" if moved.get(KEPT_AS.get(n, "")) == n
+        keys = tuple(orjson.dumps(kept[n]) + b":" if n in kept  # written where they were
                      else None if n in drop or n == "data" else orjson.dumps(n) + b":" for n in shape)
     except orjson.JSONEncodeError:  # a name that is not valid Unicode: orjson refuses it on the Python path too
         return None
@@ -158,7 +160,7 @@ def _plan(shape: tuple[str, ...]) -> _Shape | None:
         schema="dataschema" in names,
         subject="subject" in names,
         time="time" in names,
-        native=_native_plan(shape, drop, hashed, sig_json) if _native.Restamper is not None else None,
+        native=_native_plan(shape, drop, kept, hashed, sig_json) if _native.Restamper is not None else None,
     )
 
 
