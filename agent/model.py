@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["MAX_KEPT_NAME", "NOT_IN_STRINGS", "Event", "Reading", "bounded_name", "escape_text", "event_type"]
+__all__ = ["MAX_KEPT_NAME", "NOT_IN_STRINGS", "Event", "Reading", "bounded_name", "escape_text", "event_type",
+           "not_utf8"]
 
 #: the longest name a guest chooses (a ``source``, an ``id``) that is kept as it is; longer ones by their digest
 MAX_KEPT_NAME = 256
@@ -28,6 +29,16 @@ def bounded_name(text: str) -> str:
 NOT_IN_STRINGS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
                             + "".join(f"{chr(p + 0xFFFE)}{chr(p + 0xFFFF)}" for p in range(0, 0x110000, 0x10000))
                             + "]")
+
+
+def not_utf8(data: bytes, of: str = "") -> str | None:
+    """Where ``data`` is not UTF-8, in words (JSON parsers say "surrogates not allowed" of any such byte), the
+    offset said to be ``of`` something (`` of the line``); None when it is UTF-8."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"not valid UTF-8 (byte 0x{data[bad.start]:02x} at offset {bad.start}{of})"
+    return None
 
 
 def escape_text(text: str, *, attribute: bool = False) -> str:

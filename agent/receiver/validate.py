@@ -16,7 +16,7 @@ import orjson
 from .. import _native
 from ..codec.exact import TooDeep, loads_wide, reparse
 from ..errors import TransportError
-from ..model import NOT_IN_STRINGS
+from ..model import NOT_IN_STRINGS, not_utf8
 from ..signing.dsse import strict_base64
 
 __all__ = ["REASONS", "REQUIRED", "Rejected", "check_attributes", "json_depth", "parse_event"]
@@ -184,15 +184,6 @@ def _check_attributes(event: dict[str, Any]) -> None:
                            "zero)")
 
 
-def _not_utf8(frame: bytes) -> str | None:
-    """Where ``frame`` is not UTF-8 (orjson says "surrogates not allowed" of any such byte), or None."""
-    try:
-        frame.decode("utf-8")
-    except UnicodeDecodeError as bad:
-        return f"not valid UTF-8 (byte 0x{frame[bad.start]:02x} at offset {bad.start})"
-    return None
-
-
 def parse_event(frame: bytes, *, max_depth: int) -> dict[str, Any]:
     """One frame -> a checked event dict; :class:`Rejected` otherwise.
 
@@ -210,7 +201,7 @@ def parse_event(frame: bytes, *, max_depth: int) -> dict[str, Any]:
         except TooDeep:
             raise Rejected("depth", f"JSON nesting deeper than the parser goes, and than {max_depth}") from None
         except orjson.JSONDecodeError as again:  # orjson's refusal, or why the integers could not be read
-            raise Rejected("json", _not_utf8(frame) or str(again)[:120]) from None
+            raise Rejected("json", not_utf8(frame) or str(again)[:120]) from None
     if not isinstance(event, dict):
         raise Rejected("json", "frame is not a JSON object")
     if _passes is not None and _passes(event, max_depth):  # the common case, natively: depth, attributes, floats

@@ -21,6 +21,7 @@ import orjson
 
 from ..codec.framing import DEFAULT_MAX_FRAME
 from ..errors import TransportError
+from ..model import not_utf8
 from .base import Dialer
 from .dial import dialer
 from .sender import AckedSender, Backoff
@@ -66,11 +67,7 @@ def _check_line(line: bytes) -> str | None:
     except orjson.JSONDecodeError as exc:
         if line.startswith(_BOM):
             return "starts with a byte order mark (one is skipped only before the first line)"
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError as bad:  # orjson would call it "surrogates not allowed", whatever the bytes
-            return f"not valid UTF-8 (byte 0x{line[bad.start]:02x} at offset {bad.start} of the line)"
-        return f"not JSON: {exc}"
+        return not_utf8(line, " of the line") or f"not JSON: {exc}"
     if not isinstance(obj, dict):
         return "not a JSON object"
     return None
