@@ -42,21 +42,20 @@ import orjson
 from .. import _native
 from ..codec.canonical import prepare
 from ..model import Event
+from ..signing.audit import KEPT_AS
 from ..signing.dsse import strict_base64
 from ..signing.event import NOT_EXTENSIONS, attr_text, is_json_media, material, normalize_time
 
 if TYPE_CHECKING:
     from .stamp import Stamper
 
-__all__ = ["GUEST_ATTRIBUTES", "HOST_ATTRIBUTES", "KEPT_AS", "Prepared", "finish_guests", "prepare_guests"]
+__all__ = ["GUEST_ATTRIBUTES", "HOST_ATTRIBUTES", "Prepared", "finish_guests", "prepare_guests"]
 
 #: what the host stamps on every event, always signed
 HOST_ATTRIBUTES = ("hostid", "hostreceivedat", "sequence")
 #: what the host adds to events it received from a guest
 GUEST_ATTRIBUTES = ("hostpeer",)
 _OURS = HOST_ATTRIBUTES + GUEST_ATTRIBUTES
-#: a signed guest event's own values of the host's attributes are kept under these names
-KEPT_AS = {n: "guest" + n for n in _OURS}
 #: names a guest may send that the host replaces or moves (those it writes itself are the host's alone)
 _REPLACED = frozenset((*_OURS, *KEPT_AS.values(), "guestdssematerial", "guestsignedextattrs", "dssematerial",
                        "signedextattrs"))

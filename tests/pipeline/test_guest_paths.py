@@ -102,3 +102,10 @@ def test_a_guest_signature_over_huge_floats_still_checks_out_on_the_host_event()
                if k not in ("hostid", "hostreceivedat", "sequence", "hostpeer", "dssematerial", "signedextattrs")}
     as_sent["dssematerial"] = as_sent.pop("guestdssematerial")
     verify_event(as_sent, {guest.keyid: guest.verify_key()})
+
+
+def test_the_verifier_puts_back_every_host_attribute_the_receiver_keeps() -> None:
+    from agent.pipeline.guest import GUEST_ATTRIBUTES, HOST_ATTRIBUTES
+    from agent.signing.audit import KEPT_AS
+
+    assert set(KEPT_AS) == {*HOST_ATTRIBUTES, *GUEST_ATTRIBUTES}
