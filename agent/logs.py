@@ -79,20 +79,16 @@ class OncePerKey:
             return False
         self._tokens -= 1
         self.first(key)
-        if self.unlogged:
-            self.logger.log(self.level, "%d more like the next, from peers not logged before, were only counted (at "
-                            "most %d such lines at once, then one every %gs)", self.unlogged, self._burst,
-                            self._every)
-            self.unlogged = 0
+        self.flush(" like the next")
         self.logger.log(self.level, msg + self.suffix, *args)
         return True
 
-    def flush(self) -> None:
-        """Say how many problems the rate held back since the last line, if any (called when no further line
-        may come: after a while, and at the end)."""
+    def flush(self, like: str = "") -> None:
+        """Say how many problems the rate held back since the last line, if any: before the next line (``like``
+        it), or when no further line may come (after a while, and at the end)."""
         if self.unlogged:
-            self.logger.log(self.level, "%d more, from peers not logged before, were only counted (at most %d such "
-                            "lines at once, then one every %gs)", self.unlogged, self._burst, self._every)
+            self.logger.log(self.level, "%d more%s, from peers not logged before, were only counted (at most %d such "
+                            "lines at once, then one every %gs)", self.unlogged, like, self._burst, self._every)
             self.unlogged = 0
 
 
