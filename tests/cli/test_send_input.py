@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import pytest
 
 from agent.config import ListenerOptions
 from agent.receiver import MemoryDeliver, Receiver
-from agent.transport import SendReport, send_ndjson
+from agent.transport import SendReport
 from tests.helpers import run_cli
-
-T = TypeVar("T")
+from tests.receiver.test_receiver_send import send_to_receiver
 
 BOM = b"\xef\xbb\xbf"
-
-
-def run(coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def line(i: int, **over: Any) -> bytes:
@@ -32,18 +26,7 @@ def line(i: int, **over: Any) -> bytes:
 
 
 def send(tmp_path: Path, data: bytes, **kw: Any) -> tuple[SendReport, list[str]]:
-    got = MemoryDeliver()
-
-    async def main() -> SendReport:
-        rx = Receiver.build(ListenerOptions(uri=f"unix:{tmp_path}/rx.sock"), got)
-        serving = asyncio.ensure_future(rx.serve())
-        try:
-            return await send_ndjson(f"unix:{tmp_path}/rx.sock", io.BytesIO(data), **kw)
-        finally:
-            serving.cancel()
-            await asyncio.gather(serving, return_exceptions=True)
-
-    return run(main()), got.ids()
+    return send_to_receiver(tmp_path, data, **kw)
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 4, 1 << 16])
