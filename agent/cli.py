@@ -208,8 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     try:
         args, extra = parser.parse_known_args(argv)
-        if extra:  # said by the verb's name, which argparse leaves to the top level
-            prog = f"hoststamp {args.verb}"
+        if extra:  # said by the verb's name (and its action's), which argparse leaves to the top level
+            action = getattr(args, f"{args.verb}_verb", None)
+            prog = f"hoststamp {args.verb}" + (f" {action}" if action else "")
             raise UsageError(f"{prog}: unrecognized arguments: {' '.join(extra)} (see {prog} --help)")
         setup_logging(args.log_format, args.verbose)
         code = _VERBS[args.verb](args)

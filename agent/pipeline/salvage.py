@@ -351,8 +351,8 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False,
         if held is not None and held + 1 < upto and upto - 1 > committed:
             first = max(held + 1, committed + 1)
             notes.missing += upto - first
-            notes.problems.append(f"records {first} to {upto - 1} lost: no segment holds them (a segment removed, "
-                                  "or cut short)")
+            what = f"record {first}" if first == upto - 1 else f"records {first} to {upto - 1}"
+            notes.problems.append(f"{what} lost: no segment holds them (a segment removed, or cut short)")
         if hurt is not None:  # it should have held every record up to this segment's first
             notes.damaged += notes.lost_in(hurt[0], upto - 1, committed)
         hurt = (upto, numbers) if damaged else None

@@ -92,7 +92,8 @@ def missing_newest(found: tuple[int, int] | None, last_index: int, committed: in
         return None
     first = seen + 1  # beyond every segment present: no gap between two of them shows these
     if first >= base:
-        return (f"records {first} to {last} of the newest segment, {base:020d}.wal, lost: no segment holds them "
-                "(removed, or cut short)", last - first + 1)
+        what = f"record {first}" if first == last else f"records {first} to {last}"
+        return (f"{what} of the newest segment, {base:020d}.wal, lost: no segment holds them (removed, or cut "
+                "short)", last - first + 1)
     return (f"segments missing up to the newest, {base:020d}.wal: records {first} to {last} lost",
             last - first + 1)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 
 from ..config import SinkCommon
@@ -37,6 +38,9 @@ from .spool import Spool
 __all__ = ["SpoolQueue", "queue_for"]
 
 log = logging.getLogger("hoststamp.spool")
+
+#: seconds between two log lines about events ``drop_oldest`` evicted (the count goes on in the metrics)
+EVICTED_LOG_EVERY = 10.0
 
 #: (write generation the waiter needs synced, receipt or future, the event a receipt waits for)
 _Waiter = tuple[int, "Receipt | asyncio.Future[None]", Event | None]
@@ -59,6 +63,9 @@ class SpoolQueue(SinkQueue):
         self._syncing = False
         self._timer: asyncio.TimerHandle | None = None
         self._write_error: str | None = None
+        #: evicted events not logged yet, and when the next line may be written
+        self._evicted_unlogged = 0
+        self._evicted_log_at = 0.0
         #: index of the last record handed out by :meth:`get_batch`
         self.handed = spool.last_read
         self._released = False
@@ -93,6 +100,10 @@ class SpoolQueue(SinkQueue):
             if self.overflow != "drop_oldest":
                 return False
             self._write_out()
+            spool = self.spool
+            if spool.outstanding and (spool.bytes - spool.evictable_bytes() + len(wal.MAGIC) + self._wbuf_bytes
+                                      + size > spool.max_bytes):
+                return False  # evicting all it may would not make room: nothing is thrown away for nothing
             try:
                 lost = self.spool.evict_oldest()
             except OSError as exc:  # no new segment to go on with: refuse this event, keep the old ones
@@ -107,6 +118,11 @@ class SpoolQueue(SinkQueue):
                 return self.spool.outstanding == 0
             if lost:
                 self.dropped["evicted"] = self.dropped.get("evicted", 0) + lost
+                self._evicted_unlogged += lost
+                if (now := time.monotonic()) >= self._evicted_log_at:  # said at once, then at most every 10 s
+                    log.warning("spool %s: full: drop_oldest deleted its oldest records, %d events not delivered "
+                                "(counted as dropped, evicted)", self.spool.dir, self._evicted_unlogged)
+                    self._evicted_unlogged, self._evicted_log_at = 0, now + EVICTED_LOG_EVERY
         return True
 
     def put_nowait(self, event: Event, receipt: Receipt | None = None) -> bool:

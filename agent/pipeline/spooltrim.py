@@ -81,17 +81,21 @@ class SpoolTrim(SpoolReader):
         self.bytes -= seg.size
         return seg.size
 
+    def _in_flight(self, s: Segment) -> bool:
+        """Whether the sink holds some of ``s``'s records unconfirmed (handed out: (committed, last_read])."""
+        return self.last_read > self.committed and s.last > self.committed and s.base <= self.last_read
+
+    def evictable_bytes(self) -> int:
+        """The bytes :meth:`evict_oldest` could free, called until it can free no more."""
+        return sum(s.size for s in self._segments if s.count and not self._in_flight(s))
+
     def evict_oldest(self) -> int | None:
         """Delete the oldest segment none of whose records the sink holds unconfirmed (``drop_oldest``):
         returns its records not yet delivered (lost, counted), maybe 0. Records handed to the sink and not
         confirmed are in flight: their segment, their durable copy, is kept. None when no segment may go (none
         on disk, or all in flight)."""
-        flying = self.last_read > self.committed  # records handed out and not confirmed: (committed, last_read]
-
-        def in_flight(s: Segment) -> bool:
-            return flying and s.last > self.committed and s.base <= self.last_read
-
-        i, seg = next(((i, s) for i, s in enumerate(self._segments) if s.count and not in_flight(s)), (-1, None))
+        i, seg = next(((i, s) for i, s in enumerate(self._segments) if s.count and not self._in_flight(s)),
+                      (-1, None))
         if seg is None:
             return None
         if seg is self._tail:

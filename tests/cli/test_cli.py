@@ -528,6 +528,10 @@ def test_a_firecracker_listener_that_cannot_listen_names_its_option_and_its_sock
     (["verify", "a", "b"], b"hoststamp verify: unrecognized arguments: b (see hoststamp verify --help)"),
     (["verify", "--bogus", "x"], b"hoststamp verify: unrecognized arguments: --bogus (see hoststamp verify --help)"),
     (["run", "--once", "--bogus"], b"hoststamp run: unrecognized arguments: --bogus (see hoststamp run --help)"),
+    (["keys", "generate", "--dir", "k", "zz"],
+     b"hoststamp keys generate: unrecognized arguments: zz (see hoststamp keys generate --help)"),
+    (["config", "check", "a", "b"],
+     b"hoststamp config check: unrecognized arguments: b (see hoststamp config check --help)"),
 ])
 def test_an_unrecognized_argument_is_named_with_its_verb(tmp_path: Path, argv: list[str], said: bytes) -> None:
     res = run_cli(argv, cwd=tmp_path)

@@ -314,3 +314,39 @@ async def test_a_large_record_is_taken_once_everything_before_it_is_delivered(tm
                 await anyio.sleep(0.01)
         q.close()
     await q.aclose()
+
+
+@pytest.mark.anyio
+async def test_drop_oldest_throws_nothing_away_for_a_record_no_eviction_can_make_room_for(tmp_path: Path) -> None:
+    """While the sink holds records unconfirmed, their segments stay: when deleting every other segment would
+    still leave no room, the newcomer is refused and nothing is evicted for it."""
+    q = spooled(tmp_path, "drop_oldest", max_bytes=8192)
+    for i in range(1, 61):
+        assert await q.put(ev(i, pad=20))
+    assert len(await q.get_batch(5)) == 5  # handed to the sink, not confirmed: their segment is in flight
+    for i in range(61, 91):
+        assert await q.put(ev(i, pad=20))
+    q._write_out()  # into a second segment, which the sink holds nothing of
+    assert q.spool.outstanding == 5 and len(list((tmp_path / "spool").glob("*.wal"))) == 2
+    assert 0 < q.spool.evictable_bytes() < q.spool.bytes
+    with anyio.fail_after(5):
+        assert await q.put(_sized(91, q.largest - 100)) is False
+    assert q.dropped == {"spool_full": 1}  # and no "evicted": the queued events are all still there
+    assert q.pending == 90
+    q.close()
+    await q.aclose()
+
+
+@pytest.mark.anyio
+async def test_drop_oldest_says_in_the_log_what_it_evicted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Events a guest was told were taken, gone: logged when it happens (once, then at most every 10 s), not
+    only counted."""
+    q = spooled(tmp_path, "drop_oldest", max_bytes=8192)
+    with caplog.at_level("WARNING", logger="hoststamp.spool"):
+        for i in range(1, 401):
+            assert await q.put(ev(i, pad=20))
+    said = [r.getMessage() for r in caplog.records if "drop_oldest deleted" in r.getMessage()]
+    assert q.dropped.get("evicted", 0) > 0
+    assert len(said) == 1 and "events not delivered (counted as dropped, evicted)" in said[0], said
+    q.close()
+    await q.aclose()
