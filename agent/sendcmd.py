@@ -25,12 +25,13 @@ def cmd_send(args: argparse.Namespace) -> int:
         raise UsageError(f"hoststamp send: standard input is {problem}; send reads the events to ship from it")
     stdin = sys.stdin.buffer
 
+    def say(lineno: int, reason: str) -> None:  # at once: with the host away, the end may be far off
+        print(f"hoststamp send: line {lineno}: {reason}", file=sys.stderr, flush=True)
+
     async def send() -> SendReport:
-        return await send_ndjson(args.to, stdin, timeout=args.timeout)
+        return await send_ndjson(args.to, stdin, timeout=args.timeout, on_problem=say)
 
     report = anyio.run(send)
-    for lineno, reason in report.problems:
-        print(f"hoststamp send: line {lineno}: {reason}", file=sys.stderr)
     if report.error:
         print(f"hoststamp send: {report.error}", file=sys.stderr)
     unsent = "" if report.unsent_from is None else f"; the input from line {report.unsent_from} on was not sent"

@@ -46,6 +46,8 @@ class SendReport:
     acked: int = 0
     #: (line number, reason): not sent (not a JSON object, too long) or refused by the receiver
     problems: list[tuple[int, str]] = field(default_factory=list)
+    #: told of each problem as it is found (the command says it at once, not only at the end)
+    on_problem: Callable[[int, str], None] | None = None
     #: set when some lines were never acknowledged
     error: str | None = None
     #: the first line not handed to the sender when it gave up (the input from there on was not sent, maybe not
@@ -55,6 +57,11 @@ class SendReport:
     @property
     def ok(self) -> bool:
         return not self.problems and self.error is None and self.acked == self.sent
+
+    def problem(self, lineno: int, reason: str) -> None:
+        self.problems.append((lineno, reason))
+        if self.on_problem is not None:
+            self.on_problem(lineno, reason)
 
     def took(self, n: int) -> None:
         """``n`` more lines were taken by the sender."""
@@ -132,19 +139,22 @@ def _read_available(f: BinaryIO, n: int) -> bytes:
 
 async def send_ndjson(to: str | Dialer, stdin: BinaryIO, *, timeout: float | None = None,
                       max_frame: int = DEFAULT_MAX_FRAME, max_unacked: int = 1000,
-                      read: Callable[[BinaryIO, int], bytes] | None = None) -> SendReport:
+                      read: Callable[[BinaryIO, int], bytes] | None = None,
+                      on_problem: Callable[[int, str], None] | None = None) -> SendReport:
     """Send every line of ``stdin`` to ``to`` (a URI or a dialer) and wait for the acks.
 
     ``timeout`` bounds each wait for room in the window and the final wait for
     acks (None: however long the receiver is away). ``stdin`` is read in a worker
-    thread so a slow pipe never blocks the loop.
+    thread so a slow pipe never blocks the loop. ``on_problem`` is told of each line
+    not sent or refused as it is found.
     """
-    report = SendReport()
+    report = SendReport(on_problem=on_problem)
     dial = dialer(to, timeout=min(timeout or _CONNECT, _CONNECT)) if isinstance(to, str) else to
 
     def settled(done: list[tuple[int, bytes]], refused: list[tuple[tuple[int, bytes], str]]) -> None:
         report.acked += len(done)
-        report.problems.extend((item[0], reason) for item, reason in refused)
+        for item, reason in refused:
+            report.problem(item[0], reason)
 
     sender: AckedSender[tuple[int, bytes]] = AckedSender(
         dial, lambda item: item[1], name=to if isinstance(to, str) else "send",
@@ -169,7 +179,7 @@ async def send_ndjson(to: str | Dialer, stdin: BinaryIO, *, timeout: float | Non
             for frame in lines.feed(chunk) if chunk else lines.end():
                 lineno += 1
                 if frame is None:
-                    report.problems.append((lineno, f"line exceeds the maximum of {max_frame} bytes: not sent"))
+                    report.problem(lineno, f"line exceeds the maximum of {max_frame} bytes: not sent")
                     continue
                 if not frame.strip():
                     continue
@@ -177,7 +187,7 @@ async def send_ndjson(to: str | Dialer, stdin: BinaryIO, *, timeout: float | Non
                 if problem is None:
                     batch.append((lineno, frame))
                 else:
-                    report.problems.append((lineno, problem))
+                    report.problem(lineno, problem)
             report.lines = lineno
             if batch:
                 taken_before = report.sent

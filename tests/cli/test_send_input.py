@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,7 @@ import pytest
 from agent.config import ListenerOptions
 from agent.receiver import MemoryDeliver, Receiver
 from agent.transport import SendReport
-from tests.helpers import run_cli
+from tests.helpers import ROOT, run_cli
 from tests.receiver.test_receiver_send import send_to_receiver
 
 BOM = b"\xef\xbb\xbf"
@@ -108,3 +112,25 @@ def test_send_skips_the_mark_and_names_the_line_that_is_not_utf8(tmp_path: Path)
         "hoststamp send: line 2: not valid UTF-8 (byte 0xff at offset 7 of the line)",
         f"hoststamp send: 2 of 2 events acknowledged by unix:{path}"]
     assert got.ids() == ["s-1", "s-3"]
+
+
+def test_a_bad_line_is_said_at_once_while_the_host_is_away(tmp_path: Path) -> None:
+    """With no host to send to and no ``--timeout``, ``send`` may wait long: what it cannot send is said when it
+    is read, not only at the end."""
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "send", "--to", f"unix:{tmp_path}/nobody.sock"],
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stderr is not None
+    os.set_blocking(proc.stderr.fileno(), False)
+    try:
+        proc.stdin.write(line(1) + b"\nnot json\n")
+        proc.stdin.flush()  # the input stays open: send is still running, waiting for a host
+        said, deadline = b"", time.monotonic() + 20
+        while b"line 2: not JSON" not in said and time.monotonic() < deadline and proc.poll() is None:
+            said += proc.stderr.read() or b""
+            time.sleep(0.05)
+        assert b"hoststamp send: line 2: not JSON" in said, said
+        assert proc.poll() is None  # said before the end
+    finally:
+        proc.kill()
+        proc.wait()
