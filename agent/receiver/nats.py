@@ -264,8 +264,9 @@ class NatsSource:
         self._room.set()
 
     async def _outcome(self, msg: Msg, fut: asyncio.Future[Any]) -> Any:
-        """The delivery's result; while it is pending, tell the server every half ``ack_wait`` (no redelivery)."""
-        beat = self.settings.ack_wait / 2
+        """The delivery's result; while it is pending, tell the server every third of ``ack_wait``: no
+        redelivery, even when a beat comes late (a busy event loop)."""
+        beat = self.settings.ack_wait / 3
         while True:
             done, _ = await asyncio.wait((fut,), timeout=beat)
             if done:

@@ -130,13 +130,13 @@ async def _wait_stream(js: JetStreamContext) -> None:
 async def test_messages_are_acked_only_once_the_local_sinks_have_them(nats_server: NatsServer) -> None:
     sink = MemorySink()
     sink.fail_sends = 10**9  # the local sink is down
-    async with listening(nats_server, sink, "create=1&stream=IN&ack_wait=1") as (source, rig):
+    async with listening(nats_server, sink, "create=1&stream=IN&ack_wait=2") as (source, rig):
         async with publisher(nats_server) as js:
             await _wait_stream(js)
             await publish(js, [guest(i) for i in range(30)])
         await until(lambda: rig.stats.signed == 30, what="30 events stamped")
         await until(lambda: rig.stats.sink(sink.uri).send_errors >= 3, what="the sink failing")
-        await asyncio.sleep(1.6)  # past ack_wait: only the in-progress beats keep the server from redelivering
+        await asyncio.sleep(2.6)  # past ack_wait: only the in-progress beats keep the server from redelivering
         assert source.acked == 0 and sink.events == []
         assert source.stats.duplicates == 0
         assert await consumer_state(nats_server) == (0, 30)
