@@ -187,7 +187,7 @@ async def test_an_unreachable_server_fails_fast_and_backs_off() -> None:
 
 
 async def test_a_lost_ack_fails_the_batch_and_the_retry_is_deduplicated(nats_server: NatsServer) -> None:
-    sink = sink_for(nats_server, "stall", create_stream="STALL", ack_timeout=0.5)
+    sink = sink_for(nats_server, "stall", create_stream="STALL", ack_timeout=2.0)
     events = await stamped(Rig([]), 30)
     assert nats_server.proc is not None
     try:

@@ -488,7 +488,7 @@ def test_sigterm_during_a_reload_stops_what_the_reload_started_at_once(workdir: 
     it by the shutdown's deadline: the new probes stop producing then, not once the reload would be done, and
     the reload is not reported done."""
     out = workdir / "out.ndjson"
-    cfg = _down_sink_config(workdir, 4.0, f'[[sinks]]\nuri = "file:{out}"\n')
+    cfg = _down_sink_config(workdir, 6.0, f'[[sinks]]\nuri = "file:{out}"\n')
     with AgentProcess(workdir, cfg) as a:
         _events_for_the_down_sink(a)
         a.signal(signal.SIGHUP)
@@ -499,12 +499,13 @@ def test_sigterm_during_a_reload_stops_what_the_reload_started_at_once(workdir: 
     assert "cut short: the agent is stopping" in log
     assert "reloaded: probes=" not in log
     # the file sink took every event made; none was received after the stop was asked for (a round of the
-    # probe every 0.2 s would otherwise add events for as long as the old sink's drain lasts)
+    # probe every 0.2 s would otherwise add events for as long as the old sink's drain lasts, 6 s; the margin
+    # is for a loaded machine, on which a round that fell due just before the stop may run late)
     from datetime import datetime
 
     last = max(datetime.fromisoformat(orjson.loads(line)["hostreceivedat"].replace("Z", "+00:00")).timestamp()
                for line in out.read_bytes().splitlines())
-    assert last <= stopped_at + 1.0, (last, stopped_at)
+    assert last <= stopped_at + 2.5, (last, stopped_at)
 
 
 def test_sigusr1_and_sigusr2_are_logged_and_ignored(workdir: Path) -> None:

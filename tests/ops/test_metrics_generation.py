@@ -24,11 +24,11 @@ def test_the_generation_rises_once_the_new_sinks_run_not_when_the_reload_starts(
     new = f"file:{workdir / 'new.ndjson'}"
     cfg = workdir / "hoststamp.toml"
     cfg.write_text(config_text([down], sink_keys="backoff_max = 0.2\n").replace("drain_timeout = 5.0",
-                                                                                "drain_timeout = 2.0"))
+                                                                                "drain_timeout = 6.0"))
     with AgentProcess(workdir, cfg) as agent:
         agent.wait_ready()
         wait_for(lambda: (agent.status()["sinks"][0]["enqueued"] or 0) > 5, what="events for the down sink")
-        cfg.write_text(config_text([new]).replace("drain_timeout = 5.0", "drain_timeout = 2.0"))
+        cfg.write_text(config_text([new]).replace("drain_timeout = 5.0", "drain_timeout = 6.0"))
         agent.signal(signal.SIGHUP)
 
         def both_sinks() -> str | None:  # the new generation built, the old one still draining

@@ -238,8 +238,8 @@ def _interpreter(tmp_path: Path, script: str) -> str:
 
 
 def test_a_new_workers_start_up_does_not_count_against_the_deadline(tmp_path: Path) -> None:
-    """A slow start (here half a second, against a deadline of 0.3 s) is not a stale mount."""
-    checker = StatChecker(0.3, python=_interpreter(tmp_path, f'sleep 0.5\nexec {sys.executable} "$@"'))
+    """A slow start (here 2.5 s, against a deadline of 1.5 s) is not a stale mount."""
+    checker = StatChecker(1.5, python=_interpreter(tmp_path, f'sleep 2.5\nexec {sys.executable} "$@"'))
     got = _check_once(checker, tmp_path)
     assert not got.timed_out and got.error is None and got.stats is not None
     assert checker.spawned == 1

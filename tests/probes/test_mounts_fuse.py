@@ -182,7 +182,7 @@ def test_hung_mount_is_stale_in_time_with_one_child_and_a_live_loop(workdir: Pat
                 assert first.output["source"] == "tester@fileserver:/export"
                 assert "within 1 s" in first.output["error"]
                 assert first.output["capacity"] is None
-                assert took < 1.0 + 1.0
+                assert took < 1.0 + 4.0  # its 1 s, and room for a loaded machine: a stat waited for never returns
                 assert during >= 10, "the event loop stalled while the mount hung"
 
                 # the child really is in uninterruptible sleep, and it is the only one

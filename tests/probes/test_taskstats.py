@@ -187,8 +187,14 @@ async def test_watch_streams_exits() -> None:
 #: other thread then ends the group with status 6: the group's totals come with that thread's exit record
 MAIN_THREAD_FIRST = (
     "import ctypes, os, threading, time\n"
+    "main = f'/proc/self/task/{os.getpid()}/stat'\n"
     "def last():\n"
-    "    time.sleep(0.3)\n"
+    "    end = time.monotonic() + 20\n"
+    "    while time.monotonic() < end:  # until the main thread has ended (a zombie until the group ends)\n"
+    "        with open(main) as f:\n"
+    "            if f.read().rsplit(')', 1)[1].split()[0] in 'ZX':\n"
+    "                break\n"
+    "        time.sleep(0.01)\n"
     "    os._exit(6)\n"
     "threading.Thread(target=last).start()\n"
     "ctypes.CDLL(None).syscall(60, 0)\n"

@@ -440,14 +440,15 @@ def test_heartbeats_keep_a_slow_downstream_connected(tmp_path: Path) -> None:
         path = tmp_path / "slow.sock"
         slow = MemoryDeliver()
         slow.hold = True
-        rx = Receiver.build(ListenerOptions(uri=f"unix:{path}"), slow, heartbeat=0.02)
+        rx = Receiver.build(ListenerOptions(uri=f"unix:{path}"), slow, heartbeat=0.05)
         serving = asyncio.ensure_future(rx.serve())
-        sender: AckedSender[bytes] = AckedSender(dialer(f"unix:{path}"), lambda b: b, name="t", ack_timeout=0.25,
+        # the ack timeout is many heartbeats long, so a loaded machine that delays a few of them changes nothing
+        sender: AckedSender[bytes] = AckedSender(dialer(f"unix:{path}"), lambda b: b, name="t", ack_timeout=1.5,
                                                  backoff=Backoff(0.01, 0.05))
         await sender.put([orjson.dumps(ev(1))])
         while not slow.held:
             await asyncio.sleep(0.001)
-        await asyncio.sleep(1.0)  # four ack timeouts' worth of pipeline delay, bridged by heartbeats
+        await asyncio.sleep(3.0)  # two ack timeouts' worth of pipeline delay, bridged by heartbeats
         slow.held[0].set_result(True)
         await sender.drain(timeout=5)
         await sender.aclose()

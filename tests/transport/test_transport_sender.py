@@ -134,7 +134,7 @@ def test_silent_downstream_is_dropped_after_ack_timeout() -> None:
     async def main() -> AckedSender[bytes]:
         lst = MemoryListener()
         got: list[bytes] = []
-        sender = make_sender(lst, ack_timeout=0.05)
+        sender = make_sender(lst, ack_timeout=0.5)
 
         async def serve() -> None:
             silent = await lst.accept()  # reads nothing, acks nothing

@@ -110,13 +110,18 @@ async def test_a_flapping_cgroup_yields_bounded_events_with_counts(cg_root: Path
         t0 = time.monotonic()
         done = await anyio.run_process([sys.executable, "-c", flapper, str(cg_root / "flap" / "cgroup.freeze")])
         writes = int(done.stdout)
-        await anyio.sleep(coalesce * 2)  # the last folded firing
+        # until the last folded firing has come: every notification is then in exactly one event (the last
+        # ones reach the loop from the waiter thread, which a loaded machine may wake late)
+        with anyio.fail_after(10):
+            while True:
+                await anyio.sleep(coalesce * 2)
+                notified = w.source.stats.notifications
+                events = [r for r in collector.readings if r.subject == "/flap"]
+                if sum(r.output["coalesced"] + 1 for r in events) == notified:
+                    break
         elapsed = time.monotonic() - t0
-        notified = w.source.stats.notifications
-    events = [r for r in collector.readings if r.subject == "/flap"]
     assert writes > 100  # hundreds or thousands of state changes ...
     assert 1 <= len(events) <= elapsed / coalesce + 1  # ... at most one event per window
-    assert sum(r.output["coalesced"] + 1 for r in events) == notified
     assert any(r.output["coalesced"] > 0 for r in events)
 
 
