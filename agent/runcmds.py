@@ -149,11 +149,13 @@ def _warn(cfg: config_mod.Config) -> config_mod.Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # first: a SIGTERM while the rest is imported and built stops the agent once it is up, rather than ending it
+    # by default with nothing said (--once has no signal handling to hand it to: there the default stays)
+    ignore_until_handled(note_stops=not args.once)
     from .app import Agent
     from .pipeline.stats import sink_label
     from .status import StatusLine
 
-    ignore_until_handled()
     cfg = _run_config(args, starting=not args.once)
     # [agent] log_format and log_level, unless the command line said otherwise
     json_logs = (args.log_format or cfg.agent.log_format) == "json"

@@ -30,13 +30,33 @@ log = logging.getLogger("hoststamp")
 SAME_SIGNAL = 0.25
 
 
-def ignore_until_handled() -> None:
+#: (signal, when) of the first SIGINT or SIGTERM that came while the agent was starting
+_early: list[tuple[int, float]] = []
+
+
+def ignore_until_handled(*, note_stops: bool = False) -> None:
     """While the agent starts, before :func:`handle_signals` takes them: SIGHUP (nothing to reload yet),
-    SIGUSR1 and SIGUSR2 are ignored rather than ending the process. Children forked meanwhile start with the
-    defaults."""
+    SIGUSR1 and SIGUSR2 are ignored rather than ending the process. With ``note_stops``, a SIGINT or SIGTERM
+    is noted rather than ending the process at once: the agent stops as soon as it handles its signals, the
+    usual way (a log line, a drain, exit 0); another one a moment later exits at once. Children forked
+    meanwhile start with the defaults."""
     children_keep_their_signals()
     for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)
+    if note_stops:
+        _early.clear()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _note_stop)
+
+
+def _note_stop(signum: int, _frame: object) -> None:
+    now = time.monotonic()
+    if _early and now - _early[0][1] >= SAME_SIGNAL:  # asked again while still starting: out now
+        os.write(2, f"hoststamp: received {signal.Signals(signum).name} again while starting: exiting now\n"
+                    .encode())
+        os._exit(1)
+    if not _early:
+        _early.append((signum, now))
 
 
 async def handle_signals(stop: anyio.Event, reload: Callable[[], None], *,
@@ -48,6 +68,10 @@ async def handle_signals(stop: anyio.Event, reload: Callable[[], None], *,
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1,
                                     signal.SIGUSR2) as signals:
         task_status.started()
+        if _early:  # a stop asked for while the agent was starting
+            signum, stopping_since = _early.pop()
+            log.info("received %s while starting, stopping (again to exit at once)", signal.Signals(signum).name)
+            stop.set()
         async for signum in signals:
             if signum in (signal.SIGUSR1, signal.SIGUSR2):
                 log.warning("received %s, which means nothing to hoststamp: ignored (SIGHUP reloads, SIGTERM "

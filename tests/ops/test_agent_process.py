@@ -621,6 +621,71 @@ def test_signals_while_the_agent_starts_are_ignored_not_fatal() -> None:
     assert res.returncode == 0 and res.stdout.strip() == b"alive 0", res
 
 
+_EARLY_STOP = (
+    "import logging, os, signal, sys, time\n"
+    "import anyio\n"
+    "from agent.signals import SAME_SIGNAL, handle_signals, ignore_until_handled\n"
+    "logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(message)s')\n"
+    "ignore_until_handled(note_stops=True)\n"
+    "os.kill(os.getpid(), signal.SIGTERM)\n"
+    "os.kill(os.getpid(), signal.SIGTERM)  # the same request twice at once (GNU timeout sends two)\n"
+    "if sys.argv[1] == 'again':\n"
+    "    time.sleep(SAME_SIGNAL + 0.1)\n"
+    "    os.kill(os.getpid(), signal.SIGINT)\n"
+    "print('still starting', flush=True)\n"
+    "async def main():\n"
+    "    stop = anyio.Event()\n"
+    "    async with anyio.create_task_group() as tg:\n"
+    "        await tg.start(lambda task_status: handle_signals(stop, lambda: None, task_status=task_status))\n"
+    "        with anyio.fail_after(10):\n"
+    "            await stop.wait()\n"
+    "        tg.cancel_scope.cancel()\n"
+    "    print('stopped')\n"
+    "anyio.run(main)\n"
+)
+
+
+def test_a_stop_asked_for_while_the_agent_starts_is_taken_once_it_handles_signals() -> None:
+    """A SIGTERM before the agent handles its signals does not end it by default (exit 143, nothing said): it
+    stops once it is up, the usual way."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    res = subprocess.run([sys.executable, "-c", _EARLY_STOP, "once"], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, timeout=30, check=False)
+    assert res.returncode == 0, res
+    assert res.stdout.decode().splitlines() == [
+        "still starting", "received SIGTERM while starting, stopping (again to exit at once)", "stopped"]
+
+
+def test_a_second_stop_while_the_agent_starts_exits_at_once() -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    res = subprocess.run([sys.executable, "-c", _EARLY_STOP, "again"], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, timeout=30, check=False)
+    assert res.returncode == 1 and res.stdout == b"", res
+    assert res.stderr == b"hoststamp: received SIGINT again while starting: exiting now\n"
+
+
+def test_a_sigterm_as_the_agent_starts_stops_it_cleanly(workdir: Path) -> None:
+    """The agent's first words (a warning of its configuration) come before it handles its signals: a SIGTERM
+    sent on them is taken all the same."""
+    cfg = workdir / "a.toml"
+    cfg.write_text(config_text(["file:out.ndjson"], extra=(
+        f'[[listeners]]\nuri = "unix:{workdir / "in.sock"}"\nguest_signatures = "off"\n'
+        'trusted_keys = ["keys/host.pub"]\n')))
+    with AgentProcess(workdir, cfg) as a:
+        wait_for(lambda: "trusted_keys: not used" in a.log(), what="the warning")
+        a.signal(signal.SIGTERM)
+        assert a.stop() == 0, a.log()
+    assert "received SIGTERM" in a.log() and "stopping" in a.log()
+
+
 def test_a_sighup_while_stopping_reloads_nothing_and_says_so(workdir: Path) -> None:
     with AgentProcess(workdir, _down_sink_config(workdir, 3.0)) as a:
         _events_for_the_down_sink(a)
