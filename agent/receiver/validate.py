@@ -68,6 +68,11 @@ def _bad(detail: str) -> Rejected:
     return Rejected("attributes", detail)
 
 
+def _cut(text: str, n: int) -> str:
+    """``text``, or its first ``n`` characters and ``…`` when it is longer."""
+    return text if len(text) <= n else text[:n] + "…"
+
+
 def _text(name: str, value: str) -> None:
     """Refuse a string attribute holding a character CloudEvents strings exclude (printed by a verifier or a log,
     a newline or an escape sequence would forge lines)."""
@@ -129,7 +134,7 @@ def _check_attributes(event: dict[str, Any]) -> None:
     if (spec := event.get("specversion")) != "1.0":
         if spec is None:
             raise _bad("specversion is missing (it must be \"1.0\")")
-        raise _bad(f"specversion must be \"1.0\", got {spec!r:.40}")
+        raise _bad(f"specversion must be \"1.0\", got {_cut(repr(spec), 40)}")
     for name in ("id", "source", "type"):
         v = event.get(name)
         if not isinstance(v, str) or not v:
@@ -153,12 +158,13 @@ def _check_attributes(event: dict[str, Any]) -> None:
                 continue
             if isinstance(v, bool) or (isinstance(v, int) and -_INT_MAX <= v <= _INT_MAX):
                 continue
-            if isinstance(v, int) or (isinstance(v, float) and v.is_integer()):  # orjson reads one past 2^64 so
+            # orjson reads an integer from 2^64 up as a float: beyond ±(2^53-1) it is the integer's problem
+            if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) > _INT_MAX):
                 raise _bad(f"extension attribute {name} is an integer beyond ±(2^53-1), which JSON cannot carry "
                            "exactly: send it as a string")
-            if isinstance(v, float):
-                raise _bad(f"extension attribute {name} is a number with a fraction: an attribute is a string, "
-                           "boolean or integer (send it as a string)")
+            if isinstance(v, float):  # 1.5, and 2.0 or 2e0 alike: an integer attribute is written without either
+                raise _bad(f"extension attribute {name} is a number written with a fraction or an exponent: an "
+                           "attribute is a string, boolean or integer (send it as a string)")
             raise _bad(f"extension attribute {name} must be a string, boolean or integer")
         if kind == _MAT:
             if not isinstance(v, str):

@@ -78,7 +78,10 @@ def test_a_signed_events_own_host_attributes_are_checked_since_the_host_keeps_th
         ({"data_base64": "AA=="}, "exclusive"),
         ({"data": ..., "data_base64": 5}, "data_base64"),
         ({"Bad-Name": "x"}, "attribute name"),
-        ({"ext": 1.5}, "extension attribute"),
+        ({"ext": 1.5}, "extension attribute ext is a number written with a fraction or an exponent"),
+        ({"ext": 2.0}, "extension attribute ext is a number written with a fraction or an exponent"),
+        ({"ext": 2.0**70}, "extension attribute ext is an integer beyond ±(2^53-1)"),
+        ({"specversion": "1" * 300}, "got '" + "1" * 39 + "…"),
         ({"ext": {"nested": 1}}, "extension attribute"),
         ({"ext": 2**60}, "send it as a string"),
         ({"subject": ""}, "subject must be a non-empty string"),
@@ -414,7 +417,10 @@ def test_an_empty_dssematerial_is_no_signature_so_the_host_attributes_are_not_ch
 @pytest.mark.parametrize(("frame_value", "said"), [
     (b"100000000000000000000000000000", "is an integer beyond"),  # read as a rounded float
     (b"18446744073709551616", "is an integer beyond"),
-    (b"1.5", "is a number with a fraction"),
+    (b"1.5", "is a number written with a fraction or an exponent"),
+    (b"2.0", "is a number written with a fraction or an exponent"),  # small: not an integer's problem
+    (b"2e0", "is a number written with a fraction or an exponent"),
+    (b"1e20", "is an integer beyond"),
 ])
 def test_numbers_no_attribute_can_carry_are_named_for_what_they_are(frame_value: bytes, said: str) -> None:
     frame = b'{"specversion":"1.0","id":"a","source":"s","type":"t","count":' + frame_value + b"}"
