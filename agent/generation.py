@@ -292,10 +292,11 @@ async def drain(gen: Generation, stats: PipelineStats, by: float | None = None,
         kept = sum(q.pending for q in gen.queues if isinstance(q, SpoolQueue))
         if left or kept:  # else nothing was left, or all of it went on to the reloaded sinks (logged there)
             log.warning("drain deadline reached; %d events not delivered, %d kept in spools", left, kept)
-        undelivered += kept
         gen.worker_tasks.scope.cancel()
         await gen.worker_tasks.done.wait()
-    undelivered += sum(w.unconfirmed for w in gen.workers)
+    # a spool keeps what its sink did not confirm (taken or not); without one, what was taken unconfirmed is gone
+    undelivered += sum(q.pending if isinstance(q, SpoolQueue) else w.unconfirmed
+                       for w, q in zip(gen.workers, gen.queues, strict=True))
     # and what a queue dropped on the way (its overflow policy, a damaged spool, a put after closing)
     undelivered += sum(sum(q.dropped.values()) for q in gen.queues)
     for key, q in zip(gen.sink_keys, gen.queues, strict=True):

@@ -63,9 +63,10 @@ class SpoolQueue(SinkQueue):
         self._syncing = False
         self._timer: asyncio.TimerHandle | None = None
         self._write_error: str | None = None
-        #: evicted events not logged yet, and when the next line may be written
+        #: evicted events not logged yet, when the next line may be written, and the timer that will write it
         self._evicted_unlogged = 0
         self._evicted_log_at = 0.0
+        self._evicted_timer: asyncio.TimerHandle | None = None
         #: index of the last record handed out by :meth:`get_batch`
         self.handed = spool.last_read
         self._released = False
@@ -119,11 +120,30 @@ class SpoolQueue(SinkQueue):
             if lost:
                 self.dropped["evicted"] = self.dropped.get("evicted", 0) + lost
                 self._evicted_unlogged += lost
-                if (now := time.monotonic()) >= self._evicted_log_at:  # said at once, then at most every 10 s
-                    log.warning("spool %s: full: drop_oldest deleted its oldest records, %d events not delivered "
-                                "(counted as dropped, evicted)", self.spool.dir, self._evicted_unlogged)
-                    self._evicted_unlogged, self._evicted_log_at = 0, now + EVICTED_LOG_EVERY
+                self._say_evicted()
         return True
+
+    def _say_evicted(self, *, now_or_never: bool = False) -> None:
+        """Log the evictions not logged yet: at once, then at most every :data:`EVICTED_LOG_EVERY` seconds, a
+        timer saying what came meanwhile (``now_or_never``: at once whatever the rate, and no timer)."""
+        if not self._evicted_unlogged:
+            return
+        now = time.monotonic()
+        if now < self._evicted_log_at and not now_or_never:
+            if self._evicted_timer is None:
+                self._evicted_timer = asyncio.get_running_loop().call_later(self._evicted_log_at - now,
+                                                                            self._evicted_due)
+            return
+        if self._evicted_timer is not None:
+            self._evicted_timer.cancel()
+            self._evicted_timer = None
+        log.warning("spool %s: full: drop_oldest deleted its oldest records, %d events not delivered (counted as "
+                    "dropped, evicted)", self.spool.dir, self._evicted_unlogged)
+        self._evicted_unlogged, self._evicted_log_at = 0, now + EVICTED_LOG_EVERY
+
+    def _evicted_due(self) -> None:
+        self._evicted_timer = None
+        self._say_evicted()
 
     def put_nowait(self, event: Event, receipt: Receipt | None = None) -> bool:
         return self._offer(event, receipt, wal.record_size(event))
@@ -292,6 +312,7 @@ class SpoolQueue(SinkQueue):
         self._close_at = self.spool.next_index - 1
         super().close()
         self._not_full.set()
+        self._say_evicted(now_or_never=True)  # no put can evict any more: what was held back is said now
 
     async def aclose(self) -> None:
         """Write out and fsync what is buffered, then release the spool (call after the worker ended)."""

@@ -197,6 +197,29 @@ def test_run_once_fails_when_a_sink_did_not_get_every_event(tmp_path: Path, sink
     assert run_cli(["verify", "ok.ndjson"], cwd=tmp_path).returncode == 0
 
 
+def test_run_once_counts_what_a_spool_keeps_once(tmp_path: Path) -> None:
+    """A spooled sink that took the events but had none confirmed (its downstream takes the connection, never
+    acks): each event is counted once, kept in the spool, not again as taken unconfirmed."""
+    import socket
+
+    root = _fixture_root()
+    assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0
+    mute = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    mute.bind(str(tmp_path / "mute.sock"))
+    mute.listen(8)  # connections wait in the backlog: the frames go into the socket, no ack ever comes
+    try:
+        cfg = _config(tmp_path, f'[agent]\ndrain_timeout = 1.0\n[probes.cgroup]\nroot = "{root}"\n'
+                                f'[[sinks]]\nuri = "file:ok.ndjson"\n'
+                                f'[[sinks]]\nuri = "unix:{tmp_path / "mute.sock"}"\nspool = "spool"\n')
+        res = run_cli(["run", "--config", str(cfg), "--once", "--probes", "cgroup"], cwd=tmp_path)
+    finally:
+        mute.close()
+    made = len((tmp_path / "ok.ndjson").read_bytes().splitlines())
+    assert made > 1 and res.returncode == 1, res.stderr
+    assert f"--once: {made} events not delivered to every sink".encode() in res.stderr, res.stderr
+    assert f"spooled={made}".encode() in res.stderr, res.stderr
+
+
 def test_run_once_fails_when_a_queue_dropped_events(tmp_path: Path) -> None:
     root = _fixture_root()
     assert run_cli(["keys", "generate"], cwd=tmp_path).returncode == 0

@@ -12,7 +12,7 @@ import pytest
 
 from agent.config import SinkCommon
 from agent.model import Event
-from agent.pipeline import PipelineStats, Receipt, SequenceStore, SinkQueue, SinkWorker, Stamper, wal
+from agent.pipeline import PipelineStats, Receipt, SequenceStore, SinkQueue, SinkWorker, Stamper, spoolqueue, wal
 from agent.pipeline.parallel import build_pipeline
 from agent.pipeline.spool import Spool
 from agent.pipeline.spoolqueue import SpoolQueue, queue_for
@@ -345,8 +345,33 @@ async def test_drop_oldest_says_in_the_log_what_it_evicted(tmp_path: Path, caplo
     with caplog.at_level("WARNING", logger="hoststamp.spool"):
         for i in range(1, 401):
             assert await q.put(ev(i, pad=20))
+        said = [r.getMessage() for r in caplog.records if "drop_oldest deleted" in r.getMessage()]
+        assert q.dropped.get("evicted", 0) > 0
+        assert len(said) == 1 and "events not delivered (counted as dropped, evicted)" in said[0], said
+        q.close()  # what was held back by the rate is said when no more can come, so the lines add up
+        await q.aclose()
     said = [r.getMessage() for r in caplog.records if "drop_oldest deleted" in r.getMessage()]
-    assert q.dropped.get("evicted", 0) > 0
-    assert len(said) == 1 and "events not delivered (counted as dropped, evicted)" in said[0], said
-    q.close()
-    await q.aclose()
+    assert len(said) == 2, said
+    assert sum(int(line.split("records, ")[1].split(" events")[0]) for line in said) == q.dropped["evicted"]
+
+
+@pytest.mark.anyio
+async def test_evictions_held_back_by_the_log_rate_are_said_when_it_allows(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not only with a later eviction: a burst that ends is said in full once the rate allows."""
+    monkeypatch.setattr(spoolqueue, "EVICTED_LOG_EVERY", 0.2)
+    q = spooled(tmp_path, "drop_oldest", max_bytes=8192)
+    with caplog.at_level("WARNING", logger="hoststamp.spool"):
+        for i in range(1, 401):
+            assert await q.put(ev(i, pad=20))
+
+        def said() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "drop_oldest deleted" in r.getMessage()]
+
+        with anyio.fail_after(10):
+            while len(said()) < 2:
+                await anyio.sleep(0.05)
+        assert sum(int(line.split("records, ")[1].split(" events")[0]) for line in said()) == q.dropped["evicted"]
+        q.close()
+        await q.aclose()
+    assert len(said()) == 2  # nothing left to say at the close
