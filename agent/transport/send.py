@@ -137,6 +137,13 @@ def _read_available(f: BinaryIO, n: int) -> bytes:
     return data
 
 
+def retry_backoff(timeout: float | None) -> Backoff:
+    """How ``send`` waits between tries: full jitter up to 30 s, and with a ``timeout`` up to a quarter of it at
+    most, so a receiver that is back before the time is up is tried again in time."""
+    cap = 30.0 if timeout is None else min(30.0, timeout / 4)
+    return Backoff(min(0.1, cap), cap)
+
+
 async def send_ndjson(to: str | Dialer, stdin: BinaryIO, *, timeout: float | None = None,
                       max_frame: int = DEFAULT_MAX_FRAME, max_unacked: int = 1000,
                       read: Callable[[BinaryIO, int], bytes] | None = None,
@@ -159,7 +166,7 @@ async def send_ndjson(to: str | Dialer, stdin: BinaryIO, *, timeout: float | Non
     sender: AckedSender[tuple[int, bytes]] = AckedSender(
         dial, lambda item: item[1], name=to if isinstance(to, str) else "send",
         max_unacked=max_unacked, max_frame=max_frame, ack_timeout=min(timeout or _ACK_SILENCE, _ACK_SILENCE),
-        backoff=Backoff(0.1, 30.0), on_settled=settled)
+        backoff=retry_backoff(timeout), on_settled=settled)
     reader = read or _read_available
     lines = _Lines(max_frame)
     lineno = 0

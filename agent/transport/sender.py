@@ -103,8 +103,12 @@ class AckedSender(Generic[T]):
         self._owed_since = 0.0
         self._acked_on_conn = False
         self._failing = False
-        #: the error last logged as a warning while failing
+        #: the last failure was a connect that failed (so a connect is news)
+        self._dial_failed = False
+        #: the error last logged as a warning, and whether anything was delivered since (else the same error
+        #: again, after a reconnect to a downstream that fails the same way, is not news)
         self._warned: str | None = None
+        self._delivered_since_warned = False
         self._seen_reasons: set[str] = set()
         self.connected = False
         self.last_error: str | None = None
@@ -222,15 +226,18 @@ class AckedSender(Generic[T]):
                 stream = await self._dial()
             except TransportError as exc:
                 self.stats.connect_failures += 1
+                self._dial_failed = True
                 self._note_failure(str(exc))
                 await asyncio.sleep(self.backoff.next())
                 continue
             self.stats.connects += 1
             if self._failing:
-                log.info("%s: connected", self.name)
+                if self._dial_failed:
+                    log.info("%s: connected", self.name)
                 self._failing = False
                 if self._on_trouble is not None:
                     self._on_trouble(None)
+            self._dial_failed = False
             await self._serve(stream)
             self.stats.disconnects += 1
             if self._acked_on_conn:
@@ -244,13 +251,15 @@ class AckedSender(Generic[T]):
         self.last_error = error
         if self._on_trouble is not None:
             self._on_trouble(error)
-        # a warning for the first failure, and again whenever the cause changes: the log never shows a stale one
-        if not self._failing or error != self._warned:
+        # a warning for the first failure, again whenever the cause changes (the log never shows a stale one), and
+        # again once something was delivered since; not for the same failure after each reconnect
+        if error != self._warned or self._delivered_since_warned:
             log.warning("%s: %s (retrying with backoff)", self.name, error)
-            self._failing = True
             self._warned = error
+            self._delivered_since_warned = False
         else:
             log.debug("%s: %s", self.name, error)
+        self._failing = True
 
     async def _serve(self, stream: ByteStream) -> None:
         self._outbox.reconnected()
@@ -320,6 +329,7 @@ class AckedSender(Generic[T]):
                     done, refused = self._outbox.settle(decode_ack(frame))
                     if done or refused:
                         self._acked_on_conn = True
+                        self._delivered_since_warned = True
                         self._settled(done, refused)
             except FramingError as exc:
                 raise TransportError(f"{stream.peer}: bad ack stream: {exc}") from None

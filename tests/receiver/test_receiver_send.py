@@ -181,3 +181,14 @@ def test_an_input_that_cannot_be_read_at_all_says_so_without_a_line_number(tmp_p
     assert not report.ok and (report.sent, report.acked, report.unsent_from) == (0, 0, 1)
     assert report.error == "cannot read the input: Is a directory"
     assert ids == []
+
+
+def test_with_a_timeout_send_tries_again_at_least_every_quarter_of_it() -> None:
+    """A receiver back before the time is up is tried again in time: no wait of 30 s inside a 4 s window."""
+    from agent.transport.send import retry_backoff
+
+    assert retry_backoff(None).maximum == 30.0
+    b = retry_backoff(4.0)
+    assert b.maximum == 1.0 and max(b.next() for _ in range(100)) <= 1.0
+    short = retry_backoff(0.2)
+    assert (short.initial, short.maximum) == (0.05, 0.05)

@@ -243,3 +243,44 @@ def test_abort_stops_the_sender_without_waiting(tmp_path: Path) -> None:
 
     sender = run(main())
     assert sender._task is not None and sender._task.done()
+
+
+def test_the_same_failure_after_each_reconnect_is_warned_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A downstream that takes every connection and then fails the same way (an ack ahead of what was sent):
+    one warning, not one per reconnect; once something is delivered, the same failure is news again."""
+
+    async def main() -> AckedSender[bytes]:
+        lst = MemoryListener()
+        got: list[bytes] = []
+        sender = make_sender(lst)
+
+        async def liar() -> None:
+            stream = await lst.accept()
+            await stream.receive()
+            await stream.send(encode_frame(encode_ack(Ack(10**6, ()))))
+            await stream.receive()  # until the sender hangs up
+
+        async def serve() -> None:
+            for _ in range(4):
+                await liar()
+            await downstream(await lst.accept(), got, take=1)  # one delivered, then gone
+            for _ in range(2):
+                await liar()
+            await downstream(await lst.accept(), got)
+
+        server = asyncio.ensure_future(serve())
+        await sender.put(items(3))
+        await sender.drain(timeout=10)
+        await sender.aclose()
+        await server
+        assert got == items(3)
+        return sender
+
+    with caplog.at_level(logging.DEBUG, logger="agent.transport"):
+        sender = run(main(), timeout=20)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sender.stats.connects == 8
+    bad_ack = [w for w in warned if "bad ack stream" in w]
+    assert len(bad_ack) == 2, warned  # the first time, and again after the delivery between
+    assert len([r for r in caplog.records if "bad ack stream" in r.getMessage()]) == 6  # the rest in the debug log
+    assert not [r for r in caplog.records if r.getMessage() == "test: connected"]  # no connect ever failed
