@@ -144,10 +144,22 @@ class _Notes:
             else:
                 self.runs.append((n, n, name))
 
-    def lost_in(self, first: int, last: int, committed: int) -> int:
-        """Undelivered record numbers from ``first`` to ``last`` that no segment scanned so far holds."""
-        lo = max(first, committed + 1)
-        return max(0, last - lo + 1 - sum(max(0, min(b, last) - max(a, lo) + 1) for a, b, _ in self.runs))
+    def lost_in(self, first: int, last: int, committed: int, where: str) -> int:
+        """Undelivered record numbers from ``first`` to ``last`` that no segment scanned so far holds: how many,
+        and which in a problem (``where``: the damaged segment that held them)."""
+        lost, n = [], max(first, committed + 1)
+        for a, b, _ in sorted(r for r in self.runs if r[1] >= n and r[0] <= last):
+            if a > n:
+                lost.append((n, a - 1))
+            n = max(n, b + 1)
+        if n <= last:
+            lost.append((n, last))
+        if lost:
+            said = ", ".join(str(a) if a == b else f"{a} to {b}" for a, b in lost[:3]) + (", …" * (len(lost) > 3))
+            one = len(lost) == 1 and lost[0][0] == lost[0][1]
+            self.problems.append(f"record{'' if one else 's'} {said} lost: {where} was damaged, and "
+                                 "no other file holds them")
+        return sum(b - a + 1 for a, b in lost)
 
     def holder(self, n: int) -> str | None:
         """The segment scanned so far that holds record ``n``, if one does."""
@@ -315,8 +327,8 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False,
     last = delivered = 0
     #: the last index the file before accounts for; None when it was damaged (its problem says what was lost)
     held: int | None = None
-    #: the damaged segment before this one: (its base, the record numbers it still holds)
-    hurt: tuple[int, list[int]] | None = None
+    #: the damaged segment before this one: (its base, the record numbers it still holds, its name)
+    hurt: tuple[int, list[int], str] | None = None
     #: the last record number the files kept so far hold (None before the first)
     end: int | None = None
     #: segments to rename once the loss is reported: (segment, the base that closes the gap before it)
@@ -354,8 +366,8 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False,
             what = f"record {first}" if first == upto - 1 else f"records {first} to {upto - 1}"
             notes.problems.append(f"{what} lost: no segment holds them (a segment removed, or cut short)")
         if hurt is not None:  # it should have held every record up to this segment's first
-            notes.damaged += notes.lost_in(hurt[0], upto - 1, committed)
-        hurt = (upto, numbers) if damaged else None
+            notes.damaged += notes.lost_in(hurt[0], upto - 1, committed, hurt[2])
+        hurt = (upto, numbers, path.name) if damaged else None
         held = None if hurt is not None else (seg.last if seg.count else base - 1)
         last = max(last, seg.last)
         if seg.count == 0 or seg.last <= committed:
@@ -369,7 +381,7 @@ def salvage(directory: Path, committed: int, cursor_damaged: bool = False,
         end = seg.last
         kept.append(seg)
     if hurt is not None and hurt[1]:  # the last segment: what it lost before its last intact record
-        notes.damaged += notes.lost_in(hurt[0], hurt[1][-1], committed)
+        notes.damaged += notes.lost_in(hurt[0], hurt[1][-1], committed, hurt[2])
     read_seg, read_off = (kept[0], first_undelivered(kept[0], committed)) if kept else (None, 0)
     skipped = read_seg.read if read_seg is not None else 0
     pending = sum(s.count for s in kept) - skipped

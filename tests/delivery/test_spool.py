@@ -78,6 +78,26 @@ def test_a_second_process_cannot_share_the_directory(tmp_path: Path) -> None:
     sp.close()
 
 
+def test_records_lost_in_a_damaged_segment_before_the_newest_are_named(tmp_path: Path) -> None:
+    """Counted, and said which: the damaged segment's own problem names only where it is damaged."""
+    sp = Spool(tmp_path, fsync="never", max_bytes=1 << 20, segment_bytes=4096)
+    for i in range(0, 200, 10):
+        sp.append([ev(n) for n in range(i + 1, i + 11)])
+    sp.close()
+    first, second = segments(tmp_path)[:2]
+    records = wal.parse(first.read_bytes()[len(wal.MAGIC):], after=0).records
+    kept, next_base = 12, int(second.name.split(".")[0])
+    size = len(wal.MAGIC) + sum(wal.record_size(r.event) for r in records[:kept])
+    os.truncate(first, size + 5)  # inside record 13's header
+    again = Spool(tmp_path)
+    assert again.report.damaged == next_base - 1 - kept
+    assert f"records {kept + 1} to {next_base - 1} lost: {first.name} was damaged, and no other file holds them" \
+        in again.report.problems, again.report.problems
+    got = [e.sequence for e in again.read(1000)]
+    assert got == list(range(1, kept + 1)) + list(range(next_base, 201))
+    again.close()
+
+
 def test_torn_tail_is_quarantined_and_the_rest_kept(tmp_path: Path) -> None:
     sp = Spool(tmp_path, fsync="never")
     sp.append([ev(n) for n in range(1, 21)])
