@@ -89,8 +89,8 @@ class SinkWorker:
         self._in_hand: list[tuple[Event, Receipt | None]] | None = None
         self._handed_on = False
         self._dirty = False
-        # with a spool, records are trimmed only once the sink has taken and flushed them
-        self._spool = queue if isinstance(queue, SpoolQueue) else None
+        self._logged: str | None = None  #: the failure last logged: said once until a flush confirms again
+        self._spool = queue if isinstance(queue, SpoolQueue) else None  # trimmed once the sink took and flushed
         #: the spool records up to here were sent (and are committed at the next flush)
         self._sent_upto = self._spool.spool.committed if self._spool is not None else 0
         #: the spool's count of records lost to damage, as far as it is in ``queue.dropped`` already
@@ -167,12 +167,12 @@ class SinkWorker:
         self.stats.healthy = False
         foreseen = isinstance(exc, AgentError)
         msg = str(exc) if foreseen else f"{action} failed: {type(exc).__name__}: {exc}"
-        if msg != self.stats.last_error:
+        if msg != self._logged:  # not last_error: the sink's own reports (:meth:`_trouble`) change that
             if foreseen or isinstance(exc, OSError):
                 log.warning("sink %s: %s (retrying)", self.label, msg)
             else:  # not a foreseen failure: a bug, worth a traceback
                 log.error("sink %s: %s (retrying)", self.label, msg, exc_info=exc)
-        self.stats.last_error = msg
+        self.stats.last_error = self._logged = msg
 
     async def _get_batch(self) -> list[tuple[Event, Receipt | None]]:
         """The next batch; an error reading the spool is retried here."""
@@ -362,7 +362,7 @@ class SinkWorker:
             before = self._reports
             try:
                 await self.sink.flush()
-                self._counted_unreported = False
+                self._counted_unreported, self._logged = False, None
                 break
             except Exception as exc:
                 self._failed(exc, "flush", told=self._told_since(before))

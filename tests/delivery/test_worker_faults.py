@@ -15,6 +15,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from agent.errors import SinkError
 from agent.model import Event
 from agent.pipeline import PipelineStats, SinkWorker, wal
 from agent.pipeline.salvage import decode_cursor
@@ -87,6 +88,44 @@ def sequences(path: Path) -> list[int]:
 
 def seqs(sink: MemorySink) -> list[int]:
     return [e.sequence for e in sink.events]
+
+
+class Unacked(Faulty):
+    """A sink that reports its trouble itself before its flush fails, as the socket sink does (its sender's
+    'no ack' first, then the flush's own 'not acknowledged')."""
+
+    async def flush(self) -> None:
+        if self.bad_flushes > 0:
+            self.trouble("no ack for 3.0s")
+        await super().flush()
+
+
+@pytest.mark.anyio
+async def test_a_flush_failing_the_same_way_is_logged_once_though_the_sink_reports_its_own_trouble(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "hoststamp.sink")
+    q = spooled(tmp_path / "a")
+    sink = Unacked(lambda: SinkError("20 not acknowledged after 3.0s (last error: no ack for 3.0s)"),
+                   flushes=FOREVER)
+    stats = PipelineStats().sink("a")
+    async with anyio.create_task_group() as tg:
+        w = worker(sink, q, stats)
+        w.label = "a"
+        tg.start_soon(w.run)
+        await fill(q, 1, 20)
+        await until(lambda: stats.send_errors >= 10)
+        sink.bad_flushes = 0  # delivered: the same failure afterwards is news again
+        await until(lambda: q.spool.committed == 20)
+        sink.bad_flushes = FOREVER
+        await fill(q, 21, 30)
+        await until(lambda: stats.send_errors >= 15)
+        sink.bad_flushes = 0
+        await until(lambda: q.spool.committed == 30)
+        q.close()
+    await q.aclose()
+    logged = [r.getMessage() for r in caplog.records if "not acknowledged" in r.getMessage()]
+    assert logged == ["sink a: 20 not acknowledged after 3.0s (last error: no ack for 3.0s) (retrying)"] * 2
 
 
 @pytest.mark.anyio
