@@ -148,6 +148,8 @@ class NatsSource:
         self._inflight = 0
         self._room = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: shutting down: nothing more is taken (see :meth:`finish`)
+        self._finishing = False
 
     @classmethod
     def build(cls, options: ListenerOptions, deliver: Deliver, *, dedupe: DedupeWindow | None = None) -> NatsSource:
@@ -187,7 +189,7 @@ class NatsSource:
             log.info("nats %s: consuming %s from stream %s as %s", s.endpoint.display, s.endpoint.subject,
                      s.stream, s.durable)
             while True:
-                while self._inflight >= s.max_inflight:  # ask for more only with a slot free
+                while self._inflight >= s.max_inflight or self._finishing:  # ask for more only with a slot free
                     self._room.clear()
                     await self._room.wait()
                 want = min(s.batch, s.max_inflight - self._inflight)
@@ -227,8 +229,19 @@ class NatsSource:
         self.policy.check(event)
         return event
 
+    async def finish(self, timeout: float) -> None:
+        """Shutting down: take no more messages, and let those taken settle, each acked (or nak'ed) to the server
+        as its delivery ends, for up to ``timeout`` seconds; then the listener may be cancelled. Without this,
+        a message delivered during the drain stays unacked and comes back after ``ack_wait``, a duplicate."""
+        self._finishing = True
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
     def _take(self, msg: Msg) -> None:
         peer = self.options.name or f"nats:{msg.subject}"
+        if self._finishing:  # fetched as the listener stops: not taken, so the server sends it again at once (nak)
+            self._spawn(self._finish(msg, None, peer, let_go=True))
+            return
         fut: asyncio.Future[Any] | None
         try:
             event = self._decode(msg)
@@ -277,10 +290,11 @@ class NatsSource:
                 log.debug("in-progress %s: %s", msg.subject, exc)
 
     async def _finish(self, msg: Msg, fut: asyncio.Future[Any] | None, peer: str, *, refused: bool = False,
-                      counted: bool = False) -> None:
-        """Ack once the event is durable; term what is refused; nak what was dropped or failed. ``counted``: this
-        message carried the event's first copy, counted as accepted once every sink's queue took it."""
-        verdict = "term" if refused else "ack"
+                      counted: bool = False, let_go: bool = False) -> None:
+        """Ack once the event is durable; term what is refused; nak what was dropped or failed, or ``let_go``
+        (not taken). ``counted``: this message carried the event's first copy, counted as accepted once every
+        sink's queue took it."""
+        verdict = "nak" if let_go else "term" if refused else "ack"
         if fut is not None:
             try:
                 if await self._outcome(msg, fut) is False:
@@ -304,7 +318,7 @@ class NatsSource:
                 await msg.term()
                 self.terminated += 1
             else:
-                await msg.nak(delay=NAK_DELAY)
+                await msg.nak(delay=None if let_go else NAK_DELAY)
                 self.naked += 1
         except (nats.errors.Error, OSError) as exc:  # the connection went: the server redelivers later
             log.debug("%s %s: %s", verdict, msg.subject, exc)

@@ -147,6 +147,27 @@ async def test_messages_are_acked_only_once_the_local_sinks_have_them(nats_serve
     assert len(sink.events) == 30
 
 
+async def test_what_the_listener_took_is_acked_as_it_is_delivered_while_it_finishes(nats_server: NatsServer) -> None:
+    """Shutting down: no more is taken, and what was taken is acked once delivered, before the listener is
+    cancelled; else it would come back after ack_wait and be stamped again (a duplicate downstream)."""
+    sink = MemorySink()
+    sink.fail_sends = 10**9  # the local sink confirms nothing yet
+    async with listening(nats_server, sink, "create=1&stream=IN") as (source, rig):
+        async with publisher(nats_server) as js:
+            await _wait_stream(js)
+            await publish(js, [guest(i) for i in range(5)])
+            await until(lambda: rig.stats.signed == 5, what="5 events stamped")
+            finishing = asyncio.ensure_future(source.finish(20.0))
+            await asyncio.sleep(0.3)
+            assert not finishing.done() and source.acked == 0  # it waits for what it took
+            await publish(js, [guest(5)])  # comes as it stops: not taken
+            sink.fail_sends = 0  # the sink delivers during the drain
+            await asyncio.wait_for(finishing, 20.0)
+        assert source.acked == 5 and rig.stats.signed == 5
+        assert await consumer_state(nats_server) in ((1, 0), (0, 1))  # the late one is the next consumer's
+    assert sorted(orjson.loads(e.body)["id"] for e in sink.events) == [f"g-{i}" for i in range(5)]
+
+
 async def test_the_consumer_survives_a_server_restart(nats_server: NatsServer) -> None:
     sink = MemorySink()
     async with listening(nats_server, sink, "create=1&stream=IN&batch=16&ack_wait=1") as (source, _rig):
