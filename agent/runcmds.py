@@ -176,8 +176,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     anyio.run(agent.run, None if args.once else status)
     if args.once and agent.undelivered:
         n = agent.undelivered
-        what = (f"{n} event{'s' if n != 1 else ''} not delivered to every sink (dropped, or not confirmed: see the "
-                "log above)")
+        what = (f"{n} event{'s' if n != 1 else ''} not delivered to every sink (counted for each sink that missed "
+                "them; dropped, or not confirmed: see the log above)")
         if json_logs:
             log.error("run --once: %s", what)
         else:

@@ -52,8 +52,9 @@ def ignore_until_handled(*, note_stops: bool = False) -> None:
 def _note_stop(signum: int, _frame: object) -> None:
     now = time.monotonic()
     if _early and now - _early[0][1] >= SAME_SIGNAL:  # asked again while still starting: out now
-        os.write(2, f"hoststamp: received {signal.Signals(signum).name} again while starting: exiting now\n"
-                    .encode())
+        # in the log's own format once it is set up (before, Python writes the bare message to stderr)
+        log.error("received %s again while starting: exiting now", signal.Signals(signum).name)
+        logging.shutdown()
         os._exit(1)
     if not _early:
         _early.append((signum, now))
