@@ -209,6 +209,7 @@ class SinkQueue:
         self._not_full = asyncio.Event()
         self._not_full.set()
         self._closed = False
+        self._closing = asyncio.Event()
         #: drops by reason: ``queue_full`` (drop_newest), ``evicted`` (drop_oldest), ``closed``; and, counted by
         #: others, ``drain_timeout`` (still queued or in hand when the drain's deadline passed and nothing else can
         #: take them: a sink a reload removed, any sink at a shutdown), ``spool_damaged``, ``too_large``, ``refused``
@@ -312,6 +313,11 @@ class SinkQueue:
         self._closed = True
         self._not_empty.set()
         self._not_full.set()
+        self._closing.set()
+
+    async def wait_closed(self) -> None:
+        """Until :meth:`close` is called."""
+        await self._closing.wait()
 
     @property
     def closed(self) -> bool:

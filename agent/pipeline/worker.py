@@ -72,8 +72,7 @@ class SinkWorker:
         self._last_flush = time.monotonic()
         #: events taken by the sink, with their receipts, waiting for the next flush to confirm them
         self._unflushed: list[tuple[Event, Receipt]] = []
-        #: id(event) -> the event (held, so that its id is not reused meanwhile) and why the sink left it out or
-        #: its downstream refused it, until the next flush
+        #: id(event) -> the event (held: its id is not reused) and why it was left out or refused, until the next flush
         self._left: dict[int, tuple[Event, str]] = {}
         #: set once the queue is drained and the sink closed (or the worker was cancelled)
         self.finished = False
@@ -122,7 +121,10 @@ class SinkWorker:
                 self.stats.healthy = not self._troubled
             except Exception as exc:  # any failure of one sink is retried, never the end of the agent
                 self._failed(exc, "open", told=self._told_since(before))
-                await anyio.sleep(self._backoff.next())
+                with anyio.move_on_after(self._backoff.next()):
+                    await self.queue.wait_closed()
+                if self.queue.closed and not len(self.queue) and (self._spool is None or not self._spool.pending):
+                    return  # stopping, and nothing for this sink: no need to open it (nor to wait for the deadline)
         self._backoff.reset()
 
     def _trouble(self, error: str | None) -> None:
@@ -259,8 +261,7 @@ class SinkWorker:
                 ):
                     await self._flush()
         finally:
-            # one bounded attempt (a sink that is down holds no shutdown), ending with the drain's deadline, but
-            # for a last moment to close what is open
+            # one bounded attempt (a sink that is down holds no shutdown) by the drain's deadline, and a last moment
             close_in = CLOSE_TIMEOUT
             if self.close_by is not None:
                 close_in = min(CLOSE_TIMEOUT, max(CLOSE_LAST_MOMENT, self.close_by - time.monotonic()))
@@ -279,8 +280,7 @@ class SinkWorker:
                         if str(exc) != said:  # the close's own failure, not the flush's said again
                             log.error("sink %s: close failed: %s", self.label, exc)
             if closing.cancelled_caught and self._opened:
-                # cut short, maybe before the sink's own close was reached: what it runs (a sender that
-                # reconnects for ever) is stopped now, not left behind a reload or a shutdown
+                # cut short, maybe before the sink's own close: what it runs (a sender reconnecting) stops now
                 abort = getattr(self.sink, "abort", None)
                 if abort is not None:
                     abort()
@@ -288,10 +288,10 @@ class SinkWorker:
                 self.unconfirmed = self._unconfirmed()
                 what = f"{self.unconfirmed} events" if hasattr(self.sink, "unacked") else "what it took"
                 if self._spool is not None:
-                    log.warning("sink %s: not confirmed within %gs of closing; %s stay in the spool and are sent "
+                    log.warning("sink %s: not confirmed within %.3gs of closing; %s stay in the spool and are sent "
                                 "again at the next start", self.label, close_in, what)
                 elif self.unconfirmed:
-                    log.error("sink %s: not confirmed within %gs of closing; %s may be lost", self.label,
+                    log.error("sink %s: not confirmed within %.3gs of closing; %s may be lost", self.label,
                               close_in, what)
             if self._spool is None:  # with a spool, what is left is kept in it, its senders acked already
                 self._fail_unconfirmed(None if self._handed_on else batch)

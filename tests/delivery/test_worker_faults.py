@@ -413,3 +413,32 @@ async def test_what_a_down_socket_sink_took_of_the_batch_in_hand_is_not_counted_
         worker.close_by = time.monotonic()  # its close is not waited for
         tg.cancel_scope.cancel()
     await sink.sender.aclose()
+
+
+class NeverOpens(MemorySink):
+    async def open(self) -> None:
+        raise SinkError("cannot connect: the server is down")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("spooled_queue", [False, True])
+async def test_a_sink_that_cannot_open_holds_no_stop_when_it_has_nothing_to_send(tmp_path: Path,
+                                                                                 spooled_queue: bool) -> None:
+    """Its queue closes (the agent stops) while it waits to try opening again: with nothing for it, it ends
+    then, rather than at the end of its wait (here 30 s) or the drain's deadline."""
+    from agent.pipeline import SinkQueue
+    from agent.transport import Backoff
+
+    q = spooled(tmp_path / "s") if spooled_queue else SinkQueue(100)
+    stats = PipelineStats().sink("down")
+    w = SinkWorker(NeverOpens(), q, stats, backoff=Backoff(30.0, 30.0, rng=lambda: 1.0))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(w.run)
+        await until(lambda: stats.send_errors >= 1)
+        q.close()
+        with anyio.fail_after(5):
+            while not w.finished:
+                await anyio.sleep(0.01)
+    if isinstance(q, SpoolQueue):
+        await q.aclose()
+    assert stats.sent == 0 and not stats.healthy
