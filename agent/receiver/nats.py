@@ -75,10 +75,15 @@ class NatsSourceSettings:
         q = ep.params
         conv: dict[str, Any] = {"stream": str, "durable": str, "create": _flag, "batch": int, "ack_wait": float,
                                 "max_inflight": int}
-        try:
-            s = cls(endpoint=ep, **{name: conv[name](value) for name, value in q.items()})
-        except ValueError as exc:
-            raise ConfigError(f"{uri!r}: {exc}", key=key) from None
+        values: dict[str, Any] = {}
+        for name, value in q.items():
+            try:
+                values[name] = conv[name](value)
+            except ValueError as exc:
+                want = {int: "a whole number", float: "a number"}.get(conv[name])
+                said = f"expected {want}, got {value!r}" if want else str(exc)
+                raise ConfigError(f"{uri!r}: {name}: {said}", key=key) from None
+        s = cls(endpoint=ep, **values)
         if s.batch < 1 or s.max_inflight < 1 or not 0 < s.ack_wait < math.inf:
             raise ConfigError(f"{uri!r}: batch, max_inflight and ack_wait must be positive", key=key)
         for problem in (name_problem(s.stream, "stream"), name_problem(s.durable, "durable consumer"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,11 @@ def test_listener_settings_from_the_uri() -> None:
     for bad in ("batch=0", "batch=x", "create=maybe", "ack_wait=-1", "stream=", "other=1", "stream=R.L",
                 "stream=a%20b", "durable=a.b", "durable=x*", "durable=a/b"):
         with pytest.raises(ConfigError):
+            NatsSourceSettings.from_uri(f"nats://h:1/g?{bad}")
+    for bad, said in (("ack_wait=abc", "ack_wait: expected a number, got 'abc'"),
+                      ("batch=1.5", "batch: expected a whole number, got '1.5'"),
+                      ("create=maybe", "create: expected 1 or 0, got 'maybe'")):
+        with pytest.raises(ConfigError, match=re.escape(said)):  # the parameter named, in words
             NatsSourceSettings.from_uri(f"nats://h:1/g?{bad}")
     # what the server refuses only when asked, and the agent then died of: refused by the configuration
     for subject in ("g..x", ">.g", "g.>x", "g.a*", ".g", "g."):
