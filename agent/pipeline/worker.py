@@ -121,8 +121,8 @@ class SinkWorker:
                 self.stats.healthy = not self._troubled
             except Exception as exc:  # any failure of one sink is retried, never the end of the agent
                 self._failed(exc, "open", told=self._told_since(before))
-                with anyio.move_on_after(self._backoff.next()):
-                    await self.queue.wait_closed()
+                with anyio.move_on_after(self._backoff.next()):  # cut short by a stop, unless stopping already
+                    await (anyio.sleep(math.inf) if self.queue.closed else self.queue.wait_closed())
                 if self.queue.closed and not len(self.queue) and (self._spool is None or not self._spool.pending):
                     return  # stopping, and nothing for this sink: no need to open it (nor to wait for the deadline)
         self._backoff.reset()
