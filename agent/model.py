@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["MAX_KEPT_NAME", "NOT_IN_STRINGS", "Event", "Reading", "bounded_name", "escape_text", "event_type",
-           "not_utf8"]
+__all__ = ["MAX_KEPT_NAME", "NOT_IN_STRINGS", "Event", "Reading", "bounded_name", "cut", "escape_text",
+           "event_type", "not_utf8"]
 
 #: the longest name a guest chooses (a ``source``, an ``id``) that is kept as it is; longer ones by their digest
 MAX_KEPT_NAME = 256
@@ -29,6 +29,12 @@ def bounded_name(text: str) -> str:
 NOT_IN_STRINGS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
                             + "".join(f"{chr(p + 0xFFFE)}{chr(p + 0xFFFF)}" for p in range(0, 0x110000, 0x10000))
                             + "]")
+
+
+def cut(text: str, n: int) -> str:
+    """``text`` in at most ``n`` characters: when it is longer, its first ``n - 1`` and ``…``, so a reader sees
+    that it was cut."""
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def not_utf8(data: bytes, of: str = "") -> str | None:

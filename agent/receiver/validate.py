@@ -16,7 +16,7 @@ import orjson
 from .. import _native
 from ..codec.exact import TooDeep, loads_wide, reparse
 from ..errors import TransportError
-from ..model import NOT_IN_STRINGS, not_utf8
+from ..model import NOT_IN_STRINGS, cut, not_utf8
 from ..signing.dsse import strict_base64
 
 __all__ = ["REASONS", "REQUIRED", "Rejected", "check_attributes", "json_depth", "parse_event"]
@@ -66,11 +66,6 @@ def json_depth(obj: Any) -> int:
 
 def _bad(detail: str) -> Rejected:
     return Rejected("attributes", detail)
-
-
-def _cut(text: str, n: int) -> str:
-    """``text``, or its first ``n`` characters and ``…`` when it is longer."""
-    return text if len(text) <= n else text[:n] + "…"
 
 
 def _text(name: str, value: str) -> None:
@@ -134,7 +129,7 @@ def _check_attributes(event: dict[str, Any]) -> None:
     if (spec := event.get("specversion")) != "1.0":
         if spec is None:
             raise _bad("specversion is missing (it must be \"1.0\")")
-        raise _bad(f"specversion must be \"1.0\", got {_cut(repr(spec), 40)}")
+        raise _bad(f"specversion must be \"1.0\", got {cut(repr(spec), 41)}")
     for name in ("id", "source", "type"):
         v = event.get(name)
         if not isinstance(v, str) or not v:

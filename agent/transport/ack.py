@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 
 from ..errors import FramingError
+from ..model import cut
 
 __all__ = ["MAX_REJECTED", "Ack", "Outbox", "ack_payloads", "decode_ack", "encode_ack"]
 
@@ -47,8 +48,7 @@ class Ack:
 def encode_ack(ack: Ack) -> bytes:
     obj: dict[str, Any] = {"ack": ack.count}
     if ack.rejected:
-        obj["rejected"] = [[n, r if len(r) <= _MAX_REASON else r[: _MAX_REASON - 1] + "…"]
-                           for n, r in ack.rejected[:MAX_REJECTED]]
+        obj["rejected"] = [[n, cut(r, _MAX_REASON)] for n, r in ack.rejected[:MAX_REJECTED]]
     return orjson.dumps(obj)
 
 
