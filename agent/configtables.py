@@ -19,6 +19,7 @@ from .probes import registry as probe_registry
 from .transport.uri import split_hostport
 
 __all__ = [
+    "MAX_ATTRIBUTES",
     "MAX_JSON_DEPTH",
     "SPOOL_MIN_BYTES",
     "AgentSettings",
@@ -135,6 +136,9 @@ class EndpointConfig:
 
 #: the deepest guest JSON a listener may be configured to take
 MAX_JSON_DEPTH = 128
+#: attributes of one guest event, at most, by default (``data`` counts as one): real events carry a few dozen, and
+#: each costs the stamp a digest, so a frame of 70,000 would hold the event loop for a fifth of a second
+MAX_ATTRIBUTES = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +156,7 @@ class ListenerOptions:
     max_connections_per_peer: int | None = None
     idle_timeout: float = 300.0
     max_depth: int = 32
+    max_attributes: int = MAX_ATTRIBUTES
     guest_signatures: Literal["off", "verify", "require"] = "off"
     #: public keys (PEM files) trusted for guest signatures
     trusted_keys: tuple[str, ...] = ()
@@ -170,7 +175,7 @@ class ListenerOptions:
                              f"got {self.name!r:.60}")
         if not 1 <= self.max_frame <= 0xFFFFFFFF:
             raise ValueError("max_frame must be between 1 and 4294967295")
-        for key in ("max_connections", "max_depth", "max_inflight", "max_unsettled_bytes"):
+        for key in ("max_connections", "max_depth", "max_attributes", "max_inflight", "max_unsettled_bytes"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1")
         per_peer = self.max_connections_per_peer

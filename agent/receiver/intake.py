@@ -32,7 +32,7 @@ def sort_frames(rx: Receiver, channel: str, peer: str, frames: list[bytes], *, b
     it ``(future or None when settled, position, 1)``; a new event handed to a single-event ``deliver``
     ``(future, -1, 1)`` (``taken`` is told when it answers); or, with ``batch``, the new event's position among
     the new events of this read. Also those events, their frames and their duplicate-window keys."""
-    depth = rx.options.max_depth
+    depth, most = rx.options.max_depth, rx.options.max_attributes
     dedupe = rx.dedupe
     seen = dedupe.entries
     check = rx.policy.check if rx.policy.mode != "off" else None
@@ -43,7 +43,7 @@ def sort_frames(rx: Receiver, channel: str, peer: str, frames: list[bytes], *, b
     here: dict[Key, int] = {}
     for frame in frames:
         try:
-            event = parse_event(frame, max_depth=depth)
+            event = parse_event(frame, max_depth=depth, max_attributes=most)
             if check is not None:
                 check(event)
         except Rejected as r:

@@ -48,7 +48,7 @@ from .glue import GuestPipeline, PipelineDeliver
 from .policy import GuestPolicy
 from .server import Deliver
 from .telemetry import ReceiverStats, RejectLog
-from .validate import Rejected, check_attributes, json_depth, parse_event
+from .validate import Rejected, check_attributes, check_count, json_depth, parse_event
 
 __all__ = ["PARAMS", "NatsSource", "NatsSourceSettings", "serve_nats"]
 
@@ -221,12 +221,13 @@ class NatsSource:
         if len(msg.data) > opts.max_frame:
             raise Rejected("frame", f"message of {len(msg.data)} bytes exceeds {opts.max_frame}")
         if is_structured(msg.headers):
-            event = parse_event(msg.data, max_depth=opts.max_depth)
+            event = parse_event(msg.data, max_depth=opts.max_depth, max_attributes=opts.max_attributes)
         else:
             try:
                 event = from_binary(msg.headers or {}, msg.data)
             except ValueError as exc:
                 raise Rejected("attributes", f"binary-mode message: {exc}") from None
+            check_count(event, opts.max_attributes)
             depth = json_depth(event)
             if depth > opts.max_depth:
                 raise Rejected("depth", f"JSON nesting depth {depth} exceeds {opts.max_depth}")

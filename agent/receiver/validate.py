@@ -15,11 +15,13 @@ import orjson
 
 from .. import _native
 from ..codec.exact import TooDeep, loads_wide, reparse
+from ..configtables import MAX_ATTRIBUTES
 from ..errors import TransportError
 from ..model import NOT_IN_STRINGS, cut, not_utf8
 from ..signing.dsse import strict_base64
 
-__all__ = ["REASONS", "REQUIRED", "Rejected", "check_attributes", "json_depth", "parse_event"]
+__all__ = ["REASONS", "REQUIRED", "Rejected", "check_attributes", "check_count", "json_depth",
+           "parse_event"]
 
 #: every reason a frame or connection can be refused for (metric labels)
 REASONS = ("frame", "json", "depth", "attributes", "unsigned", "signature", "pipeline", "connections",
@@ -185,7 +187,13 @@ def _check_attributes(event: dict[str, Any]) -> None:
                            "zero)")
 
 
-def parse_event(frame: bytes, *, max_depth: int) -> dict[str, Any]:
+def check_count(event: dict[str, Any], max_attributes: int) -> None:
+    """Refuse an event with more than ``max_attributes`` attributes (``data`` and the rest alike)."""
+    if len(event) > max_attributes:
+        raise _bad(f"{len(event)} attributes, more than max_attributes ({max_attributes})")
+
+
+def parse_event(frame: bytes, *, max_depth: int, max_attributes: int = MAX_ATTRIBUTES) -> dict[str, Any]:
     """One frame -> a checked event dict; :class:`Rejected` otherwise.
 
     An integer too large for orjson's 64 bits is kept exact: such a frame is parsed again by the standard
@@ -205,6 +213,7 @@ def parse_event(frame: bytes, *, max_depth: int) -> dict[str, Any]:
             raise Rejected("json", not_utf8(frame) or str(again)[:120]) from None
     if not isinstance(event, dict):
         raise Rejected("json", "frame is not a JSON object")
+    check_count(event, max_attributes)
     if _passes is not None and _passes(event, max_depth):  # the common case, natively: depth, attributes, floats
         return event
     # the number of opening brackets bounds the depth: walk only when it could be too deep

@@ -350,6 +350,19 @@ def test_too_deep_is_refused(tmp_path: Path) -> None:
     assert ack.rejected[0][1].startswith("depth:")
 
 
+def test_an_event_with_more_attributes_than_the_listener_allows_is_refused_alone(tmp_path: Path) -> None:
+    async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> tuple[Ack, Receiver]:
+        c = await client()
+        await c.send(ev(1, **{f"x{i}": i for i in range(20)}))
+        await c.send(ev(2, x1=1))
+        return await c.until(2), rx
+
+    ack, rx = run(with_receiver(tmp_path, body, max_attributes=10))
+    assert [(n, r.split(":")[0]) for n, r in ack.rejected] == [(1, "attributes")]
+    assert "more than max_attributes (10)" in ack.rejected[0][1]
+    assert rx.stats.rejected == {"attributes": 1} and rx.stats.accepted == 1
+
+
 def test_refusals_are_logged_once_per_peer_and_reason(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     async def body(rx: Receiver, client: Dial, sink: MemoryDeliver) -> Receiver:
         c = await client()
@@ -510,8 +523,8 @@ def test_refusals_are_reported_ahead_of_a_pending_frame_and_only_once(tmp_path: 
 
 
 @pytest.mark.parametrize(("key", "value"), [("max_frame", 0), ("max_connections", 0), ("idle_timeout", 0),
-                                            ("max_depth", 0), ("max_inflight", 0), ("dedupe_window", -1),
-                                            ("mode", 0o10000)])
+                                            ("max_depth", 0), ("max_attributes", 0), ("max_inflight", 0),
+                                            ("dedupe_window", -1), ("mode", 0o10000)])
 def test_listener_limits_are_checked_with_the_config(key: str, value: int) -> None:
     from agent import config
     from agent.errors import ConfigError

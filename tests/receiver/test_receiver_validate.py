@@ -29,6 +29,17 @@ def test_a_good_event_passes_unchanged() -> None:
     assert parse(ev) == ev
 
 
+def test_more_attributes_than_max_attributes_are_refused_by_count() -> None:
+    many = event(**{f"x{i}": i for i in range(993)})  # 7 + 993 = 1000: the default limit, passed
+    assert parse(many) == many
+    with pytest.raises(Rejected) as e:
+        parse(event(**{f"x{i}": i for i in range(994)}))
+    assert e.value.reason == "attributes" and e.value.detail == "1001 attributes, more than max_attributes (1000)"
+    with pytest.raises(Rejected, match=r"8 attributes, more than max_attributes \(7\)"):
+        parse_event(orjson.dumps(event(extra=1)), max_depth=32, max_attributes=7)
+    assert parse_event(orjson.dumps(event()), max_depth=32, max_attributes=7) == event()
+
+
 def test_standard_base64_data_passes() -> None:
     for text in ("", "AA==", "+/8=", "aGVsbG8gd29ybGQ=", "aGk=", "aGVsbG8h"):
         ev = event(data=..., data_base64=text)
