@@ -258,7 +258,10 @@ def test_other_probes_keep_their_schedule_while_a_mount_hangs(workdir: Path) -> 
     stale = [r for r in got if r.probe == "mounts" and r.subject == str(mnt)]
     assert stale and all(r.output["status"] == "stale" for r in stale)
     assert mounts.stats.runs >= 2 and mounts.stats.failures == 0
-    assert probe.checker.spawned == 1  # one child for the whole hang, however many rounds
+    # one child for the whole hang, however many rounds. A check killed at its deadline before the FUSE daemon
+    # read its request ends (the kernel lets a fatal signal take back a request still queued): only a child that
+    # has ended is replaced
+    assert probe.checker.spawned <= 1 + probe.checker.reaped
     # 2.5 s at one round per 50 ms would be 50 rounds; a probe blocked behind the mount would get 1 or 2
     assert tick.stats.runs >= 20
 
