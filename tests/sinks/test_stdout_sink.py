@@ -94,7 +94,8 @@ async def test_a_line_torn_by_a_failed_write_is_ended_before_the_next_batch(pipe
         with anyio.fail_after(20):  # until the writer thread has put part of the line into the pipe
             while not select.select([r], [], [], 0)[0]:
                 await anyio.sleep(0.02)
-        assert len(_read_all(r)) > 0
+        # read a little, not all: a reader draining the pipe as fast as the writer fills it could take the whole line
+        assert len(os.read(r, 4096)) > 0
         os.close(r)
     assert failed
     # the same descriptor now leads to a fresh pipe (as after a reader's restart)

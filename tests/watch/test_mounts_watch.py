@@ -28,10 +28,13 @@ def mntns() -> Iterator[int]:
         pytest.skip("needs root, unshare and nsenter")
     proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "60"])
     try:
-        for _ in range(200):  # until unshare has exec'd sleep in the new namespace
-            if os.readlink(f"/proc/{proc.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt"):
-                break
+        for _ in range(500):  # until unshare has exec'd sleep in the new namespace: only then is it private (until
+            # then, the host's mount changes propagate into it)
+            with open(f"/proc/{proc.pid}/comm") as f:
+                if f.read().strip() == "sleep":
+                    break
             time.sleep(0.01)
+        assert os.readlink(f"/proc/{proc.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
         yield proc.pid
     finally:
         proc.kill()
